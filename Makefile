@@ -1,0 +1,46 @@
+# Two commands: `make run` (dashboard on demo data) and `make test` (the whole suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+
+.PHONY: run test lint fmt bench cron-example clean migration
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps re-install only when the requirement files change.
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/python -m billing_core seed-demo --only-in-demo
+	$(BIN)/streamlit run dashboard.py --server.port $(PORT)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m billing_core.bench
+
+# New schema revision from the models: make migration MSG="add x"
+migration: $(VENV)/.dev
+	$(BIN)/python -c "import sys; from billing_core.db import new_revision; new_revision(sys.argv[1])" "$(MSG)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

@@ -1,0 +1,213 @@
+"""One settings object for the dashboard and the CLI.
+
+Values come from `.streamlit/secrets.toml` (top-level keys, any case) overridden by environment
+variables. Secrets are SecretStr so they never appear in logs, reprs or exports.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from billing_core.errors import ConfigError
+
+DEFAULT_SECRETS_FILE = Path(".streamlit/secrets.toml")
+
+# Environment variables that show AWS credentials are configured through boto3's standard chain.
+_AWS_CREDENTIAL_HINTS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default and a one-line help (the README lists them all)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///data/billing.db",
+        description="SQLAlchemy URL of the database.",
+        repr=False,  # may hold a password
+    )
+    billing_mode: Literal["auto", "demo", "live"] = Field(
+        "auto", description="demo or live; auto picks live when AWS or Stripe is configured."
+    )
+    aws_region: str = Field("us-east-1", description="Region of the Cost Explorer endpoint.")
+    cost_metric: Literal["UnblendedCost", "NetUnblendedCost", "AmortizedCost", "BlendedCost"] = (
+        Field("UnblendedCost", description="Cost Explorer metric billed to customers.")
+    )
+    cost_group_by: Literal["LINKED_ACCOUNT", "TAG"] = Field(
+        "LINKED_ACCOUNT", description="Attribute costs by linked account or by a tag."
+    )
+    cost_tag_key: str = Field("customer", description="Cost-allocation tag key for TAG mode.")
+    cost_snapshot_ttl_seconds: int = Field(
+        6 * 3600, ge=60, description="Age after which cost snapshots are refreshed."
+    )
+    cost_currency: str = Field("USD", description="Currency AWS bills in.")
+    stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...).")
+    stripe_api_base: str | None = Field(
+        None, description="Stripe API address; set to a local Stripe emulator in tests."
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
+    )
+    stripe_requests_per_second: float = Field(
+        20.0, gt=0, description="Client-side rate limit for Stripe calls (test mode allows 25)."
+    )
+    stripe_concurrency: int = Field(4, ge=1, le=32, description="Parallel Stripe calls.")
+    admin_emails: list[str] = Field(
+        default_factory=list, description="Emails (or @domain) with the admin role."
+    )
+    viewer_emails: list[str] = Field(
+        default_factory=list, description="Emails (or @domain) with the viewer role."
+    )
+    auth_proxy_header: str | None = Field(
+        None, description="Header with the signed-in email set by a trusted reverse proxy."
+    )
+    reconcile_tolerance_pct: Decimal = Field(
+        Decimal("0.5"), ge=0, description="Differences below this percent are noise."
+    )
+    alert_thresholds_pct: list[int] = Field(
+        default_factory=lambda: [80, 100], description="Usage alert thresholds in percent."
+    )
+    sns_topic_arn: str | None = Field(None, description="SNS topic for alerts (optional).")
+    run_lock_stale_seconds: int = Field(
+        300, ge=10, description="A run lock without heartbeat for this long may be taken over."
+    )
+
+    @field_validator("admin_emails", "viewer_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip().lower() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
+    @field_validator("alert_thresholds_pct", mode="before")
+    @classmethod
+    def _split_ints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(v) for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("stripe_api_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("stripe_api_key")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().startswith("sk_xxx"):
+            raise ValueError("is still the placeholder from secrets.toml.example")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges the secrets file and the environment it is given, so tests
+        # and callers control both explicitly instead of reading os.environ behind our back.
+        return (init_settings,)
+
+    @property
+    def aws_configured(self) -> bool:
+        return bool(self._environ_aws)
+
+    _environ_aws: bool = False
+
+    @property
+    def mode(self) -> Literal["demo", "live"]:
+        if self.billing_mode != "auto":
+            return self.billing_mode
+        if self.stripe_api_key is not None or self._environ_aws:
+            return "live"
+        return "demo"
+
+    @property
+    def stripe_enabled(self) -> bool:
+        """Pushing to Stripe needs a key or a local emulator address."""
+        return self.stripe_api_key is not None or bool(self.stripe_api_base)
+
+    def safe_summary(self) -> dict[str, str]:
+        """Settings fit for a log line or a page: secrets shown only as set / not set."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "set"
+            elif value is None:
+                out[name] = "not set"
+            elif name == "database_url":
+                out[name] = _hide_password(str(value))
+            else:
+                out[name] = str(value)
+        out["mode"] = self.mode
+        return out
+
+
+def _hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def read_secrets_file(path: Path) -> dict[str, Any]:
+    """Top-level keys of secrets.toml, lower-cased; tables such as [auth] are skipped here."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML ({exc}). Fix the file or compare it with "
+            ".streamlit/secrets.toml.example."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}.") from None
+    return {k.lower(): v for k, v in data.items() if not isinstance(v, dict)}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, secrets_path: Path | None = None
+) -> Settings:
+    """Build the settings from a secrets file and an environment (defaults: the real ones)."""
+    env = dict(os.environ if environ is None else environ)
+    if secrets_path is None:
+        secrets_path = Path(env.get("BILLING_SECRETS_FILE", str(DEFAULT_SECRETS_FILE)))
+    values: dict[str, Any] = read_secrets_file(secrets_path)
+    fields = Settings.model_fields
+    for key, value in env.items():
+        name = key.lower()
+        if name in fields:
+            values[name] = value
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError("Invalid settings: " + "; ".join(problems) + ".") from None
+    aws = any(env.get(hint) for hint in _AWS_CREDENTIAL_HINTS)
+    object.__setattr__(settings, "_environ_aws", aws)
+    return settings

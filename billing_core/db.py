@@ -1,0 +1,170 @@
+"""Database access: engine with safe SQLite settings, migrations on start, sessions."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError as SADatabaseError
+from sqlmodel import Session, create_engine
+
+from billing_core.errors import ConfigError, DatabaseError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Writers wait this long for a lock before failing (cron and the dashboard share the file).
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def parse_database_url(url: str) -> URL:
+    """Parse DATABASE_URL or raise one clear sentence (the password never appears in it)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "DATABASE_URL is not a valid database URL; expected e.g. sqlite:///data/billing.db "
+            "or postgresql+psycopg://user:pass@host/db."
+        ) from None
+    return parsed
+
+
+def _prepare_sqlite_path(url: URL) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"Cannot create the folder for the database {path}: {exc.strerror}. "
+            "Set DATABASE_URL to a writable location."
+        ) from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise DatabaseError(
+            f"The database {path} is not writable by this user. "
+            "Fix its permissions or set DATABASE_URL to a writable location."
+        )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for DATABASE_URL; SQLite gets WAL, foreign keys and a busy timeout."""
+    url = parse_database_url(database_url)
+    try:
+        if url.get_backend_name() == "sqlite":
+            _prepare_sqlite_path(url)
+            engine = create_engine(
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError):
+        raise ConfigError(
+            f"DATABASE_URL names the driver {url.drivername!r}, which is not installed; "
+            "use sqlite:/// or postgresql+psycopg://."
+        ) from None
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not usable: {exc}.") from None
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest revision (safe to run every start)."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), "heads")
+    except SADatabaseError as exc:
+        raise DatabaseError(_describe_operational(engine, exc)) from None
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"Upgrading the database schema failed: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def _describe_operational(engine: Engine, exc: SADatabaseError) -> str:
+    where = engine.url.render_as_string(hide_password=True)
+    first = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    if "readonly" in first or "read-only" in first:
+        return f"The database {where} is read-only: {first}. Fix permissions or DATABASE_URL."
+    if "locked" in first:
+        return (
+            f"The database {where} stayed locked by another writer for "
+            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; try again when the other job finishes."
+        )
+    return f"Cannot use the database {where}: {first}. Check DATABASE_URL and that it is reachable."
+
+
+def open_database(database_url: str) -> Engine:
+    """Engine plus migrations: what the dashboard and every CLI command start with."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise DatabaseError(_describe_operational(engine, exc)) from None
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def new_revision(message: str) -> None:
+    """Autogenerate a migration from the models against a scratch database (for `make`)."""
+    import tempfile
+
+    from alembic import command
+
+    if not message.strip():
+        raise ConfigError('Give the migration a message: make migration MSG="what changed"')
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/scratch.db")
+        migrate(engine)
+        command.revision(_alembic_config(engine), message=message, autogenerate=True)

@@ -1,0 +1,130 @@
+"""Twelve months of demo invoices with paid, open, failed and void outcomes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlmodel import Session, select
+
+from billing_core.demo.catalog import (
+    CUSTOMERS,
+    FX_SOURCE,
+    DemoCustomer,
+    monthly_service_costs,
+    usd_to,
+)
+from billing_core.models import Customer, ExchangeRate, Invoice, InvoiceLine, Plan
+from billing_core.money import round_minor
+from billing_core.periods import Period
+
+_UNIT_PRECISION = Decimal("0.0000000001")
+# (customer key, months before the newest demo month) -> outcome other than "paid".
+_OUTCOMES: dict[tuple[str, int], str] = {
+    ("dune", 0): "open",
+    ("granite", 0): "open",
+    ("birch", 0): "failed",
+    ("fjord", 2): "failed",
+    ("iris", 5): "void",
+    ("granite", 7): "uncollectible",
+}
+
+
+def seed_invoice_history(session: Session, now: datetime) -> dict[str, int]:
+    from billing_core.demo import demo_history_periods
+
+    periods = demo_history_periods(now)
+    customers = {c.email: c for c in session.exec(select(Customer)).all()}
+    plans = {p.id: p for p in session.exec(select(Plan)).all()}
+    currencies = sorted({c.currency for c in CUSTOMERS} - {"USD"})
+    for period in periods:
+        for cur in currencies:
+            session.add(
+                ExchangeRate(
+                    period=str(period),
+                    base="USD",
+                    quote=cur,
+                    rate=usd_to(cur, period),
+                    source=FX_SOURCE,
+                )
+            )
+    count = 0
+    seq = 0
+    for age, period in enumerate(reversed(periods)):
+        for spec in CUSTOMERS:
+            seq += 1
+            customer = customers[spec.email]
+            plan = plans[customer.plan_id]
+            outcome = _OUTCOMES.get((spec.key, age), "paid")
+            _add_invoice(session, customer, plan, spec, period, outcome, seq)
+            count += 1
+    return {"invoices": count, "exchange rates": len(periods) * len(currencies)}
+
+
+def _add_invoice(
+    session: Session,
+    customer: Customer,
+    plan: Plan,
+    spec: DemoCustomer,
+    period: Period,
+    outcome: str,
+    seq: int,
+) -> None:
+    rate = usd_to(customer.currency, period)
+    markup = Decimal(1) + plan.markup_pct / Decimal(100)
+    issued = period.end_at + timedelta(days=3, hours=6)
+    invoice = Invoice(
+        customer_id=customer.id or 0,
+        period=str(period),
+        currency=customer.currency,
+        status=outcome,
+        cost_currency="USD",
+        fx_rate=rate if customer.currency != "USD" else None,
+        fx_source=FX_SOURCE if customer.currency != "USD" else None,
+        collection_method=customer.collection_method,
+        push_step="paid" if outcome == "paid" else "finalized",
+        number=f"DEMO-{period}-{seq:04d}",
+        is_demo=True,
+        issued_at=issued,
+        created_at=issued,
+        updated_at=issued,
+    )
+    session.add(invoice)
+    session.flush()
+    lines = [
+        InvoiceLine(
+            invoice_id=invoice.id or 0,
+            position=0,
+            kind="base_fee",
+            description=f"{plan.name.title()} plan, {period}",
+            unit_amount=Decimal(plan.base_fee_minor) / 100,
+            amount_minor=plan.base_fee_minor,
+        )
+    ]
+    for pos, (service, usd) in enumerate(sorted(monthly_service_costs(spec, period).items()), 1):
+        lines.append(
+            InvoiceLine(
+                invoice_id=invoice.id or 0,
+                position=pos,
+                kind="aws",
+                description=f"{service}, {period}",
+                service=service,
+                unit_amount=(usd * markup * rate).quantize(_UNIT_PRECISION),
+                amount_minor=round_minor(usd * markup * rate, customer.currency),
+            )
+        )
+    session.add_all(lines)
+    total = sum(line.amount_minor for line in lines)
+    invoice.subtotal_minor = total
+    invoice.total_minor = total
+    if outcome == "paid":
+        invoice.amount_paid_minor = total
+        invoice.paid_at = issued + timedelta(days=1 + seq % 9)
+        invoice.attempt_count = 1
+    elif outcome == "failed":
+        invoice.attempt_count = 2
+        invoice.next_payment_attempt = issued + timedelta(days=5)
+        invoice.last_error = "Card declined (insufficient_funds). Stripe retries automatically."
+    elif outcome == "uncollectible":
+        invoice.attempt_count = 4
+        invoice.last_error = "Marked uncollectible after four failed attempts."

@@ -1,0 +1,316 @@
+"""Tables (DESIGN.md section 4). Money is integer minor units; raw figures are exact decimals.
+
+Unique keys here are what stop double billing: one invoice per customer and period, one usage
+record per idempotency key, one stored Stripe event per event id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from billing_core.periods import utcnow
+from billing_core.sqltypes import ExactDecimal, UTCDateTime
+
+
+def _now_field(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, **kw)
+
+
+def _time_field(*, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, index=index)
+
+
+# Plans: base fee, markup on AWS costs, included usage and overage prices.
+class Plan(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    currency: str = Field(max_length=3)
+    base_fee_minor: int = 0
+    markup_pct: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(6))
+    aws_spend_limit_minor: int | None = None
+    active: bool = True
+    created_at: datetime = _now_field()
+    updated_at: datetime = _now_field()
+
+
+# One usage metric of a plan: included quantity and the unit price above it.
+class PlanMetric(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("plan_id", "metric"),)
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="plan.id", index=True)
+    metric: str
+    unit: str = ""
+    included_quantity: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(6))
+    # Unit price in the plan currency's major units; may hold fractions of a cent.
+    overage_unit_price: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(10))
+
+
+# A customer we bill, with how its AWS costs are recognised.
+class Customer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    email: str = Field(unique=True, index=True)
+    currency: str = Field(max_length=3)
+    plan_id: int | None = Field(default=None, foreign_key="plan.id", index=True)
+    # A plan change recorded now applies from this period on (YYYY-MM).
+    next_plan_id: int | None = Field(default=None, foreign_key="plan.id")
+    next_plan_from: str | None = None
+    collection_method: str = "charge_automatically"  # or send_invoice
+    days_until_due: int = 30
+    stripe_customer_id: str | None = Field(default=None, unique=True, index=True)
+    cost_tag_value: str | None = Field(default=None, index=True)
+    default_payment_method: str | None = None  # e.g. "card visa 4242"
+    active: bool = True
+    is_demo: bool = False
+    created_at: datetime = _now_field()
+    updated_at: datetime = _now_field()
+
+
+# An AWS linked account attributed to a customer (one customer per account).
+class CustomerAccount(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    account_id: str = Field(unique=True, index=True, max_length=12)
+
+
+# One fetch of Cost Explorer data for a period; lines belong to exactly one snapshot.
+class CostSnapshot(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    granularity: str  # DAILY or MONTHLY
+    group_by: str  # LINKED_ACCOUNT or TAG:<key>
+    metric: str
+    currency: str = "USD"
+    estimated: bool = False
+    request_count: int = 0
+    source: str = "cost_explorer"  # or demo
+    status: str = "complete"
+    fetched_at: datetime = _now_field(index=True)
+    forecast_amount: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
+
+
+# One Cost Explorer figure: a day (or month), an account or tag value, a service, a record type.
+class CostLine(SQLModel, table=True):
+    __table_args__ = (Index("ix_costline_snapshot_day", "snapshot_id", "day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: int = Field(foreign_key="costsnapshot.id")
+    period: str = Field(index=True)
+    day: str  # YYYY-MM-DD, first day of the bucket
+    account_id: str | None = None
+    tag_value: str | None = None
+    service: str
+    record_type: str = "Usage"  # Usage, Credit, Refund, Tax, Support fee...
+    amount: Decimal = Field(sa_type=ExactDecimal(10))
+    currency: str = "USD"
+    estimated: bool = False
+    fetched_at: datetime = _now_field()
+
+
+# A usage figure reported for a customer; the idempotency key makes re-imports harmless.
+class UsageRecord(SQLModel, table=True):
+    __table_args__ = (Index("ix_usage_customer_period", "customer_id", "period", "metric"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id")
+    metric: str
+    quantity: Decimal = Field(sa_type=ExactDecimal(6))
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    period: str
+    source: str = "import"
+    idempotency_key: str = Field(unique=True)
+    created_at: datetime = _now_field()
+
+
+# A monthly exchange rate from the cost currency to an invoice currency, with its source.
+class ExchangeRate(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("period", "base", "quote"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period: str
+    base: str = "USD"
+    quote: str
+    rate: Decimal = Field(sa_type=ExactDecimal(10))
+    source: str
+    created_at: datetime = _now_field()
+
+
+# One invocation of the invoicing job (CLI, cron or the admin button).
+class InvoiceRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    trigger: str = "cli"  # cli, cron, button
+    actor: str = "system"
+    status: str = "requested"  # requested, running, succeeded, partial, failed, locked
+    dry_run: bool = False
+    customer_filter: int | None = None
+    costs_estimated: bool = False
+    total_count: int = 0
+    done_count: int = 0
+    failed_count: int = 0
+    errors: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    requested_at: datetime = _now_field()
+    started_at: datetime | None = _time_field()
+    finished_at: datetime | None = _time_field()
+    heartbeat_at: datetime | None = _time_field()
+
+
+# The per-period run lock; the primary key makes taking it atomic on any database.
+class RunLock(SQLModel, table=True):
+    name: str = Field(primary_key=True)  # e.g. "invoice-run:2026-10"
+    owner: str  # host:pid:run id
+    token: str
+    acquired_at: datetime = _now_field()
+    heartbeat_at: datetime = _now_field()
+
+
+# An invoice, local first; Stripe ids are filled in as each push step succeeds.
+class Invoice(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("customer_id", "period", name="uq_invoice_customer_period"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    period: str = Field(index=True)
+    currency: str = Field(max_length=3)
+    # draft, open, paid, void, uncollectible (Stripe's), plus failed for local push failures
+    status: str = Field(default="draft", index=True)
+    subtotal_minor: int = 0
+    tax_minor: int = 0
+    total_minor: int = 0
+    amount_paid_minor: int = 0
+    cost_currency: str = "USD"
+    fx_rate: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
+    fx_source: str | None = None
+    costs_estimated: bool = False
+    collection_method: str = "charge_automatically"
+    # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
+    push_step: str = "none"
+    stripe_invoice_id: str | None = Field(default=None, unique=True, index=True)
+    number: str | None = None
+    hosted_invoice_url: str | None = None
+    invoice_pdf: str | None = None
+    attempt_count: int = 0
+    next_payment_attempt: datetime | None = _time_field()
+    pay_attempt: int = 0  # bumps the pay step's idempotency key after a decline
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    run_id: int | None = Field(default=None, foreign_key="invoicerun.id", index=True)
+    is_demo: bool = False
+    issued_at: datetime | None = _time_field()
+    paid_at: datetime | None = _time_field()
+    created_at: datetime = _now_field()
+    updated_at: datetime = _now_field()
+
+
+# One line of an invoice; amount_minor is rounded once, the invoice total is their sum.
+class InvoiceLine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    position: int = 0
+    kind: str  # base_fee, aws, overage, true_up, credit
+    description: str
+    service: str | None = None
+    metric: str | None = None
+    quantity: Decimal = Field(default=Decimal(1), sa_type=ExactDecimal(6))
+    unit_amount: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(10))
+    amount_minor: int
+
+
+# An adjustment scheduled for a later invoice (e.g. AWS restated a closed month).
+class TrueUp(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    source_period: str
+    description: str
+    amount_minor: int
+    currency: str = Field(max_length=3)
+    diff_id: int | None = Field(default=None, foreign_key="reconciliationdiff.id")
+    applied_invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
+    created_by: str = "system"
+    created_at: datetime = _now_field()
+
+
+# Every Stripe event we received, stored raw before it is applied.
+class StripeEvent(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # evt_...
+    type: str = Field(index=True)
+    created: datetime = Field(sa_type=UTCDateTime, index=True)
+    object_id: str | None = Field(default=None, index=True)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    source: str = "sync"  # sync or webhook
+    received_at: datetime = _now_field()
+    processed_at: datetime | None = _time_field()
+    outcome: str | None = None  # applied, ignored, error
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# Small named cursors and markers (e.g. the last synced Stripe event).
+class SyncState(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    value: str
+    updated_at: datetime = _now_field()
+
+
+# One reconciliation pass over a period.
+class ReconciliationRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    actor: str = "system"
+    status: str = "running"  # running, complete, failed
+    tolerance_pct: Decimal = Field(default=Decimal("0.5"), sa_type=ExactDecimal(6))
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    stripe_requests: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = _now_field()
+    finished_at: datetime | None = _time_field()
+
+
+# A difference found by reconciliation; (period, kind, subject) makes re-runs update it.
+class ReconciliationDiff(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("period", "kind", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int | None = Field(default=None, foreign_key="reconciliationrun.id")
+    period: str = Field(index=True)
+    kind: str
+    subject: str  # stable key: invoice id, stripe id, customer/service...
+    customer_id: int | None = Field(default=None, foreign_key="customer.id")
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
+    currency: str | None = None
+    local_value: str | None = None
+    remote_value: str | None = None
+    delta_minor: int = 0
+    within_tolerance: bool = False
+    status: str = "open"  # open, resolved, gone
+    resolution: str | None = None  # synced, accepted, true_up
+    resolution_note: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = _time_field()
+    first_seen_at: datetime = _now_field()
+    last_seen_at: datetime = _now_field()
+
+
+# A usage or spend alert, once per customer, metric, threshold and period.
+class Alert(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("customer_id", "metric", "threshold_pct", "period"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    metric: str
+    threshold_pct: int
+    period: str
+    value: Decimal = Field(sa_type=ExactDecimal(6))
+    limit: Decimal = Field(sa_type=ExactDecimal(6))
+    message: str
+    created_at: datetime = _now_field()
+    published_at: datetime | None = _time_field()
+    acknowledged_at: datetime | None = _time_field()
+
+
+# Who did what, when, to what; before/after hold plain JSON without secrets.
+class AuditEntry(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _now_field(index=True)
+    actor: str = Field(index=True)
+    action: str = Field(index=True)
+    target: str
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,34 @@
+from sqlmodel import Session, func, select
+from streamlit.testing.v1 import AppTest
+
+from billing_core.db import make_engine
+from billing_core.models import Invoice
+from tests.conftest import ROOT
+
+
+def test_dashboard_demo_mode_overview(app_env: dict[str, str]) -> None:
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("Demo data" in i.value for i in at.info)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Active customers"] == "9"
+    with Session(make_engine(app_env["DATABASE_URL"])) as s:
+        open_count = s.exec(select(func.count()).select_from(Invoice)
+                            .where(Invoice.status == "open")).one()
+    assert metrics["Open invoices"] == str(open_count)
+
+
+def test_broken_database_shows_a_sentence(app_env: dict[str, str], monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "nonsense")
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("not a valid database URL" in e.value for e in at.error)
+
+
+def test_overview_page_guards_itself(app_env: dict[str, str], monkeypatch) -> None:
+    # Sign-in configured but nobody signed in: the page must show no data.
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com")
+    at = AppTest.from_file(str(ROOT / "pages/overview.py"), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.metric) == 0
+    assert any("sign in" in w.value for w in at.warning)

@@ -1,0 +1,114 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from billing_core.errors import MoneyError
+from billing_core.money import (
+    Money,
+    display,
+    exponent,
+    format_minor,
+    minor_to_decimal,
+    round_minor,
+    sum_money,
+    to_decimal,
+)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [
+        ("0.005", "USD", 1),  # half up, not banker's rounding
+        ("0.004999", "USD", 0),
+        ("-0.005", "USD", -1),  # half away from zero for credits too
+        ("12.345", "EUR", 1235),
+        ("12.344999999", "EUR", 1234),
+        ("1234.5", "JPY", 1235),  # zero-decimal
+        ("1234.4", "JPY", 1234),
+        ("1.0005", "KWD", 1001),  # three-decimal
+        ("0.0000000001", "USD", 0),
+        ("99999999.995", "USD", 10000000000),
+    ],
+)
+def test_round_minor_table(amount: str, currency: str, minor: int) -> None:
+    assert round_minor(Decimal(amount), currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "text"),
+    [(1230, "USD", "12.30"), (5, "EUR", "0.05"), (-250, "EUR", "-2.50"), (500, "JPY", "500"),
+     (1001, "KWD", "1.001")],
+)
+def test_format_minor(minor: int, currency: str, text: str) -> None:
+    assert format_minor(minor, currency) == text
+
+
+def test_display_groups_thousands() -> None:
+    assert display(123456789, "EUR") == "EUR 1,234,567.89"
+    assert display(1500000, "JPY") == "JPY 1,500,000"
+
+
+def test_exponents() -> None:
+    assert (exponent("usd"), exponent("JPY"), exponent("BHD")) == (2, 0, 3)
+
+
+@pytest.mark.parametrize("bad", [1.5, float("nan"), True, None, "abc", "NaN", "Infinity"])
+def test_inexact_values_refused(bad: object) -> None:
+    with pytest.raises(MoneyError):
+        to_decimal(bad)
+
+
+def test_float_multiplication_refused() -> None:
+    with pytest.raises(MoneyError, match="Float"):
+        Money.of("10", "EUR") * 1.1
+
+
+def test_mixing_currencies_refused() -> None:
+    with pytest.raises(MoneyError, match="Cannot combine EUR and USD"):
+        Money.of("1", "EUR") + Money.of("1", "USD")
+
+
+def test_unknown_currency_refused() -> None:
+    with pytest.raises(MoneyError, match="Unknown currency"):
+        Money.of("1", "XYZ")
+
+
+def test_worked_example_lines_sum_to_total() -> None:
+    lines = [Money.of(v, "EUR") for v in ("20.00", "5.23", "2.15", "8.47", "1.89")]
+    assert sum_money(lines, "EUR").to_minor() == 3774
+    assert sum(lines).to_minor() == 3774
+
+
+def test_convert_keeps_full_precision_until_rounding() -> None:
+    usd = Money.of("10.0000000005", "USD")
+    eur = usd.convert("0.9213", "EUR")
+    assert eur.amount == Decimal("9.21300000046065")
+    assert eur.to_minor() == 921
+    with pytest.raises(MoneyError):
+        usd.convert("0", "EUR")
+
+
+amounts = st.decimals(min_value=Decimal("-1000000"), max_value=Decimal("1000000"), places=10,
+                      allow_nan=False, allow_infinity=False)
+currencies = st.sampled_from(["USD", "EUR", "JPY", "KWD", "GBP"])
+
+
+@given(st.lists(amounts, min_size=0, max_size=30), currencies)
+def test_total_is_exact_sum_of_rounded_lines(values: list[Decimal], currency: str) -> None:
+    lines = [Money.of(v, currency).to_minor() for v in values]
+    total = sum_money((Money.from_minor(m, currency) for m in lines), currency)
+    assert total.to_minor() == sum(lines)
+
+
+@given(st.integers(min_value=-10**15, max_value=10**15), currencies)
+def test_minor_units_round_trip(minor: int, currency: str) -> None:
+    assert Money.from_minor(minor, currency).to_minor() == minor
+    assert round_minor(minor_to_decimal(minor, currency), currency) == minor
+
+
+@given(amounts, currencies)
+def test_rounding_error_is_at_most_half_a_minor_unit(value: Decimal, currency: str) -> None:
+    rounded = minor_to_decimal(round_minor(value, currency), currency)
+    assert abs(rounded - value) <= Decimal("0.5") * Decimal(10) ** -exponent(currency)
