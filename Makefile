@@ -36,7 +36,7 @@ fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m billing_core.bench
+	$(BIN)/python -m bench.run
 
 # New schema revision from the models: make migration MSG="add x"
 migration: $(VENV)/.dev

@@ -1,0 +1,66 @@
+"""Run every benchmark and print one table; also write bench/results.md for the README.
+
+Each module in BENCHES has `run(quick: bool) -> list[Figure]`. Figures are measurements, not
+pass/fail: these machines are noisy, so nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCHES: list[str] = [
+    # "bench.bench_costs", ... each feature appends its module here
+]
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+@dataclass
+class Figure:
+    area: str
+    figure: str
+    value: str
+    goal: str = ""
+    dataset: str = ""
+
+
+def _table(rows: list[Figure]) -> str:
+    head = "| area | figure | value | goal | dataset |\n| --- | --- | --- | --- | --- |\n"
+    return head + "".join(
+        f"| {r.area} | {r.figure} | {r.value} | {r.goal} | {r.dataset} |\n" for r in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small datasets (smoke run)")
+    parser.add_argument("--only", help="run only modules whose name contains this")
+    args = parser.parse_args(argv)
+    rows: list[Figure] = []
+    failed = 0
+    for name in BENCHES:
+        if args.only and args.only not in name:
+            continue
+        started = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            rows.extend(importlib.import_module(name).run(args.quick))
+        except Exception:
+            failed += 1
+            traceback.print_exc()
+            rows.append(Figure(name, "FAILED", "see log"))
+        print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    table = _table(rows)
+    print(table)
+    if not args.quick and not args.only:
+        RESULTS.write_text("# Benchmark results\n\nWritten by `make bench`.\n\n" + table)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
