@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from billing_core.models import UsageRecord
 from billing_core.periods import Period
@@ -17,7 +17,7 @@ def totals_by_metric(
     query = (
         select(UsageRecord.customer_id, UsageRecord.metric, func.sum(UsageRecord.quantity))
         .where(UsageRecord.period == str(period))
-        .group_by(UsageRecord.customer_id, UsageRecord.metric)
+        .group_by(col(UsageRecord.customer_id), col(UsageRecord.metric))
     )
     if customer_id is not None:
         query = query.where(UsageRecord.customer_id == customer_id)
