@@ -27,6 +27,7 @@ if identity.method == "local":
 PAGES: list[tuple[str, str, str, str]] = [
     # (file, title, icon, needed role)
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/invoice_run.py", "Invoice run", ":material/receipt_long:", "admin"),
 ]
 
 allowed = [

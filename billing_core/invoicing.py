@@ -46,7 +46,6 @@ from billing_core.db import session_scope
 from billing_core.errors import (
     BillingError,
     ConfigError,
-    CostSourceError,
     ExchangeRateMissing,
     PaymentProviderError,
     ValidationError,
@@ -94,6 +93,12 @@ TEST_CARD = "pm_card_visa"
 Progress = Callable[[str], None]
 # Called after each Stripe call returned and before its result is saved (tests crash here).
 StepHook = Callable[[int, str], None]
+
+
+
+
+class CostsMissing(ConfigError):
+    """No AWS cost snapshot exists for the period, so a run would under-bill every customer."""
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -814,7 +819,6 @@ def run_invoices(
     if opts.dry_run:
         with session_scope(engine) as s:
             drafts = preview(s, opts.period, customer_id=opts.customer_id)
-        _check_costs(drafts)
         return RunResult(period, None, "preview", drafts)
     client = client or gw.make_client(settings)
     run_id = _start_run(engine, opts, run_id)
@@ -842,7 +846,7 @@ def run_invoices(
 
 def _check_costs(drafts: DraftSet) -> None:
     if not drafts.costs_found:
-        raise CostSourceError(
+        raise CostsMissing(
             f"No AWS cost snapshot exists for {drafts.period}, so AWS costs cannot be billed: "
             f"run `python -m billing_core fetch-costs --period {drafts.period}` first."
         )
@@ -996,3 +1000,23 @@ def _record_outcome(engine: Engine, run_id: int, outcome: PushOutcome) -> None:
             run.errors = [*run.errors, outcome.problem.as_json()]
         run.heartbeat_at = utcnow()
         s.add(run)
+
+
+def describe_drafts(drafts: DraftSet) -> list[str]:
+    """Plain lines for the CLI's --dry-run: one per draft, then problems and totals."""
+    out = [f"{drafts.period}: {len(drafts.drafts)} drafts (nothing saved)"]
+    if not drafts.costs_found:
+        out.append("  WARNING no AWS cost snapshot for this month: run fetch-costs first")
+    for d in drafts.drafts:
+        flags = f"  [{'; '.join(d.warnings)}]" if d.warnings else ""
+        out.append(
+            f"  {d.customer_name}: {display(d.total_minor, d.currency)} in {len(d.lines)} lines"
+            f"{flags}"
+        )
+    for p in drafts.problems:
+        out.append(f"  REFUSED {p.customer}: {p.message}")
+    for name in drafts.already_invoiced:
+        out.append(f"  already invoiced: {name}")
+    totals = ", ".join(display(v, c) for c, v in sorted(drafts.totals_by_currency().items()))
+    out.append(f"  total: {totals or 'nothing'}")
+    return out
