@@ -114,13 +114,15 @@ class StripeCaller:
         bucket: TokenBucket,
         *,
         rate_limit_retries: int = RATE_LIMIT_RETRIES,
-        backoff_seconds: float = RATE_LIMIT_BACKOFF_SECONDS,
+        backoff_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.rate_limit_retries = rate_limit_retries
-        self.backoff_seconds = backoff_seconds
+        self.backoff_seconds = (
+            RATE_LIMIT_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
+        )
         self._sleep = sleep
         self._count_lock = threading.Lock()
         self.calls = 0
@@ -145,6 +147,12 @@ class StripeCaller:
                 attempt += 1
 
 
+def _metadata(obj: Any) -> dict[str, str]:
+    """Metadata as a plain dict (stripe-python 16 objects are not dicts)."""
+    meta = getattr(obj, "metadata", None)
+    return dict(meta.to_dict()) if meta is not None else {}
+
+
 def _opts(key: str) -> RequestOptions:
     return {"idempotency_key": key}
 
@@ -153,7 +161,7 @@ def find_customer(caller: StripeCaller, *, local_customer_id: int, email: str) -
     """A Stripe customer made for this local customer earlier (list by email: no search lag)."""
     listing = caller.call(lambda: caller.client.v1.customers.list({"email": email, "limit": 100}))
     for cus in listing.data:
-        if (cus.metadata or {}).get("local_customer_id") == str(local_customer_id):
+        if _metadata(cus).get("local_customer_id") == str(local_customer_id):
             return str(cus.id)
     return None
 
@@ -197,7 +205,7 @@ def find_invoice(caller: StripeCaller, *, customer: str, local_invoice_id: int) 
         lambda: caller.client.v1.invoices.list({"customer": customer, "limit": 100})
     )
     for inv in listing.auto_paging_iter():
-        if (inv.metadata or {}).get("local_invoice_id") == str(local_invoice_id):
+        if _metadata(inv).get("local_invoice_id") == str(local_invoice_id):
             return inv
     return None
 
