@@ -95,8 +95,6 @@ Progress = Callable[[str], None]
 StepHook = Callable[[int, str], None]
 
 
-
-
 class CostsMissing(ConfigError):
     """No AWS cost snapshot exists for the period, so a run would under-bill every customer."""
 
@@ -569,9 +567,7 @@ class Pusher:
         if inv.stripe_invoice_id is None:
             found = None
             if inv.push_step == "creating":  # an earlier create may have reached Stripe
-                found = gw.find_invoice(
-                    self.caller, customer=stripe_customer, local_invoice_id=iid
-                )
+                found = gw.find_invoice(self.caller, customer=stripe_customer, local_invoice_id=iid)
             if found is None:
                 inv = self._save(iid, push_step="creating")
                 obj = gw.create_invoice(
@@ -935,7 +931,9 @@ def _run_locked(
         raise
     result = RunResult(period, run_id, "running", drafts, saved=len(saved))
     result.problems.extend(drafts.problems)
-    estimated = " (AWS costs still estimated: flagged on the invoices)" if drafts.costs_estimated else ""
+    estimated = (
+        " (AWS costs still estimated: flagged on the invoices)" if drafts.costs_estimated else ""
+    )
     say(
         f"{period}: {len(saved)} drafts saved, {len(drafts.already_invoiced)} customers already "
         f"invoiced, {len(drafts.problems)} refused{estimated}"
@@ -967,8 +965,10 @@ def _run_locked(
                 say(f"  invoice {outcome.invoice_id} {outcome.customer} {amount}: {outcome.status}")
             else:
                 result.problems.append(outcome.problem)
-                say(f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
-                    f"{outcome.problem.message}")
+                say(
+                    f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
+                    f"{outcome.problem.message}"
+                )
     result.stripe_calls = caller.calls
     if pusher.abort_reason and not result.pushed:
         result.fatal = pusher.abort_reason

@@ -188,7 +188,9 @@ def _base_fee_line(inp: PricingInput, factor: Decimal) -> DraftLine:
 
 def _aws_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
     markup = Decimal(1) + inp.plan.markup_pct / _HUNDRED
-    note = f" (incl. {inp.plan.markup_pct.normalize():f}% service fee)" if inp.plan.markup_pct else ""
+    note = (
+        f" (incl. {inp.plan.markup_pct.normalize():f}% service fee)" if inp.plan.markup_pct else ""
+    )
     out = []
     for service in sorted(inp.aws_costs):
         usd = inp.aws_costs[service]

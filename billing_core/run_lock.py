@@ -151,7 +151,9 @@ class DatabaseLock:
         """Delete the lock if it is still ours (never someone else's)."""
         table = RunLock.__table__  # type: ignore[attr-defined]
         with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.name == self.name, table.c.token == self.token))
+            conn.execute(
+                delete(table).where(table.c.name == self.name, table.c.token == self.token)
+            )
 
     def _beat_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -72,7 +72,16 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
     ]
     return pd.DataFrame(
         data,
-        columns=["invoice", "customer", "status", "total", "step", "estimated", "stripe", "message"],
+        columns=[
+            "invoice",
+            "customer",
+            "status",
+            "total",
+            "step",
+            "estimated",
+            "stripe",
+            "message",
+        ],
     )
 
 

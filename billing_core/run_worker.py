@@ -171,7 +171,9 @@ def execute_pending(
     return results
 
 
-def run_history(session: Session, period: Period | None = None, limit: int = 50) -> list[InvoiceRun]:
+def run_history(
+    session: Session, period: Period | None = None, limit: int = 50
+) -> list[InvoiceRun]:
     query = select(InvoiceRun).order_by(col(InvoiceRun.id).desc()).limit(limit)
     if period is not None:
         query = query.where(InvoiceRun.period == str(period))

@@ -195,7 +195,9 @@ def attach_test_card(caller: StripeCaller, *, customer: str, card: str, key: str
     return str(pm.id)
 
 
-def find_invoice(caller: StripeCaller, *, customer: str, local_invoice_id: int) -> stripe.Invoice | None:
+def find_invoice(
+    caller: StripeCaller, *, customer: str, local_invoice_id: int
+) -> stripe.Invoice | None:
     """The Stripe invoice created for a local invoice, looked up by metadata.
 
     Listed per customer rather than searched: the list endpoint is consistent at once, while

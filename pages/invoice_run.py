@@ -90,9 +90,10 @@ def progress_panel() -> None:
         return
     st.subheader(f"Run {run.id}: {run.status}")
     total = max(run.total_count, 1)
-    st.progress(min(run.done_count + run.failed_count, total) / total if run.total_count else 0.0,
-                text=f"{run.done_count} of {run.total_count} invoices pushed, "
-                f"{run.failed_count} failed")
+    st.progress(
+        min(run.done_count + run.failed_count, total) / total if run.total_count else 0.0,
+        text=f"{run.done_count} of {run.total_count} invoices pushed, {run.failed_count} failed",
+    )
     if run.costs_estimated:
         st.caption("This run billed costs AWS still marked as estimated.")
     for err in run.errors[-10:]:

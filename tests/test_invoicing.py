@@ -109,7 +109,9 @@ def assert_billed_exactly_once(engine: Engine, server: StripeTestServer) -> None
         assert r["total"] == inv.total_minor
         assert r["currency"] == inv.currency.lower()
         assert r["status"] == inv.status
-        assert inv.push_step == ("paid" if inv.collection_method == "charge_automatically" else "sent")
+        assert inv.push_step == (
+            "paid" if inv.collection_method == "charge_automatically" else "sent"
+        )
         with Session(engine) as s:
             lines = s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == inv.id)).all()
         assert sum(line.amount_minor for line in lines) == inv.total_minor
@@ -166,7 +168,9 @@ def test_run_twice_gives_one_invoice_per_customer(
     assert_billed_exactly_once(demo_engine, server)
 
 
-def test_dry_run_writes_nothing(demo_engine: Engine, demo_db_url: str, server: StripeTestServer) -> None:
+def test_dry_run_writes_nothing(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
     def counts() -> tuple[int, ...]:
         with Session(demo_engine) as s:
             return tuple(
@@ -219,8 +223,11 @@ def test_killed_process_lock_is_taken_over_and_rerun_completes(
     env = {**os.environ, **_env(demo_db_url, server), "STRIPE_CONCURRENCY": "2"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing_core", "invoice-run", "--period", str(P)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and server.request_count("/finalize") < 2:
         time.sleep(0.02)
@@ -256,8 +263,12 @@ def test_two_processes_at_once_bill_each_customer_once(
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "billing_core", "invoice-run", "--period", str(P)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
@@ -392,8 +403,15 @@ def test_negative_total_is_not_charged_and_the_credit_is_carried(
 ) -> None:
     with session_scope(demo_engine) as s:
         iris = s.exec(select(Customer).where(Customer.name == "Iris Labs SAS")).one()
-        s.add(TrueUp(customer_id=iris.id or 0, source_period="2026-09", currency="EUR",
-                     description="Goodwill credit for an outage", amount_minor=-100_000))  # fmt: skip
+        s.add(
+            TrueUp(
+                customer_id=iris.id or 0,
+                source_period="2026-09",
+                currency="EUR",
+                description="Goodwill credit for an outage",
+                amount_minor=-100_000,
+            )
+        )
     result = _run(demo_engine, _settings(demo_db_url, server))
     assert result.exit_code == 0
     credit = next(i for i in _invoices(demo_engine) if i.status == "credit")
@@ -413,8 +431,15 @@ def test_true_up_lands_on_exactly_one_invoice(
 ) -> None:
     with session_scope(demo_engine) as s:
         acme = s.exec(select(Customer).where(Customer.name == "Acme Analytics GmbH")).one()
-        s.add(TrueUp(customer_id=acme.id or 0, source_period="2026-09", currency="EUR",
-                     description="AWS restated 2026-09", amount_minor=1234))  # fmt: skip
+        s.add(
+            TrueUp(
+                customer_id=acme.id or 0,
+                source_period="2026-09",
+                currency="EUR",
+                description="AWS restated 2026-09",
+                amount_minor=1234,
+            )
+        )
     settings = _settings(demo_db_url, server)
     _run(demo_engine, settings)
     _run(demo_engine, settings)
@@ -438,7 +463,9 @@ def test_estimated_costs_are_flagged_on_run_and_invoices(
         assert s.exec(select(InvoiceRun)).one().costs_estimated
 
 
-def test_no_cost_snapshot_refuses_the_run(engine: Engine, db_url: str, server: StripeTestServer) -> None:
+def test_no_cost_snapshot_refuses_the_run(
+    engine: Engine, db_url: str, server: StripeTestServer
+) -> None:
     with pytest.raises(invoicing.CostsMissing, match="fetch-costs"):
         _run(engine, _settings(db_url, server))
 
@@ -449,8 +476,14 @@ def test_lock_held_records_a_locked_run(
     from billing_core.periods import utcnow
 
     with session_scope(demo_engine) as s:
-        s.add(RunLock(name="invoice-run:2026-10", owner="elsewhere:1:run 9", token="t",
-                      heartbeat_at=utcnow()))  # fmt: skip
+        s.add(
+            RunLock(
+                name="invoice-run:2026-10",
+                owner="elsewhere:1:run 9",
+                token="t",
+                heartbeat_at=utcnow(),
+            )
+        )
     with pytest.raises(LockHeld):
         _run(demo_engine, _settings(demo_db_url, server))
     with Session(demo_engine) as s:
@@ -507,11 +540,36 @@ def test_cli_set_rate_and_demo_cards(
     demo_db_url: str, server: StripeTestServer, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     env = _env(demo_db_url, server)
-    code = _cli(monkeypatch, env, "set-rate", "--period", "2026-10", "--currency", "eur",
-                "--rate", "0.9313", "--source", "ECB 2026-10-31")  # fmt: skip
+    code = _cli(
+        monkeypatch,
+        env,
+        "set-rate",
+        "--period",
+        "2026-10",
+        "--currency",
+        "eur",
+        "--rate",
+        "0.9313",
+        "--source",
+        "ECB 2026-10-31",
+    )
     assert code == 0 and "1 USD = 0.9313 EUR (ECB 2026-10-31)" in capsys.readouterr().out
-    assert _cli(monkeypatch, env, "set-rate", "--period", "2026-10", "--currency", "EUR",
-                "--rate", "-1", "--source", "x") == 2  # fmt: skip
+    assert (
+        _cli(
+            monkeypatch,
+            env,
+            "set-rate",
+            "--period",
+            "2026-10",
+            "--currency",
+            "EUR",
+            "--rate",
+            "-1",
+            "--source",
+            "x",
+        )
+        == 2
+    )
     code = _cli(monkeypatch, env, "invoice-run", "--demo-attach-test-cards", "--trigger", "cron")
     assert code == 0, capsys.readouterr()
     out = capsys.readouterr().out
@@ -519,8 +577,9 @@ def test_cli_set_rate_and_demo_cards(
 
 
 def test_demo_cards_refused_against_a_live_stripe(db_url: str) -> None:
-    live = load_settings({"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_live_x"},
-                         secrets_path=Path("/nonexistent"))  # fmt: skip
+    live = load_settings(
+        {"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_live_x"}, secrets_path=Path("/nonexistent")
+    )
     assert not invoicing.test_cards_allowed(live)
     assert invoicing.effective_rate(live) == invoicing.DEFAULT_RPS_LIVE
     test = load_settings({"STRIPE_API_KEY": "sk_test_x"}, secrets_path=Path("/nonexistent"))

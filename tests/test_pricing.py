@@ -24,19 +24,29 @@ def _input(plan: PlanTerms, currency: str = "EUR", **kw: object) -> PricingInput
 
 def test_worked_example_aws_costs() -> None:
     plan = PlanTerms("indie", "EUR", 2000)
-    costs = {"AWS Lambda": D("5.23"), "Amazon S3": D("2.15"), "Amazon CloudFront": D("8.47"),
-             "Amazon DynamoDB": D("1.89")}  # fmt: skip
+    costs = {
+        "AWS Lambda": D("5.23"),
+        "Amazon S3": D("2.15"),
+        "Amazon CloudFront": D("8.47"),
+        "Amazon DynamoDB": D("1.89"),
+    }
     draft = price(_input(plan, aws_costs=costs), EUR_PAR)
     assert [(line.kind, line.amount_minor) for line in draft.lines] == [
-        ("base_fee", 2000), ("aws", 523), ("aws", 847), ("aws", 189), ("aws", 215),
-    ]  # fmt: skip
+        ("base_fee", 2000),
+        ("aws", 523),
+        ("aws", 847),
+        ("aws", 189),
+        ("aws", 215),
+    ]
     assert draft.total_minor == 3774
     assert draft.fx_rate == D(1) and draft.fx_source == "test"
 
 
 def test_worked_example_usage_plan() -> None:
     plan = PlanTerms(
-        "enterprise", "USD", 1000,
+        "enterprise",
+        "USD",
+        1000,
         metrics=(
             MetricTerms("licences", D(10), D("15.00")),
             MetricTerms("clusters", D(3), D("80.00")),
@@ -44,13 +54,23 @@ def test_worked_example_usage_plan() -> None:
             MetricTerms("storage_gb", D(100), D("0.10"), "GB"),
             MetricTerms("api_calls", D(1000), D("0.01")),
         ),
-    )  # fmt: skip
-    usage = {"licences": D(15), "clusters": D(5), "seats": D(53), "storage_gb": D(105),
-             "api_calls": D(900)}  # fmt: skip
+    )
+    usage = {
+        "licences": D(15),
+        "clusters": D(5),
+        "seats": D(53),
+        "storage_gb": D(105),
+        "api_calls": D(900),
+    }
     draft = price(_input(plan, currency="USD", usage=usage), Rates("2026-10"))
     amounts = {(line.metric or line.kind): line.amount_minor for line in draft.lines}
-    assert amounts == {"base_fee": 1000, "licences": 7500, "clusters": 16000, "seats": 900,
-                       "storage_gb": 50}  # fmt: skip
+    assert amounts == {
+        "base_fee": 1000,
+        "licences": 7500,
+        "clusters": 16000,
+        "seats": 900,
+        "storage_gb": 50,
+    }
     assert draft.total_minor == 25450
     assert draft.fx_rate is None  # USD invoice, USD plan: no conversion, no rate needed
     seats = next(line for line in draft.lines if line.metric == "seats")
@@ -103,8 +123,10 @@ def test_eur_plan_on_usd_customer_converts_the_fee() -> None:
 
 
 def test_true_ups_and_credits_become_lines_and_warnings() -> None:
-    ups = (TrueUpItem(7, "AWS restated 2026-09", 250, "EUR"),
-           TrueUpItem(8, "Goodwill credit", -5000, "EUR"))  # fmt: skip
+    ups = (
+        TrueUpItem(7, "AWS restated 2026-09", 250, "EUR"),
+        TrueUpItem(8, "Goodwill credit", -5000, "EUR"),
+    )
     draft = price(_input(PlanTerms("p", "EUR", 2000), true_ups=ups), EUR_PAR)
     kinds = [(line.kind, line.amount_minor, line.true_up_id) for line in draft.lines]
     assert kinds[1:] == [("true_up", 250, 7), ("credit", -5000, 8)]
@@ -116,8 +138,10 @@ def test_warnings_estimated_zero_and_payment_method() -> None:
     inp = _input(PlanTerms("free", "EUR", 0), costs_estimated=True, has_payment_method=False)
     draft = price(inp, EUR_PAR)
     assert set(draft.warnings) == {
-        "AWS costs for this month are still estimated", "zero amount", "no payment method on file",
-    }  # fmt: skip
+        "AWS costs for this month are still estimated",
+        "zero amount",
+        "no payment method on file",
+    }
 
 
 def test_usage_within_limits_adds_no_line() -> None:
@@ -126,8 +150,9 @@ def test_usage_within_limits_adds_no_line() -> None:
     assert [line.kind for line in draft.lines] == ["base_fee"]
 
 
-amounts = st.decimals(min_value=D("-1000"), max_value=D("100000"), places=10,
-                      allow_nan=False, allow_infinity=False)  # fmt: skip
+amounts = st.decimals(
+    min_value=D("-1000"), max_value=D("100000"), places=10, allow_nan=False, allow_infinity=False
+)
 rates_st = st.decimals(min_value=D("0.01"), max_value=D("200"), places=6)
 
 

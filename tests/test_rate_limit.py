@@ -33,8 +33,9 @@ def test_steady_rate_after_the_burst() -> None:
 def test_threads_share_one_budget() -> None:
     bucket = TokenBucket(200, burst=1)
     started = time.perf_counter()
-    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(25)])
-               for _ in range(4)]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda: [bucket.acquire() for _ in range(25)]) for _ in range(4)
+    ]
     for th in threads:
         th.start()
     for th in threads:

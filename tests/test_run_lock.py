@@ -28,7 +28,9 @@ class Clock:
 
 
 def _lock(engine: Engine, owner: str, clock: Clock, stale: int = 300) -> DatabaseLock:
-    return DatabaseLock(engine, "invoice-run:2026-10", owner=owner, stale_seconds=stale, clock=clock)
+    return DatabaseLock(
+        engine, "invoice-run:2026-10", owner=owner, stale_seconds=stale, clock=clock
+    )
 
 
 def test_second_holder_is_refused_with_a_clear_message(engine: Engine) -> None:

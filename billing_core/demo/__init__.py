@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlmodel import Session, func, select
 
 from billing_core.demo import history
-from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
 
