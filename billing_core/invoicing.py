@@ -551,7 +551,7 @@ class Pusher:
             outcome.status = inv.status
         except stripe.StripeError as exc:
             outcome.problem = self._fail(snap, step, exc)
-            outcome.status = "failed" if step == "pay" else inv.status
+            outcome.status = self._load(invoice_id).invoice.status
         except BillingError as exc:
             outcome.problem = CustomerProblem(
                 cus.id or 0, cus.name, step, str(exc), invoice_id=invoice_id
@@ -660,7 +660,10 @@ class Pusher:
         inv, cus = snap.invoice, snap.customer
         iid = inv.id or 0
         code = getattr(exc, "code", None)
-        if step == "pay":
+        # Only a refusal is a failed payment; a network error may have charged (the next run
+        # re-reads the invoice from Stripe before paying again, with the same key).
+        declined = isinstance(exc, stripe.CardError) or code in gw.PAYMENT_NEEDS_CUSTOMER
+        if step == "pay" and declined:
             if code == "invoice_no_payment_method":
                 message = (
                     f"{cus.name} has no default payment method in Stripe: the invoice is open "

@@ -302,6 +302,18 @@ def test_rate_limits_and_server_errors_are_retried_with_the_same_key(
     assert all(codes[-1] == 200 for codes in by_key.values())
 
 
+def test_lost_responses_and_timeouts_are_replayed_not_repeated(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    _give_cards(demo_engine, server)
+    server.drop_response_next(2, "/pay")  # Stripe charged, the answer never arrived
+    server.drop_response_next(1, "/v1/invoices")  # a create whose answer was lost
+    result = _run(demo_engine, _settings(demo_db_url, server), attach=False)
+    assert result.exit_code == 0
+    assert_billed_exactly_once(demo_engine, server)
+    assert len(server.charges()) == 7
+
+
 def test_declined_card_is_recorded_while_the_others_succeed(
     demo_engine: Engine, demo_db_url: str, server: StripeTestServer
 ) -> None:
