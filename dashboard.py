@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from billing_core.auth import Identity
 from pages import _ui as ui
 from pages._registry import PAGES
 
@@ -14,6 +15,7 @@ def sign_in() -> None:
     ui.page_setup("AWS billing")
 
 
+identity: Identity | None
 try:
     identity = ui.current_identity()
 except Exception:

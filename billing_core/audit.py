@@ -30,10 +30,7 @@ def _is_secret(key: str) -> bool:
 def _plain(value: Any) -> Any:
     """JSON-safe copy: Decimals and datetimes as strings, secrets masked."""
     if isinstance(value, dict):
-        return {
-            str(k): ("***" if _is_secret(str(k)) else _plain(v))
-            for k, v in value.items()
-        }
+        return {str(k): ("***" if _is_secret(str(k)) else _plain(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [_plain(v) for v in value]
     if isinstance(value, (Decimal, datetime)):
@@ -74,7 +71,7 @@ def entries(
     target_contains: str | None = None,
     limit: int | None = 1000,
 ) -> Sequence[AuditEntry]:
-    """Newest first, optionally filtered; `until` is exclusive, target matches case-insensitively."""
+    """Newest first, optionally filtered; `until` is exclusive, target text ignores case."""
     query = select(AuditEntry)
     if actor:
         query = query.where(AuditEntry.actor == actor)
@@ -148,10 +145,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, (dict, list)):
-        # Masked again on the way out, for entries written before a key joined the list.
-        return json.dumps(_plain(value), sort_keys=True, ensure_ascii=False)
-    return str(value)
+    if isinstance(value, str):
+        return value
+    # JSON for everything else (true, 1.5, {...}); masked again on the way out, for entries
+    # written before a key joined the secret list.
+    return json.dumps(_plain(value), sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _csv_safe(text: str) -> str:
@@ -192,5 +190,7 @@ def changes(entry: AuditEntry) -> list[tuple[str, str, str]]:
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
         if old != new:
-            out.append((key, _text(old) if key in before else "—", _text(new) if key in after else "—"))
+            out.append(
+                (key, _text(old) if key in before else "—", _text(new) if key in after else "—")
+            )
     return out

@@ -107,12 +107,14 @@ class SignIn:
 
 
 _SETUP_HINT = (
-    "For local use set server.address = \"localhost\" in .streamlit/config.toml; to serve "
+    'For local use set server.address = "localhost" in .streamlit/config.toml; to serve '
     "others configure sign-in (an [auth] section in .streamlit/secrets.toml, see README, Sign-in)."
 )
 
 
-def sign_in_mode(settings: Settings, *, oidc_configured: bool, server_address: str | None) -> SignIn:
+def sign_in_mode(
+    settings: Settings, *, oidc_configured: bool, server_address: str | None
+) -> SignIn:
     """Decide how people sign in; raise ConfigError when this server must not serve data."""
     loopback = is_loopback(server_address)
     header = settings.auth_proxy_header or None
@@ -123,7 +125,7 @@ def sign_in_mode(settings: Settings, *, oidc_configured: bool, server_address: s
                 f"AUTH_PROXY_HEADER is set but the server listens on {shown}: anyone who can "
                 "reach it could send that header. A proxy header is trusted only when the "
                 "server listens on localhost behind the proxy; set server.address = "
-                "\"localhost\" or configure OIDC sign-in instead."
+                '"localhost" or configure OIDC sign-in instead.'
             )
         # OIDC still protects the server; a header anyone could forge is simply ignored.
         header = None
@@ -146,8 +148,8 @@ def identify(
     if sign_in.local:
         return LOCAL_ADMIN
     if sign_in.proxy_header and proxy_email and proxy_email.strip():
-        email = proxy_email.strip().lower()
-        return Identity(email=email, role=role_for(email, settings), method="proxy")
+        forwarded = proxy_email.strip().lower()
+        return Identity(email=forwarded, role=role_for(forwarded, settings), method="proxy")
     if sign_in.oidc and oidc_user and oidc_user.get("is_logged_in") is True:
         email = str(oidc_user.get("email") or "").strip().lower() or None
         # A provider that says the address is unverified gives no role: anyone could claim it.
@@ -167,7 +169,9 @@ def oidc_providers(auth_section: Mapping[str, Any]) -> list[str]:
 def oidc_problems(auth_section: Mapping[str, Any]) -> list[str]:
     """What is missing from an [auth] section for st.login() to work (empty when complete)."""
     problems = [
-        f"[auth] lacks {key}" for key in ("redirect_uri", "cookie_secret") if key not in auth_section
+        f"[auth] lacks {key}"
+        for key in ("redirect_uri", "cookie_secret")
+        if key not in auth_section
     ]
     providers = oidc_providers(auth_section)
     if not providers:

@@ -13,4 +13,3 @@ PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
     ("pages/audit.py", "Audit log", ":material/history:", "admin"),
 ]
-

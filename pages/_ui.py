@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from streamlit import config as st_config
 
 from billing_core import money
 from billing_core.auth import (
@@ -85,6 +86,12 @@ def _proxy_email(header: str) -> str | None:
         return None
 
 
+def _server_address() -> str | None:
+    # Read through the config module at call time (st.get_option is bound at import).
+    address = st_config.get_option("server.address")
+    return str(address) if address else None
+
+
 def access() -> tuple[SignIn, Identity]:
     """How people sign in here and who is looking; ConfigError when data must not be served."""
     cfg = settings()
@@ -97,7 +104,7 @@ def access() -> tuple[SignIn, Identity]:
     sign_in = sign_in_mode(
         cfg,
         oidc_configured=section is not None,
-        server_address=st.get_option("server.address"),
+        server_address=_server_address(),
     )
     return sign_in, identify(
         cfg,
@@ -162,7 +169,13 @@ def page_setup(title: str, needed: Role = "viewer") -> Identity:
         st.stop()
     _sidebar(identity)
     if sign_in.local:
-        st.caption(LOCAL_NOTICE)
+        cfg = settings()
+        roles_ignored = (
+            " ADMIN_EMAILS and VIEWER_EMAILS take effect once sign-in is configured."
+            if cfg.admin_emails or cfg.viewer_emails
+            else ""
+        )
+        st.caption(LOCAL_NOTICE + roles_ignored)
     if identity.is_anonymous:
         _sign_in_screen(sign_in)
         st.stop()

@@ -17,7 +17,9 @@ except Exception as exc:
     st.stop()
 
 if choices.first is None or choices.last is None:
-    st.info("Nothing has been recorded yet: admin actions (imports, runs, resolutions) appear here.")
+    st.info(
+        "Nothing has been recorded yet: admin actions (imports, runs, resolutions) appear here."
+    )
     st.stop()
 
 c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
