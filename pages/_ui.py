@@ -164,8 +164,8 @@ def page_setup(title: str, needed: Role = "viewer") -> Identity:
     """
     try:
         sign_in, identity = access()
-    except BillingError as exc:
-        st.error(str(exc), icon=":material/block:")
+    except Exception as exc:  # whatever went wrong, fail closed: no identity, no data
+        show_error(exc)
         st.stop()
     _sidebar(identity)
     if sign_in.local:
