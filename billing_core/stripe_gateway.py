@@ -6,6 +6,10 @@ stripe. Idempotency keys are derived from local ids and the step, never random.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import stripe
 
 from billing_core.config import Settings
@@ -72,3 +76,107 @@ def describe_error(exc: stripe.StripeError, doing: str) -> PaymentProviderError:
         )
     message = exc.user_message or getattr(exc, "_message", None) or str(exc)
     return PaymentProviderError(f"Stripe error while {doing}: {message}")
+
+
+# ---------------------------------------------------------------------------- Reconciliation
+# Reads Stripe in bulk for `billing_core.reconcile`: list pages of 100 invoices with the
+# customer expanded (so a deleted customer shows up without one request per customer), and
+# count every request. The client for this must be made with max_network_retries=0: retries
+# happen here, page by page, so a 429 or 5xx mid-listing resumes after the last page read
+# instead of starting over, and the request count stays exact.
+
+PAGE_SIZE = 100
+_RETRYABLE = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+
+
+class ReconcileReader:
+    """Bulk, retrying, counting reads of Stripe invoices for one reconciliation run."""
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        retries: int = 4,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+        self.requests = 0
+
+    def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
+        for attempt in range(self.retries + 1):
+            self.requests += 1
+            try:
+                return fn()
+            except _RETRYABLE as exc:
+                if isinstance(exc, stripe.APIError) and (exc.http_status or 500) < 500:
+                    raise describe_error(exc, doing) from exc
+                if attempt == self.retries:
+                    raise PaymentProviderError(
+                        f"Stripe kept failing while {doing} ({type(exc).__name__} after "
+                        f"{attempt + 1} attempts). The reconciliation run was marked failed and "
+                        "earlier findings were kept; run it again later."
+                    ) from exc
+                self.sleep(self.backoff_seconds * (2**attempt))
+            except stripe.StripeError as exc:
+                raise describe_error(exc, doing) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def invoices(self, created_gte: int, created_lt: int) -> Iterator[dict[str, Any]]:
+        """Every invoice created in [gte, lt), newest first, as plain dicts."""
+        params: dict[str, Any] = {
+            "created": {"gte": created_gte, "lt": created_lt},
+            "limit": PAGE_SIZE,
+            "expand": ["data.customer"],
+        }
+        while True:
+            page = self._call(
+                "listing Stripe invoices for reconciliation",
+                lambda p=params: self.client.v1.invoices.list(params=p),  # type: ignore[arg-type]
+            )
+            items = [_plain(obj) for obj in page.data]
+            yield from items
+            if not page.has_more or not items:
+                return
+            params = {**params, "starting_after": items[-1]["id"]}
+
+    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+        """All lines of one invoice (Stripe embeds only the first ten in the invoice)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": PAGE_SIZE}
+        while True:
+            page = self._call(
+                f"reading the lines of Stripe invoice {invoice_id}",
+                lambda p=params: self.client.v1.invoices.line_items.list(invoice_id, params=p),  # type: ignore[arg-type]
+            )
+            items = [_plain(obj) for obj in page.data]
+            out.extend(items)
+            if not page.has_more or not items:
+                return out
+            params = {**params, "starting_after": items[-1]["id"]}
+
+    def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """One invoice with its customer expanded, or None when Stripe has no such invoice."""
+        try:
+            obj = self._call(
+                f"reading Stripe invoice {invoice_id}",
+                lambda: self.client.v1.invoices.retrieve(
+                    invoice_id,
+                    params={"expand": ["customer"]},  # type: ignore[arg-type]
+                ),
+            )
+        except PaymentProviderError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404:
+                return None
+            raise
+        return _plain(obj)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A StripeObject as plain dicts and lists (recursively)."""
+    result: dict[str, Any] = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return result
