@@ -37,6 +37,7 @@ from sqlmodel import Session, col, func, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
+from billing_core.config import Settings
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, PaymentProviderError, ValidationError
 from billing_core.models import (
@@ -72,7 +73,7 @@ from billing_core.reconcile_diff import (
     expected_aws_minor,
     tally,
 )
-from billing_core.stripe_gateway import ReconcileReader
+from billing_core.stripe_gateway import ReconcileReader, make_client
 from billing_core.usage import overage_amount, overage_quantity, totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,12 @@ def _latest_costs_by_customer_service(
     }
     use_tag = snapshot.group_by.startswith("TAG")
     out: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
-    lines = session.exec(
-        select(CostLine.account_id, CostLine.tag_value, CostLine.service, CostLine.amount).where(
-            CostLine.snapshot_id == snapshot.id
-        )
-    ).all()
-    for account, tag, service, amount in lines:
-        cid = by_tag.get(tag or "") if use_tag else by_account.get(account or "")
+    lines = session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all()
+    for line in lines:
+        key = line.tag_value if use_tag else line.account_id
+        cid = (by_tag if use_tag else by_account).get(key or "")
         if cid is not None:
-            out[(cid, service)] += amount
+            out[(cid, line.service)] += line.amount
     return dict(out)
 
 
@@ -313,8 +311,9 @@ def read_stripe_side(
         remote.append(stripe_record(obj, customer_ids, lines))
     for rec in local:
         if rec.stripe_id and rec.stripe_id not in seen:
-            obj = reader.invoice(rec.stripe_id)  # created outside the window, or gone
-            if obj is not None:
+            found = reader.invoice(rec.stripe_id)  # created outside the window, or gone
+            if found is not None:
+                obj = found
                 lines = (
                     reader.invoice_lines(rec.stripe_id)
                     if _needs_all_lines(rec, obj, deep_lines)
@@ -540,6 +539,13 @@ def open_above_tolerance(session: Session, period: str) -> int:
 
 
 # ============================================================== the run
+
+
+def make_reader(settings: Settings) -> ReconcileReader | None:
+    """A Stripe reader when Stripe is configured (retries are the reader's, not the SDK's)."""
+    if not settings.stripe_enabled:
+        return None
+    return ReconcileReader(make_client(settings, max_network_retries=0))
 
 
 def _start_run(

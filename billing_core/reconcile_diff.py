@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from billing_core.errors import MoneyError
 from billing_core.money import display, normalize_currency, round_minor
@@ -194,7 +195,7 @@ def compare_pair(
 ) -> list[Finding]:
     """Differences between a local invoice and the Stripe invoice it is linked to."""
     subject = f"invoice:{local.local_id}"
-    ids = {"customer_id": local.customer_id, "invoice_id": local.local_id}
+    ids: dict[str, Any] = {"customer_id": local.customer_id, "invoice_id": local.local_id}
     out: list[Finding] = []
     if local.stripe_id is None:
         # Linked only through metadata: the push crashed before the Stripe id was saved.
@@ -225,13 +226,12 @@ def compare_pair(
             )
         )
     if local.currency != remote.currency:
-        unknown = "" if known_currency(remote.currency) else " (unknown currency)"
         out.append(
             Finding(
                 "currency",
                 subject,
                 money_text(local.total_minor, local.currency),
-                money_text(remote.total_minor, remote.currency) + unknown,
+                money_text(remote.total_minor, remote.currency),
                 currency=local.currency,
                 **ids,
             )

@@ -6,6 +6,7 @@ stripe. Idempotency keys are derived from local ids and the step, never random.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,7 +136,7 @@ class ReconcileReader:
         while True:
             page = self._call(
                 "listing Stripe invoices for reconciliation",
-                lambda p=params: self.client.v1.invoices.list(params=p),  # type: ignore[arg-type]
+                functools.partial(self.client.v1.invoices.list, params=params),  # type: ignore[arg-type]
             )
             items = [_plain(obj) for obj in page.data]
             yield from items
@@ -150,7 +151,11 @@ class ReconcileReader:
         while True:
             page = self._call(
                 f"reading the lines of Stripe invoice {invoice_id}",
-                lambda p=params: self.client.v1.invoices.line_items.list(invoice_id, params=p),  # type: ignore[arg-type]
+                functools.partial(
+                    self.client.v1.invoices.line_items.list,
+                    invoice_id,
+                    params=params,  # type: ignore[arg-type]
+                ),
             )
             items = [_plain(obj) for obj in page.data]
             out.extend(items)

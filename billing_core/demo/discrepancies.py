@@ -161,10 +161,9 @@ def _canned_stripe_findings(
         ).all()
         stripe_id = f"in_demo_{period}_{key}"
         local.append(local_record(inv, f"cus_demo_{key}", lines, stripe_id=stripe_id))
-        obj = _as_stripe(inv, lines, stripe_id, f"cus_demo_{key}", period)
-        obj = _perturb(key, obj)
-        if obj is not None:
-            remote.append(obj)
+        perturbed = _perturb(key, _as_stripe(inv, lines, stripe_id, f"cus_demo_{key}", period))
+        if perturbed is not None:
+            remote.append(perturbed)
     remote.append(_outside_invoice(period))
     customer_ids = {f"cus_demo_{key}": c.id or 0 for key, c in by_key.items()}
     records = [stripe_record(o, customer_ids) for o in remote]
