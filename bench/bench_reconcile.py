@@ -92,12 +92,32 @@ def run(quick: bool) -> list[Figure]:
         Figure("reconcile", "wall time of a run", f"{elapsed:.2f} s", "", dataset),
         Figure(
             "reconcile",
+            "compute time (diffing, database; not waiting on Stripe)",
+            f"{result.counts['timings']['compute_s']:.2f} s",
+            "",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
+            "waiting on the local Stripe server (in-process, shares the GIL)",
+            f"{result.counts['timings']['stripe_wait_s']:.2f} s",
+            "",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
             "Stripe requests",
             str(result.stripe_requests),
             f"about {n // 100} (one per 100 invoices)",
             dataset,
         ),
-        Figure("reconcile", "peak traced memory", f"{peak / 2**20:.0f} MiB", "", dataset),
+        Figure(
+            "reconcile",
+            "peak traced memory (tracemalloc, run only)",
+            f"{peak / 2**20:.0f} MiB",
+            "",
+            dataset,
+        ),
         Figure(
             "reconcile", "diffs raised", str(raised), f"{2 * (n // 100)} (amount + line)", dataset
         ),

@@ -25,6 +25,7 @@ Rules worth knowing:
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -224,7 +225,9 @@ def local_record(
     )
 
 
-def _lines_by_invoice(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[InvoiceLine]]:
+def _lines_by_invoice(
+    session: Session, invoice_ids: Sequence[int], kind: str | None = None
+) -> dict[int, list[InvoiceLine]]:
     out: dict[int, list[InvoiceLine]] = defaultdict(list)
     if not invoice_ids:
         return out
@@ -233,6 +236,8 @@ def _lines_by_invoice(session: Session, invoice_ids: Sequence[int]) -> dict[int,
         .where(col(InvoiceLine.invoice_id).in_(invoice_ids))
         .order_by(col(InvoiceLine.invoice_id), col(InvoiceLine.position))
     )
+    if kind is not None:
+        query = query.where(InvoiceLine.kind == kind)
     for line in session.exec(query).all():
         out[line.invoice_id].append(line)
     return out
@@ -348,7 +353,8 @@ def aws_findings(
     if latest_usd is None:
         return None
     invoices = billed_invoices(session, period)
-    lines = _lines_by_invoice(session, [i.id for i in invoices.values() if i.id is not None])
+    ids = [i.id for i in invoices.values() if i.id is not None]
+    lines = _lines_by_invoice(session, ids, "aws")
     invoiced: dict[tuple[int, str], int] = defaultdict(int)
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
@@ -377,7 +383,8 @@ def aws_findings(
 def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> list[Finding]:
     """Section (c): overage lines on the invoices vs overage from the recorded usage."""
     invoices = billed_invoices(session, period)
-    lines = _lines_by_invoice(session, [i.id for i in invoices.values() if i.id is not None])
+    ids = [i.id for i in invoices.values() if i.id is not None]
+    lines = _lines_by_invoice(session, ids, "overage")
     charged: dict[tuple[int, str], UsageFigure] = {}
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
@@ -389,11 +396,15 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
     used = totals_by_metric(session, period)
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     recorded: dict[tuple[int, str], UsageFigure] = {}
-    for cid, inv in invoices.items():
-        plan = _plan_for(session, customers[cid], period)
-        if plan is None:
-            continue
-        for metric in session.exec(select(PlanMetric).where(PlanMetric.plan_id == plan.id)).all():
+    metrics_of: dict[int, list[PlanMetric]] = defaultdict(list)
+    for m in session.exec(select(PlanMetric)).all():
+        metrics_of[m.plan_id].append(m)
+    for cid in sorted({c for c, _metric in used}):
+        billed = invoices.get(cid)
+        plan = _plan_for(session, customers[cid], period) if billed else None
+        if billed is None or plan is None:
+            continue  # nothing billed: usage of an unbilled month is not a billing difference
+        for metric in metrics_of[plan.id or 0]:
             quantity = used.get((cid, metric.metric), Decimal(0))
             over = overage_quantity(quantity, metric.included_quantity)
             if over > 0:
@@ -401,7 +412,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
                     quantity, metric.included_quantity, metric.overage_unit_price
                 )
                 recorded[(cid, metric.metric)] = UsageFigure(
-                    over, round_minor(amount, inv.currency)
+                    over, round_minor(amount, billed.currency)
                 )
     return compare_usage(_billed(invoices), charged, recorded, tolerance)
 
@@ -593,6 +604,7 @@ def reconcile_period(
     findings: list[Finding] = []
     checked: list[str] = []
     counts: dict[str, Any] = {}
+    started = time.perf_counter()
     try:
         with session_scope(engine) as session:
             if reader is not None:
@@ -612,16 +624,19 @@ def reconcile_period(
                 notes += aws[1]["skipped"]
             findings += usage_findings(session, period, tolerance)
             checked += USAGE_KINDS
-    except BillingError as exc:
-        _fail_run(engine, run_id, str(exc), reader.requests if reader else 0)
-        log.error("reconcile %s failed: %s", period, exc)
-        return RunResult(
-            run_id,
-            str(period),
-            "failed",
-            stripe_requests=reader.requests if reader else 0,
-            error=str(exc),
-        )
+    except Exception as exc:
+        requests = reader.requests if reader else 0
+        message = str(exc) if isinstance(exc, BillingError) else f"unexpected {exc!r}"
+        _fail_run(engine, run_id, message, requests)
+        log.error("reconcile %s failed: %s", period, message)
+        if not isinstance(exc, BillingError):
+            raise
+        return RunResult(run_id, str(period), "failed", stripe_requests=requests, error=message)
+    waited = reader.seconds if reader else 0.0
+    counts["timings"] = {
+        "stripe_wait_s": round(waited, 3),
+        "compute_s": round(time.perf_counter() - started - waited, 3),
+    }
     counts.update(
         kinds=tally(findings), sections=sorted({_section(k) for k in checked}), notes=notes
     )
@@ -629,7 +644,9 @@ def reconcile_period(
         with session_scope(engine) as session:
             run = session.get(ReconciliationRun, run_id)
             assert run is not None
+            store_started = time.perf_counter()
             counts["diffs"] = store_findings(session, run, findings, checked, now=now)
+            counts["timings"]["compute_s"] += round(time.perf_counter() - store_started, 3)
             run.status = "complete"
             run.counts = counts
             run.stripe_requests = reader.requests if reader else 0

@@ -106,10 +106,12 @@ class ReconcileReader:
         self.backoff_seconds = backoff_seconds
         self.sleep = sleep
         self.requests = 0
+        self.seconds = 0.0  # time spent waiting on Stripe, to separate it from compute time
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
         for attempt in range(self.retries + 1):
             self.requests += 1
+            started = time.perf_counter()
             try:
                 return fn()
             except _RETRYABLE as exc:
@@ -124,6 +126,8 @@ class ReconcileReader:
                 self.sleep(self.backoff_seconds * (2**attempt))
             except stripe.StripeError as exc:
                 raise describe_error(exc, doing) from exc
+            finally:
+                self.seconds += time.perf_counter() - started
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _get(self, doing: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
