@@ -215,6 +215,58 @@ def set_rate_cmd(
         click.echo(f"{row.period}: 1 USD = {row.rate.normalize():f} {row.quote} ({row.source})")
 
 
+@cli.command("reconcile")
+@period_option("Month to reconcile (default: the previous month).")
+@click.option(
+    "--tolerance",
+    "tolerance_pct",
+    type=str,
+    default=None,
+    help="Percent; default from RECONCILE_TOLERANCE_PCT.",
+)
+@click.option(
+    "--deep-lines", is_flag=True, help="Read every line of every Stripe invoice (slower)."
+)
+@click.option("--actor", default="cli", help="Name recorded on the run.")
+@pass_app
+@click.pass_context
+def reconcile_cmd(
+    ctx: click.Context,
+    app: AppContext,
+    period: Period | None,
+    tolerance_pct: str | None,
+    deep_lines: bool,
+    actor: str,
+) -> None:
+    """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
+    from billing_core.errors import MoneyError
+    from billing_core.money import to_decimal
+    from billing_core.reconcile import make_reader, reconcile_period
+    from billing_core.reconcile_diff import Tolerance
+
+    period = period or Period.containing(utcnow()).previous()
+    try:
+        raw = app.settings.reconcile_tolerance_pct if tolerance_pct is None else tolerance_pct
+        tolerance = Tolerance(to_decimal(raw))
+    except MoneyError as exc:
+        raise ConfigError(f"--tolerance: {exc} Give a percentage such as 0.5.") from None
+    reader = make_reader(app.settings)
+    if reader is None:
+        log.warning("Stripe is not configured: local vs Stripe is skipped")
+    result = reconcile_period(
+        app.engine,
+        period,
+        tolerance=tolerance,
+        reader=reader,
+        actor=actor,
+        deep_lines=deep_lines,
+    )
+    for line in result.describe():
+        click.echo(line, err=result.status != "complete")
+    if result.exit_code:
+        ctx.exit(result.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (handy for tests)."""
     try:
