@@ -859,36 +859,6 @@ def _stripe_id_in(text: str | None) -> str | None:
 # ============================================================== true-ups for invoicing
 
 
-def pending_true_ups(session: Session, customer_id: int) -> list[TrueUp]:
-    """True-ups not yet on an invoice, oldest first: invoicing turns each into a `true_up` line."""
-    query = (
-        select(TrueUp)
-        .where(TrueUp.customer_id == customer_id, col(TrueUp.applied_invoice_id).is_(None))
-        .order_by(col(TrueUp.id))
-    )
-    return list(session.exec(query).all())
-
-
-def mark_true_ups_applied(session: Session, ids: Sequence[int], invoice_id: int) -> int:
-    """Record that these true-ups are lines of `invoice_id`; refuses any already applied elsewhere.
-
-    Call it in the same transaction that saves the draft, so a true-up is billed exactly once.
-    """
-    rows = session.exec(select(TrueUp).where(col(TrueUp.id).in_(list(ids)))).all()
-    if len(rows) != len(set(ids)):
-        raise ValidationError(f"Unknown true-up ids: {sorted(set(ids) - {r.id for r in rows})}.")
-    taken = [r.id for r in rows if r.applied_invoice_id not in (None, invoice_id)]
-    if taken:
-        raise ValidationError(
-            f"True-ups {taken} are already on another invoice; they are billed once."
-        )
-    for row in rows:
-        row.applied_invoice_id = invoice_id
-        session.add(row)
-    session.flush()
-    return len(rows)
-
-
 # ============================================================== reading for the page
 
 
@@ -943,8 +913,6 @@ __all__ = [
     "RunResult",
     "accept_diff",
     "diffs",
-    "mark_true_ups_applied",
-    "pending_true_ups",
     "reconcile_period",
     "schedule_true_up",
     "store_findings",

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from billing_core import invoicing
 from billing_core.auth import Identity
 from billing_core.config import load_settings
 from billing_core.db import session_scope
@@ -34,8 +35,6 @@ from billing_core.periods import Period, utcnow
 from billing_core.reconcile import (
     accept_diff,
     make_reader,
-    mark_true_ups_applied,
-    pending_true_ups,
     reconcile_period,
     schedule_true_up,
     sync_from_stripe,
@@ -535,17 +534,14 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
             str(DEMO_PERIOD),
         )
         assert t.description.startswith(f"AWS adjustment for {DEMO_PERIOD} (")
-        assert [p.id for p in pending_true_ups(s, diff.customer_id or 0)] == [t.id]
-        invoice = Invoice(
-            customer_id=diff.customer_id or 0, period=str(DEMO_PERIOD.next()), currency=t.currency
-        )
-        s.add(invoice)
-        s.flush()
-        assert mark_true_ups_applied(s, [t.id or 0], invoice.id or 0) == 1
-        assert pending_true_ups(s, diff.customer_id or 0) == []
-        assert mark_true_ups_applied(s, [t.id or 0], invoice.id or 0) == 1  # same invoice: harmless
-        with pytest.raises(ValidationError, match="already on another invoice"):
-            mark_true_ups_applied(s, [t.id or 0], (invoice.id or 0) + 1000)
+        # The next invoice run's drafts carry it as one line (a credit when negative), once.
+        drafts = invoicing.build_drafts(s, DEMO_PERIOD.next(), customer_id=diff.customer_id)
+        [draft] = drafts.drafts
+        true_up_lines = [line for line in draft.lines if line.true_up_id is not None]
+        assert [(x.amount_minor, x.true_up_id) for x in true_up_lines] == [(t.amount_minor, t.id)]
+        invoicing.save_drafts(s, drafts, run_id=None)
+        again = invoicing.build_drafts(s, DEMO_PERIOD.shift(2), customer_id=diff.customer_id)
+        assert not [x for d in again.drafts for x in d.lines if x.true_up_id is not None]
         d = s.get(ReconciliationDiff, diff.id)
         assert d is not None and (d.status, d.resolution, d.resolved_by) == (
             "resolved",
