@@ -27,6 +27,7 @@ if identity.method == "local":
 PAGES: list[tuple[str, str, str, str]] = [
     # (file, title, icon, needed role)
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/invoices.py", "Invoices", ":material/receipt_long:", "viewer"),
 ]
 
 allowed = [

@@ -89,7 +89,7 @@ def _invoice_rows(session: Session, f: InvoiceFilter) -> Iterator[tuple[Invoice,
         .order_by(col(Invoice.period), col(Invoice.id))
         .execution_options(yield_per=BATCH)
     )
-    for inv, name in session.execute(apply_filter(query, f)).tuples():
+    for inv, name in session.execute(apply_filter(query, f)).all():
         yield inv, name
         session.expunge(inv)  # keep the identity map small while streaming
 
@@ -143,7 +143,7 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(LINE_COLUMNS)
     summary = ExportSummary()
-    rows = session.execute(apply_filter(query, f)).tuples()
+    rows = session.execute(apply_filter(query, f)).all()
     for line, number, period, cur, name in rows:
         writer.writerow(
             (

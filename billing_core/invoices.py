@@ -118,7 +118,7 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
         func.sum(col(Invoice.amount_refunded_minor)),
     ).group_by(col(Invoice.currency), col(Invoice.status))
     figures: dict[str, Headline] = {}
-    rows = session.execute(apply_filter(query, f)).tuples()
+    rows = session.execute(apply_filter(query, f)).all()
     for currency, status, count, total, paid, refunded in rows:
         h = figures.setdefault(currency, Headline(currency))
         total, paid = int(total or 0), int(paid or 0)
@@ -208,7 +208,7 @@ def count_invoices(session: Session, f: InvoiceFilter) -> int:
 def invoice_table(session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT) -> pd.DataFrame:
     """The newest `limit` filtered invoices, money shown in each invoice's own currency."""
     rows: list[dict[str, Any]] = []
-    for inv, name in session.execute(_table_query(f).limit(limit)).tuples():
+    for inv, name in session.execute(_table_query(f).limit(limit)).all():
         cur = inv.currency
         rows.append(
             {

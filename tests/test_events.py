@@ -227,7 +227,7 @@ def test_sync_pulls_applies_and_resumes_from_cursor(world: StripeWorld) -> None:
     # Nothing new: no event is fetched again.
     assert events.sync(world.engine, world.client, now_fn=lambda: NOW).fetched == 0
     world.server.pay_out_of_band(r1["id"])
-    second, r2 = world.invoice(cus, status="open", period="2026-10")
+    second, _ = world.invoice(cus, status="open", period="2026-10")
     seen = _count(world, StripeEvent)
     result = events.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
     # Only what came after the cursor is fetched, over several pages.
