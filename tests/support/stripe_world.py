@@ -59,6 +59,7 @@ class StripeWorld:
             with session_scope(self.engine) as s:
                 row = s.get(Invoice, local.id)
                 row.stripe_invoice_id = remote["id"]
+                row.status = remote["status"]
                 s.add(row)
                 local = row
         return local, remote
