@@ -36,7 +36,8 @@ def _store_and_apply(world: StripeWorld, payloads: list[dict]) -> list[str | Non
             stored = events.store_event(s, payload, source="webhook")
         outcomes.append(
             events.process_event_id(world.engine, world.client, stored.event.id, now_fn=lambda: NOW)
-            if stored.created else None
+            if stored.created
+            else None
         )
     return outcomes
 
@@ -140,7 +141,8 @@ def test_void_and_uncollectible(world: StripeWorld, action: str) -> None:
 def test_invoice_unknown_locally_is_a_finding(world: StripeWorld) -> None:
     cus = world.customer()
     remote = world.server.create_invoice_directly(
-        cus.stripe_customer_id, 5_000, "eur", {"period": "2026-09"}, status="open")
+        cus.stripe_customer_id, 5_000, "eur", {"period": "2026-09"}, status="open"
+    )
     finalized = world.server.events(type="invoice.finalized")
     assert _store_and_apply(world, finalized + finalized) == ["unmatched", None]
     # The same invoice seen again through another event updates the one finding.
@@ -151,8 +153,12 @@ def test_invoice_unknown_locally_is_a_finding(world: StripeWorld) -> None:
         ev = s.get(StripeEvent, finalized[0]["id"])
     assert len(diffs) == 1
     d = diffs[0]
-    assert (d.kind, d.subject, d.period, d.currency) == ("missing_locally", remote["id"],
-                                                           "2026-09", "EUR")
+    assert (d.kind, d.subject, d.period, d.currency) == (
+        "missing_locally",
+        remote["id"],
+        "2026-09",
+        "EUR",
+    )
     assert d.customer_id == cus.id and d.remote_value == "paid 50.00 EUR"
     assert ev.outcome == "unmatched" and "missing_locally" in ev.error
 
@@ -166,8 +172,12 @@ def test_unlinked_local_invoice_is_linked_by_metadata(world: StripeWorld) -> Non
 
 
 def test_unknown_event_type_is_stored_and_ignored(world: StripeWorld, engine) -> None:
-    payload = {"id": "evt_unknown_1", "type": "radar.early_fraud_warning.created",
-               "created": 1_790_000_000, "data": {"object": {"id": "issfr_1"}}}
+    payload = {
+        "id": "evt_unknown_1",
+        "type": "radar.early_fraud_warning.created",
+        "created": 1_790_000_000,
+        "data": {"object": {"id": "issfr_1"}},
+    }
     assert _store_and_apply(world, [payload]) == ["ignored"]
     with Session(engine) as s:
         shown = events.recent_events(s, outcome="ignored")
@@ -197,8 +207,13 @@ def test_refund_is_mirrored(world: StripeWorld) -> None:
 def test_setup_checkout_completion_sets_default_payment_method(world: StripeWorld) -> None:
     cus = world.customer(card=None)
     session_obj = world.client.v1.checkout.sessions.create(
-        {"mode": "setup", "customer": cus.stripe_customer_id, "currency": "eur",
-         "success_url": "https://example.com/ok"})
+        {
+            "mode": "setup",
+            "customer": cus.stripe_customer_id,
+            "currency": "eur",
+            "success_url": "https://example.com/ok",
+        }
+    )
     world.server.complete_checkout_session(session_obj.id, "pm_card_mastercard")
     _store_and_apply(world, world.server.events())
     with Session(world.engine) as s:

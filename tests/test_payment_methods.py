@@ -64,11 +64,18 @@ def _audits(world: StripeWorld, action: str) -> list[AuditEntry]:
 def test_setup_link_is_admin_only_and_audited(world: StripeWorld) -> None:
     cus = world.customer(card=None)
     with session_scope(world.engine) as s, pytest.raises(PermissionDenied):
-        pm.create_setup_link(s, world.client, VIEWER, customer_id=cus.id,
-                             return_url="http://localhost:8501", now=NOW)
+        pm.create_setup_link(
+            s, world.client, VIEWER, customer_id=cus.id, return_url="http://localhost:8501", now=NOW
+        )
     with session_scope(world.engine) as s:
-        url = pm.create_setup_link(s, world.client, LOCAL_ADMIN, customer_id=cus.id,
-                                   return_url="http://localhost:8501", now=NOW)
+        url = pm.create_setup_link(
+            s,
+            world.client,
+            LOCAL_ADMIN,
+            customer_id=cus.id,
+            return_url="http://localhost:8501",
+            now=NOW,
+        )
     assert url.startswith(world.server.url) and "/c/pay/cs_test_" in url
     session_obj = world.server.checkout_sessions()[-1]
     assert session_obj["mode"] == "setup" and session_obj["customer"] == cus.stripe_customer_id
@@ -83,13 +90,14 @@ def test_setup_link_needs_a_stripe_customer(world: StripeWorld) -> None:
         c = Customer(name="Not pushed", email="np@example.com", currency="EUR")
         s.add(c)
     with session_scope(world.engine) as s, pytest.raises(ValidationError, match="no Stripe"):
-        pm.create_setup_link(s, world.client, LOCAL_ADMIN, customer_id=c.id,
-                             return_url="http://x", now=NOW)
+        pm.create_setup_link(
+            s, world.client, LOCAL_ADMIN, customer_id=c.id, return_url="http://x", now=NOW
+        )
 
 
 def test_retry_payment_declined_then_paid_uses_new_keys(world: StripeWorld) -> None:
     cus = world.customer(card="pm_card_chargeDeclined")
-    local, remote = world.invoice(cus, status="open")
+    local, _ = world.invoice(cus, status="open")
     with session_scope(world.engine) as s, pytest.raises(PermissionDenied):
         pm.retry_payment(s, world.client, VIEWER, invoice_id=local.id, now=NOW)
     with session_scope(world.engine) as s:
@@ -113,7 +121,7 @@ def test_retry_payment_declined_then_paid_uses_new_keys(world: StripeWorld) -> N
 
 def test_retry_refuses_paid_and_demo_invoices(world: StripeWorld, demo_engine) -> None:
     cus = world.customer()
-    local, remote = world.invoice(cus, status="paid")
+    local, _ = world.invoice(cus, status="paid")
     with session_scope(world.engine) as s:
         row = s.get(Invoice, local.id)
         row.status = "paid"

@@ -23,8 +23,15 @@ NOW = 1_795_000_000
 
 
 def _event(event_id: str = "evt_1", type_: str = "invoice.paid") -> bytes:
-    return json.dumps({"id": event_id, "object": "event", "type": type_, "created": NOW - 5,
-                       "data": {"object": {"id": "in_123", "object": "invoice"}}}).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": type_,
+            "created": NOW - 5,
+            "data": {"object": {"id": "in_123", "object": "invoice"}},
+        }
+    ).encode()
 
 
 def _stored(engine) -> list[StripeEvent]:
@@ -101,8 +108,9 @@ def stripe_server() -> Iterator[StripeTestServer]:
 def receiver(stripe_server: StripeTestServer, engine) -> Iterator[str]:
     settings = settings_for(stripe_server, {"STRIPE_WEBHOOK_SECRET": SECRET})
     server = webhooks.make_server(engine, settings, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/stripe/webhook"
     server.shutdown()
@@ -150,10 +158,20 @@ def test_forged_and_stale_deliveries_get_400_over_http(
 
 
 def test_unknown_type_is_stored_ignored_and_acknowledged(engine, receiver: str) -> None:
-    body = json.dumps({"id": "evt_odd", "type": "issuing_card.created", "created": int(time.time()),
-                       "data": {"object": {"id": "ic_1"}}}).encode()
-    req = urllib.request.Request(receiver, data=body, method="POST", headers={
-        "Stripe-Signature": StripeTestServer.sign_payload(body, SECRET)})
+    body = json.dumps(
+        {
+            "id": "evt_odd",
+            "type": "issuing_card.created",
+            "created": int(time.time()),
+            "data": {"object": {"id": "ic_1"}},
+        }
+    ).encode()
+    req = urllib.request.Request(
+        receiver,
+        data=body,
+        method="POST",
+        headers={"Stripe-Signature": StripeTestServer.sign_payload(body, SECRET)},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.status == 200
     _wait_processed(engine, {"evt_odd"})
@@ -162,13 +180,16 @@ def test_unknown_type_is_stored_ignored_and_acknowledged(engine, receiver: str) 
 
 def test_malformed_and_oversized_requests_over_http(receiver: str) -> None:
     body = b"{broken"
-    req = urllib.request.Request(receiver, data=body, method="POST", headers={
-        "Stripe-Signature": StripeTestServer.sign_payload(body, SECRET)})
+    req = urllib.request.Request(
+        receiver,
+        data=body,
+        method="POST",
+        headers={"Stripe-Signature": StripeTestServer.sign_payload(body, SECRET)},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=5)
     assert err.value.code == 400
-    big = urllib.request.Request(receiver, data=b"x" * (webhooks.MAX_BODY_BYTES + 1),
-                                 method="POST")
+    big = urllib.request.Request(receiver, data=b"x" * (webhooks.MAX_BODY_BYTES + 1), method="POST")
     # Refused before the body is read: the client sees a 413 or a closed connection.
     with pytest.raises(urllib.error.URLError) as err:
         urllib.request.urlopen(big, timeout=5)

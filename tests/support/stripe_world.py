@@ -30,31 +30,58 @@ class StripeWorld:
     client: stripe.StripeClient
     engine: Engine
 
-    def customer(self, email: str = "ops@example.com", card: str | None = "pm_card_visa",
-                 currency: str = "EUR") -> Customer:
+    def customer(
+        self,
+        email: str = "ops@example.com",
+        card: str | None = "pm_card_visa",
+        currency: str = "EUR",
+    ) -> Customer:
         """A local customer linked to a new Stripe customer (with a default card)."""
         cus = self.server.create_customer_directly(email=email, name=email.split("@")[0])
         if card:
             self.server.attach_card(cus["id"], card)
         with session_scope(self.engine) as s:
-            local = Customer(name=email.split("@")[0], email=email, currency=currency,
-                             stripe_customer_id=cus["id"])
+            local = Customer(
+                name=email.split("@")[0],
+                email=email,
+                currency=currency,
+                stripe_customer_id=cus["id"],
+            )
             s.add(local)
         return local
 
-    def invoice(self, customer: Customer, total: int = 12_345, period: str = "2026-10",
-                status: str = "draft", link: bool = True) -> tuple[Invoice, dict[str, Any]]:
+    def invoice(
+        self,
+        customer: Customer,
+        total: int = 12_345,
+        period: str = "2026-10",
+        status: str = "draft",
+        link: bool = True,
+    ) -> tuple[Invoice, dict[str, Any]]:
         """A local invoice and its Stripe twin (created in the server directly)."""
         with session_scope(self.engine) as s:
-            local = Invoice(customer_id=customer.id, period=period, currency=customer.currency,
-                            subtotal_minor=total, total_minor=total, status="draft")
+            local = Invoice(
+                customer_id=customer.id,
+                period=period,
+                currency=customer.currency,
+                subtotal_minor=total,
+                total_minor=total,
+                status="draft",
+            )
             s.add(local)
             s.flush()
-            s.add(InvoiceLine(invoice_id=local.id, kind="base_fee", description="Base fee",
-                              amount_minor=total))
+            s.add(
+                InvoiceLine(
+                    invoice_id=local.id, kind="base_fee", description="Base fee", amount_minor=total
+                )
+            )
         remote = self.server.create_invoice_directly(
-            customer.stripe_customer_id, total, customer.currency.lower(),
-            {"local_invoice_id": str(local.id), "period": period}, status=status)
+            customer.stripe_customer_id,
+            total,
+            customer.currency.lower(),
+            {"local_invoice_id": str(local.id), "period": period},
+            status=status,
+        )
         if link:
             with session_scope(self.engine) as s:
                 row = s.get(Invoice, local.id)
