@@ -427,8 +427,51 @@ def pending_event_ids(session: Session, limit: int = 500) -> list[str]:
     return list(session.exec(query).all())
 
 
+@dataclass
+class ReadMemo:
+    """Objects re-read during one processing pass, so later events about them skip the read.
+
+    Sound only for events stored before the pass began: the read is newer than each of them,
+    so it already shows what they announce. A webhook stored mid-pass is read again.
+    """
+
+    started: datetime
+    results: dict[tuple[str, str], tuple[str, int | None, str | None]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(event: StripeEvent) -> tuple[str, str] | None:
+        handler = HANDLERS.get(event.type)
+        return (handler.__name__, event.object_id) if handler and event.object_id else None
+
+
+def _apply_with_memo(
+    session: Session,
+    client: stripe.StripeClient,
+    event: StripeEvent,
+    now: datetime,
+    memo: ReadMemo | None,
+) -> str:
+    key = ReadMemo.key(event)
+    if memo is not None and key is not None:
+        known = memo.results.get(key)
+        if known is not None and event.received_at <= memo.started:
+            event.outcome, event.invoice_id, event.error = known
+            event.processed_at = now
+            session.add(event)
+            return known[0]
+    outcome = apply_event(session, client, event, now=now)
+    if memo is not None and key is not None:
+        memo.results[key] = (outcome, event.invoice_id, event.error)
+    return outcome
+
+
 def process_event_id(
-    engine: Engine, client: stripe.StripeClient, event_id: str, *, now_fn: Callable[[], datetime]
+    engine: Engine,
+    client: stripe.StripeClient,
+    event_id: str,
+    *,
+    now_fn: Callable[[], datetime],
+    memo: ReadMemo | None = None,
 ) -> str | None:
     """Apply one stored event in its own transaction; None if it was already processed."""
     try:
@@ -436,7 +479,7 @@ def process_event_id(
             event = session.get(StripeEvent, event_id)
             if event is None or event.processed_at is not None:
                 return None
-            return apply_event(session, client, event, now=now_fn())
+            return _apply_with_memo(session, client, event, now_fn(), memo)
     except stripe.StripeError as exc:
         error = gw.describe_error(exc, f"applying Stripe event {event_id}")
         with session_scope(engine) as session:
@@ -455,13 +498,14 @@ def process_pending(
 ) -> Counter[str]:
     """Apply every stored, unprocessed event oldest first; stops at the first transient error."""
     outcomes: Counter[str] = Counter()
+    memo = ReadMemo(started=utcnow())
     while True:
         with session_scope(engine) as session:
             batch = pending_event_ids(session)
         if not batch:
             return outcomes
         for event_id in batch:
-            outcome = process_event_id(engine, client, event_id, now_fn=now_fn)
+            outcome = process_event_id(engine, client, event_id, now_fn=now_fn, memo=memo)
             if outcome:
                 outcomes[outcome] += 1
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from billing_core.invoices import InvoiceFilter, apply_filter
 from billing_core.models import Customer, Invoice, InvoiceLine
@@ -82,16 +82,31 @@ class ExportSummary:
         return f"{self.rows} rows" + (f" ({money})" if money else "")
 
 
-def _invoice_rows(session: Session, f: InvoiceFilter) -> Iterator[tuple[Invoice, str]]:
+def _invoice_query(f: InvoiceFilter) -> Any:
+    # Plain columns, not ORM objects: nothing accumulates in the session while streaming.
     query = (
-        select(Invoice, Customer.name)
+        sa_select(
+            col(Invoice.id),
+            col(Invoice.number),
+            col(Invoice.customer_id),
+            col(Customer.name),
+            col(Invoice.period),
+            col(Invoice.currency),
+            col(Invoice.subtotal_minor),
+            col(Invoice.tax_minor),
+            col(Invoice.total_minor),
+            col(Invoice.amount_paid_minor),
+            col(Invoice.amount_refunded_minor),
+            col(Invoice.status),
+            col(Invoice.issued_at),
+            col(Invoice.paid_at),
+            col(Invoice.stripe_invoice_id),
+        )
         .join(Customer, col(Customer.id) == Invoice.customer_id)
         .order_by(col(Invoice.period), col(Invoice.id))
         .execution_options(yield_per=BATCH)
     )
-    for inv, name in session.execute(apply_filter(query, f)).all():
-        yield inv, name
-        session.expunge(inv)  # keep the identity map small while streaming
+    return apply_filter(query, f)
 
 
 def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportSummary:
@@ -99,72 +114,99 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(INVOICE_COLUMNS)
     summary = ExportSummary()
-    for inv, name in _invoice_rows(session, f):
-        cur = inv.currency
+    for row in session.execute(_invoice_query(f)):
+        (
+            iid,
+            number,
+            cid,
+            name,
+            period,
+            cur,
+            subtotal,
+            tax,
+            total,
+            paid,
+            refunded,
+            status,
+            issued,
+            paid_at,
+            stripe_id,
+        ) = row
         writer.writerow(
             (
-                inv.id,
-                safe_text(inv.number),
-                inv.customer_id,
+                iid,
+                safe_text(number),
+                cid,
                 safe_text(name),
-                inv.period,
+                period,
                 cur,
-                format_minor(inv.subtotal_minor, cur),
-                format_minor(inv.tax_minor, cur),
-                format_minor(inv.total_minor, cur),
-                format_minor(inv.amount_paid_minor, cur),
-                format_minor(inv.amount_refunded_minor, cur),
-                inv.status,
-                _iso(inv.issued_at),
-                _iso(inv.paid_at),
-                inv.stripe_invoice_id or "",
+                format_minor(subtotal, cur),
+                format_minor(tax, cur),
+                format_minor(total, cur),
+                format_minor(paid, cur),
+                format_minor(refunded, cur),
+                status,
+                _iso(issued),
+                _iso(paid_at),
+                stripe_id or "",
             )
         )
         summary.rows += 1
-        summary.totals[cur] += inv.total_minor
+        summary.totals[cur] += total
     return summary
 
 
-def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportSummary:
-    """One row per line of the filtered invoices, in invoice order."""
+def _lines_query(f: InvoiceFilter) -> Any:
     query = (
         sa_select(
-            InvoiceLine,
+            col(InvoiceLine.invoice_id),
             col(Invoice.number),
+            col(Customer.name),
             col(Invoice.period),
             col(Invoice.currency),
-            col(Customer.name),
+            col(InvoiceLine.position),
+            col(InvoiceLine.kind),
+            col(InvoiceLine.description),
+            col(InvoiceLine.service),
+            col(InvoiceLine.metric),
+            col(InvoiceLine.quantity),
+            col(InvoiceLine.unit_amount),
+            col(InvoiceLine.amount_minor),
         )
         .join(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
         .join(Customer, col(Customer.id) == Invoice.customer_id)
         .order_by(col(Invoice.period), col(Invoice.id), col(InvoiceLine.position))
         .execution_options(yield_per=BATCH)
     )
+    return apply_filter(query, f)
+
+
+def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportSummary:
+    """One row per line of the filtered invoices, in invoice order."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(LINE_COLUMNS)
     summary = ExportSummary()
-    rows = session.execute(apply_filter(query, f)).all()
-    for line, number, period, cur, name in rows:
+    for row in session.execute(_lines_query(f)):
+        (iid, number, name, period, cur, pos, kind, desc, service, metric, qty, unit, amount) = row
         writer.writerow(
             (
-                line.invoice_id,
+                iid,
                 safe_text(number),
                 safe_text(name),
                 period,
                 cur,
-                line.position,
-                line.kind,
-                safe_text(line.description),
-                safe_text(line.service),
-                safe_text(line.metric),
-                str(line.quantity.normalize()),
-                str(line.unit_amount),
-                format_minor(line.amount_minor, cur),
+                pos,
+                kind,
+                safe_text(desc),
+                safe_text(service),
+                safe_text(metric),
+                str(qty.normalize()),
+                str(unit),
+                format_minor(amount, cur),
             )
         )
-        session.expunge(line)
         summary.rows += 1
-        summary.totals[cur] += line.amount_minor
+        summary.totals[cur] += amount
     return summary
 
 
