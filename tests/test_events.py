@@ -297,3 +297,19 @@ def test_sync_cursor_unknown_to_stripe_says_what_to_do(world: StripeWorld) -> No
     world.customer()
     result = events.sync(world.engine, world.client, reset=True, now_fn=lambda: NOW)
     assert result.fetched == len(world.server.events())
+
+
+def test_sync_reads_each_object_once_per_pass(world: StripeWorld) -> None:
+    cus = world.customer()
+    local, remote = world.invoice(cus, status="open")
+    world.server.pay_out_of_band(remote["id"])
+    invoice_events = world.server.events(type="invoice.*")
+    assert len(invoice_events) >= 3
+    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    assert world.server.request_count(f"/v1/invoices/{remote['id']}", "GET") == 1
+    with Session(world.engine) as s:
+        stored = s.exec(select(StripeEvent).where(StripeEvent.object_id == remote["id"])).all()
+    assert {e.outcome for e in stored} == {"applied"} and {e.invoice_id for e in stored} == {
+        local.id
+    }
+    assert world.local(local.id).status == "paid"
