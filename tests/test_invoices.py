@@ -196,3 +196,23 @@ def test_empty_database_says_what_to_do(app_env: dict[str, str], db_url: str, mo
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("No invoices yet" in i.value for i in at.info)
+
+
+def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]) -> None:
+    from billing_core import events
+    from tests.support.stripe_server import StripeTestServer
+    from tests.support.stripe_world import make_world
+
+    engine = make_engine(app_env["DATABASE_URL"])
+    with StripeTestServer() as server:
+        world = make_world(server, engine)
+        cus = world.customer("new@example.com")
+        local, remote = world.invoice(cus, status="open", period="2026-10")
+        server.pay_out_of_band(remote["id"])
+        events.sync(engine, world.client)
+    number = world.local(local.id).number
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.text_input(key="inv_lookup").set_value(number).run()
+    assert not at.exception
+    assert _metrics(at)["Status"] == "paid"
+    assert any("Stripe invoice" in m.value for m in at.markdown)
