@@ -138,11 +138,12 @@ def _sync_throughput(n_invoices: int) -> tuple[float, int]:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'sync.db'}")
         migrate(engine)
         world = make_world(server, engine)
-        customers = [world.customer(f"c{i}@bench.example") for i in range(5)]
+        # 40 months per customer keeps (customer, period) unique, as the schema demands.
+        customers = [world.customer(f"c{i}@bench.example") for i in range(n_invoices // 40 + 1)]
         for i in range(n_invoices):
-            _, remote = world.invoice(
-                customers[i % 5], 1_000 + i, f"2026-{i % 9 + 1:02d}", status="open"
-            )
+            month = i % 40
+            period = f"{2020 + month // 12}-{month % 12 + 1:02d}"
+            _, remote = world.invoice(customers[i // 40], 1_000 + i, period, status="open")
             server.pay_out_of_band(remote["id"])
         started = time.perf_counter()
         result = events.sync(engine, world.client)
