@@ -10,6 +10,7 @@ from sqlmodel import Session, func, select
 
 from billing_core.demo import history, payments
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
 
@@ -73,6 +74,7 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
 SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
+    seed_last_closed_month,
     payments.seed_payments,
 ]
 
