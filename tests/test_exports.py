@@ -6,6 +6,8 @@ import csv
 import io
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import Session, func, select
 
 from billing_core.db import session_scope
@@ -13,13 +15,14 @@ from billing_core.exports import (
     INVOICE_COLUMNS,
     LINE_COLUMNS,
     csv_builder,
+    plain_amount,
     safe_text,
     write_invoices_csv,
     write_lines_csv,
 )
 from billing_core.invoices import InvoiceFilter
 from billing_core.models import Customer, Invoice, InvoiceLine
-from billing_core.money import minor_to_decimal
+from billing_core.money import format_minor, minor_to_decimal
 
 
 def _read(text: str) -> list[dict[str, str]]:
@@ -153,3 +156,8 @@ def test_builder_runs_only_when_called(demo_engine) -> None:
     )
     rows = _read(build().decode())
     assert len(rows) == 9 and {r["period"] for r in rows} == {"2026-09"}
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15), st.sampled_from(["EUR", "JPY", "KWD"]))
+def test_plain_amount_is_format_minor(minor: int, currency: str) -> None:
+    assert plain_amount(minor, currency) == format_minor(minor, currency)

@@ -172,17 +172,15 @@ def test_payment_methods_and_events_tabs(app_env: dict[str, str]) -> None:
     assert list(events["type"]) == ["billing_portal.session.created"]
 
 
-def test_page_guards_itself_when_nobody_is_signed_in(app_env: dict[str, str], monkeypatch) -> None:
-    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com")
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
-    assert not at.exception and len(at.metric) == 0 and len(at.dataframe) == 0
-
-
 def test_viewer_sees_data_but_no_admin_actions(app_env: dict[str, str], monkeypatch) -> None:
-    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com")
-    monkeypatch.setenv("VIEWER_EMAILS", "finance@example.com")
+    # Anonymous and unknown visitors are refused by the registry-wide test_pages_access matrix.
+    from tests.test_pages_access import ADMIN, AUTH, VIEWER
+
+    monkeypatch.setenv("ADMIN_EMAILS", ADMIN)
+    monkeypatch.setenv("VIEWER_EMAILS", VIEWER)
     at = AppTest.from_file(PAGE, default_timeout=60)
-    at.user = {"is_logged_in": True, "email": "finance@example.com"}
+    at.secrets["auth"] = dict(AUTH)
+    at.user = {"is_logged_in": True, "email": VIEWER}
     at.run()
     assert not at.exception and "Billed · EUR" in _metrics(at)
     at.text_input(key="inv_lookup").set_value("DEMO-2026-09-0002").run()
