@@ -276,7 +276,7 @@ def send_invoice(caller: StripeCaller, *, key: str, stripe_invoice_id: str) -> s
 #
 # Everything here returns plain dicts (Stripe's JSON), so callers and stored payloads never
 # depend on stripe-python object classes. Calls raise stripe.StripeError; callers decide which
-# errors are transient (see events.TRANSIENT_ERRORS) and word them with describe_error().
+# errors are transient (see events.is_transient) and word them with describe_error().
 # ---------------------------------------------------------------------------------------------
 
 # Stripe's maximum page size for list endpoints.
