@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import stripe
@@ -372,3 +373,123 @@ class ReconcileReader:
             if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404:
                 return None
             raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Events, payment methods, checkout (used by events, webhooks and payment_methods)
+#
+# Everything here returns plain dicts (Stripe's JSON), so callers and stored payloads never
+# depend on stripe-python object classes. Calls raise stripe.StripeError; callers decide which
+# errors are transient (see events.is_transient) and word them with describe_error().
+# ---------------------------------------------------------------------------------------------
+
+# Stripe's maximum page size for list endpoints.
+EVENTS_PAGE_SIZE = 100
+
+
+def _jsonable(value: Any) -> Any:
+    # stripe-python turns Stripe's *_decimal strings into Decimal; Stripe's JSON has strings.
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    raw = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    result: dict[str, Any] = _jsonable(raw)
+    return result
+
+
+def events_page(
+    client: stripe.StripeClient,
+    *,
+    ending_before: str | None = None,
+    starting_after: str | None = None,
+    limit: int = EVENTS_PAGE_SIZE,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of events, newest first, and whether more exist in that direction.
+
+    `ending_before=<id>` pages towards newer events (the page holds those just after <id>);
+    `starting_after=<id>` pages towards older ones.
+    """
+    params: dict[str, Any] = {"limit": limit}
+    if ending_before:
+        params["ending_before"] = ending_before
+    if starting_after:
+        params["starting_after"] = starting_after
+    page = client.v1.events.list(params)  # type: ignore[arg-type]
+    return [_plain(e) for e in page.data], bool(page.has_more)
+
+
+def read_invoice(client: stripe.StripeClient, invoice_id: str) -> dict[str, Any]:
+    """The invoice as Stripe holds it now, with its payments (to learn the PaymentIntent)."""
+    return _plain(client.v1.invoices.retrieve(invoice_id, {"expand": ["payments"]}))
+
+
+def read_customer(client: stripe.StripeClient, customer_id: str) -> dict[str, Any]:
+    """The customer with its default payment method expanded."""
+    return _plain(
+        client.v1.customers.retrieve(
+            customer_id, {"expand": ["invoice_settings.default_payment_method"]}
+        )
+    )
+
+
+def read_charge(client: stripe.StripeClient, charge_id: str) -> dict[str, Any]:
+    return _plain(client.v1.charges.retrieve(charge_id))
+
+
+def read_setup_intent(client: stripe.StripeClient, setup_intent_id: str) -> dict[str, Any]:
+    return _plain(client.v1.setup_intents.retrieve(setup_intent_id))
+
+
+def set_default_payment_method(
+    client: stripe.StripeClient, customer_id: str, payment_method_id: str, *, idempotency_key: str
+) -> dict[str, Any]:
+    """Make a payment method the one invoices charge (Checkout setup mode does not do it)."""
+    return _plain(
+        client.v1.customers.update(
+            customer_id,
+            {"invoice_settings": {"default_payment_method": payment_method_id}},
+            {"idempotency_key": idempotency_key},
+        )
+    )
+
+
+def create_setup_checkout(
+    client: stripe.StripeClient,
+    *,
+    customer_id: str,
+    currency: str,
+    success_url: str,
+    cancel_url: str,
+    metadata: dict[str, str],
+    idempotency_key: str,
+) -> dict[str, Any]:
+    """A Checkout session in setup mode: the customer enters a card, nothing is charged."""
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "customer": customer_id,
+        # Stripe needs the currency in setup mode to choose the payment methods it offers.
+        "currency": currency.lower(),
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "metadata": metadata,
+    }
+    return _plain(
+        client.v1.checkout.sessions.create(
+            params,  # type: ignore[arg-type]
+            {"idempotency_key": idempotency_key},
+        )
+    )
+
+
+def retry_invoice_payment(
+    client: stripe.StripeClient, invoice_id: str, *, idempotency_key: str
+) -> dict[str, Any]:
+    """Charge an open invoice again; the key must be new after a decline (Stripe replays it)."""
+    return _plain(client.v1.invoices.pay(invoice_id, {}, {"idempotency_key": idempotency_key}))

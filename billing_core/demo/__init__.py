@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import discrepancies, history
+from billing_core.demo import discrepancies, history, payments
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
@@ -76,6 +76,7 @@ SEEDERS: list[Seeder] = [
     history.seed_invoice_history,
     seed_last_closed_month,
     discrepancies.seed_discrepancies,
+    payments.seed_payments,
 ]
 
 
