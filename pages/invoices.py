@@ -108,10 +108,12 @@ with tab_invoices:
     if not figures:
         st.info("No invoice matches these filters.")
     for fig in figures:
+        # Three figures a row: amounts in the thousands stay readable instead of truncated.
         st.markdown(f"**{fig.currency}** · {fig.count} invoices")
-        cols = st.columns(len(FIGURES))
-        for col, (label, attr) in zip(cols, FIGURES, strict=True):
-            col.metric(f"{label} · {fig.currency}", ui.fmt(getattr(fig, attr), fig.currency))
+        for start in range(0, len(FIGURES), 3):
+            cols = st.columns(3)
+            for col, (label, attr) in zip(cols, FIGURES[start : start + 3], strict=False):
+                col.metric(f"{label} · {fig.currency}", ui.fmt(getattr(fig, attr), fig.currency))
 
     if not monthly.empty:
         st.plotly_chart(inv.billed_chart(monthly), key="inv_chart")
