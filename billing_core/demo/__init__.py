@@ -12,6 +12,7 @@ from billing_core.demo import history
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
+from billing_core.plans import default_aggregation
 
 
 @dataclass
@@ -49,6 +50,7 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
                     unit=m.unit,
                     included_quantity=m.included,
                     overage_unit_price=m.unit_price,
+                    aggregation=default_aggregation(m.metric),
                 )
             )
         plans[spec.name] = plan
