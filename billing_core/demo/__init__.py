@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlmodel import Session, func, select
 
 from billing_core.demo import history
+from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
@@ -72,7 +73,11 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
     return {"plans": len(PLANS), "customers": len(CUSTOMERS)}
 
 
-SEEDERS: list[Seeder] = [_seed_plans_and_customers, history.seed_invoice_history]
+SEEDERS: list[Seeder] = [
+    _seed_plans_and_customers,
+    history.seed_invoice_history,
+    demo_usage.seed_usage,
+]
 
 
 def demo_history_periods(now: datetime, months: int = 12) -> list[Period]:
