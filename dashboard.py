@@ -27,6 +27,8 @@ if identity.method == "local":
 PAGES: list[tuple[str, str, str, str]] = [
     # (file, title, icon, needed role)
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/usage.py", "Usage vs plan limits", ":material/speed:", "viewer"),
+    ("pages/customers.py", "Customers and plans", ":material/group:", "admin"),
 ]
 
 allowed = [

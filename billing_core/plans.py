@@ -65,6 +65,10 @@ def metrics_by_plan(session: Session) -> dict[int, dict[str, PlanMetric]]:
     return out
 
 
+def all_plans(session: Session) -> list[Plan]:
+    return list(session.exec(select(Plan).order_by(col(Plan.name))).all())
+
+
 def plan_metrics(session: Session, plan_id: int) -> list[PlanMetric]:
     return list(
         session.exec(
@@ -446,3 +450,69 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _decimal(text: object, what: str, problems: list[str]) -> Decimal:
+    try:
+        value = Decimal(str(text if text is not None else "").strip().replace(",", "") or "0")
+    except InvalidOperation:
+        problems.append(f"{what}: {text!r} is not a number")
+        return Decimal(0)
+    if not value.is_finite():
+        problems.append(f"{what}: {text!r} is not a number")
+        return Decimal(0)
+    return value
+
+
+def spec_from_form(
+    *,
+    name: str,
+    currency: str,
+    base_fee: str,
+    markup_pct: str,
+    aws_spend_limit: str,
+    metrics: Sequence[dict[str, Any]],
+) -> PlanSpec:
+    """A PlanSpec from the plan editor's text fields (exact decimals, never floats)."""
+    problems: list[str] = []
+    try:
+        cur = normalize_currency(currency)
+    except MoneyError as exc:
+        raise ValidationError("The plan was not saved:", [str(exc)]) from None
+    amounts: dict[str, int | None] = {}
+    for key, label, text in (
+        ("base", "base fee", base_fee),
+        ("limit", "AWS spend limit", aws_spend_limit),
+    ):
+        if key == "limit" and not str(text or "").strip():
+            amounts[key] = None
+            continue
+        try:
+            amounts[key] = parse_major(str(text or "0"), cur, label.capitalize())
+        except ValidationError as exc:
+            problems.append(str(exc))
+    markup = _decimal(markup_pct, "markup", problems)
+    specs = []
+    for row in metrics:
+        metric = str(row.get("metric") or "").strip()
+        if not metric:
+            continue  # an empty editor row
+        specs.append(
+            MetricSpec(
+                metric=metric,
+                unit=str(row.get("unit") or "").strip(),
+                aggregation=str(row.get("aggregation") or default_aggregation(metric)),
+                included=_decimal(row.get("included"), f"{metric} included", problems),
+                unit_price=_decimal(row.get("unit_price"), f"{metric} unit price", problems),
+            )
+        )
+    if problems:
+        raise ValidationError("The plan was not saved:", problems)
+    return PlanSpec(
+        name=name.strip(),
+        currency=cur,
+        base_fee_minor=amounts.get("base") or 0,
+        markup_pct=markup,
+        aws_spend_limit_minor=amounts.get("limit"),
+        metrics=tuple(specs),
+    )
