@@ -259,13 +259,18 @@ def validate_plan(spec: PlanSpec) -> list[str]:
     return problems
 
 
+def plain(value: Decimal) -> str:
+    """'1000', '0.0004': no exponent, no trailing zeros (stored decimals come back as 1E+3)."""
+    return format(value.normalize(), "f")
+
+
 def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
     """A plan and its metrics as plain values (audit before/after, page display)."""
     return {
         "name": plan.name,
         "currency": plan.currency,
         "base_fee": str(minor_to_decimal(plan.base_fee_minor, plan.currency)),
-        "markup_pct": str(plan.markup_pct),
+        "markup_pct": plain(plan.markup_pct),
         "aws_spend_limit": (
             None
             if plan.aws_spend_limit_minor is None
@@ -276,8 +281,8 @@ def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
                 "metric": m.metric,
                 "unit": m.unit,
                 "aggregation": m.aggregation,
-                "included": str(m.included_quantity),
-                "unit_price": str(m.overage_unit_price),
+                "included": plain(m.included_quantity),
+                "unit_price": plain(m.overage_unit_price),
             }
             for m in plan_metrics(session, plan.id or 0)
         ],
