@@ -458,10 +458,12 @@ def spend_by_day(session: Session, customer_id: int, period: Period) -> list[Dai
     return _running(days, "sum")
 
 
-def period_choices(now: datetime, months: int = 6) -> list[Period]:
-    """The current month and the previous ones, newest first."""
+def period_choices(session: Session, now: datetime, *, recent: int = 3) -> list[Period]:
+    """The current and last few months, plus older months that hold usage; newest first."""
     current = Period.containing(now)
-    return [current.shift(-i) for i in range(months)]
+    stored = {Period.parse(p) for p in session.exec(select(UsageRecord.period).distinct()).all()}
+    months = {current.shift(-i) for i in range(recent)} | {p for p in stored if p <= current}
+    return sorted(months, reverse=True)[:24]
 
 
 def iter_rows(report: UsageReport, statuses: Iterable[str] | None = None) -> list[MetricUsage]:

@@ -40,7 +40,13 @@ if identity.can("admin"):
             except Exception as exc:
                 ui.show_error(exc)
 
-period = st.selectbox("Period", usage.period_choices(now), format_func=str)
+try:
+    with ui.db() as session:
+        choices = usage.period_choices(session, now)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+period = st.selectbox("Period", choices, format_func=str)
 try:
     with ui.db() as session:
         report = usage.build_usage_report(session, period, now)

@@ -46,17 +46,28 @@ def alerts(session: Session) -> list[tuple[str, str, int]]:
 
 def test_alerts_once_per_threshold(session: Session) -> None:
     _, a, _ = make_world(session)
-    record_usage(session, [UsageInput(a.email, "api_calls", "850", "2026-11-02")], now=NOW,
-                 actor="t")
+    record_usage(
+        session, [UsageInput(a.email, "api_calls", "850", "2026-11-02")], now=NOW, actor="t"
+    )
     first = check_alerts(session, now=NOW, thresholds=[80, 100])
     assert [(x.metric, x.threshold_pct) for x in first] == [("api_calls", 80)]
     assert "Alpha reached 85% of its basic plan's api_calls limit in 2026-11" in first[0].message
     assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
-    record_usage(session, [UsageInput(a.email, "api_calls", "300", "2026-11-03"),
-                           UsageInput(a.email, "seats", "6", "2026-11-03")], now=NOW, actor="t")
+    record_usage(
+        session,
+        [
+            UsageInput(a.email, "api_calls", "300", "2026-11-03"),
+            UsageInput(a.email, "seats", "6", "2026-11-03"),
+        ],
+        now=NOW,
+        actor="t",
+    )
     second = check_alerts(session, now=NOW, thresholds=[80, 100])
     assert sorted((x.metric, x.threshold_pct) for x in second) == [
-        ("api_calls", 100), ("seats", 80), ("seats", 100)]
+        ("api_calls", 100),
+        ("seats", 80),
+        ("seats", 100),
+    ]
     assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
     assert len(alerts(session)) == 4
     # A new threshold in the settings raises only that one.
@@ -68,8 +79,17 @@ def test_alert_inserted_concurrently_is_not_duplicated(session: Session) -> None
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "9", "2026-11-02")], now=NOW, actor="t")
     # Another checker already stored the 100 % alert: ours skips it without failing.
-    session.add(Alert(customer_id=a.id or 0, metric="seats", threshold_pct=100, period="2026-11",
-                      value=Decimal(9), limit=Decimal(5), message="earlier"))
+    session.add(
+        Alert(
+            customer_id=a.id or 0,
+            metric="seats",
+            threshold_pct=100,
+            period="2026-11",
+            value=Decimal(9),
+            limit=Decimal(5),
+            message="earlier",
+        )
+    )
     session.flush()
     new = check_alerts(session, now=NOW, thresholds=[80, 100])
     assert [x.threshold_pct for x in new] == [80]
@@ -90,9 +110,13 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> dict[str, str]:
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SNS": moto_url,
-           "AWS_ENDPOINT_URL_SQS": moto_url}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_SNS": moto_url,
+        "AWS_ENDPOINT_URL_SQS": moto_url,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -105,7 +129,8 @@ def topic_with_queue(name: str) -> tuple[str, Any, str]:
     topic = sns.create_topic(Name=name)["TopicArn"]
     queue_url = sqs.create_queue(QueueName=f"{name}-q")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+        "Attributes"
+    ]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     return topic, sqs, queue_url
 
@@ -132,7 +157,9 @@ def test_publish_to_sns(session: Session, aws_env: dict[str, str], tmp_path: Pat
     assert all(x.published_at == NOW for x in new)
     messages = received(sqs, queue_url)
     assert sorted(m["Subject"] for m in messages) == [
-        "Usage alert 100%: seats (2026-11)", "Usage alert 80%: seats (2026-11)"]
+        "Usage alert 100%: seats (2026-11)",
+        "Usage alert 80%: seats (2026-11)",
+    ]
     assert all("Alpha reached 120%" in m["Message"] for m in messages)
     assert messages[0]["MessageAttributes"]["metric"]["Value"] == "seats"
     # Published once: a second run sends nothing.
@@ -140,8 +167,9 @@ def test_publish_to_sns(session: Session, aws_env: dict[str, str], tmp_path: Pat
     assert again.published == 0 and received(sqs, queue_url) == []
 
 
-def test_publish_failure_keeps_alerts_pending(session: Session, aws_env: dict[str, str],
-                                              tmp_path: Path) -> None:
+def test_publish_failure_keeps_alerts_pending(
+    session: Session, aws_env: dict[str, str], tmp_path: Path
+) -> None:
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "6", "2026-11-02")], now=NOW, actor="t")
     check_alerts(session, now=NOW, thresholds=[80])
@@ -153,16 +181,21 @@ def test_publish_failure_keeps_alerts_pending(session: Session, aws_env: dict[st
     assert session.exec(select(Alert)).one().published_at is None
 
 
-def test_check_alerts_cli(demo_db_url: str, aws_env: dict[str, str], tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_alerts_cli(
+    demo_db_url: str,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("DATABASE_URL", demo_db_url)
     monkeypatch.setenv("BILLING_SECRETS_FILE", str(tmp_path / "none.toml"))
     monkeypatch.setenv("BILLING_MODE", "demo")
     topic, sqs, queue_url = topic_with_queue("cli-alerts")
     with Session(make_engine(demo_db_url)) as s:
-        pending = s.exec(select(func.count()).select_from(Alert)
-                         .where(col(Alert.published_at).is_(None))).one()
+        pending = s.exec(
+            select(func.count()).select_from(Alert).where(col(Alert.published_at).is_(None))
+        ).one()
     assert pending > 0  # the demo raised alerts through check_alerts
     # A topic that does not exist: partial failure, exit 1, nothing marked published.
     monkeypatch.setenv("SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:nope")

@@ -68,17 +68,30 @@ def test_overage_table(used: str, included: str, price: str, quantity: str, amou
         ("1500.5", "EUR", "JPY", {"EUR": Decimal("0.9"), "JPY": Decimal("150")}, 834),
     ],
 )
-def test_overage_charge_minor(used: str, plan_cur: str, cur: str, rates: dict[str, Decimal],
-                              minor: int) -> None:
-    got = usage.overage_charge_minor(Decimal(used), Decimal(1000), Decimal("0.01"),
-                                     plan_currency=plan_cur, currency=cur, usd_rates=rates)
+def test_overage_charge_minor(
+    used: str, plan_cur: str, cur: str, rates: dict[str, Decimal], minor: int
+) -> None:
+    got = usage.overage_charge_minor(
+        Decimal(used),
+        Decimal(1000),
+        Decimal("0.01"),
+        plan_currency=plan_cur,
+        currency=cur,
+        usd_rates=rates,
+    )
     assert got == minor
 
 
 def test_overage_charge_without_rate_is_a_clear_error() -> None:
     with pytest.raises(ExchangeRateMissing, match="USD->GBP"):
-        usage.overage_charge_minor(Decimal(2000), Decimal(1000), Decimal(1),
-                                   plan_currency="EUR", currency="GBP", usd_rates={"EUR": 1})
+        usage.overage_charge_minor(
+            Decimal(2000),
+            Decimal(1000),
+            Decimal(1),
+            plan_currency="EUR",
+            currency="GBP",
+            usd_rates={"EUR": 1},
+        )
 
 
 @pytest.mark.parametrize(
@@ -99,10 +112,12 @@ def test_overage_charge_without_rate_is_a_clear_error() -> None:
         ("sum", "100", datetime(2026, 11, 11, tzinfo=UTC), date(2026, 11, 2), "300"),
     ],
 )
-def test_projection_table(aggregation: str, billable: str, now: datetime, last_day: date | None,
-                          expected: str) -> None:
-    got = usage.project_month_end(aggregation, Decimal(billable), period=NOV, now=now,
-                                  last_day=last_day)
+def test_projection_table(
+    aggregation: str, billable: str, now: datetime, last_day: date | None, expected: str
+) -> None:
+    got = usage.project_month_end(
+        aggregation, Decimal(billable), period=NOV, now=now, last_day=last_day
+    )
     assert got == Decimal(expected)
 
 
@@ -111,10 +126,12 @@ def test_projection_table(aggregation: str, billable: str, now: datetime, last_d
 
 def test_import_then_reimport_adds_nothing(session: Session) -> None:
     make_world(session)
-    data = (HEADER + "a@alpha.example,api_calls,700,2026-11-02\n"
-            "a@alpha.example,api_calls,600,2026-11-03T10:00:00Z\n"
-            "A@Alpha.example,seats,4,2026-11-03\n"
-            "a@alpha.example,seats,6,2026-11-10T00:00:00+02:00\n").encode()
+    data = (
+        HEADER + "a@alpha.example,api_calls,700,2026-11-02\n"
+        "a@alpha.example,api_calls,600,2026-11-03T10:00:00Z\n"
+        "A@Alpha.example,seats,4,2026-11-03\n"
+        "a@alpha.example,seats,6,2026-11-10T00:00:00+02:00\n"
+    ).encode()
     first = import_usage_csv(session, data, now=NOW, actor="t")
     assert (first.rows, first.imported, first.already_present) == (4, 4, 0)
     assert first.periods == ["2026-11"]
@@ -131,10 +148,12 @@ def test_import_then_reimport_adds_nothing(session: Session) -> None:
 
 def test_explicit_keys_customer_by_id_and_duplicates_in_file(session: Session) -> None:
     _, a, _ = make_world(session)
-    data = ("customer_id,metric,quantity,occurred_at,idempotency_key\n"
-            f"{a.id},api_calls,5,2026-11-02,evt-1\n"
-            f"{a.id},api_calls,5,2026-11-02,evt-2\n"
-            f"{a.id},api_calls,5,2026-11-02,evt-1\n").encode()
+    data = (
+        "customer_id,metric,quantity,occurred_at,idempotency_key\n"
+        f"{a.id},api_calls,5,2026-11-02,evt-1\n"
+        f"{a.id},api_calls,5,2026-11-02,evt-2\n"
+        f"{a.id},api_calls,5,2026-11-02,evt-1\n"
+    ).encode()
     result = import_usage_csv(session, data, now=NOW, actor="t")
     assert (result.imported, result.already_present) == (2, 1)
     assert usage.totals_by_metric(session, NOV) == {(a.id, "api_calls"): Decimal(10)}
@@ -144,7 +163,10 @@ def test_explicit_keys_customer_by_id_and_duplicates_in_file(session: Session) -
     ("rows", "reason"),
     [
         ("nobody@x.example,api_calls,1,2026-11-02", "not a known customer"),
-        ("a@alpha.example,widgets,1,2026-11-02", "metric 'widgets' is not in a@alpha.example's plan"),
+        (
+            "a@alpha.example,widgets,1,2026-11-02",
+            "metric 'widgets' is not in a@alpha.example's plan",
+        ),
         ("a@alpha.example,api_calls,-1,2026-11-02", "negative"),
         ("a@alpha.example,api_calls,lots,2026-11-02", "quantity 'lots' is not a number"),
         ("a@alpha.example,api_calls,NaN,2026-11-02", "not a number"),
@@ -163,26 +185,30 @@ def test_bad_row_imports_nothing(session: Session, rows: str, reason: str) -> No
     with pytest.raises(ValidationError) as err:
         import_usage_csv(session, data, now=NOW, actor="t")
     assert "nothing was imported" in str(err.value)
-    assert any(p.startswith("line 3: ") and reason in p for p in err.value.problems), \
+    assert any(p.startswith("line 3: ") and reason in p for p in err.value.problems), (
         err.value.problems
+    )
     assert count(session) == 0
 
 
 def test_duplicate_key_with_other_quantity(session: Session) -> None:
     make_world(session)
-    import_usage_csv(session, (HEADER + "a@alpha.example,api_calls,5,2026-11-02\n").encode(),
-                     now=NOW, actor="t")
-    changed = (HEADER + "a@alpha.example,api_calls,7,2026-11-03\n"
-               "a@alpha.example,api_calls,6,2026-11-02\n").encode()
+    import_usage_csv(
+        session, (HEADER + "a@alpha.example,api_calls,5,2026-11-02\n").encode(), now=NOW, actor="t"
+    )
+    changed = (
+        HEADER + "a@alpha.example,api_calls,7,2026-11-03\na@alpha.example,api_calls,6,2026-11-02\n"
+    ).encode()
     with pytest.raises(ValidationError) as err:
         import_usage_csv(session, changed, now=NOW, actor="t")
     assert err.value.problems == [
         "line 3: a reading for the same customer, metric and timestamp was already imported "
         "with quantity 5, not 6; correct it in the source instead"
     ]
-    in_file = (HEADER + "a@alpha.example,api_calls,1,2026-11-04\n"
-               "a@alpha.example,api_calls,2,2026-11-04\n").encode()
-    with pytest.raises(ValidationError, match="line 3: .* also on line 2 with a different"):
+    in_file = (
+        HEADER + "a@alpha.example,api_calls,1,2026-11-04\na@alpha.example,api_calls,2,2026-11-04\n"
+    ).encode()
+    with pytest.raises(ValidationError, match=r"line 3: .* also on line 2 with a different"):
         import_usage_csv(session, in_file, now=NOW, actor="t")
     assert count(session) == 1
 
@@ -196,8 +222,10 @@ def test_duplicate_key_with_other_quantity(session: Session) -> None:
         (b"customer,metric,amount,timestamp\nx,y,1,2026-11-01\n", "missing column(s) quantity"),
         (b"customer,metric,quantity,timestamp,colour\n", "unknown column(s) colour"),
         ((HEADER + "a@alpha.example,api_calls,5,2026-11-02\n").encode("utf-16"), "not UTF-8"),
-        (HEADER.encode() + b"a@alpha.example,api_calls,5,2026-11-02\n\xff\xfe,x,1,2\n",
-         "not UTF-8"),
+        (
+            HEADER.encode() + b"a@alpha.example,api_calls,5,2026-11-02\n\xff\xfe,x,1,2\n",
+            "not UTF-8",
+        ),
     ],
 )
 def test_unusable_files(session: Session, data: bytes, message: str) -> None:
@@ -222,28 +250,54 @@ def test_invoiced_period_is_refused(session: Session) -> None:
     session.add(Invoice(customer_id=a.id or 0, period="2026-10", currency="EUR", status="open"))
     session.flush()
     with pytest.raises(ValidationError, match="2026-10 is already invoiced"):
-        import_usage_csv(session, (HEADER + "a@alpha.example,api_calls,5,2026-10-30\n").encode(),
-                         now=NOW, actor="t")
+        import_usage_csv(
+            session,
+            (HEADER + "a@alpha.example,api_calls,5,2026-10-30\n").encode(),
+            now=NOW,
+            actor="t",
+        )
 
 
 def test_record_usage_for_programs(session: Session) -> None:
     _, a, _ = make_world(session)
-    result = record_usage(session, [
-        UsageInput("a@alpha.example", "api_calls", Decimal("2.5"), datetime(2026, 11, 2, tzinfo=UTC)),
-        {"customer": a.id or 0, "metric": "seats", "quantity": "3", "timestamp": "2026-11-02"},
-    ], now=NOW, actor="job")
+    result = record_usage(
+        session,
+        [
+            UsageInput(
+                "a@alpha.example", "api_calls", Decimal("2.5"), datetime(2026, 11, 2, tzinfo=UTC)
+            ),
+            {"customer": a.id or 0, "metric": "seats", "quantity": "3", "timestamp": "2026-11-02"},
+        ],
+        now=NOW,
+        actor="job",
+    )
     assert result.imported == 2
     with pytest.raises(ValidationError) as err:
-        record_usage(session, [UsageInput("a@alpha.example", "api_calls", 2.5,  # type: ignore[arg-type]
-                                          "2026-11-03")], now=NOW, actor="job")
+        record_usage(
+            session,
+            [
+                UsageInput(
+                    "a@alpha.example",
+                    "api_calls",
+                    2.5,  # type: ignore[arg-type]
+                    "2026-11-03",
+                )
+            ],
+            now=NOW,
+            actor="job",
+        )
     assert err.value.problems == [
         "item 1: quantity 2.5 must be given exactly (a string or Decimal), not a float"
     ]
     assert count(session) == 2
 
 
-def test_import_usage_cli(demo_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_usage_cli(
+    demo_db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("DATABASE_URL", demo_db_url)
     monkeypatch.setenv("BILLING_SECRETS_FILE", str(tmp_path / "none.toml"))
     good = tmp_path / "usage.csv"
@@ -263,15 +317,22 @@ def test_import_usage_cli(demo_db_url: str, tmp_path: Path, monkeypatch: pytest.
 
 def test_totals_respect_aggregation(session: Session) -> None:
     _, a, _ = make_world(session)
-    record_usage(session, [
-        UsageInput(a.email, "seats", "3", "2026-11-01"),
-        UsageInput(a.email, "seats", "7", "2026-11-05"),
-        UsageInput(a.email, "seats", "4", "2026-11-09"),
-        UsageInput(a.email, "api_calls", "3", "2026-11-01"),
-        UsageInput(a.email, "api_calls", "7", "2026-11-05"),
-    ], now=NOW, actor="t")
+    record_usage(
+        session,
+        [
+            UsageInput(a.email, "seats", "3", "2026-11-01"),
+            UsageInput(a.email, "seats", "7", "2026-11-05"),
+            UsageInput(a.email, "seats", "4", "2026-11-09"),
+            UsageInput(a.email, "api_calls", "3", "2026-11-01"),
+            UsageInput(a.email, "api_calls", "7", "2026-11-05"),
+        ],
+        now=NOW,
+        actor="t",
+    )
     assert usage.totals_by_metric(session, NOV, customer_id=a.id) == {
-        (a.id, "seats"): Decimal(7), (a.id, "api_calls"): Decimal(10)}
+        (a.id, "seats"): Decimal(7),
+        (a.id, "api_calls"): Decimal(10),
+    }
     daily = usage.daily_usage(session, a.id or 0, NOV, {"seats": "max", "api_calls": "sum"})
     assert [p.running for p in daily["seats"]] == [3, 7, 7]
     assert [p.running for p in daily["api_calls"]] == [3, 10]
@@ -279,8 +340,9 @@ def test_totals_respect_aggregation(session: Session) -> None:
 
 def test_report_rows_projection_and_estimate(session: Session) -> None:
     _, a, b = make_world(session)
-    items = [UsageInput(a.email, "api_calls", "60", f"2026-11-{d:02d}T08:00:00Z")
-             for d in range(1, 21)]
+    items = [
+        UsageInput(a.email, "api_calls", "60", f"2026-11-{d:02d}T08:00:00Z") for d in range(1, 21)
+    ]
     items += [UsageInput(b.email, "api_calls", "100", f"2026-11-{d:02d}") for d in range(1, 21)]
     items += [UsageInput(b.email, "seats", "6", "2026-11-02")]
     record_usage(session, items, now=NOW, actor="t")
@@ -315,9 +377,13 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
         assert plan is not None
         pm = by_plan[plan.id or 0][row.metric]
         expected = usage.overage_charge_minor(
-            totals.get((row.customer_id, row.metric), Decimal(0)), pm.included_quantity,
-            pm.overage_unit_price, plan_currency=plan.currency, currency=customer.currency,
-            usd_rates=rates)
+            totals.get((row.customer_id, row.metric), Decimal(0)),
+            pm.included_quantity,
+            pm.overage_unit_price,
+            plan_currency=plan.currency,
+            currency=customer.currency,
+            usd_rates=rates,
+        )
         assert row.overage_minor == expected == row.projected_overage_minor
         checked += expected > 0
     assert checked >= 4  # the demo has customers over their limits last month
@@ -335,15 +401,24 @@ def test_demo_usage_has_near_and_over(demo_session: Session) -> None:
 
 
 def test_spend_limit_from_cost_snapshot(session: Session) -> None:
-    plan, a, _ = make_world(session)
+    _, a, _ = make_world(session)
     session.add(CustomerAccount(customer_id=a.id or 0, account_id="123456789012"))
-    snap = CostSnapshot(period="2026-11", granularity="DAILY", group_by="LINKED_ACCOUNT",
-                        metric="UnblendedCost")
+    snap = CostSnapshot(
+        period="2026-11", granularity="DAILY", group_by="LINKED_ACCOUNT", metric="UnblendedCost"
+    )
     session.add(snap)
     session.flush()
     for day in range(1, 21):
-        session.add(CostLine(snapshot_id=snap.id or 0, period="2026-11", day=f"2026-11-{day:02d}",
-                             account_id="123456789012", service="EC2", amount=Decimal("4.5")))
+        session.add(
+            CostLine(
+                snapshot_id=snap.id or 0,
+                period="2026-11",
+                day=f"2026-11-{day:02d}",
+                account_id="123456789012",
+                service="EC2",
+                amount=Decimal("4.5"),
+            )
+        )
     session.add(ExchangeRate(period="2026-11", quote="EUR", rate=Decimal("0.9"), source="t"))
     session.flush()
     report = usage.build_usage_report(session, NOV, NOW)
@@ -360,12 +435,21 @@ def test_migration_adds_and_backfills_aggregation(tmp_path: Path) -> None:
     cfg = _alembic_config(engine)
     command.upgrade(cfg, "0001")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO plan (name, currency, base_fee_minor, markup_pct, active,"
-                          " created_at, updated_at) VALUES ('p', 'EUR', 0, 0, 1, '2026-01-01',"
-                          " '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO plan (name, currency, base_fee_minor, markup_pct, active,"
+                " created_at, updated_at) VALUES ('p', 'EUR', 0, 0, 1, '2026-01-01',"
+                " '2026-01-01')"
+            )
+        )
         for metric in ("seats", "api_calls"):
-            conn.execute(text("INSERT INTO planmetric (plan_id, metric, unit, included_quantity,"
-                              " overage_unit_price) VALUES (1, :m, '', 0, 0)"), {"m": metric})
+            conn.execute(
+                text(
+                    "INSERT INTO planmetric (plan_id, metric, unit, included_quantity,"
+                    " overage_unit_price) VALUES (1, :m, '', 0, 0)"
+                ),
+                {"m": metric},
+            )
     command.upgrade(cfg, "heads")
     with engine.connect() as conn:
         got = dict(conn.execute(text("SELECT metric, aggregation FROM planmetric")).all())

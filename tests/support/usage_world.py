@@ -17,12 +17,23 @@ def make_world(session: Session) -> tuple[Plan, Customer, Customer]:
     session.add(plan)
     session.flush()
     session.add(
-        PlanMetric(plan_id=plan.id or 0, metric="api_calls", unit="calls",
-                   included_quantity=Decimal(1000), overage_unit_price=Decimal("0.01"))
+        PlanMetric(
+            plan_id=plan.id or 0,
+            metric="api_calls",
+            unit="calls",
+            included_quantity=Decimal(1000),
+            overage_unit_price=Decimal("0.01"),
+        )
     )
     session.add(
-        PlanMetric(plan_id=plan.id or 0, metric="seats", unit="users", aggregation="max",
-                   included_quantity=Decimal(5), overage_unit_price=Decimal("2.5"))
+        PlanMetric(
+            plan_id=plan.id or 0,
+            metric="seats",
+            unit="users",
+            aggregation="max",
+            included_quantity=Decimal(5),
+            overage_unit_price=Decimal("2.5"),
+        )
     )
     a = Customer(name="Alpha", email="a@alpha.example", currency="EUR", plan_id=plan.id)
     b = Customer(name="Beta", email="b@beta.example", currency="USD", plan_id=plan.id)
