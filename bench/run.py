@@ -16,6 +16,7 @@ from pathlib import Path
 
 BENCHES: list[str] = [
     # "bench.bench_costs", ... each feature appends its module here
+    "bench.bench_usage",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
