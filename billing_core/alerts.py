@@ -86,13 +86,19 @@ def check_alerts(
                 message=alert_message(row, threshold, period),
                 created_at=now,
             )
-            try:
-                with session.begin_nested():
-                    session.add(alert)
-            except IntegrityError:
-                continue  # a concurrent check raised it first: still once
-            new.append(alert)
+            if insert_once(session, alert):
+                new.append(alert)
     return new
+
+
+def insert_once(session: Session, alert: Alert) -> bool:
+    """Insert unless the same alert exists (e.g. a concurrent check raised it first)."""
+    try:
+        with session.begin_nested():
+            session.add(alert)
+    except IntegrityError:
+        return False
+    return True
 
 
 def alerts_for_period(session: Session, period: Period) -> list[Alert]:

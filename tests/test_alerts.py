@@ -96,6 +96,30 @@ def test_alert_inserted_concurrently_is_not_duplicated(session: Session) -> None
     assert session.exec(select(func.count()).select_from(Alert)).one() == 2
 
 
+def test_insert_once_keeps_the_rest_of_the_transaction(session: Session) -> None:
+    from billing_core.alerts import insert_once
+
+    _, a, _ = make_world(session)
+
+    def alert(threshold: int) -> Alert:
+        return Alert(
+            customer_id=a.id or 0,
+            metric="seats",
+            threshold_pct=threshold,
+            period="2026-11",
+            value=Decimal(9),
+            limit=Decimal(5),
+            message="m",
+        )
+
+    assert insert_once(session, alert(80))
+    assert insert_once(session, alert(100))
+    assert not insert_once(session, alert(100))  # duplicate: refused by the unique key
+    assert insert_once(session, alert(120))
+    session.commit()
+    assert sorted(x.threshold_pct for x in session.exec(select(Alert)).all()) == [80, 100, 120]
+
+
 # --- SNS through moto's server (real HTTP) -------------------------------------------------
 
 
