@@ -389,6 +389,21 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
     assert checked >= 4  # the demo has customers over their limits last month
 
 
+def test_overage_charges_match_the_page(demo_session: Session) -> None:
+    report = usage.build_usage_report(demo_session, OCT, DEMO_NOW)
+    page = {(r.customer_id, r.metric): r.overage_minor for r in report.rows if r.overage_minor}
+    rates = usage.usd_rates(demo_session, OCT)
+    lines = {}
+    for customer in demo_session.exec(select(Customer)).all():
+        for charge in usage.overage_charges(demo_session, customer, OCT, usd_rates=rates):
+            lines[(customer.id, charge.metric)] = charge.amount_minor
+            assert charge.currency == customer.currency
+    assert lines == page
+    dune = demo_session.exec(select(Customer).where(Customer.name == "Dune Media SARL")).one()
+    [charge] = usage.overage_charges(demo_session, dune, OCT, usd_rates=rates)
+    assert (charge.metric, charge.quantity, charge.amount_minor) == ("api_calls", 1200000, 36000)
+
+
 def test_demo_usage_has_near_and_over(demo_session: Session) -> None:
     report = usage.build_usage_report(demo_session, NOV, DEMO_NOW)
     statuses = {(r.customer.split()[0], r.metric): r.status for r in report.rows}
