@@ -86,8 +86,8 @@ with st.form("assign"):
 st.subheader("Plans")
 choice = st.selectbox(
     "Plan to edit",
-    [None, *[p.id for p in active_plans]],
-    format_func=lambda i: "➕ New plan" if i is None else plan_names[i],
+    [*[p.id for p in active_plans], None],
+    format_func=lambda i: "New plan…" if i is None else plan_names[i],
 )
 current = details.get(choice) if choice is not None else None
 with st.form(f"plan-{choice}"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from sqlmodel import Session, select
 
@@ -71,7 +71,7 @@ def _level_series(target: Decimal, days: int, integer: bool, rng: random.Random)
     for i in range(days):
         share = Decimal("0.8") + Decimal("0.2") * Decimal(i + 1) / Decimal(days)
         value = target * share * Decimal(rng.randint(97, 100)) / 100
-        value = Decimal(int(value)) if integer else value.quantize(_LEVEL_STEP)
+        value = value.quantize(Decimal(1) if integer else _LEVEL_STEP, rounding=ROUND_HALF_UP)
         values.append(min(value, target))
     values[-1] = target
     return values
