@@ -392,6 +392,7 @@ def _ingest(
     actor: str,
     source: str,
     what: str,
+    audited: bool = True,
 ) -> UsageImportResult:
     validator = _Validator(session, now)
     conn = session.connection()
@@ -422,6 +423,8 @@ def _ingest(
         restore_cache()
     result.already_present = result.rows - result.imported
     result.periods = sorted(validator.periods)
+    if not audited:
+        return result
     audit.record(
         session,
         actor=actor,
@@ -605,8 +608,12 @@ def record_usage(
     now: datetime,
     actor: str,
     source: str = "api",
+    audited: bool = True,
 ) -> UsageImportResult:
-    """Record usage from a program with the CSV's rules; item numbers stand in for lines."""
+    """Record usage from a program with the CSV's rules; item numbers stand in for lines.
+
+    `audited=False` is for seeding demo data, which is not anybody's action.
+    """
 
     def rows() -> Iterator[tuple[int, RawRow]]:
         for index, item in enumerate(records, start=1):
@@ -626,5 +633,12 @@ def record_usage(
             )
 
     return _ingest(
-        session, rows(), _Errors("item"), now=now, actor=actor, source=source, what="usage batch"
+        session,
+        rows(),
+        _Errors("item"),
+        now=now,
+        actor=actor,
+        source=source,
+        what="usage batch",
+        audited=audited,
     )

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import pytest
+import streamlit as st
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
 from billing_core import audit
-from billing_core.auth import Identity
 from billing_core.db import make_engine
 from billing_core.models import Customer, Plan
 from tests.conftest import ROOT
+from tests.test_pages_access import AUTH
 
 PAGE = str(ROOT / "pages/customers.py")
 
@@ -40,16 +41,16 @@ def test_page_lists_customers_and_plans(app_env: dict[str, str]) -> None:
 
 
 def test_viewer_is_refused(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from pages import _ui
-
-    monkeypatch.setattr(
-        _ui,
-        "current_identity",
-        lambda: Identity(email="fin@example.com", role="viewer", method="proxy"),
-    )
-    at = open_page()
-    assert len(at.dataframe) == 0
-    assert any("admin role is required" in e.value for e in at.error)
+    monkeypatch.setenv("VIEWER_EMAILS", "finance@acme.example")
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@acme.example")
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.secrets["auth"] = dict(AUTH)
+    at.user = {"is_logged_in": True, "email": "finance@acme.example"}
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe) == 0 and not at.text_input
+    assert any("for the admin role" in e.value for e in at.error)
 
 
 def test_assign_plan_from_next_period(app_env: dict[str, str]) -> None:

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import streamlit as st
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
-from billing_core.auth import Identity
 from billing_core.db import make_engine
 from billing_core.models import UsageRecord
 from billing_core.periods import Period
 from tests.conftest import ROOT
+from tests.test_pages_access import AUTH
+
+VIEWER = "finance@acme.example"
 
 PAGE = str(ROOT / "pages/usage.py")
 NOV = Period(2026, 11)
@@ -19,8 +24,12 @@ def usage_count(url: str) -> int:
         return s.exec(select(func.count()).select_from(UsageRecord)).one()
 
 
-def open_page(period: Period = NOV) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+def open_page(period: Period = NOV, user: dict[str, Any] | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    if user is not None:
+        at.secrets["auth"] = dict(AUTH)
+        at.user = user
+    at.run()
     assert not at.exception, at.exception
     period_box = next(s for s in at.selectbox if s.label == "Period")
     period_box.set_value(period).run()
@@ -55,24 +64,25 @@ def test_demo_usage_page_as_admin(app_env: dict[str, str]) -> None:
 def test_viewer_sees_data_but_cannot_upload(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pages import _ui
-
-    monkeypatch.setattr(
-        _ui,
-        "current_identity",
-        lambda: Identity(email="fin@example.com", role="viewer", method="proxy"),
-    )
-    at = open_page()
+    monkeypatch.setenv("VIEWER_EMAILS", VIEWER)
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@acme.example")
+    st.cache_resource.clear()
+    at = open_page(user={"is_logged_in": True, "email": VIEWER})
     assert len(at.file_uploader) == 0
     assert len(at.dataframe) >= 1
+    assert {m.label for m in at.metric} >= {"Customers over a limit", "Alerts this period"}
 
 
 def test_page_guards_itself(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com")
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@acme.example")
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.secrets["auth"] = dict(AUTH)
+    at.user = {"is_logged_in": False}
+    at.run()
     assert not at.exception
-    assert len(at.dataframe) == 0 and len(at.metric) == 0
-    assert any("sign in" in w.value for w in at.warning)
+    assert len(at.dataframe) == 0 and len(at.metric) == 0 and not at.file_uploader
+    assert [b.label for b in at.button] == ["Sign in"]
 
 
 def test_upload_good_then_bad_file(app_env: dict[str, str]) -> None:

@@ -8,9 +8,10 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import history
+from billing_core.demo import discrepancies, history
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
 from billing_core.plans import default_aggregation
@@ -76,7 +77,9 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
 SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
+    seed_last_closed_month,
     demo_usage.seed_usage,
+    discrepancies.seed_discrepancies,
 ]
 
 

@@ -134,7 +134,7 @@ def seed_usage(session: Session, now: datetime) -> dict[str, int]:
                     period,
                     days,
                 )
-    result = record_usage(session, records, now=now, actor="demo", source="demo")
+    result = record_usage(session, records, now=now, actor="demo", source="demo", audited=False)
     alerts = 0
     for period in (last, current):
         alerts += len(check_alerts(session, now=now, period=period, thresholds=DEMO_THRESHOLDS))
