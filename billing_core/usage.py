@@ -29,7 +29,7 @@ from billing_core.models import (
     PlanMetric,
     UsageRecord,
 )
-from billing_core.money import minor_to_decimal, round_minor
+from billing_core.money import cross_rate, minor_to_decimal, round_minor
 from billing_core.periods import Period, as_utc
 from billing_core.plans import effective_plan_id, metrics_by_plan
 
@@ -68,8 +68,7 @@ def convert(
             )
         return usd_rates[cur]
 
-    # Multiply first, divide last: one inexact step instead of two.
-    return amount * rate(to_currency) / rate(from_currency)
+    return amount * cross_rate(rate(to_currency), rate(from_currency))
 
 
 def overage_charge_minor(
@@ -82,11 +81,17 @@ def overage_charge_minor(
     usd_rates: Mapping[str, Decimal],
 ) -> int:
     """The overage charge in the customer's currency, rounded once (page and invoice line)."""
-    amount = overage_amount(used, included, unit_price)
-    converted = convert(
-        amount, from_currency=plan_currency, to_currency=currency, usd_rates=usd_rates
+    factor = convert(
+        Decimal(1), from_currency=plan_currency, to_currency=currency, usd_rates=usd_rates
     )
-    return round_minor(converted, currency)
+    return overage_minor(used, included, unit_price, factor, currency)
+
+
+def overage_minor(
+    used: Decimal, included: Decimal, unit_price: Decimal, factor: Decimal, currency: str
+) -> int:
+    """Overage in the invoice currency (plan price times `factor`), rounded once."""
+    return round_minor(overage_amount(used, included, unit_price) * factor, currency)
 
 
 def project_month_end(
