@@ -34,10 +34,12 @@ from typing import Any, Literal
 
 import pandas as pd
 from sqlalchemy import delete, insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from billing_core import cost_explorer as ce
+from billing_core import money
 from billing_core.config import Settings
 from billing_core.errors import CostSourceError
 from billing_core.models import CostLine, CostSnapshot, Customer, CustomerAccount, SyncState
@@ -482,11 +484,11 @@ def _grouped_lines(
 ) -> list[tuple[str | None, str | None, str, str, Decimal]]:
     """(account, tag, service, record type, amount) summed in SQL over every day."""
     query = (
-        select(
-            CostLine.account_id,
-            CostLine.tag_value,
-            CostLine.service,
-            CostLine.record_type,
+        sa_select(
+            col(CostLine.account_id),
+            col(CostLine.tag_value),
+            col(CostLine.service),
+            col(CostLine.record_type),
             func.sum(CostLine.amount),
         )
         .where(CostLine.snapshot_id == snapshot_id, *conditions)
@@ -497,7 +499,7 @@ def _grouped_lines(
             col(CostLine.record_type),
         )
     )
-    return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.exec(query).all()]
+    return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
 
 
 def attributed_costs(
@@ -657,8 +659,15 @@ def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Att
     )
     view.by_customer["customer_id"] = view.by_customer["customer_id"].astype("Int64")
     view.by_customer = _sort(view.by_customer)
-    breakdown = frame.groupby(["customer", "service", "record_type"], as_index=False, sort=True)
-    view.breakdown = _sort(breakdown["amount"].agg(lambda s: sum(s, ZERO)))
+    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    for _cid, name, service, record_type, amount in wanted:
+        detail[(name, service, record_type)] += amount
+    view.breakdown = _sort(
+        pd.DataFrame(
+            [(*key, amount) for key, amount in sorted(detail.items())],
+            columns=["customer", "service", "record_type", "amount"],
+        )
+    )
 
 
 def _matches(filters: CostFilter, customer: int | None, service: str) -> bool:
@@ -822,3 +831,89 @@ def breakdown_csv(view: CostsView) -> str:
 def _no_formula(text: str) -> str:
     # A customer name starting with = or @ must not run as a spreadsheet formula.
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def describe_age(age: timedelta) -> str:
+    """'3 min', '5 h 10 min', '2 days' (for 'last refreshed' notes)."""
+    minutes = max(0, int(age.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{minutes // (24 * 60)} days"
+
+
+def format_report(
+    session: Session,
+    settings: Settings,
+    period: Period,
+    by: ReportBy,
+    *,
+    now: datetime,
+    as_csv: bool = False,
+) -> str:
+    """The page's figures as text (or CSV with exact amounts) for `costs-report`."""
+    view = build_costs_view(session, settings, period)
+    info = view.snapshot
+    if info is None:
+        raise CostSourceError(
+            f"No cost snapshot for {period} ({settings.cost_metric}, {group_label(settings)}): "
+            f"run `python -m billing_core fetch-costs --period {period}` first."
+        )
+    rows = report_rows(view, by)
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([by, "amount", "currency", "estimated", "fetched_at"])
+        for row in rows:
+            writer.writerow(
+                [
+                    _no_formula(row.key),
+                    str(row.amount),
+                    view.currency,
+                    info.estimated,
+                    info.fetched_at.isoformat(),
+                ]
+            )
+        return out.getvalue()
+    cur = view.currency
+
+    def show(amount: Decimal) -> str:
+        return money.display(money.round_minor(amount, cur), cur)
+
+    scope = f"month to date, {info.covered_days} day(s)" if view.running else "whole month"
+    lines = [
+        f"AWS costs {period} ({info.metric}, {info.group_by}), {scope}"
+        + (", ESTIMATED" if info.estimated else ""),
+        f"snapshot {info.id} ({info.granularity}) fetched {info.fetched_at:%Y-%m-%d %H:%M} UTC, "
+        f"{describe_age(info.age(now))} ago",
+    ]
+    failure = last_failure(session)
+    if failure is not None:
+        lines.append(
+            f"note: the last refresh failed ({failure.at:%Y-%m-%d %H:%M} UTC): {failure.message}"
+        )
+    if by == "day" and view.daily_snapshot is None:
+        lines.append("note: no daily figures stored for this month")
+    width = max([len(r.key) for r in rows] + [24])
+    lines += [f"{by:<{width}}  {'amount':>18}"]
+    lines += [f"{r.key:<{width}}  {show(r.amount):>18}" for r in rows]
+    lines.append(f"{'total':<{width}}  {show(view.total):>18}")
+    for record_type, amount in sorted(view.adjustments.items()):
+        lines.append(f"  of which {record_type.lower()}: {show(amount)}")
+    share = view.unattributed_share
+    lines.append(
+        f"unattributed: {show(view.unattributed)}"
+        + (f" ({share:.1f} % of the account)" if share is not None else "")
+    )
+    if view.previous_same_days is not None:
+        lines.append(f"{view.previous_period} same days: {show(view.previous_same_days)}")
+    if view.previous_total is not None:
+        lines.append(f"{view.previous_period} total: {show(view.previous_total)}")
+    if view.change is not None:
+        pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
+        lines.append(f"change: {'+' if view.change >= 0 else ''}{show(view.change)}{pct}")
+    if view.forecast is not None:
+        lines.append(f"forecast month end ({view.forecast_source}): {show(view.forecast)}")
+    return "\n".join(lines) + "\n"
