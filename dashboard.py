@@ -27,6 +27,7 @@ if identity.method == "local":
 PAGES: list[tuple[str, str, str, str]] = [
     # (file, title, icon, needed role)
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/aws_costs.py", "AWS costs", ":material/cloud:", "viewer"),
 ]
 
 allowed = [

@@ -321,6 +321,35 @@ def refresh_period(
     )
 
 
+def refresh_for_page(
+    session: Session, settings: Settings, period: Period, *, now: datetime, client: Any = None
+) -> list[RefreshOutcome]:
+    """The page's refresh button: the shown month always, last month too if it is stale.
+
+    Last month matters to a running month's comparison, so it is fetched when missing or
+    older than the TTL (a final closed month never is); otherwise it costs nothing.
+    """
+    outcomes = [refresh_period(session, settings, period, now=now, force=True, client=client)]
+    if not period.is_closed(now) and not outcomes[0].error:
+        outcomes.append(
+            refresh_period(session, settings, period.previous(), now=now, client=client)
+        )
+    return outcomes
+
+
+def available_services(session: Session, settings: Settings, period: Period) -> list[str]:
+    """Service names (and adjustment types) in the period's latest snapshot, for the filter."""
+    snap = latest_snapshot(
+        session, period, metric=settings.cost_metric, group_by=group_label(settings)
+    )
+    if snap is None:
+        return []
+    rows = session.exec(
+        select(CostLine.service).where(CostLine.snapshot_id == snap.id).distinct()
+    ).all()
+    return sorted(rows)
+
+
 def default_fetch_periods(now: datetime) -> list[Period]:
     """What cron refreshes: the running month and the last closed one (AWS restates it)."""
     current = Period.containing(now)
@@ -491,7 +520,7 @@ def _grouped_lines(
             col(CostLine.record_type),
             func.sum(CostLine.amount),
         )
-        .where(CostLine.snapshot_id == snapshot_id, *conditions)
+        .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
         .group_by(
             col(CostLine.account_id),
             col(CostLine.tag_value),

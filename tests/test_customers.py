@@ -16,8 +16,10 @@ def plans(session: Session) -> None:
 
 
 def test_import_then_reimport_updates_never_duplicates(session: Session, plans: None) -> None:
-    data = (HEADER + "Acme,Billing@Acme.example,eur,indie,111111111111;222222222222,acme,\n"
-            "Birch,b@birch.example,USD,studio,,birch,cus_123\n").encode()
+    data = (
+        HEADER + "Acme,Billing@Acme.example,eur,indie,111111111111;222222222222,acme,\n"
+        "Birch,b@birch.example,USD,studio,,birch,cus_123\n"
+    ).encode()
     first = import_customers(session, data, actor="tester")
     assert (first.created, first.updated) == (2, 0)
     again = import_customers(session, data, actor="tester")
@@ -35,23 +37,35 @@ def test_import_then_reimport_updates_never_duplicates(session: Session, plans: 
 
 
 def test_bad_rows_import_nothing_and_list_every_problem(session: Session, plans: None) -> None:
-    data = (HEADER + "Good,g@x.example,EUR,indie,111111111111,,\n"
-            ",not-an-email,XXX,gold,12345,,acct_1\n"
-            "Dup,g@x.example,EUR,indie,111111111111,,\n").encode()
+    data = (
+        HEADER + "Good,g@x.example,EUR,indie,111111111111,,\n"
+        ",not-an-email,XXX,gold,12345,,acct_1\n"
+        "Dup,g@x.example,EUR,indie,111111111111,,\n"
+    ).encode()
     with pytest.raises(ValidationError) as err:
         import_customers(session, data, actor="tester")
     text = str(err.value)
-    for expected in ("line 3: name is empty", "line 3: email", "Unknown currency",
-                     "plan 'gold' does not exist", "must be 12 digits", "must start with cus_",
-                     "line 4: email g@x.example already on line 2"):
+    for expected in (
+        "line 3: name is empty",
+        "line 3: email",
+        "Unknown currency",
+        "plan 'gold' does not exist",
+        "must be 12 digits",
+        "must start with cus_",
+        "line 4: email g@x.example already on line 2",
+    ):
         assert expected in text
     assert session.exec(select(Customer)).all() == []
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "empty"), (b"\xff\xfe\x00bad", "not UTF-8"), (b"name,email\nA,a@x.example\n", "lacks"),
-     (HEADER.encode(), "no rows")],
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b"name,email\nA,a@x.example\n", "lacks"),
+        (HEADER.encode(), "no rows"),
+    ],
 )
 def test_malformed_files(session: Session, plans: None, data: bytes, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -59,8 +73,10 @@ def test_malformed_files(session: Session, plans: None, data: bytes, message: st
 
 
 def test_account_owned_by_another_customer_is_refused(session: Session, plans: None) -> None:
-    import_customers(session, (HEADER + "A,a@x.example,EUR,indie,111111111111,,\n").encode(),
-                     actor="t")
+    import_customers(
+        session, (HEADER + "A,a@x.example,EUR,indie,111111111111,,\n").encode(), actor="t"
+    )
     with pytest.raises(ValidationError, match="belongs to another customer"):
-        import_customers(session, (HEADER + "B,b@x.example,EUR,indie,111111111111,,\n").encode(),
-                         actor="t")
+        import_customers(
+            session, (HEADER + "B,b@x.example,EUR,indie,111111111111,,\n").encode(), actor="t"
+        )

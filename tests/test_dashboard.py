@@ -13,8 +13,9 @@ def test_dashboard_demo_mode_overview(app_env: dict[str, str]) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Active customers"] == "9"
     with Session(make_engine(app_env["DATABASE_URL"])) as s:
-        open_count = s.exec(select(func.count()).select_from(Invoice)
-                            .where(Invoice.status == "open")).one()
+        open_count = s.exec(
+            select(func.count()).select_from(Invoice).where(Invoice.status == "open")
+        ).one()
     assert metrics["Open invoices"] == str(open_count)
 
 
