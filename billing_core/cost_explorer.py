@@ -403,7 +403,12 @@ def call(
     backoff: Sequence[float] = BACKOFF_SECONDS,
 ) -> dict[str, Any]:
     """One API call; throttling is retried after each delay in `backoff`, then reported."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
 
     method = getattr(client, operation)
     for attempt in range(len(backoff) + 1):
@@ -422,6 +427,9 @@ def call(
                 )
                 sleep(backoff[attempt])
                 continue
+            raise describe_error(exc, doing) from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            counter.count -= 1  # refused before anything was sent
             raise describe_error(exc, doing) from None
         except BotoCoreError as exc:
             raise describe_error(exc, doing) from None

@@ -392,6 +392,7 @@ def _clear_failure(session: Session) -> None:
     state = session.get(SyncState, _ERROR_STATE)
     if state is not None:
         session.delete(state)
+        session.flush()
 
 
 @dataclass(frozen=True)

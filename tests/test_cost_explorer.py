@@ -193,8 +193,9 @@ def test_no_credentials(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_ENDPOINT_URL_COST_EXPLORER", "http://127.0.0.1:9")
-    with pytest.raises(CostSourceError, match="No AWS credentials"):
+    with pytest.raises(ce.FetchFailed, match="No AWS credentials") as err:
         ce.fetch_costs(ce.make_client(settings()), closed_query(), now=NOW, currency="USD")
+    assert err.value.request_count == 0  # nothing was sent, nothing to pay
 
 
 def test_forecast_gives_the_month_end_figure(ce_stub) -> None:
