@@ -174,9 +174,11 @@ def store_snapshot(
     session.add(snap)
     session.flush()
     if result.rows:
-        # Core bulk insert: one statement for thousands of lines, types still applied.
-        session.execute(
-            insert(CostLine),
+        # Core executemany on the session's connection: far faster than ORM bulk inserts
+        # for hundreds of thousands of lines, and the column types still apply.
+        table = CostLine.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            insert(table),
             [
                 {
                     "snapshot_id": snap.id,

@@ -54,9 +54,7 @@ def _moto_server() -> Iterator[ThreadedMotoServer]:
 
 
 @pytest.fixture
-def moto_ce(
-    _moto_server: ThreadedMotoServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[MotoCE]:
+def moto_ce(_moto_server: ThreadedMotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoCE]:
     """moto reachable through boto3's standard AWS_ENDPOINT_URL_COST_EXPLORER variable."""
     peer = MotoCE(_moto_server)
     peer.reset()
@@ -86,15 +84,21 @@ def settings(**overrides: str) -> Settings:
 # --- Cost Explorer-shaped responses ---------------------------------------------------------
 
 
-def group(key: str, second: str, amount: str | Decimal, unit: str = "USD",
-          metric: str = "UnblendedCost") -> dict[str, Any]:
+def group(
+    key: str, second: str, amount: str | Decimal, unit: str = "USD", metric: str = "UnblendedCost"
+) -> dict[str, Any]:
     return {"Keys": [key, second], "Metrics": {metric: {"Amount": str(amount), "Unit": unit}}}
 
 
-def result(start: str, end: str, groups: list[dict[str, Any]],
-           estimated: bool = False) -> dict[str, Any]:
-    return {"TimePeriod": {"Start": start, "End": end}, "Total": {}, "Groups": groups,
-            "Estimated": estimated}
+def result(
+    start: str, end: str, groups: list[dict[str, Any]], estimated: bool = False
+) -> dict[str, Any]:
+    return {
+        "TimePeriod": {"Start": start, "End": end},
+        "Total": {},
+        "Groups": groups,
+        "Estimated": estimated,
+    }
 
 
 def page(*results: dict[str, Any], token: str | None = None) -> dict[str, Any]:
