@@ -101,6 +101,15 @@ class SnapshotInfo:
         return self.granularity == "DAILY" and self.fetched_at < self.period.end_at
 
     @property
+    def final(self) -> bool:
+        """Fetched after the month closed and no longer estimated: AWS will not change it."""
+        return not self.estimated and self.fetched_at >= self.period.end_at
+
+    def stale(self, now: datetime, ttl_seconds: int) -> bool:
+        """Older than the TTL and not final: due for a refresh."""
+        return not self.final and self.age(now) > timedelta(seconds=ttl_seconds)
+
+    @property
     def covered_days(self) -> int:
         """Days of the month the figures cover (today counts: Cost Explorer shows it partly)."""
         if not self.running:
@@ -223,12 +232,7 @@ def _prune(session: Session, newest: CostSnapshot) -> None:
 
 def needs_refresh(snap: CostSnapshot | None, now: datetime, ttl_seconds: int) -> bool:
     """No snapshot, or older than the TTL; a final closed month is never stale."""
-    if snap is None:
-        return True
-    info = SnapshotInfo.of(snap)
-    if not info.running and not info.estimated and info.fetched_at >= info.period.end_at:
-        return False  # fetched after the month closed and no longer estimated: final
-    return info.age(now) > timedelta(seconds=ttl_seconds)
+    return snap is None or SnapshotInfo.of(snap).stale(now, ttl_seconds)
 
 
 @dataclass

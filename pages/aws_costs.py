@@ -128,7 +128,7 @@ if info is None:
     )
     st.stop()
 
-stale = info.age(now).total_seconds() > cfg.cost_snapshot_ttl_seconds and info.running
+stale = info.stale(now, cfg.cost_snapshot_ttl_seconds)
 r1.caption(
     f"Last refreshed {info.fetched_at:%Y-%m-%d %H:%M} UTC ({age} ago) · "
     f"{info.granularity.lower()} figures · {info.metric} by {info.group_by} · "

@@ -1,4 +1,4 @@
-"""The AWS costs page (AppTest): figures equal the stored snapshot; Cost Explorer only on Refresh."""
+"""The AWS costs page (AppTest): figures equal the snapshot; Cost Explorer only on Refresh."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from billing_core.models import CostSnapshot
 from billing_core.money import display, round_minor
 from billing_core.periods import Period, utcnow
 from tests.conftest import ROOT
-from tests.support.aws import FAKE_AWS, ce_stub, group, page, result  # noqa: F401
+from tests.support.aws import FAKE_AWS, group, page, result
 
 PAGE = str(ROOT / "pages/aws_costs.py")
 
@@ -58,7 +58,8 @@ def test_demo_month_matches_the_stored_snapshot(app_env) -> None:
     assert headline.value == usd(view.total)
     assert metrics[f"Last month ({view.previous_period})"].value == usd(view.previous_total)
     assert metrics["Unattributed"].value == usd(view.unattributed)
-    assert metrics["Forecast month end"].value == usd(view.forecast)
+    expected_forecast = usd(view.forecast) if view.forecast is not None else "n/a"
+    assert metrics["Forecast month end"].value == expected_forecast
     assert any("Estimated" in m.value for m in at.markdown)
     assert any("Last refreshed" in c.value for c in at.caption)
     table = at.dataframe[0].value
@@ -79,13 +80,15 @@ def test_filters_narrow_every_figure(app_env) -> None:
     assert at.metric[0].value == usd(view.total)
     assert set(at.dataframe[0].value["customer"]) == {customer}
     at.selectbox(key="costs_customer").select(costs.UNATTRIBUTED).run()
-    view = stored_view(app_env["DATABASE_URL"], period,
-                       costs.CostFilter(customer=costs.UNATTRIBUTED))
+    view = stored_view(
+        app_env["DATABASE_URL"], period, costs.CostFilter(customer=costs.UNATTRIBUTED)
+    )
     assert at.metric[0].value == usd(view.total)
     at.selectbox(key="costs_month").select(period.previous()).run()
     assert not at.exception
-    closed = stored_view(app_env["DATABASE_URL"], period.previous(),
-                         costs.CostFilter(customer=costs.UNATTRIBUTED))
+    closed = stored_view(
+        app_env["DATABASE_URL"], period.previous(), costs.CostFilter(customer=costs.UNATTRIBUTED)
+    )
     assert at.metric[0].label == f"Total {period.previous()}"
     assert at.metric[0].value == usd(closed.total)
 
@@ -104,17 +107,26 @@ def test_reruns_never_call_cost_explorer(live_env, ce_stub) -> None:
     assert snapshot_count(live_env["DATABASE_URL"]) == before
 
 
-def test_refresh_button_fetches_through_the_service(live_env, ce_stub, db_url,
-                                                    monkeypatch) -> None:
+def test_refresh_button_fetches_through_the_service(live_env, ce_stub, db_url, monkeypatch) -> None:
     # An empty database: the demo's snapshots are stamped at DEMO_NOW, which may be later
     # than the real clock this refresh is stamped with.
     monkeypatch.setenv("DATABASE_URL", db_url)
     current = Period.containing(utcnow())
     day = current.start.isoformat()
-    ce_stub.add("GetCostAndUsage", page(result(day, day, [
-        group("111111111111", "AWS Lambda", "40.005"),
-        group("123456789012", "AWS Lambda", "2.4"),
-    ], estimated=True)))
+    ce_stub.add(
+        "GetCostAndUsage",
+        page(
+            result(
+                day,
+                day,
+                [
+                    group("111111111111", "AWS Lambda", "40.005"),
+                    group("123456789012", "AWS Lambda", "2.4"),
+                ],
+                estimated=True,
+            )
+        ),
+    )
     ce_stub.add("GetCostAndUsage", page())
     ce_stub.add("GetCostForecast", {"Total": {"Amount": "99", "Unit": "USD"}})
     at = run_page()
@@ -144,12 +156,15 @@ def test_refresh_failure_keeps_the_last_snapshot_on_screen(live_env, ce_stub) ->
     before = snapshot_count(live_env["DATABASE_URL"])
     at.button[0].click().run()
     assert not at.exception
-    assert any("ce:GetCostAndUsage" in e.value and "Still showing the snapshot" in e.value
-               for e in at.error)
+    assert any(
+        "ce:GetCostAndUsage" in e.value and "Still showing the snapshot" in e.value
+        for e in at.error
+    )
     assert at.metric[0].value == shown
     with Session(make_engine(live_env["DATABASE_URL"])) as s:
-        complete = s.exec(select(func.count()).select_from(CostSnapshot)
-                          .where(CostSnapshot.status == "complete")).one()
+        complete = s.exec(
+            select(func.count()).select_from(CostSnapshot).where(CostSnapshot.status == "complete")
+        ).one()
     assert complete == before  # nothing half-stored; one failed attempt recorded
     at.run()
     assert any("last refresh" in w.value and "failed" in w.value for w in at.warning)
