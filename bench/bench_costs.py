@@ -158,6 +158,7 @@ def _page_requests(db_url: str, reruns: int) -> tuple[int, int, float]:
                 at.run()
             per_view = (time.perf_counter() - started) / reruns
             assert not at.exception, at.exception
+            assert len(at.metric) == 4 and not at.error, "the page did not show its figures"
             st.cache_resource.clear()
             return first, stub.request_count - first, per_view
     finally:

@@ -17,6 +17,9 @@ from pathlib import Path
 BENCHES: list[str] = [
     # each feature appends its module here
     "bench.bench_costs",
+    "bench.bench_invoicing",
+    "bench.bench_reconcile",
+    "bench.bench_invoices",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

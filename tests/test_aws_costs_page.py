@@ -177,8 +177,4 @@ def test_month_without_snapshot_says_what_to_do(app_env, monkeypatch) -> None:
     assert any("fetch-costs" in i.value for i in at.info)
 
 
-def test_page_guards_itself(app_env, monkeypatch) -> None:
-    monkeypatch.setenv("ADMIN_EMAILS", "boss@example.com")
-    at = run_page()
-    assert len(at.metric) == 0
-    assert any("sign in" in w.value for w in at.warning)
+# The role guard is covered for every page and identity by tests/test_pages_access.py.

@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from billing_core.cli import main
 from billing_core.db import make_engine
-from billing_core.models import Customer
+from billing_core.models import AuditEntry, Customer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +110,6 @@ def test_import_customers_cli(
     assert main(["import-customers", str(bad)]) == 2
     with Session(make_engine(base_env["DATABASE_URL"])) as s:
         assert len(s.exec(select(Customer)).all()) == 10
+        # The CLI acts as an admin named "cli" in the audit log.
+        (entry,) = s.exec(select(AuditEntry)).all()
+        assert (entry.actor, entry.action) == ("cli", "customer.import")

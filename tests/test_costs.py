@@ -241,7 +241,8 @@ def test_latest_complete_snapshot_rule_and_pruning(demo_session) -> None:
 def test_demo_costs_match_the_catalog_to_the_cent(demo_session) -> None:
     names = {c.name: c for c in CUSTOMERS}
     customers = {c.id: names[c.name] for c in demo_session.exec(select(Customer)).all()}
-    for period in (Period(2025, 10), Period(2026, 9), OCT):
+    # 2026-09 is left out: the demo restates it (reconciliation's discrepancies).
+    for period in (Period(2025, 10), Period(2026, 8), OCT):
         got = costs.attributed_costs(demo_session, period)
         assert got.granularity == "MONTHLY" and not got.estimated
         for cid, spec in customers.items():

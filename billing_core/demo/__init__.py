@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import costs, history
+from billing_core.demo import costs, discrepancies, history, payments
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
 
@@ -73,7 +74,11 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
 SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
+    # Before seed_last_closed_month, which adds a cost snapshot only when none exists.
     costs.seed_costs,
+    seed_last_closed_month,
+    discrepancies.seed_discrepancies,
+    payments.seed_payments,
 ]
 
 
