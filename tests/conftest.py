@@ -14,6 +14,9 @@ from sqlmodel import Session
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.demo import seed_demo
 
+# Cost Explorer peers (moto server, local stub) as fixtures: moto_ce, ce_stub.
+pytest_plugins = ["tests.support.aws"]
+
 ROOT = Path(__file__).resolve().parents[1]
 # The demo world is seeded as of this moment in tests, so figures never depend on the clock.
 DEMO_NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
