@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlmodel import Session, create_engine
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Writers wait this long for a lock before failing (cron and the dashboard share the file).
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
+MIGRATION_LOCK_KEY = 0x62696C6C696E67  # "billing" in ASCII
 
 
 def parse_database_url(url: str) -> URL:
@@ -95,6 +97,22 @@ def _alembic_config(engine: Engine) -> Any:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """Serialize schema upgrades in the migration transaction (called by migrations/env.py).
+
+    Dashboard replicas and cron jobs all migrate on start; started together on an empty
+    database they would race to create the same tables. Whoever gets the lock first upgrades;
+    the others wait, then find the schema current. The lock ends with the transaction.
+    """
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif backend == "sqlite":
+        # Take the write lock before alembic reads its version table (waits up to the busy
+        # timeout); the DDL that follows then runs inside this one transaction.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
