@@ -1,40 +1,39 @@
-"""Entry point: `streamlit run dashboard.py`. Page config, identity, banner, navigation."""
+"""Entry point: `streamlit run dashboard.py`. Page config, sign-in, role, navigation."""
 
 import streamlit as st
 
+from billing_core.auth import Identity
 from pages import _ui as ui
+from pages._registry import PAGES
 
 st.set_page_config(page_title="AWS billing", page_icon=":material/receipt_long:", layout="wide")
 
+
+def sign_in() -> None:
+    # The only page for people without a role: page_setup shows the sign-in or no-access
+    # screen and stops, so every URL lands here and no other page name is listed.
+    ui.page_setup("AWS billing")
+
+
+identity: Identity | None
 try:
-    cfg = ui.settings()
     identity = ui.current_identity()
+except Exception:
+    identity = None  # page_setup below shows why, as a sentence
+
+allowed = [
+    st.Page(path, title=title, icon=icon)
+    for path, title, icon, needed in PAGES
+    if identity is not None and identity.can(needed)
+]
+if not allowed:
+    st.navigation([st.Page(sign_in, title="Sign in", icon=":material/login:")]).run()
+    st.stop()
+
+try:
     ui.engine()  # opens and migrates the database once per process
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
 
-if cfg.mode == "demo":
-    st.info(
-        "**Demo data.** No AWS or Stripe credentials are configured: figures come from the "
-        "seeded demo database.",
-        icon=":material/science:",
-    )
-if identity.method == "local":
-    st.caption("No sign-in configured: this dashboard listens on localhost only (local use).")
-
-# Only the pages this role may see; each page also checks the role itself.
-PAGES: list[tuple[str, str, str, str]] = [
-    # (file, title, icon, needed role)
-    ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
-]
-
-allowed = [
-    st.Page(path, title=title, icon=icon)
-    for path, title, icon, needed in PAGES
-    if identity.can(needed)  # type: ignore[arg-type]
-]
-if not allowed:
-    st.warning("Please sign in to use the billing dashboard.")
-    st.stop()
 st.navigation(allowed).run()

@@ -126,10 +126,11 @@ def seed_demo_cmd(app: AppContext, only_in_demo: bool, force: bool) -> None:
 @pass_app
 def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
     """Create or update customers from a CSV (validated whole before anything is written)."""
+    from billing_core.auth import cli_identity
     from billing_core.customers import import_customers
 
     with session_scope(app.engine) as session:
-        result = import_customers(session, file.read_bytes(), actor=actor)
+        result = import_customers(session, file.read_bytes(), actor=cli_identity(actor))
     click.echo(
         f"customers: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"

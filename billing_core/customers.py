@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, col, select
 
 from billing_core import audit
+from billing_core.auth import Identity, require
 from billing_core.errors import MoneyError, ValidationError
 from billing_core.models import Customer, CustomerAccount, Plan
 from billing_core.money import normalize_currency
@@ -130,8 +131,9 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
     return rows
 
 
-def import_customers(session: Session, data: bytes, *, actor: str) -> ImportResult:
+def import_customers(session: Session, data: bytes, *, actor: Identity) -> ImportResult:
     """Create or update customers from CSV bytes; re-importing the same file changes nothing."""
+    require(actor, "admin", "import customers")
     plans = {p.name: p for p in session.exec(select(Plan)).all()}
     rows = parse_customers_csv(decode_csv(data, "customers"), set(plans))
     # Accounts already owned by someone else would silently move costs between customers.
@@ -148,7 +150,7 @@ def import_customers(session: Session, data: bytes, *, actor: str) -> ImportResu
         raise ValidationError("Nothing was imported:", conflicts)
     result = ImportResult()
     for row in rows:
-        _upsert(session, row, plans[row.plan], existing.get(row.email), result, actor)
+        _upsert(session, row, plans[row.plan], existing.get(row.email), result, actor.actor)
     session.flush()
     return result
 

@@ -7,20 +7,35 @@ any data is read, because Streamlit serves every file in pages/ by URL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import streamlit as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from streamlit import config as st_config
 
 from billing_core import money
-from billing_core.auth import LOCAL_ADMIN, Identity, Role, role_for
+from billing_core.auth import (
+    Identity,
+    Role,
+    SignIn,
+    identify,
+    oidc_problems,
+    oidc_providers,
+    sign_in_mode,
+)
 from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
-from billing_core.errors import BillingError
+from billing_core.errors import BillingError, ConfigError
 
 log = logging.getLogger("dashboard")
+
+LOCAL_NOTICE = (
+    ":material/lock: **Local use only.** No sign-in is configured, so this dashboard listens "
+    "on localhost and whoever opens it acts as admin."
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -48,39 +63,143 @@ def db() -> Iterator[Session]:
         yield session
 
 
-def current_identity() -> Identity:
-    """Who is looking: local admin when no sign-in is configured (localhost only)."""
-    cfg = settings()
-    if not cfg.admin_emails and not cfg.viewer_emails and not cfg.auth_proxy_header:
-        return LOCAL_ADMIN
-    email = None
-    if cfg.auth_proxy_header:
-        email = st.context.headers.get(cfg.auth_proxy_header)
-        if email:
-            return Identity(email=email.lower(), role=role_for(email, cfg), method="proxy")
+def _auth_section() -> Mapping[str, Any] | None:
+    """The [auth] table of secrets.toml that st.login() reads, or None when absent."""
     try:
-        if st.user.is_logged_in:
-            email = str(st.user.get("email") or "") or None
-    except Exception:  # no [auth] section configured
-        email = None
-    if email:
-        return Identity(email=email.lower(), role=role_for(email, cfg), method="oidc")
-    return Identity(email=None, role=None, method="anonymous")
+        section = st.secrets.get("auth")
+    except Exception:  # no secrets file at all: sign-in is simply not configured
+        return None
+    return section if isinstance(section, Mapping) and section else None
+
+
+def _oidc_user() -> dict[str, Any]:
+    try:
+        return dict(st.user.to_dict())
+    except Exception:  # no session context (e.g. bare mode): nobody signed in
+        return {}
+
+
+def _proxy_email(header: str) -> str | None:
+    try:
+        return st.context.headers.get(header)
+    except Exception:
+        return None
+
+
+def _server_address() -> str | None:
+    # Read through the config module at call time (st.get_option is bound at import).
+    address = st_config.get_option("server.address")
+    return str(address) if address else None
+
+
+def access() -> tuple[SignIn, Identity]:
+    """How people sign in here and who is looking; ConfigError when data must not be served."""
+    cfg = settings()
+    section = _auth_section()
+    if section is not None and (problems := oidc_problems(section)):
+        raise ConfigError(
+            "Sign-in is configured but incomplete: " + "; ".join(problems) + ". Fix the [auth] "
+            "section of .streamlit/secrets.toml (see README, Sign-in)."
+        )
+    sign_in = sign_in_mode(
+        cfg,
+        oidc_configured=section is not None,
+        server_address=_server_address(),
+    )
+    return sign_in, identify(
+        cfg,
+        sign_in,
+        proxy_email=_proxy_email(sign_in.proxy_header) if sign_in.proxy_header else None,
+        oidc_user=_oidc_user() if sign_in.oidc else None,
+    )
+
+
+def current_identity() -> Identity:
+    """Who is looking (local admin when no sign-in is configured and the server is local)."""
+    return access()[1]
+
+
+def _sign_in_screen(sign_in: SignIn) -> None:
+    st.title("AWS billing")
+    st.subheader("Sign in")
+    st.write("Invoices and customers' payment status are confidential: please sign in first.")
+    if sign_in.oidc:
+        for provider in oidc_providers(_auth_section() or {}):
+            label = "Sign in" if provider == "default" else f"Sign in with {provider}"
+            st.button(
+                label,
+                key=f"sign-in-{provider}",
+                on_click=st.login,
+                args=(provider,),
+                type="primary",
+                icon=":material/login:",
+            )
+    else:
+        st.info(
+            "Sign in on your company's sign-in page (the proxy in front of this dashboard), "
+            "then reload."
+        )
+
+
+def _sidebar(identity: Identity) -> None:
+    with st.sidebar:
+        if identity.method == "local":
+            st.caption("Local admin (no sign-in configured)")
+            return
+        if identity.is_anonymous:
+            return
+        role = identity.role or "no access"
+        st.caption(f"Signed in as **{identity.email or 'an unnamed user'}** ({role})")
+        if identity.method == "oidc":
+            st.button("Sign out", key="sign-out", on_click=st.logout, icon=":material/logout:")
+        elif identity.method == "proxy":
+            st.caption("Sign out on your company's sign-in page.")
 
 
 def page_setup(title: str, needed: Role = "viewer") -> Identity:
-    """Guard a page: stop before any data is read unless the role allows it."""
+    """Guard a page: stop before any data is read unless the role allows it.
+
+    Every page calls this first, because Streamlit also serves files in pages/ by URL without
+    running dashboard.py (a fresh server routes by folder until st.navigation first runs).
+    """
     try:
-        identity = current_identity()
-    except BillingError as exc:
-        st.error(str(exc))
+        sign_in, identity = access()
+    except Exception as exc:  # whatever went wrong, fail closed: no identity, no data
+        show_error(exc)
+        st.stop()
+    _sidebar(identity)
+    if sign_in.local:
+        cfg = settings()
+        roles_ignored = (
+            " ADMIN_EMAILS and VIEWER_EMAILS take effect once sign-in is configured."
+            if cfg.admin_emails or cfg.viewer_emails
+            else ""
+        )
+        st.caption(LOCAL_NOTICE + roles_ignored)
+    if identity.is_anonymous:
+        _sign_in_screen(sign_in)
+        st.stop()
+    if identity.role is None:
+        who = identity.email or "This account"
+        st.error(
+            f"No access: {who} is signed in but has no role in the billing dashboard. "
+            "Ask an admin to add you to ADMIN_EMAILS or VIEWER_EMAILS.",
+            icon=":material/block:",
+        )
         st.stop()
     if not identity.can(needed):
-        if identity.role is None and identity.email is None:
-            st.warning("Please sign in to see this page.")
-        else:
-            st.error(f"You do not have access to {title}: the {needed} role is required.")
+        st.error(
+            f"{title} is for the {needed} role; you are signed in as {identity.email} "
+            f"({identity.role}).",
+            icon=":material/block:",
+        )
         st.stop()
+    if settings().mode == "demo":
+        st.info(
+            "**Demo data.** No AWS or Stripe credentials are configured: figures come from the "
+            "seeded demo database.",
+            icon=":material/science:",
+        )
     st.title(title)
     return identity
 

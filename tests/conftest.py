@@ -222,8 +222,15 @@ def app_env(monkeypatch: pytest.MonkeyPatch, demo_db_url: str, tmp_path: Path) -
         "BILLING_MODE": "demo",
         "BILLING_SECRETS_FILE": str(tmp_path / "no-secrets.toml"),
     }
-    for var in ("STRIPE_API_KEY", "STRIPE_API_BASE", "ADMIN_EMAILS", "VIEWER_EMAILS",
-                "AUTH_PROXY_HEADER", "AWS_PROFILE", "AWS_ACCESS_KEY_ID"):
+    for var in (
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+        "ADMIN_EMAILS",
+        "VIEWER_EMAILS",
+        "AUTH_PROXY_HEADER",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -8,24 +8,37 @@ from sqlmodel import Session, select
 
 from billing_core.cli import main
 from billing_core.db import make_engine
-from billing_core.models import Customer
+from billing_core.models import AuditEntry, Customer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "billing_core", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "billing_core", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
 def base_env(tmp_path: Path, blank_db_url: str) -> dict[str, str]:
     import os
 
-    keep = {k: v for k, v in os.environ.items()
-            if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}
-    return {**keep, "DATABASE_URL": blank_db_url,
-            "BILLING_SECRETS_FILE": str(tmp_path / "none.toml"), "BILLING_MODE": "demo"}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")
+    }
+    return {
+        **keep,
+        "DATABASE_URL": blank_db_url,
+        "BILLING_SECRETS_FILE": str(tmp_path / "none.toml"),
+        "BILLING_MODE": "demo",
+    }
 
 
 def test_help_needs_no_database(base_env: dict[str, str]) -> None:
@@ -62,8 +75,9 @@ def test_seed_demo_refused_in_live_mode(base_env: dict[str, str]) -> None:
         ({}, ["no-such-command"], "No such command"),
     ],
 )
-def test_bad_usage_and_configuration_exit_2(base_env: dict[str, str], env_change: dict[str, str],
-                                            args: list[str], message: str) -> None:
+def test_bad_usage_and_configuration_exit_2(
+    base_env: dict[str, str], env_change: dict[str, str], args: list[str], message: str
+) -> None:
     out = run_cli(*args, env={**base_env, **env_change})
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
@@ -80,18 +94,25 @@ def test_malformed_secrets_file_exit_2(base_env: dict[str, str], tmp_path: Path)
     engine.dispose()
 
 
-def test_import_customers_cli(base_env: dict[str, str], tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_customers_cli(
+    base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in base_env.items():
         monkeypatch.setenv(key, value)
     assert main(["seed-demo"]) == 0
     csv_file = tmp_path / "customers.csv"
-    csv_file.write_text("name,email,currency,plan,aws_account_ids,cost_tag_value\n"
-                        "New Co,new@co.example,USD,enterprise,101010101010,newco\n")
+    csv_file.write_text(
+        "name,email,currency,plan,aws_account_ids,cost_tag_value\n"
+        "New Co,new@co.example,USD,enterprise,101010101010,newco\n"
+    )
     assert main(["import-customers", str(csv_file)]) == 0
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,email,currency,plan,aws_account_ids,cost_tag_value\n"
-                   "X,x@co.example,USD,platinum,,\n")
+    bad.write_text(
+        "name,email,currency,plan,aws_account_ids,cost_tag_value\nX,x@co.example,USD,platinum,,\n"
+    )
     assert main(["import-customers", str(bad)]) == 2
     with Session(make_engine(base_env["DATABASE_URL"])) as s:
         assert len(s.exec(select(Customer)).all()) == 10
+        # The CLI acts as an admin named "cli" in the audit log.
+        (entry,) = s.exec(select(AuditEntry)).all()
+        assert (entry.actor, entry.action) == ("cli", "customer.import")

@@ -36,9 +36,13 @@ def test_mode_forced_and_aws_detected(tmp_path: Path) -> None:
 
 
 def test_secrets_never_in_repr_or_summary(tmp_path: Path) -> None:
-    s = load_settings({"STRIPE_API_KEY": "sk_test_verysecret",
-                       "DATABASE_URL": "postgresql+psycopg://u:hunter2@db/billing"},
-                      tmp_path / "none.toml")
+    s = load_settings(
+        {
+            "STRIPE_API_KEY": "sk_test_verysecret",
+            "DATABASE_URL": "postgresql+psycopg://u:hunter2@db/billing",
+        },
+        tmp_path / "none.toml",
+    )
     text = repr(s) + str(s.safe_summary())
     assert "verysecret" not in text
     assert "hunter2" not in text
@@ -61,8 +65,11 @@ def test_invalid_values_name_the_setting(tmp_path: Path) -> None:
 
 def test_every_setting_is_documented_in_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [name.upper() for name in Settings.model_fields
-               if not re.search(rf"`{name.upper()}`", readme)]
+    missing = [
+        name.upper()
+        for name in Settings.model_fields
+        if not re.search(rf"`{name.upper()}`", readme)
+    ]
     assert missing == [], f"README lacks these settings: {missing}"
 
 

@@ -21,9 +21,25 @@ def test_migrations_from_empty_and_rerun(blank_db_url: str) -> None:
     tables = set(inspect(engine).get_table_names())
     migrate(engine)  # idempotent
     assert current_revisions(engine) == first and first
-    expected = {"customer", "plan", "planmetric", "costline", "costsnapshot", "usagerecord",
-                "invoice", "invoiceline", "invoicerun", "stripeevent", "reconciliationrun",
-                "reconciliationdiff", "alert", "auditentry", "runlock", "exchangerate", "trueup"}
+    expected = {
+        "customer",
+        "plan",
+        "planmetric",
+        "costline",
+        "costsnapshot",
+        "usagerecord",
+        "invoice",
+        "invoiceline",
+        "invoicerun",
+        "stripeevent",
+        "reconciliationrun",
+        "reconciliationdiff",
+        "alert",
+        "auditentry",
+        "runlock",
+        "exchangerate",
+        "trueup",
+    }
     assert expected <= tables
     engine.dispose()
 
@@ -58,8 +74,16 @@ def test_one_usage_record_per_idempotency_key(engine) -> None:
         c = _customer(s)
         now = datetime(2026, 10, 5, tzinfo=UTC)
         for _ in range(2):
-            s.add(UsageRecord(customer_id=c.id, metric="seats", quantity=Decimal(3),
-                              occurred_at=now, period="2026-10", idempotency_key="k1"))
+            s.add(
+                UsageRecord(
+                    customer_id=c.id,
+                    metric="seats",
+                    quantity=Decimal(3),
+                    occurred_at=now,
+                    period="2026-10",
+                    idempotency_key="k1",
+                )
+            )
         with pytest.raises(IntegrityError):
             s.commit()
 
@@ -86,8 +110,16 @@ def test_exact_decimals_and_utc_round_trip(engine) -> None:
     with Session(engine) as s:
         c = _customer(s)
         when = datetime(2026, 10, 5, 12, 30, tzinfo=UTC)
-        s.add(UsageRecord(customer_id=c.id, metric="gb", quantity=Decimal("0.000001"),
-                          occurred_at=when, period="2026-10", idempotency_key="k"))
+        s.add(
+            UsageRecord(
+                customer_id=c.id,
+                metric="gb",
+                quantity=Decimal("0.000001"),
+                occurred_at=when,
+                period="2026-10",
+                idempotency_key="k",
+            )
+        )
         s.commit()
     with Session(engine) as s:
         rec = s.exec(select(UsageRecord)).one()
@@ -98,9 +130,16 @@ def test_exact_decimals_and_utc_round_trip(engine) -> None:
 def test_float_and_excess_precision_refused(engine) -> None:
     with Session(engine) as s:
         c = _customer(s)
-        s.add(UsageRecord(customer_id=c.id, metric="gb", quantity=0.1,  # type: ignore[arg-type]
-                          occurred_at=datetime(2026, 10, 5, tzinfo=UTC), period="2026-10",
-                          idempotency_key="k"))
+        s.add(
+            UsageRecord(
+                customer_id=c.id,
+                metric="gb",
+                quantity=0.1,  # type: ignore[arg-type]
+                occurred_at=datetime(2026, 10, 5, tzinfo=UTC),
+                period="2026-10",
+                idempotency_key="k",
+            )
+        )
         with pytest.raises(Exception, match="float"):
             s.commit()
 

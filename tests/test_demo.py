@@ -12,7 +12,10 @@ def test_demo_world_shape(demo_session: Session) -> None:
     assert len(customers) >= 8
     assert {c.currency for c in customers} >= {"EUR", "USD"}
     assert {p.name for p in demo_session.exec(select(Plan)).all()} == {
-        "indie", "studio", "enterprise"}
+        "indie",
+        "studio",
+        "enterprise",
+    }
     invoices = demo_session.exec(select(Invoice)).all()
     assert len({i.period for i in invoices}) == 12
     statuses = Counter(i.status for i in invoices)

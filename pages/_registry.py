@@ -1,0 +1,15 @@
+"""The dashboard's pages and the role each needs. Not a page: no Streamlit here.
+
+dashboard.py builds st.navigation from this table and the tests walk it, so a page added here
+is checked for every identity automatically. Each page also guards itself (ui.page_setup).
+"""
+
+from __future__ import annotations
+
+from billing_core.auth import Role
+
+# (file, title, icon, needed role)
+PAGES: list[tuple[str, str, str, Role]] = [
+    ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/audit.py", "Audit log", ":material/history:", "admin"),
+]
