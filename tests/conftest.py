@@ -155,7 +155,7 @@ def _databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def db_backend() -> str:
-    """"sqlite" or "postgresql": which server the database fixtures point at."""
+    """ "sqlite" or "postgresql": which server the database fixtures point at."""
     return DB_BACKEND
 
 
@@ -260,8 +260,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if DB_BACKEND == "postgresql" and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; running on PostgreSQL"))
         if DB_BACKEND != "postgresql" and item.get_closest_marker("postgres"):
-            item.add_marker(pytest.mark.skip(
-                reason="needs PostgreSQL: run `make test-postgres` or set TEST_DATABASE_URL"))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs PostgreSQL: run `make test-postgres` or set TEST_DATABASE_URL"
+                )
+            )
     if CHROMIUM.exists() or not any(i.get_closest_marker("browser") for i in items):
         return
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

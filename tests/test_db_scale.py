@@ -17,8 +17,13 @@ def test_replicas_starting_together_migrate_once(blank_db_url: str) -> None:
     # Three dashboards/cron jobs starting at the same moment on an empty database: each runs
     # migrations on start, and none may fail on a table another one just created.
     procs = [
-        subprocess.Popen([sys.executable, "-c", MIGRATE, blank_db_url], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, blank_db_url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]

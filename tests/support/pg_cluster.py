@@ -86,24 +86,52 @@ def cluster() -> Iterator[str]:
     log = root / "server.log"
     try:
         subprocess.run(
-            _as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-N"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_server_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "-N",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         options = " ".join(f"-c {k}={v}" for k, v in FAST_SETTINGS.items())
         options += f" -p {port} -c unix_socket_directories={root}"
         subprocess.run(
-            _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log),
-                             "-o", options, "-w", "-t", "60", "start"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_server_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         try:
             yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
         finally:
             subprocess.run(
-                _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                 "-w", "stop"]),
-                check=False, stdout=subprocess.DEVNULL,
+                _as_server_user(
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+                ),
+                check=False,
+                stdout=subprocess.DEVNULL,
             )
     except subprocess.CalledProcessError:
         if log.exists():
@@ -125,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(command, check=False).returncode
     started = time.perf_counter()
     with cluster() as url:
-        print(f"PostgreSQL test server at {url} (started in "
-              f"{time.perf_counter() - started:.1f} s)", flush=True)
+        print(
+            f"PostgreSQL test server at {url} (started in {time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
         env = {**os.environ, "TEST_DATABASE_URL": url}
         return subprocess.run(command, env=env, check=False).returncode
 
