@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sqlalchemy import inspect
+import pytest
+from sqlalchemy import inspect, text
 
 from billing_core.db import current_revisions, make_engine
+from billing_core.errors import DatabaseError
+from billing_core.models import Customer
 from tests.conftest import ROOT
 
 MIGRATE = "import sys; from billing_core.db import open_database; open_database(sys.argv[1])"
@@ -32,3 +35,27 @@ def test_replicas_starting_together_migrate_once(blank_db_url: str) -> None:
     assert current_revisions(engine)
     assert "invoice" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_lock_wait_is_bounded_and_explained(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer holds the customer table; a job must give up with a sentence, not hang.
+    import billing_core.db as db
+
+    monkeypatch.setattr(db, "POSTGRES_LOCK_TIMEOUT_MS", 300)
+    holder = make_engine(db_url).connect()
+    holder.execute(text("LOCK TABLE customer IN ACCESS EXCLUSIVE MODE"))
+    fast = db.make_engine(db_url)
+    try:
+        locked = pytest.raises(DatabaseError, match=r"locked by another writer for 0.3 s")
+        with locked, db.session_scope(fast) as session:
+            session.add(Customer(name="B", email="b@x.example", currency="USD"))
+    finally:
+        holder.rollback()
+        holder.close()
+        fast.dispose()
+    with db.session_scope(fast) as session:  # released: the same write now succeeds
+        session.add(Customer(name="B", email="b@x.example", currency="USD"))
+    fast.dispose()
