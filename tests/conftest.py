@@ -252,11 +252,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"database fixtures: {DB_BACKEND} ({shown}); chromium: {chromium}"]
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as collected, so `-m "not browser"` deselects them too.
+    if BROWSER_DIR in item.path.parents:
+        item.add_marker(pytest.mark.browser)
+
+
 @pytest.hookimpl(trylast=True)  # after `-m` deselection, so `-m "not browser"` needs no chromium
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if BROWSER_DIR in item.path.parents:
-            item.add_marker(pytest.mark.browser)
         if DB_BACKEND == "postgresql" and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; running on PostgreSQL"))
         if DB_BACKEND != "postgresql" and item.get_closest_marker("postgres"):

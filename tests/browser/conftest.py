@@ -12,7 +12,9 @@ Fixtures:
 - `page` (pytest-playwright, per test): a fresh browser context whose base URL is that server,
   so `page.goto("/")` opens the dashboard.
 - `signin_server` (per test): a fresh server with OIDC sign-in configured and roles set.
-- `launch_streamlit(...)`: a context manager for a server with any other settings.
+- `launch_streamlit(...)`: a context manager for a server with any other settings, e.g. pointed
+  at `stripe_test_server` (session) with `env={"STRIPE_API_BASE": stripe_test_server.url,
+  "STRIPE_API_KEY": "sk_test_browser"}`.
 - `screenshot(page, name)`: saves test-artifacts/browser/<test>-<name>.png.
 When a test fails, every open page is screenshotted into test-artifacts/browser/ and the tail of
 each running server's log is added to the report.
@@ -38,6 +40,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import CHROMIUM, ROOT
+from tests.support.stripe_server import StripeTestServer
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # Flags that keep chromium quiet and able to run as root in a container.
@@ -197,6 +200,13 @@ def streamlit_server(
     with launch_streamlit(tmp_path, database_url, env={}) as server:
         yield server
     _databases.drop(database_url)
+
+
+@pytest.fixture(scope="session")
+def stripe_test_server() -> Iterator[StripeTestServer]:
+    """The local Stripe test server, for dashboards that push invoices (see launch_streamlit)."""
+    with StripeTestServer() as server:
+        yield server
 
 
 @pytest.fixture
