@@ -16,6 +16,8 @@ from pathlib import Path
 
 BENCHES: list[str] = [
     # "bench.bench_costs", ... each feature appends its module here
+    "bench.bench_invoicing",
+    "bench.bench_reconcile",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.errors import BillingError, ConfigError
-from billing_core.periods import Period, utcnow
+from billing_core.periods import Period, previous_period, utcnow
 
 log = logging.getLogger("billing_core.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,6 +135,136 @@ def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
         f"customers: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"
     )
+
+
+@cli.command("invoice-run")
+@period_option("Month to invoice (default: the last closed month).")
+@click.option("--dry-run", is_flag=True, help="Show the drafts and warnings; save nothing.")
+@click.option("--customer", "customer_id", type=int, help="Only this customer id.")
+@click.option(
+    "--pending", is_flag=True, help="Execute run requests recorded by the dashboard's Run button."
+)
+@click.option(
+    "--demo-attach-test-cards",
+    is_flag=True,
+    help="Give new Stripe customers a test card (local Stripe emulator only).",
+)
+@click.option("--trigger", type=click.Choice(["cli", "cron"]), default="cli", help="Recorded.")
+@click.option("--actor", default="cli", help="Name recorded on the run and in the audit log.")
+@pass_app
+@click.pass_context
+def invoice_run_cmd(
+    ctx: click.Context,
+    app: AppContext,
+    period: Period | None,
+    dry_run: bool,
+    customer_id: int | None,
+    pending: bool,
+    demo_attach_test_cards: bool,
+    trigger: str,
+    actor: str,
+) -> None:
+    """Bill a closed month: drafts, then push to Stripe (safe to re-run; resumes)."""
+    from billing_core import invoicing, run_worker
+
+    if pending:
+        results = run_worker.execute_pending(
+            app.engine, app.settings, progress=click.echo, attach_test_cards=demo_attach_test_cards
+        )
+        if not results:
+            click.echo("no run requests pending")
+        ctx.exit(max((r.exit_code for r in results), default=0))
+    now = utcnow()
+    opts = invoicing.RunOptions(
+        period=period or previous_period(now),
+        dry_run=dry_run,
+        customer_id=customer_id,
+        trigger=trigger,
+        actor=actor,
+        attach_test_cards=demo_attach_test_cards,
+    )
+    result = invoicing.run_invoices(app.engine, app.settings, opts, now=now, progress=click.echo)
+    if dry_run:
+        for line in invoicing.describe_drafts(result.drafts):
+            click.echo(line)
+        ctx.exit(1 if result.drafts.problems else 0)
+    if result.fatal:
+        raise ConfigError(result.fatal)
+    ctx.exit(result.exit_code)
+
+
+@cli.command("set-rate")
+@period_option("Month the rate applies to.")
+@click.option("--currency", required=True, help="Invoice currency, e.g. EUR (per 1 USD).")
+@click.option("--rate", required=True, help="Units of CURRENCY per 1 USD, e.g. 0.9213.")
+@click.option("--source", required=True, help="Where the rate comes from, e.g. 'ECB 2026-10-31'.")
+@click.option("--actor", default="cli", help="Name recorded in the audit log.")
+@pass_app
+def set_rate_cmd(
+    app: AppContext, period: Period | None, currency: str, rate: str, source: str, actor: str
+) -> None:
+    """Record the USD->CURRENCY exchange rate of a month (used by that month's invoices)."""
+    from billing_core.invoicing import set_rate
+
+    if period is None:
+        raise ConfigError("Give the month with --period YYYY-MM.")
+    with session_scope(app.engine) as session:
+        row = set_rate(
+            session, period=period, currency=currency, rate=rate, source=source, actor=actor
+        )
+        click.echo(f"{row.period}: 1 USD = {row.rate.normalize():f} {row.quote} ({row.source})")
+
+
+@cli.command("reconcile")
+@period_option("Month to reconcile (default: the previous month).")
+@click.option(
+    "--tolerance",
+    "tolerance_pct",
+    type=str,
+    default=None,
+    help="Percent; default from RECONCILE_TOLERANCE_PCT.",
+)
+@click.option(
+    "--deep-lines", is_flag=True, help="Read every line of every Stripe invoice (slower)."
+)
+@click.option("--actor", default="cli", help="Name recorded on the run.")
+@pass_app
+@click.pass_context
+def reconcile_cmd(
+    ctx: click.Context,
+    app: AppContext,
+    period: Period | None,
+    tolerance_pct: str | None,
+    deep_lines: bool,
+    actor: str,
+) -> None:
+    """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
+    from billing_core.errors import MoneyError
+    from billing_core.money import to_decimal
+    from billing_core.reconcile import make_reader, reconcile_period
+    from billing_core.reconcile_diff import Tolerance
+
+    period = period or Period.containing(utcnow()).previous()
+    try:
+        raw = app.settings.reconcile_tolerance_pct if tolerance_pct is None else tolerance_pct
+        tolerance = Tolerance(to_decimal(raw))
+    except MoneyError as exc:
+        raise ConfigError(f"--tolerance: {exc} Give a percentage such as 0.5.") from None
+    reader = make_reader(app.settings)
+    if reader is None:
+        log.warning("Stripe is not configured: local vs Stripe is skipped")
+    result = reconcile_period(
+        app.engine,
+        period,
+        tolerance=tolerance,
+        reader=reader,
+        actor=actor,
+        deep_lines=deep_lines,
+    )
+    for line in result.describe():
+        click.echo(line, err=result.status != "complete")
+    if result.exit_code:
+        ctx.exit(result.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:

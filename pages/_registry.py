@@ -11,5 +11,7 @@ from billing_core.auth import Role
 # (file, title, icon, needed role)
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/reconciliation.py", "Reconciliation", ":material/balance:", "viewer"),
+    ("pages/invoice_run.py", "Invoice run", ":material/receipt_long:", "admin"),
     ("pages/audit.py", "Audit log", ":material/history:", "admin"),
 ]

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import history
+from billing_core.demo import discrepancies, history
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
 
@@ -70,7 +71,12 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
     return {"plans": len(PLANS), "customers": len(CUSTOMERS)}
 
 
-SEEDERS: list[Seeder] = [_seed_plans_and_customers, history.seed_invoice_history]
+SEEDERS: list[Seeder] = [
+    _seed_plans_and_customers,
+    history.seed_invoice_history,
+    seed_last_closed_month,
+    discrepancies.seed_discrepancies,
+]
 
 
 def demo_history_periods(now: datetime, months: int = 12) -> list[Period]:

@@ -1,0 +1,180 @@
+"""Invoicing benchmarks: pricing throughput, push throughput under Stripe's rate limit, calls
+per invoice, and the wall time of a full run, against the local Stripe test server."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from bench.run import Figure
+from billing_core import invoicing
+from billing_core.config import load_settings
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.models import (
+    CostLine,
+    CostSnapshot,
+    Customer,
+    CustomerAccount,
+    ExchangeRate,
+    Plan,
+    PlanMetric,
+)
+from billing_core.periods import Period
+from billing_core.pricing import MetricTerms, PlanTerms, PricingInput, Rates, price
+from tests.support.stripe_server import StripeTestServer
+
+AREA = "invoicing"
+PERIOD = Period.parse("2026-10")
+NOW = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
+SERVICES = ["EC2", "S3", "RDS", "Lambda", "CloudFront", "DynamoDB", "EKS", "ELB", "VPC", "KMS"]
+
+
+def _bench_pricing(count: int) -> Figure:
+    plan = PlanTerms(
+        "studio",
+        "EUR",
+        9900,
+        Decimal(10),
+        tuple(MetricTerms(m, Decimal(10), Decimal("0.25"), "u") for m in ("a", "b", "c", "d")),
+    )
+    rates = Rates(str(PERIOD), {"EUR": Decimal("0.9213")}, {"EUR": "bench"})
+    inputs = [
+        PricingInput(
+            customer_id=i,
+            customer_name=f"c{i}",
+            currency="EUR",
+            period=str(PERIOD),
+            plan=plan,
+            aws_costs={s: Decimal(i % 97 + j) / 7 for j, s in enumerate(SERVICES)},
+            usage={m: Decimal(i % 20) for m in ("a", "b", "c", "d")},
+        )
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    for inp in inputs:
+        price(inp, rates)
+    elapsed = time.perf_counter() - started
+    return Figure(
+        AREA,
+        "pricing throughput",
+        f"{count / elapsed:,.0f} customers/s ({elapsed:.2f} s)",
+        "",
+        f"{count:,} customers x 10 services + 4 metrics",
+    )
+
+
+def _world(root: Path, customers: int, server: StripeTestServer) -> str:
+    url = f"sqlite:///{root}/bench.db"
+    engine = make_engine(url)
+    migrate(engine)
+    with session_scope(engine) as s:
+        plan = Plan(name="studio", currency="EUR", base_fee_minor=9900, markup_pct=Decimal(10))
+        s.add(plan)
+        s.flush()
+        s.add(PlanMetric(plan_id=plan.id or 0, metric="seats", included_quantity=Decimal(5)))
+        s.add(ExchangeRate(period=str(PERIOD), quote="EUR", rate=Decimal("0.92"), source="bench"))
+        snap = CostSnapshot(
+            period=str(PERIOD), granularity="MONTHLY", group_by="LINKED_ACCOUNT", metric="U"
+        )
+        s.add(snap)
+        s.flush()
+        for i in range(customers):
+            cus = Customer(
+                name=f"Customer {i:05d}",
+                email=f"c{i}@bench.example",
+                currency="EUR",
+                plan_id=plan.id,
+                default_payment_method="card",
+            )
+            s.add(cus)
+            s.flush()
+            remote = server.create_customer_directly(
+                email=cus.email, name=cus.name, metadata={"local_customer_id": str(cus.id)}
+            )
+            server.attach_card(remote["id"], "pm_card_visa")
+            cus.stripe_customer_id = remote["id"]
+            account = f"{100000000000 + i}"
+            s.add(CustomerAccount(customer_id=cus.id or 0, account_id=account))
+            for j, service in enumerate(SERVICES[:5]):
+                s.add(
+                    CostLine(
+                        snapshot_id=snap.id or 0,
+                        period=str(PERIOD),
+                        day=PERIOD.start.isoformat(),
+                        account_id=account,
+                        service=service,
+                        amount=Decimal(i % 50 + j) + Decimal("0.1234567891"),
+                    )
+                )
+    engine.dispose()
+    return url
+
+
+def _push(
+    customers: int, *, latency: float, limit: float | None, client_rate: float, concurrency: int
+) -> tuple[float, invoicing.RunResult, int]:
+    with tempfile.TemporaryDirectory() as tmp, StripeTestServer() as server:
+        url = _world(Path(tmp), customers, server)
+        server.latency = latency
+        server.rate_limit = limit
+        settings = load_settings(
+            {
+                "DATABASE_URL": url,
+                "STRIPE_API_BASE": server.url,
+                "STRIPE_API_KEY": "sk_test_bench",
+                "STRIPE_REQUESTS_PER_SECOND": str(client_rate),
+                "STRIPE_CONCURRENCY": str(concurrency),
+            },
+            secrets_path=Path(tmp) / "none.toml",
+        )
+        engine = make_engine(url)
+        started = time.perf_counter()
+        result = invoicing.run_invoices(
+            engine, settings, invoicing.RunOptions(PERIOD), now=NOW, progress=lambda _m: None
+        )
+        elapsed = time.perf_counter() - started
+        rejected = sum(1 for _m, _p, status, _k in server.request_log if status == 429)
+        engine.dispose()
+        if result.exit_code != 0:
+            raise RuntimeError(f"bench run failed: {[p.message for p in result.problems][:3]}")
+        return elapsed, result, rejected
+
+
+def run(quick: bool) -> list[Figure]:
+    figures = [_bench_pricing(1_000 if quick else 10_000)]
+    n = 8 if quick else 60
+    elapsed, result, rejected = _push(n, latency=0.05, limit=25, client_rate=25, concurrency=4)
+    rate = result.stripe_calls / elapsed
+    figures.append(
+        Figure(
+            AREA,
+            "push throughput (share of Stripe's limit)",
+            f"{rate:.1f} req/s = {rate / 25:.0%} of 25/s ({rejected} answered 429)",
+            ">= 80 %",
+            f"{n} invoices, 50 ms latency, server limit 25/s",
+        )
+    )
+    figures.append(
+        Figure(
+            AREA,
+            "Stripe calls per invoice",
+            f"{result.stripe_calls / n:.2f}",
+            "<= 4",
+            f"{n} invoices, customers already in Stripe",
+        )
+    )
+    big = 50 if quick else 1_000
+    elapsed, result, _ = _push(big, latency=0.0, limit=None, client_rate=100, concurrency=8)
+    figures.append(
+        Figure(
+            AREA,
+            "full run wall time",
+            f"{elapsed:.1f} s ({result.stripe_calls} calls)",
+            "",
+            f"{big:,} customers, local Stripe, client limit 100 req/s (live-like)",
+        )
+    )
+    return figures

@@ -1,0 +1,128 @@
+"""Invoice run (admin): preview a closed month, run it, watch progress, see results."""
+
+import streamlit as st
+
+from billing_core import run_view, run_worker
+from billing_core.invoicing import preview, test_cards_allowed
+from billing_core.periods import utcnow
+from billing_core.run_lock import lock_name, lock_status
+from pages import _ui as ui
+
+# How often the progress panel re-reads the run while it is active.
+POLL_SECONDS = 1.5
+
+identity = ui.page_setup("Invoice run", "admin")
+cfg = ui.settings()
+now = utcnow()
+
+periods = run_view.closed_periods(now)
+period = st.selectbox("Month to invoice", periods, format_func=str, key="run_period")
+held = lock_status(ui.engine(), lock_name(str(period)), now, cfg.run_lock_stale_seconds)
+if held:
+    st.caption(f"Run lock for {period}: {held}.")
+
+left, right = st.columns(2)
+if left.button("Preview", icon=":material/visibility:"):
+    st.session_state["preview_of"] = str(period)
+attach = False
+if test_cards_allowed(cfg):
+    attach = right.checkbox(
+        "Give new Stripe customers a test card (local Stripe emulator)", key="attach_cards"
+    )
+if not cfg.stripe_enabled:
+    right.caption("Running needs Stripe: set STRIPE_API_KEY (or STRIPE_API_BASE for an emulator).")
+run_clicked = right.button(
+    f"Run invoicing for {period}",
+    type="primary",
+    icon=":material/play_arrow:",
+    disabled=not cfg.stripe_enabled,
+)
+
+if run_clicked:
+    try:
+        with ui.db() as session:
+            run = run_worker.request_run(session, identity=identity, period=period, now=now)
+            run_id = run.id or 0
+            fresh = run.status == "requested"
+        if fresh:
+            run_worker.start_in_background(ui.engine(), cfg, run_id, attach_test_cards=attach)
+            st.toast(f"Run {run_id} started for {period}.")
+        else:
+            st.info(f"Run {run_id} for {period} is already {run.status}; showing its progress.")
+    except Exception as exc:
+        ui.show_error(exc)
+
+if st.session_state.get("preview_of") == str(period):
+    st.subheader(f"Preview of {period}")
+    try:
+        with ui.db() as session:
+            drafts = preview(session, period)
+    except Exception as exc:
+        ui.show_error(exc)
+        st.stop()
+    if not drafts.costs_found:
+        st.warning(f"No AWS cost snapshot for {period}: fetch costs before running.")
+    if drafts.costs_estimated:
+        st.warning("AWS still marks this month's costs as estimated; invoices will say so.")
+    totals = drafts.totals_by_currency()
+    cols = st.columns(max(1, len(totals) + 1))
+    cols[0].metric("Drafts", len(drafts.drafts))
+    for col, (cur, minor) in zip(cols[1:], sorted(totals.items()), strict=True):
+        col.metric(f"Total {cur}", ui.fmt(minor, cur))
+    st.dataframe(
+        run_view.preview_frame(drafts),
+        hide_index=True,
+        column_config={
+            "total": st.column_config.NumberColumn("total", format="%.2f"),
+            "warnings": st.column_config.TextColumn("warnings", width="large"),
+        },
+    )
+    if drafts.already_invoiced:
+        st.caption("Already invoiced for this month: " + ", ".join(drafts.already_invoiced))
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def progress_panel() -> None:
+    with ui.db() as session:
+        run = run_view.latest_run(session, period)
+    if run is None:
+        st.caption(f"No run for {period} yet.")
+        return
+    st.subheader(f"Run {run.id}: {run.status}")
+    total = max(run.total_count, 1)
+    st.progress(
+        min(run.done_count + run.failed_count, total) / total if run.total_count else 0.0,
+        text=f"{run.done_count} of {run.total_count} invoices pushed, {run.failed_count} failed",
+    )
+    if run.costs_estimated:
+        st.caption("This run billed costs AWS still marked as estimated.")
+    for err in run.errors[-10:]:
+        who = err.get("customer") or err.get("step", "")
+        st.error(f"{who}: {err.get('message')}")
+    if run.status in ("running", "requested") and st.session_state.get("watching") != run.id:
+        st.session_state["watching"] = run.id
+    elif run.status in run_view.FINISHED and st.session_state.get("watching") == run.id:
+        st.session_state["watching"] = None
+        st.rerun()  # refresh the results table once the run is over
+
+
+progress_panel()
+
+st.subheader(f"Invoices for {period}")
+with ui.db() as session:
+    results = run_view.results_frame(session, period)
+    history = run_view.history_frame(run_worker.run_history(session))
+if results.empty:
+    st.caption("No invoices for this month yet.")
+else:
+    st.dataframe(
+        results,
+        hide_index=True,
+        column_config={
+            "stripe": st.column_config.LinkColumn("Stripe", display_text="open invoice"),
+            "message": st.column_config.TextColumn("message", width="large"),
+        },
+    )
+
+st.subheader("Run history")
+st.dataframe(history, hide_index=True)

@@ -1,0 +1,102 @@
+"""The admin invoice run page: guard, preview, run through the background worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
+
+from billing_core.db import make_engine
+from billing_core.models import Invoice, InvoiceRun
+from tests.conftest import ROOT
+from tests.support.stripe_server import StripeTestServer
+
+PAGE = str(ROOT / "pages/invoice_run.py")
+
+
+@pytest.fixture
+def stripe_server() -> Iterator[StripeTestServer]:
+    with StripeTestServer() as server:
+        yield server
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=60)
+
+
+def test_viewer_cannot_open_the_run_page(app_env: dict[str, str], monkeypatch) -> None:
+    monkeypatch.setenv("VIEWER_EMAILS", "finance@example.com")
+    monkeypatch.setenv("AUTH_PROXY_HEADER", "X-Email")
+    at = _page().run()
+    assert not at.exception
+    assert not at.button
+    assert len(at.dataframe) == 0
+
+
+def test_preview_shows_drafts_and_saves_nothing(app_env: dict[str, str]) -> None:
+    at = _page().run()
+    assert not at.exception
+    assert at.selectbox[0].value is not None and str(at.selectbox[0].value) == "2026-10"
+    at.button[0].click().run()  # Preview
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Drafts"] == "9"
+    assert "Total EUR" in metrics and "Total USD" in metrics
+    frame = at.dataframe[0].value
+    assert len(frame) == 9
+    with Session(make_engine(app_env["DATABASE_URL"])) as s:
+        assert s.exec(select(Invoice).where(Invoice.period == "2026-10")).all() == []
+        assert s.exec(select(InvoiceRun)).all() == []
+    # Run is disabled without Stripe configured, with a sentence saying why.
+    assert any("STRIPE_API_KEY" in c.value for c in at.caption)
+
+
+def test_run_button_bills_every_customer_once(
+    app_env: dict[str, str], monkeypatch, stripe_server: StripeTestServer
+) -> None:
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_server.url)
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_page")
+    at = _page().run()
+    assert not at.exception
+    at.checkbox[0].check()
+    run_button = next(b for b in at.button if b.label.startswith("Run invoicing"))
+    run_button.click().run()
+    assert not at.exception
+    engine = make_engine(app_env["DATABASE_URL"])
+    deadline = time.monotonic() + 30
+    run = None
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            run = s.exec(select(InvoiceRun)).first()
+            if run is not None and run.status not in ("requested", "running"):
+                break
+        time.sleep(0.2)
+    assert run is not None and run.status == "succeeded", run and run.errors
+    assert run.trigger == "button" and run.actor == "local-admin"
+    with Session(engine) as s:
+        invoices = s.exec(select(Invoice).where(Invoice.period == "2026-10")).all()
+    assert len(invoices) == 9
+    assert len(stripe_server.invoices()) == 9
+    for inv in invoices:
+        remote = stripe_server.invoice(inv.stripe_invoice_id or "")
+        assert remote["total"] == inv.total_minor
+    at.run()
+    assert not at.exception
+    results = at.dataframe[0].value
+    assert sorted(results["status"].unique()) == ["open", "paid"]
+    assert any("Run 1: succeeded" in h.value for h in at.subheader)
+    # A second click does not start a second billing.
+    run_button = next(b for b in at.button if b.label.startswith("Run invoicing"))
+    run_button.click().run()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            runs = s.exec(select(InvoiceRun).order_by(InvoiceRun.id)).all()  # type: ignore[arg-type]
+        if len(runs) == 2 and runs[1].status not in ("requested", "running"):
+            break
+        time.sleep(0.2)
+    assert runs[1].status == "succeeded" and runs[1].total_count == 0
+    assert len(stripe_server.invoices()) == 9
