@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlmodel import Session, create_engine
@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Writers wait this long for a lock before failing (cron and the dashboard share the file).
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# PostgreSQL waits forever for a lock by default; a cron job stuck behind another writer
+# should fail with a sentence instead, after the same wait as on SQLite.
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+# Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
+MIGRATION_LOCK_KEY = 0x62696C6C696E67  # "billing" in ASCII
+# Replicas queue behind one another's upgrade, which may take longer than a normal lock wait.
+MIGRATION_LOCK_TIMEOUT_S = 300
 
 
 def parse_database_url(url: str) -> URL:
@@ -76,6 +83,12 @@ def make_engine(database_url: str) -> Engine:
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             )
             event.listen(engine, "connect", _sqlite_pragmas)
+        elif url.get_backend_name() == "postgresql":
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"},
+            )
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError):
@@ -95,6 +108,23 @@ def _alembic_config(engine: Engine) -> Any:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """Serialize schema upgrades in the migration transaction (called by migrations/env.py).
+
+    Dashboard replicas and cron jobs all migrate on start; started together on an empty
+    database they would race to create the same tables. Whoever gets the lock first upgrades;
+    the others wait, then find the schema current. The lock ends with the transaction.
+    """
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_S}s'")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif backend == "sqlite":
+        # Take the write lock before alembic reads its version table (waits up to the busy
+        # timeout); the DDL that follows then runs inside this one transaction.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
@@ -124,10 +154,15 @@ def _describe_operational(engine: Engine, exc: SADatabaseError) -> str:
     first = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
     if "readonly" in first or "read-only" in first:
         return f"The database {where} is read-only: {first}. Fix permissions or DATABASE_URL."
-    if "locked" in first:
+    if "locked" in first or "lock timeout" in first:
+        waited = (
+            POSTGRES_LOCK_TIMEOUT_MS
+            if engine.url.get_backend_name() == "postgresql"
+            else SQLITE_BUSY_TIMEOUT_MS
+        )
         return (
             f"The database {where} stayed locked by another writer for "
-            f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; try again when the other job finishes."
+            f"{waited / 1000:g} s; try again when the other job finishes."
         )
     return f"Cannot use the database {where}: {first}. Check DATABASE_URL and that it is reachable."
 
