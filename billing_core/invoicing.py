@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy.engine import Engine
@@ -417,14 +417,7 @@ class Pusher:
             return _Snapshot(inv, cus, lines)
 
     def _save(self, invoice_id: int, **values: Any) -> Invoice:
-        with session_scope(self.engine) as s:
-            inv = s.get(Invoice, invoice_id)
-            assert inv is not None
-            for key, value in values.items():
-                setattr(inv, key, value)
-            inv.updated_at = utcnow()
-            s.add(inv)
-        return inv
+        return _update_row(self.engine, Invoice, invoice_id, values)
 
     def _mark(self, invoice_id: int, step: str) -> None:
         if self.hook is not None:
@@ -485,13 +478,7 @@ class Pusher:
                     self.caller, customer=stripe_id, card=TEST_CARD, key=f"{self.ns}-cus-{cid}"
                 )
                 values["default_payment_method"] = "card visa 4242 (test)"
-            with session_scope(self.engine) as s:
-                fresh = s.get(Customer, cid)
-                assert fresh is not None
-                for key, value in values.items():
-                    setattr(fresh, key, value)
-                fresh.updated_at = utcnow()
-                s.add(fresh)
+            _update_row(self.engine, Customer, cid, values)
             return stripe_id
 
     # -- the step machine ----------------------------------------------------------------
@@ -653,6 +640,21 @@ class Pusher:
         message = str(gw.describe_error(exc, f"the {step} step of invoice {iid}"))
         self._save(iid, last_error=message)
         return CustomerProblem(cus.id or 0, cus.name, step, message, invoice_id=iid)
+
+
+_Row = TypeVar("_Row", Invoice, Customer)
+
+
+def _update_row(engine: Engine, model: type[_Row], row_id: int, values: dict[str, Any]) -> _Row:
+    """Save one step's result in its own transaction, so a crash after it never repeats it."""
+    with session_scope(engine) as s:
+        row = s.get(model, row_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+        s.add(row)
+    return row
 
 
 def _action(step: str, collection_method: str) -> str:
