@@ -191,3 +191,15 @@ def test_locked_database_is_explained(tmp_path: Path, monkeypatch: pytest.Monkey
         holder.rollback()
         holder.close()
     engine.dispose()
+
+
+def test_models_and_migrations_agree(engine) -> None:
+    """A model change without a migration would break databases that hold real invoices."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    assert current_revisions(engine) == {"0002"}
