@@ -282,6 +282,22 @@ def chromium(browser: Browser) -> Browser:
     return browser
 
 
+@pytest.fixture
+def page_on(browser: Browser) -> Iterator[Callable[[StreamlitServer], Page]]:
+    """`page_on(server)`: a page in a fresh context whose base URL is that server."""
+    contexts = []
+
+    def make(server: StreamlitServer) -> Page:
+        context = browser.new_context(base_url=server.url, viewport=VIEWPORT)  # type: ignore[arg-type]
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        with suppress(Exception):
+            context.close()
+
+
 @pytest.fixture(autouse=True)
 def _default_timeouts() -> None:
     expect.set_options(timeout=APP_TIMEOUT_MS)
@@ -317,7 +333,17 @@ def go_to(page: Page, title: str) -> None:
 
 
 def _grid(where: Page | Locator) -> Locator:
-    return where.locator("[data-testid=stDataFrame] table[role=grid]").first
+    return where.locator("table[role=grid]").first
+
+
+def dataframe_with_column(page: Page, column: str) -> Locator:
+    """The st.dataframe whose header has this column title (pages often show several)."""
+    header = page.locator("table[role=grid] thead th").filter(
+        has_text=re.compile(f"^{re.escape(column)}$")
+    )
+    frame = page.locator("[data-testid=stDataFrame]").filter(has=header)
+    expect(frame).to_have_count(1)
+    return frame
 
 
 def grid_row_count(where: Page | Locator) -> int:
