@@ -362,6 +362,8 @@ def grid_columns(where: Page | Locator) -> list[str]:
 def grid_rows(where: Page | Locator) -> list[dict[str, str]]:
     """The rendered rows of the (first) st.dataframe in `where`, as {column title: text}."""
     columns = grid_columns(where)
+    if grid_row_count(where):  # the grid draws its rows a moment after it learns their count
+        expect(_grid(where).locator("tbody tr").first).to_be_attached()
     cells: list[list[str]] = (
         _grid(where)
         .locator("tbody tr")

@@ -109,7 +109,10 @@ def test_accept_a_difference_and_see_it_in_the_audit_log(
     page.get_by_role("button", name="Remove open").click()
     wait_for_app(page)
     table = dataframe_with_column(page, "resolution")
-    expect(table.get_by_role("gridcell", name="open", exact=True)).to_have_count(0)
+    expect(table.locator("td", has_text=re.compile("^open$"))).to_have_count(0)
+    expect(
+        table.locator("td[aria-colindex='1']", has_text=re.compile(f"^{diff_id}$"))
+    ).to_have_count(1)
     row = next(r for r in grid_rows(table) if r["#"] == str(diff_id))
     assert row["status"] == "resolved"
     assert row["resolution"] == f"accepted: {NOTE}"
