@@ -38,6 +38,7 @@ import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,31 @@ def grid_rows(where: Page | Locator) -> list[dict[str, str]]:
         )
     )
     return [dict(zip(columns, row, strict=False)) for row in cells]
+
+
+def assert_no_error_shown(page: Page) -> None:
+    """Nothing a person would read as a failure: no exception box, error alert or traceback."""
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
+    expect(page.locator("[data-testid=stAlertContentError]")).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    expect(page.get_by_text("Something went wrong")).to_have_count(0)
+
+
+def metric_value(page: Page, label: str) -> str:
+    """The value shown by the st.metric with exactly this label."""
+    metric = page.locator("[data-testid=stMetric]").filter(
+        has=page.locator(
+            "[data-testid=stMetricLabel]", has_text=re.compile(f"^{re.escape(label)}$")
+        )
+    )
+    expect(metric).to_have_count(1)
+    return metric.locator("[data-testid=stMetricValue]").inner_text().strip()
+
+
+def shown_amount(shown: str, currency: str) -> Decimal:
+    """ "EUR 1,234.50" (how pages display money) -> Decimal("1234.50")."""
+    assert shown.startswith(f"{currency} "), shown
+    return Decimal(shown.removeprefix(f"{currency} ").replace(",", ""))
 
 
 def _slug(text: str) -> str:

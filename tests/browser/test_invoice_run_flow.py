@@ -21,16 +21,17 @@ from billing_core.money import minor_to_decimal
 from billing_core.periods import previous_period, utcnow
 from tests.browser.conftest import (
     StreamlitServer,
+    assert_no_error_shown,
     dataframe_with_column,
     go_to,
     grid_row_count,
     grid_rows,
     launch_streamlit,
+    metric_value,
     open_page,
+    shown_amount,
     wait_for_app,
 )
-from tests.browser.test_invoices_flow import amount, metric_value
-from tests.browser.test_smoke import assert_no_error_shown
 from tests.support.stripe_server import StripeTestServer
 
 Shot = Callable[[Page, str], Path]
@@ -71,7 +72,7 @@ def test_preview_run_and_every_customer_billed_once_in_stripe(
     wait_for_app(page)
     assert metric_value(page, "Drafts") == "9"
     preview_totals = {
-        cur: amount(metric_value(page, f"Total {cur}"), cur) for cur in ("EUR", "USD")
+        cur: shown_amount(metric_value(page, f"Total {cur}"), cur) for cur in ("EUR", "USD")
     }
     drafts = dataframe_with_column(page, "warnings")
     assert grid_row_count(drafts) == 9

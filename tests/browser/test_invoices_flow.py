@@ -21,14 +21,16 @@ from billing_core.models import Invoice
 from billing_core.money import exponent
 from tests.browser.conftest import (
     StreamlitServer,
+    assert_no_error_shown,
     go_to,
     grid_columns,
     grid_row_count,
     grid_rows,
+    metric_value,
     open_page,
+    shown_amount,
     wait_for_app,
 )
-from tests.browser.test_smoke import assert_no_error_shown
 
 Shot = Callable[[Page, str], Path]
 # "EUR · 9 invoices": the line above each currency's figures.
@@ -56,22 +58,6 @@ def counts_shown(page: Page) -> dict[str, int]:
     lines = page.locator("[data-testid=stMarkdownContainer] p").all_inner_texts()
     found = (COUNT_LINE.match(line.strip()) for line in lines)
     return {m.group(1): int(m.group(2)) for m in found if m}
-
-
-def metric_value(page: Page, label: str) -> str:
-    metric = page.locator("[data-testid=stMetric]").filter(
-        has=page.locator(
-            "[data-testid=stMetricLabel]", has_text=re.compile(f"^{re.escape(label)}$")
-        )
-    )
-    expect(metric).to_have_count(1)
-    return metric.locator("[data-testid=stMetricValue]").inner_text().strip()
-
-
-def amount(shown: str, currency: str) -> Decimal:
-    """ "EUR 1,234.50" -> Decimal("1234.50")."""
-    assert shown.startswith(f"{currency} "), shown
-    return Decimal(shown.removeprefix(f"{currency} ").replace(",", ""))
 
 
 def test_filter_failed_invoices_and_download_csv(
@@ -112,8 +98,8 @@ def test_filter_failed_invoices_and_download_csv(
     assert_no_error_shown(page)
     screenshot(page, "failed-only")
 
-    billed = {cur: amount(metric_value(page, f"Billed · {cur}"), cur) for cur in after}
-    failed = {cur: amount(metric_value(page, f"Failed · {cur}"), cur) for cur in after}
+    billed = {cur: shown_amount(metric_value(page, f"Billed · {cur}"), cur) for cur in after}
+    failed = {cur: shown_amount(metric_value(page, f"Failed · {cur}"), cur) for cur in after}
 
     button = page.get_by_test_id("stDownloadButton").filter(has_text="Invoices CSV")
     with page.expect_download() as info:

@@ -18,15 +18,15 @@ from billing_core.models import AuditEntry, Customer, ReconciliationDiff
 from billing_core.reconcile_view import diff_label
 from tests.browser.conftest import (
     StreamlitServer,
+    assert_no_error_shown,
     dataframe_with_column,
     go_to,
     grid_rows,
     launch_streamlit,
+    metric_value,
     open_page,
     wait_for_app,
 )
-from tests.browser.test_invoices_flow import metric_value
-from tests.browser.test_smoke import assert_no_error_shown
 
 Shot = Callable[[Page, str], Path]
 NOTE = "Checked with finance: rounding on the customer's side (browser test)"

@@ -8,7 +8,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from pages._registry import PAGES
-from tests.browser.conftest import go_to, open_page
+from tests.browser.conftest import assert_no_error_shown, go_to, open_page
 
 Shot = Callable[[Page, str], Path]
 
@@ -25,14 +25,6 @@ def test_overview_shows_demo_banner_and_metrics(page: Page, screenshot: Shot) ->
     expect(active).to_have_text("9")
     expect(page.get_by_text("Traceback")).to_have_count(0)
     screenshot(page, "overview")
-
-
-def assert_no_error_shown(page: Page) -> None:
-    """Nothing a person would read as a failure: no exception box, error alert or traceback."""
-    expect(page.locator("[data-testid=stException]")).to_have_count(0)
-    expect(page.locator("[data-testid=stAlertContentError]")).to_have_count(0)
-    expect(page.get_by_text("Traceback")).to_have_count(0)
-    expect(page.get_by_text("Something went wrong")).to_have_count(0)
 
 
 def test_sidebar_reaches_every_page(page: Page, screenshot: Shot) -> None:

@@ -20,13 +20,13 @@ from billing_core.periods import Period, utcnow
 from billing_core.usage import totals_by_metric
 from tests.browser.conftest import (
     StreamlitServer,
+    assert_no_error_shown,
     go_to,
     grid_columns,
     launch_streamlit,
     open_page,
     wait_for_app,
 )
-from tests.browser.test_smoke import assert_no_error_shown
 
 Shot = Callable[[Page, str], Path]
 CUSTOMER = "Birch & Co"
