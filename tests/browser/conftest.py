@@ -15,7 +15,11 @@ Fixtures:
 - `launch_streamlit(...)`: a context manager for a server with any other settings, e.g. pointed
   at `stripe_test_server` (session) with `env={"STRIPE_API_BASE": stripe_test_server.url,
   "STRIPE_API_KEY": "sk_test_browser"}`.
+- `fresh_demo_db` (per test): a new database holding the demo world seeded as of the real
+  clock (the pages offer months by the clock, so DEMO_NOW's world would drift from them).
 - `screenshot(page, name)`: saves test-artifacts/browser/<test>-<name>.png.
+- `grid_rows(page_or_locator)`, `grid_row_count(...)`: what a st.dataframe shows, read from
+  the accessible table the grid renders (only the rows scrolled into view are rendered).
 When a test fails, every open page is screenshotted into test-artifacts/browser/ and the tail of
 each running server's log is added to the report.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,13 +38,17 @@ import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.conftest import CHROMIUM, ROOT
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.demo import seed_demo
+from billing_core.periods import utcnow
+from tests.conftest import CHROMIUM, DB_BACKEND, ROOT
 from tests.support.stripe_server import StripeTestServer
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -221,6 +230,34 @@ def signin_server(tmp_path: Path, demo_db_url: str) -> Iterator[StreamlitServer]
         yield server
 
 
+@pytest.fixture(scope="session")
+def _clock_demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite demo database seeded once per session as of now; tests get copies."""
+    path = tmp_path_factory.mktemp("browser-template") / "demo-now.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with session_scope(engine) as session:
+        seed_demo(session, now=utcnow())
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def fresh_demo_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a new database holding the demo world as of the real clock, for one test."""
+    if DB_BACKEND == "sqlite":
+        template: Path = request.getfixturevalue("_clock_demo_template")
+        target = tmp_path / "demo-now-copy.db"
+        shutil.copy(template, target)
+        yield f"sqlite:///{target}"
+        return
+    databases = request.getfixturevalue("_databases")
+    url = databases.blank(tmp_path)
+    seed_demo_cli(tmp_path, url)
+    yield url
+    databases.drop(url)
+
+
 # --- browser (pytest-playwright, pointed at Debian's chromium) ------------------------------
 
 
@@ -244,6 +281,22 @@ def base_url(streamlit_server: StreamlitServer) -> str:
 def chromium(browser: Browser) -> Browser:
     """The session's chromium, for tests that open their own contexts (other servers)."""
     return browser
+
+
+@pytest.fixture
+def page_on(browser: Browser) -> Iterator[Callable[[StreamlitServer], Page]]:
+    """`page_on(server)`: a page in a fresh context whose base URL is that server."""
+    contexts = []
+
+    def make(server: StreamlitServer) -> Page:
+        context = browser.new_context(base_url=server.url, viewport=VIEWPORT)  # type: ignore[arg-type]
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        with suppress(Exception):
+            context.close()
 
 
 @pytest.fixture(autouse=True)
@@ -278,6 +331,73 @@ def go_to(page: Page, title: str) -> None:
     page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=title).click()
     expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
     wait_for_app(page)
+
+
+def _grid(where: Page | Locator) -> Locator:
+    return where.locator("table[role=grid]").first
+
+
+def dataframe_with_column(page: Page, column: str) -> Locator:
+    """The st.dataframe whose header has this column title (pages often show several)."""
+    header = page.locator("table[role=grid] thead th").filter(
+        has_text=re.compile(f"^{re.escape(column)}$")
+    )
+    frame = page.locator("[data-testid=stDataFrame]").filter(has=header)
+    expect(frame).to_have_count(1)
+    return frame
+
+
+def grid_row_count(where: Page | Locator) -> int:
+    """How many data rows the (first) st.dataframe in `where` holds, scrolled into view or not."""
+    grid = _grid(where)
+    expect(grid).to_be_attached()
+    return int(grid.get_attribute("aria-rowcount") or "1") - 1
+
+
+def grid_columns(where: Page | Locator) -> list[str]:
+    grid = _grid(where)
+    expect(grid).to_be_attached()
+    return [str(t).strip() for t in grid.locator("thead th").all_inner_texts()]
+
+
+def grid_rows(where: Page | Locator) -> list[dict[str, str]]:
+    """The rendered rows of the (first) st.dataframe in `where`, as {column title: text}."""
+    columns = grid_columns(where)
+    if grid_row_count(where):  # the grid draws its rows a moment after it learns their count
+        expect(_grid(where).locator("tbody tr").first).to_be_attached()
+    cells: list[list[str]] = (
+        _grid(where)
+        .locator("tbody tr")
+        .evaluate_all(
+            "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.innerText.trim()))"
+        )
+    )
+    return [dict(zip(columns, row, strict=False)) for row in cells]
+
+
+def assert_no_error_shown(page: Page) -> None:
+    """Nothing a person would read as a failure: no exception box, error alert or traceback."""
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
+    expect(page.locator("[data-testid=stAlertContentError]")).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    expect(page.get_by_text("Something went wrong")).to_have_count(0)
+
+
+def metric_value(page: Page, label: str) -> str:
+    """The value shown by the st.metric with exactly this label."""
+    metric = page.locator("[data-testid=stMetric]").filter(
+        has=page.locator(
+            "[data-testid=stMetricLabel]", has_text=re.compile(f"^{re.escape(label)}$")
+        )
+    )
+    expect(metric).to_have_count(1)
+    return metric.locator("[data-testid=stMetricValue]").inner_text().strip()
+
+
+def shown_amount(shown: str, currency: str) -> Decimal:
+    """ "EUR 1,234.50" (how pages display money) -> Decimal("1234.50")."""
+    assert shown.startswith(f"{currency} "), shown
+    return Decimal(shown.removeprefix(f"{currency} ").replace(",", ""))
 
 
 def _slug(text: str) -> str:
