@@ -194,10 +194,15 @@ def page_setup(title: str, needed: Role = "viewer") -> Identity:
             icon=":material/block:",
         )
         st.stop()
-    if settings().mode == "demo":
+    cfg = settings()
+    if cfg.mode == "demo":
+        why = (
+            "BILLING_MODE is set to demo"
+            if cfg.billing_mode == "demo"
+            else "no AWS or Stripe credentials are configured"
+        )
         st.info(
-            "**Demo data.** No AWS or Stripe credentials are configured: figures come from the "
-            "seeded demo database.",
+            f"**Demo data.** Figures come from the seeded demo database ({why}).",
             icon=":material/science:",
         )
     st.title(title)
