@@ -506,6 +506,27 @@ def test_dropped_response_and_hang_are_recovered_by_idempotency(server: StripeTe
     assert server.request_count("/v1/invoices", "POST") >= 4
 
 
+def test_stop_drops_kept_alive_connections_and_restart_keeps_state() -> None:
+    """An outage: even a client holding a keep-alive connection is refused until restart."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = StripeTestServer(port=port).start()
+    try:
+        client = make_client(srv, retries=0)
+        customer = new_customer(client, card=None)  # the client now holds an open connection
+        srv.stop()
+        with pytest.raises(stripe.APIConnectionError):
+            client.v1.customers.retrieve(customer)
+        srv.start()
+        assert srv.url.endswith(f":{port}")
+        assert client.v1.customers.retrieve(customer).id == customer
+    finally:
+        srv.stop()
+
+
 def test_latency_is_added(server: StripeTestServer, client: stripe.StripeClient) -> None:
     customer = new_customer(client)
     server.latency = 0.05

@@ -34,6 +34,7 @@ import html
 import json
 import re
 import secrets
+import socket
 import string
 import sys
 import threading
@@ -446,6 +447,7 @@ class StripeTestServer:
             return
         self._stopping.set()  # wakes hanging requests
         httpd.shutdown()
+        httpd.close_connections()
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -2667,6 +2669,32 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # listen backlog: the default 5 stalls concurrent clients
     app: StripeTestServer
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        # Open client connections: HTTP/1.1 keep-alive handlers outlive serve_forever(), so
+        # stop() closes them itself (an outage drops established connections too).
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the client
+                pass
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -2719,7 +2747,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(resp.body)
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout)
+        except OSError:  # client gave up (timeout), or stop() closed the connection
             self.close_connection = True
 
 
