@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,10 +27,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, select
 
-from billing_core.models import Customer, Invoice, InvoiceLine, RunLock
+from billing_core.models import Customer, Invoice, InvoiceLine, InvoiceRun, RunLock
 from billing_core.periods import previous_period
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.stripe_server import StripeTestServer
@@ -126,10 +127,14 @@ class CliRun:
     out_path: Path
     err_path: Path
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
     killed: bool = False
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        if self.proc.poll() is None:
+            return True
+        self._ended()
+        return False
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no finally blocks, as a crash."""
@@ -137,10 +142,17 @@ class CliRun:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.killed = True
         self.proc.wait(timeout=10)
+        self._ended()
+
+    def _ended(self) -> None:
+        if self.ended is None:
+            self.ended = time.monotonic()
 
     def wait(self, timeout: float = 60) -> int:
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
+            self._ended()
+            return code
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(
@@ -153,7 +165,8 @@ class CliRun:
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """How long it ran (so far, if still running)."""
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def stdout(self) -> str:
@@ -234,18 +247,93 @@ def delay_after_first_request(
     return ready
 
 
-def age_run_lock(engine: Engine, seconds: float) -> bool:
-    """Make a killed run's lock look `seconds` old, as time would; False if there is none."""
-    table = RunLock.__table__  # type: ignore[attr-defined]
+def let_time_pass(engine: Engine, seconds: float) -> bool:
+    """Age a killed run's heartbeats (its run lock and its run record) by `seconds`, as time
+    would; True if a run lock was there."""
+    locks = RunLock.__table__  # type: ignore[attr-defined]
+    runs = InvoiceRun.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
-        rows = conn.execute(select(table.c.name, table.c.heartbeat_at)).all()
+        rows = conn.execute(select(locks.c.name, locks.c.heartbeat_at)).all()
         for name, beat in rows:
             conn.execute(
-                update(table)
-                .where(table.c.name == name)
+                update(locks)
+                .where(locks.c.name == name)
                 .values(heartbeat_at=beat - timedelta(seconds=seconds))
             )
+        running = conn.execute(
+            select(runs.c.id, runs.c.heartbeat_at).where(runs.c.status == "running")
+        ).all()
+        for run_id, beat in running:
+            if beat is not None:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(heartbeat_at=beat - timedelta(seconds=seconds))
+                )
     return bool(rows)
+
+
+# ---------------------------------------------------------------------------------- database
+
+
+def sqlite_path(db_url: str) -> Path:
+    database = make_url(db_url).database
+    assert database, db_url
+    return Path(database)
+
+
+class WriteLock:
+    """Another writer: a plain sqlite3 connection holding `BEGIN EXCLUSIVE` on the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self.held_since = 0.0
+
+    def take(self) -> WriteLock:
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.conn.execute("BEGIN EXCLUSIVE")
+        self.held_since = time.monotonic()
+        return self
+
+    def release(self) -> float:
+        """Roll back and close; returns how long the lock was held."""
+        if self.conn is None:
+            return 0.0
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+        self.conn = None
+        return time.monotonic() - self.held_since
+
+
+def has_file_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc): it got as far as the database."""
+    target = str(path.resolve())
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def table_counts(db_url: str) -> dict[str, int]:
+    """Rows per table, read with a plain connection (readers pass a writer's lock in WAL)."""
+    with sqlite3.connect(sqlite_path(db_url), timeout=30) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        counts = {n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+    conn.close()
+    return counts
 
 
 # ---------------------------------------------------------------------------------- ledger

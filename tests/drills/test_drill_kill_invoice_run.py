@@ -19,8 +19,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing_core import invoicing
+from billing_core import invoicing, run_worker
+from billing_core.auth import LOCAL_ADMIN
 from billing_core.config import load_settings
+from billing_core.db import session_scope
 from billing_core.errors import LockHeld
 from billing_core.models import InvoiceRun, RunLock
 from tests.conftest import DEMO_NOW
@@ -28,12 +30,12 @@ from tests.drills.conftest import (
     PERIOD,
     Cli,
     DrillReport,
-    age_run_lock,
     cli_env,
     compare_ledgers,
     delay_after_first_request,
     drill_seeds,
     kill_when,
+    let_time_pass,
     requests_seen,
     step_counts,
 )
@@ -114,21 +116,36 @@ def test_drill_kill_invoice_run(
                 invoicing.run_invoices(
                     demo_engine, settings, invoicing.RunOptions(PERIOD), now=DEMO_NOW
                 )
-            # ...until its heartbeat is older than RUN_LOCK_STALE_SECONDS, as time would make it.
-            age_run_lock(demo_engine, STALE_SECONDS + 1)
             took_over = True
             seen.append("fresh lock refused a run, stale lock taken over")
+        # ...until its heartbeat is older than RUN_LOCK_STALE_SECONDS, as time would make it.
+        let_time_pass(demo_engine, STALE_SECONDS + 1)
     if expire:
         tried.append("idempotency keys expired after each kill")
-    # The re-run to completion, in-process (the service the CLI calls; saves a start-up).
+    # The re-run to completion, in-process (saves a start-up): the service the CLI calls, or
+    # the dashboard's Run button (a request executed by the worker), which must not mistake the
+    # dead run for one still in progress.
     said: list[str] = []
-    final = invoicing.run_invoices(
-        demo_engine,
-        load_settings(env),
-        invoicing.RunOptions(PERIOD, attach_test_cards=True),
-        now=DEMO_NOW,
-        progress=said.append,
-    )
+    settings = load_settings(env)
+    via = rng.choice(["service", "button"])
+    if via == "service":
+        final = invoicing.run_invoices(
+            demo_engine,
+            settings,
+            invoicing.RunOptions(PERIOD, attach_test_cards=True),
+            now=DEMO_NOW,
+            progress=said.append,
+        )
+    else:
+        with session_scope(demo_engine) as s:
+            run_worker.request_run(
+                s, identity=LOCAL_ADMIN, period=PERIOD, now=DEMO_NOW, stale_seconds=STALE_SECONDS
+            )
+        results = run_worker.execute_pending(
+            demo_engine, settings, progress=said.append, attach_test_cards=True
+        )
+        assert len(results) == 1, f"the Run button started {len(results)} runs"
+        final = results[0]
     ledger = compare_ledgers(demo_engine, stripe_server)
     leftover = [r.id for r in _runs(demo_engine) if r.status == "running"]
     drill_report.tried(
@@ -136,7 +153,7 @@ def test_drill_kill_invoice_run(
         + "; ".join(tried)
     )
     drill_report.found(
-        f"seed {seed}: {'; '.join(seen)}; re-run exit {final.exit_code} "
+        f"seed {seed}: {'; '.join(seen)}; re-run ({via}) exit {final.exit_code} "
         f"({final.pushed} pushed, {final.stripe_calls} Stripe calls); {ledger.summary()}"
     )
     assert final.exit_code == 0, [p.message for p in final.problems]
