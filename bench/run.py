@@ -17,6 +17,8 @@ from pathlib import Path
 BENCHES: list[str] = [
     # "bench.bench_costs", ... each feature appends its module here
     "bench.bench_invoicing",
+    "bench.bench_reconcile",
+    "bench.bench_invoices",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

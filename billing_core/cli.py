@@ -218,6 +218,162 @@ def set_rate_cmd(
         click.echo(f"{row.period}: 1 USD = {row.rate.normalize():f} {row.quote} ({row.source})")
 
 
+@cli.command("reconcile")
+@period_option("Month to reconcile (default: the previous month).")
+@click.option(
+    "--tolerance",
+    "tolerance_pct",
+    type=str,
+    default=None,
+    help="Percent; default from RECONCILE_TOLERANCE_PCT.",
+)
+@click.option(
+    "--deep-lines", is_flag=True, help="Read every line of every Stripe invoice (slower)."
+)
+@click.option("--actor", default="cli", help="Name recorded on the run.")
+@pass_app
+@click.pass_context
+def reconcile_cmd(
+    ctx: click.Context,
+    app: AppContext,
+    period: Period | None,
+    tolerance_pct: str | None,
+    deep_lines: bool,
+    actor: str,
+) -> None:
+    """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
+    from billing_core.errors import MoneyError
+    from billing_core.money import to_decimal
+    from billing_core.reconcile import make_reader, reconcile_period
+    from billing_core.reconcile_diff import Tolerance
+
+    period = period or Period.containing(utcnow()).previous()
+    try:
+        raw = app.settings.reconcile_tolerance_pct if tolerance_pct is None else tolerance_pct
+        tolerance = Tolerance(to_decimal(raw))
+    except MoneyError as exc:
+        raise ConfigError(f"--tolerance: {exc} Give a percentage such as 0.5.") from None
+    reader = make_reader(app.settings)
+    if reader is None:
+        log.warning("Stripe is not configured: local vs Stripe is skipped")
+    result = reconcile_period(
+        app.engine,
+        period,
+        tolerance=tolerance,
+        reader=reader,
+        actor=actor,
+        deep_lines=deep_lines,
+    )
+    for line in result.describe():
+        click.echo(line, err=result.status != "complete")
+    if result.exit_code:
+        ctx.exit(result.exit_code)
+
+
+@cli.command("sync")
+@click.option("--reset", is_flag=True, help="Forget the cursor: read every event Stripe holds.")
+@pass_app
+def sync_cmd(app: AppContext, reset: bool) -> None:
+    """Pull Stripe events since the last processed one and apply them (for cron)."""
+    from billing_core.events import sync
+    from billing_core.stripe_gateway import make_client
+
+    result = sync(app.engine, make_client(app.settings), reset=reset)
+    click.echo(result.describe())
+
+
+@cli.command("webhook-server")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@pass_app
+def webhook_server_cmd(app: AppContext, port: int, host: str) -> None:
+    """Receive Stripe webhooks: verify the signature, store, answer 2xx, apply."""
+    from billing_core.webhooks import make_server
+
+    try:
+        server = make_server(app.engine, app.settings, host, port)
+    except OSError as exc:
+        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    bound_port = server.server_address[1]
+    click.echo(f"listening for Stripe webhooks on http://{host}:{bound_port}/stripe/webhook")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@cli.command("export-invoices")
+@period_option("Only this month (YYYY-MM); see also --from/--to.")
+@click.option("--from", "period_from", callback=parse_period, metavar="YYYY-MM")
+@click.option("--to", "period_to", callback=parse_period, metavar="YYYY-MM")
+@click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
+@click.option("--currency", "currencies", multiple=True, help="Only these currencies.")
+@click.option("--customer", "customer_ids", multiple=True, type=int, help="Customer id.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="CSV file for one row per invoice ('-' for stdout).",
+)
+@click.option(
+    "--lines-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write one row per invoice line to this CSV file.",
+)
+@pass_app
+def export_invoices_cmd(
+    app: AppContext,
+    period: Period | None,
+    period_from: Period | None,
+    period_to: Period | None,
+    statuses: tuple[str, ...],
+    currencies: tuple[str, ...],
+    customer_ids: tuple[int, ...],
+    out: Path,
+    lines_out: Path | None,
+) -> None:
+    """Write the invoices (and optionally their lines) as CSV for accounting."""
+    from billing_core.exports import write_invoices_csv, write_lines_csv
+    from billing_core.invoices import STATUSES, InvoiceFilter
+
+    unknown = sorted(set(statuses) - set(STATUSES))
+    if unknown:
+        raise ConfigError(f"Unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}.")
+    if period and (period_from or period_to):
+        raise ConfigError("Use either --period or --from/--to, not both.")
+    low, high = (period, period) if period else (period_from, period_to)
+    selection = InvoiceFilter(
+        period_from=str(low) if low else None,
+        period_to=str(high) if high else None,
+        statuses=statuses,
+        customer_ids=customer_ids,
+        currencies=tuple(c.upper() for c in currencies),
+    )
+    targets = [(out, write_invoices_csv, "invoices")]
+    if lines_out:
+        targets.append((lines_out, write_lines_csv, "lines"))
+    for target, writer, what in targets:
+        with session_scope(app.engine) as session:
+            if str(target) == "-":
+                summary = writer(session, selection, sys.stdout)
+            else:
+                summary = _write_atomically(target, writer, session, selection)
+        click.echo(f"{what}: {summary.describe()} -> {target}", err=str(target) == "-")
+
+
+def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -> Any:
+    """Write to a temporary file beside the target, then rename: no half-written CSV."""
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            result = writer(session, selection, handle)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"Cannot write {target}: {exc.strerror}.") from None
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (handy for tests)."""
     try:

@@ -179,6 +179,8 @@ class Invoice(SQLModel, table=True):
     tax_minor: int = 0
     total_minor: int = 0
     amount_paid_minor: int = 0
+    # Refunded so far on the invoice's payment (mirrored from Stripe's charge.refunded).
+    amount_refunded_minor: int = 0
     cost_currency: str = "USD"
     fx_rate: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
     fx_source: str | None = None
@@ -187,6 +189,8 @@ class Invoice(SQLModel, table=True):
     # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
     push_step: str = "none"
     stripe_invoice_id: str | None = Field(default=None, unique=True, index=True)
+    # The PaymentIntent that paid it: how a refunded charge finds its invoice.
+    stripe_payment_intent_id: str | None = Field(default=None, index=True)
     number: str | None = None
     hosted_invoice_url: str | None = None
     invoice_pdf: str | None = None
@@ -236,6 +240,8 @@ class StripeEvent(SQLModel, table=True):
     type: str = Field(index=True)
     created: datetime = Field(sa_type=UTCDateTime, index=True)
     object_id: str | None = Field(default=None, index=True)
+    # The local invoice the event concerns, once known: the invoice's event timeline.
+    invoice_id: int | None = Field(default=None, index=True)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     source: str = "sync"  # sync or webhook
     received_at: datetime = _now_field()

@@ -6,10 +6,12 @@ stripe. Idempotency keys are derived from local ids and the step, never random.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import stripe
@@ -268,3 +270,226 @@ def send_invoice(caller: StripeCaller, *, key: str, stripe_invoice_id: str) -> s
     return caller.call(
         lambda: caller.client.v1.invoices.send_invoice(stripe_invoice_id, None, _opts(key))
     )
+
+
+# ---------------------------------------------------------------------------- Reconciliation
+# Reads Stripe in bulk for `billing_core.reconcile`: list pages of 100 invoices with the
+# customer expanded (so a deleted customer shows up without one request per customer), and
+# count every request. The client for this must be made with max_network_retries=0: retries
+# happen here, page by page, so a 429 or 5xx mid-listing resumes after the last page read
+# instead of starting over, and the request count stays exact.
+
+PAGE_SIZE = 100
+_RETRYABLE = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+
+
+class ReconcileReader:
+    """Bulk, retrying, counting reads of Stripe invoices for one reconciliation run."""
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        retries: int = 4,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+        self.requests = 0
+        self.seconds = 0.0  # time spent waiting on Stripe, to separate it from compute time
+
+    def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
+        for attempt in range(self.retries + 1):
+            self.requests += 1
+            started = time.perf_counter()
+            try:
+                return fn()
+            except _RETRYABLE as exc:
+                if isinstance(exc, stripe.APIError) and (exc.http_status or 500) < 500:
+                    raise describe_error(exc, doing) from exc
+                if attempt == self.retries:
+                    raise PaymentProviderError(
+                        f"Stripe kept failing while {doing} ({type(exc).__name__} after "
+                        f"{attempt + 1} attempts). The reconciliation run was marked failed and "
+                        "earlier findings were kept; run it again later."
+                    ) from exc
+                self.sleep(self.backoff_seconds * (2**attempt))
+            except stripe.StripeError as exc:
+                raise describe_error(exc, doing) from exc
+            finally:
+                self.seconds += time.perf_counter() - started
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get(self, doing: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        # raw_request: the SDK's own transport and error mapping, but plain JSON back. Building
+        # StripeObjects costs about 6 ms per invoice, which would dominate a 10,000-invoice run.
+        response = self._call(
+            doing, functools.partial(self.client.raw_request, "get", path, **params)
+        )
+        data: dict[str, Any] = response.data
+        return data
+
+    def _pages(self, doing: str, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            page = self._get(doing, path, params)
+            items: list[dict[str, Any]] = page.get("data") or []
+            yield from items
+            if not page.get("has_more") or not items:
+                return
+            params = {**params, "starting_after": items[-1]["id"]}
+
+    def invoices(self, created_gte: int, created_lt: int) -> Iterator[dict[str, Any]]:
+        """Every invoice created in [gte, lt), newest first, customer expanded, as plain dicts."""
+        params: dict[str, Any] = {
+            "created": {"gte": created_gte, "lt": created_lt},
+            "limit": PAGE_SIZE,
+            "expand": ["data.customer"],
+        }
+        return self._pages("listing Stripe invoices for reconciliation", "/v1/invoices", params)
+
+    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+        """All lines of one invoice (Stripe embeds only the first ten in the invoice)."""
+        return list(
+            self._pages(
+                f"reading the lines of Stripe invoice {invoice_id}",
+                f"/v1/invoices/{invoice_id}/lines",
+                {"limit": PAGE_SIZE},
+            )
+        )
+
+    def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """One invoice with its customer expanded, or None when Stripe has no such invoice."""
+        try:
+            return self._get(
+                f"reading Stripe invoice {invoice_id}",
+                f"/v1/invoices/{invoice_id}",
+                {"expand": ["customer"]},
+            )
+        except PaymentProviderError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 404:
+                return None
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Events, payment methods, checkout (used by events, webhooks and payment_methods)
+#
+# Everything here returns plain dicts (Stripe's JSON), so callers and stored payloads never
+# depend on stripe-python object classes. Calls raise stripe.StripeError; callers decide which
+# errors are transient (see events.is_transient) and word them with describe_error().
+# ---------------------------------------------------------------------------------------------
+
+# Stripe's maximum page size for list endpoints.
+EVENTS_PAGE_SIZE = 100
+
+
+def _jsonable(value: Any) -> Any:
+    # stripe-python turns Stripe's *_decimal strings into Decimal; Stripe's JSON has strings.
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    raw = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    result: dict[str, Any] = _jsonable(raw)
+    return result
+
+
+def events_page(
+    client: stripe.StripeClient,
+    *,
+    ending_before: str | None = None,
+    starting_after: str | None = None,
+    limit: int = EVENTS_PAGE_SIZE,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of events, newest first, and whether more exist in that direction.
+
+    `ending_before=<id>` pages towards newer events (the page holds those just after <id>);
+    `starting_after=<id>` pages towards older ones.
+    """
+    params: dict[str, Any] = {"limit": limit}
+    if ending_before:
+        params["ending_before"] = ending_before
+    if starting_after:
+        params["starting_after"] = starting_after
+    page = client.v1.events.list(params)  # type: ignore[arg-type]
+    return [_plain(e) for e in page.data], bool(page.has_more)
+
+
+def read_invoice(client: stripe.StripeClient, invoice_id: str) -> dict[str, Any]:
+    """The invoice as Stripe holds it now, with its payments (to learn the PaymentIntent)."""
+    return _plain(client.v1.invoices.retrieve(invoice_id, {"expand": ["payments"]}))
+
+
+def read_customer(client: stripe.StripeClient, customer_id: str) -> dict[str, Any]:
+    """The customer with its default payment method expanded."""
+    return _plain(
+        client.v1.customers.retrieve(
+            customer_id, {"expand": ["invoice_settings.default_payment_method"]}
+        )
+    )
+
+
+def read_charge(client: stripe.StripeClient, charge_id: str) -> dict[str, Any]:
+    return _plain(client.v1.charges.retrieve(charge_id))
+
+
+def read_setup_intent(client: stripe.StripeClient, setup_intent_id: str) -> dict[str, Any]:
+    return _plain(client.v1.setup_intents.retrieve(setup_intent_id))
+
+
+def set_default_payment_method(
+    client: stripe.StripeClient, customer_id: str, payment_method_id: str, *, idempotency_key: str
+) -> dict[str, Any]:
+    """Make a payment method the one invoices charge (Checkout setup mode does not do it)."""
+    return _plain(
+        client.v1.customers.update(
+            customer_id,
+            {"invoice_settings": {"default_payment_method": payment_method_id}},
+            {"idempotency_key": idempotency_key},
+        )
+    )
+
+
+def create_setup_checkout(
+    client: stripe.StripeClient,
+    *,
+    customer_id: str,
+    currency: str,
+    success_url: str,
+    cancel_url: str,
+    metadata: dict[str, str],
+    idempotency_key: str,
+) -> dict[str, Any]:
+    """A Checkout session in setup mode: the customer enters a card, nothing is charged."""
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "customer": customer_id,
+        # Stripe needs the currency in setup mode to choose the payment methods it offers.
+        "currency": currency.lower(),
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "metadata": metadata,
+    }
+    return _plain(
+        client.v1.checkout.sessions.create(
+            params,  # type: ignore[arg-type]
+            {"idempotency_key": idempotency_key},
+        )
+    )
+
+
+def retry_invoice_payment(
+    client: stripe.StripeClient, invoice_id: str, *, idempotency_key: str
+) -> dict[str, Any]:
+    """Charge an open invoice again; the key must be new after a decline (Stripe replays it)."""
+    return _plain(client.v1.invoices.pay(invoice_id, {}, {"idempotency_key": idempotency_key}))

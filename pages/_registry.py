@@ -11,6 +11,8 @@ from billing_core.auth import Role
 # (file, title, icon, needed role)
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
-    ("pages/audit.py", "Audit log", ":material/history:", "admin"),
+    ("pages/invoices.py", "Invoices", ":material/request_quote:", "viewer"),
+    ("pages/reconciliation.py", "Reconciliation", ":material/balance:", "viewer"),
     ("pages/invoice_run.py", "Invoice run", ":material/receipt_long:", "admin"),
+    ("pages/audit.py", "Audit log", ":material/history:", "admin"),
 ]

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import history
+from billing_core.demo import discrepancies, history, payments
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
@@ -75,6 +75,8 @@ SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
     seed_last_closed_month,
+    discrepancies.seed_discrepancies,
+    payments.seed_payments,
 ]
 
 

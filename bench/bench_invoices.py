@@ -1,0 +1,224 @@
+"""Invoices page data and CSV exports at 50,000 invoices / 500,000 lines; Stripe sync throughput.
+
+Time is measured in a plain pass, peak Python memory in a second pass under tracemalloc (which
+slows code down, so its times are not reported).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bench.run import Figure
+from billing_core import events, exports
+from billing_core import invoices as inv
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.models import Customer, Invoice, InvoiceLine
+
+AREA = "invoices"
+STATUSES = ["paid"] * 14 + ["open", "failed", "void", "uncollectible"]
+
+
+def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
+    rng = random.Random(5)
+    customers = 500
+    periods = [f"{2022 + m // 12}-{m % 12 + 1:02d}" for m in range(n_invoices // customers + 1)]
+    with session_scope(engine) as s:
+        s.execute(
+            insert(Customer),
+            [
+                {
+                    "name": f"Customer {i}",
+                    "email": f"c{i}@bench.example",
+                    "currency": ("EUR", "USD", "GBP", "JPY")[i % 4],
+                }
+                for i in range(customers)
+            ],
+        )
+    base = datetime(2022, 1, 1, tzinfo=UTC)
+    chunk = 5_000
+    for start in range(0, n_invoices, chunk):
+        inv_rows: list[dict[str, Any]] = []
+        line_rows: list[dict[str, Any]] = []
+        for i in range(start, min(n_invoices, start + chunk)):
+            cid = i % customers + 1
+            amounts = [rng.randint(100, 500_000) for _ in range(lines_per)]
+            total = sum(amounts)
+            status = STATUSES[i % len(STATUSES)]
+            issued = base + timedelta(days=i // customers * 30)
+            inv_rows.append(
+                {
+                    "id": i + 1,
+                    "customer_id": cid,
+                    "period": periods[i // customers],
+                    "currency": ("EUR", "USD", "GBP", "JPY")[(cid - 1) % 4],
+                    "status": status,
+                    "subtotal_minor": total,
+                    "total_minor": total,
+                    "amount_paid_minor": total if status == "paid" else 0,
+                    "number": f"BENCH-{i + 1:06d}",
+                    "issued_at": issued,
+                    "paid_at": issued + timedelta(days=2) if status == "paid" else None,
+                    "stripe_invoice_id": f"in_bench_{i + 1}",
+                }
+            )
+            for pos, amount in enumerate(amounts):
+                line_rows.append(
+                    {
+                        "invoice_id": i + 1,
+                        "position": pos,
+                        "kind": "aws",
+                        "description": f"Service {pos}, bench",
+                        "service": f"Service {pos}",
+                        "amount_minor": amount,
+                    }
+                )
+        with session_scope(engine) as s:
+            s.execute(insert(Invoice), inv_rows)
+            s.execute(insert(InvoiceLine), line_rows)
+
+
+def _measure(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(seconds, peak MiB): one plain timed pass, one traced pass."""
+    started = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - started
+    tracemalloc.start()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak / 2**20
+
+
+class _CountingSink(io.TextIOBase):
+    """Stands in for the output file: counts characters, keeps nothing."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        return len(text)
+
+
+def _page_data(engine: Engine) -> None:
+    f = inv.InvoiceFilter()
+    with Session(engine) as s:
+        inv.filter_options(s)
+        inv.headline_figures(s, f)
+        inv.billed_chart(inv.monthly_billed(s, f))
+        inv.count_invoices(s, f)
+        inv.invoice_table(s, f)
+        inv.invoice_detail(s, 1)
+
+
+def _export(engine: Engine, writer: exports.Writer) -> int:
+    sink = _CountingSink()
+    with Session(engine) as s:
+        writer(s, inv.InvoiceFilter(), sink)
+    return sink.chars
+
+
+def _sync_throughput(n_invoices: int) -> tuple[float, int]:
+    from tests.support.stripe_server import StripeTestServer
+    from tests.support.stripe_world import make_world
+
+    with tempfile.TemporaryDirectory() as tmp, StripeTestServer() as server:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'sync.db'}")
+        migrate(engine)
+        world = make_world(server, engine)
+        # 40 months per customer keeps (customer, period) unique, as the schema demands.
+        customers = [world.customer(f"c{i}@bench.example") for i in range(n_invoices // 40 + 1)]
+        for i in range(n_invoices):
+            month = i % 40
+            period = f"{2020 + month // 12}-{month % 12 + 1:02d}"
+            _, remote = world.invoice(customers[i // 40], 1_000 + i, period, status="open")
+            server.pay_out_of_band(remote["id"])
+        started = time.perf_counter()
+        result = events.sync(engine, world.client)
+        seconds = time.perf_counter() - started
+        engine.dispose()
+    return result.applied / seconds, result.applied
+
+
+def run(quick: bool) -> list[Figure]:
+    n_invoices, lines_per = (2_000, 10) if quick else (50_000, 10)
+    dataset = f"{n_invoices:,} invoices / {n_invoices * lines_per:,} lines"
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        migrate(engine)
+        started = time.perf_counter()
+        _populate(engine, n_invoices, lines_per)
+        figures.append(
+            Figure(
+                AREA, "load dataset (setup)", f"{time.perf_counter() - started:.1f} s", "", dataset
+            )
+        )
+        secs, peak = _measure(lambda: _page_data(engine))
+        figures.append(
+            Figure(
+                AREA,
+                "page data (figures, chart, table, detail)",
+                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                "< 2 s",
+                dataset,
+            )
+        )
+        size = _export(engine, exports.write_invoices_csv)
+        secs, peak = _measure(lambda: _export(engine, exports.write_invoices_csv))
+        figures.append(
+            Figure(
+                AREA,
+                "invoices CSV (streamed)",
+                f"{secs:.2f} s, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
+                "flat memory",
+                dataset,
+            )
+        )
+        size = _export(engine, exports.write_lines_csv)
+        secs, peak = _measure(lambda: _export(engine, exports.write_lines_csv))
+        figures.append(
+            Figure(
+                AREA,
+                "lines CSV (streamed)",
+                f"{secs:.2f} s, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
+                "flat memory",
+                dataset,
+            )
+        )
+        build = exports.csv_builder(engine, inv.InvoiceFilter(), exports.write_invoices_csv)
+        secs, peak = _measure(build)
+        figures.append(
+            Figure(
+                AREA,
+                "invoices CSV download (on click, in memory)",
+                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                "",
+                dataset,
+            )
+        )
+        engine.dispose()
+    n_sync = 20 if quick else 200
+    rate, applied = _sync_throughput(n_sync)
+    figures.append(
+        Figure(
+            AREA,
+            "sync throughput (local Stripe server)",
+            f"{rate:.0f} events/s",
+            "",
+            f"{applied} events, {n_sync} invoices",
+        )
+    )
+    return figures

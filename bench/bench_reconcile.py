@@ -1,0 +1,129 @@
+"""Reconciling a period of 10,000 invoices against the local Stripe test server.
+
+The invoices are put straight into the server's memory (`create_invoice_directly`), not over
+HTTP, so only the reconciliation's own requests are measured. One invoice in a hundred differs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from bench.run import Figure
+from billing_core.config import load_settings
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.models import Customer, Invoice, InvoiceLine
+from billing_core.periods import Period, utcnow
+from billing_core.reconcile import make_reader, reconcile_period
+from tests.support.stripe_server import StripeTestServer
+
+
+def _populate(engine: object, server: StripeTestServer, period: Period, n: int) -> None:
+    customers = [server.create_customer_directly(email=f"b{i}@example.com") for i in range(n)]
+    with session_scope(engine) as s:  # type: ignore[arg-type]
+        rows = [
+            Customer(
+                name=f"B{i}",
+                email=f"b{i}@example.com",
+                currency="EUR",
+                stripe_customer_id=c["id"],
+            )
+            for i, c in enumerate(customers)
+        ]
+        s.add_all(rows)
+        s.flush()
+        invoices = [
+            Invoice(
+                customer_id=c.id or 0,
+                period=str(period),
+                currency="EUR",
+                status="open",
+                total_minor=1000 + i,
+                push_step="finalized",
+            )
+            for i, c in enumerate(rows)
+        ]
+        s.add_all(invoices)
+        s.flush()
+        for i, (inv, cus) in enumerate(zip(invoices, customers, strict=True)):
+            s.add(
+                InvoiceLine(
+                    invoice_id=inv.id or 0,
+                    kind="base_fee",
+                    description="Fee",
+                    amount_minor=1000 + i,
+                )
+            )
+            remote_amount = 1000 + i + (500 if i % 100 == 0 else 0)
+            obj = server.create_invoice_directly(
+                cus["id"],
+                remote_amount,
+                "eur",
+                {"local_invoice_id": str(inv.id), "period": str(period)},
+                description="Fee",
+            )
+            inv.stripe_invoice_id = obj["id"]
+            s.add(inv)
+
+
+def run(quick: bool) -> list[Figure]:
+    n = 500 if quick else 10_000
+    period = Period.containing(utcnow()).previous()
+    dataset = f"{n:,} invoices, 1 line each, 1 % differing"
+    with tempfile.TemporaryDirectory() as tmp, StripeTestServer() as server:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        migrate(engine)
+        _populate(engine, server, period, n)
+        settings = load_settings(environ={"STRIPE_API_BASE": server.url})
+
+        started = time.perf_counter()
+        result = reconcile_period(engine, period, reader=make_reader(settings))
+        elapsed = time.perf_counter() - started
+
+        tracemalloc.start()
+        reconcile_period(engine, period, reader=make_reader(settings))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        engine.dispose()
+    raised = sum(row["raised"] for row in result.counts["kinds"].values())
+    return [
+        Figure("reconcile", "wall time of a run", f"{elapsed:.2f} s", "", dataset),
+        Figure(
+            "reconcile",
+            "compute time (diffing, database; not waiting on Stripe)",
+            f"{result.counts['timings']['compute_s']:.2f} s",
+            "",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
+            "waiting on the local Stripe server (in-process, shares the GIL)",
+            f"{result.counts['timings']['stripe_wait_s']:.2f} s",
+            "",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
+            "Stripe requests",
+            str(result.stripe_requests),
+            f"about {n // 100} (one per 100 invoices)",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
+            "peak traced memory (tracemalloc, run only)",
+            f"{peak / 2**20:.0f} MiB",
+            "",
+            dataset,
+        ),
+        Figure(
+            "reconcile", "diffs raised", str(raised), f"{2 * (n // 100)} (amount + line)", dataset
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for fig in run(quick=False):
+        print(fig)

@@ -1,0 +1,628 @@
+"""Stripe state in sync (DESIGN.md section 7): store every event, dedupe by id, apply by re-reading.
+
+Two ways in, one handler. `sync` pulls the Events API onward from a cursor (cron, no public URL
+needed); the webhook receiver stores what Stripe pushes. Applying an event never trusts its
+payload: the object is read again from Stripe and the local mirror takes Stripe's current state,
+so duplicates and out-of-order delivery end in the right place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from billing_core import stripe_gateway as gw
+from billing_core.db import session_scope
+from billing_core.errors import ConfigError, MoneyError, PaymentProviderError, ValidationError
+from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEvent, SyncState
+from billing_core.money import format_minor
+from billing_core.periods import Period, utcnow
+
+log = logging.getLogger(__name__)
+
+CURSOR = "stripe_events_cursor"
+# Outcomes stored on StripeEvent.outcome once an event has been looked at.
+APPLIED = "applied"
+IGNORED = "ignored"  # a type we do not act on: stored and visible, nothing changed
+UNMATCHED = "unmatched"  # about an object we do not know locally (a finding is recorded)
+ERROR = "error"  # the object is gone from Stripe or the event cannot be applied
+# Invoices a refunded charge is looked up in when no stored PaymentIntent matches.
+_REFUND_LOOKBACK = 12
+
+
+@dataclass
+class StoreResult:
+    event: StripeEvent
+    created: bool  # False: this event id was stored before (a duplicate)
+
+
+@dataclass
+class SyncResult:
+    fetched: int = 0
+    stored: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def applied(self) -> int:
+        return sum(self.outcomes.values())
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items())) or "nothing to do"
+        return (
+            f"stripe events: {self.fetched} fetched, {self.stored} new; processed: {parts}; "
+            f"cursor {self.cursor_after or 'unset'} ({self.seconds:.1f} s)"
+        )
+
+
+# --------------------------------------------------------------------------------- storing
+
+
+def parse_event(payload: Any) -> dict[str, Any]:
+    """Check an event's shape (id, type, created, data.object) or raise ValidationError."""
+    problems: list[str] = []
+    if not isinstance(payload, dict):
+        raise ValidationError("A Stripe event must be a JSON object.")
+    event_id = payload.get("id")
+    if not isinstance(event_id, str) or not event_id.startswith("evt_"):
+        problems.append("id must be a string starting with evt_")
+    if not isinstance(payload.get("type"), str) or not payload.get("type"):
+        problems.append("type must be a non-empty string")
+    created = payload.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        problems.append("created must be a Unix timestamp")
+    data = payload.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        problems.append("data.object must be an object")
+    if problems:
+        raise ValidationError("This is not a Stripe event; nothing was stored.", problems)
+    return payload
+
+
+def _object_id(payload: dict[str, Any]) -> str | None:
+    obj_id = payload["data"]["object"].get("id")
+    return obj_id if isinstance(obj_id, str) else None
+
+
+def store_event(session: Session, payload: dict[str, Any], *, source: str) -> StoreResult:
+    """Store an event unless its id is already stored; the unique id makes this race-safe."""
+    parse_event(payload)
+    existing = session.get(StripeEvent, payload["id"])
+    if existing is not None:
+        return StoreResult(existing, created=False)
+    event = StripeEvent(
+        id=payload["id"],
+        type=payload["type"],
+        created=datetime.fromtimestamp(payload["created"], UTC),
+        object_id=_object_id(payload),
+        payload=payload,
+        source=source,
+    )
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:  # the other way in (webhook vs sync) stored it a moment ago
+        stored = session.get(StripeEvent, payload["id"])
+        if stored is None:
+            raise
+        return StoreResult(stored, created=False)
+    return StoreResult(event, created=True)
+
+
+# --------------------------------------------------------------------------------- mirroring
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and value else None
+
+
+def local_status(remote: dict[str, Any]) -> str:
+    """Stripe's invoice status in local terms: an open invoice with a failed attempt is failed."""
+    status = str(remote.get("status") or "draft")
+    if status == "open" and int(remote.get("attempt_count") or 0) > 0:
+        # A successful attempt would have made it paid, so an attempted open invoice failed.
+        return "failed"
+    return status
+
+
+def _paying_intent(remote: dict[str, Any]) -> str | None:
+    payments = remote.get("payments")
+    for payment in (payments or {}).get("data", []) if isinstance(payments, dict) else []:
+        inner = payment.get("payment") or {}
+        if payment.get("status") == "paid" and inner.get("payment_intent"):
+            return str(inner["payment_intent"])
+    return None
+
+
+def mirror_invoice(local: Invoice, remote: dict[str, Any], now: datetime) -> None:
+    """Copy Stripe's current state of an invoice onto the local row (totals stay local)."""
+    local.status = local_status(remote)
+    local.amount_paid_minor = int(remote.get("amount_paid") or 0)
+    local.number = remote.get("number") or local.number
+    local.hosted_invoice_url = remote.get("hosted_invoice_url") or local.hosted_invoice_url
+    local.invoice_pdf = remote.get("invoice_pdf") or local.invoice_pdf
+    local.attempt_count = int(remote.get("attempt_count") or 0)
+    local.next_payment_attempt = _ts(remote.get("next_payment_attempt"))
+    transitions = remote.get("status_transitions") or {}
+    local.issued_at = _ts(transitions.get("finalized_at")) or local.issued_at
+    if local.status == "paid":
+        local.paid_at = _ts(transitions.get("paid_at")) or local.paid_at or now
+        local.last_error = None
+    intent = _paying_intent(remote)
+    if intent:
+        local.stripe_payment_intent_id = intent
+    if local.status == "failed" and not local.last_error:
+        retry = _ts(remote.get("next_payment_attempt"))
+        when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
+        local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."
+    local.updated_at = now
+
+
+def describe_payment_method(pm: Any) -> str | None:
+    """'card visa 4242' from a PaymentMethod object; no other card detail is kept."""
+    if not isinstance(pm, dict):
+        return None
+    kind = str(pm.get("type") or "unknown")
+    raw = pm.get(kind)
+    details: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    brand = details.get("brand") or details.get("bank_name") or ""
+    last4 = details.get("last4") or ""
+    return " ".join(part for part in (kind, str(brand), str(last4)) if part)
+
+
+def mirror_customer(local: Customer, remote: dict[str, Any], now: datetime) -> None:
+    settings = remote.get("invoice_settings") or {}
+    local.default_payment_method = describe_payment_method(settings.get("default_payment_method"))
+    local.updated_at = now
+
+
+# --------------------------------------------------------------------------------- findings
+
+
+def _finding_period(remote: dict[str, Any]) -> str:
+    meta = remote.get("metadata") or {}
+    try:
+        return str(Period.parse(str(meta.get("period", ""))))
+    except ConfigError:
+        created = _ts(remote.get("created")) or utcnow()
+        return str(Period.containing(created))
+
+
+def record_missing_locally(session: Session, remote: dict[str, Any], now: datetime) -> None:
+    """An invoice Stripe has and we do not: a reconciliation finding, upserted by subject."""
+    period = _finding_period(remote)
+    subject = str(remote["id"])
+    currency = str(remote.get("currency") or "usd").upper()
+    total = int(remote.get("total") or 0)
+    try:
+        shown = f"{format_minor(total, currency)} {currency}"
+    except MoneyError:  # an exotic currency is still recorded, in minor units
+        shown = f"{total} minor units {currency}"
+    customer = session.exec(
+        select(Customer).where(Customer.stripe_customer_id == remote.get("customer"))
+    ).first()
+    diff = session.exec(
+        select(ReconciliationDiff).where(
+            ReconciliationDiff.period == period,
+            ReconciliationDiff.kind == "missing_locally",
+            ReconciliationDiff.subject == subject,
+        )
+    ).first()
+    if diff is None:
+        diff = ReconciliationDiff(period=period, kind="missing_locally", subject=subject)
+    diff.customer_id = customer.id if customer else None
+    diff.currency = currency
+    diff.local_value = None
+    diff.remote_value = f"{remote.get('status')} {shown}"
+    diff.delta_minor = total
+    diff.last_seen_at = now
+    session.add(diff)
+
+
+# --------------------------------------------------------------------------------- handlers
+
+
+@dataclass
+class _Ctx:
+    session: Session
+    client: stripe.StripeClient
+    event: StripeEvent
+    now: datetime
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.event.payload["data"]["object"]
+        return data
+
+
+def _find_local_invoice(session: Session, remote: dict[str, Any]) -> Invoice | None:
+    local = session.exec(select(Invoice).where(Invoice.stripe_invoice_id == remote["id"])).first()
+    if local is not None:
+        return local
+    # The push may not have saved the Stripe id yet (a webhook can beat it): use the metadata.
+    raw = (remote.get("metadata") or {}).get("local_invoice_id")
+    if raw and str(raw).isdigit():
+        candidate = session.get(Invoice, int(raw))
+        if candidate is not None and candidate.stripe_invoice_id is None:
+            candidate.stripe_invoice_id = str(remote["id"])
+            return candidate
+    return None
+
+
+def _apply_invoice(ctx: _Ctx) -> str:
+    remote = gw.read_invoice(ctx.client, str(ctx.obj["id"]))
+    local = _find_local_invoice(ctx.session, remote)
+    if local is None:
+        record_missing_locally(ctx.session, remote, ctx.now)
+        ctx.event.error = (
+            f"Stripe invoice {remote['id']} is not known locally; recorded as a "
+            "reconciliation finding (missing_locally)."
+        )
+        return UNMATCHED
+    mirror_invoice(local, remote, ctx.now)
+    ctx.session.add(local)
+    ctx.event.invoice_id = local.id
+    return APPLIED
+
+
+def _refresh_customer(ctx: _Ctx, customer_id: str) -> str:
+    local = ctx.session.exec(
+        select(Customer).where(Customer.stripe_customer_id == customer_id)
+    ).first()
+    if local is None:
+        ctx.event.error = f"Stripe customer {customer_id} is not linked to a local customer."
+        return UNMATCHED
+    mirror_customer(local, gw.read_customer(ctx.client, customer_id), ctx.now)
+    ctx.session.add(local)
+    return APPLIED
+
+
+def _apply_customer(ctx: _Ctx) -> str:
+    return _refresh_customer(ctx, str(ctx.obj["id"]))
+
+
+def _apply_payment_method(ctx: _Ctx) -> str:
+    customer = ctx.obj.get("customer")
+    if not isinstance(customer, str):
+        return IGNORED  # detached or not a customer's method
+    return _refresh_customer(ctx, customer)
+
+
+def _apply_setup_intent(ctx: _Ctx) -> str:
+    seti = gw.read_setup_intent(ctx.client, str(ctx.obj["id"]))
+    customer, pm = seti.get("customer"), seti.get("payment_method")
+    if (
+        not isinstance(customer, str)
+        or not isinstance(pm, str)
+        or seti.get("status") != "succeeded"
+    ):
+        return IGNORED
+    remote = gw.read_customer(ctx.client, customer)
+    if not (remote.get("invoice_settings") or {}).get("default_payment_method"):
+        # Checkout in setup mode attaches the card but does not make it the default.
+        gw.set_default_payment_method(
+            ctx.client, customer, pm, idempotency_key=f"{seti['id']}-default-payment-method"
+        )
+    return _refresh_customer(ctx, customer)
+
+
+def _invoice_for_charge(ctx: _Ctx, charge: dict[str, Any]) -> Invoice | None:
+    intent = charge.get("payment_intent")
+    if isinstance(intent, str):
+        found = ctx.session.exec(
+            select(Invoice).where(Invoice.stripe_payment_intent_id == intent)
+        ).first()
+        if found is not None:
+            return found
+    # Charges do not name their invoice: read the customer's recent paid invoices' payments.
+    customer = ctx.session.exec(
+        select(Customer).where(Customer.stripe_customer_id == charge.get("customer"))
+    ).first()
+    if customer is None or not isinstance(intent, str):
+        return None
+    candidates = ctx.session.exec(
+        select(Invoice)
+        .where(
+            Invoice.customer_id == customer.id,
+            col(Invoice.stripe_invoice_id).is_not(None),
+            Invoice.status == "paid",
+        )
+        .order_by(col(Invoice.period).desc())
+        .limit(_REFUND_LOOKBACK)
+    ).all()
+    for candidate in candidates:
+        remote = gw.read_invoice(ctx.client, str(candidate.stripe_invoice_id))
+        if _paying_intent(remote) == intent:
+            mirror_invoice(candidate, remote, ctx.now)
+            return candidate
+    return None
+
+
+def _apply_charge_refunded(ctx: _Ctx) -> str:
+    charge = gw.read_charge(ctx.client, str(ctx.obj["id"]))
+    local = _invoice_for_charge(ctx, charge)
+    if local is None:
+        ctx.event.error = f"Refunded charge {charge['id']} matches no local invoice."
+        return UNMATCHED
+    local.amount_refunded_minor = int(charge.get("amount_refunded") or 0)
+    local.updated_at = ctx.now
+    ctx.session.add(local)
+    ctx.event.invoice_id = local.id
+    return APPLIED
+
+
+_INVOICE_EVENTS = (
+    "invoice.created",
+    "invoice.updated",
+    "invoice.finalized",
+    "invoice.sent",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+)
+HANDLERS: dict[str, Callable[[_Ctx], str]] = {
+    **dict.fromkeys(_INVOICE_EVENTS, _apply_invoice),
+    "customer.updated": _apply_customer,
+    "payment_method.attached": _apply_payment_method,
+    "setup_intent.succeeded": _apply_setup_intent,
+    "charge.refunded": _apply_charge_refunded,
+}
+
+
+def is_transient(exc: stripe.StripeError) -> bool:
+    """Errors worth retrying later; anything else about the object itself is final."""
+    return not isinstance(exc, stripe.InvalidRequestError)
+
+
+def apply_event(
+    session: Session, client: stripe.StripeClient, event: StripeEvent, *, now: datetime
+) -> str:
+    """Apply one stored event and mark it processed; a transient Stripe error propagates."""
+    handler = HANDLERS.get(event.type)
+    event.error = None
+    if handler is None:
+        outcome = IGNORED
+    else:
+        try:
+            outcome = handler(_Ctx(session, client, event, now))
+        except stripe.StripeError as exc:
+            if is_transient(exc):
+                raise
+            outcome = ERROR  # e.g. the object was deleted in Stripe since
+            event.error = str(gw.describe_error(exc, f"applying {event.type} {event.id}"))
+        except (KeyError, TypeError, ValueError) as exc:
+            # A payload we cannot read must not block every later event: record it, move on.
+            outcome = ERROR
+            event.error = (
+                f"Cannot apply {event.type}: unexpected data ({type(exc).__name__}: {exc})."
+            )
+    event.outcome = outcome
+    event.processed_at = now
+    session.add(event)
+    return outcome
+
+
+def pending_event_ids(session: Session, limit: int = 500) -> list[str]:
+    """Stored but not yet applied, oldest first."""
+    query = (
+        select(StripeEvent.id)
+        .where(col(StripeEvent.processed_at).is_(None))
+        .order_by(col(StripeEvent.created), col(StripeEvent.received_at))
+        .limit(limit)
+    )
+    return list(session.exec(query).all())
+
+
+@dataclass
+class ReadMemo:
+    """Objects re-read during one processing pass, so later events about them skip the read.
+
+    Sound only for events stored before the pass began: the read is newer than each of them,
+    so it already shows what they announce. A webhook stored mid-pass is read again.
+    """
+
+    started: datetime
+    results: dict[tuple[str, str], tuple[str, int | None, str | None]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(event: StripeEvent) -> tuple[str, str] | None:
+        handler = HANDLERS.get(event.type)
+        return (handler.__name__, event.object_id) if handler and event.object_id else None
+
+
+def _apply_with_memo(
+    session: Session,
+    client: stripe.StripeClient,
+    event: StripeEvent,
+    now: datetime,
+    memo: ReadMemo | None,
+) -> str:
+    key = ReadMemo.key(event)
+    if memo is not None and key is not None:
+        known = memo.results.get(key)
+        if known is not None and event.received_at <= memo.started:
+            event.outcome, event.invoice_id, event.error = known
+            event.processed_at = now
+            session.add(event)
+            return known[0]
+    outcome = apply_event(session, client, event, now=now)
+    if memo is not None and key is not None:
+        memo.results[key] = (outcome, event.invoice_id, event.error)
+    return outcome
+
+
+def process_event_id(
+    engine: Engine,
+    client: stripe.StripeClient,
+    event_id: str,
+    *,
+    now_fn: Callable[[], datetime],
+    memo: ReadMemo | None = None,
+) -> str | None:
+    """Apply one stored event in its own transaction; None if it was already processed."""
+    try:
+        with session_scope(engine) as session:
+            event = session.get(StripeEvent, event_id)
+            if event is None or event.processed_at is not None:
+                return None
+            return _apply_with_memo(session, client, event, now_fn(), memo)
+    except stripe.StripeError as exc:
+        error = gw.describe_error(exc, f"applying Stripe event {event_id}")
+        with session_scope(engine) as session:
+            event = session.get(StripeEvent, event_id)
+            if event is not None:  # left unprocessed: the next sync retries it
+                event.error = str(error)
+                session.add(event)
+        raise error from None
+
+
+def process_pending(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    now_fn: Callable[[], datetime] = utcnow,
+) -> Counter[str]:
+    """Apply every stored, unprocessed event oldest first; stops at the first transient error."""
+    outcomes: Counter[str] = Counter()
+    memo = ReadMemo(started=utcnow())
+    while True:
+        with session_scope(engine) as session:
+            batch = pending_event_ids(session)
+        if not batch:
+            return outcomes
+        for event_id in batch:
+            outcome = process_event_id(engine, client, event_id, now_fn=now_fn, memo=memo)
+            if outcome:
+                outcomes[outcome] += 1
+
+
+# --------------------------------------------------------------------------------- sync
+
+
+def get_cursor(session: Session) -> str | None:
+    state = session.get(SyncState, CURSOR)
+    return state.value if state else None
+
+
+def set_cursor(session: Session, value: str | None, now: datetime) -> None:
+    state = session.get(SyncState, CURSOR)
+    if value is None:
+        if state is not None:
+            session.delete(state)
+        return
+    if state is None:
+        state = SyncState(name=CURSOR, value=value)
+    state.value = value
+    state.updated_at = now
+    session.add(state)
+
+
+def _store_page(engine: Engine, page: list[dict[str, Any]]) -> int:
+    new = 0
+    with session_scope(engine) as session:
+        for payload in reversed(page):  # oldest first, so received order follows Stripe's
+            new += store_event(session, payload, source="sync").created
+    return new
+
+
+def _fetch_newer(
+    engine: Engine, client: stripe.StripeClient, cursor: str, page_size: int, result: SyncResult
+) -> str:
+    """Walk towards newer events from the cursor, a page at a time; returns the newest id."""
+    newest = cursor
+    while True:
+        page, has_more = gw.events_page(client, ending_before=newest, limit=page_size)
+        if not page:
+            return newest
+        result.fetched += len(page)
+        result.stored += _store_page(engine, page)
+        newest = str(page[0]["id"])
+        if not has_more:
+            return newest
+
+
+def _fetch_all(
+    engine: Engine, client: stripe.StripeClient, page_size: int, result: SyncResult
+) -> str | None:
+    """First sync: everything Stripe still holds (30 days), newest page first."""
+    newest: str | None = None
+    after: str | None = None
+    while True:
+        page, has_more = gw.events_page(client, starting_after=after, limit=page_size)
+        if not page:
+            return newest
+        newest = newest or str(page[0]["id"])
+        result.fetched += len(page)
+        result.stored += _store_page(engine, page)
+        after = str(page[-1]["id"])
+        if not has_more:
+            return newest
+
+
+def _cursor_gone(cursor: str) -> PaymentProviderError:
+    return PaymentProviderError(
+        f"Stripe no longer knows the sync cursor event {cursor} (Stripe keeps events for 30 "
+        "days, or STRIPE_API_KEY points at another account). Run `python -m billing_core sync "
+        "--reset` to start again from the oldest event Stripe holds; events already stored are "
+        "not applied twice."
+    )
+
+
+def sync(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    page_size: int = gw.EVENTS_PAGE_SIZE,
+    reset: bool = False,
+    now_fn: Callable[[], datetime] = utcnow,
+) -> SyncResult:
+    """Pull new events, store them, apply every pending one; the cursor moves only on success."""
+    started = time.perf_counter()
+    result = SyncResult()
+    with session_scope(engine) as session:
+        result.cursor_before = None if reset else get_cursor(session)
+    cursor = result.cursor_before
+    try:
+        if cursor:
+            newest: str | None = _fetch_newer(engine, client, cursor, page_size, result)
+        else:
+            newest = _fetch_all(engine, client, page_size, result)
+    except stripe.InvalidRequestError as exc:
+        if cursor and exc.param == "ending_before":
+            raise _cursor_gone(cursor) from None
+        raise gw.describe_error(exc, "listing Stripe events") from None
+    except stripe.StripeError as exc:
+        doing = "listing Stripe events (the sync cursor was not moved)"
+        raise gw.describe_error(exc, doing) from None
+    result.outcomes = process_pending(engine, client, now_fn=now_fn)
+    with session_scope(engine) as session:
+        set_cursor(session, newest, now_fn())
+    result.cursor_after = newest
+    result.seconds = time.perf_counter() - started
+    log.info(result.describe())
+    return result
+
+
+def recent_events(
+    session: Session, *, limit: int = 200, outcome: str | None = None
+) -> list[StripeEvent]:
+    """Newest stored events first, for the page's event list."""
+    query = select(StripeEvent)
+    if outcome:
+        query = query.where(StripeEvent.outcome == outcome)
+    query = query.order_by(col(StripeEvent.created).desc(), col(StripeEvent.received_at).desc())
+    return list(session.exec(query.limit(limit)).all())

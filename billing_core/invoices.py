@@ -1,0 +1,399 @@
+"""Invoice history for finance: filters, headline figures per currency, chart data, detail.
+
+Everything is aggregated in SQL (GROUP BY currency, status, period), so the page stays quick
+with tens of thousands of invoices; money is never summed across currencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, func, select
+
+from billing_core.models import AuditEntry, Customer, Invoice, InvoiceLine, StripeEvent
+from billing_core.money import display, minor_to_decimal
+
+STATUSES = ("draft", "open", "paid", "failed", "void", "uncollectible")
+# Colours finance can read at a glance, the same on every chart.
+STATUS_COLOURS = {
+    "paid": "#2e7d32",
+    "open": "#1565c0",
+    "failed": "#c62828",
+    "uncollectible": "#6a1b9a",
+    "void": "#9e9e9e",
+    "draft": "#ffb300",
+}
+# Rows shown in the table; the CSV export always holds every filtered invoice.
+TABLE_LIMIT = 5_000
+
+
+@dataclass(frozen=True)
+class InvoiceFilter:
+    """What finance selected; empty tuples mean 'all'. Periods are inclusive YYYY-MM bounds."""
+
+    period_from: str | None = None
+    period_to: str | None = None
+    statuses: tuple[str, ...] = ()
+    customer_ids: tuple[int, ...] = ()
+    currencies: tuple[str, ...] = ()
+
+    def slug(self) -> str:
+        """A short file-name part: '2025-11_2026-09' or 'all'."""
+        if self.period_from and self.period_to:
+            if self.period_from == self.period_to:
+                return self.period_from
+            return f"{self.period_from}_{self.period_to}"
+        return self.period_from or self.period_to or "all"
+
+
+Q = Any  # a select() over Invoice (plain or multi-column)
+
+
+def apply_filter(query: Q, f: InvoiceFilter) -> Q:
+    """Add the filter's WHERE clauses to a query that selects from Invoice."""
+    if f.period_from:
+        query = query.where(col(Invoice.period) >= f.period_from)
+    if f.period_to:
+        query = query.where(col(Invoice.period) <= f.period_to)
+    if f.statuses:
+        query = query.where(col(Invoice.status).in_(f.statuses))
+    if f.customer_ids:
+        query = query.where(col(Invoice.customer_id).in_(f.customer_ids))
+    if f.currencies:
+        query = query.where(col(Invoice.currency).in_(f.currencies))
+    return query
+
+
+@dataclass
+class FilterOptions:
+    periods: list[str]
+    customers: dict[int, str]
+    currencies: list[str]
+
+
+def filter_options(session: Session) -> FilterOptions:
+    periods = session.exec(select(Invoice.period).distinct().order_by(col(Invoice.period))).all()
+    currencies = session.exec(
+        select(Invoice.currency).distinct().order_by(col(Invoice.currency))
+    ).all()
+    customers = session.exec(select(Customer.id, Customer.name).order_by(col(Customer.name))).all()
+    return FilterOptions(
+        periods=list(periods),
+        customers={int(cid): name for cid, name in customers if cid is not None},
+        currencies=list(currencies),
+    )
+
+
+# ------------------------------------------------------------------------------ headline
+
+
+@dataclass
+class Headline:
+    """One currency's figures for the selection (minor units of that currency)."""
+
+    currency: str
+    count: int = 0
+    billed: int = 0  # issued invoices: everything but drafts and voided ones
+    paid: int = 0
+    open: int = 0  # still due, no failed attempt
+    failed: int = 0  # still due after a failed payment
+    uncollectible: int = 0
+    void: int = 0
+    refunded: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
+    query = sa_select(
+        col(Invoice.currency),
+        col(Invoice.status),
+        func.count(),
+        func.sum(col(Invoice.total_minor)),
+        func.sum(col(Invoice.amount_paid_minor)),
+        func.sum(col(Invoice.amount_refunded_minor)),
+    ).group_by(col(Invoice.currency), col(Invoice.status))
+    figures: dict[str, Headline] = {}
+    rows = session.execute(apply_filter(query, f)).all()
+    for currency, status, count, total, paid, refunded in rows:
+        h = figures.setdefault(currency, Headline(currency))
+        total, paid = int(total or 0), int(paid or 0)
+        h.count += count
+        h.counts[status] = count
+        h.paid += paid
+        h.refunded += int(refunded or 0)
+        if status not in ("draft", "void"):
+            h.billed += total
+        if status == "open":
+            h.open += total - paid
+        elif status == "failed":
+            h.failed += total - paid
+        elif status == "uncollectible":
+            h.uncollectible += total - paid
+        elif status == "void":
+            h.void += total
+    return [figures[c] for c in sorted(figures)]
+
+
+# ------------------------------------------------------------------------------ chart
+
+
+def monthly_billed(session: Session, f: InvoiceFilter) -> pd.DataFrame:
+    """Total per period, currency and status (minor units), for the chart."""
+    query = (
+        select(Invoice.period, Invoice.currency, Invoice.status, func.sum(Invoice.total_minor))
+        .group_by(Invoice.period, Invoice.currency, Invoice.status)
+        .order_by(Invoice.period)
+    )
+    rows = session.exec(apply_filter(query, f)).all()
+    return pd.DataFrame(
+        [(p, c, s, int(t or 0)) for p, c, s, t in rows],
+        columns=["period", "currency", "status", "total_minor"],
+    )
+
+
+def billed_chart(frame: pd.DataFrame) -> go.Figure:
+    """Stacked bars of billed amount per month by status, one panel per currency."""
+    from plotly.subplots import make_subplots
+
+    currencies = sorted(frame["currency"].unique()) if not frame.empty else []
+    fig = make_subplots(
+        rows=max(1, len(currencies)),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[f"Billed in {c}" for c in currencies] or ["No invoices"],
+        vertical_spacing=0.12,
+    )
+    for row, currency in enumerate(currencies, 1):
+        part = frame[frame["currency"] == currency]
+        for status in STATUSES:
+            sub = part[part["status"] == status]
+            if sub.empty:
+                continue
+            # Plotting needs numbers: major units for display only, never summed back.
+            amounts = [float(minor_to_decimal(int(m), currency)) for m in sub["total_minor"]]
+            fig.add_bar(
+                x=list(sub["period"]),
+                y=amounts,
+                name=status,
+                legendgroup=status,
+                showlegend=row == 1,
+                marker_color=STATUS_COLOURS[status],
+                hovertemplate=f"%{{x}} {status}: {currency} %{{y:,.2f}}<extra></extra>",
+                row=row,
+                col=1,
+            )
+    fig.update_layout(barmode="stack", height=260 * max(1, len(currencies)), margin={"t": 40})
+    return fig
+
+
+# ------------------------------------------------------------------------------ table
+
+
+def _table_query(f: InvoiceFilter) -> Any:
+    query = select(Invoice, Customer.name).join(Customer, col(Customer.id) == Invoice.customer_id)
+    query = apply_filter(query, f)
+    return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
+
+
+def count_invoices(session: Session, f: InvoiceFilter) -> int:
+    query = apply_filter(sa_select(func.count()).select_from(Invoice), f)
+    return int(session.execute(query).scalar_one())
+
+
+def invoice_table(session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT) -> pd.DataFrame:
+    """The newest `limit` filtered invoices, money shown in each invoice's own currency."""
+    rows: list[dict[str, Any]] = []
+    for inv, name in session.execute(_table_query(f).limit(limit)).all():
+        cur = inv.currency
+        rows.append(
+            {
+                "id": inv.id,
+                "number": inv.number or f"(local #{inv.id})",
+                "customer": name,
+                "period": inv.period,
+                "status": inv.status,
+                "total": display(inv.total_minor, cur),
+                "paid": display(inv.amount_paid_minor, cur),
+                "refunded": display(inv.amount_refunded_minor, cur)
+                if inv.amount_refunded_minor
+                else "",
+                "attempts": inv.attempt_count,
+                "next_attempt": inv.next_payment_attempt,
+                "issued": inv.issued_at,
+                "paid_at": inv.paid_at,
+                "invoice_url": inv.hosted_invoice_url,
+                "pdf_url": inv.invoice_pdf,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "number",
+            "customer",
+            "period",
+            "status",
+            "total",
+            "paid",
+            "refunded",
+            "attempts",
+            "next_attempt",
+            "issued",
+            "paid_at",
+            "invoice_url",
+            "pdf_url",
+        ],
+    )
+
+
+def find_invoice(session: Session, text: str) -> int | None:
+    """An invoice id from what someone typed: a number like DEMO-2026-09-0001, or an id."""
+    text = text.strip()
+    if not text:
+        return None
+    by_number = session.exec(
+        select(Invoice).where((Invoice.number == text) | (Invoice.stripe_invoice_id == text))
+    ).first()
+    if by_number is not None:
+        return by_number.id
+    digits = text.lstrip("#")
+    if not digits.isdigit():
+        return None
+    by_id = session.get(Invoice, int(digits))
+    return by_id.id if by_id is not None else None
+
+
+# ------------------------------------------------------------------------------ detail
+
+
+@dataclass
+class Attempt:
+    at: datetime
+    outcome: str  # failed, succeeded, paid outside Stripe
+    detail: str
+
+
+@dataclass
+class TimelineItem:
+    at: datetime
+    source: str  # stripe, local, audit
+    what: str
+
+
+@dataclass
+class InvoiceDetail:
+    invoice: Invoice
+    customer: str
+    lines: pd.DataFrame
+    attempts: list[Attempt]
+    timeline: list[TimelineItem]
+
+    @property
+    def lines_total_minor(self) -> int:
+        return int(self.lines["amount_minor"].sum()) if not self.lines.empty else 0
+
+
+def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
+    lines = session.exec(
+        select(InvoiceLine)
+        .where(InvoiceLine.invoice_id == invoice.id)
+        .order_by(col(InvoiceLine.position), col(InvoiceLine.id))
+    ).all()
+    cur = invoice.currency
+    return pd.DataFrame(
+        [
+            {
+                "position": line.position,
+                "kind": line.kind,
+                "description": line.description,
+                "quantity": str(line.quantity.normalize()),
+                "unit_amount": str(line.unit_amount.normalize()),
+                "amount": display(line.amount_minor, cur),
+                "amount_minor": line.amount_minor,
+            }
+            for line in lines
+        ],
+        columns=[
+            "position",
+            "kind",
+            "description",
+            "quantity",
+            "unit_amount",
+            "amount",
+            "amount_minor",
+        ],
+    )
+
+
+def _event_text(event: StripeEvent, currency: str) -> str:
+    obj: dict[str, Any] = (event.payload.get("data") or {}).get("object") or {}
+    attempt = obj.get("attempt_count")
+    texts = {
+        "invoice.created": "Created in Stripe",
+        "invoice.finalized": "Finalized (invoice number issued)",
+        "invoice.sent": "Sent to the customer",
+        "invoice.payment_failed": f"Payment attempt {attempt} failed",
+        "invoice.payment_succeeded": f"Payment attempt {attempt} succeeded",
+        "invoice.voided": "Voided",
+        "invoice.marked_uncollectible": "Marked uncollectible",
+    }
+    if event.type == "invoice.paid":
+        paid = obj.get("amount_paid")
+        return f"Paid {display(int(paid), currency)}" if isinstance(paid, int) else "Paid"
+    if event.type == "charge.refunded":
+        refunded = obj.get("amount_refunded")
+        amount = display(int(refunded), currency) if isinstance(refunded, int) else ""
+        return f"Refunded (total refunded {amount})"
+    return texts.get(event.type, event.type)
+
+
+def _attempts(events: list[StripeEvent], currency: str) -> list[Attempt]:
+    out: list[Attempt] = []
+    paid_by_charge = any(e.type == "invoice.payment_succeeded" for e in events)
+    for e in events:
+        obj: dict[str, Any] = (e.payload.get("data") or {}).get("object") or {}
+        if e.type == "invoice.payment_failed":
+            reason = obj.get("last_payment_error") or "card declined"
+            out.append(
+                Attempt(e.created, "failed", f"attempt {obj.get('attempt_count')}: {reason}")
+            )
+        elif e.type == "invoice.payment_succeeded":
+            out.append(Attempt(e.created, "succeeded", _event_text(e, currency)))
+        elif e.type == "invoice.paid" and not paid_by_charge:
+            out.append(Attempt(e.created, "paid outside Stripe", _event_text(e, currency)))
+    return out
+
+
+def invoice_detail(session: Session, invoice_id: int) -> InvoiceDetail | None:
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None:
+        return None
+    customer = session.get(Customer, invoice.customer_id)
+    events = list(
+        session.exec(
+            select(StripeEvent)
+            .where(StripeEvent.invoice_id == invoice_id)
+            .order_by(col(StripeEvent.created), col(StripeEvent.received_at))
+        ).all()
+    )
+    timeline = [TimelineItem(invoice.created_at, "local", "Draft built")]
+    timeline += [
+        TimelineItem(e.created, "stripe", _event_text(e, invoice.currency)) for e in events
+    ]
+    audits = session.exec(
+        select(AuditEntry).where(AuditEntry.target == f"invoice:{invoice_id}")
+    ).all()
+    timeline += [TimelineItem(a.at, "audit", f"{a.action} by {a.actor}") for a in audits]
+    timeline.sort(key=lambda item: item.at)
+    return InvoiceDetail(
+        invoice=invoice,
+        customer=customer.name if customer else f"customer #{invoice.customer_id}",
+        lines=_lines_frame(session, invoice),
+        attempts=_attempts(events, invoice.currency),
+        timeline=timeline,
+    )

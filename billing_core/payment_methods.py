@@ -1,0 +1,199 @@
+"""Payment methods and failed payments: who can be charged, a card setup link, payment retry.
+
+Both admin actions check the role here (not only in the page) and write an audit entry in the
+same transaction as their local change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+import stripe
+from sqlmodel import Session, col, func, select
+
+from billing_core import audit, events
+from billing_core import stripe_gateway as gw
+from billing_core.auth import Identity, require
+from billing_core.errors import PaymentProviderError, ValidationError
+from billing_core.models import Customer, Invoice
+
+RETRYABLE = ("open", "failed")
+
+
+@dataclass(frozen=True)
+class PaymentMethodInfo:
+    kind: str  # card, sepa_debit, ... or "" when none
+    brand: str
+    last4: str
+
+    @property
+    def present(self) -> bool:
+        return bool(self.kind)
+
+
+def parse_payment_method(text: str | None) -> PaymentMethodInfo:
+    """Read the mirrored 'card visa 4242' back into its parts."""
+    parts = (text or "").split()
+    if not parts:
+        return PaymentMethodInfo("", "", "")
+    last4 = parts[-1] if len(parts) > 1 and parts[-1].isdigit() else ""
+    brand = " ".join(parts[1:-1] if last4 else parts[1:])
+    return PaymentMethodInfo(parts[0], brand, last4)
+
+
+def payment_method_table(session: Session) -> pd.DataFrame:
+    """Per customer: default payment method (type, last four), failed invoices waiting."""
+    failed = dict(
+        session.exec(
+            select(Invoice.customer_id, func.count())
+            .where(Invoice.status == "failed")
+            .group_by(col(Invoice.customer_id))
+        ).all()
+    )
+    rows = []
+    for c in session.exec(select(Customer).order_by(col(Customer.name))).all():
+        pm = parse_payment_method(c.default_payment_method)
+        rows.append(
+            {
+                "id": c.id,
+                "customer": c.name,
+                "collection": c.collection_method.replace("_", " "),
+                "has_payment_method": pm.present,
+                "type": f"{pm.kind} {pm.brand}".strip(),
+                "last4": pm.last4,
+                "failed_invoices": failed.get(c.id or 0, 0),
+                "in_stripe": bool(c.stripe_customer_id),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "customer",
+            "collection",
+            "has_payment_method",
+            "type",
+            "last4",
+            "failed_invoices",
+            "in_stripe",
+        ],
+    )
+
+
+def create_setup_link(
+    session: Session,
+    client: stripe.StripeClient,
+    identity: Identity,
+    *,
+    customer_id: int,
+    return_url: str,
+    now: datetime,
+) -> str:
+    """A Stripe Checkout link (setup mode) for the customer to save a card; audited."""
+    require(identity, "admin", "create a payment-method setup link")
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise ValidationError(f"Customer #{customer_id} does not exist.")
+    if not customer.stripe_customer_id:
+        raise ValidationError(
+            f"{customer.name} has no Stripe customer yet; it is created with the customer's "
+            "first invoice run. Run the invoicing (or create the customer in Stripe) first."
+        )
+    # A double click within the same second reuses the session instead of opening two.
+    key = f"cus-{customer_id}-setup-{int(now.timestamp())}"
+    try:
+        checkout = gw.create_setup_checkout(
+            client,
+            customer_id=customer.stripe_customer_id,
+            currency=customer.currency,
+            success_url=return_url,
+            cancel_url=return_url,
+            metadata={"local_customer_id": str(customer_id)},
+            idempotency_key=key,
+        )
+    except stripe.StripeError as exc:
+        raise gw.describe_error(exc, f"creating a setup link for {customer.name}") from None
+    url = str(checkout.get("url") or "")
+    audit.record(
+        session,
+        actor=identity.actor,
+        action="payment_method.setup_link",
+        target=f"customer:{customer_id}",
+        after={"checkout_session": checkout.get("id"), "expires_at": checkout.get("expires_at")},
+        at=now,
+    )
+    return url
+
+
+@dataclass
+class RetryResult:
+    paid: bool
+    message: str
+
+
+def retry_payment(
+    session: Session,
+    client: stripe.StripeClient,
+    identity: Identity,
+    *,
+    invoice_id: int,
+    now: datetime,
+) -> RetryResult:
+    """Charge a failed or open invoice again with a new idempotency key; audited either way."""
+    require(identity, "admin", "retry a payment")
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise ValidationError(f"Invoice #{invoice_id} does not exist.")
+    if invoice.status not in RETRYABLE:
+        raise ValidationError(
+            f"Invoice {invoice.number or invoice_id} is {invoice.status}; only open or failed "
+            "invoices can be charged again."
+        )
+    if not invoice.stripe_invoice_id:
+        raise ValidationError(
+            f"Invoice {invoice.number or invoice_id} is not in Stripe"
+            + (" (a demo record)" if invoice.is_demo else "")
+            + "; push it with the invoice run first."
+        )
+    before = {"status": invoice.status, "attempt_count": invoice.attempt_count}
+    # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
+    # before the call so a crash right after it cannot make the next retry reuse it.
+    invoice.pay_attempt += 1
+    session.add(invoice)
+    session.commit()
+    key = f"inv-{invoice_id}-pay-{invoice.pay_attempt}"
+    declined: PaymentProviderError | None = None
+    try:
+        gw.retry_invoice_payment(client, invoice.stripe_invoice_id, idempotency_key=key)
+    except stripe.CardError as exc:
+        declined = gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}")
+    except stripe.StripeError as exc:
+        session.rollback()
+        raise gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}") from None
+    try:
+        remote = gw.read_invoice(client, invoice.stripe_invoice_id)
+        events.mirror_invoice(invoice, remote, now)
+    except stripe.StripeError:
+        pass  # the next sync mirrors it; the payment outcome itself is known already
+    if declined is not None:
+        invoice.last_error = str(declined)
+    session.add(invoice)
+    audit.record(
+        session,
+        actor=identity.actor,
+        action="invoice.retry_payment",
+        target=f"invoice:{invoice_id}",
+        before=before,
+        after={
+            "status": invoice.status,
+            "attempt_count": invoice.attempt_count,
+            "idempotency_key": key,
+            "outcome": "declined" if declined else "paid",
+        },
+        at=now,
+    )
+    if declined is not None:
+        return RetryResult(False, str(declined))
+    return RetryResult(True, f"Invoice {invoice.number or invoice_id} is paid.")

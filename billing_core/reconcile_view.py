@@ -1,0 +1,183 @@
+"""Data for the Reconciliation page: frames and a trend chart (no streamlit here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from sqlmodel import Session, col, select
+
+from billing_core.models import Customer, ReconciliationDiff, ReconciliationRun
+from billing_core.reconcile import diffs, latest_run
+from billing_core.reconcile_diff import KINDS, TRUE_UP_KINDS, money_text
+
+STATUSES: tuple[str, ...] = ("open", "resolved", "gone")
+
+
+@dataclass(frozen=True)
+class Headline:
+    open_above: int
+    within_tolerance: int
+    resolved: int
+    last_run: ReconciliationRun | None
+
+
+def _all(session: Session, period: str | None) -> list[ReconciliationDiff]:
+    query = select(ReconciliationDiff)
+    if period:
+        query = query.where(ReconciliationDiff.period == period)
+    return list(session.exec(query).all())
+
+
+def headline(session: Session, period: str | None) -> Headline:
+    rows = _all(session, period)
+    return Headline(
+        open_above=sum(1 for d in rows if d.status == "open" and not d.within_tolerance),
+        within_tolerance=sum(1 for d in rows if d.within_tolerance),
+        resolved=sum(1 for d in rows if d.status == "resolved"),
+        last_run=latest_run(session, period),
+    )
+
+
+def summary_frame(session: Session, period: str | None = None) -> pd.DataFrame:
+    """Per period and kind: open above tolerance, within tolerance, resolved, gone."""
+    records = [
+        {
+            "period": d.period,
+            "kind": d.kind,
+            "open": int(d.status == "open" and not d.within_tolerance),
+            "within tolerance": int(d.within_tolerance),
+            "resolved": int(d.status == "resolved"),
+            "gone": int(d.status == "gone"),
+        }
+        for d in _all(session, period)
+    ]
+    columns = ["period", "kind", "open", "within tolerance", "resolved", "gone"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(records).groupby(["period", "kind"], as_index=False).sum()
+    order = {k: i for i, k in enumerate(KINDS)}
+    frame["_o"] = frame["kind"].map(order)
+    frame = frame.sort_values(["period", "_o"], ascending=[False, True]).drop(columns="_o")
+    return frame[columns].reset_index(drop=True)
+
+
+def trend_figure(session: Session) -> go.Figure:
+    """Open diffs above tolerance per month, stacked by kind."""
+    frame = summary_frame(session)
+    frame = frame[frame["open"] > 0]
+    fig = px.bar(
+        frame,
+        x="period",
+        y="open",
+        color="kind",
+        category_orders={"kind": list(KINDS)},
+        labels={"open": "open diffs above tolerance", "period": "month"},
+    )
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title=None)
+    fig.update_xaxes(type="category", categoryorder="category ascending")
+    return fig
+
+
+def diff_frame(
+    session: Session,
+    now: datetime,
+    *,
+    period: str | None = None,
+    kinds: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    include_within_tolerance: bool = False,
+) -> pd.DataFrame:
+    """The diff table: local vs remote, delta, kind, age and status, newest month first."""
+    rows = diffs(
+        session,
+        period=period,
+        kinds=kinds,
+        statuses=statuses,
+        include_within_tolerance=include_within_tolerance,
+    )
+    names = dict(session.exec(select(Customer.id, Customer.name)).all())
+    records = [
+        {
+            "id": d.id,
+            "period": d.period,
+            "kind": d.kind,
+            "customer": names.get(d.customer_id, "") if d.customer_id else "",
+            "subject": d.subject,
+            "local": d.local_value or "",
+            "remote": d.remote_value or "",
+            "delta": money_text(d.delta_minor, d.currency) if d.delta_minor else "",
+            "status": d.status + (" (within tolerance)" if d.within_tolerance else ""),
+            "age (days)": max(0, (now - d.first_seen_at).days),
+            "resolution": (d.resolution or "")
+            + (f": {d.resolution_note}" if d.resolution_note else ""),
+        }
+        for d in rows
+    ]
+    columns = [
+        "id",
+        "period",
+        "kind",
+        "customer",
+        "subject",
+        "local",
+        "remote",
+        "delta",
+        "status",
+        "age (days)",
+        "resolution",
+    ]
+    return pd.DataFrame(records, columns=columns)
+
+
+def diff_label(d: ReconciliationDiff, customer: str | None) -> str:
+    delta = f", {money_text(d.delta_minor, d.currency)}" if d.delta_minor else ""
+    who = f" {customer}" if customer else ""
+    return f"#{d.id} {d.period} {d.kind}{who}{delta}"
+
+
+def resolvable(session: Session, period: str | None = None) -> list[tuple[int, str, str]]:
+    """Open diffs as (id, label, kind) for the resolve form."""
+    names = dict(session.exec(select(Customer.id, Customer.name)).all())
+    query = select(ReconciliationDiff).where(ReconciliationDiff.status == "open")
+    if period:
+        query = query.where(ReconciliationDiff.period == period)
+    rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()
+    return [
+        (d.id or 0, diff_label(d, names.get(d.customer_id) if d.customer_id else None), d.kind)
+        for d in rows
+    ]
+
+
+def actions_for(kind: str) -> list[str]:
+    """Resolutions offered for a diff kind (the service refuses the others too)."""
+    out = ["accept"]
+    if kind in TRUE_UP_KINDS:
+        out.append("true_up")
+    if kind == "status":
+        out.append("sync")
+    return out
+
+
+def run_rows(runs: Sequence[ReconciliationRun]) -> pd.DataFrame:
+    records = [
+        {
+            "run": r.id,
+            "period": r.period,
+            "status": r.status,
+            "by": r.actor,
+            "started": r.started_at,
+            "Stripe requests": r.stripe_requests,
+            "raised": sum(v.get("raised", 0) for v in (r.counts.get("kinds") or {}).values()),
+            "within tolerance": sum(
+                v.get("within_tolerance", 0) for v in (r.counts.get("kinds") or {}).values()
+            ),
+            "notes": "; ".join(r.counts.get("notes") or []) or (r.error or ""),
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(records)

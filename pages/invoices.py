@@ -1,0 +1,353 @@
+"""Invoices: history with filters, figures per currency, chart, table, detail, CSV, payments."""
+
+import streamlit as st
+
+from billing_core import events as stripe_events
+from billing_core import exports
+from billing_core import invoices as inv
+from billing_core import payment_methods as pm
+from billing_core.periods import utcnow
+from billing_core.stripe_gateway import make_client
+from pages import _ui as ui
+
+identity = ui.page_setup("Invoices")
+is_admin = identity.can("admin")
+
+# Headline figures shown per currency, in this order.
+FIGURES = [
+    ("Billed", "billed"),
+    ("Paid", "paid"),
+    ("Open", "open"),
+    ("Failed", "failed"),
+    ("Void", "void"),
+    ("Refunded", "refunded"),
+]
+
+
+def _retry(invoice_id: int) -> None:
+    # A callback runs before the script, so the page below already shows the new state.
+    try:
+        with ui.db() as session:
+            result = pm.retry_payment(
+                session, make_client(ui.settings()), identity, invoice_id=invoice_id, now=utcnow()
+            )
+        st.session_state["inv_flash"] = ("success" if result.paid else "error", result.message)
+    except Exception as exc:
+        st.session_state["inv_flash"] = ("exception", exc)
+
+
+def _flash() -> None:
+    flash = st.session_state.pop("inv_flash", None)
+    if flash is None:
+        return
+    kind, payload = flash
+    if kind == "exception":
+        ui.show_error(payload)
+    elif kind == "success":
+        st.success(payload)
+    else:
+        st.error(payload)
+
+
+try:
+    with ui.db() as session:
+        options = inv.filter_options(session)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+
+if not options.periods:
+    st.info("No invoices yet: run the invoicing for a month (Invoice run page or CLI).")
+    st.stop()
+
+# ---------------------------------------------------------------- filters
+f1, f2, f3, f4 = st.columns([2.2, 1.4, 2.2, 1])
+default_from = options.periods[max(0, len(options.periods) - 12)]
+if len(options.periods) > 1:
+    period_from, period_to = f1.select_slider(
+        "Periods",
+        options=options.periods,
+        value=(default_from, options.periods[-1]),
+        key="inv_periods",
+    )
+else:
+    period_from = period_to = options.periods[0]
+    f1.caption(f"Period {period_from}")
+statuses = f2.multiselect("Status", inv.STATUSES, key="inv_status", placeholder="All")
+customer_ids = f3.multiselect(
+    "Customer",
+    list(options.customers),
+    format_func=lambda cid: options.customers.get(cid, str(cid)),
+    key="inv_customer",
+    placeholder="All",
+)
+currencies = f4.multiselect("Currency", options.currencies, key="inv_currency", placeholder="All")
+selection = inv.InvoiceFilter(
+    period_from=period_from,
+    period_to=period_to,
+    statuses=tuple(statuses),
+    customer_ids=tuple(customer_ids),
+    currencies=tuple(currencies),
+)
+
+_flash()
+tab_invoices, tab_payments, tab_events = st.tabs(["Invoices", "Payment methods", "Stripe events"])
+
+# ---------------------------------------------------------------- invoices tab
+with tab_invoices:
+    try:
+        with ui.db() as session:
+            figures = inv.headline_figures(session, selection)
+            monthly = inv.monthly_billed(session, selection)
+            total_count = inv.count_invoices(session, selection)
+            table = inv.invoice_table(session, selection)
+    except Exception as exc:
+        ui.show_error(exc)
+        st.stop()
+
+    if not figures:
+        st.info("No invoice matches these filters.")
+    for fig in figures:
+        # Three figures a row: amounts in the thousands stay readable instead of truncated.
+        st.markdown(f"**{fig.currency}** · {fig.count} invoices")
+        for start in range(0, len(FIGURES), 3):
+            cols = st.columns(3)
+            for col, (label, attr) in zip(cols, FIGURES[start : start + 3], strict=False):
+                col.metric(f"{label} · {fig.currency}", ui.fmt(getattr(fig, attr), fig.currency))
+
+    if not monthly.empty:
+        st.plotly_chart(inv.billed_chart(monthly), key="inv_chart")
+
+    d1, d2, _ = st.columns([1, 1, 3])
+    slug = selection.slug()
+    d1.download_button(
+        "Invoices CSV",
+        data=exports.csv_builder(ui.engine(), selection, exports.write_invoices_csv),
+        file_name=f"invoices_{slug}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        key="dl_invoices",
+    )
+    d2.download_button(
+        "Invoice lines CSV",
+        data=exports.csv_builder(ui.engine(), selection, exports.write_lines_csv),
+        file_name=f"invoice_lines_{slug}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        key="dl_lines",
+    )
+
+    if total_count > len(table):
+        st.caption(
+            f"Showing the newest {len(table):,} of {total_count:,} invoices; "
+            "the CSV holds all of them."
+        )
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        key="inv_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "id": None,
+            "number": st.column_config.TextColumn("Number"),
+            "customer": st.column_config.TextColumn("Customer"),
+            "period": st.column_config.TextColumn("Period"),
+            "status": st.column_config.TextColumn("Status"),
+            "total": st.column_config.TextColumn("Total", help="In the invoice's currency"),
+            "paid": st.column_config.TextColumn("Paid"),
+            "refunded": st.column_config.TextColumn("Refunded"),
+            "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
+            "next_attempt": st.column_config.DatetimeColumn("Next attempt", format="YYYY-MM-DD"),
+            "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
+            "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
+            "invoice_url": st.column_config.LinkColumn("Stripe invoice", display_text="Open"),
+            "pdf_url": st.column_config.LinkColumn("PDF", display_text="PDF"),
+        },
+    )
+
+    # ------------------------------------------------------------ detail
+    st.subheader("Invoice detail")
+    lookup = st.text_input(
+        "Invoice number or id",
+        key="inv_lookup",
+        placeholder="Select a row above, or type e.g. DEMO-2026-09-0001",
+    )
+    rows = event.selection.rows if event is not None else []
+    chosen: int | None = int(table.iloc[rows[0]]["id"]) if rows else None
+    try:
+        with ui.db() as session:
+            if chosen is None and lookup:
+                chosen = inv.find_invoice(session, lookup)
+                if chosen is None:
+                    st.warning(f"No invoice {lookup!r}: check the number.")
+            detail = inv.invoice_detail(session, chosen) if chosen is not None else None
+    except Exception as exc:
+        ui.show_error(exc)
+        detail = None
+
+    if detail is not None:
+        i = detail.invoice
+        cur = i.currency
+        st.markdown(f"### {i.number or f'Local invoice #{i.id}'} · {detail.customer} · {i.period}")
+        m1, m2, m3, m4, m5 = st.columns(5)
+        m1.metric("Status", i.status)
+        m2.metric("Total", ui.fmt(i.total_minor, cur))
+        m3.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
+        m4.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
+        m5.metric("Attempts", i.attempt_count)
+        if i.status == "failed":
+            when = f"{i.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if i.next_payment_attempt else "-"
+            st.warning(f"{i.last_error or 'Payment failed.'} Next automatic attempt: {when}.")
+        links = [
+            f"[Stripe invoice]({i.hosted_invoice_url})" if i.hosted_invoice_url else "",
+            f"[PDF]({i.invoice_pdf})" if i.invoice_pdf else "",
+        ]
+        if any(links):
+            st.markdown(" · ".join(link for link in links if link))
+        elif i.is_demo:
+            st.caption("Demo record: not a Stripe invoice, so there is no hosted page or PDF.")
+        if is_admin and i.status in pm.RETRYABLE:
+            st.button(
+                "Retry payment",
+                key="inv_retry",
+                on_click=_retry,
+                args=(i.id,),
+                disabled=not i.stripe_invoice_id,
+                help="Charges the default payment method again (audited).",
+            )
+        st.markdown("**Lines**")
+        st.dataframe(
+            detail.lines.drop(columns=["amount_minor"]),
+            hide_index=True,
+            column_config={
+                "position": st.column_config.NumberColumn("#", format="%d"),
+                "amount": st.column_config.TextColumn(f"Amount ({cur})"),
+            },
+            key="inv_lines",
+        )
+        left, right = st.columns(2)
+        left.markdown("**Payment attempts**")
+        if detail.attempts:
+            left.dataframe(
+                [{"at": a.at, "outcome": a.outcome, "detail": a.detail} for a in detail.attempts],
+                hide_index=True,
+                key="inv_attempts",
+            )
+        else:
+            left.caption("No payment attempt recorded.")
+        right.markdown("**Timeline**")
+        right.dataframe(
+            [{"at": t.at, "source": t.source, "what": t.what} for t in detail.timeline],
+            hide_index=True,
+            key="inv_timeline",
+        )
+
+    # ------------------------------------------------------------ failed payments
+    st.subheader("Failed payments")
+    try:
+        with ui.db() as session:
+            failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=("failed",)))
+    except Exception as exc:
+        ui.show_error(exc)
+        st.stop()
+    if failed.empty:
+        st.caption("No failed payments.")
+    else:
+        st.dataframe(
+            failed[["number", "customer", "period", "total", "attempts", "next_attempt"]],
+            hide_index=True,
+            key="inv_failed",
+            column_config={
+                "next_attempt": st.column_config.DatetimeColumn(
+                    "Next attempt", format="YYYY-MM-DD HH:mm"
+                )
+            },
+        )
+        st.caption("Open an invoice above to see its attempts; admins can retry the payment there.")
+
+# ---------------------------------------------------------------- payment methods tab
+with tab_payments:
+    try:
+        with ui.db() as session:
+            methods = pm.payment_method_table(session)
+    except Exception as exc:
+        ui.show_error(exc)
+        st.stop()
+    missing = methods[(~methods["has_payment_method"]) & (methods["collection"] != "send invoice")]
+    if not missing.empty:
+        st.warning(
+            "Charged automatically but no payment method on file: " + ", ".join(missing["customer"])
+        )
+    st.dataframe(
+        methods,
+        hide_index=True,
+        key="pm_table",
+        column_config={
+            "id": None,
+            "has_payment_method": st.column_config.CheckboxColumn("Payment method"),
+            "type": st.column_config.TextColumn("Type"),
+            "last4": st.column_config.TextColumn("Last 4"),
+            "failed_invoices": st.column_config.NumberColumn("Failed invoices", format="%d"),
+            "in_stripe": st.column_config.CheckboxColumn("In Stripe"),
+        },
+    )
+    if is_admin:
+        st.markdown("**Send a card setup link**")
+        names = dict(zip(methods["id"], methods["customer"], strict=True))
+        target = st.selectbox(
+            "Customer", list(names), format_func=lambda cid: names[cid], key="pm_customer"
+        )
+        if st.button("Create setup link", key="pm_setup"):
+            try:
+                with ui.db() as session:
+                    url = pm.create_setup_link(
+                        session,
+                        make_client(ui.settings()),
+                        identity,
+                        customer_id=int(target),
+                        return_url=st.context.url or "http://localhost:8501",
+                        now=utcnow(),
+                    )
+                st.success("Send this link to the customer (it expires in 24 hours):")
+                st.code(url, language=None)
+            except Exception as exc:
+                ui.show_error(exc)
+
+# ---------------------------------------------------------------- events tab
+with tab_events:
+    outcome = st.selectbox(
+        "Outcome",
+        [None, "applied", "ignored", "unmatched", "error"],
+        format_func=lambda o: "All" if o is None else o,
+        key="ev_outcome",
+    )
+    try:
+        with ui.db() as session:
+            recent = stripe_events.recent_events(session, outcome=outcome)
+            pending = len(stripe_events.pending_event_ids(session))
+            cursor = stripe_events.get_cursor(session)
+    except Exception as exc:
+        ui.show_error(exc)
+        st.stop()
+    st.caption(
+        f"Sync cursor: {cursor or 'not set (no sync yet)'} · {pending} stored event(s) waiting "
+        "to be applied. Ignored events are types this tool does not act on."
+    )
+    st.dataframe(
+        [
+            {
+                "created": e.created,
+                "type": e.type,
+                "id": e.id,
+                "source": e.source,
+                "outcome": e.outcome or "pending",
+                "note": e.error or "",
+            }
+            for e in recent
+        ],
+        hide_index=True,
+        key="ev_table",
+    )

@@ -1,0 +1,167 @@
+"""Reconciliation: what we billed vs Stripe, AWS and usage; admins resolve the differences."""
+
+import streamlit as st
+
+from billing_core import reconcile, reconcile_view
+from billing_core.periods import Period, utcnow
+from billing_core.reconcile_diff import KINDS, Tolerance
+from pages import _ui as ui
+
+identity = ui.page_setup("Reconciliation")
+ACTION_LABELS = {
+    "accept": "Accept with a note",
+    "true_up": "Schedule a true-up on the next invoice",
+    "sync": "Sync the status from Stripe",
+}
+
+try:
+    with ui.db() as session:
+        periods = reconcile.periods_with_diffs(session)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+
+# ---------------------------------------------------------------- filters
+with st.sidebar:
+    st.subheader("Filters")
+    period_choice = st.selectbox("Month", ["All months", *periods], key="period")
+    kinds = st.multiselect("Kind", list(KINDS), key="kinds", format_func=reconcile.kind_label)
+    statuses = st.multiselect(
+        "Status", list(reconcile_view.STATUSES), default=["open"], key="statuses"
+    )
+    within = st.checkbox("Show differences within tolerance", key="within")
+period = None if period_choice == "All months" else period_choice
+
+try:
+    with ui.db() as session:
+        head = reconcile_view.headline(session, period)
+        summary = reconcile_view.summary_frame(session, period)
+        trend = reconcile_view.trend_figure(session)
+        table = reconcile_view.diff_frame(
+            session,
+            utcnow(),
+            period=period,
+            kinds=kinds,
+            statuses=statuses,
+            include_within_tolerance=within,
+        )
+        runs = reconcile_view.run_rows(reconcile.runs(session, limit=20))
+        open_diffs = reconcile_view.resolvable(session, period)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+
+tolerance_pct = ui.settings().reconcile_tolerance_pct
+st.caption(
+    f"Tolerance: {tolerance_pct} % of the larger amount, never less than one minor unit. "
+    "Differences within it are counted, not raised."
+)
+
+# ---------------------------------------------------------------- metrics
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Open above tolerance", head.open_above)
+c2.metric("Within tolerance", head.within_tolerance)
+c3.metric("Resolved", head.resolved)
+if head.last_run is not None:
+    c4.metric(
+        "Last run",
+        f"{head.last_run.period} {head.last_run.status}",
+        help=f"by {head.last_run.actor}, {head.last_run.stripe_requests} Stripe requests",
+    )
+else:
+    c4.metric("Last run", "none yet")
+
+# ---------------------------------------------------------------- charts and summary
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Open differences by month")
+    if summary.empty:
+        st.info("No differences recorded yet: run a reconciliation.")
+    else:
+        st.plotly_chart(trend, key="trend")
+with right:
+    st.subheader("By kind")
+    st.dataframe(summary, hide_index=True, key="summary")
+
+# ---------------------------------------------------------------- the diff table
+st.subheader("Differences")
+if table.empty:
+    st.success("No differences match the filters.")
+else:
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="diffs",
+        column_config={
+            "id": st.column_config.NumberColumn("#", width="small"),
+            "local": st.column_config.TextColumn("local (what we billed)"),
+            "remote": st.column_config.TextColumn("remote (Stripe, AWS, usage)"),
+            "delta": st.column_config.TextColumn("delta (remote - local)"),
+            "age (days)": st.column_config.NumberColumn(format="%d"),
+        },
+    )
+
+with st.expander("Runs"):
+    st.dataframe(runs, hide_index=True, key="runs")
+
+# ---------------------------------------------------------------- admin: resolve, run
+if identity.can("admin"):
+    st.subheader("Resolve a difference")
+    if not open_diffs:
+        st.caption("Nothing open to resolve.")
+    else:
+        labels = {diff_id: label for diff_id, label, _kind in open_diffs}
+        kind_of = {diff_id: kind for diff_id, _label, kind in open_diffs}
+        diff_id = st.selectbox(
+            "Difference", list(labels), format_func=lambda i: labels[i], key="resolve_diff"
+        )
+        action = st.radio(
+            "Resolution",
+            reconcile_view.actions_for(kind_of[diff_id]),
+            format_func=lambda a: ACTION_LABELS[a],
+            key="resolve_action",
+            horizontal=True,
+        )
+        note = st.text_input("Note (required to accept)", key="resolve_note")
+        if st.button("Apply resolution", key="resolve_apply", type="primary"):
+            try:
+                with ui.db() as session:
+                    if action == "accept":
+                        reconcile.accept_diff(session, identity, diff_id, note)
+                        message = f"Difference #{diff_id} accepted."
+                    elif action == "true_up":
+                        t = reconcile.schedule_true_up(session, identity, diff_id, note)
+                        message = (
+                            f"True-up scheduled: '{t.description}' "
+                            f"{ui.fmt(t.amount_minor, t.currency)} on the next invoice."
+                        )
+                    else:
+                        reader = reconcile.make_reader(ui.settings())
+                        reconcile.sync_from_stripe(session, identity, diff_id, reader=reader)
+                        message = f"Difference #{diff_id} synced from Stripe."
+                st.session_state["reconcile_message"] = message
+                st.rerun()
+            except Exception as exc:
+                ui.show_error(exc)
+    if message := st.session_state.pop("reconcile_message", None):
+        st.success(message)
+
+    st.subheader("Run a reconciliation")
+    default = Period.containing(utcnow()).previous()
+    with st.form("run_form"):
+        run_period = st.text_input("Month (YYYY-MM)", value=str(default), key="run_period")
+        submitted = st.form_submit_button("Reconcile")
+    if submitted:
+        try:
+            with st.spinner("Comparing with Stripe, AWS costs and usage..."):
+                result = reconcile.reconcile_period(
+                    ui.engine(),
+                    Period.parse(run_period),
+                    tolerance=Tolerance(tolerance_pct),
+                    reader=reconcile.make_reader(ui.settings()),
+                    actor=identity.actor,
+                )
+            show = st.success if result.status == "complete" else st.error
+            show("\n\n".join(result.describe()))
+        except Exception as exc:
+            ui.show_error(exc)

@@ -1,0 +1,163 @@
+"""CSV exports: exact totals, round trip against the database, filters, no secrets."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlmodel import Session, func, select
+
+from billing_core.db import session_scope
+from billing_core.exports import (
+    INVOICE_COLUMNS,
+    LINE_COLUMNS,
+    csv_builder,
+    plain_amount,
+    safe_text,
+    write_invoices_csv,
+    write_lines_csv,
+)
+from billing_core.invoices import InvoiceFilter
+from billing_core.models import Customer, Invoice, InvoiceLine
+from billing_core.money import format_minor, minor_to_decimal
+
+
+def _read(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _export(session: Session, f: InvoiceFilter, writer=write_invoices_csv) -> list[dict[str, str]]:
+    buffer = io.StringIO()
+    writer(session, f, buffer)
+    return _read(buffer.getvalue())
+
+
+def test_invoice_csv_round_trip_equals_database(demo_session: Session) -> None:
+    rows = _export(demo_session, InvoiceFilter())
+    assert tuple(rows[0]) == INVOICE_COLUMNS
+    db = {i.id: i for i in demo_session.exec(select(Invoice)).all()}
+    assert len(rows) == len(db)
+    per_currency: dict[str, Decimal] = {}
+    for row in rows:
+        inv = db[int(row["invoice_id"])]
+        for column, minor in (
+            ("subtotal", inv.subtotal_minor),
+            ("tax", inv.tax_minor),
+            ("total", inv.total_minor),
+            ("amount_paid", inv.amount_paid_minor),
+            ("amount_refunded", inv.amount_refunded_minor),
+        ):
+            assert Decimal(row[column]) == minor_to_decimal(minor, inv.currency)
+        # Plain decimal strings with the currency's digits: '179.33', never '179.3' or '1,234'.
+        assert row["total"] == f"{minor_to_decimal(inv.total_minor, inv.currency)}"
+        assert row["status"] == inv.status and row["number"] == inv.number
+        per_currency[row["currency"]] = per_currency.get(row["currency"], Decimal(0)) + Decimal(
+            row["total"]
+        )
+    for currency, total in per_currency.items():
+        minor = demo_session.exec(
+            select(func.sum(Invoice.total_minor)).where(Invoice.currency == currency)
+        ).one()
+        assert total == minor_to_decimal(int(minor), currency)
+
+
+def test_line_csv_sums_to_invoice_totals(demo_session: Session) -> None:
+    f = InvoiceFilter(period_from="2026-01", period_to="2026-06", currencies=("EUR",))
+    invoices = _export(demo_session, f)
+    lines = _export(demo_session, f, write_lines_csv)
+    assert tuple(lines[0]) == LINE_COLUMNS
+    sums: dict[str, Decimal] = {}
+    for line in lines:
+        key = line["invoice_id"]
+        sums[key] = sums.get(key, Decimal(0)) + Decimal(line["amount"])
+    assert {r["invoice_id"]: Decimal(r["total"]) for r in invoices} == sums
+    assert {r["currency"] for r in invoices} == {"EUR"}
+    assert all("2026-01" <= r["period"] <= "2026-06" for r in invoices)
+    count = demo_session.exec(
+        select(func.count())
+        .select_from(InvoiceLine)
+        .join(Invoice)
+        .where(Invoice.currency == "EUR", Invoice.period >= "2026-01", Invoice.period <= "2026-06")
+    ).one()
+    assert len(lines) == count
+
+
+def test_filters_select_exactly_what_is_asked(demo_session: Session) -> None:
+    f = InvoiceFilter(statuses=("failed", "void"))
+    rows = _export(demo_session, f)
+    expected = demo_session.exec(
+        select(func.count()).select_from(Invoice).where(Invoice.status.in_(["failed", "void"]))
+    ).one()
+    assert len(rows) == expected > 0
+    assert {r["status"] for r in rows} <= {"failed", "void"}
+
+
+def test_zero_and_three_decimal_currencies(session: Session) -> None:
+    for cur, minor in (("JPY", 123456), ("KWD", 1234567)):
+        c = Customer(name=f"C {cur}", email=f"{cur}@x.example", currency=cur)
+        session.add(c)
+        session.flush()
+        session.add(
+            Invoice(
+                customer_id=c.id,
+                period="2026-10",
+                currency=cur,
+                status="open",
+                subtotal_minor=minor,
+                total_minor=minor,
+            )
+        )
+    session.flush()
+    rows = {r["currency"]: r for r in _export(session, InvoiceFilter())}
+    assert rows["JPY"]["total"] == "123456" and rows["KWD"]["total"] == "1234.567"
+
+
+def test_formula_like_text_is_neutralised(session: Session) -> None:
+    c = Customer(name='=HYPERLINK("http://evil")', email="e@x.example", currency="EUR")
+    session.add(c)
+    session.flush()
+    session.add(
+        Invoice(
+            customer_id=c.id,
+            period="2026-10",
+            currency="EUR",
+            total_minor=-500,
+            subtotal_minor=-500,
+        )
+    )
+    session.flush()
+    row = _export(session, InvoiceFilter())[0]
+    assert row["customer"].startswith("'=")
+    assert row["total"] == "-5.00"  # amounts are never altered
+    assert safe_text("+1") == "'+1" and safe_text("ACME") == "ACME" and safe_text(None) == ""
+
+
+def test_no_payment_details_or_secrets_in_exports(demo_engine, monkeypatch) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_should_never_appear")
+    with session_scope(demo_engine) as s:
+        c = s.exec(select(Customer)).first()
+        c.stripe_customer_id = "cus_secretish"
+        s.add(c)
+    data = b"".join(
+        csv_builder(demo_engine, InvoiceFilter(), w)()
+        for w in (write_invoices_csv, write_lines_csv)
+    )
+    text = data.decode()
+    for needle in ("sk_test", "card visa", "sepa_debit", "cus_secretish", "@", ",4242,"):
+        assert needle not in text, needle
+
+
+def test_builder_runs_only_when_called(demo_engine) -> None:
+    build = csv_builder(
+        demo_engine, InvoiceFilter(period_from="2026-09", period_to="2026-09"), write_invoices_csv
+    )
+    rows = _read(build().decode())
+    assert len(rows) == 9 and {r["period"] for r in rows} == {"2026-09"}
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15), st.sampled_from(["EUR", "JPY", "KWD"]))
+def test_plain_amount_is_format_minor(minor: int, currency: str) -> None:
+    assert plain_amount(minor, currency) == format_minor(minor, currency)
