@@ -19,6 +19,7 @@ BENCHES: list[str] = [
     "bench.bench_invoicing",
     "bench.bench_reconcile",
     "bench.bench_invoices",
+    "bench.bench_usage",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -374,6 +374,55 @@ def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -
     return result
 
 
+# --- usage and alerts ---------------------------------------------------------------------
+
+
+@cli.command("import-usage")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", default="cli", help="Name recorded in the audit log.")
+@click.option("--source", default="import", help="Source recorded on each usage record.")
+@pass_app
+def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> None:
+    """Import usage from a CSV; any bad row imports nothing, re-importing adds nothing."""
+    from billing_core.usage_import import import_usage_csv
+
+    with session_scope(app.engine) as session:
+        result = import_usage_csv(session, file, now=utcnow(), actor=actor, source=source)
+    click.echo(result.describe())
+
+
+@cli.command("check-alerts")
+@period_option("Month to check (default: the current month).")
+@pass_app
+def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
+    """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
+    from billing_core.alerts import AlertPublishError, check_alerts, publish_pending, sns_client
+    from billing_core.plans import apply_due_plan_changes
+
+    now = utcnow()
+    with session_scope(app.engine) as session:
+        applied = apply_due_plan_changes(session, now=now, actor="cron")
+        new = check_alerts(
+            session, now=now, period=period, thresholds=app.settings.alert_thresholds_pct
+        )
+    if applied:
+        click.echo(f"plans: {applied} scheduled plan change(s) applied")
+    for alert in new:
+        click.echo(f"alert: {alert.message}")
+    click.echo(f"alerts: {len(new)} new")
+    topic = app.settings.sns_topic_arn
+    if not topic:
+        return
+    with session_scope(app.engine) as session:
+        result = publish_pending(session, topic_arn=topic, client=sns_client(app.settings), now=now)
+    click.echo(f"sns: {result.published} published, {len(result.failed)} failed")
+    if result.failed:
+        raise AlertPublishError(
+            "Some alerts were not published to SNS (they are retried on the next run): "
+            + "; ".join(result.failed[:5])
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (handy for tests)."""
     try:

@@ -48,6 +48,9 @@ class PlanMetric(SQLModel, table=True):
     included_quantity: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(6))
     # Unit price in the plan currency's major units; may hold fractions of a cent.
     overage_unit_price: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(10))
+    # How the period's records become the billable quantity: "sum" for cumulative metrics
+    # (API calls), "max" for levels (seats, storage): the period's peak.
+    aggregation: str = Field(default="sum", sa_column_kwargs={"server_default": "sum"})
 
 
 # A customer we bill, with how its AWS costs are recognised.

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from billing_core.errors import ExchangeRateMissing
-from billing_core.money import minor_to_decimal, round_minor
-from billing_core.usage import overage_quantity
+from billing_core.money import cross_rate, minor_to_decimal, round_minor
+from billing_core.usage import overage_minor, overage_quantity
 
 COST_CURRENCY = "USD"
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
@@ -84,9 +84,7 @@ class Rates:
         """Multiply an amount in `from_currency` by this to get `to_currency` (via USD)."""
         if from_currency == to_currency:
             return Decimal(1)
-        with localcontext() as ctx:
-            ctx.prec = 40  # a cross rate is a quotient: keep far more digits than we round to
-            return self.usd_rate(to_currency) / self.usd_rate(from_currency)
+        return cross_rate(self.usd_rate(to_currency), self.usd_rate(from_currency))
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,10 @@ def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
                     f"{terms.metric}: {over.normalize():f}{unit} over the "
                     f"{terms.included.normalize():f} included, {inp.period}"
                 ),
-                amount_minor=round_minor(over * unit_price, inp.currency),
+                # The same function gives the usage page's estimate, so both agree to the cent.
+                amount_minor=overage_minor(
+                    used, terms.included, terms.unit_price, factor, inp.currency
+                ),
                 quantity=over,
                 unit_amount=_unit(unit_price),
                 metric=terms.metric,

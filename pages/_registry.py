@@ -12,7 +12,9 @@ from billing_core.auth import Role
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
     ("pages/invoices.py", "Invoices", ":material/request_quote:", "viewer"),
+    ("pages/usage.py", "Usage vs plan limits", ":material/speed:", "viewer"),
     ("pages/reconciliation.py", "Reconciliation", ":material/balance:", "viewer"),
     ("pages/invoice_run.py", "Invoice run", ":material/receipt_long:", "admin"),
+    ("pages/customers.py", "Customers and plans", ":material/group:", "admin"),
     ("pages/audit.py", "Audit log", ":material/history:", "admin"),
 ]

@@ -9,10 +9,12 @@ from datetime import datetime
 from sqlmodel import Session, func, select
 
 from billing_core.demo import discrepancies, history, payments
+from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
+from billing_core.plans import default_aggregation
 
 
 @dataclass
@@ -50,6 +52,7 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
                     unit=m.unit,
                     included_quantity=m.included,
                     overage_unit_price=m.unit_price,
+                    aggregation=default_aggregation(m.metric),
                 )
             )
         plans[spec.name] = plan
@@ -75,6 +78,7 @@ SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
     seed_last_closed_month,
+    demo_usage.seed_usage,
     discrepancies.seed_discrepancies,
     payments.seed_payments,
 ]

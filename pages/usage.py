@@ -1,0 +1,154 @@
+"""Usage vs plan limits: progress per metric, month-end projection, overage estimate, alerts."""
+
+from decimal import Decimal
+
+import streamlit as st
+
+from billing_core import alerts, usage, usage_view
+from billing_core.errors import ValidationError
+from billing_core.periods import utcnow
+from billing_core.usage_import import import_usage_csv
+from pages import _ui as ui
+
+identity = ui.page_setup("Usage vs plan limits")
+now = utcnow()
+
+# Admins import first, so the figures below already include the new usage.
+if identity.can("admin"):
+    with st.expander("Import usage (CSV)", icon=":material/upload_file:"):
+        st.caption(
+            "Columns: `customer` (email or id), `metric`, `quantity`, `timestamp` (ISO 8601, "
+            "UTC) and optionally `idempotency_key`. Every row is checked first: one bad row "
+            "imports nothing. Importing the same file again adds nothing."
+        )
+        uploaded = st.file_uploader("Usage CSV", type=["csv"], key="usage_upload")
+        clicked = st.button("Import usage", type="primary", disabled=uploaded is None)
+        if clicked and uploaded is not None:
+            try:
+                with ui.db() as session:
+                    result = import_usage_csv(
+                        session,
+                        uploaded.getvalue(),
+                        now=utcnow(),
+                        actor=identity.actor,
+                        source="upload",
+                    )
+                st.success(result.describe().capitalize())
+            except ValidationError as exc:
+                header = str(exc).splitlines()[0]
+                st.error(header + "\n\n" + "\n".join(f"- {p}" for p in exc.problems))
+            except Exception as exc:
+                ui.show_error(exc)
+
+try:
+    with ui.db() as session:
+        choices = usage.period_choices(session, now)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+period = st.selectbox("Period", choices, format_func=str)
+try:
+    with ui.db() as session:
+        report = usage.build_usage_report(session, period, now)
+        period_alerts = alerts.alerts_for_period(session, period)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+
+if not report.rows:
+    st.info(f"No customer with a plan in {period}: assign plans on the Customers and plans page.")
+    st.stop()
+
+closed = period.is_closed(now)
+st.caption(
+    f"{period}: "
+    + (
+        "closed month, final figures."
+        if closed
+        else f"day {period.days_elapsed(now) + 1} of {period.days}; projections use "
+        "the average daily usage so far (levels such as seats: the peak so far)."
+    )
+)
+counts = usage_view.status_counts(report)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Customers over a limit", counts.get("over", 0))
+c2.metric("Customers near a limit", counts.get("near", 0))
+c3.metric("Projected over", counts.get("projected over", 0))
+c4.metric("Alerts this period", len(period_alerts))
+left, right = st.columns(2)
+left.markdown(f"**Overage so far:** {ui.fmt_by_currency(usage_view.overage_totals(report.rows))}")
+right.markdown(
+    "**Projected overage at month end:** "
+    + ui.fmt_by_currency(usage_view.overage_totals(report.rows, projected=True))
+)
+if report.missing_rates:
+    st.warning(
+        "No exchange rate recorded for "
+        + ", ".join(sorted(report.missing_rates))
+        + ": those overage estimates are missing until a rate is added."
+    )
+if not report.has_cost_data:
+    st.caption("No AWS cost snapshot for this period yet: AWS spend limits are not shown.")
+
+statuses = st.multiselect(
+    "Show", list(usage_view.STATUS_ORDER), default=[], placeholder="All statuses"
+)
+frame = usage_view.report_frame(usage.iter_rows(report, statuses or None))
+st.dataframe(
+    frame,
+    hide_index=True,
+    column_order=[c for c in usage_view.COLUMNS if c != "customer_id"],
+    column_config={
+        "Used": st.column_config.NumberColumn(format="localized"),
+        "Limit": st.column_config.NumberColumn(format="localized"),
+        "Used %": st.column_config.ProgressColumn(
+            "Used %", min_value=0, max_value=100, format="%.0f%%"
+        ),
+        "Projected": st.column_config.NumberColumn(format="localized"),
+        "Projected %": st.column_config.ProgressColumn(
+            "Projected %", min_value=0, max_value=100, format="%.0f%%"
+        ),
+        "Overage": st.column_config.NumberColumn(format="localized"),
+    },
+)
+
+st.subheader("Customer drill-down")
+names = {r.customer_id: r.customer for r in report.rows}
+chosen = st.selectbox("Customer", list(names), format_func=lambda cid: names[cid])
+rows = report.for_customer(chosen)
+try:
+    with ui.db() as session:
+        daily = usage.daily_usage(session, chosen, period, {r.metric: r.aggregation for r in rows})
+        spend_points = usage.spend_by_day(session, chosen, period)
+except Exception as exc:
+    ui.show_error(exc)
+    st.stop()
+cols = st.columns(2)
+for index, row in enumerate(rows):
+    if row.is_spend:
+        usd = spend_points[-1].running if spend_points else Decimal(0)
+        scale = row.used / usd if usd else Decimal(0)
+        fig = usage_view.metric_figure(row, spend_points, period, scale=scale)
+    else:
+        fig = usage_view.metric_figure(row, daily.get(row.metric, []), period)
+    cols[index % 2].plotly_chart(fig, key=f"chart-{row.metric}")
+
+st.subheader("Alerts")
+if period_alerts:
+    st.dataframe(
+        [
+            {
+                "Raised": a.created_at,
+                "Customer": names.get(a.customer_id, a.customer_id),
+                "Metric": a.metric,
+                "Threshold": f"{a.threshold_pct}%",
+                "Message": a.message,
+                "Published": a.published_at,
+            }
+            for a in period_alerts
+        ],
+        hide_index=True,
+        column_config={"Raised": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+    )
+else:
+    st.caption(f"No alerts in {period}. `python -m billing_core check-alerts` raises them (cron).")

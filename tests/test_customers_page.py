@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+import streamlit as st
+from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
+
+from billing_core import audit
+from billing_core.db import make_engine
+from billing_core.models import Customer, Plan
+from tests.conftest import ROOT
+from tests.test_pages_access import AUTH
+
+PAGE = str(ROOT / "pages/customers.py")
+
+
+def db(url: str) -> Session:
+    return Session(make_engine(url))
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def selectbox(at: AppTest, label: str):  # type: ignore[no-untyped-def]
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def button(at: AppTest, label: str):  # type: ignore[no-untyped-def]
+    return next(b for b in at.button if b.label == label)
+
+
+def test_page_lists_customers_and_plans(app_env: dict[str, str]) -> None:
+    at = open_page()
+    customers = at.dataframe[0].value
+    assert len(customers) == 9
+    assert set(customers["plan"]) == {"indie", "studio", "enterprise"}
+    assert [t.label for t in at.text_input][:3] == ["Name", "Currency", "Base fee per month"]
+
+
+def test_viewer_is_refused(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIEWER_EMAILS", "finance@acme.example")
+    monkeypatch.setenv("ADMIN_EMAILS", "boss@acme.example")
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.secrets["auth"] = dict(AUTH)
+    at.user = {"is_logged_in": True, "email": "finance@acme.example"}
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe) == 0 and not at.text_input
+    assert any("for the admin role" in e.value for e in at.error)
+
+
+def test_assign_plan_from_next_period(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    with db(url) as s:
+        iris = s.exec(select(Customer).where(Customer.email == "finance@irislabs.example")).one()
+        enterprise = s.exec(select(Plan).where(Plan.name == "enterprise")).one()
+    at = open_page()
+    selectbox(at, "Customer").set_value(iris.id)
+    selectbox(at, "Plan").set_value(enterprise.id)
+    button(at, "Assign plan").click().run()
+    assert not at.exception
+    assert any("moves to enterprise from" in s.value for s in at.success)
+    with db(url) as s:
+        changed = s.get(Customer, iris.id)
+        assert changed is not None
+        assert changed.plan_id == iris.plan_id and changed.next_plan_id == enterprise.id
+        entry = audit.entries(s, action="customer.plan_change")[0]
+        assert entry.actor == "local-admin"
+
+
+def test_edit_plan_makes_new_version(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    with db(url) as s:
+        studio = s.exec(select(Plan).where(Plan.name == "studio")).one()
+    at = open_page()
+    selectbox(at, "Plan to edit").set_value(studio.id).run()
+    fee = next(t for t in at.text_input if t.label == "Base fee per month")
+    assert fee.value == "99.00"
+    fee.set_value("120.00")
+    button(at, "Save plan").click().run()
+    assert not at.exception
+    assert any("new version of studio" in s.value for s in at.success), [e.value for e in at.error]
+    with db(url) as s:
+        names = {p.name: p for p in s.exec(select(Plan)).all()}
+        assert names["studio"].base_fee_minor == 12000
+        retired = [p for n, p in names.items() if n.startswith("studio (until ")]
+        assert len(retired) == 1 and not retired[0].active
+
+
+def test_bad_plan_input_is_explained(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    at = open_page()
+    selectbox(at, "Plan to edit").set_value(None).run()
+    next(t for t in at.text_input if t.label == "Name").set_value("gold")
+    next(t for t in at.text_input if t.label == "Base fee per month").set_value("abc")
+    button(at, "Save plan").click().run()
+    assert not at.exception
+    assert any("not an amount" in e.value for e in at.error)
+    with db(url) as s:
+        assert s.exec(select(Plan).where(Plan.name == "gold")).first() is None
