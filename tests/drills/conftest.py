@@ -247,6 +247,25 @@ def delay_after_first_request(
     return ready
 
 
+def wait_quiet(server: StripeTestServer, quiet: float = 0.25, timeout: float = 10) -> None:
+    """Until the server logged no request for `quiet` s: a dead client's last requests are done.
+
+    Expiring idempotency keys stands for a re-run a day later, by when every request the
+    killed process had in flight has long been processed; without this wait a request could
+    straddle the expiry, which cannot happen in Stripe.
+    """
+    deadline = time.monotonic() + timeout
+    seen = server.request_count()
+    calm_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now_count = server.request_count()
+        if now_count != seen:
+            seen, calm_since = now_count, time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return
+
+
 def let_time_pass(engine: Engine, seconds: float) -> bool:
     """Age a killed run's heartbeats (its run lock and its run record) by `seconds`, as time
     would; True if a run lock was there."""

@@ -32,6 +32,7 @@ from tests.drills.conftest import (
     compare_ledgers,
     drill_seeds,
     step_counts,
+    wait_quiet,
 )
 from tests.support.stripe_server import StripeTestServer
 from tests.test_invoicing import assert_billed_exactly_once
@@ -99,6 +100,7 @@ def test_drill_stripe_outage(
     assert first is not None
     end_outage()
     if expire:
+        wait_quiet(stripe_server)
         stripe_server.expire_idempotency_keys()
     steps_after_outage = step_counts(demo_engine)
     rerun = (
