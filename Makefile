@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test lint fmt bench cron-example clean migration
+.PHONY: run test test-postgres test-browser lint fmt bench cron-example clean migration
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ run: $(VENV)/.runtime
 	$(BIN)/python -m billing_core seed-demo --only-in-demo
 	$(BIN)/streamlit run dashboard.py --server.port $(PORT)
 
+# Everything on SQLite: unit, integration, AppTest, and browser tests when chromium is installed.
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite (browser tests aside) on a throwaway PostgreSQL server from Debian's
+# `postgresql` package; set TEST_DATABASE_URL to use a server of your own instead.
+test-postgres: $(VENV)/.dev
+	$(BIN)/python -m tests.support.pg_cluster run -- $(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
+
+test-browser: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -43,4 +52,4 @@ migration: $(VENV)/.dev
 	$(BIN)/python -c "import sys; from billing_core.db import new_revision; new_revision(sys.argv[1])" "$(MSG)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data test-artifacts

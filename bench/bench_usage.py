@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -81,9 +80,18 @@ def _cli_import(url: str, path: Path) -> tuple[float, int, str]:
         "BILLING_SECRETS_FILE": str(path.parent / "none.toml"),
         "PYTHONPATH": str(ROOT),
     }
+    # The child reports its own peak RSS: RUSAGE_CHILDREN would be the largest of every child
+    # this benchmark process ever ran (other benchmarks start children too).
+    runner = (
+        "import resource, sys\n"
+        "from billing_core.cli import main\n"
+        "code = main(['import-usage', sys.argv[1]])\n"
+        "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "billing_core", "import-usage", str(path)],
+        [sys.executable, "-c", runner, str(path)],
         env=env,
         capture_output=True,
         text=True,
@@ -92,7 +100,7 @@ def _cli_import(url: str, path: Path) -> tuple[float, int, str]:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"import-usage failed: {done.stderr.strip()}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = int(done.stderr.rsplit("peak_kb", 1)[1].split()[0])
     return elapsed, peak_kb, done.stdout.strip()
 
 

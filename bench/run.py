@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCHES: list[str] = [
-    # "bench.bench_costs", ... each feature appends its module here
+    # each feature appends its module here
+    "bench.bench_costs",
     "bench.bench_invoicing",
     "bench.bench_reconcile",
     "bench.bench_invoices",

@@ -140,6 +140,63 @@ def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
     )
 
 
+@cli.command("fetch-costs")
+@period_option("Month to fetch (default: the running month and the last closed one).")
+@click.option("--force", is_flag=True, help="Fetch even if the snapshot is younger than the TTL.")
+@pass_app
+def fetch_costs_cmd(app: AppContext, period: Period | None, force: bool) -> None:
+    """Refresh cost snapshots from AWS Cost Explorer (each request costs USD 0.01)."""
+    from billing_core.cost_explorer import USD_PER_REQUEST
+    from billing_core.costs import default_fetch_periods, refresh_period
+
+    now = utcnow()
+    periods = [period] if period else default_fetch_periods(now)
+    failed = requests = 0
+    for wanted in periods:
+        with session_scope(app.engine) as session:
+            outcome = refresh_period(session, app.settings, wanted, now=now, force=force)
+        requests += outcome.request_count
+        if outcome.error:
+            failed += 1
+            click.echo(f"error: {outcome.describe()}", err=True)
+        else:
+            click.echo(outcome.describe())
+            if outcome.forecast_note:
+                click.echo(f"warning: no forecast: {outcome.forecast_note}", err=True)
+    cost = USD_PER_REQUEST * requests
+    log.info("Cost Explorer requests: %d (USD %s)", requests, cost)
+    click.echo(f"Cost Explorer requests: {requests} (USD {cost:.2f})")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+@cli.command("costs-report")
+@period_option("Month to report (default: the running month).")
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["customer", "service", "day"]),
+    default="customer",
+    show_default=True,
+)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with exact amounts instead of text.")
+@pass_app
+def costs_report_cmd(app: AppContext, period: Period | None, by: str, as_csv: bool) -> None:
+    """Print the AWS costs page's figures for a month, from the stored snapshots only."""
+    from billing_core.costs import format_report
+
+    with session_scope(app.engine) as session:
+        text = format_report(
+            session,
+            app.settings,
+            period or Period.containing(utcnow()),
+            by,  # type: ignore[arg-type]
+            now=utcnow(),
+            as_csv=as_csv,
+        )
+    click.echo(text, nl=False)
+
+
 @cli.command("invoice-run")
 @period_option("Month to invoice (default: the last closed month).")
 @click.option("--dry-run", is_flag=True, help="Show the drafts and warnings; save nothing.")

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlmodel import Session, create_engine
@@ -24,8 +24,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Writers wait this long for a lock before failing (cron and the dashboard share the file);
 # the DATABASE_LOCK_TIMEOUT_SECONDS setting overrides it.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# PostgreSQL waits forever for a lock by default; a cron job stuck behind another writer
+# should fail with a sentence instead, after the same wait as on SQLite (same setting).
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 # The lock wait of each engine, for the "stayed locked for N s" sentence.
 _LOCK_WAIT_MS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+# Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
+MIGRATION_LOCK_KEY = 0x62696C6C696E67  # "billing" in ASCII
+# Replicas queue behind one another's upgrade, which may take longer than a normal lock wait.
+MIGRATION_LOCK_TIMEOUT_S = 300
 
 
 def parse_database_url(url: str) -> URL:
@@ -92,6 +99,14 @@ def make_engine(database_url: str, *, lock_timeout_seconds: float | None = None)
                 connect_args={"timeout": wait_ms / 1000, "check_same_thread": False},
             )
             event.listen(engine, "connect", _sqlite_pragmas(wait_ms))
+        elif url.get_backend_name() == "postgresql":
+            if lock_timeout_seconds is None:
+                wait_ms = POSTGRES_LOCK_TIMEOUT_MS
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"options": f"-c lock_timeout={wait_ms}"},
+            )
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError):
@@ -112,6 +127,23 @@ def _alembic_config(engine: Engine) -> Any:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """Serialize schema upgrades in the migration transaction (called by migrations/env.py).
+
+    Dashboard replicas and cron jobs all migrate on start; started together on an empty
+    database they would race to create the same tables. Whoever gets the lock first upgrades;
+    the others wait, then find the schema current. The lock ends with the transaction.
+    """
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_S}s'")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif backend == "sqlite":
+        # Take the write lock before alembic reads its version table (waits up to the busy
+        # timeout); the DDL that follows then runs inside this one transaction.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
@@ -141,7 +173,7 @@ def _describe_operational(engine: Engine, exc: SADatabaseError) -> str:
     first = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
     if "readonly" in first or "read-only" in first:
         return f"The database {where} is read-only: {first}. Fix permissions or DATABASE_URL."
-    if "locked" in first:
+    if "locked" in first or "lock timeout" in first:
         waited = _LOCK_WAIT_MS.get(engine, SQLITE_BUSY_TIMEOUT_MS) / 1000
         return (
             f"The database {where} stayed locked by another writer for {waited:g} s; "

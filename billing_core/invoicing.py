@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy.engine import Engine
@@ -42,6 +42,7 @@ from sqlmodel import Session, col, select
 from billing_core import audit
 from billing_core import stripe_gateway as gw
 from billing_core.config import Settings
+from billing_core.costs import attributed_costs
 from billing_core.db import session_scope
 from billing_core.errors import (
     BillingError,
@@ -51,10 +52,7 @@ from billing_core.errors import (
     ValidationError,
 )
 from billing_core.models import (
-    CostLine,
-    CostSnapshot,
     Customer,
-    CustomerAccount,
     ExchangeRate,
     Invoice,
     InvoiceLine,
@@ -66,6 +64,7 @@ from billing_core.models import (
 )
 from billing_core.money import display, normalize_currency, to_decimal
 from billing_core.periods import Period, utcnow
+from billing_core.plans import effective_plan_id
 from billing_core.pricing import (
     Draft,
     MetricTerms,
@@ -116,39 +115,6 @@ def install_id(session: Session) -> str:
     return row.value
 
 
-def _attributed_costs(
-    session: Session, period: Period
-) -> tuple[dict[int, dict[str, Decimal]], bool, bool]:
-    """USD cost per customer and service from the latest snapshot: (costs, estimated, found).
-
-    Costs are matched by linked account first, then by cost-allocation tag value; what matches
-    no customer stays unattributed (shown on the costs page, not billed).
-    """
-    snapshot = session.exec(
-        select(CostSnapshot)
-        .where(CostSnapshot.period == str(period), CostSnapshot.status == "complete")
-        .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
-    ).first()
-    if snapshot is None:
-        return {}, False, False
-    by_account = {a.account_id: a.customer_id for a in session.exec(select(CustomerAccount)).all()}
-    by_tag = {
-        c.cost_tag_value: c.id
-        for c in session.exec(select(Customer)).all()
-        if c.cost_tag_value and c.id is not None
-    }
-    costs: dict[int, dict[str, Decimal]] = {}
-    estimated = snapshot.estimated
-    for line in session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all():
-        owner = by_account.get(line.account_id or "") or by_tag.get(line.tag_value or "")
-        if owner is None:
-            continue
-        services = costs.setdefault(owner, {})
-        services[line.service] = services.get(line.service, Decimal(0)) + line.amount
-        estimated = estimated or line.estimated
-    return costs, estimated, True
-
-
 def load_rates(session: Session, period: Period) -> Rates:
     rows = session.exec(
         select(ExchangeRate).where(ExchangeRate.period == str(period), ExchangeRate.base == "USD")
@@ -158,13 +124,6 @@ def load_rates(session: Session, period: Period) -> Rates:
         usd_to={r.quote: r.rate for r in rows},
         sources={r.quote: r.source for r in rows},
     )
-
-
-def _plan_for(customer: Customer, period: Period, plans: dict[int, Plan]) -> Plan | None:
-    plan_id = customer.plan_id
-    if customer.next_plan_id and customer.next_plan_from and customer.next_plan_from <= str(period):
-        plan_id = customer.next_plan_id
-    return plans.get(plan_id) if plan_id is not None else None
 
 
 def _plan_terms(plan: Plan, metrics: Sequence[PlanMetric]) -> PlanTerms:
@@ -223,7 +182,13 @@ class DraftSet:
 
 def build_drafts(session: Session, period: Period, *, customer_id: int | None = None) -> DraftSet:
     """Price every active customer without an invoice for the period; writes nothing."""
-    costs, estimated, found = _attributed_costs(session, period)
+    attributed = attributed_costs(session, period)
+    # Credits, refunds and tax are billed as their own negative or positive lines.
+    costs = {
+        cid: {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
+        for cid in attributed.usage.keys() | attributed.adjustments.keys()
+    }
+    estimated, found = attributed.estimated, attributed.snapshot_id is not None
     result = DraftSet(period=str(period), costs_estimated=estimated, costs_found=found)
     rates = load_rates(session, period)
     plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
@@ -248,7 +213,8 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
         if cid in invoiced:
             result.already_invoiced.append(customer.name)
             continue
-        plan = _plan_for(customer, period, plans)
+        plan_id = effective_plan_id(customer, period)
+        plan = plans.get(plan_id) if plan_id is not None else None
         if plan is None:
             result.problems.append(
                 CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
@@ -451,14 +417,7 @@ class Pusher:
             return _Snapshot(inv, cus, lines)
 
     def _save(self, invoice_id: int, **values: Any) -> Invoice:
-        with session_scope(self.engine) as s:
-            inv = s.get(Invoice, invoice_id)
-            assert inv is not None
-            for key, value in values.items():
-                setattr(inv, key, value)
-            inv.updated_at = utcnow()
-            s.add(inv)
-        return inv
+        return _update_row(self.engine, Invoice, invoice_id, values)
 
     def _mark(self, invoice_id: int, step: str) -> None:
         if self.hook is not None:
@@ -519,13 +478,7 @@ class Pusher:
                     self.caller, customer=stripe_id, card=TEST_CARD, key=f"{self.ns}-cus-{cid}"
                 )
                 values["default_payment_method"] = "card visa 4242 (test)"
-            with session_scope(self.engine) as s:
-                fresh = s.get(Customer, cid)
-                assert fresh is not None
-                for key, value in values.items():
-                    setattr(fresh, key, value)
-                fresh.updated_at = utcnow()
-                s.add(fresh)
+            _update_row(self.engine, Customer, cid, values)
             return stripe_id
 
     # -- the step machine ----------------------------------------------------------------
@@ -687,6 +640,21 @@ class Pusher:
         message = str(gw.describe_error(exc, f"the {step} step of invoice {iid}"))
         self._save(iid, last_error=message)
         return CustomerProblem(cus.id or 0, cus.name, step, message, invoice_id=iid)
+
+
+_Row = TypeVar("_Row", Invoice, Customer)
+
+
+def _update_row(engine: Engine, model: type[_Row], row_id: int, values: dict[str, Any]) -> _Row:
+    """Save one step's result in its own transaction, so a crash after it never repeats it."""
+    with session_scope(engine) as s:
+        row = s.get(model, row_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+        s.add(row)
+    return row
 
 
 def _action(step: str, collection_method: str) -> str:

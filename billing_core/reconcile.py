@@ -39,16 +39,13 @@ from sqlmodel import Session, col, func, select
 from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.config import Settings
+from billing_core.costs import attributed_costs
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, PaymentProviderError, ValidationError
 from billing_core.models import (
-    CostLine,
-    CostSnapshot,
     Customer,
-    CustomerAccount,
     Invoice,
     InvoiceLine,
-    Plan,
     PlanMetric,
     ReconciliationDiff,
     ReconciliationRun,
@@ -56,6 +53,7 @@ from billing_core.models import (
 )
 from billing_core.money import round_minor
 from billing_core.periods import Period, utcnow
+from billing_core.plans import effective_plan
 from billing_core.reconcile_diff import (
     AWS_KINDS,
     KINDS,
@@ -94,52 +92,23 @@ DEMO_SCOPE = "demo/"
 # same answers; the lead swaps them in at merge time.
 
 
-def _latest_snapshot(session: Session, period: Period) -> CostSnapshot | None:
-    """ADAPTER: the newest complete cost snapshot of a period (costs.py will provide this)."""
-    query = (
-        select(CostSnapshot)
-        .where(CostSnapshot.period == str(period), CostSnapshot.status == "complete")
-        .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
-    )
-    return session.exec(query).first()
-
-
 def _latest_costs_by_customer_service(
     session: Session, period: Period
 ) -> dict[tuple[int, str], Decimal] | None:
-    """ADAPTER: USD cost per (customer id, service) from the latest snapshot; None if none.
+    """USD cost per (customer id, service or record type) from the latest snapshot; None if none.
 
     Every record type counts (usage, credits, refunds, support fees), since a restatement is
     exactly AWS adding those later. Unattributed costs are left out: no customer was billed.
     """
-    snapshot = _latest_snapshot(session, period)
-    if snapshot is None:
+    attributed = attributed_costs(session, period)
+    if attributed.snapshot_id is None:
         return None
-    by_account = dict(
-        session.exec(select(CustomerAccount.account_id, CustomerAccount.customer_id)).all()
-    )
-    by_tag = {
-        tag: cid
-        for cid, tag in session.exec(select(Customer.id, Customer.cost_tag_value)).all()
-        if tag and cid is not None
-    }
-    use_tag = snapshot.group_by.startswith("TAG")
-    out: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
-    lines = session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all()
-    for line in lines:
-        key = line.tag_value if use_tag else line.account_id
-        cid = (by_tag if use_tag else by_account).get(key or "")
-        if cid is not None:
-            out[(cid, line.service)] += line.amount
-    return dict(out)
-
-
-def _plan_for(session: Session, customer: Customer, period: Period) -> Plan | None:
-    """ADAPTER: the plan that applied to a customer in a period (pricing.py will own this)."""
-    plan_id = customer.plan_id
-    if customer.next_plan_id and customer.next_plan_from and customer.next_plan_from <= str(period):
-        plan_id = customer.next_plan_id
-    return session.get(Plan, plan_id) if plan_id else None
+    out: dict[tuple[int, str], Decimal] = {}
+    for table in (attributed.usage, attributed.adjustments):
+        for cid, amounts in table.items():
+            for key, amount in amounts.items():
+                out[(cid, key)] = out.get((cid, key), Decimal(0)) + amount
+    return out
 
 
 # ============================================================== normalizing records
@@ -365,7 +334,7 @@ def aws_findings(
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     for cid, inv in invoices.items():
         customer = customers[cid]
-        plan = _plan_for(session, customer, period)
+        plan = effective_plan(session, customer, period)
         rate = inv.fx_rate if inv.currency.upper() != inv.cost_currency.upper() else Decimal(1)
         if plan is None or rate is None:
             skipped.append(f"{customer.name}: no plan or exchange rate on the invoice")
@@ -401,7 +370,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
         metrics_of[m.plan_id].append(m)
     for cid in sorted({c for c, _metric in used}):
         billed = invoices.get(cid)
-        plan = _plan_for(session, customers[cid], period) if billed else None
+        plan = effective_plan(session, customers[cid], period) if billed else None
         if billed is None or plan is None:
             continue  # nothing billed: usage of an unbilled month is not a billing difference
         for metric in metrics_of[plan.id or 0]:

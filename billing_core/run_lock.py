@@ -70,16 +70,7 @@ class DatabaseLock:
         now = self.clock()
         table = RunLock.__table__  # type: ignore[attr-defined]
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(table).values(
-                        name=self.name,
-                        owner=self.owner,
-                        token=self.token,
-                        acquired_at=now,
-                        heartbeat_at=now,
-                    )
-                )
+            self._insert(now)
             return
         except IntegrityError:
             pass
@@ -113,19 +104,23 @@ class DatabaseLock:
         self.took_over_from = owner
         log.warning("took over the stale lock %s from %s (silent for %d s)", self.name, owner, age)
 
-    def _retry_insert(self, now: datetime) -> None:
+    def _insert(self, now: datetime) -> None:
+        """The atomic step: the primary key lets exactly one process insert the row."""
         table = RunLock.__table__  # type: ignore[attr-defined]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(table).values(
-                        name=self.name,
-                        owner=self.owner,
-                        token=self.token,
-                        acquired_at=now,
-                        heartbeat_at=now,
-                    )
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(table).values(
+                    name=self.name,
+                    owner=self.owner,
+                    token=self.token,
+                    acquired_at=now,
+                    heartbeat_at=now,
                 )
+            )
+
+    def _retry_insert(self, now: datetime) -> None:
+        try:
+            self._insert(now)
         except IntegrityError:
             raise LockHeld(
                 f"Another invoice run took the lock {self.name} just now; try again later."

@@ -21,9 +21,7 @@ from billing_core.errors import ExchangeRateMissing
 from billing_core.models import (
     Alert,
     CostLine,
-    CostSnapshot,
     Customer,
-    CustomerAccount,
     ExchangeRate,
     Plan,
     PlanMetric,
@@ -201,25 +199,15 @@ def usd_rates(session: Session, period: Period, *, latest: bool = False) -> dict
 # Lead: swap for billing_core.costs at merge (latest snapshot, attribution by account or tag).
 def aws_costs_by_day(session: Session, period: Period) -> dict[int, dict[date, Decimal]]:
     """Month-to-date AWS cost (USD, full precision) per customer and day, latest snapshot."""
-    snapshot = session.exec(
-        select(CostSnapshot)
-        .where(CostSnapshot.period == str(period), CostSnapshot.status == "complete")
-        .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
-    ).first()
+    from billing_core.costs import Attribution, latest_snapshot
+
+    snapshot = latest_snapshot(session, period)
     if snapshot is None:
         return {}
-    by_account = {a.account_id: a.customer_id for a in session.exec(select(CustomerAccount)).all()}
-    by_tag = {
-        c.cost_tag_value: c.id or 0
-        for c in session.exec(select(Customer)).all()
-        if c.cost_tag_value
-    }
+    who = Attribution.load(session)
     out: dict[int, dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for line in session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all():
-        if snapshot.group_by.startswith("TAG"):
-            customer_id = by_tag.get(line.tag_value or "")
-        else:
-            customer_id = by_account.get(line.account_id or "")
+        customer_id = who.customer_for(snapshot.group_by, line.account_id, line.tag_value)
         if customer_id is not None:
             out[customer_id][date.fromisoformat(line.day)] += line.amount
     return {cid: dict(days) for cid, days in out.items()}

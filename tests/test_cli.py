@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
 from sqlmodel import Session, select
 
 from billing_core.cli import main
@@ -24,7 +25,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def base_env(tmp_path: Path) -> dict[str, str]:
+def base_env(tmp_path: Path, blank_db_url: str) -> dict[str, str]:
     import os
 
     keep = {
@@ -34,7 +35,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     }
     return {
         **keep,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "DATABASE_URL": blank_db_url,
         "BILLING_SECRETS_FILE": str(tmp_path / "none.toml"),
         "BILLING_MODE": "demo",
     }
@@ -88,7 +89,9 @@ def test_malformed_secrets_file_exit_2(base_env: dict[str, str], tmp_path: Path)
     bad.write_text("x = [unclosed\n")
     out = run_cli("db-upgrade", env={**base_env, "BILLING_SECRETS_FILE": str(bad)})
     assert out.returncode == 2 and "not valid TOML" in out.stderr
-    assert not (tmp_path / "cli.db").exists()  # touched nothing
+    engine = make_engine(base_env["DATABASE_URL"])
+    assert inspect(engine).get_table_names() == []  # touched nothing
+    engine.dispose()
 
 
 def test_import_customers_cli(

@@ -484,10 +484,12 @@ def test_true_up_lands_on_exactly_one_invoice(
 def test_estimated_costs_are_flagged_on_run_and_invoices(
     demo_engine: Engine, demo_db_url: str, server: StripeTestServer
 ) -> None:
-    from billing_core.models import CostSnapshot
 
     with session_scope(demo_engine) as s:
-        snap = s.exec(select(CostSnapshot).where(CostSnapshot.period == str(P))).one()
+        from billing_core.costs import latest_snapshot
+
+        snap = latest_snapshot(s, P)  # the demo stores a DAILY and a later MONTHLY snapshot
+        assert snap is not None
         snap.estimated = True
         s.add(snap)
     _run(demo_engine, _settings(demo_db_url, server))

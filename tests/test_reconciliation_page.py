@@ -59,7 +59,7 @@ def test_page_shows_every_planted_discrepancy(app_env: dict[str, str]) -> None:
         "aws_restatement",
         "usage",
     }
-    support = table[table["subject"].str.endswith("AWS Support (Business)")].iloc[0]
+    support = table[table["subject"].str.endswith(":Support fee")].iloc[0]
     assert (support["delta"], support["customer"]) == ("USD 325.50", "Ember Health Ltd")
     harbor = table[(table["kind"] == "amount")].iloc[0]
     assert harbor["delta"] == "EUR 15.00" and harbor["customer"] == "Harbor Studio BV"
@@ -78,7 +78,7 @@ def test_filters_narrow_the_table(app_env: dict[str, str]) -> None:
 
 
 def test_admin_schedules_a_true_up(app_env: dict[str, str]) -> None:
-    diff = diff_where(app_env, "aws_restatement", "AWS Support (Business)")
+    diff = diff_where(app_env, "aws_restatement", ":Support fee")
     at = open_page()
     at.selectbox(key="resolve_diff").select(diff.id).run()
     at.radio(key="resolve_action").set_value("true_up").run()

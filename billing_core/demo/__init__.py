@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.demo import discrepancies, history, payments
+from billing_core.demo import costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.invoicing import seed_last_closed_month
@@ -77,6 +77,8 @@ def _seed_plans_and_customers(session: Session, now: datetime) -> dict[str, int]
 SEEDERS: list[Seeder] = [
     _seed_plans_and_customers,
     history.seed_invoice_history,
+    # Before seed_last_closed_month, which adds a cost snapshot only when none exists.
+    costs.seed_costs,
     seed_last_closed_month,
     demo_usage.seed_usage,
     discrepancies.seed_discrepancies,

@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
 import billing_core.models  # noqa: F401  (registers the tables)
+from billing_core.db import lock_for_migrations
 
 target_metadata = SQLModel.metadata
 
@@ -31,6 +32,7 @@ def run_migrations() -> None:
         url = context.config.get_main_option("sqlalchemy.url")
         engine = engine_from_config({"sqlalchemy.url": url}, poolclass=pool.NullPool)
     with engine.begin() as connection:
+        lock_for_migrations(connection)
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -1,27 +1,59 @@
 """Browser tests: a real `streamlit run` server driven by Debian's chromium through Playwright.
 
-Run with `pytest -m browser` (excluded from the default run). Needs /usr/bin/chromium
-(`apt-get install chromium`).
+Every test in this folder is marked `browser` and runs with `make test` when /usr/bin/chromium
+exists (skipped without it locally; an error on CI). Playwright cannot download browsers here, so
+pytest-playwright's `browser`/`page` fixtures launch Debian's chromium (`CHROMIUM_PATH` to
+override). `pytest tests/browser --headed` shows the browser where a display is available.
+
+Fixtures:
+- `streamlit_server` (session): one server as `make run` starts it (demo database seeded by
+  `python -m billing_core seed-demo`, demo mode, no sign-in so the visitor is the local admin).
+  Tests share it: a flow that changes data must not rely on another test's changes.
+- `page` (pytest-playwright, per test): a fresh browser context whose base URL is that server,
+  so `page.goto("/")` opens the dashboard.
+- `signin_server` (per test): a fresh server with OIDC sign-in configured and roles set.
+- `launch_streamlit(...)`: a context manager for a server with any other settings, e.g. pointed
+  at `stripe_test_server` (session) with `env={"STRIPE_API_BASE": stripe_test_server.url,
+  "STRIPE_API_KEY": "sk_test_browser"}`.
+- `screenshot(page, name)`: saves test-artifacts/browser/<test>-<name>.png.
+When a test fails, every open page is screenshotted into test-artifacts/browser/ and the tail of
+each running server's log is added to the report.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import ROOT
+from tests.conftest import CHROMIUM, ROOT
+from tests.support.stripe_server import StripeTestServer
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# Flags that keep chromium quiet and able to run as root in a container.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
 ADMIN = "boss@acme.example"
 VIEWER = "finance@acme.example"
 # A complete [auth] section: enough for Streamlit to offer st.login(); never contacted.
@@ -33,13 +65,20 @@ client_id = "billing-dashboard"
 client_secret = "not-a-real-secret"
 server_metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"
 """
-STARTUP_SECONDS = 30
+STARTUP_SECONDS = 60  # a loaded 2-core CI machine imports streamlit + pandas slowly
+APP_TIMEOUT_MS = 30_000
+LOG_TAIL_CHARS = 6_000
 
 
 @dataclass
 class StreamlitServer:
     url: str
     log: Path
+    database_url: str = ""
+
+
+# Servers alive right now: their logs go into the report of a failing test.
+_RUNNING: list[StreamlitServer] = []
 
 
 def _free_port() -> int:
@@ -48,18 +87,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _log_tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError:
+        return "(no log)"
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{log.read_text()}")
+            raise RuntimeError(f"streamlit exited early:\n{_log_tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"streamlit did not become healthy:\n{log.read_text()}")
+    raise RuntimeError(
+        f"streamlit did not become healthy in {STARTUP_SECONDS} s:\n{_log_tail(log)}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    # The server runs in its own process group: stop it and anything it started.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """The environment of a demo-mode process: no secrets file, no inherited credentials."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    return {
+        **keep,
+        "DATABASE_URL": database_url,
+        "BILLING_MODE": "demo",
+        "BILLING_SECRETS_FILE": str(tmp_path / "no-billing-secrets.toml"),
+    }
 
 
 @contextmanager
@@ -68,17 +139,9 @@ def launch_streamlit(
 ) -> Iterator[StreamlitServer]:
     """A fresh `streamlit run dashboard.py` on a free localhost port, stopped afterwards."""
     port = _free_port()
-    secrets_file = tmp_path / "streamlit-secrets.toml"
+    secrets_file = tmp_path / f"streamlit-secrets-{port}.toml"
     secrets_file.write_text(secrets.format(port=port))
     log = tmp_path / f"streamlit-{port}.log"
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
-    full_env = {
-        **keep,
-        "DATABASE_URL": database_url,
-        "BILLING_MODE": "demo",
-        "BILLING_SECRETS_FILE": str(tmp_path / "no-billing-secrets.toml"),
-        **env,
-    }
     command = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
         "--server.port", str(port),
@@ -89,21 +152,65 @@ def launch_streamlit(
         "--secrets.files", str(secrets_file),
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**base_env(tmp_path, database_url), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = StreamlitServer(url=f"http://127.0.0.1:{port}", log=log, database_url=database_url)
     try:
-        _wait_healthy(url, process, log)
-        yield StreamlitServer(url=url, log=log)
+        _wait_healthy(server.url, process, log)
+        _RUNNING.append(server)
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if server in _RUNNING:
+            _RUNNING.remove(server)
+        _stop(process)
+
+
+def seed_demo_cli(tmp_path: Path, database_url: str) -> None:
+    """Seed a database the way `make run` does: through the command line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "billing_core", "seed-demo"],
+        cwd=ROOT,
+        env=base_env(tmp_path, database_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"seed-demo failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(
+    _databases: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StreamlitServer]:
+    """The dashboard as `make run` serves it: demo database and mode, local admin."""
+    tmp_path = tmp_path_factory.mktemp("streamlit")
+    database_url = _databases.blank(tmp_path)
+    seed_demo_cli(tmp_path, database_url)
+    with launch_streamlit(tmp_path, database_url, env={}) as server:
+        yield server
+    _databases.drop(database_url)
+
+
+@pytest.fixture(scope="session")
+def stripe_test_server() -> Iterator[StripeTestServer]:
+    """The local Stripe test server, for dashboards that push invoices (see launch_streamlit)."""
+    with StripeTestServer() as server:
+        yield server
 
 
 @pytest.fixture
-def streamlit_server(tmp_path: Path, demo_db_url: str) -> Iterator[StreamlitServer]:
+def signin_server(tmp_path: Path, demo_db_url: str) -> Iterator[StreamlitServer]:
     """A fresh server on the demo database with OIDC sign-in configured and roles set."""
     with launch_streamlit(
         tmp_path,
@@ -114,16 +221,99 @@ def streamlit_server(tmp_path: Path, demo_db_url: str) -> Iterator[StreamlitServ
         yield server
 
 
-@pytest.fixture
-def chromium() -> Iterator[object]:
-    """Debian's chromium driven by Playwright's sync API (no downloaded browser needed)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
+# --- browser (pytest-playwright, pointed at Debian's chromium) ------------------------------
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": VIEWPORT}
+
+
+@pytest.fixture(scope="session")
+def base_url(streamlit_server: StreamlitServer) -> str:
+    """`page.goto("/")` opens the shared dashboard server."""
+    return streamlit_server.url
+
+
+@pytest.fixture
+def chromium(browser: Browser) -> Browser:
+    """The session's chromium, for tests that open their own contexts (other servers)."""
+    return browser
+
+
+@pytest.fixture(autouse=True)
+def _default_timeouts() -> None:
+    expect.set_options(timeout=APP_TIMEOUT_MS)
+
+
+# --- helpers for tests ----------------------------------------------------------------------
+
+
+def wait_for_app(page: Page, timeout: int = APP_TIMEOUT_MS) -> None:
+    """Wait until Streamlit is connected and its script has finished running.
+
+    Right after a click the old "notRunning" state may still show for a moment, so after an
+    interaction assert on the content you expect (expect() waits) rather than on this alone.
+    """
+    app = page.locator("[data-testid=stApp]")
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=timeout)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=timeout)
+    expect(page.locator("[data-testid=stStatusWidget] button")).to_have_count(0, timeout=timeout)
+
+
+def open_page(page: Page, path: str = "/") -> Page:
+    """Open a dashboard URL (relative to the server) and wait for its first run."""
+    page.goto(path)
+    wait_for_app(page)
+    return page
+
+
+def go_to(page: Page, title: str) -> None:
+    """Navigate through the sidebar like a person: click the page's link, wait for its title."""
+    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+    wait_for_app(page)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:120]
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest) -> Callable[[Page, str], Path]:
+    """`screenshot(page, "after-upload")` saves a full-page PNG as a test artifact."""
+
+    def save(page: Page, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{_slug(request.node.name)}-{_slug(name)}.png"
+        page.screenshot(path=path, full_page=True)
+        return path
+
+    return save
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if not report.failed or report.when == "teardown":
+        return report
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    browser = funcargs.get("browser")
+    if browser is not None:
+        pages = [p for ctx in browser.contexts for p in ctx.pages]
+        for number, open_page_ in enumerate(pages):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            path = ARTIFACTS / f"{_slug(item.name)}-FAILED-{number}.png"
+            with suppress(Exception):  # a crashed page must not hide the real failure
+                open_page_.screenshot(path=path, full_page=True)
+                report.sections.append(("failure screenshot", str(path)))
+    for server in _RUNNING:
+        report.sections.append((f"streamlit log {server.url} (tail)", _log_tail(server.log)))
+    return report

@@ -48,11 +48,11 @@ def assert_no_data(page: Any, body: str, url: str) -> None:
 
 
 def test_every_url_shows_only_the_sign_in_screen(
-    streamlit_server: StreamlitServer, chromium: Any
+    signin_server: StreamlitServer, chromium: Any
 ) -> None:
     page = chromium.new_page()
-    urls = page_urls(streamlit_server)
-    for url in [*urls, f"{streamlit_server.url}/", *urls]:
+    urls = page_urls(signin_server)
+    for url in [*urls, f"{signin_server.url}/", *urls]:
         body = open_and_settle(page, url, "please sign in first")
         page.get_by_role("button", name="Sign in").wait_for(timeout=APP_TIMEOUT_MS)
         assert_no_data(page, body, url)

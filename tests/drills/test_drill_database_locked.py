@@ -18,7 +18,6 @@ Scenarios:
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -50,13 +49,8 @@ from tests.drills.conftest import (
 from tests.support.stripe_server import StripeTestServer
 from tests.test_invoicing import assert_billed_exactly_once
 
-pytestmark = [
-    pytest.mark.drill,
-    pytest.mark.skipif(
-        os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
-        reason="SQLite file locking (BEGIN EXCLUSIVE); PostgreSQL has its own lock timeout",
-    ),
-]
+# SQLite file locking (BEGIN EXCLUSIVE); PostgreSQL's lock_timeout is tested in test_db_scale.
+pytestmark = [pytest.mark.drill, pytest.mark.sqlite_only]
 
 LOCKED = "stayed locked by another writer"
 RUN = ("invoice-run", "--period", str(PERIOD), "--demo-attach-test-cards")

@@ -1,0 +1,235 @@
+"""AWS costs: Cost Explorer requests per page view and per fetch, and page build time.
+
+Cost Explorer is played by the local stub (tests/support/ce_stub.py) over real boto3. AWS does
+not document its page size, so the stub pages every PAGE_GROUPS groups; the figure to watch is
+that requests follow the data's pages only, never the number of customers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench.run import Figure
+from billing_core import cost_explorer as ce
+from billing_core import costs
+from billing_core.config import load_settings
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.demo import seed_demo
+from billing_core.models import Customer, CustomerAccount
+from billing_core.periods import Period
+from tests.support.ce_stub import CostExplorerStub
+
+PAGE_GROUPS = 5000
+NOW = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)  # the last day of a 31-day month
+SERVICES = [f"Service {i:02d}" for i in range(30)]
+
+
+def _account(i: int) -> str:
+    return f"{100000000000 + i:012d}"
+
+
+class Dataset:
+    """Cost Explorer answers for N accounts x 30 services x every day, paged like AWS."""
+
+    def __init__(self, accounts: int) -> None:
+        self.accounts = accounts
+
+    def __call__(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if operation == "GetCostForecast":
+            return 200, {"Total": {"Amount": "12345.67", "Unit": "USD"}}
+        if body["GroupBy"][1]["Key"] == "RECORD_TYPE":  # adjustments: one credit per 100 accounts
+            start = body["TimePeriod"]["Start"]
+            groups = [
+                self._group(_account(i), "Credit", "-1.5") for i in range(0, self.accounts, 100)
+            ]
+            return 200, {"ResultsByTime": [self._result(start, groups)]}
+        days = self._days(body)
+        per_day = self.accounts * len(SERVICES)
+        first = int(body.get("NextPageToken") or 0)
+        last = min(first + PAGE_GROUPS, per_day * len(days))
+        results: dict[str, list[dict[str, Any]]] = {}
+        for n in range(first, last):
+            day, rest = divmod(n, per_day)
+            account, service = divmod(rest, len(SERVICES))
+            amount = str((Decimal(account % 97 + service + 1) / 7).quantize(Decimal("1E-10")))
+            results.setdefault(days[day], []).append(
+                self._group(_account(account), SERVICES[service], amount)
+            )
+        page: dict[str, Any] = {"ResultsByTime": [self._result(d, g) for d, g in results.items()]}
+        if last < per_day * len(days):
+            page["NextPageToken"] = str(last)
+        return 200, page
+
+    @staticmethod
+    def _days(body: dict[str, Any]) -> list[str]:
+        start = datetime.fromisoformat(body["TimePeriod"]["Start"])
+        end = datetime.fromisoformat(body["TimePeriod"]["End"])
+        if body["Granularity"] == "MONTHLY":
+            return [start.date().isoformat()]
+        return [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days)]
+
+    @staticmethod
+    def _group(key: str, second: str, amount: str) -> dict[str, Any]:
+        return {
+            "Keys": [key, second],
+            "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}},
+        }
+
+    @staticmethod
+    def _result(start: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "TimePeriod": {"Start": start, "End": start},
+            "Groups": groups,
+            "Total": {},
+            "Estimated": True,
+        }
+
+
+@contextmanager
+def _environment(db_url: str, endpoint: str) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "DATABASE_URL": db_url,
+            "BILLING_MODE": "live",
+            "BILLING_SECRETS_FILE": "/nonexistent/secrets.toml",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL_COST_EXPLORER": endpoint,
+        }
+    )
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _seed_customers(engine: Any, accounts: int, customers: int) -> None:
+    with session_scope(engine) as session:
+        ids = []
+        for c in range(customers):
+            customer = Customer(
+                name=f"Customer {c:04d}", email=f"c{c}@bench.example", currency="USD"
+            )
+            session.add(customer)
+            session.flush()
+            ids.append(customer.id or 0)
+        for i in range(accounts - accounts // 20):  # 5 % of accounts belong to nobody
+            session.add(CustomerAccount(customer_id=ids[i % customers], account_id=_account(i)))
+
+
+def _fetch(engine: Any, period: Period, accounts: int) -> tuple[int, float, int]:
+    stub = CostExplorerStub(Dataset(accounts)).start()
+    try:
+        cfg = load_settings({"BILLING_MODE": "live"}, Path("/nonexistent"))
+        started = time.perf_counter()
+        with _environment(str(engine.url), stub.url), session_scope(engine) as session:
+            client = ce.make_client(cfg)
+            outcome = costs.refresh_period(session, cfg, period, now=NOW, force=True, client=client)
+        assert outcome.error is None, outcome.error
+        return stub.request_count, time.perf_counter() - started, outcome.lines
+    finally:
+        stub.stop()
+
+
+def _page_requests(db_url: str, reruns: int) -> tuple[int, int, float]:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    stub = CostExplorerStub().start()
+    page = str(Path(__file__).resolve().parents[1] / "pages/aws_costs.py")
+    try:
+        with _environment(db_url, stub.url):
+            st.cache_resource.clear()
+            at = AppTest.from_file(page, default_timeout=120).run()
+            first = stub.request_count
+            started = time.perf_counter()
+            for _ in range(reruns):
+                at.run()
+            per_view = (time.perf_counter() - started) / reruns
+            assert not at.exception, at.exception
+            assert len(at.metric) == 4 and not at.error, "the page did not show its figures"
+            st.cache_resource.clear()
+            return first, stub.request_count - first, per_view
+    finally:
+        stub.stop()
+
+
+def run(quick: bool) -> list[Figure]:
+    accounts = 10 if quick else 1000
+    reruns = 5 if quick else 100
+    dataset = f"{accounts} accounts x 30 services x 31 days, stub pages of {PAGE_GROUPS} groups"
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        engine = make_engine(db_url)
+        migrate(engine)
+        _seed_customers(engine, accounts, max(1, accounts // 10))
+        period = Period.containing(NOW)
+        monthly, _seconds, _ = _fetch(engine, period.previous(), accounts)
+        figures.append(
+            Figure(
+                "costs",
+                "CE requests, closed month (MONTHLY)",
+                str(monthly),
+                "pages the data needs, not per customer",
+                dataset,
+            )
+        )
+        daily, daily_s, lines = _fetch(engine, period, accounts)
+        figures.append(
+            Figure(
+                "costs",
+                "CE requests, running month (DAILY, with forecast)",
+                str(daily),
+                "pages the data needs, not per customer",
+                f"{lines} lines; {dataset}",
+            )
+        )
+        figures.append(
+            Figure("costs", "fetch + parse + store, running month", f"{daily_s:.1f} s", "", dataset)
+        )
+        cfg = load_settings({"BILLING_MODE": "live"}, Path("/nonexistent"))
+        with session_scope(engine) as session:
+            started = time.perf_counter()
+            view = costs.build_costs_view(session, cfg, period)
+            built = time.perf_counter() - started
+            started = time.perf_counter()
+            costs.build_costs_view(session, cfg, period, costs.CostFilter(customer=1))
+            filtered = time.perf_counter() - started
+        assert view.total == sum(view.by_customer["amount"], Decimal(0))
+        figures.append(
+            Figure(
+                "costs", "page data build from the database", f"{built:.2f} s", "", f"{lines} lines"
+            )
+        )
+        figures.append(
+            Figure(
+                "costs", "page data build, one customer", f"{filtered:.2f} s", "", f"{lines} lines"
+            )
+        )
+        engine.dispose()
+        # Page views on the demo world: the request count does not depend on the data's size,
+        # and the page build time is measured above.
+        demo_url = f"sqlite:///{tmp}/demo.db"
+        demo_engine = make_engine(demo_url)
+        migrate(demo_engine)
+        with session_scope(demo_engine) as session:
+            seed_demo(session, now=datetime.now(UTC))
+        demo_engine.dispose()
+        first, more, per_view = _page_requests(demo_url, reruns)
+        demo = "demo data, snapshot within TTL"
+        figures.append(Figure("costs", "CE requests, first page view", str(first), "0", demo))
+        figures.append(Figure("costs", f"CE requests, {reruns} reruns", str(more), "0", demo))
+        figures.append(Figure("costs", "page rerun (AppTest)", f"{per_view:.2f} s", "", demo))
+    return figures
