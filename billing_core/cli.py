@@ -34,7 +34,10 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
-        return open_database(self.settings.database_url)
+        settings = self.settings
+        return open_database(
+            settings.database_url, lock_timeout_seconds=settings.database_lock_timeout_seconds
+        )
 
 
 class BillingGroup(click.Group):

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database.",
         repr=False,  # may hold a password
     )
+    database_lock_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How long a write waits for another writer's lock before failing clearly.",
+    )
     billing_mode: Literal["auto", "demo", "live"] = Field(
         "auto", description="demo or live; auto picks live when AWS or Stripe is configured."
     )

@@ -38,6 +38,8 @@ USD_PER_REQUEST = Decimal("0.01")
 #: Record types kept apart from usage (and netted with it).
 ADJUSTMENT_TYPES: tuple[str, ...] = ("Credit", "Refund", "Tax")
 USAGE = "Usage"
+#: Error codes AWS throttles Cost Explorer with (both are retried, both are explained).
+THROTTLING_CODES = frozenset({"LimitExceededException", "ThrottlingException"})
 #: Seconds to wait before each retry of a throttled request; then we give up.
 BACKOFF_SECONDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 # Cost Explorer sends at most 10 decimals; the CostLine column holds exactly that many.
@@ -372,9 +374,9 @@ def _describe_client_error(exc: Any, doing: str) -> CostSourceError:
             f"AWS did not accept the credentials while {doing} ({code}); refresh or replace "
             "them (AWS_PROFILE, AWS_ACCESS_KEY_ID)."
         )
-    if code == "LimitExceededException":
+    if code in THROTTLING_CODES:
         return CostSourceError(
-            f"Cost Explorer kept throttling while {doing} (LimitExceededException after "
+            f"Cost Explorer kept throttling while {doing} ({code} after "
             f"{len(BACKOFF_SECONDS)} retries); try again in a few minutes."
         )
     if code == "DataUnavailableException":
@@ -418,7 +420,7 @@ def call(
             return response
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code in ("LimitExceededException", "ThrottlingException") and attempt < len(backoff):
+            if code in THROTTLING_CODES and attempt < len(backoff):
                 log.warning(
                     "Cost Explorer throttled (%s); retry %d in %.1f s",
                     code,

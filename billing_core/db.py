@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,14 @@ from billing_core.errors import ConfigError, DatabaseError
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# Writers wait this long for a lock before failing (cron and the dashboard share the file).
+# Writers wait this long for a lock before failing (cron and the dashboard share the file);
+# the DATABASE_LOCK_TIMEOUT_SECONDS setting overrides it.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # PostgreSQL waits forever for a lock by default; a cron job stuck behind another writer
-# should fail with a sentence instead, after the same wait as on SQLite.
+# should fail with a sentence instead, after the same wait as on SQLite (same setting).
 POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+# The lock wait of each engine, for the "stayed locked for N s" sentence.
+_LOCK_WAIT_MS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 # Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
 MIGRATION_LOCK_KEY = 0x62696C6C696E67  # "billing" in ASCII
 # Replicas queue behind one another's upgrade, which may take longer than a normal lock wait.
@@ -63,31 +67,45 @@ def _prepare_sqlite_path(url: URL) -> None:
         )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for DATABASE_URL; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(database_url: str, *, lock_timeout_seconds: float | None = None) -> Engine:
+    """An engine for DATABASE_URL; SQLite gets WAL, foreign keys and a busy timeout.
+
+    `lock_timeout_seconds` (the DATABASE_LOCK_TIMEOUT_SECONDS setting) is how long a write
+    waits for another writer before failing; default SQLITE_BUSY_TIMEOUT_MS.
+    """
     url = parse_database_url(database_url)
+    wait_ms = (
+        SQLITE_BUSY_TIMEOUT_MS
+        if lock_timeout_seconds is None
+        else max(1, round(lock_timeout_seconds * 1000))
+    )
     try:
         if url.get_backend_name() == "sqlite":
             _prepare_sqlite_path(url)
             engine = create_engine(
                 url,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                connect_args={"timeout": wait_ms / 1000, "check_same_thread": False},
             )
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(wait_ms))
         elif url.get_backend_name() == "postgresql":
+            if lock_timeout_seconds is None:
+                wait_ms = POSTGRES_LOCK_TIMEOUT_MS
             engine = create_engine(
                 url,
                 pool_pre_ping=True,
-                connect_args={"options": f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"},
+                connect_args={"options": f"-c lock_timeout={wait_ms}"},
             )
         else:
             engine = create_engine(url, pool_pre_ping=True)
@@ -98,6 +116,7 @@ def make_engine(database_url: str) -> Engine:
         ) from None
     except ArgumentError as exc:
         raise ConfigError(f"DATABASE_URL is not usable: {exc}.") from None
+    _LOCK_WAIT_MS[engine] = wait_ms
     return engine
 
 
@@ -155,21 +174,17 @@ def _describe_operational(engine: Engine, exc: SADatabaseError) -> str:
     if "readonly" in first or "read-only" in first:
         return f"The database {where} is read-only: {first}. Fix permissions or DATABASE_URL."
     if "locked" in first or "lock timeout" in first:
-        waited = (
-            POSTGRES_LOCK_TIMEOUT_MS
-            if engine.url.get_backend_name() == "postgresql"
-            else SQLITE_BUSY_TIMEOUT_MS
-        )
+        waited = _LOCK_WAIT_MS.get(engine, SQLITE_BUSY_TIMEOUT_MS) / 1000
         return (
-            f"The database {where} stayed locked by another writer for "
-            f"{waited / 1000:g} s; try again when the other job finishes."
+            f"The database {where} stayed locked by another writer for {waited:g} s; "
+            "try again when the other job finishes (DATABASE_LOCK_TIMEOUT_SECONDS sets the wait)."
         )
     return f"Cannot use the database {where}: {first}. Check DATABASE_URL and that it is reachable."
 
 
-def open_database(database_url: str) -> Engine:
+def open_database(database_url: str, *, lock_timeout_seconds: float | None = None) -> Engine:
     """Engine plus migrations: what the dashboard and every CLI command start with."""
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, lock_timeout_seconds=lock_timeout_seconds)
     migrate(engine)
     return engine
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from billing_core import audit
@@ -806,9 +806,19 @@ def run_invoices(
         if lock.took_over_from:
             say(f"took over the stale lock of {lock.took_over_from}")
         return _run_locked(engine, settings, opts, run_id, client, say, hook)
+    except Exception as exc:
+        _record_stop(engine, run_id, exc)
+        raise
     finally:
         lock.stop_heartbeat()
-        lock.release()
+        try:
+            lock.release()
+        except SQLAlchemyError:  # the database is still unusable: the lock goes stale instead
+            log.warning(
+                "could not release the run lock %s; it is taken over after %d s without heartbeat",
+                lock.name,
+                lock.stale_seconds,
+            )
 
 
 def _check_costs(drafts: DraftSet) -> None:
@@ -852,6 +862,25 @@ def _finish_run(engine: Engine, run_id: int, status: str, errors: list[dict[str,
             run.errors = list(run.errors or []) + errors
             run.finished_at = run.heartbeat_at = utcnow()
             s.add(run)
+
+
+def _record_stop(engine: Engine, run_id: int, exc: Exception) -> None:
+    """Say on the run why it stopped (e.g. the database stayed locked), if the database lets us.
+
+    Without this a run stopped by an error stays "running" on the page until the next run.
+    """
+    message = str(exc) if isinstance(exc, BillingError) else f"unexpected {type(exc).__name__}"
+    try:
+        with session_scope(engine) as s:
+            run = s.get(InvoiceRun, run_id)
+            if run is None or run.status != "running":
+                return  # already finished with its own message
+            run.status = "failed"
+            run.errors = [*run.errors, {"step": "run", "message": message}]
+            run.finished_at = run.heartbeat_at = utcnow()
+            s.add(run)
+    except (BillingError, SQLAlchemyError):
+        log.warning("could not record why run %s stopped: %s", run_id, message)
 
 
 def _abandon_others(engine: Engine, period: str, run_id: int) -> int:

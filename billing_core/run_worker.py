@@ -25,11 +25,12 @@ from billing_core.db import session_scope
 from billing_core.errors import BillingError, ValidationError
 from billing_core.invoicing import Progress, RunOptions, RunResult, check_period, run_invoices
 from billing_core.models import InvoiceRun
-from billing_core.periods import Period, utcnow
+from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("requested", "running")
+DEFAULT_STALE_SECONDS: int = Settings.model_fields["run_lock_stale_seconds"].default
 
 
 def request_run(
@@ -39,8 +40,14 @@ def request_run(
     period: Period,
     customer_id: int | None = None,
     now: datetime | None = None,
+    stale_seconds: int = DEFAULT_STALE_SECONDS,
 ) -> InvoiceRun:
-    """Record a run request for the button (admins only); a second click returns the first."""
+    """Record a run request for the button (admins only); a second click returns the first.
+
+    A run still marked running whose heartbeat is older than `stale_seconds` (the
+    RUN_LOCK_STALE_SECONDS setting) died (killed, or stopped by an error it could not record):
+    it is marked failed and a new request is made, else the button would wait on it forever.
+    """
     require(identity, "admin", "run invoices")
     check_period(period, now or utcnow())
     active = session.exec(
@@ -50,8 +57,23 @@ def request_run(
             col(InvoiceRun.dry_run).is_(False),
         )
     ).first()
-    if active is not None:
+    if active is not None and not _dead(active, stale_seconds):
         return active
+    if active is not None:
+        silent = int(
+            (utcnow() - as_utc(active.heartbeat_at or active.requested_at)).total_seconds()
+        )
+        active.status = "failed"
+        active.finished_at = utcnow()
+        active.errors = [
+            *active.errors,
+            {
+                "step": "run",
+                "message": f"stopped without finishing (no heartbeat for {silent} s); "
+                "a new run was requested",
+            },
+        ]
+        session.add(active)
     run = InvoiceRun(
         period=str(period),
         trigger="button",
@@ -69,6 +91,18 @@ def request_run(
         after={"customer_id": customer_id},
     )
     return run
+
+
+def _dead(run: InvoiceRun, stale_seconds: int) -> bool:
+    """A running run beats every few seconds (invoicing heartbeats); silence means it died.
+
+    Measured on the real clock, like the heartbeats themselves. A request nobody claimed yet is
+    never dead: the page starts a worker for it again.
+    """
+    if run.status != "running":
+        return False
+    beat = as_utc(run.heartbeat_at or run.started_at or run.requested_at)
+    return (utcnow() - beat).total_seconds() > stale_seconds
 
 
 def claim(engine: Engine, run_id: int) -> bool:

@@ -114,6 +114,9 @@ def receive(
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Listen backlog. Stripe delivers many events at once; with the default of 5, a burst of
+    # connections overflows the queue and deliveries are reset (the webhook flood drill).
+    request_queue_size = 128
     engine: Engine
     secret: str
     client: stripe.StripeClient | None

@@ -44,9 +44,9 @@ def _settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def _engine(database_url: str) -> Engine:
+def _engine(database_url: str, lock_timeout_seconds: float) -> Engine:
     # Cached per URL: one connection pool per server process, migrations run once.
-    return open_database(database_url)
+    return open_database(database_url, lock_timeout_seconds=lock_timeout_seconds)
 
 
 def settings() -> Settings:
@@ -54,7 +54,8 @@ def settings() -> Settings:
 
 
 def engine() -> Engine:
-    return _engine(settings().database_url)
+    s = settings()
+    return _engine(s.database_url, s.database_lock_timeout_seconds)
 
 
 @contextmanager

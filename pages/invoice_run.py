@@ -41,7 +41,13 @@ run_clicked = right.button(
 if run_clicked:
     try:
         with ui.db() as session:
-            run = run_worker.request_run(session, identity=identity, period=period, now=now)
+            run = run_worker.request_run(
+                session,
+                identity=identity,
+                period=period,
+                now=now,
+                stale_seconds=cfg.run_lock_stale_seconds,
+            )
             run_id = run.id or 0
             fresh = run.status == "requested"
         if fresh:

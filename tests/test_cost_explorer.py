@@ -193,10 +193,11 @@ def test_throttling_is_retried_on_the_explicit_schedule(ce_stub) -> None:
     assert ce_stub.request_count == 4 == got.request_count
 
 
-def test_throttling_gives_up_with_a_sentence(ce_stub) -> None:
-    ce_stub.fail("GetCostAndUsage", "LimitExceededException", times=10)
+@pytest.mark.parametrize("code", ["LimitExceededException", "ThrottlingException"])
+def test_throttling_gives_up_with_a_sentence(ce_stub, code: str) -> None:
+    ce_stub.fail("GetCostAndUsage", code, times=10)
     slept: list[float] = []
-    with pytest.raises(ce.FetchFailed, match="throttling") as err:
+    with pytest.raises(ce.FetchFailed, match=r"kept throttling.*try again in a few") as err:
         ce.fetch_costs(
             ce.make_client(settings()),
             closed_query(),

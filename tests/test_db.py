@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from billing_core.db import current_revisions, make_engine, migrate, open_database
+from billing_core.db import current_revisions, make_engine, migrate, open_database, session_scope
 from billing_core.errors import ConfigError, DatabaseError
 from billing_core.models import Customer, Invoice, StripeEvent, UsageRecord
 
@@ -190,6 +190,38 @@ def test_locked_database_is_explained(tmp_path: Path, monkeypatch: pytest.Monkey
     finally:
         holder.rollback()
         holder.close()
+    engine.dispose()
+
+
+@pytest.mark.sqlite_only
+def test_lock_timeout_setting_sets_the_wait_and_the_sentence(tmp_path: Path) -> None:
+    import time
+
+    from billing_core.config import load_settings
+
+    settings = load_settings(
+        {"DATABASE_LOCK_TIMEOUT_SECONDS": "0.3"}, secrets_path=tmp_path / "none.toml"
+    )
+    assert settings.database_lock_timeout_seconds == 0.3
+    path = tmp_path / "wait.db"
+    engine = open_database(
+        f"sqlite:///{path}", lock_timeout_seconds=settings.database_lock_timeout_seconds
+    )
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 300
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(DatabaseError, match=r"locked by another writer for 0\.3 s"),
+            session_scope(engine) as s,
+        ):
+            s.add(Customer(name="C", email="c@x.example", currency="USD"))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert 0.25 <= time.monotonic() - started < 5
     engine.dispose()
 
 

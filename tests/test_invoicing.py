@@ -215,6 +215,27 @@ def test_killed_at_each_step_then_rerun_bills_exactly_once(
     assert "resumed by run" in runs[0].errors[-1]["message"]
 
 
+def test_run_stopped_by_an_error_is_recorded_and_releases_its_lock(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    _give_cards(demo_engine, server)
+    settings = _settings(demo_db_url, server, STRIPE_CONCURRENCY="1")
+
+    def boom(invoice_id: int, at: str) -> None:
+        if at == "finalize":
+            raise RuntimeError("the process ran out of memory")
+
+    with pytest.raises(RuntimeError):
+        _run(demo_engine, settings, attach=False, hook=boom)
+    with Session(demo_engine) as s:
+        run = s.exec(select(InvoiceRun)).one()
+        assert s.exec(select(RunLock)).first() is None
+    assert run.status == "failed" and run.finished_at is not None
+    assert "unexpected RuntimeError" in run.errors[-1]["message"]
+    assert _run(demo_engine, settings, attach=False).exit_code == 0
+    assert_billed_exactly_once(demo_engine, server)
+
+
 def test_killed_process_lock_is_taken_over_and_rerun_completes(
     demo_engine: Engine, demo_db_url: str, server: StripeTestServer, tmp_path: Path
 ) -> None:
@@ -521,6 +542,43 @@ def test_requested_run_is_executed_once_by_the_worker(
     assert [r.status for r in results] == ["succeeded"]
     assert run_worker.execute_pending(demo_engine, settings) == []
     assert run_worker.execute_run(demo_engine, settings, run.id or 0) is None  # claimed already
+    assert_billed_exactly_once(demo_engine, server)
+
+
+def test_run_button_after_a_killed_run_starts_a_new_run(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    """A killed run stays "running"; once its heartbeat is stale the button must not wait on it."""
+    from billing_core.periods import utcnow
+
+    settings = _settings(demo_db_url, server)
+    stale = settings.run_lock_stale_seconds
+    with session_scope(demo_engine) as s:
+        live = InvoiceRun(period="2026-09", status="running", heartbeat_at=utcnow())
+        dead = InvoiceRun(
+            period=str(P), status="running", heartbeat_at=utcnow() - timedelta(seconds=stale + 1)
+        )
+        s.add(live)
+        s.add(dead)
+    with session_scope(demo_engine) as s:
+        run = run_worker.request_run(
+            s, identity=LOCAL_ADMIN, period=P, now=DEMO_NOW, stale_seconds=stale
+        )
+        same = run_worker.request_run(
+            s,
+            identity=LOCAL_ADMIN,
+            period=Period.parse("2026-09"),
+            now=DEMO_NOW,
+            stale_seconds=stale,
+        )
+    assert run.id != dead.id and run.status == "requested"
+    assert same.id == live.id  # a run that still beats is shown, not duplicated
+    results = run_worker.execute_pending(demo_engine, settings, attach_test_cards=True)
+    assert [r.status for r in results] == ["succeeded"]
+    with Session(demo_engine) as s:
+        old = s.get(InvoiceRun, dead.id)
+    assert old is not None and old.status == "failed"
+    assert "no heartbeat" in old.errors[-1]["message"]
     assert_billed_exactly_once(demo_engine, server)
 
 

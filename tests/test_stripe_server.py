@@ -506,6 +506,49 @@ def test_dropped_response_and_hang_are_recovered_by_idempotency(server: StripeTe
     assert server.request_count("/v1/invoices", "POST") >= 4
 
 
+def test_stop_drops_kept_alive_connections_and_restart_keeps_state() -> None:
+    """An outage: even a client holding a keep-alive connection is refused until restart."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = StripeTestServer(port=port).start()
+    try:
+        client = make_client(srv, retries=0)
+        customer = new_customer(client, card=None)  # the client now holds an open connection
+        srv.stop()
+        with pytest.raises(stripe.APIConnectionError):
+            client.v1.customers.retrieve(customer)
+        srv.start()
+        assert srv.url.endswith(f":{port}")
+        assert client.v1.customers.retrieve(customer).id == customer
+    finally:
+        srv.stop()
+
+
+def test_request_cut_off_mid_body_is_not_processed(server: StripeTestServer) -> None:
+    """A client killed while sending: nothing is created and its key stays unused."""
+    import socket
+
+    body = b"name=Cut+Off&email=cut%40off.example"
+    head = (
+        f"POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+        "Idempotency-Key: cut-1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(head + body[:5])  # then the process dies
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and server.request_count() == 0:
+        time.sleep(0.02)
+    assert server.customers() == []
+    full = make_client(server).v1.customers.create(
+        {"name": "Cut Off", "email": "cut@off.example"}, {"idempotency_key": "cut-1"}
+    )
+    assert full.email == "cut@off.example"
+
+
 def test_latency_is_added(server: StripeTestServer, client: stripe.StripeClient) -> None:
     customer = new_customer(client)
     server.latency = 0.05

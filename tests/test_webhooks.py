@@ -117,6 +117,24 @@ def receiver(stripe_server: StripeTestServer, engine) -> Iterator[str]:
     server.server_close()
 
 
+def test_a_burst_of_connections_is_queued_not_reset(
+    stripe_server: StripeTestServer, engine
+) -> None:
+    """Stripe delivers concurrently: connections waiting to be accepted must not overflow."""
+    import socket
+
+    settings = settings_for(stripe_server, {"STRIPE_WEBHOOK_SECRET": SECRET})
+    server = webhooks.make_server(engine, settings, "127.0.0.1", 0)  # not accepting yet
+    try:
+        conns = [
+            socket.create_connection(server.server_address[:2], timeout=0.5) for _ in range(40)
+        ]
+        for conn in conns:
+            conn.close()
+    finally:
+        server.server_close()
+
+
 def _wait_processed(engine, event_ids: set[str], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ import html
 import json
 import re
 import secrets
+import socket
 import string
 import sys
 import threading
@@ -446,6 +447,7 @@ class StripeTestServer:
             return
         self._stopping.set()  # wakes hanging requests
         httpd.shutdown()
+        httpd.close_connections()
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -2667,6 +2669,38 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # listen backlog: the default 5 stalls concurrent clients
     app: StripeTestServer
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        # Open client connections: HTTP/1.1 keep-alive handlers outlive serve_forever(), so
+        # stop() closes them itself (an outage drops established connections too).
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the failure drills SIGKILL them) is not a server error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the client
+                pass
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -2695,6 +2729,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            # The client died mid-request (a drill's SIGKILL): Stripe never sees a truncated
+            # request, so it must not be processed (or stored under its idempotency key).
+            self.close_connection = True
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
             if parts.path.startswith("/v1/"):
@@ -2719,7 +2758,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(resp.body)
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # client gave up (timeout)
+        except OSError:  # client gave up (timeout), or stop() closed the connection
             self.close_connection = True
 
 
