@@ -3,8 +3,8 @@
 import streamlit as st
 
 from billing_core.auth import Identity
-from pages import _ui as ui
-from pages._registry import PAGES
+from pages.common import ui
+from pages.common.registry import PAGES
 
 st.set_page_config(page_title="AWS billing", page_icon=":material/receipt_long:", layout="wide")
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from billing_core import audit
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Audit log", "admin")
 

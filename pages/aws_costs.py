@@ -12,7 +12,7 @@ import streamlit as st
 from billing_core import cost_charts, costs
 from billing_core.money import minor_to_decimal, round_minor
 from billing_core.periods import Period, utcnow
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("AWS costs")
 cfg = ui.settings()

@@ -8,7 +8,7 @@ import streamlit as st
 from billing_core import audit, plans
 from billing_core.errors import ValidationError
 from billing_core.periods import Period, utcnow
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Customers and plans", "admin")
 now = utcnow()

@@ -6,7 +6,7 @@ from billing_core import run_view, run_worker
 from billing_core.invoicing import preview, test_cards_allowed
 from billing_core.periods import utcnow
 from billing_core.run_lock import lock_name, lock_status
-from pages import _ui as ui
+from pages.common import ui
 
 # How often the progress panel re-reads the run while it is active.
 POLL_SECONDS = 1.5

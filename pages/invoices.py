@@ -8,7 +8,7 @@ from billing_core import invoices as inv
 from billing_core import payment_methods as pm
 from billing_core.periods import utcnow
 from billing_core.stripe_gateway import make_client
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Invoices")
 is_admin = identity.can("admin")

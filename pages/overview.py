@@ -4,7 +4,7 @@ import streamlit as st
 
 from billing_core.overview import build_overview
 from billing_core.periods import utcnow
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Overview")
 

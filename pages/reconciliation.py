@@ -5,7 +5,7 @@ import streamlit as st
 from billing_core import reconcile, reconcile_view
 from billing_core.periods import Period, utcnow
 from billing_core.reconcile_diff import KINDS, Tolerance
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Reconciliation")
 ACTION_LABELS = {

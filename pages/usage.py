@@ -8,7 +8,7 @@ from billing_core import alerts, usage, usage_view
 from billing_core.errors import ValidationError
 from billing_core.periods import utcnow
 from billing_core.usage_import import import_usage_csv
-from pages import _ui as ui
+from pages.common import ui
 
 identity = ui.page_setup("Usage vs plan limits")
 now = utcnow()

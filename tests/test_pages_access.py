@@ -1,7 +1,8 @@
 """Every page in the registry, opened directly by file, for every kind of visitor.
 
 Streamlit serves files in pages/ by URL without running dashboard.py, so each page must refuse
-on its own before reading data. New pages join this matrix by being added to pages/_registry.
+on its own before reading data. New pages join this matrix by being added to
+pages/common/registry.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
 from billing_core.demo.catalog import CUSTOMERS
-from pages._registry import PAGES
+from pages.common.registry import PAGES
 from tests.conftest import ROOT
 
 ADMIN = "boss@acme.example"

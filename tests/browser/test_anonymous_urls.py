@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from billing_core.demo.catalog import CUSTOMERS
-from pages._registry import PAGES
+from pages.common.registry import PAGES
 from tests.browser.conftest import VIEWER, StreamlitServer, launch_streamlit
 
 pytestmark = pytest.mark.browser

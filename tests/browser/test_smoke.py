@@ -7,7 +7,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from pages._registry import PAGES
+from pages.common.registry import PAGES
 from tests.browser.conftest import assert_no_error_shown, go_to, open_page
 
 Shot = Callable[[Page, str], Path]

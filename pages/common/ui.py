@@ -163,6 +163,8 @@ def page_setup(title: str, needed: Role = "viewer") -> Identity:
     Every page calls this first, because Streamlit also serves files in pages/ by URL without
     running dashboard.py (a fresh server routes by folder until st.navigation first runs).
     """
+    # Also here, not only in dashboard.py: a page opened by URL on a fresh server runs alone.
+    st.set_page_config(page_title=f"{title} · AWS billing", layout="wide")
     try:
         sign_in, identity = access()
     except Exception as exc:  # whatever went wrong, fail closed: no identity, no data
