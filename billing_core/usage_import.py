@@ -525,7 +525,9 @@ def _copy_new(conn: Any, *, source: str, now: datetime) -> int:
         .where(~already)
         .group_by(s.idempotency_key)
     )
-    result = conn.execute(
+    # Counted up front: an INSERT ... SELECT's rowcount is -1 on some drivers (psycopg).
+    new_rows = int(conn.execute(select(func.count()).select_from(rows.subquery())).scalar_one())
+    conn.execute(
         insert(usage).from_select(
             [
                 "customer_id",
@@ -540,7 +542,7 @@ def _copy_new(conn: Any, *, source: str, now: datetime) -> int:
             rows,
         )
     )
-    return int(result.rowcount or 0)
+    return new_rows
 
 
 # --- entry points -------------------------------------------------------------------------
