@@ -80,13 +80,16 @@ def _cli_import(url: str, path: Path) -> tuple[float, int, str]:
         "BILLING_SECRETS_FILE": str(path.parent / "none.toml"),
         "PYTHONPATH": str(ROOT),
     }
-    # The child reports its own peak RSS: RUSAGE_CHILDREN would be the largest of every child
-    # this benchmark process ever ran (other benchmarks start children too).
+    # The child reports its own peak RSS from /proc (VmHWM starts afresh at exec). getrusage
+    # would not do: Linux carries ru_maxrss across fork and exec, so a child of this (large)
+    # benchmark process would report the parent's peak, and RUSAGE_CHILDREN is the largest
+    # of every child any benchmark started.
     runner = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from billing_core.cli import main\n"
         "code = main(['import-usage', sys.argv[1]])\n"
-        "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
     started = time.perf_counter()
