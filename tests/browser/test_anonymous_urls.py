@@ -7,6 +7,7 @@ once more, now routed through dashboard.py's navigation.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 
 from billing_core.demo.catalog import CUSTOMERS
 from pages.common.registry import PAGES
-from tests.browser.conftest import VIEWER, StreamlitServer, launch_streamlit
+from tests.browser.conftest import ADMIN, VIEWER, StreamlitServer, launch_streamlit
+from tests.support.reverse_proxy import USER_COOKIE, ReverseProxy, nginx_available, sign_in_proxy
 
 pytestmark = pytest.mark.browser
 
@@ -59,22 +61,66 @@ def test_every_url_shows_only_the_sign_in_screen(
     page.close()
 
 
-def test_proxy_header_mode_end_to_end(tmp_path: Path, demo_db_url: str, chromium: Any) -> None:
-    # The proxy's header reaches Streamlit with the websocket handshake (st.context.headers).
-    env = {"AUTH_PROXY_HEADER": "X-Forwarded-Email", "VIEWER_EMAILS": VIEWER,
-           "ADMIN_EMAILS": "boss@acme.example"}  # fmt: skip
-    with launch_streamlit(tmp_path, demo_db_url, env=env) as server:
-        anonymous = chromium.new_page()
-        body = open_and_settle(anonymous, f"{server.url}/overview", "company's sign-in page")
-        assert_no_data(anonymous, body, "anonymous")
-        context = chromium.new_context(extra_http_headers={"X-Forwarded-Email": VIEWER})
-        viewer = context.new_page()
-        body = open_and_settle(viewer, f"{server.url}/", "Active customers")
-        assert f"Signed in as {VIEWER}" in body
-        for path, title, _icon, needed in PAGES:
-            if needed != "admin":
-                continue
-            # Not in the viewer's navigation: Streamlit says so and shows the main page.
-            body = open_and_settle(viewer, f"{server.url}/{Path(path).stem}", "Page not found")
-            assert viewer.get_by_role("heading", name=title).count() == 0, path
-        context.close()
+@pytest.fixture
+def nginx() -> None:
+    """The proxy test needs Debian's nginx: skipped without it locally, an error on CI."""
+    if nginx_available():
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("The proxy sign-in test needs nginx on CI: `apt-get install nginx` (.ci/run).")
+    pytest.skip("no nginx (apt-get install nginx)")
+
+
+def open_as(chromium: Any, proxy: ReverseProxy, user: str | None, **context_args: Any) -> Any:
+    """A fresh browser whose proxy session (cookie) belongs to `user`, or to nobody."""
+    context = chromium.new_context(**context_args)
+    if user is not None:
+        context.add_cookies([{"name": USER_COOKIE, "value": user, "url": proxy.url}])
+    return context
+
+
+def test_proxy_header_mode_end_to_end(
+    tmp_path: Path, demo_db_url: str, chromium: Any, nginx: None
+) -> None:
+    # As in production: a reverse proxy signs people in (here: a session cookie) and sets the
+    # header on every request it forwards, the websocket handshake included.
+    header = "X-Forwarded-Email"
+    env = {"AUTH_PROXY_HEADER": header, "VIEWER_EMAILS": VIEWER, "ADMIN_EMAILS": ADMIN}
+    with (
+        launch_streamlit(tmp_path, demo_db_url, env=env) as server,
+        sign_in_proxy(
+            tmp_path / "nginx",
+            upstream=server.url,
+            header=header,
+            users={"viewer": VIEWER, "admin": ADMIN},
+        ) as proxy,
+    ):
+        try:
+            # No proxy session: the sign-in screen, even when the browser forges the header.
+            for context_args in ({}, {"extra_http_headers": {header: ADMIN}}):
+                anonymous = open_as(chromium, proxy, None, **context_args)
+                page = anonymous.new_page()
+                body = open_and_settle(page, f"{proxy.url}/overview", "company's sign-in page")
+                assert_no_data(page, body, f"anonymous {context_args}")
+                anonymous.close()
+
+            viewer_context = open_as(chromium, proxy, "viewer")
+            viewer = viewer_context.new_page()
+            body = open_and_settle(viewer, f"{proxy.url}/", "Active customers")
+            assert f"Signed in as {VIEWER}" in body
+            for path, title, _icon, needed in PAGES:
+                if needed != "admin":
+                    continue
+                # Not in the viewer's navigation: Streamlit says so and shows the main page.
+                url = f"{proxy.url}/{Path(path).stem}"
+                body = open_and_settle(viewer, url, "Page not found")
+                assert viewer.get_by_role("heading", name=title).count() == 0, path
+            viewer_context.close()
+
+            admin_context = open_as(chromium, proxy, "admin")
+            admin = admin_context.new_page()
+            body = open_and_settle(admin, f"{proxy.url}/invoice_run", "Preview")
+            assert f"Signed in as {ADMIN}" in body
+            admin_context.close()
+        except Exception as error:
+            raise AssertionError(f"{error}\n{proxy.log_tail()}") from error
