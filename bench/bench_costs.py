@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import Figure
-from billing_core import cost_explorer as ce
-from billing_core import costs
 from billing_core.config import load_settings
+from billing_core.costs import cost_explorer as ce
+from billing_core.costs import refresh
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.demo import seed_demo
 from billing_core.models import Customer, CustomerAccount
 from billing_core.periods import Period
+from billing_core.views import aws_costs
 from tests.support.ce_stub import CostExplorerStub
 
 PAGE_GROUPS = 5000
@@ -135,7 +136,9 @@ def _fetch(engine: Any, period: Period, accounts: int) -> tuple[int, float, int]
         started = time.perf_counter()
         with _environment(str(engine.url), stub.url), session_scope(engine) as session:
             client = ce.make_client(cfg)
-            outcome = costs.refresh_period(session, cfg, period, now=NOW, force=True, client=client)
+            outcome = refresh.refresh_period(
+                session, cfg, period, now=NOW, force=True, client=client
+            )
         assert outcome.error is None, outcome.error
         return stub.request_count, time.perf_counter() - started, outcome.lines
     finally:
@@ -202,10 +205,10 @@ def run(quick: bool) -> list[Figure]:
         cfg = load_settings({"BILLING_MODE": "live"}, Path("/nonexistent"))
         with session_scope(engine) as session:
             started = time.perf_counter()
-            view = costs.build_costs_view(session, cfg, period)
+            view = aws_costs.build_costs_view(session, cfg, period)
             built = time.perf_counter() - started
             started = time.perf_counter()
-            costs.build_costs_view(session, cfg, period, costs.CostFilter(customer=1))
+            aws_costs.build_costs_view(session, cfg, period, aws_costs.CostFilter(customer=1))
             filtered = time.perf_counter() - started
         assert view.total == sum(view.by_customer["amount"], Decimal(0))
         figures.append(

@@ -21,10 +21,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bench.run import Figure
-from billing_core import events, exports
-from billing_core import invoices as inv
 from billing_core.db import make_engine, migrate, session_scope
+from billing_core.invoicing import export_csv as exports
 from billing_core.models import Customer, Invoice, InvoiceLine
+from billing_core.payments import sync
+from billing_core.views import invoices as inv
 
 AREA = "invoices"
 STATUSES = ["paid"] * 14 + ["open", "failed", "void", "uncollectible"]
@@ -146,7 +147,7 @@ def _sync_throughput(n_invoices: int) -> tuple[float, int]:
             _, remote = world.invoice(customers[i // 40], 1_000 + i, period, status="open")
             server.pay_out_of_band(remote["id"])
         started = time.perf_counter()
-        result = events.sync(engine, world.client)
+        result = sync.sync(engine, world.client)
         seconds = time.perf_counter() - started
         engine.dispose()
     return result.applied / seconds, result.applied

@@ -10,9 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.run import Figure
-from billing_core import invoicing
 from billing_core.config import load_settings
 from billing_core.db import make_engine, migrate, session_scope
+from billing_core.invoicing import runs
+from billing_core.invoicing.pricing import MetricTerms, PlanTerms, PricingInput, Rates, price
 from billing_core.models import (
     CostLine,
     CostSnapshot,
@@ -23,7 +24,6 @@ from billing_core.models import (
     PlanMetric,
 )
 from billing_core.periods import Period
-from billing_core.pricing import MetricTerms, PlanTerms, PricingInput, Rates, price
 from tests.support.stripe_server import StripeTestServer
 
 AREA = "invoicing"
@@ -115,7 +115,7 @@ def _world(root: Path, customers: int, server: StripeTestServer) -> str:
 
 def _push(
     customers: int, *, latency: float, limit: float | None, client_rate: float, concurrency: int
-) -> tuple[float, invoicing.RunResult, int]:
+) -> tuple[float, runs.RunResult, int]:
     with tempfile.TemporaryDirectory() as tmp, StripeTestServer() as server:
         url = _world(Path(tmp), customers, server)
         server.latency = latency
@@ -132,8 +132,8 @@ def _push(
         )
         engine = make_engine(url)
         started = time.perf_counter()
-        result = invoicing.run_invoices(
-            engine, settings, invoicing.RunOptions(PERIOD), now=NOW, progress=lambda _m: None
+        result = runs.run_invoices(
+            engine, settings, runs.RunOptions(PERIOD), now=NOW, progress=lambda _m: None
         )
         elapsed = time.perf_counter() - started
         rejected = sum(1 for _m, _p, status, _k in server.request_log if status == 429)

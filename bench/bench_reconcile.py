@@ -16,7 +16,7 @@ from billing_core.config import load_settings
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.periods import Period, utcnow
-from billing_core.reconcile import make_reader, reconcile_period
+from billing_core.reconciliation.runs import make_reader, reconcile_period
 from tests.support.stripe_server import StripeTestServer
 
 

@@ -24,8 +24,8 @@ from bench.run import Figure
 from billing_core.db import open_database, session_scope
 from billing_core.models import Customer, Plan, PlanMetric
 from billing_core.periods import Period, utcnow
-from billing_core.usage import build_usage_report
-from billing_core.usage_view import report_frame
+from billing_core.usage.limits import build_usage_report
+from billing_core.views.usage import report_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = [f"metric_{i}" for i in range(10)]

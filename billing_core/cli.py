@@ -130,7 +130,7 @@ def seed_demo_cmd(app: AppContext, only_in_demo: bool, force: bool) -> None:
 def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
     """Create or update customers from a CSV (validated whole before anything is written)."""
     from billing_core.auth import cli_identity
-    from billing_core.customers import import_customers
+    from billing_core.customers.import_csv import import_customers
 
     with session_scope(app.engine) as session:
         result = import_customers(session, file.read_bytes(), actor=cli_identity(actor))
@@ -146,8 +146,8 @@ def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
 @pass_app
 def fetch_costs_cmd(app: AppContext, period: Period | None, force: bool) -> None:
     """Refresh cost snapshots from AWS Cost Explorer (each request costs USD 0.01)."""
-    from billing_core.cost_explorer import USD_PER_REQUEST
-    from billing_core.costs import default_fetch_periods, refresh_period
+    from billing_core.costs.cost_explorer import USD_PER_REQUEST
+    from billing_core.costs.refresh import default_fetch_periods, refresh_period
 
     now = utcnow()
     periods = [period] if period else default_fetch_periods(now)
@@ -183,7 +183,7 @@ def fetch_costs_cmd(app: AppContext, period: Period | None, force: bool) -> None
 @pass_app
 def costs_report_cmd(app: AppContext, period: Period | None, by: str, as_csv: bool) -> None:
     """Print the AWS costs page's figures for a month, from the stored snapshots only."""
-    from billing_core.costs import format_report
+    from billing_core.costs.report import format_report
 
     with session_scope(app.engine) as session:
         text = format_report(
@@ -225,7 +225,7 @@ def invoice_run_cmd(
     actor: str,
 ) -> None:
     """Bill a closed month: drafts, then push to Stripe (safe to re-run; resumes)."""
-    from billing_core import invoicing, run_worker
+    from billing_core.invoicing import run_worker, runs
 
     if pending:
         results = run_worker.execute_pending(
@@ -235,7 +235,7 @@ def invoice_run_cmd(
             click.echo("no run requests pending")
         ctx.exit(max((r.exit_code for r in results), default=0))
     now = utcnow()
-    opts = invoicing.RunOptions(
+    opts = runs.RunOptions(
         period=period or previous_period(now),
         dry_run=dry_run,
         customer_id=customer_id,
@@ -243,9 +243,9 @@ def invoice_run_cmd(
         actor=actor,
         attach_test_cards=demo_attach_test_cards,
     )
-    result = invoicing.run_invoices(app.engine, app.settings, opts, now=now, progress=click.echo)
+    result = runs.run_invoices(app.engine, app.settings, opts, now=now, progress=click.echo)
     if dry_run:
-        for line in invoicing.describe_drafts(result.drafts):
+        for line in runs.describe_drafts(result.drafts):
             click.echo(line)
         ctx.exit(1 if result.drafts.problems else 0)
     if result.fatal:
@@ -264,7 +264,7 @@ def set_rate_cmd(
     app: AppContext, period: Period | None, currency: str, rate: str, source: str, actor: str
 ) -> None:
     """Record the USD->CURRENCY exchange rate of a month (used by that month's invoices)."""
-    from billing_core.invoicing import set_rate
+    from billing_core.exchange_rates.rates import set_rate
 
     if period is None:
         raise ConfigError("Give the month with --period YYYY-MM.")
@@ -301,8 +301,8 @@ def reconcile_cmd(
     """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
     from billing_core.errors import MoneyError
     from billing_core.money import to_decimal
-    from billing_core.reconcile import make_reader, reconcile_period
-    from billing_core.reconcile_diff import Tolerance
+    from billing_core.reconciliation.diffing import Tolerance
+    from billing_core.reconciliation.runs import make_reader, reconcile_period
 
     period = period or Period.containing(utcnow()).previous()
     try:
@@ -332,8 +332,8 @@ def reconcile_cmd(
 @pass_app
 def sync_cmd(app: AppContext, reset: bool) -> None:
     """Pull Stripe events since the last processed one and apply them (for cron)."""
-    from billing_core.events import sync
-    from billing_core.stripe_gateway import make_client
+    from billing_core.payments.sync import sync
+    from billing_core.stripe.gateway import make_client
 
     result = sync(app.engine, make_client(app.settings), reset=reset)
     click.echo(result.describe())
@@ -345,7 +345,7 @@ def sync_cmd(app: AppContext, reset: bool) -> None:
 @pass_app
 def webhook_server_cmd(app: AppContext, port: int, host: str) -> None:
     """Receive Stripe webhooks: verify the signature, store, answer 2xx, apply."""
-    from billing_core.webhooks import make_server
+    from billing_core.payments.webhook_server import make_server
 
     try:
         server = make_server(app.engine, app.settings, host, port)
@@ -390,8 +390,8 @@ def export_invoices_cmd(
     lines_out: Path | None,
 ) -> None:
     """Write the invoices (and optionally their lines) as CSV for accounting."""
-    from billing_core.exports import write_invoices_csv, write_lines_csv
-    from billing_core.invoices import STATUSES, InvoiceFilter
+    from billing_core.invoicing.export_csv import write_invoices_csv, write_lines_csv
+    from billing_core.views.invoices import STATUSES, InvoiceFilter
 
     unknown = sorted(set(statuses) - set(STATUSES))
     if unknown:
@@ -441,7 +441,7 @@ def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -
 @pass_app
 def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> None:
     """Import usage from a CSV; any bad row imports nothing, re-importing adds nothing."""
-    from billing_core.usage_import import import_usage_csv
+    from billing_core.usage.import_csv import import_usage_csv
 
     with session_scope(app.engine) as session:
         result = import_usage_csv(session, file, now=utcnow(), actor=actor, source=source)
@@ -453,8 +453,13 @@ def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> No
 @pass_app
 def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
-    from billing_core.alerts import AlertPublishError, check_alerts, publish_pending, sns_client
-    from billing_core.plans import apply_due_plan_changes
+    from billing_core.customers.plans import apply_due_plan_changes
+    from billing_core.usage.alerts import (
+        AlertPublishError,
+        check_alerts,
+        publish_pending,
+        sns_client,
+    )
 
     now = utcnow()
     with session_scope(app.engine) as session:

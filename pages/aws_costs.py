@@ -9,9 +9,10 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
-from billing_core import cost_charts, costs
+from billing_core.costs import attribution, refresh, report, snapshots
 from billing_core.money import minor_to_decimal, round_minor
 from billing_core.periods import Period, utcnow
+from billing_core.views import aws_costs
 from pages.common import ui
 
 identity = ui.page_setup("AWS costs")
@@ -23,10 +24,10 @@ ALL_SERVICES = "All services"
 # --- data: the months with figures ----------------------------------------------------------
 try:
     with ui.db() as session:
-        stored = costs.snapshot_periods(
-            session, metric=cfg.cost_metric, group_by=costs.group_label(cfg)
+        stored = snapshots.snapshot_periods(
+            session, metric=cfg.cost_metric, group_by=snapshots.group_label(cfg)
         )
-        customer_names = dict(costs.Attribution.load(session).names)
+        customer_names = dict(attribution.Attribution.load(session).names)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
@@ -43,7 +44,7 @@ period = f1.selectbox(
 customer_options: list[object] = [
     ALL_CUSTOMERS,
     *sorted(customer_names, key=lambda c: customer_names[c]),
-    costs.UNATTRIBUTED,
+    snapshots.UNATTRIBUTED,
 ]
 customer_choice = f2.selectbox(
     "Customer",
@@ -51,18 +52,18 @@ customer_choice = f2.selectbox(
     format_func=lambda c: (
         c
         if c == ALL_CUSTOMERS
-        else (costs.UNATTRIBUTED_LABEL if c == costs.UNATTRIBUTED else customer_names[c])
+        else (snapshots.UNATTRIBUTED_LABEL if c == snapshots.UNATTRIBUTED else customer_names[c])
     ),
     key="costs_customer",
 )
 try:
     with ui.db() as session:
-        services = costs.available_services(session, cfg, period)
+        services = snapshots.available_services(session, cfg, period)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
 service_choice = f3.selectbox("Service", [ALL_SERVICES, *services], key="costs_service")
-filters = costs.CostFilter(
+filters = aws_costs.CostFilter(
     customer=None if customer_choice == ALL_CUSTOMERS else customer_choice,  # type: ignore[arg-type]
     service=None if service_choice == ALL_SERVICES else service_choice,
 )
@@ -83,7 +84,7 @@ if clicked:
     with st.spinner("Fetching from Cost Explorer..."):
         try:
             with ui.db() as session:
-                outcomes = costs.refresh_for_page(session, cfg, period, now=now)
+                outcomes = refresh.refresh_for_page(session, cfg, period, now=now)
         except Exception as exc:
             ui.show_error(exc)
             outcomes = []
@@ -95,8 +96,8 @@ if clicked:
 
 try:
     with ui.db() as session:
-        view = costs.build_costs_view(session, cfg, period, filters)
-        failure = costs.last_failure(session)
+        view = aws_costs.build_costs_view(session, cfg, period, filters)
+        failure = refresh.last_failure(session)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
@@ -107,7 +108,7 @@ def money(amount: Decimal) -> str:
 
 
 info = view.snapshot
-age = costs.describe_age(info.age(now)) if info else None
+age = report.describe_age(info.age(now)) if info else None
 for message in refresh_errors:
     kept = (
         f" Still showing the snapshot from {info.fetched_at:%Y-%m-%d %H:%M} UTC ({age} old)."
@@ -188,12 +189,12 @@ if view.by_service.empty:
     st.info("No costs match these filters.")
 else:
     c1, c2 = st.columns(2)
-    c1.plotly_chart(cost_charts.by_service_figure(view), width="stretch")
-    c2.plotly_chart(cost_charts.by_customer_figure(view), width="stretch")
+    c1.plotly_chart(aws_costs.by_service_figure(view), width="stretch")
+    c2.plotly_chart(aws_costs.by_customer_figure(view), width="stretch")
 if view.daily_snapshot is None:
     st.caption("Only monthly figures are stored for this month: no daily trend.")
 elif not view.daily.empty:
-    st.plotly_chart(cost_charts.daily_figure(view), width="stretch")
+    st.plotly_chart(aws_costs.daily_figure(view), width="stretch")
     if view.daily_snapshot.id != info.id:
         st.caption(
             f"Daily figures from the snapshot of {view.daily_snapshot.fetched_at:%Y-%m-%d %H:%M} "
@@ -222,7 +223,7 @@ st.dataframe(
 )
 st.download_button(
     "Download CSV",
-    data=costs.breakdown_csv(view),
+    data=report.breakdown_csv(view),
     file_name=f"aws-costs-{period}.csv",
     mime="text/csv",
     icon=":material/download:",

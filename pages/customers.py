@@ -5,7 +5,8 @@ Every change applies from the next period and lands in the audit log.
 
 import streamlit as st
 
-from billing_core import audit, plans
+from billing_core import audit
+from billing_core.customers import plans
 from billing_core.errors import ValidationError
 from billing_core.periods import Period, utcnow
 from pages.common import ui

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from billing_core import run_view, run_worker
-from billing_core.invoicing import preview, test_cards_allowed
+from billing_core.invoicing import run_worker
+from billing_core.invoicing.run_lock import lock_name, lock_status
+from billing_core.invoicing.runs import preview, test_cards_allowed
 from billing_core.periods import utcnow
-from billing_core.run_lock import lock_name, lock_status
+from billing_core.views import invoice_run as run_view
 from pages.common import ui
 
 # How often the progress panel re-reads the run while it is active.

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from billing_core import events as stripe_events
-from billing_core import exports
-from billing_core import invoices as inv
-from billing_core import payment_methods as pm
+from billing_core.invoicing import export_csv as exports
+from billing_core.payments import events, sync
+from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
-from billing_core.stripe_gateway import make_client
+from billing_core.stripe.gateway import make_client
+from billing_core.views import invoices as inv
 from pages.common import ui
 
 identity = ui.page_setup("Invoices")
@@ -326,9 +326,9 @@ with tab_events:
     )
     try:
         with ui.db() as session:
-            recent = stripe_events.recent_events(session, outcome=outcome)
-            pending = len(stripe_events.pending_event_ids(session))
-            cursor = stripe_events.get_cursor(session)
+            recent = sync.recent_events(session, outcome=outcome)
+            pending = len(events.pending_event_ids(session))
+            cursor = sync.get_cursor(session)
     except Exception as exc:
         ui.show_error(exc)
         st.stop()

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from billing_core.overview import build_overview
 from billing_core.periods import utcnow
+from billing_core.views.overview import build_overview
 from pages.common import ui
 
 identity = ui.page_setup("Overview")

@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from billing_core import reconcile, reconcile_view
 from billing_core.periods import Period, utcnow
-from billing_core.reconcile_diff import KINDS, Tolerance
+from billing_core.reconciliation import resolve
+from billing_core.reconciliation import runs as reconciliation_runs
+from billing_core.reconciliation.diffing import KINDS, Tolerance
+from billing_core.views import reconciliation as reconcile_view
 from pages.common import ui
 
 identity = ui.page_setup("Reconciliation")
@@ -16,7 +18,7 @@ ACTION_LABELS = {
 
 try:
     with ui.db() as session:
-        periods = reconcile.periods_with_diffs(session)
+        periods = reconciliation_runs.periods_with_diffs(session)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
@@ -25,7 +27,9 @@ except Exception as exc:
 with st.sidebar:
     st.subheader("Filters")
     period_choice = st.selectbox("Month", ["All months", *periods], key="period")
-    kinds = st.multiselect("Kind", list(KINDS), key="kinds", format_func=reconcile.kind_label)
+    kinds = st.multiselect(
+        "Kind", list(KINDS), key="kinds", format_func=reconciliation_runs.kind_label
+    )
     statuses = st.multiselect(
         "Status", list(reconcile_view.STATUSES), default=["open"], key="statuses"
     )
@@ -45,7 +49,7 @@ try:
             statuses=statuses,
             include_within_tolerance=within,
         )
-        runs = reconcile_view.run_rows(reconcile.runs(session, limit=20))
+        runs = reconcile_view.run_rows(reconciliation_runs.runs(session, limit=20))
         open_diffs = reconcile_view.resolvable(session, period)
 except Exception as exc:
     ui.show_error(exc)
@@ -127,17 +131,17 @@ if identity.can("admin"):
             try:
                 with ui.db() as session:
                     if action == "accept":
-                        reconcile.accept_diff(session, identity, diff_id, note)
+                        resolve.accept_diff(session, identity, diff_id, note)
                         message = f"Difference #{diff_id} accepted."
                     elif action == "true_up":
-                        t = reconcile.schedule_true_up(session, identity, diff_id, note)
+                        t = resolve.schedule_true_up(session, identity, diff_id, note)
                         message = (
                             f"True-up scheduled: '{t.description}' "
                             f"{ui.fmt(t.amount_minor, t.currency)} on the next invoice."
                         )
                     else:
-                        reader = reconcile.make_reader(ui.settings())
-                        reconcile.sync_from_stripe(session, identity, diff_id, reader=reader)
+                        reader = reconciliation_runs.make_reader(ui.settings())
+                        resolve.sync_from_stripe(session, identity, diff_id, reader=reader)
                         message = f"Difference #{diff_id} synced from Stripe."
                 st.session_state["reconcile_message"] = message
                 st.rerun()
@@ -154,11 +158,11 @@ if identity.can("admin"):
     if submitted:
         try:
             with st.spinner("Comparing with Stripe, AWS costs and usage..."):
-                result = reconcile.reconcile_period(
+                result = reconciliation_runs.reconcile_period(
                     ui.engine(),
                     Period.parse(run_period),
                     tolerance=Tolerance(tolerance_pct),
-                    reader=reconcile.make_reader(ui.settings()),
+                    reader=reconciliation_runs.make_reader(ui.settings()),
                     actor=identity.actor,
                 )
             show = st.success if result.status == "complete" else st.error

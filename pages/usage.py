@@ -4,10 +4,11 @@ from decimal import Decimal
 
 import streamlit as st
 
-from billing_core import alerts, usage, usage_view
 from billing_core.errors import ValidationError
 from billing_core.periods import utcnow
-from billing_core.usage_import import import_usage_csv
+from billing_core.usage import alerts, limits
+from billing_core.usage.import_csv import import_usage_csv
+from billing_core.views import usage as views_usage
 from pages.common import ui
 
 identity = ui.page_setup("Usage vs plan limits")
@@ -42,14 +43,14 @@ if identity.can("admin"):
 
 try:
     with ui.db() as session:
-        choices = usage.period_choices(session, now)
+        choices = views_usage.period_choices(session, now)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
 period = st.selectbox("Period", choices, format_func=str)
 try:
     with ui.db() as session:
-        report = usage.build_usage_report(session, period, now)
+        report = limits.build_usage_report(session, period, now)
         period_alerts = alerts.alerts_for_period(session, period)
 except Exception as exc:
     ui.show_error(exc)
@@ -69,17 +70,17 @@ st.caption(
         "the average daily usage so far (levels such as seats: the peak so far)."
     )
 )
-counts = usage_view.status_counts(report)
+counts = views_usage.status_counts(report)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Customers over a limit", counts.get("over", 0))
 c2.metric("Customers near a limit", counts.get("near", 0))
 c3.metric("Projected over", counts.get("projected over", 0))
 c4.metric("Alerts this period", len(period_alerts))
 left, right = st.columns(2)
-left.markdown(f"**Overage so far:** {ui.fmt_by_currency(usage_view.overage_totals(report.rows))}")
+left.markdown(f"**Overage so far:** {ui.fmt_by_currency(views_usage.overage_totals(report.rows))}")
 right.markdown(
     "**Projected overage at month end:** "
-    + ui.fmt_by_currency(usage_view.overage_totals(report.rows, projected=True))
+    + ui.fmt_by_currency(views_usage.overage_totals(report.rows, projected=True))
 )
 if report.missing_rates:
     st.warning(
@@ -91,13 +92,13 @@ if not report.has_cost_data:
     st.caption("No AWS cost snapshot for this period yet: AWS spend limits are not shown.")
 
 statuses = st.multiselect(
-    "Show", list(usage_view.STATUS_ORDER), default=[], placeholder="All statuses"
+    "Show", list(views_usage.STATUS_ORDER), default=[], placeholder="All statuses"
 )
-frame = usage_view.report_frame(usage.iter_rows(report, statuses or None))
+frame = views_usage.report_frame(views_usage.iter_rows(report, statuses or None))
 st.dataframe(
     frame,
     hide_index=True,
-    column_order=[c for c in usage_view.COLUMNS if c != "customer_id"],
+    column_order=[c for c in views_usage.COLUMNS if c != "customer_id"],
     column_config={
         "Used": st.column_config.NumberColumn(format="localized"),
         "Limit": st.column_config.NumberColumn(format="localized"),
@@ -118,8 +119,10 @@ chosen = st.selectbox("Customer", list(names), format_func=lambda cid: names[cid
 rows = report.for_customer(chosen)
 try:
     with ui.db() as session:
-        daily = usage.daily_usage(session, chosen, period, {r.metric: r.aggregation for r in rows})
-        spend_points = usage.spend_by_day(session, chosen, period)
+        daily = views_usage.daily_usage(
+            session, chosen, period, {r.metric: r.aggregation for r in rows}
+        )
+        spend_points = views_usage.spend_by_day(session, chosen, period)
 except Exception as exc:
     ui.show_error(exc)
     st.stop()
@@ -128,9 +131,9 @@ for index, row in enumerate(rows):
     if row.is_spend:
         usd = spend_points[-1].running if spend_points else Decimal(0)
         scale = row.used / usd if usd else Decimal(0)
-        fig = usage_view.metric_figure(row, spend_points, period, scale=scale)
+        fig = views_usage.metric_figure(row, spend_points, period, scale=scale)
     else:
-        fig = usage_view.metric_figure(row, daily.get(row.metric, []), period)
+        fig = views_usage.metric_figure(row, daily.get(row.metric, []), period)
     cols[index % 2].plotly_chart(fig, key=f"chart-{row.metric}")
 
 st.subheader("Alerts")

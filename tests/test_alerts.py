@@ -11,13 +11,14 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlmodel import Session, col, func, select
 
-from billing_core.alerts import check_alerts, crossed, publish_pending, sns_client
 from billing_core.cli import main
 from billing_core.config import load_settings
 from billing_core.db import make_engine
 from billing_core.models import Alert
 from billing_core.periods import Period
-from billing_core.usage_import import UsageInput, record_usage
+from billing_core.usage.alerts import check_alerts, crossed, publish_pending, sns_client
+from billing_core.usage.import_checks import UsageInput
+from billing_core.usage.import_csv import record_usage
 from tests.support.usage_world import NOW, make_world
 
 NOV = Period(2026, 11)
@@ -97,7 +98,7 @@ def test_alert_inserted_concurrently_is_not_duplicated(session: Session) -> None
 
 
 def test_insert_once_keeps_the_rest_of_the_transaction(session: Session) -> None:
-    from billing_core.alerts import insert_once
+    from billing_core.usage.alerts import insert_once
 
     _, a, _ = make_world(session)
 

@@ -8,12 +8,13 @@ import pytest
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
-from billing_core import costs
 from billing_core.config import load_settings
+from billing_core.costs import attribution, refresh, snapshots
 from billing_core.db import make_engine
 from billing_core.models import CostSnapshot
 from billing_core.money import display, round_minor
 from billing_core.periods import Period, utcnow
+from billing_core.views import aws_costs
 from tests.conftest import ROOT
 from tests.support.aws import FAKE_AWS, group, page, result
 
@@ -30,9 +31,9 @@ def usd(amount: Decimal) -> str:
     return display(round_minor(amount, "USD"), "USD")
 
 
-def stored_view(db_url: str, period: Period, filters: costs.CostFilter | None = None):
+def stored_view(db_url: str, period: Period, filters: aws_costs.CostFilter | None = None):
     with Session(make_engine(db_url)) as s:
-        return costs.build_costs_view(s, load_settings(), period, filters)
+        return aws_costs.build_costs_view(s, load_settings(), period, filters)
 
 
 def snapshot_count(db_url: str) -> int:
@@ -75,19 +76,21 @@ def test_filters_narrow_every_figure(app_env) -> None:
     at.selectbox(key="costs_customer").select_index(1).run()
     assert not at.exception
     with Session(make_engine(app_env["DATABASE_URL"])) as s:
-        cid = next(c for c, n in costs.Attribution.load(s).names.items() if n == customer)
-    view = stored_view(app_env["DATABASE_URL"], period, costs.CostFilter(customer=cid))
+        cid = next(c for c, n in attribution.Attribution.load(s).names.items() if n == customer)
+    view = stored_view(app_env["DATABASE_URL"], period, aws_costs.CostFilter(customer=cid))
     assert at.metric[0].value == usd(view.total)
     assert set(at.dataframe[0].value["customer"]) == {customer}
-    at.selectbox(key="costs_customer").select(costs.UNATTRIBUTED).run()
+    at.selectbox(key="costs_customer").select(snapshots.UNATTRIBUTED).run()
     view = stored_view(
-        app_env["DATABASE_URL"], period, costs.CostFilter(customer=costs.UNATTRIBUTED)
+        app_env["DATABASE_URL"], period, aws_costs.CostFilter(customer=snapshots.UNATTRIBUTED)
     )
     assert at.metric[0].value == usd(view.total)
     at.selectbox(key="costs_month").select(period.previous()).run()
     assert not at.exception
     closed = stored_view(
-        app_env["DATABASE_URL"], period.previous(), costs.CostFilter(customer=costs.UNATTRIBUTED)
+        app_env["DATABASE_URL"],
+        period.previous(),
+        aws_costs.CostFilter(customer=snapshots.UNATTRIBUTED),
     )
     assert at.metric[0].label == f"Total {period.previous()}"
     assert at.metric[0].value == usd(closed.total)
@@ -138,12 +141,12 @@ def test_refresh_button_fetches_through_the_service(live_env, ce_stub, db_url, m
     assert at.metric[0].value == "USD 42.41"  # 40.005 + 2.4, rounded once
     assert at.metric[3].value == "USD 42.41"  # no customers in this database: all unattributed
     with Session(make_engine(db_url)) as s:
-        snap = costs.latest_snapshot(s, current)
+        snap = snapshots.latest_snapshot(s, current)
         assert snap.granularity == "DAILY" and snap.estimated and snap.source == "cost_explorer"
         assert snap.request_count == 3  # usage, adjustments, forecast
         # Last month had no snapshot, so the refresh fetched it too; every request is recorded.
-        assert costs.latest_snapshot(s, current.previous()) is not None
-        assert costs.requests_since(s, current.previous().start_at) == spent == 5
+        assert snapshots.latest_snapshot(s, current.previous()) is not None
+        assert refresh.requests_since(s, current.previous().start_at) == spent == 5
     at.run()
     at.run()
     assert ce_stub.request_count == spent  # reruns after the refresh fetch nothing

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing_core import cost_explorer as ce
+from billing_core.costs import cost_explorer as ce
 from billing_core.errors import CostSourceError
 from billing_core.periods import Period
 from tests.support.aws import group, page, result, settings

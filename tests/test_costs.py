@@ -9,11 +9,13 @@ from decimal import Decimal
 import pytest
 from sqlmodel import Session, func, select
 
-from billing_core import costs
 from billing_core.cli import main
+from billing_core.costs import attribution, refresh, snapshots
+from billing_core.costs import report as costs_report
 from billing_core.demo.catalog import CUSTOMERS, monthly_service_costs
 from billing_core.models import CostLine, CostSnapshot, Customer, CustomerAccount
 from billing_core.periods import Period
+from billing_core.views import aws_costs
 from tests.conftest import DEMO_NOW
 from tests.support.aws import group, page, result, settings
 
@@ -79,10 +81,10 @@ def october_by_account() -> list[dict]:
 def test_refresh_stores_a_snapshot_and_attributes_by_account(session, moto_ce) -> None:
     ids = add_customers(session)
     moto_ce.queue(*october_by_account())
-    outcome = costs.refresh_period(session, settings(), OCT, now=NOW, **NO_WAIT)
+    outcome = refresh.refresh_period(session, settings(), OCT, now=NOW, **NO_WAIT)
     assert outcome.error is None and outcome.fetched and outcome.request_count == 3
     assert outcome.snapshot.granularity == "MONTHLY" and outcome.lines == 8
-    got = costs.attributed_costs(session, OCT)
+    got = attribution.attributed_costs(session, OCT)
     assert got.usage[ids["Acme"]] == {
         "AWS Lambda": Decimal("100.0000000001"),
         "Amazon S3": Decimal("20.5"),
@@ -116,13 +118,13 @@ def test_attribution_by_tag_untagged_is_unattributed(session, moto_ce) -> None:
         page(result(*month, [group("customer$birch", "Credit", "-2")])),
     )
     cfg = settings(cost_group_by="TAG", cost_tag_key="customer")
-    assert costs.refresh_period(session, cfg, OCT, now=NOW).error is None
-    got = costs.attributed_costs(session, OCT, group_by="TAG:customer")
+    assert refresh.refresh_period(session, cfg, OCT, now=NOW).error is None
+    got = attribution.attributed_costs(session, OCT, group_by="TAG:customer")
     assert got.usage == {ids["Acme"]: {"AWS Lambda": Decimal(10)}}
     assert got.adjustments == {ids["Birch"]: {"Credit": Decimal(-2)}}
     assert got.unattributed_total == Decimal(5)
     assert got.total == Decimal(13)
-    view = costs.build_costs_view(session, cfg, OCT)
+    view = aws_costs.build_costs_view(session, cfg, OCT)
     assert view.unattributed == Decimal(5)
     assert sum(view.by_customer["amount"], Decimal(0)) == view.total == Decimal(13)
 
@@ -132,18 +134,18 @@ def test_snapshot_is_reused_within_ttl_and_refetched_after(session, moto_ce) -> 
     month = ("2026-11-01", "2026-11-02")
     moto_ce.queue(page(result(*month, [group("111111111111", "S", "1")], True)), page())
     cfg = settings(cost_snapshot_ttl_seconds="3600")
-    first = costs.refresh_period(session, cfg, NOV, now=NOW, **NO_WAIT)
+    first = refresh.refresh_period(session, cfg, NOV, now=NOW, **NO_WAIT)
     assert first.fetched and first.request_count == 3  # 2 pages + forecast attempt
-    again = costs.refresh_period(session, cfg, NOV, now=NOW + timedelta(minutes=59))
+    again = refresh.refresh_period(session, cfg, NOV, now=NOW + timedelta(minutes=59))
     assert not again.fetched and again.request_count == 0
-    later = costs.refresh_period(session, cfg, NOV, now=NOW + timedelta(minutes=61), **NO_WAIT)
+    later = refresh.refresh_period(session, cfg, NOV, now=NOW + timedelta(minutes=61), **NO_WAIT)
     assert later.fetched
-    forced = costs.refresh_period(
+    forced = refresh.refresh_period(
         session, cfg, NOV, now=NOW + timedelta(minutes=62), force=True, **NO_WAIT
     )
     assert forced.fetched
     assert (
-        costs.requests_since(session, NOW)
+        refresh.requests_since(session, NOW)
         == first.request_count + later.request_count + forced.request_count
     )
 
@@ -157,10 +159,10 @@ def test_final_closed_month_is_not_refetched(session) -> None:
         estimated=False,
         fetched_at=datetime(2026, 11, 5, tzinfo=UTC),
     )
-    assert not costs.needs_refresh(snap, NOW + timedelta(days=30), 60)
+    assert not snapshots.needs_refresh(snap, NOW + timedelta(days=30), 60)
     snap.estimated = True
-    assert costs.needs_refresh(snap, NOW, 60)
-    assert costs.needs_refresh(None, NOW, 60)
+    assert snapshots.needs_refresh(snap, NOW, 60)
+    assert snapshots.needs_refresh(None, NOW, 60)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +183,7 @@ def test_a_failed_refresh_stores_nothing_and_keeps_the_last_good(
     month = ("2026-10-01", "2026-11-01")
     ce_stub.add("GetCostAndUsage", page(result(*month, [group("111111111111", "S", "5")])))
     ce_stub.add("GetCostAndUsage", page())
-    good = costs.refresh_period(session, settings(), OCT, now=NOW)
+    good = refresh.refresh_period(session, settings(), OCT, now=NOW)
     lines_before = session.exec(select(func.count()).select_from(CostLine)).one()
     if fault == "bad-unit":
         ce_stub.add(
@@ -193,39 +195,39 @@ def test_a_failed_refresh_stores_nothing_and_keeps_the_last_good(
     else:
         ce_stub.fail("GetCostAndUsage", *fault, times=10)
     later = NOW + timedelta(hours=1)
-    bad = costs.refresh_period(session, settings(), OCT, now=later, force=True, **NO_WAIT)
+    bad = refresh.refresh_period(session, settings(), OCT, now=later, force=True, **NO_WAIT)
     assert bad.error and expect in bad.error and not bad.fetched
     assert session.exec(select(func.count()).select_from(CostLine)).one() == lines_before
-    latest = costs.latest_snapshot(session, OCT)
+    latest = snapshots.latest_snapshot(session, OCT)
     assert latest.id == good.snapshot.id
-    failure = costs.last_failure(session)
+    failure = refresh.last_failure(session)
     assert failure and expect in failure.message
     failed = session.exec(select(CostSnapshot).where(CostSnapshot.status == "failed")).one()
     assert failed.request_count == bad.request_count > 0
-    view = costs.build_costs_view(session, settings(), OCT)
+    view = aws_costs.build_costs_view(session, settings(), OCT)
     assert view.total == Decimal(5)
-    assert expect in costs.format_report(session, settings(), OCT, "customer", now=later)
+    assert expect in costs_report.format_report(session, settings(), OCT, "customer", now=later)
     # The next good refresh clears the failure note.
     ce_stub.queues.clear()
-    costs.refresh_period(session, settings(), OCT, now=later, force=True)
-    assert costs.last_failure(session) is None
+    refresh.refresh_period(session, settings(), OCT, now=later, force=True)
+    assert refresh.last_failure(session) is None
 
 
 def test_latest_complete_snapshot_rule_and_pruning(demo_session) -> None:
     cfg = settings()
-    view = costs.build_costs_view(demo_session, cfg, OCT)
+    view = aws_costs.build_costs_view(demo_session, cfg, OCT)
     # October was fetched DAILY at month end, then MONTHLY (final) later: totals from MONTHLY.
     assert view.snapshot.granularity == "MONTHLY" and not view.snapshot.estimated
     assert view.daily_snapshot.granularity == "DAILY"
     assert sum(view.daily["amount"], Decimal(0)) == view.total
-    first = costs.latest_snapshot(demo_session, NOV)
-    result_copy = costs.latest_snapshot(demo_session, NOV)
+    first = snapshots.latest_snapshot(demo_session, NOV)
+    result_copy = snapshots.latest_snapshot(demo_session, NOV)
     assert first.id == result_copy.id
-    from billing_core import cost_explorer as ce
+    from billing_core.costs import cost_explorer as ce
 
-    for i in range(costs.KEEP_SNAPSHOTS + 1):
+    for i in range(snapshots.KEEP_SNAPSHOTS + 1):
         fetched = ce.FetchResult(query=ce.build_query(NOV, DEMO_NOW), estimated=True)
-        costs.store_snapshot(
+        snapshots.store_snapshot(
             demo_session, fetched, fetched_at=DEMO_NOW + timedelta(hours=i + 1), source="test"
         )
     demo_session.refresh(first)
@@ -243,17 +245,17 @@ def test_demo_costs_match_the_catalog_to_the_cent(demo_session) -> None:
     customers = {c.id: names[c.name] for c in demo_session.exec(select(Customer)).all()}
     # 2026-09 is left out: the demo restates it (reconciliation's discrepancies).
     for period in (Period(2025, 10), Period(2026, 8), OCT):
-        got = costs.attributed_costs(demo_session, period)
+        got = attribution.attributed_costs(demo_session, period)
         assert got.granularity == "MONTHLY" and not got.estimated
         for cid, spec in customers.items():
             assert got.usage[cid] == monthly_service_costs(spec, period)
         assert got.unattributed_total > 0
-    october = costs.attributed_costs(demo_session, OCT)
+    october = attribution.attributed_costs(demo_session, OCT)
     kinds = {k for adj in october.adjustments.values() for k in adj}
     assert kinds == {"Credit", "Refund"}
-    running = costs.attributed_costs(demo_session, NOV)
+    running = attribution.attributed_costs(demo_session, NOV)
     assert running.estimated and running.granularity == "DAILY"
-    periods = costs.snapshot_periods(
+    periods = snapshots.snapshot_periods(
         demo_session, metric="UnblendedCost", group_by="LINKED_ACCOUNT"
     )
     assert len(periods) == 14 and periods[0] == NOV
@@ -261,7 +263,7 @@ def test_demo_costs_match_the_catalog_to_the_cent(demo_session) -> None:
 
 def test_view_figures_for_the_running_month(demo_session) -> None:
     cfg = settings()
-    view = costs.build_costs_view(demo_session, cfg, NOV)
+    view = aws_costs.build_costs_view(demo_session, cfg, NOV)
     assert view.running and view.snapshot.estimated and view.snapshot.covered_days == 21
     lines = demo_session.exec(select(CostLine).where(CostLine.snapshot_id == view.snapshot.id))
     stored = sum((line.amount for line in lines.all()), Decimal(0))
@@ -270,7 +272,7 @@ def test_view_figures_for_the_running_month(demo_session) -> None:
     assert sum(view.by_customer["amount"], Decimal(0)) == stored
     assert sum(view.breakdown["amount"], Decimal(0)) == stored
     # Same days of October: the first 21 days of its daily snapshot.
-    oct_daily = costs.latest_snapshot(demo_session, OCT, granularity="DAILY")
+    oct_daily = snapshots.latest_snapshot(demo_session, OCT, granularity="DAILY")
     same = demo_session.exec(
         select(CostLine).where(CostLine.snapshot_id == oct_daily.id, CostLine.day < "2026-10-22")
     ).all()
@@ -284,38 +286,40 @@ def test_view_figures_for_the_running_month(demo_session) -> None:
     ):
         by_customer[None if cid is None or str(cid) == "<NA>" else int(cid)] += amount
     one = int(next(c for c in by_customer if c is not None))
-    narrowed = costs.build_costs_view(demo_session, cfg, NOV, costs.CostFilter(customer=one))
+    narrowed = aws_costs.build_costs_view(
+        demo_session, cfg, NOV, aws_costs.CostFilter(customer=one)
+    )
     assert narrowed.total == by_customer[one]
     assert narrowed.forecast_source == "run rate"
     assert sum(narrowed.daily["amount"], Decimal(0)) == narrowed.total
-    rest = costs.build_costs_view(
-        demo_session, cfg, NOV, costs.CostFilter(customer=costs.UNATTRIBUTED)
+    rest = aws_costs.build_costs_view(
+        demo_session, cfg, NOV, aws_costs.CostFilter(customer=snapshots.UNATTRIBUTED)
     )
     assert rest.total == view.unattributed == by_customer[None]
-    lambda_only = costs.build_costs_view(
-        demo_session, cfg, NOV, costs.CostFilter(service="AWS Lambda")
+    lambda_only = aws_costs.build_costs_view(
+        demo_session, cfg, NOV, aws_costs.CostFilter(service="AWS Lambda")
     )
     assert list(lambda_only.by_service["service"]) == ["AWS Lambda"]
 
 
 def test_report_csv_rows_sum_to_the_page_total(demo_session) -> None:
     cfg = settings()
-    view = costs.build_costs_view(demo_session, cfg, OCT)
+    view = aws_costs.build_costs_view(demo_session, cfg, OCT)
     for by in ("customer", "service", "day"):
-        text = costs.format_report(demo_session, cfg, OCT, by, now=DEMO_NOW, as_csv=True)
+        text = costs_report.format_report(demo_session, cfg, OCT, by, now=DEMO_NOW, as_csv=True)
         rows = text.strip().splitlines()[1:]
         amounts = [Decimal(r.rsplit(",", 4)[1]) for r in rows]
         if by != "day":  # daily figures come from the DAILY snapshot (same total in the demo)
             assert sum(amounts, Decimal(0)) == view.total
-    text = costs.format_report(demo_session, cfg, OCT, "customer", now=DEMO_NOW)
+    text = costs_report.format_report(demo_session, cfg, OCT, "customer", now=DEMO_NOW)
     assert "USD 34,220.04" in text and "of which credit: USD -250.00" in text
-    csv_text = costs.breakdown_csv(view)
+    csv_text = costs_report.breakdown_csv(view)
     assert (
         sum((Decimal(r.split(",")[-2]) for r in csv_text.strip().splitlines()[1:]), Decimal(0))
         == view.total
     )
     with pytest.raises(Exception, match="fetch-costs --period 2030-01"):
-        costs.format_report(demo_session, cfg, Period(2030, 1), "customer", now=DEMO_NOW)
+        costs_report.format_report(demo_session, cfg, Period(2030, 1), "customer", now=DEMO_NOW)
 
 
 def test_cli_fetch_costs_logs_requests_and_cost(app_env, moto_ce, monkeypatch, capsys) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from billing_core import events
 from billing_core.models import Customer, Invoice, StripeEvent
+from billing_core.payments import events as payments_events
+from billing_core.payments import sync
 
 
 def test_demo_has_failed_refunded_void_and_uncollectible(demo_session: Session) -> None:
@@ -28,9 +29,9 @@ def test_demo_events_feed_timelines_and_never_wait_for_sync(demo_session: Sessio
             ).all()
         ]
         assert types.count("invoice.payment_failed") == inv.attempt_count
-    assert events.pending_event_ids(demo_session) == []
+    assert payments_events.pending_event_ids(demo_session) == []
     assert {e.source for e in demo_session.exec(select(StripeEvent)).all()} == {"demo"}
-    assert events.get_cursor(demo_session) is None
+    assert sync.get_cursor(demo_session) is None
 
 
 def test_demo_payment_methods(demo_session: Session) -> None:

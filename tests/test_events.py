@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import Session, select
 
-from billing_core import events
 from billing_core.db import session_scope
 from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEvent, SyncState
+from billing_core.payments import events as payments_events
+from billing_core.payments import sync
+from billing_core.stripe import mapping
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
 
@@ -33,9 +35,11 @@ def _store_and_apply(world: StripeWorld, payloads: list[dict]) -> list[str | Non
     outcomes = []
     for payload in payloads:
         with session_scope(world.engine) as s:
-            stored = events.store_event(s, payload, source="webhook")
+            stored = payments_events.store_event(s, payload, source="webhook")
         outcomes.append(
-            events.process_event_id(world.engine, world.client, stored.event.id, now_fn=lambda: NOW)
+            payments_events.process_event_id(
+                world.engine, world.client, stored.event.id, now_fn=lambda: NOW
+            )
             if stored.created
             else None
         )
@@ -59,7 +63,7 @@ def _count(world: StripeWorld, model) -> int:
     ],
 )
 def test_local_status_mapping(remote: dict, expected: str) -> None:
-    assert events.local_status(remote) == expected
+    assert mapping.local_status(remote) == expected
 
 
 @pytest.mark.parametrize(
@@ -74,7 +78,7 @@ def test_local_status_mapping(remote: dict, expected: str) -> None:
 )
 def test_malformed_events_are_refused(payload, session) -> None:
     with pytest.raises(ValidationError):
-        events.store_event(session, payload, source="webhook")
+        payments_events.store_event(session, payload, source="webhook")
     assert session.exec(select(StripeEvent)).all() == []
 
 
@@ -180,7 +184,7 @@ def test_unknown_event_type_is_stored_and_ignored(world: StripeWorld, engine) ->
     }
     assert _store_and_apply(world, [payload]) == ["ignored"]
     with Session(engine) as s:
-        shown = events.recent_events(s, outcome="ignored")
+        shown = sync.recent_events(s, outcome="ignored")
     assert [e.id for e in shown] == ["evt_unknown_1"]
 
 
@@ -234,17 +238,17 @@ def test_customer_updated_mirrors_default_card(world: StripeWorld) -> None:
 def test_sync_pulls_applies_and_resumes_from_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     first, r1 = world.invoice(cus, status="open", period="2026-09")
-    result = events.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
     assert result.fetched == len(world.server.events()) and result.stored == result.fetched
     assert world.local(first.id).status == "open"
     cursor = result.cursor_after
     assert cursor == world.server.events()[-1]["id"]
     # Nothing new: no event is fetched again.
-    assert events.sync(world.engine, world.client, now_fn=lambda: NOW).fetched == 0
+    assert sync.sync(world.engine, world.client, now_fn=lambda: NOW).fetched == 0
     world.server.pay_out_of_band(r1["id"])
     second, _ = world.invoice(cus, status="open", period="2026-10")
     seen = _count(world, StripeEvent)
-    result = events.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
     # Only what came after the cursor is fetched, over several pages.
     assert result.cursor_before == cursor
     assert result.fetched == result.stored == len(world.server.events()) - seen > 2
@@ -255,47 +259,47 @@ def test_sync_pulls_applies_and_resumes_from_cursor(world: StripeWorld) -> None:
 def test_sync_with_stripe_unreachable_keeps_the_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     local, remote = world.invoice(cus, status="open")
-    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     with Session(world.engine) as s:
-        cursor = s.get(SyncState, events.CURSOR).value
+        cursor = s.get(SyncState, payments_events.CURSOR).value
     world.server.pay_out_of_band(remote["id"])
     world.server.fail_next(status=500, n=50)
     with pytest.raises(PaymentProviderError, match="cursor was not moved"):
-        events.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     with Session(world.engine) as s:
-        assert s.get(SyncState, events.CURSOR).value == cursor
+        assert s.get(SyncState, payments_events.CURSOR).value == cursor
     world.server.clear_faults()
-    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     assert world.local(local.id).status == "paid"
 
 
 def test_sync_apply_failure_leaves_event_pending_and_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     local, remote = world.invoice(cus, status="open")
-    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     world.server.pay_out_of_band(remote["id"])
     with Session(world.engine) as s:
-        cursor = events.get_cursor(s)
+        cursor = sync.get_cursor(s)
     world.server.fail_next(status=503, n=5, path_contains="/v1/invoices/")
     with pytest.raises(PaymentProviderError):
-        events.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     with Session(world.engine) as s:
-        assert events.get_cursor(s) == cursor
-        assert events.pending_event_ids(s)
+        assert sync.get_cursor(s) == cursor
+        assert payments_events.pending_event_ids(s)
     world.server.clear_faults()
-    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     assert world.local(local.id).status == "paid"
     with Session(world.engine) as s:
-        assert events.pending_event_ids(s) == []
+        assert payments_events.pending_event_ids(s) == []
 
 
 def test_sync_cursor_unknown_to_stripe_says_what_to_do(world: StripeWorld) -> None:
     with session_scope(world.engine) as s:
-        events.set_cursor(s, "evt_gone_long_ago", NOW)
+        sync.set_cursor(s, "evt_gone_long_ago", NOW)
     with pytest.raises(PaymentProviderError, match="--reset"):
-        events.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     world.customer()
-    result = events.sync(world.engine, world.client, reset=True, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.client, reset=True, now_fn=lambda: NOW)
     assert result.fetched == len(world.server.events())
 
 
@@ -305,7 +309,7 @@ def test_sync_reads_each_object_once_per_pass(world: StripeWorld) -> None:
     world.server.pay_out_of_band(remote["id"])
     invoice_events = world.server.events(type="invoice.*")
     assert len(invoice_events) >= 3
-    events.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
     assert world.server.request_count(f"/v1/invoices/{remote['id']}", "GET") == 1
     with Session(world.engine) as s:
         stored = s.exec(select(StripeEvent).where(StripeEvent.object_id == remote["id"])).all()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session, func, select
 
 from billing_core.db import session_scope
-from billing_core.exports import (
+from billing_core.invoicing.export_csv import (
     INVOICE_COLUMNS,
     LINE_COLUMNS,
     csv_builder,
@@ -20,9 +20,9 @@ from billing_core.exports import (
     write_invoices_csv,
     write_lines_csv,
 )
-from billing_core.invoices import InvoiceFilter
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.money import format_minor, minor_to_decimal
+from billing_core.views.invoices import InvoiceFilter
 
 
 def _read(text: str) -> list[dict[str, str]]:

@@ -11,10 +11,10 @@ from sqlmodel import Session, func, select
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from billing_core import invoices as inv
 from billing_core.db import make_engine
 from billing_core.models import Invoice
 from billing_core.money import display
+from billing_core.views import invoices as inv
 from tests.conftest import ROOT
 
 PAGE = str(ROOT / "pages/invoices.py")
@@ -197,7 +197,7 @@ def test_empty_database_says_what_to_do(app_env: dict[str, str], db_url: str, mo
 
 
 def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]) -> None:
-    from billing_core import events
+    from billing_core.payments import sync
     from tests.support.stripe_server import StripeTestServer
     from tests.support.stripe_world import make_world
 
@@ -207,7 +207,7 @@ def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]
         cus = world.customer("new@example.com")
         local, remote = world.invoice(cus, status="open", period="2026-10")
         server.pay_out_of_band(remote["id"])
-        events.sync(engine, world.client)
+        sync.sync(engine, world.client)
     number = world.local(local.id).number
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.text_input(key="inv_lookup").set_value(number).run()

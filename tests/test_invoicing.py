@@ -17,13 +17,15 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from billing_core import invoicing, run_worker
-from billing_core import stripe_gateway as gw
 from billing_core.auth import LOCAL_ADMIN
 from billing_core.cli import main
 from billing_core.config import Settings, load_settings
 from billing_core.db import session_scope
 from billing_core.errors import ConfigError, LockHeld
+from billing_core.exchange_rates import rates
+from billing_core.invoicing import drafts as invoicing_drafts
+from billing_core.invoicing import run_worker
+from billing_core.invoicing import runs as invoicing_runs
 from billing_core.models import (
     Customer,
     ExchangeRate,
@@ -35,6 +37,7 @@ from billing_core.models import (
     TrueUp,
 )
 from billing_core.periods import Period
+from billing_core.stripe import gateway as gw
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.stripe_server import StripeTestServer
 
@@ -69,9 +72,11 @@ def _settings(db_url: str, server: StripeTestServer, **extra: str) -> Settings:
     return load_settings(env, secrets_path=Path("/nonexistent/secrets.toml"))
 
 
-def _run(engine: Engine, settings: Settings, **kw: Any) -> invoicing.RunResult:
-    opts = invoicing.RunOptions(P, attach_test_cards=kw.pop("attach", True), **kw.pop("opts", {}))
-    return invoicing.run_invoices(engine, settings, opts, now=DEMO_NOW, **kw)
+def _run(engine: Engine, settings: Settings, **kw: Any) -> invoicing_runs.RunResult:
+    opts = invoicing_runs.RunOptions(
+        P, attach_test_cards=kw.pop("attach", True), **kw.pop("opts", {})
+    )
+    return invoicing_runs.run_invoices(engine, settings, opts, now=DEMO_NOW, **kw)
 
 
 def _give_cards(engine: Engine, server: StripeTestServer, declined: str | None = None) -> None:
@@ -127,7 +132,7 @@ def test_demo_run_bills_every_customer_once_with_draft_totals(
 ) -> None:
     settings = _settings(demo_db_url, server)
     with Session(demo_engine) as s:
-        drafts = invoicing.preview(s, P)
+        drafts = invoicing_runs.preview(s, P)
     expected = {d.customer_id: d.total_minor for d in drafts.drafts}
     assert len(expected) == 9 and not drafts.problems
     result = _run(demo_engine, settings)
@@ -385,7 +390,7 @@ def test_missing_exchange_rate_refuses_those_customers_only(
     assert run.failed_count == 6 and len(run.errors) == 6
     # Record the rate and run again: the refused customers are billed now.
     with session_scope(demo_engine) as s:
-        invoicing.set_rate(s, period=P, currency="EUR", rate="0.92", source="ECB", actor="test")
+        rates.set_rate(s, period=P, currency="EUR", rate="0.92", source="ECB", actor="test")
     assert _run(demo_engine, _settings(demo_db_url, server)).exit_code == 0
     assert_billed_exactly_once(demo_engine, server)
 
@@ -422,11 +427,11 @@ def test_missing_key_and_open_period_are_refused_before_writing(
 ) -> None:
     bare = load_settings({"DATABASE_URL": demo_db_url}, secrets_path=Path("/nonexistent"))
     with pytest.raises(ConfigError, match="STRIPE_API_KEY"):
-        invoicing.run_invoices(demo_engine, bare, invoicing.RunOptions(P), now=DEMO_NOW)
+        invoicing_runs.run_invoices(demo_engine, bare, invoicing_runs.RunOptions(P), now=DEMO_NOW)
     for period in ("2026-11", "2027-01"):
         with pytest.raises(ConfigError, match="not closed yet"):
-            invoicing.run_invoices(
-                demo_engine, bare, invoicing.RunOptions(Period.parse(period)), now=DEMO_NOW
+            invoicing_runs.run_invoices(
+                demo_engine, bare, invoicing_runs.RunOptions(Period.parse(period)), now=DEMO_NOW
             )
     assert _invoices(demo_engine) == []
 
@@ -486,7 +491,7 @@ def test_estimated_costs_are_flagged_on_run_and_invoices(
 ) -> None:
 
     with session_scope(demo_engine) as s:
-        from billing_core.costs import latest_snapshot
+        from billing_core.costs.snapshots import latest_snapshot
 
         snap = latest_snapshot(s, P)  # the demo stores a DAILY and a later MONTHLY snapshot
         assert snap is not None
@@ -501,7 +506,7 @@ def test_estimated_costs_are_flagged_on_run_and_invoices(
 def test_no_cost_snapshot_refuses_the_run(
     engine: Engine, db_url: str, server: StripeTestServer
 ) -> None:
-    with pytest.raises(invoicing.CostsMissing, match="fetch-costs"):
+    with pytest.raises(invoicing_drafts.CostsMissing, match="fetch-costs"):
         _run(engine, _settings(db_url, server))
 
 
@@ -652,7 +657,7 @@ def test_demo_cards_refused_against_a_live_stripe(db_url: str) -> None:
     live = load_settings(
         {"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_live_x"}, secrets_path=Path("/nonexistent")
     )
-    assert not invoicing.test_cards_allowed(live)
-    assert invoicing.effective_rate(live) == invoicing.DEFAULT_RPS_LIVE
+    assert not invoicing_runs.test_cards_allowed(live)
+    assert invoicing_runs.effective_rate(live) == invoicing_runs.DEFAULT_RPS_LIVE
     test = load_settings({"STRIPE_API_KEY": "sk_test_x"}, secrets_path=Path("/nonexistent"))
-    assert invoicing.effective_rate(test) == invoicing.DEFAULT_RPS_TEST
+    assert invoicing_runs.effective_rate(test) == invoicing_runs.DEFAULT_RPS_TEST

@@ -4,7 +4,7 @@ from streamlit.testing.v1 import AppTest
 
 from billing_core import audit
 from billing_core.auth import Identity
-from billing_core.customers import import_customers
+from billing_core.customers.import_csv import import_customers
 from billing_core.db import make_engine, session_scope
 from tests.conftest import ROOT
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import Session, select
 
-from billing_core import payment_methods as pm
 from billing_core.auth import LOCAL_ADMIN, Identity
 from billing_core.db import session_scope
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import AuditEntry, Invoice
+from billing_core.payments import payment_methods as pm
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
 

@@ -6,12 +6,15 @@ from decimal import Decimal
 import pytest
 from sqlmodel import Session, select
 
-from billing_core import audit, plans, usage
+from billing_core import audit
 from billing_core.auth import Identity
+from billing_core.customers import plans
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import Customer, Plan
 from billing_core.periods import Period
-from billing_core.usage_import import UsageInput, record_usage
+from billing_core.usage import limits
+from billing_core.usage.import_checks import UsageInput
+from billing_core.usage.import_csv import record_usage
 from tests.support.usage_world import NOW, make_world
 
 ADMIN = Identity(email="boss@example.com", role="admin", method="proxy")
@@ -125,7 +128,7 @@ def test_editing_a_billed_plan_makes_a_new_version(session: Session) -> None:
     assert plans.effective_plan(session, a, DEC) == change.plan
     row = next(
         r
-        for r in usage.build_usage_report(session, NOV, NOW).rows
+        for r in limits.build_usage_report(session, NOV, NOW).rows
         if r.customer_id == a.id and r.metric == "api_calls"
     )
     assert row.included == Decimal(1000) and row.overage_minor == 500

@@ -9,8 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing_core.errors import ExchangeRateMissing
+from billing_core.invoicing.pricing import (
+    MetricTerms,
+    PlanTerms,
+    PricingInput,
+    Rates,
+    TrueUpItem,
+    price,
+)
 from billing_core.money import round_minor
-from billing_core.pricing import MetricTerms, PlanTerms, PricingInput, Rates, TrueUpItem, price
 
 D = Decimal
 EUR_PAR = Rates("2026-10", {"EUR": D(1)}, {"EUR": "test"})

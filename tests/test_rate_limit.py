@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from billing_core.rate_limit import TokenBucket
+from billing_core.stripe.rate_limit import TokenBucket
 
 
 class FakeTime:

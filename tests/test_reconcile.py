@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing_core import invoicing
 from billing_core.auth import Identity
 from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.demo import demo_history_periods
 from billing_core.errors import PermissionDenied, ValidationError
+from billing_core.invoicing import drafts as invoicing_drafts
 from billing_core.models import (
     AuditEntry,
     CostLine,
@@ -32,15 +32,10 @@ from billing_core.models import (
     UsageRecord,
 )
 from billing_core.periods import Period, utcnow
-from billing_core.reconcile import (
-    accept_diff,
-    make_reader,
-    reconcile_period,
-    schedule_true_up,
-    sync_from_stripe,
-)
-from billing_core.reconcile_diff import Tolerance
-from billing_core.stripe_gateway import ReconcileReader
+from billing_core.reconciliation.diffing import Tolerance
+from billing_core.reconciliation.resolve import accept_diff, schedule_true_up, sync_from_stripe
+from billing_core.reconciliation.runs import make_reader, reconcile_period
+from billing_core.stripe.gateway import ReconcileReader
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
 
@@ -537,12 +532,12 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
         )
         assert t.description.startswith(f"AWS adjustment for {DEMO_PERIOD} (")
         # The next invoice run's drafts carry it as one line (a credit when negative), once.
-        drafts = invoicing.build_drafts(s, DEMO_PERIOD.next(), customer_id=diff.customer_id)
+        drafts = invoicing_drafts.build_drafts(s, DEMO_PERIOD.next(), customer_id=diff.customer_id)
         [draft] = drafts.drafts
         true_up_lines = [line for line in draft.lines if line.true_up_id is not None]
         assert [(x.amount_minor, x.true_up_id) for x in true_up_lines] == [(t.amount_minor, t.id)]
-        invoicing.save_drafts(s, drafts, run_id=None)
-        again = invoicing.build_drafts(s, DEMO_PERIOD.shift(2), customer_id=diff.customer_id)
+        invoicing_drafts.save_drafts(s, drafts, run_id=None)
+        again = invoicing_drafts.build_drafts(s, DEMO_PERIOD.shift(2), customer_id=diff.customer_id)
         assert not [x for d in again.drafts for x in d.lines if x.true_up_id is not None]
         d = s.get(ReconciliationDiff, diff.id)
         assert d is not None and (d.status, d.resolution, d.resolved_by) == (

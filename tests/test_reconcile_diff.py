@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from billing_core.errors import MoneyError
-from billing_core.reconcile_diff import (
+from billing_core.reconciliation.diffing import (
     BilledInvoice,
     InvoiceLineRecord,
     InvoiceRecord,

@@ -12,8 +12,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from billing_core.errors import LockHeld
+from billing_core.invoicing.run_lock import DatabaseLock, lock_status
 from billing_core.models import RunLock
-from billing_core.run_lock import DatabaseLock, lock_status
 from tests.conftest import ROOT
 
 T0 = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)

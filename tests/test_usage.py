@@ -9,10 +9,10 @@ from alembic import command
 from sqlalchemy import text
 from sqlmodel import Session, func, select
 
-from billing_core import usage
 from billing_core.cli import main
 from billing_core.db import _alembic_config, make_engine, session_scope
 from billing_core.errors import ExchangeRateMissing, ValidationError
+from billing_core.exchange_rates import rates as exchange_rates_rates
 from billing_core.models import (
     CostLine,
     CostSnapshot,
@@ -23,7 +23,11 @@ from billing_core.models import (
     UsageRecord,
 )
 from billing_core.periods import Period
-from billing_core.usage_import import UsageInput, import_usage_csv, record_usage
+from billing_core.usage import limits, overage, projections
+from billing_core.usage import totals as usage_totals
+from billing_core.usage.import_checks import UsageInput
+from billing_core.usage.import_csv import import_usage_csv, record_usage
+from billing_core.views import usage as views_usage
 from tests.conftest import DEMO_NOW
 from tests.support.usage_world import NOW, make_world
 
@@ -53,8 +57,10 @@ def count(session: Session) -> int:
     ],
 )
 def test_overage_table(used: str, included: str, price: str, quantity: str, amount: str) -> None:
-    assert usage.overage_quantity(Decimal(used), Decimal(included)) == Decimal(quantity)
-    assert usage.overage_amount(Decimal(used), Decimal(included), Decimal(price)) == Decimal(amount)
+    assert overage.overage_quantity(Decimal(used), Decimal(included)) == Decimal(quantity)
+    assert overage.overage_amount(Decimal(used), Decimal(included), Decimal(price)) == Decimal(
+        amount
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +77,7 @@ def test_overage_table(used: str, included: str, price: str, quantity: str, amou
 def test_overage_charge_minor(
     used: str, plan_cur: str, cur: str, rates: dict[str, Decimal], minor: int
 ) -> None:
-    got = usage.overage_charge_minor(
+    got = overage.overage_charge_minor(
         Decimal(used),
         Decimal(1000),
         Decimal("0.01"),
@@ -84,7 +90,7 @@ def test_overage_charge_minor(
 
 def test_overage_charge_without_rate_is_a_clear_error() -> None:
     with pytest.raises(ExchangeRateMissing, match="USD->GBP"):
-        usage.overage_charge_minor(
+        overage.overage_charge_minor(
             Decimal(2000),
             Decimal(1000),
             Decimal(1),
@@ -115,7 +121,7 @@ def test_overage_charge_without_rate_is_a_clear_error() -> None:
 def test_projection_table(
     aggregation: str, billable: str, now: datetime, last_day: date | None, expected: str
 ) -> None:
-    got = usage.project_month_end(
+    got = projections.project_month_end(
         aggregation, Decimal(billable), period=NOV, now=now, last_day=last_day
     )
     assert got == Decimal(expected)
@@ -138,7 +144,7 @@ def test_import_then_reimport_adds_nothing(session: Session) -> None:
     again = import_usage_csv(session, data, now=NOW, actor="t")
     assert (again.rows, again.imported, again.already_present) == (4, 0, 4)
     assert count(session) == 4
-    totals = usage.totals_by_metric(session, NOV)
+    totals = usage_totals.totals_by_metric(session, NOV)
     cid = session.exec(select(Customer.id).where(Customer.email == "a@alpha.example")).one()
     assert totals == {(cid, "api_calls"): Decimal(1300), (cid, "seats"): Decimal(6)}
     # the +02:00 timestamp was stored in UTC
@@ -156,7 +162,7 @@ def test_explicit_keys_customer_by_id_and_duplicates_in_file(session: Session) -
     ).encode()
     result = import_usage_csv(session, data, now=NOW, actor="t")
     assert (result.imported, result.already_present) == (2, 1)
-    assert usage.totals_by_metric(session, NOV) == {(a.id, "api_calls"): Decimal(10)}
+    assert usage_totals.totals_by_metric(session, NOV) == {(a.id, "api_calls"): Decimal(10)}
 
 
 @pytest.mark.parametrize(
@@ -329,11 +335,11 @@ def test_totals_respect_aggregation(session: Session) -> None:
         now=NOW,
         actor="t",
     )
-    assert usage.totals_by_metric(session, NOV, customer_id=a.id) == {
+    assert usage_totals.totals_by_metric(session, NOV, customer_id=a.id) == {
         (a.id, "seats"): Decimal(7),
         (a.id, "api_calls"): Decimal(10),
     }
-    daily = usage.daily_usage(session, a.id or 0, NOV, {"seats": "max", "api_calls": "sum"})
+    daily = views_usage.daily_usage(session, a.id or 0, NOV, {"seats": "max", "api_calls": "sum"})
     assert [p.running for p in daily["seats"]] == [3, 7, 7]
     assert [p.running for p in daily["api_calls"]] == [3, 10]
 
@@ -348,7 +354,7 @@ def test_report_rows_projection_and_estimate(session: Session) -> None:
     record_usage(session, items, now=NOW, actor="t")
     session.add(ExchangeRate(period="2026-10", quote="EUR", rate=Decimal("0.8"), source="t"))
     session.flush()
-    report = usage.build_usage_report(session, NOV, NOW)
+    report = limits.build_usage_report(session, NOV, NOW)
     rows = {(r.customer, r.metric): r for r in report.rows}
     alpha = rows[("Alpha", "api_calls")]
     assert (alpha.used, alpha.projected, alpha.status) == (Decimal(1200), Decimal(1800), "over")
@@ -363,12 +369,12 @@ def test_report_rows_projection_and_estimate(session: Session) -> None:
 
 def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session) -> None:
     """The page's estimate for a closed month is overage_charge_minor over totals_by_metric."""
-    from billing_core.plans import effective_plan, metrics_by_plan
+    from billing_core.customers.plans import effective_plan, metrics_by_plan
 
-    report = usage.build_usage_report(demo_session, OCT, DEMO_NOW)
-    totals = usage.totals_by_metric(demo_session, OCT)
+    report = limits.build_usage_report(demo_session, OCT, DEMO_NOW)
+    totals = usage_totals.totals_by_metric(demo_session, OCT)
     by_plan = metrics_by_plan(demo_session)
-    rates = usage.usd_rates(demo_session, OCT)
+    rates = exchange_rates_rates.usd_rates(demo_session, OCT)
     checked = 0
     assert any(r.is_spend for r in report.rows)  # the demo has a cost snapshot for October
     for row in report.rows:
@@ -380,7 +386,7 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
         plan = effective_plan(demo_session, customer, OCT)
         assert plan is not None
         pm = by_plan[plan.id or 0][row.metric]
-        expected = usage.overage_charge_minor(
+        expected = overage.overage_charge_minor(
             totals.get((row.customer_id, row.metric), Decimal(0)),
             pm.included_quantity,
             pm.overage_unit_price,
@@ -394,22 +400,22 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
 
 
 def test_overage_charges_match_the_page(demo_session: Session) -> None:
-    report = usage.build_usage_report(demo_session, OCT, DEMO_NOW)
+    report = limits.build_usage_report(demo_session, OCT, DEMO_NOW)
     page = {(r.customer_id, r.metric): r.overage_minor for r in report.rows if r.overage_minor}
-    rates = usage.usd_rates(demo_session, OCT)
+    rates = exchange_rates_rates.usd_rates(demo_session, OCT)
     lines = {}
     for customer in demo_session.exec(select(Customer)).all():
-        for charge in usage.overage_charges(demo_session, customer, OCT, usd_rates=rates):
+        for charge in usage_totals.overage_charges(demo_session, customer, OCT, usd_rates=rates):
             lines[(customer.id, charge.metric)] = charge.amount_minor
             assert charge.currency == customer.currency
     assert lines == page
     dune = demo_session.exec(select(Customer).where(Customer.name == "Dune Media SARL")).one()
-    [charge] = usage.overage_charges(demo_session, dune, OCT, usd_rates=rates)
+    [charge] = usage_totals.overage_charges(demo_session, dune, OCT, usd_rates=rates)
     assert (charge.metric, charge.quantity, charge.amount_minor) == ("api_calls", 1200000, 36000)
 
 
 def test_demo_usage_has_near_and_over(demo_session: Session) -> None:
-    report = usage.build_usage_report(demo_session, NOV, DEMO_NOW)
+    report = limits.build_usage_report(demo_session, NOV, DEMO_NOW)
     statuses = {(r.customer.split()[0], r.metric): r.status for r in report.rows}
     assert statuses[("Dune", "api_calls")] == "over"
     assert statuses[("Acme", "api_calls")] == "near"
@@ -440,7 +446,7 @@ def test_spend_limit_from_cost_snapshot(session: Session) -> None:
         )
     session.add(ExchangeRate(period="2026-11", quote="EUR", rate=Decimal("0.9"), source="t"))
     session.flush()
-    report = usage.build_usage_report(session, NOV, NOW)
+    report = limits.build_usage_report(session, NOV, NOW)
     spend = next(r for r in report.rows if r.is_spend and r.customer_id == a.id)
     assert spend.used == Decimal("81.000000")  # 20 * 4.5 USD * 0.9
     assert spend.included == Decimal(100)

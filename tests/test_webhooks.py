@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session, select
 
-from billing_core import webhooks
 from billing_core.errors import ConfigError
 from billing_core.models import StripeEvent
+from billing_core.payments import webhook_server as webhooks
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world, settings_for
 

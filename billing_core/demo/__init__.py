@@ -8,13 +8,13 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
+from billing_core.customers.plans import default_aggregation
 from billing_core.demo import costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
-from billing_core.plans import default_aggregation
 
 
 @dataclass

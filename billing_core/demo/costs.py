@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from billing_core import cost_explorer as ce
-from billing_core.costs import store_snapshot
+from billing_core.costs import cost_explorer as ce
+from billing_core.costs.snapshots import store_snapshot
 from billing_core.demo.catalog import (
     CUSTOMERS,
     SERVICES,

@@ -30,15 +30,7 @@ from billing_core.models import (
     UsageRecord,
 )
 from billing_core.periods import Period
-from billing_core.reconcile import (
-    DEMO_SCOPE,
-    aws_findings,
-    local_record,
-    store_findings,
-    stripe_record,
-    usage_findings,
-)
-from billing_core.reconcile_diff import (
+from billing_core.reconciliation.diffing import (
     AWS_KINDS,
     STRIPE_KINDS,
     USAGE_KINDS,
@@ -46,6 +38,9 @@ from billing_core.reconcile_diff import (
     compare_invoices,
     tally,
 )
+from billing_core.reconciliation.findings import aws_findings, usage_findings
+from billing_core.reconciliation.gather import DEMO_SCOPE, local_record, stripe_record
+from billing_core.reconciliation.runs import store_findings
 
 # (customer key, service, record type, USD amount) that AWS added after the month was billed.
 RESTATEMENTS: tuple[tuple[str, str, str, Decimal], ...] = (

@@ -15,12 +15,13 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlmodel import Session, select
 
-from billing_core.alerts import check_alerts
+from billing_core.customers.plans import effective_plan_id, plan_metrics
 from billing_core.demo.catalog import CUSTOMERS
 from billing_core.models import Customer, Plan
 from billing_core.periods import Period
-from billing_core.plans import effective_plan_id, plan_metrics
-from billing_core.usage_import import UsageInput, record_usage
+from billing_core.usage.alerts import check_alerts
+from billing_core.usage.import_checks import UsageInput
+from billing_core.usage.import_csv import record_usage
 
 DEMO_THRESHOLDS = (80, 100)
 # (customer key, metric) -> share of the included quantity used so far this month.

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.db import make_engine
 from billing_core.models import AuditEntry, Customer, ReconciliationDiff
-from billing_core.reconcile_view import diff_label
+from billing_core.views.reconciliation import diff_label
 from tests.browser.conftest import (
     StreamlitServer,
     assert_no_error_shown,

@@ -17,7 +17,7 @@ from sqlmodel import Session, func, select
 from billing_core.db import make_engine
 from billing_core.models import Customer, UsageRecord
 from billing_core.periods import Period, utcnow
-from billing_core.usage import totals_by_metric
+from billing_core.usage.totals import totals_by_metric
 from tests.browser.conftest import (
     StreamlitServer,
     assert_no_error_shown,

@@ -28,8 +28,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from billing_core import cost_explorer as ce
-from billing_core import costs
+from billing_core.costs import cost_explorer as ce
+from billing_core.costs import refresh, snapshots
 from billing_core.db import session_scope
 from billing_core.demo.catalog import SERVICES, UNATTRIBUTED_ACCOUNTS
 from billing_core.models import CostLine, CostSnapshot, CustomerAccount
@@ -96,7 +96,9 @@ def _stored(engine: Engine, snapshot_id: int) -> tuple[int, Decimal]:
 
 def _latest_id(engine: Engine) -> int | None:
     with Session(engine) as s:
-        snap = costs.latest_snapshot(s, PERIOD, metric="UnblendedCost", group_by="LINKED_ACCOUNT")
+        snap = snapshots.latest_snapshot(
+            s, PERIOD, metric="UnblendedCost", group_by="LINKED_ACCOUNT"
+        )
         return snap.id if snap else None
 
 
@@ -123,7 +125,7 @@ def test_drill_cost_explorer_throttling(
     previous = _latest_id(demo_engine)
     slept: list[float] = []
     with session_scope(demo_engine) as s:
-        outcome = costs.refresh_period(
+        outcome = refresh.refresh_period(
             s, settings(), PERIOD, now=DEMO_NOW, force=True, sleep=slept.append
         )
     after_lines, after_snaps = _counts(demo_engine)
@@ -164,18 +166,18 @@ def test_drill_cost_explorer_throttling(
             .order_by(col(CostSnapshot.id).desc())
         ).first()
         assert failed is not None and failed.request_count == outcome.request_count
-        assert costs.last_failure(s) is not None
+        assert refresh.last_failure(s) is not None
     # Once Cost Explorer calms down, the next refresh stores the month and clears the failure.
     ce_stub.queues[OP].clear()  # the answers the failed fetch never asked for
     for body in pages:
         ce_stub.add(OP, body)
     with session_scope(demo_engine) as s:
-        again = costs.refresh_period(s, settings(), PERIOD, now=DEMO_NOW, force=True)
+        again = refresh.refresh_period(s, settings(), PERIOD, now=DEMO_NOW, force=True)
     assert again.fetched, again.error
     newest = _latest_id(demo_engine)
     assert newest is not None and _stored(demo_engine, newest) == (want_lines, want_sum)
     with Session(demo_engine) as s:
-        assert costs.last_failure(s) is None
+        assert refresh.last_failure(s) is None
 
 
 def test_drill_cost_explorer_throttling_cli(

@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing_core import invoicing
 from billing_core.config import load_settings
+from billing_core.invoicing import runs
 from billing_core.models import InvoiceRun, RunLock
 from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
@@ -172,10 +172,10 @@ def test_drill_database_locked_mid_run(
         lock_left = s.exec(select(RunLock)).first() is not None
     let_time_pass(demo_engine, 31)  # if the stopped run could not release its lock
     said: list[str] = []
-    rerun = invoicing.run_invoices(
+    rerun = runs.run_invoices(
         demo_engine,
         load_settings(env),
-        invoicing.RunOptions(PERIOD, attach_test_cards=True),
+        runs.RunOptions(PERIOD, attach_test_cards=True),
         now=DEMO_NOW,
         progress=said.append,
     )

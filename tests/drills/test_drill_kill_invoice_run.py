@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing_core import invoicing, run_worker
 from billing_core.auth import LOCAL_ADMIN
 from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.errors import LockHeld
+from billing_core.invoicing import run_worker, runs
 from billing_core.models import InvoiceRun, RunLock
 from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
@@ -116,9 +116,7 @@ def test_drill_kill_invoice_run(
             # The dead run's lock is fresh: a run now is refused (exit 3 on the CLI)...
             settings = load_settings(env)
             with pytest.raises(LockHeld):
-                invoicing.run_invoices(
-                    demo_engine, settings, invoicing.RunOptions(PERIOD), now=DEMO_NOW
-                )
+                runs.run_invoices(demo_engine, settings, runs.RunOptions(PERIOD), now=DEMO_NOW)
             took_over = True
             seen.append("fresh lock refused a run, stale lock taken over")
         # ...until its heartbeat is older than RUN_LOCK_STALE_SECONDS, as time would make it.
@@ -132,10 +130,10 @@ def test_drill_kill_invoice_run(
     settings = load_settings(env)
     via = rng.choice(["service", "button"])
     if via == "service":
-        final = invoicing.run_invoices(
+        final = runs.run_invoices(
             demo_engine,
             settings,
-            invoicing.RunOptions(PERIOD, attach_test_cards=True),
+            runs.RunOptions(PERIOD, attach_test_cards=True),
             now=DEMO_NOW,
             progress=said.append,
         )

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from billing_core import invoicing
 from billing_core.config import load_settings
+from billing_core.invoicing import runs
 from billing_core.models import Customer, Invoice, InvoiceRun
 from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
@@ -104,10 +104,10 @@ def test_drill_stripe_outage(
         stripe_server.expire_idempotency_keys()
     steps_after_outage = step_counts(demo_engine)
     rerun = (
-        invoicing.run_invoices(
+        runs.run_invoices(
             demo_engine,
             load_settings(env),
-            invoicing.RunOptions(PERIOD, attach_test_cards=True),
+            runs.RunOptions(PERIOD, attach_test_cards=True),
             now=DEMO_NOW,
             progress=lambda _line: None,
         )

@@ -28,9 +28,11 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from billing_core import events, invoicing
 from billing_core.config import load_settings
+from billing_core.invoicing import runs
 from billing_core.models import Customer, Invoice, StripeEvent
+from billing_core.payments import events as payments_events
+from billing_core.stripe import mapping
 from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
     PERIOD,
@@ -54,10 +56,10 @@ CARDS = ("pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_deb
 def _make_history(server: StripeTestServer, engine: Engine, rng: random.Random, unique: int) -> str:
     """Invoice the month, then let Stripe change things until it has `unique` events."""
     env = cli_env("sqlite://", server)  # only the Stripe settings are used here
-    result = invoicing.run_invoices(
+    result = runs.run_invoices(
         engine,
         load_settings(env),
-        invoicing.RunOptions(PERIOD, attach_test_cards=True),
+        runs.RunOptions(PERIOD, attach_test_cards=True),
         now=DEMO_NOW,
         progress=lambda _line: None,
     )
@@ -135,7 +137,7 @@ def _wait_processed(engine: Engine, expected: int, timeout: float = 90) -> tuple
 def _describe_default(server: StripeTestServer, customer_id: str) -> str | None:
     pm_id = server.customer(customer_id)["invoice_settings"]["default_payment_method"]
     pms = {pm["id"]: pm for pm in server.payment_methods(customer_id)}
-    return events.describe_payment_method(pms.get(pm_id)) if pm_id else None
+    return mapping.describe_payment_method(pms.get(pm_id)) if pm_id else None
 
 
 @pytest.mark.parametrize("seed", drill_seeds(1))
@@ -179,12 +181,12 @@ def test_drill_webhook_flood(
         local_invoices = list(s.exec(select(Invoice).where(Invoice.period == str(PERIOD))).all())
         customers = [c for c in s.exec(select(Customer)).all() if c.stripe_customer_id]
     outcomes = Counter(r.outcome for r in rows)
-    errors = [f"{r.id} {r.type}: {r.error}" for r in rows if r.outcome == events.ERROR]
-    handled = sum(1 for e in emitted if e["type"] in events.HANDLERS)
+    errors = [f"{r.id} {r.type}: {r.error}" for r in rows if r.outcome == payments_events.ERROR]
+    handled = sum(1 for e in emitted if e["type"] in payments_events.HANDLERS)
     stale_invoices = []
     for inv in local_invoices:
         remote = stripe_server.invoice(inv.stripe_invoice_id or "")
-        want = (events.local_status(remote), remote["amount_paid"])
+        want = (mapping.local_status(remote), remote["amount_paid"])
         if (inv.status, inv.amount_paid_minor) != want:
             stale_invoices.append(f"{inv.id}: {inv.status} here, {want[0]} in Stripe")
     stale_customers = [

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.models import Customer, Invoice, InvoiceLine
-from billing_core.stripe_gateway import make_client
+from billing_core.stripe.gateway import make_client
 from tests.support.stripe_server import StripeTestServer
 
 API_KEY = "sk_test_invoices_helper"

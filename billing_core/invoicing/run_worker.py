@@ -23,7 +23,8 @@ from billing_core.auth import Identity, require
 from billing_core.config import Settings
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, ValidationError
-from billing_core.invoicing import Progress, RunOptions, RunResult, check_period, run_invoices
+from billing_core.invoicing.push import Progress
+from billing_core.invoicing.runs import RunOptions, RunResult, check_period, run_invoices
 from billing_core.models import InvoiceRun
 from billing_core.periods import Period, as_utc, utcnow
 

@@ -13,11 +13,12 @@ import pandas as pd
 import stripe
 from sqlmodel import Session, col, func, select
 
-from billing_core import audit, events
-from billing_core import stripe_gateway as gw
+from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice
+from billing_core.stripe import gateway as gw
+from billing_core.stripe import mapping
 
 RETRYABLE = ("open", "failed")
 
@@ -174,7 +175,7 @@ def retry_payment(
         raise gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}") from None
     try:
         remote = gw.read_invoice(client, invoice.stripe_invoice_id)
-        events.mirror_invoice(invoice, remote, now)
+        mapping.mirror_invoice(invoice, remote, now)
     except stripe.StripeError:
         pass  # the next sync mirrors it; the payment outcome itself is known already
     if declined is not None:

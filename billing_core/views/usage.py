@@ -1,24 +1,90 @@
-"""Tables and charts of the usage page, built from a UsageReport (no streamlit here).
+"""Usage against plan limits: billable totals, overage, month-end projections, page data.
 
-Figures are exact up to this point; the frames hold floats only for display (progress bars,
-sorting), and money arrives as already rounded minor units formatted per currency.
-"""
+Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
+the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
+computed at full precision in the plan currency, converted when the customer pays in another
+currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import date, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
 import plotly.graph_objects as go
+from sqlmodel import Session, col, select
 
+from billing_core.models import (
+    UsageRecord,
+)
 from billing_core.money import display
-from billing_core.periods import Period
-from billing_core.usage import DailyPoint, MetricUsage, UsageReport
+from billing_core.periods import Period, as_utc
+from billing_core.usage.limits import MetricUsage, UsageReport
+from billing_core.usage.totals import aws_costs_by_day
+
+
+@dataclass(frozen=True)
+class DailyPoint:
+    day: date
+    value: Decimal  # the day's sum (cumulative metrics) or peak (levels)
+    running: Decimal  # billable so far: running sum, or running peak
+
+
+def daily_usage(
+    session: Session, customer_id: int, period: Period, aggregations: Mapping[str, str]
+) -> dict[str, list[DailyPoint]]:
+    """Per metric, one point per day with data: the day's figure and the billable so far."""
+    per_day: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    rows = session.exec(
+        select(
+            col(UsageRecord.metric), col(UsageRecord.occurred_at), col(UsageRecord.quantity)
+        ).where(UsageRecord.customer_id == customer_id, UsageRecord.period == str(period))
+    ).all()
+    for metric, occurred_at, quantity in rows:
+        day = as_utc(occurred_at).date()
+        days = per_day[metric]
+        if aggregations.get(metric, "sum") == "max":
+            days[day] = max(days.get(day, quantity), quantity)
+        else:
+            days[day] = days.get(day, Decimal(0)) + quantity
+    return {m: _running(days, aggregations.get(m, "sum")) for m, days in per_day.items()}
+
+
+def _running(days: Mapping[date, Decimal], aggregation: str) -> list[DailyPoint]:
+    points: list[DailyPoint] = []
+    running = Decimal(0)
+    for day in sorted(days):
+        value = days[day]
+        running = max(running, value) if aggregation == "max" else running + value
+        points.append(DailyPoint(day, value, running))
+    return points
+
+
+def spend_by_day(session: Session, customer_id: int, period: Period) -> list[DailyPoint]:
+    """The customer's AWS cost per day (USD, without markup) and running total."""
+    days = aws_costs_by_day(session, period).get(customer_id, {})
+    return _running(days, "sum")
+
+
+def period_choices(session: Session, now: datetime, *, recent: int = 3) -> list[Period]:
+    """The current and last few months, plus older months that hold usage; newest first."""
+    current = Period.containing(now)
+    stored = {Period.parse(p) for p in session.exec(select(UsageRecord.period).distinct()).all()}
+    months = {current.shift(-i) for i in range(recent)} | {p for p in stored if p <= current}
+    return sorted(months, reverse=True)[:24]
+
+
+def iter_rows(report: UsageReport, statuses: Iterable[str] | None = None) -> list[MetricUsage]:
+    wanted = set(statuses) if statuses else None
+    return [r for r in report.rows if wanted is None or r.status in wanted]
+
 
 STATUS_ORDER = {"over": 0, "near": 1, "projected over": 2, "ok": 3, "no limit": 4}
+
+
 STATUS_LABELS = {
     "over": "🔴 over",
     "near": "🟠 near",
@@ -26,6 +92,8 @@ STATUS_LABELS = {
     "ok": "🟢 ok",
     "no limit": "no limit",
 }
+
+
 COLUMNS = [
     "customer_id",
     "Customer",

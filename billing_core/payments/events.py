@@ -3,13 +3,11 @@
 Two ways in, one handler. `sync` pulls the Events API onward from a cursor (cron, no public URL
 needed); the webhook receiver stores what Stripe pushes. Applying an event never trusts its
 payload: the object is read again from Stripe and the local mirror takes Stripe's current state,
-so duplicates and out-of-order delivery end in the right place.
-"""
+so duplicates and out-of-order delivery end in the right place."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,21 +19,37 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from billing_core import stripe_gateway as gw
 from billing_core.db import session_scope
-from billing_core.errors import ConfigError, MoneyError, PaymentProviderError, ValidationError
-from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEvent, SyncState
-from billing_core.money import format_minor
-from billing_core.periods import Period, utcnow
+from billing_core.errors import ValidationError
+from billing_core.models import Customer, Invoice, StripeEvent
+from billing_core.periods import utcnow
+from billing_core.stripe import gateway as gw
+from billing_core.stripe.mapping import (
+    _paying_intent,
+    mirror_customer,
+    mirror_invoice,
+    record_missing_locally,
+)
 
 log = logging.getLogger(__name__)
 
+
 CURSOR = "stripe_events_cursor"
+
+
 # Outcomes stored on StripeEvent.outcome once an event has been looked at.
 APPLIED = "applied"
+
+
 IGNORED = "ignored"  # a type we do not act on: stored and visible, nothing changed
+
+
 UNMATCHED = "unmatched"  # about an object we do not know locally (a finding is recorded)
+
+
 ERROR = "error"  # the object is gone from Stripe or the event cannot be applied
+
+
 # Invoices a refunded charge is looked up in when no stored PaymentIntent matches.
 _REFUND_LOOKBACK = 12
 
@@ -65,9 +79,6 @@ class SyncResult:
             f"stripe events: {self.fetched} fetched, {self.stored} new; processed: {parts}; "
             f"cursor {self.cursor_after or 'unset'} ({self.seconds:.1f} s)"
         )
-
-
-# --------------------------------------------------------------------------------- storing
 
 
 def parse_event(payload: Any) -> dict[str, Any]:
@@ -119,119 +130,6 @@ def store_event(session: Session, payload: dict[str, Any], *, source: str) -> St
             raise
         return StoreResult(stored, created=False)
     return StoreResult(event, created=True)
-
-
-# --------------------------------------------------------------------------------- mirroring
-
-
-def _ts(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and value else None
-
-
-def local_status(remote: dict[str, Any]) -> str:
-    """Stripe's invoice status in local terms: an open invoice with a failed attempt is failed."""
-    status = str(remote.get("status") or "draft")
-    if status == "open" and int(remote.get("attempt_count") or 0) > 0:
-        # A successful attempt would have made it paid, so an attempted open invoice failed.
-        return "failed"
-    return status
-
-
-def _paying_intent(remote: dict[str, Any]) -> str | None:
-    payments = remote.get("payments")
-    for payment in (payments or {}).get("data", []) if isinstance(payments, dict) else []:
-        inner = payment.get("payment") or {}
-        if payment.get("status") == "paid" and inner.get("payment_intent"):
-            return str(inner["payment_intent"])
-    return None
-
-
-def mirror_invoice(local: Invoice, remote: dict[str, Any], now: datetime) -> None:
-    """Copy Stripe's current state of an invoice onto the local row (totals stay local)."""
-    local.status = local_status(remote)
-    local.amount_paid_minor = int(remote.get("amount_paid") or 0)
-    local.number = remote.get("number") or local.number
-    local.hosted_invoice_url = remote.get("hosted_invoice_url") or local.hosted_invoice_url
-    local.invoice_pdf = remote.get("invoice_pdf") or local.invoice_pdf
-    local.attempt_count = int(remote.get("attempt_count") or 0)
-    local.next_payment_attempt = _ts(remote.get("next_payment_attempt"))
-    transitions = remote.get("status_transitions") or {}
-    local.issued_at = _ts(transitions.get("finalized_at")) or local.issued_at
-    if local.status == "paid":
-        local.paid_at = _ts(transitions.get("paid_at")) or local.paid_at or now
-        local.last_error = None
-    intent = _paying_intent(remote)
-    if intent:
-        local.stripe_payment_intent_id = intent
-    if local.status == "failed" and not local.last_error:
-        retry = _ts(remote.get("next_payment_attempt"))
-        when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
-        local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."
-    local.updated_at = now
-
-
-def describe_payment_method(pm: Any) -> str | None:
-    """'card visa 4242' from a PaymentMethod object; no other card detail is kept."""
-    if not isinstance(pm, dict):
-        return None
-    kind = str(pm.get("type") or "unknown")
-    raw = pm.get(kind)
-    details: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    brand = details.get("brand") or details.get("bank_name") or ""
-    last4 = details.get("last4") or ""
-    return " ".join(part for part in (kind, str(brand), str(last4)) if part)
-
-
-def mirror_customer(local: Customer, remote: dict[str, Any], now: datetime) -> None:
-    settings = remote.get("invoice_settings") or {}
-    local.default_payment_method = describe_payment_method(settings.get("default_payment_method"))
-    local.updated_at = now
-
-
-# --------------------------------------------------------------------------------- findings
-
-
-def _finding_period(remote: dict[str, Any]) -> str:
-    meta = remote.get("metadata") or {}
-    try:
-        return str(Period.parse(str(meta.get("period", ""))))
-    except ConfigError:
-        created = _ts(remote.get("created")) or utcnow()
-        return str(Period.containing(created))
-
-
-def record_missing_locally(session: Session, remote: dict[str, Any], now: datetime) -> None:
-    """An invoice Stripe has and we do not: a reconciliation finding, upserted by subject."""
-    period = _finding_period(remote)
-    subject = str(remote["id"])
-    currency = str(remote.get("currency") or "usd").upper()
-    total = int(remote.get("total") or 0)
-    try:
-        shown = f"{format_minor(total, currency)} {currency}"
-    except MoneyError:  # an exotic currency is still recorded, in minor units
-        shown = f"{total} minor units {currency}"
-    customer = session.exec(
-        select(Customer).where(Customer.stripe_customer_id == remote.get("customer"))
-    ).first()
-    diff = session.exec(
-        select(ReconciliationDiff).where(
-            ReconciliationDiff.period == period,
-            ReconciliationDiff.kind == "missing_locally",
-            ReconciliationDiff.subject == subject,
-        )
-    ).first()
-    if diff is None:
-        diff = ReconciliationDiff(period=period, kind="missing_locally", subject=subject)
-    diff.customer_id = customer.id if customer else None
-    diff.currency = currency
-    diff.local_value = None
-    diff.remote_value = f"{remote.get('status')} {shown}"
-    diff.delta_minor = total
-    diff.last_seen_at = now
-    session.add(diff)
-
-
-# --------------------------------------------------------------------------------- handlers
 
 
 @dataclass
@@ -374,6 +272,8 @@ _INVOICE_EVENTS = (
     "invoice.voided",
     "invoice.marked_uncollectible",
 )
+
+
 HANDLERS: dict[str, Callable[[_Ctx], str]] = {
     **dict.fromkeys(_INVOICE_EVENTS, _apply_invoice),
     "customer.updated": _apply_customer,
@@ -508,121 +408,3 @@ def process_pending(
             outcome = process_event_id(engine, client, event_id, now_fn=now_fn, memo=memo)
             if outcome:
                 outcomes[outcome] += 1
-
-
-# --------------------------------------------------------------------------------- sync
-
-
-def get_cursor(session: Session) -> str | None:
-    state = session.get(SyncState, CURSOR)
-    return state.value if state else None
-
-
-def set_cursor(session: Session, value: str | None, now: datetime) -> None:
-    state = session.get(SyncState, CURSOR)
-    if value is None:
-        if state is not None:
-            session.delete(state)
-        return
-    if state is None:
-        state = SyncState(name=CURSOR, value=value)
-    state.value = value
-    state.updated_at = now
-    session.add(state)
-
-
-def _store_page(engine: Engine, page: list[dict[str, Any]]) -> int:
-    new = 0
-    with session_scope(engine) as session:
-        for payload in reversed(page):  # oldest first, so received order follows Stripe's
-            new += store_event(session, payload, source="sync").created
-    return new
-
-
-def _fetch_newer(
-    engine: Engine, client: stripe.StripeClient, cursor: str, page_size: int, result: SyncResult
-) -> str:
-    """Walk towards newer events from the cursor, a page at a time; returns the newest id."""
-    newest = cursor
-    while True:
-        page, has_more = gw.events_page(client, ending_before=newest, limit=page_size)
-        if not page:
-            return newest
-        result.fetched += len(page)
-        result.stored += _store_page(engine, page)
-        newest = str(page[0]["id"])
-        if not has_more:
-            return newest
-
-
-def _fetch_all(
-    engine: Engine, client: stripe.StripeClient, page_size: int, result: SyncResult
-) -> str | None:
-    """First sync: everything Stripe still holds (30 days), newest page first."""
-    newest: str | None = None
-    after: str | None = None
-    while True:
-        page, has_more = gw.events_page(client, starting_after=after, limit=page_size)
-        if not page:
-            return newest
-        newest = newest or str(page[0]["id"])
-        result.fetched += len(page)
-        result.stored += _store_page(engine, page)
-        after = str(page[-1]["id"])
-        if not has_more:
-            return newest
-
-
-def _cursor_gone(cursor: str) -> PaymentProviderError:
-    return PaymentProviderError(
-        f"Stripe no longer knows the sync cursor event {cursor} (Stripe keeps events for 30 "
-        "days, or STRIPE_API_KEY points at another account). Run `python -m billing_core sync "
-        "--reset` to start again from the oldest event Stripe holds; events already stored are "
-        "not applied twice."
-    )
-
-
-def sync(
-    engine: Engine,
-    client: stripe.StripeClient,
-    *,
-    page_size: int = gw.EVENTS_PAGE_SIZE,
-    reset: bool = False,
-    now_fn: Callable[[], datetime] = utcnow,
-) -> SyncResult:
-    """Pull new events, store them, apply every pending one; the cursor moves only on success."""
-    started = time.perf_counter()
-    result = SyncResult()
-    with session_scope(engine) as session:
-        result.cursor_before = None if reset else get_cursor(session)
-    cursor = result.cursor_before
-    try:
-        if cursor:
-            newest: str | None = _fetch_newer(engine, client, cursor, page_size, result)
-        else:
-            newest = _fetch_all(engine, client, page_size, result)
-    except stripe.InvalidRequestError as exc:
-        if cursor and exc.param == "ending_before":
-            raise _cursor_gone(cursor) from None
-        raise gw.describe_error(exc, "listing Stripe events") from None
-    except stripe.StripeError as exc:
-        doing = "listing Stripe events (the sync cursor was not moved)"
-        raise gw.describe_error(exc, doing) from None
-    result.outcomes = process_pending(engine, client, now_fn=now_fn)
-    with session_scope(engine) as session:
-        set_cursor(session, newest, now_fn())
-    result.cursor_after = newest
-    result.seconds = time.perf_counter() - started
-    log.info(result.describe())
-    return result
-
-
-def recent_events(
-    session: Session, *, limit: int = 200, outcome: str | None = None
-) -> list[StripeEvent]:
-    """Newest stored events first, for the page's event list."""
-    query = select(StripeEvent)
-    if outcome:
-        query = query.where(StripeEvent.outcome == outcome)
-    query = query.order_by(col(StripeEvent.created).desc(), col(StripeEvent.received_at).desc())
-    return list(session.exec(query.limit(limit)).all())

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 from sqlmodel import Session, col, select
 
 from billing_core.models import Customer, ReconciliationDiff, ReconciliationRun
-from billing_core.reconcile import diffs, latest_run
-from billing_core.reconcile_diff import KINDS, TRUE_UP_KINDS, money_text
+from billing_core.reconciliation.diffing import KINDS, TRUE_UP_KINDS, money_text
+from billing_core.reconciliation.runs import diffs, latest_run
 
 STATUSES: tuple[str, ...] = ("open", "resolved", "gone")
 

@@ -18,7 +18,7 @@ import stripe
 
 from billing_core.config import Settings
 from billing_core.errors import ConfigError, PaymentProviderError
-from billing_core.rate_limit import TokenBucket
+from billing_core.stripe.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from stripe import RequestOptions

@@ -19,12 +19,12 @@ from typing import Any
 import stripe
 from sqlalchemy.engine import Engine
 
-from billing_core import events
 from billing_core.config import Settings
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, ConfigError, ValidationError
+from billing_core.payments import events as payments_events
 from billing_core.periods import utcnow
-from billing_core.stripe_gateway import make_client
+from billing_core.stripe.gateway import make_client
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,13 @@ def receive(
         return Receipt(400, {"error": str(exc)})
     try:
         data = json.loads(payload.decode("utf-8"))
-        events.parse_event(data)
+        payments_events.parse_event(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return Receipt(400, {"error": "The body is not JSON; nothing was stored."})
     except ValidationError as exc:
         return Receipt(400, {"error": str(exc)})
     with session_scope(engine) as session:
-        stored = events.store_event(session, data, source="webhook")
+        stored = payments_events.store_event(session, data, source="webhook")
         event_id = stored.event.id
     # A redelivery or replay of a stored event is acknowledged and not applied again.
     return Receipt(
@@ -179,7 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         if client is None:
             return  # no API key: stored, applied by the next `sync`
         try:
-            outcome = events.process_event_id(self.server.engine, client, event_id, now_fn=utcnow)
+            outcome = payments_events.process_event_id(
+                self.server.engine, client, event_id, now_fn=utcnow
+            )
             log.info("event %s: %s", event_id, outcome)
         except BillingError as exc:
             log.warning("event %s stored, not applied yet (next sync retries): %s", event_id, exc)

@@ -21,9 +21,9 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from billing_core.invoices import InvoiceFilter, apply_filter
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.money import exponent, format_minor
+from billing_core.views.invoices import InvoiceFilter, apply_filter
 
 INVOICE_COLUMNS = (
     "invoice_id",

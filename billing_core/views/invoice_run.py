@@ -7,7 +7,7 @@ from datetime import datetime
 import pandas as pd
 from sqlmodel import Session, col, select
 
-from billing_core.invoicing import DraftSet
+from billing_core.invoicing.drafts import DraftSet
 from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import minor_to_decimal
 from billing_core.periods import Period

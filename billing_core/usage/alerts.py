@@ -23,7 +23,7 @@ from billing_core.config import Settings
 from billing_core.errors import BillingError
 from billing_core.models import Alert
 from billing_core.periods import Period
-from billing_core.usage import MetricUsage, build_usage_report
+from billing_core.usage.limits import MetricUsage, build_usage_report
 
 log = logging.getLogger(__name__)
 _PLACES = Decimal("0.000001")

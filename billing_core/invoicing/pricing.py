@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from billing_core.errors import ExchangeRateMissing
 from billing_core.money import cross_rate, minor_to_decimal, round_minor
-from billing_core.usage import overage_minor, overage_quantity
+from billing_core.usage.overage import overage_minor, overage_quantity
 
 COST_CURRENCY = "USD"
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).

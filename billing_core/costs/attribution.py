@@ -1,0 +1,179 @@
+"""AWS costs: snapshots of Cost Explorer data, customer attribution, page and report figures.
+
+Pages and reports read only the database. Cost Explorer is called by `refresh_period` (cron's
+`fetch-costs`, or the page's explicit refresh button), which stores each fetch as one
+snapshot in one transaction: a failed fetch stores no lines, only a failed-attempt record
+with the number of requests it spent.
+
+Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
+the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
+month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
+kind of figures (daily rows add up to the month), so the newest one wins whatever its
+granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
+which may be older than the one the totals come from (the page says so).
+
+Attribution: a line belongs to the customer owning its linked account (LINKED_ACCOUNT
+snapshots) or whose `cost_tag_value` equals its tag value (TAG snapshots; an empty tag value
+is untagged spend). Anything else is **unattributed**, never dropped, so the customers'
+totals plus unattributed equal the snapshot total exactly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, func, select
+
+from billing_core.costs import cost_explorer as ce
+from billing_core.costs.snapshots import (
+    UNATTRIBUTED,
+    UNATTRIBUTED_LABEL,
+    ZERO,
+    CustomerFilter,
+    latest_snapshot,
+)
+from billing_core.models import CostLine, Customer, CustomerAccount
+from billing_core.periods import Period, as_utc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Who owns which linked account and tag value."""
+
+    by_account: dict[str, int]
+    by_tag: dict[str, int]
+    names: dict[int, str]
+
+    @classmethod
+    def load(cls, session: Session) -> Attribution:
+        accounts = session.exec(select(CustomerAccount.account_id, CustomerAccount.customer_id))
+        customers = session.exec(select(Customer.id, Customer.name, Customer.cost_tag_value))
+        by_tag: dict[str, int] = {}
+        names: dict[int, str] = {}
+        for cid, name, tag in customers.all():
+            names[cid or 0] = name
+            if tag:
+                by_tag[tag] = cid or 0
+        return cls(dict(accounts.all()), by_tag, names)
+
+    def customer_for(self, group_by: str, account_id: str | None, tag: str | None) -> int | None:
+        if group_by == "LINKED_ACCOUNT":
+            return self.by_account.get(account_id or "")
+        return self.by_tag.get(tag) if tag else None
+
+    def name(self, customer_id: int | None) -> str:
+        if customer_id is None:
+            return UNATTRIBUTED_LABEL
+        return self.names.get(customer_id, f"customer {customer_id}")
+
+    def condition(self, group_by: str, customer: CustomerFilter) -> ColumnElement[bool] | None:
+        """A SQL condition selecting one customer's (or the unattributed) lines."""
+        if customer is None:
+            return None
+        if group_by == "LINKED_ACCOUNT":
+            column, mapping = col(CostLine.account_id), self.by_account
+        else:
+            column, mapping = col(CostLine.tag_value), self.by_tag
+        if customer == UNATTRIBUTED:
+            return column.is_(None) | column.not_in(list(mapping))
+        return column.in_([key for key, owner in mapping.items() if owner == customer])
+
+
+@dataclass
+class AttributedCosts:
+    """AWS cost of a period per customer, from its latest complete snapshot (full precision).
+
+    `usage[customer_id][service]` holds charges; `adjustments[customer_id][record_type]`
+    holds credits, refunds and tax (credits and refunds are negative). The same split exists
+    for unattributed spend. `snapshot_id` is None when the period has no snapshot at all.
+    """
+
+    period: Period
+    currency: str = "USD"
+    snapshot_id: int | None = None
+    fetched_at: datetime | None = None
+    granularity: str | None = None
+    estimated: bool = False
+    usage: dict[int, dict[str, Decimal]] = field(default_factory=dict)
+    adjustments: dict[int, dict[str, Decimal]] = field(default_factory=dict)
+    unattributed_usage: dict[str, Decimal] = field(default_factory=dict)
+    unattributed_adjustments: dict[str, Decimal] = field(default_factory=dict)
+
+    def customer_total(self, customer_id: int) -> Decimal:
+        """Net cost of one customer: charges plus adjustments."""
+        return sum(self.usage.get(customer_id, {}).values(), ZERO) + sum(
+            self.adjustments.get(customer_id, {}).values(), ZERO
+        )
+
+    @property
+    def unattributed_total(self) -> Decimal:
+        return sum(self.unattributed_usage.values(), ZERO) + sum(
+            self.unattributed_adjustments.values(), ZERO
+        )
+
+    @property
+    def total(self) -> Decimal:
+        """The account's net total: every customer plus unattributed, exactly."""
+        customers = set(self.usage) | set(self.adjustments)
+        return sum((self.customer_total(c) for c in customers), ZERO) + self.unattributed_total
+
+
+def _grouped_lines(
+    session: Session,
+    snapshot_id: int,
+    *,
+    conditions: Iterable[ColumnElement[bool]] = (),
+) -> list[tuple[str | None, str | None, str, str, Decimal]]:
+    """(account, tag, service, record type, amount) summed in SQL over every day."""
+    query = (
+        sa_select(
+            col(CostLine.account_id),
+            col(CostLine.tag_value),
+            col(CostLine.service),
+            col(CostLine.record_type),
+            func.sum(CostLine.amount),
+        )
+        .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
+        .group_by(
+            col(CostLine.account_id),
+            col(CostLine.tag_value),
+            col(CostLine.service),
+            col(CostLine.record_type),
+        )
+    )
+    return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
+
+
+def attributed_costs(
+    session: Session,
+    period: Period,
+    *,
+    metric: str | None = None,
+    group_by: str | None = None,
+) -> AttributedCosts:
+    """Attributed cost per customer and service for a period (the invoicing/reconcile input)."""
+    snap = latest_snapshot(session, period, metric=metric, group_by=group_by)
+    out = AttributedCosts(period=period)
+    if snap is None or snap.id is None:
+        return out
+    out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
+    out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
+    who = Attribution.load(session)
+    for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):
+        customer = who.customer_for(snap.group_by, account, tag)
+        adjustment = record_type != ce.USAGE
+        key = record_type if adjustment else service
+        if customer is None:
+            bucket = out.unattributed_adjustments if adjustment else out.unattributed_usage
+        else:
+            table = out.adjustments if adjustment else out.usage
+            bucket = table.setdefault(customer, {})
+        bucket[key] = bucket.get(key, ZERO) + amount
+    return out

@@ -1,0 +1,175 @@
+"""AWS costs: snapshots of Cost Explorer data, customer attribution, page and report figures.
+
+Pages and reports read only the database. Cost Explorer is called by `refresh_period` (cron's
+`fetch-costs`, or the page's explicit refresh button), which stores each fetch as one
+snapshot in one transaction: a failed fetch stores no lines, only a failed-attempt record
+with the number of requests it spent.
+
+Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
+the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
+month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
+kind of figures (daily rows add up to the month), so the newest one wins whatever its
+granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
+which may be older than the one the totals come from (the page says so).
+
+Attribution: a line belongs to the customer owning its linked account (LINKED_ACCOUNT
+snapshots) or whose `cost_tag_value` equals its tag value (TAG snapshots; an empty tag value
+is untagged spend). Anything else is **unattributed**, never dropped, so the customers'
+totals plus unattributed equal the snapshot total exactly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlmodel import Session
+
+from billing_core import money
+from billing_core.config import Settings
+from billing_core.costs.refresh import last_failure
+from billing_core.costs.snapshots import ZERO, ReportBy, group_label
+from billing_core.errors import CostSourceError
+from billing_core.periods import Period
+from billing_core.views.aws_costs import CostsView, build_costs_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportRow:
+    key: str
+    amount: Decimal
+
+
+def report_rows(view: CostsView, by: ReportBy) -> list[ReportRow]:
+    """The breakdown the page shows, as rows for `costs-report` (sums equal `view.total`)."""
+    if by == "customer":
+        return [
+            ReportRow(str(n), a)
+            for n, a in zip(view.by_customer["customer"], view.by_customer["amount"], strict=True)
+        ]
+    if by == "service":
+        return [
+            ReportRow(str(s), a)
+            for s, a in zip(view.by_service["service"], view.by_service["amount"], strict=True)
+        ]
+    sums: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    if not view.daily.empty:
+        for day, amount in zip(view.daily["day"], view.daily["amount"], strict=True):
+            sums[day] += amount
+    return [ReportRow(d.isoformat(), a) for d, a in sorted(sums.items())]
+
+
+def breakdown_csv(view: CostsView) -> str:
+    """CSV of the breakdown shown: exact amounts (10 places) and the cost currency."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["period", "customer", "service", "record_type", "amount", "currency"])
+    for row in view.breakdown.itertuples(index=False):
+        writer.writerow(
+            [
+                str(view.period),
+                _no_formula(str(row.customer)),
+                _no_formula(str(row.service)),
+                row.record_type,
+                str(row.amount),
+                view.currency,
+            ]
+        )
+    return out.getvalue()
+
+
+def _no_formula(text: str) -> str:
+    # A customer name starting with = or @ must not run as a spreadsheet formula.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def describe_age(age: timedelta) -> str:
+    """'3 min', '5 h 10 min', '2 days' (for 'last refreshed' notes)."""
+    minutes = max(0, int(age.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{minutes // (24 * 60)} days"
+
+
+def format_report(
+    session: Session,
+    settings: Settings,
+    period: Period,
+    by: ReportBy,
+    *,
+    now: datetime,
+    as_csv: bool = False,
+) -> str:
+    """The page's figures as text (or CSV with exact amounts) for `costs-report`."""
+    view = build_costs_view(session, settings, period)
+    info = view.snapshot
+    if info is None:
+        raise CostSourceError(
+            f"No cost snapshot for {period} ({settings.cost_metric}, {group_label(settings)}): "
+            f"run `python -m billing_core fetch-costs --period {period}` first."
+        )
+    rows = report_rows(view, by)
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([by, "amount", "currency", "estimated", "fetched_at"])
+        for row in rows:
+            writer.writerow(
+                [
+                    _no_formula(row.key),
+                    str(row.amount),
+                    view.currency,
+                    info.estimated,
+                    info.fetched_at.isoformat(),
+                ]
+            )
+        return out.getvalue()
+    cur = view.currency
+
+    def show(amount: Decimal) -> str:
+        return money.display(money.round_minor(amount, cur), cur)
+
+    scope = f"month to date, {info.covered_days} day(s)" if view.running else "whole month"
+    lines = [
+        f"AWS costs {period} ({info.metric}, {info.group_by}), {scope}"
+        + (", ESTIMATED" if info.estimated else ""),
+        f"snapshot {info.id} ({info.granularity}) fetched {info.fetched_at:%Y-%m-%d %H:%M} UTC, "
+        f"{describe_age(info.age(now))} ago",
+    ]
+    failure = last_failure(session)
+    if failure is not None:
+        lines.append(
+            f"note: the last refresh failed ({failure.at:%Y-%m-%d %H:%M} UTC): {failure.message}"
+        )
+    if by == "day" and view.daily_snapshot is None:
+        lines.append("note: no daily figures stored for this month")
+    width = max([len(r.key) for r in rows] + [24])
+    lines += [f"{by:<{width}}  {'amount':>18}"]
+    lines += [f"{r.key:<{width}}  {show(r.amount):>18}" for r in rows]
+    lines.append(f"{'total':<{width}}  {show(view.total):>18}")
+    for record_type, amount in sorted(view.adjustments.items()):
+        lines.append(f"  of which {record_type.lower()}: {show(amount)}")
+    share = view.unattributed_share
+    lines.append(
+        f"unattributed: {show(view.unattributed)}"
+        + (f" ({share:.1f} % of the account)" if share is not None else "")
+    )
+    if view.previous_same_days is not None:
+        lines.append(f"{view.previous_period} same days: {show(view.previous_same_days)}")
+    if view.previous_total is not None:
+        lines.append(f"{view.previous_period} total: {show(view.previous_total)}")
+    if view.change is not None:
+        pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
+        lines.append(f"change: {'+' if view.change >= 0 else ''}{show(view.change)}{pct}")
+    if view.forecast is not None:
+        lines.append(f"forecast month end ({view.forecast_source}): {show(view.forecast)}")
+    return "\n".join(lines) + "\n"

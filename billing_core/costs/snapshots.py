@@ -1,0 +1,246 @@
+"""AWS costs: snapshots of Cost Explorer data, customer attribution, page and report figures.
+
+Pages and reports read only the database. Cost Explorer is called by `refresh_period` (cron's
+`fetch-costs`, or the page's explicit refresh button), which stores each fetch as one
+snapshot in one transaction: a failed fetch stores no lines, only a failed-attempt record
+with the number of requests it spent.
+
+Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
+the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
+month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
+kind of figures (daily rows add up to the month), so the newest one wins whatever its
+granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
+which may be older than the one the totals come from (the page says so).
+
+Attribution: a line belongs to the customer owning its linked account (LINKED_ACCOUNT
+snapshots) or whose `cost_tag_value` equals its tag value (TAG snapshots; an empty tag value
+is untagged spend). Anything else is **unattributed**, never dropped, so the customers'
+totals plus unattributed equal the snapshot total exactly."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import delete, insert
+from sqlmodel import Session, col, select
+
+from billing_core.config import Settings
+from billing_core.costs import cost_explorer as ce
+from billing_core.models import CostLine, CostSnapshot
+from billing_core.periods import Period, as_utc
+
+log = logging.getLogger(__name__)
+
+
+UNATTRIBUTED = "unattributed"
+
+
+UNATTRIBUTED_LABEL = "Unattributed"
+
+
+#: Complete snapshots kept with their lines per period and kind; older ones keep only a summary.
+KEEP_SNAPSHOTS = 3
+
+
+_ERROR_STATE = "costs.last_error"
+
+
+ZERO = Decimal(0)
+
+
+CustomerFilter = int | Literal["unattributed"] | None
+
+
+ReportBy = Literal["customer", "service", "day"]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a page says about the figures it shows."""
+
+    id: int
+    period: Period
+    granularity: str
+    group_by: str
+    metric: str
+    currency: str
+    estimated: bool
+    source: str
+    fetched_at: datetime
+    request_count: int
+    forecast: Decimal | None
+
+    @classmethod
+    def of(cls, snap: CostSnapshot) -> SnapshotInfo:
+        return cls(
+            id=snap.id or 0,
+            period=Period.parse(snap.period),
+            granularity=snap.granularity,
+            group_by=snap.group_by,
+            metric=snap.metric,
+            currency=snap.currency,
+            estimated=snap.estimated,
+            source=snap.source,
+            fetched_at=as_utc(snap.fetched_at),
+            request_count=snap.request_count,
+            forecast=snap.forecast_amount,
+        )
+
+    def age(self, now: datetime) -> timedelta:
+        return as_utc(now) - self.fetched_at
+
+    @property
+    def running(self) -> bool:
+        """Fetched while its month was still running (figures are month to date)."""
+        return self.granularity == "DAILY" and self.fetched_at < self.period.end_at
+
+    @property
+    def final(self) -> bool:
+        """Fetched after the month closed and no longer estimated: AWS will not change it."""
+        return not self.estimated and self.fetched_at >= self.period.end_at
+
+    def stale(self, now: datetime, ttl_seconds: int) -> bool:
+        """Older than the TTL and not final: due for a refresh."""
+        return not self.final and self.age(now) > timedelta(seconds=ttl_seconds)
+
+    @property
+    def covered_days(self) -> int:
+        """Days of the month the figures cover (today counts: Cost Explorer shows it partly)."""
+        if not self.running:
+            return self.period.days
+        return max(0, (self.fetched_at.date() - self.period.start).days + 1)
+
+
+def group_label(settings: Settings) -> str:
+    """The grouping snapshots are stored under for these settings."""
+    return (
+        "LINKED_ACCOUNT"
+        if settings.cost_group_by == "LINKED_ACCOUNT"
+        else (f"TAG:{settings.cost_tag_key}")
+    )
+
+
+def latest_snapshot(
+    session: Session,
+    period: Period,
+    *,
+    granularity: str | None = None,
+    metric: str | None = None,
+    group_by: str | None = None,
+) -> CostSnapshot | None:
+    """The latest complete snapshot of a period (see the module docstring for the rule)."""
+    query = select(CostSnapshot).where(
+        CostSnapshot.period == str(period), CostSnapshot.status == "complete"
+    )
+    if granularity:
+        query = query.where(CostSnapshot.granularity == granularity)
+    if metric:
+        query = query.where(CostSnapshot.metric == metric)
+    if group_by:
+        query = query.where(CostSnapshot.group_by == group_by)
+    query = query.order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
+    return session.exec(query.limit(1)).first()
+
+
+def snapshot_periods(session: Session, *, metric: str, group_by: str) -> list[Period]:
+    """Periods that have a complete snapshot, newest first (for the month filter)."""
+    rows = session.exec(
+        select(CostSnapshot.period)
+        .where(
+            CostSnapshot.status == "complete",
+            CostSnapshot.metric == metric,
+            CostSnapshot.group_by == group_by,
+        )
+        .distinct()
+    ).all()
+    return sorted((Period.parse(p) for p in rows), reverse=True)
+
+
+def store_snapshot(
+    session: Session, result: ce.FetchResult, *, fetched_at: datetime, source: str
+) -> CostSnapshot:
+    """Store one fetch: the snapshot row and all its lines, in the caller's transaction."""
+    query = result.query
+    snap = CostSnapshot(
+        period=str(query.period),
+        granularity=query.granularity,
+        group_by=query.group_label,
+        metric=query.metric,
+        currency=result.currency,
+        estimated=result.estimated,
+        request_count=result.request_count,
+        source=source,
+        status="complete",
+        fetched_at=fetched_at,
+        forecast_amount=result.forecast,
+    )
+    session.add(snap)
+    session.flush()
+    if result.rows:
+        # Core executemany on the session's connection: far faster than ORM bulk inserts
+        # for hundreds of thousands of lines, and the column types still apply.
+        table = CostLine.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            insert(table),
+            [
+                {
+                    "snapshot_id": snap.id,
+                    "period": str(query.period),
+                    "day": row.day.isoformat(),
+                    "account_id": row.account_id,
+                    "tag_value": row.tag_value,
+                    "service": row.service,
+                    "record_type": row.record_type,
+                    "amount": row.amount,
+                    "currency": row.currency,
+                    "estimated": row.estimated,
+                    "fetched_at": fetched_at,
+                }
+                for row in result.rows
+            ],
+        )
+    _prune(session, snap)
+    return snap
+
+
+def _prune(session: Session, newest: CostSnapshot) -> None:
+    """Drop the lines of superseded snapshots beyond KEEP_SNAPSHOTS; keep their summary rows."""
+    old = session.exec(
+        select(CostSnapshot.id)
+        .where(
+            CostSnapshot.period == newest.period,
+            CostSnapshot.granularity == newest.granularity,
+            CostSnapshot.metric == newest.metric,
+            CostSnapshot.group_by == newest.group_by,
+            CostSnapshot.status == "complete",
+        )
+        .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
+        .offset(KEEP_SNAPSHOTS)
+    ).all()
+    if not old:
+        return
+    session.execute(delete(CostLine).where(col(CostLine.snapshot_id).in_(old)))
+    for snap in session.exec(select(CostSnapshot).where(col(CostSnapshot.id).in_(old))).all():
+        snap.status = "pruned"
+
+
+def needs_refresh(snap: CostSnapshot | None, now: datetime, ttl_seconds: int) -> bool:
+    """No snapshot, or older than the TTL; a final closed month is never stale."""
+    return snap is None or SnapshotInfo.of(snap).stale(now, ttl_seconds)
+
+
+def available_services(session: Session, settings: Settings, period: Period) -> list[str]:
+    """Service names (and adjustment types) in the period's latest snapshot, for the filter."""
+    snap = latest_snapshot(
+        session, period, metric=settings.cost_metric, group_by=group_label(settings)
+    )
+    if snap is None:
+        return []
+    rows = session.exec(
+        select(CostLine.service).where(CostLine.snapshot_id == snap.id).distinct()
+    ).all()
+    return sorted(rows)

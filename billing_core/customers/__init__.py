@@ -1,0 +1,1 @@
+"""Customers and plans: the customers CSV import, plans, plan versions and assignments."""

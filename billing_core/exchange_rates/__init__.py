@@ -1,0 +1,2 @@
+"""Exchange rates: the USD->currency rate of each month (`set-rate`), loaded and applied
+in one place."""

@@ -1,0 +1,247 @@
+"""Invoice runs: drafts for a period, then a resumable, idempotent push of each to Stripe.
+
+A run for period P (DESIGN.md section 6):
+1. refuses a period that is not closed yet, then takes the run lock for P;
+2. prices every active customer that has no invoice for P yet and saves all drafts in one
+   transaction (the unique key customer+period refuses a second invoice);
+3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
+   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
+   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
+   this database's install id, the local invoice id and the step; each step's result is saved
+   before the next call, so a killed run resumes where it stopped.
+
+Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
+that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
+new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
+invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
+step taken from Stripe's state, so lines are never added twice. A declined payment bumps
+`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
+
+Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
+is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
+the next run bills as a credit line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from billing_core.costs.attribution import attributed_costs
+from billing_core.customers.plans import effective_plan_id
+from billing_core.errors import (
+    ConfigError,
+    ExchangeRateMissing,
+    ValidationError,
+)
+from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.pricing import (
+    Draft,
+    MetricTerms,
+    PlanTerms,
+    PricingInput,
+    TrueUpItem,
+    price,
+)
+from billing_core.models import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+    Plan,
+    PlanMetric,
+    TrueUp,
+)
+from billing_core.money import display
+from billing_core.periods import Period
+from billing_core.usage.totals import totals_by_metric
+
+log = logging.getLogger(__name__)
+
+
+class CostsMissing(ConfigError):
+    """No AWS cost snapshot exists for the period, so a run would under-bill every customer."""
+
+
+def _plan_terms(plan: Plan, metrics: Sequence[PlanMetric]) -> PlanTerms:
+    return PlanTerms(
+        name=plan.name,
+        currency=plan.currency,
+        base_fee_minor=plan.base_fee_minor,
+        markup_pct=plan.markup_pct,
+        metrics=tuple(
+            MetricTerms(m.metric, m.included_quantity, m.overage_unit_price, m.unit)
+            for m in metrics
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CustomerProblem:
+    """Why one customer was not invoiced (or not pushed); the others carried on."""
+
+    customer_id: int
+    customer: str
+    step: str
+    message: str
+    invoice_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "customer": self.customer,
+            "invoice_id": self.invoice_id,
+            "step": self.step,
+            "message": self.message,
+        }
+
+
+@dataclass
+class DraftSet:
+    """The drafts of a period, the customers refused, and those already invoiced."""
+
+    period: str
+    drafts: list[Draft] = field(default_factory=list)
+    problems: list[CustomerProblem] = field(default_factory=list)
+    already_invoiced: list[str] = field(default_factory=list)
+    costs_estimated: bool = False
+    costs_found: bool = True
+
+    def totals_by_currency(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.drafts:
+            out[d.currency] = out.get(d.currency, 0) + d.total_minor
+        return out
+
+
+def build_drafts(session: Session, period: Period, *, customer_id: int | None = None) -> DraftSet:
+    """Price every active customer without an invoice for the period; writes nothing."""
+    attributed = attributed_costs(session, period)
+    # Credits, refunds and tax are billed as their own negative or positive lines.
+    costs = {
+        cid: {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
+        for cid in attributed.usage.keys() | attributed.adjustments.keys()
+    }
+    estimated, found = attributed.estimated, attributed.snapshot_id is not None
+    result = DraftSet(period=str(period), costs_estimated=estimated, costs_found=found)
+    rates = load_rates(session, period)
+    plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
+    metrics: dict[int, list[PlanMetric]] = {}
+    for m in session.exec(select(PlanMetric)).all():
+        metrics.setdefault(m.plan_id, []).append(m)
+    usage = totals_by_metric(session, period, customer_id)
+    invoiced = set(
+        session.exec(select(Invoice.customer_id).where(Invoice.period == str(period))).all()
+    )
+    pending: dict[int, list[TrueUp]] = {}
+    for t in session.exec(select(TrueUp).where(col(TrueUp.applied_invoice_id).is_(None))).all():
+        pending.setdefault(t.customer_id, []).append(t)
+    query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
+    if customer_id is not None:
+        query = query.where(Customer.id == customer_id)
+    customers = session.exec(query).all()
+    if customer_id is not None and not customers:
+        raise ValidationError(f"There is no active customer with id {customer_id}.")
+    for customer in customers:
+        cid = customer.id or 0
+        if cid in invoiced:
+            result.already_invoiced.append(customer.name)
+            continue
+        plan_id = effective_plan_id(customer, period)
+        plan = plans.get(plan_id) if plan_id is not None else None
+        if plan is None:
+            result.problems.append(
+                CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
+            )
+            continue
+        inp = PricingInput(
+            customer_id=cid,
+            customer_name=customer.name,
+            currency=customer.currency,
+            period=str(period),
+            plan=_plan_terms(plan, metrics.get(plan.id or 0, [])),
+            aws_costs=costs.get(cid, {}),
+            usage={m: q for (c, m), q in usage.items() if c == cid},
+            true_ups=tuple(
+                TrueUpItem(t.id or 0, t.description, t.amount_minor, t.currency)
+                for t in sorted(pending.get(cid, []), key=lambda t: t.id or 0)
+            ),
+            costs_estimated=estimated,
+            collection_method=customer.collection_method,
+            has_payment_method=bool(customer.default_payment_method),
+        )
+        try:
+            result.drafts.append(price(inp, rates))
+        except ExchangeRateMissing as exc:
+            result.problems.append(CustomerProblem(cid, customer.name, "draft", str(exc)))
+    return result
+
+
+def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> list[int]:
+    """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction."""
+    ids: list[int] = []
+    next_period = str(Period.parse(drafts.period).next())
+    for draft in drafts.drafts:
+        invoice = Invoice(
+            customer_id=draft.customer_id,
+            period=draft.period,
+            currency=draft.currency,
+            status="draft",
+            subtotal_minor=draft.total_minor,
+            total_minor=draft.total_minor,
+            fx_rate=draft.fx_rate,
+            fx_source=draft.fx_source,
+            costs_estimated=draft.costs_estimated,
+            collection_method=draft.collection_method,
+            run_id=run_id,
+        )
+        if draft.total_minor < 0:
+            invoice.status = "credit"
+            invoice.last_error = (
+                f"Credits exceed charges by {display(-draft.total_minor, draft.currency)}: "
+                f"nothing was charged or sent to Stripe; the credit is carried to {next_period}."
+            )
+        session.add(invoice)
+        session.flush()
+        iid = invoice.id or 0
+        for pos, line in enumerate(draft.lines):
+            session.add(
+                InvoiceLine(
+                    invoice_id=iid,
+                    position=pos,
+                    kind=line.kind,
+                    description=line.description,
+                    service=line.service,
+                    metric=line.metric,
+                    quantity=line.quantity,
+                    unit_amount=line.unit_amount,
+                    amount_minor=line.amount_minor,
+                )
+            )
+            if line.true_up_id is not None:
+                _apply_true_up(session, line.true_up_id, iid)
+        if draft.total_minor < 0:
+            session.add(
+                TrueUp(
+                    customer_id=draft.customer_id,
+                    source_period=draft.period,
+                    description=f"Credit carried from {draft.period}",
+                    amount_minor=draft.total_minor,
+                    currency=draft.currency,
+                    created_by=f"invoice run {run_id}",
+                )
+            )
+        ids.append(iid)
+    session.flush()
+    return ids
+
+
+def _apply_true_up(session: Session, true_up_id: int, invoice_id: int) -> None:
+    true_up = session.get(TrueUp, true_up_id)
+    if true_up is None or true_up.applied_invoice_id is not None:
+        # Another run applied it in between: refusing keeps it on exactly one invoice.
+        raise ValidationError(f"True-up {true_up_id} was applied elsewhere meanwhile; run again.")
+    true_up.applied_invoice_id = invoice_id
+    session.add(true_up)

@@ -1,0 +1,392 @@
+"""Invoice runs: drafts for a period, then a resumable, idempotent push of each to Stripe.
+
+A run for period P (DESIGN.md section 6):
+1. refuses a period that is not closed yet, then takes the run lock for P;
+2. prices every active customer that has no invoice for P yet and saves all drafts in one
+   transaction (the unique key customer+period refuses a second invoice);
+3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
+   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
+   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
+   this database's install id, the local invoice id and the step; each step's result is saved
+   before the next call, so a killed run resumes where it stopped.
+
+Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
+that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
+new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
+invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
+step taken from Stripe's state, so lines are never added twice. A declined payment bumps
+`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
+
+Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
+is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
+the next run bills as a credit line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import stripe
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from billing_core.db import session_scope
+from billing_core.errors import (
+    BillingError,
+    PaymentProviderError,
+    ValidationError,
+)
+from billing_core.invoicing.drafts import CustomerProblem
+from billing_core.models import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+)
+from billing_core.periods import Period, utcnow
+from billing_core.stripe import gateway as gw
+
+log = logging.getLogger(__name__)
+
+TEST_CARD = "pm_card_visa"
+
+
+# Invoices in these states need nothing more from a run.
+DONE_STEPS = frozenset({"paid", "sent"})
+
+
+FINAL_STATUSES = frozenset({"paid", "void", "uncollectible", "credit"})
+
+
+Progress = Callable[[str], None]
+
+
+# Called after each Stripe call returned and before its result is saved (tests crash here).
+StepHook = Callable[[int, str], None]
+
+
+@dataclass
+class PushOutcome:
+    invoice_id: int
+    customer_id: int
+    customer: str
+    ok: bool
+    status: str
+    total_minor: int
+    currency: str
+    calls: int = 0
+    problem: CustomerProblem | None = None
+
+
+@dataclass
+class _Snapshot:
+    """What one push needs, read in a short transaction (no DB lock held over HTTP)."""
+
+    invoice: Invoice
+    customer: Customer
+    lines: list[InvoiceLine]
+
+
+class Pusher:
+    """Pushes one invoice at a time through its steps; safe to use from many threads."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        caller: gw.StripeCaller,
+        *,
+        namespace: str,
+        attach_test_cards: bool = False,
+        hook: StepHook | None = None,
+    ) -> None:
+        self.engine = engine
+        self.caller = caller
+        self.ns = namespace
+        self.attach_test_cards = attach_test_cards
+        self.hook = hook
+        self.abort_reason: str | None = None
+        self._customer_locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def _load(self, invoice_id: int) -> _Snapshot:
+        with session_scope(self.engine) as s:
+            inv = s.get(Invoice, invoice_id)
+            if inv is None:
+                raise ValidationError(f"Invoice {invoice_id} does not exist.")
+            cus = s.get(Customer, inv.customer_id)
+            assert cus is not None
+            lines = list(
+                s.exec(
+                    select(InvoiceLine)
+                    .where(InvoiceLine.invoice_id == invoice_id)
+                    .order_by(col(InvoiceLine.position))
+                ).all()
+            )
+            return _Snapshot(inv, cus, lines)
+
+    def _save(self, invoice_id: int, **values: Any) -> Invoice:
+        return _update_row(self.engine, Invoice, invoice_id, values)
+
+    def _mark(self, invoice_id: int, step: str) -> None:
+        if self.hook is not None:
+            self.hook(invoice_id, step)
+
+    def _sync_from_stripe(self, invoice_id: int, obj: stripe.Invoice) -> Invoice:
+        values: dict[str, Any] = {
+            "stripe_invoice_id": obj.id,
+            "number": obj.number,
+            "hosted_invoice_url": obj.hosted_invoice_url,
+            "invoice_pdf": obj.invoice_pdf,
+            "attempt_count": obj.attempt_count or 0,
+        }
+        if obj.status in ("open", "paid", "void", "uncollectible"):
+            values["status"] = obj.status
+            if obj.status_transitions and obj.status_transitions.finalized_at:
+                values["issued_at"] = datetime.fromtimestamp(
+                    obj.status_transitions.finalized_at, tz=utcnow().tzinfo
+                )
+        if obj.status == "paid":
+            values["amount_paid_minor"] = obj.amount_paid
+            values["push_step"] = "paid"
+            values["last_error"] = None
+            paid_at = obj.status_transitions.paid_at if obj.status_transitions else None
+            values["paid_at"] = (
+                datetime.fromtimestamp(paid_at, tz=utcnow().tzinfo) if paid_at else utcnow()
+            )
+        return self._save(invoice_id, **values)
+
+    # -- customer ------------------------------------------------------------------------
+
+    def _customer_lock(self, customer_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._customer_locks.setdefault(customer_id, threading.Lock())
+
+    def ensure_customer(self, customer: Customer) -> str:
+        """The customer's Stripe id, creating the Stripe customer once (idempotently)."""
+        if customer.stripe_customer_id:
+            return customer.stripe_customer_id
+        cid = customer.id or 0
+        with self._customer_lock(cid):
+            with session_scope(self.engine) as s:
+                fresh = s.get(Customer, cid)
+                if fresh is not None and fresh.stripe_customer_id:
+                    return fresh.stripe_customer_id
+            stripe_id = gw.find_customer(self.caller, local_customer_id=cid, email=customer.email)
+            if stripe_id is None:
+                stripe_id = gw.create_customer(
+                    self.caller,
+                    key=f"{self.ns}-cus-{cid}-create",
+                    local_customer_id=cid,
+                    name=customer.name,
+                    email=customer.email,
+                )
+            values: dict[str, Any] = {"stripe_customer_id": stripe_id}
+            if self.attach_test_cards and customer.collection_method == "charge_automatically":
+                gw.attach_test_card(
+                    self.caller, customer=stripe_id, card=TEST_CARD, key=f"{self.ns}-cus-{cid}"
+                )
+                values["default_payment_method"] = "card visa 4242 (test)"
+            _update_row(self.engine, Customer, cid, values)
+            return stripe_id
+
+    # -- the step machine ----------------------------------------------------------------
+
+    def push(self, invoice_id: int) -> PushOutcome:
+        snap = self._load(invoice_id)
+        inv, cus = snap.invoice, snap.customer
+        outcome = PushOutcome(
+            invoice_id, cus.id or 0, cus.name, False, inv.status, inv.total_minor, inv.currency
+        )
+        calls_before = self.caller.calls
+        step = "customer"
+        try:
+            if self.abort_reason:
+                raise PaymentProviderError(f"not attempted: {self.abort_reason}")
+            stripe_customer = self.ensure_customer(cus)
+            step = "create"
+            inv, current = self._created(snap, stripe_customer)
+            while current not in DONE_STEPS and inv.status not in FINAL_STATUSES:
+                step = _action(current, inv.collection_method)
+                inv, current = self._advance(inv, snap, current)
+            outcome.ok = True
+            outcome.status = inv.status
+        except stripe.StripeError as exc:
+            outcome.problem = self._fail(snap, step, exc)
+            outcome.status = self._load(invoice_id).invoice.status
+        except BillingError as exc:
+            outcome.problem = CustomerProblem(
+                cus.id or 0, cus.name, step, str(exc), invoice_id=invoice_id
+            )
+            self._save(invoice_id, last_error=str(exc))
+        outcome.calls = self.caller.calls - calls_before
+        return outcome
+
+    def _created(self, snap: _Snapshot, stripe_customer: str) -> tuple[Invoice, str]:
+        """Make sure the Stripe invoice exists; returns the invoice and the step reached."""
+        inv = snap.invoice
+        iid = inv.id or 0
+        if inv.stripe_invoice_id is None:
+            found = None
+            if inv.push_step == "creating":  # an earlier create may have reached Stripe
+                found = gw.find_invoice(self.caller, customer=stripe_customer, local_invoice_id=iid)
+            if found is None:
+                inv = self._save(iid, push_step="creating")
+                obj = gw.create_invoice(
+                    self.caller,
+                    key=f"{self.ns}-inv-{iid}-create",
+                    customer=stripe_customer,
+                    currency=inv.currency,
+                    collection_method=inv.collection_method,
+                    days_until_due=snap.customer.days_until_due,
+                    metadata={
+                        "local_invoice_id": str(iid),
+                        "local_customer_id": str(inv.customer_id),
+                        "period": inv.period,
+                        "source": "billing_core",
+                    },
+                    description=f"Services for {inv.period}",
+                )
+                self._mark(iid, "create")
+                inv = self._save(iid, stripe_invoice_id=obj.id, push_step="created")
+                return inv, "created"
+            return self._resume_from(snap, found)
+        if inv.push_step in ("created", "lines_added", "finalized") or inv.status == "failed":
+            # Resumed from an earlier attempt: Stripe's state decides the next step.
+            obj = gw.retrieve_invoice(self.caller, inv.stripe_invoice_id)
+            return self._resume_from(snap, obj)
+        return inv, inv.push_step
+
+    def _resume_from(self, snap: _Snapshot, obj: stripe.Invoice) -> tuple[Invoice, str]:
+        iid = snap.invoice.id or 0
+        expected = sum(line.amount_minor for line in snap.lines)
+        if obj.status == "draft":
+            has_lines = bool(obj.lines and obj.lines.data)
+            if has_lines and obj.total != expected:
+                raise PaymentProviderError(
+                    f"Stripe invoice {obj.id} is a draft with total {obj.total} but the local "
+                    f"invoice totals {expected}: check it in the Stripe dashboard before retrying."
+                )
+            step = "lines_added" if has_lines else "created"
+            return self._save(iid, stripe_invoice_id=obj.id, push_step=step), step
+        inv = self._sync_from_stripe(iid, obj)
+        if obj.status == "open":
+            step = "finalized"
+            if inv.push_step not in ("finalized",):
+                inv = self._save(iid, push_step=step)
+            return inv, step
+        return inv, inv.push_step
+
+    def _advance(self, inv: Invoice, snap: _Snapshot, step: str) -> tuple[Invoice, str]:
+        iid = inv.id or 0
+        sid = inv.stripe_invoice_id or ""
+        if step == "created":
+            lines = [_stripe_line(line, inv) for line in snap.lines]
+            obj = gw.add_invoice_lines(
+                self.caller, key=f"{self.ns}-inv-{iid}-lines", stripe_invoice_id=sid, lines=lines
+            )
+            self._mark(iid, "lines")
+            if obj.total != inv.total_minor:
+                raise PaymentProviderError(
+                    f"Stripe totals invoice {sid} at {obj.total} but the draft totals "
+                    f"{inv.total_minor} ({inv.currency} minor units); not finalized."
+                )
+            return self._save(iid, push_step="lines_added"), "lines_added"
+        if step == "lines_added":
+            obj = gw.finalize_invoice(
+                self.caller, key=f"{self.ns}-inv-{iid}-finalize", stripe_invoice_id=sid
+            )
+            self._mark(iid, "finalize")
+            inv = self._sync_from_stripe(iid, obj)
+            if obj.status == "paid":  # Stripe settles a zero-amount invoice on finalization
+                return inv, "paid"
+            return self._save(iid, push_step="finalized"), "finalized"
+        if step == "finalized":
+            if inv.collection_method == "send_invoice":
+                obj = gw.send_invoice(
+                    self.caller, key=f"{self.ns}-inv-{iid}-send", stripe_invoice_id=sid
+                )
+                self._mark(iid, "send")
+                self._sync_from_stripe(iid, obj)
+                return self._save(iid, push_step="sent", last_error=None), "sent"
+            obj = gw.pay_invoice(
+                self.caller,
+                key=f"{self.ns}-inv-{iid}-pay-{inv.pay_attempt}",
+                stripe_invoice_id=sid,
+            )
+            self._mark(iid, "pay")
+            return self._sync_from_stripe(iid, obj), "paid"
+        raise ValidationError(f"Invoice {iid} is in an unknown push step {step!r}.")
+
+    def _fail(self, snap: _Snapshot, step: str, exc: stripe.StripeError) -> CustomerProblem:
+        inv, cus = snap.invoice, snap.customer
+        iid = inv.id or 0
+        code = getattr(exc, "code", None)
+        # Only a refusal is a failed payment; a network error may have charged (the next run
+        # re-reads the invoice from Stripe before paying again, with the same key).
+        declined = isinstance(exc, stripe.CardError) or code in gw.PAYMENT_NEEDS_CUSTOMER
+        if step == "pay" and declined:
+            if code == "invoice_no_payment_method":
+                message = (
+                    f"{cus.name} has no default payment method in Stripe: the invoice is open "
+                    "and was not charged. Ask the customer to add a card, then run again."
+                )
+            else:
+                message = str(gw.describe_error(exc, f"charging invoice {inv.stripe_invoice_id}"))
+            # The next attempt needs a new key: Stripe would replay this decline for the old one.
+            with session_scope(self.engine) as s:
+                fresh = s.get(Invoice, iid)
+                assert fresh is not None
+                fresh.status = "failed"
+                fresh.pay_attempt += 1
+                fresh.attempt_count += 1
+                fresh.last_error = message
+                fresh.updated_at = utcnow()
+                s.add(fresh)
+            return CustomerProblem(cus.id or 0, cus.name, "pay", message, invoice_id=iid)
+        if isinstance(exc, stripe.AuthenticationError):
+            self.abort_reason = "Stripe rejected the API key; check STRIPE_API_KEY"
+        message = str(gw.describe_error(exc, f"the {step} step of invoice {iid}"))
+        self._save(iid, last_error=message)
+        return CustomerProblem(cus.id or 0, cus.name, step, message, invoice_id=iid)
+
+
+_Row = TypeVar("_Row", Invoice, Customer)
+
+
+def _update_row(engine: Engine, model: type[_Row], row_id: int, values: dict[str, Any]) -> _Row:
+    """Save one step's result in its own transaction, so a crash after it never repeats it."""
+    with session_scope(engine) as s:
+        row = s.get(model, row_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+        s.add(row)
+    return row
+
+
+def _action(step: str, collection_method: str) -> str:
+    """The Stripe call that moves an invoice on from `step` (named in errors)."""
+    if step == "created":
+        return "lines"
+    if step == "lines_added":
+        return "finalize"
+    return "pay" if collection_method == "charge_automatically" else "send"
+
+
+def _stripe_line(line: InvoiceLine, inv: Invoice) -> dict[str, Any]:
+    period = Period.parse(inv.period)
+    return {
+        "amount": line.amount_minor,
+        "description": line.description,
+        "period": {
+            "start": int(period.start_at.timestamp()),
+            "end": int(period.end_at.timestamp()) - 1,
+        },
+        "metadata": {"kind": line.kind, "local_line_id": str(line.id)},
+    }

@@ -1,0 +1,419 @@
+"""Invoice runs: drafts for a period, then a resumable, idempotent push of each to Stripe.
+
+A run for period P (DESIGN.md section 6):
+1. refuses a period that is not closed yet, then takes the run lock for P;
+2. prices every active customer that has no invoice for P yet and saves all drafts in one
+   transaction (the unique key customer+period refuses a second invoice);
+3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
+   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
+   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
+   this database's install id, the local invoice id and the step; each step's result is saved
+   before the next call, so a killed run resumes where it stopped.
+
+Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
+that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
+new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
+invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
+step taken from Stripe's state, so lines are never added twice. A declined payment bumps
+`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
+
+Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
+is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
+the next run bills as a credit line."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from billing_core.config import Settings
+from billing_core.db import session_scope
+from billing_core.errors import (
+    BillingError,
+    ConfigError,
+)
+from billing_core.invoicing.drafts import (
+    CostsMissing,
+    CustomerProblem,
+    DraftSet,
+    build_drafts,
+    save_drafts,
+)
+from billing_core.invoicing.push import (
+    DONE_STEPS,
+    FINAL_STATUSES,
+    Progress,
+    Pusher,
+    PushOutcome,
+    StepHook,
+)
+from billing_core.invoicing.run_lock import DatabaseLock, default_owner, lock_name
+from billing_core.models import (
+    Invoice,
+    InvoiceRun,
+)
+from billing_core.money import display
+from billing_core.periods import Period, utcnow
+from billing_core.stripe import gateway as gw
+from billing_core.stripe.keys import install_id
+from billing_core.stripe.rate_limit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+# Rate limits when STRIPE_REQUESTS_PER_SECOND is not set: Stripe allows ~25/s in test mode and
+# ~100/s live; stay under both so other tools sharing the account keep some headroom.
+DEFAULT_RPS_TEST = 20.0
+
+
+DEFAULT_RPS_LIVE = 80.0
+
+
+
+
+@dataclass
+class RunOptions:
+    period: Period
+    dry_run: bool = False
+    customer_id: int | None = None
+    trigger: str = "cli"
+    actor: str = "system"
+    attach_test_cards: bool = False
+
+
+@dataclass
+class RunResult:
+    period: str
+    run_id: int | None
+    status: str
+    drafts: DraftSet
+    saved: int = 0
+    pushed: int = 0
+    outcomes: list[PushOutcome] = field(default_factory=list)
+    problems: list[CustomerProblem] = field(default_factory=list)
+    stripe_calls: int = 0
+    fatal: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return len({p.customer_id for p in self.problems})
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal is not None:
+            return 2
+        return 1 if self.problems else 0
+
+
+def check_period(period: Period, now: datetime) -> None:
+    """Only closed months are invoiced: AWS keeps adding to an open one."""
+    if not period.is_closed(now):
+        last = Period.containing(now).previous()
+        raise ConfigError(
+            f"{period} is not closed yet (it ends {period.end.isoformat()} UTC); invoice a "
+            f"closed month such as --period {last}."
+        )
+
+
+def effective_rate(settings: Settings) -> float:
+    """The client-side Stripe rate limit: the setting if given, else safe for the key's mode."""
+    if "stripe_requests_per_second" in settings.model_fields_set:
+        return settings.stripe_requests_per_second
+    key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
+    live = key.startswith(("sk_live_", "rk_live_"))
+    return DEFAULT_RPS_LIVE if live else DEFAULT_RPS_TEST
+
+
+def test_cards_allowed(settings: Settings) -> bool:
+    """Attaching Stripe test cards is for emulators and test keys, never live accounts."""
+    key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
+    return bool(settings.stripe_api_base) and not key.startswith(("sk_live_", "rk_live_"))
+
+
+def pending_invoice_ids(session: Session, period: Period, customer_id: int | None) -> list[int]:
+    query = (
+        select(Invoice.id)
+        .where(
+            Invoice.period == str(period),
+            col(Invoice.is_demo).is_(False),
+            col(Invoice.status).not_in(FINAL_STATUSES),
+            col(Invoice.push_step).not_in(DONE_STEPS),
+        )
+        .order_by(col(Invoice.id))
+    )
+    if customer_id is not None:
+        query = query.where(Invoice.customer_id == customer_id)
+    return [i for i in session.exec(query).all() if i is not None]
+
+
+def preview(session: Session, period: Period, *, customer_id: int | None = None) -> DraftSet:
+    """What a run would draft now (the CLI's --dry-run and the page's Preview); writes nothing."""
+    return build_drafts(session, period, customer_id=customer_id)
+
+
+def run_invoices(
+    engine: Engine,
+    settings: Settings,
+    opts: RunOptions,
+    *,
+    now: datetime | None = None,
+    run_id: int | None = None,
+    client: stripe.StripeClient | None = None,
+    progress: Progress | None = None,
+    hook: StepHook | None = None,
+) -> RunResult:
+    """Run the invoicing of a period: lock, drafts, push, summary (the CLI and the worker)."""
+    say = progress or (lambda msg: log.info("%s", msg))
+    now = now or utcnow()
+    check_period(opts.period, now)
+    period = str(opts.period)
+    if opts.attach_test_cards and not test_cards_allowed(settings):
+        raise ConfigError(
+            "Test cards can only be attached against a local Stripe emulator "
+            "(STRIPE_API_BASE set) with a test key; never on a live account."
+        )
+    if opts.dry_run:
+        with session_scope(engine) as s:
+            drafts = preview(s, opts.period, customer_id=opts.customer_id)
+        return RunResult(period, None, "preview", drafts)
+    client = client or gw.make_client(settings)
+    run_id = _start_run(engine, opts, run_id)
+    lock = DatabaseLock(
+        engine,
+        lock_name(period),
+        owner=default_owner(run_id),
+        stale_seconds=settings.run_lock_stale_seconds,
+    )
+    try:
+        lock.acquire()
+    except BillingError as exc:
+        _finish_run(engine, run_id, "locked", [{"step": "lock", "message": str(exc)}])
+        raise
+    lock.on_beat = lambda: _beat_run(engine, run_id)
+    lock.start_heartbeat()
+    try:
+        if lock.took_over_from:
+            say(f"took over the stale lock of {lock.took_over_from}")
+        return _run_locked(engine, settings, opts, run_id, client, say, hook)
+    except Exception as exc:
+        _record_stop(engine, run_id, exc)
+        raise
+    finally:
+        lock.stop_heartbeat()
+        try:
+            lock.release()
+        except SQLAlchemyError:  # the database is still unusable: the lock goes stale instead
+            log.warning(
+                "could not release the run lock %s; it is taken over after %d s without heartbeat",
+                lock.name,
+                lock.stale_seconds,
+            )
+
+
+def _check_costs(drafts: DraftSet) -> None:
+    if not drafts.costs_found:
+        raise CostsMissing(
+            f"No AWS cost snapshot exists for {drafts.period}, so AWS costs cannot be billed: "
+            f"run `python -m billing_core fetch-costs --period {drafts.period}` first."
+        )
+
+
+def _start_run(engine: Engine, opts: RunOptions, run_id: int | None) -> int:
+    with session_scope(engine) as s:
+        run = s.get(InvoiceRun, run_id) if run_id is not None else None
+        if run is None:
+            run = InvoiceRun(
+                period=str(opts.period),
+                trigger=opts.trigger,
+                actor=opts.actor,
+                customer_filter=opts.customer_id,
+            )
+        run.status = "running"
+        run.started_at = run.heartbeat_at = utcnow()
+        s.add(run)
+        s.flush()
+        return run.id or 0
+
+
+def _beat_run(engine: Engine, run_id: int) -> None:
+    with session_scope(engine) as s:
+        run = s.get(InvoiceRun, run_id)
+        if run is not None:
+            run.heartbeat_at = utcnow()
+            s.add(run)
+
+
+def _finish_run(engine: Engine, run_id: int, status: str, errors: list[dict[str, Any]]) -> None:
+    with session_scope(engine) as s:
+        run = s.get(InvoiceRun, run_id)
+        if run is not None:
+            run.status = status
+            run.errors = list(run.errors or []) + errors
+            run.finished_at = run.heartbeat_at = utcnow()
+            s.add(run)
+
+
+def _record_stop(engine: Engine, run_id: int, exc: Exception) -> None:
+    """Say on the run why it stopped (e.g. the database stayed locked), if the database lets us.
+
+    Without this a run stopped by an error stays "running" on the page until the next run.
+    """
+    message = str(exc) if isinstance(exc, BillingError) else f"unexpected {type(exc).__name__}"
+    try:
+        with session_scope(engine) as s:
+            run = s.get(InvoiceRun, run_id)
+            if run is None or run.status != "running":
+                return  # already finished with its own message
+            run.status = "failed"
+            run.errors = [*run.errors, {"step": "run", "message": message}]
+            run.finished_at = run.heartbeat_at = utcnow()
+            s.add(run)
+    except (BillingError, SQLAlchemyError):
+        log.warning("could not record why run %s stopped: %s", run_id, message)
+
+
+def _abandon_others(engine: Engine, period: str, run_id: int) -> int:
+    """Runs of this period still marked running died: we hold the lock now."""
+    with session_scope(engine) as s:
+        stale = s.exec(
+            select(InvoiceRun).where(
+                InvoiceRun.period == period,
+                InvoiceRun.status == "running",
+                InvoiceRun.id != run_id,
+            )
+        ).all()
+        for run in stale:
+            run.status = "failed"
+            run.finished_at = utcnow()
+            run.errors = [
+                *run.errors,
+                {"step": "run", "message": f"stopped before finishing; resumed by run {run_id}"},
+            ]
+            s.add(run)
+        return len(stale)
+
+
+def _run_locked(
+    engine: Engine,
+    settings: Settings,
+    opts: RunOptions,
+    run_id: int,
+    client: stripe.StripeClient,
+    say: Progress,
+    hook: StepHook | None,
+) -> RunResult:
+    period = str(opts.period)
+    _abandon_others(engine, period, run_id)
+    try:
+        with session_scope(engine) as s:
+            drafts = build_drafts(s, opts.period, customer_id=opts.customer_id)
+            _check_costs(drafts)
+            saved = save_drafts(s, drafts, run_id=run_id)
+            namespace = install_id(s)
+            run = s.get(InvoiceRun, run_id)
+            assert run is not None
+            run.costs_estimated = drafts.costs_estimated
+            s.add(run)
+    except (BillingError, IntegrityError) as exc:
+        message = str(exc) if isinstance(exc, BillingError) else "an invoice already exists"
+        _finish_run(engine, run_id, "failed", [{"step": "draft", "message": message}])
+        raise
+    result = RunResult(period, run_id, "running", drafts, saved=len(saved))
+    result.problems.extend(drafts.problems)
+    estimated = (
+        " (AWS costs still estimated: flagged on the invoices)" if drafts.costs_estimated else ""
+    )
+    say(
+        f"{period}: {len(saved)} drafts saved, {len(drafts.already_invoiced)} customers already "
+        f"invoiced, {len(drafts.problems)} refused{estimated}"
+    )
+    for p in drafts.problems:
+        say(f"  REFUSED {p.customer}: {p.message}")
+    with session_scope(engine) as s:
+        todo = pending_invoice_ids(s, opts.period, opts.customer_id)
+        run = s.get(InvoiceRun, run_id)
+        assert run is not None
+        run.total_count = len(todo) + len(drafts.problems)
+        run.failed_count = len(drafts.problems)
+        run.errors = [p.as_json() for p in drafts.problems]
+        s.add(run)
+    caller = gw.StripeCaller(client, TokenBucket(effective_rate(settings)))
+    pusher = Pusher(
+        engine, caller, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
+    )
+    say(f"pushing {len(todo)} invoices to Stripe ({settings.stripe_concurrency} at a time)")
+    with ThreadPoolExecutor(max_workers=settings.stripe_concurrency) as pool:
+        futures = [pool.submit(pusher.push, iid) for iid in todo]
+        for future in as_completed(futures):
+            outcome = future.result()
+            result.outcomes.append(outcome)
+            _record_outcome(engine, run_id, outcome)
+            amount = display(outcome.total_minor, outcome.currency)
+            if outcome.problem is None:
+                result.pushed += 1
+                say(f"  invoice {outcome.invoice_id} {outcome.customer} {amount}: {outcome.status}")
+            else:
+                result.problems.append(outcome.problem)
+                say(
+                    f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
+                    f"{outcome.problem.message}"
+                )
+    result.stripe_calls = caller.calls
+    if pusher.abort_reason and not result.pushed:
+        result.fatal = pusher.abort_reason
+    failed = result.failed
+    if result.fatal:
+        result.status = "failed"
+    elif failed == 0:
+        result.status = "succeeded"
+    else:
+        result.status = "partial" if result.pushed or result.saved > failed else "failed"
+    _finish_run(engine, run_id, result.status, [])
+    say(
+        f"{period}: {result.pushed} pushed, {failed} failed, {len(drafts.already_invoiced)} "
+        f"already invoiced, {caller.calls} Stripe calls ({caller.rate_limited} rate-limited) "
+        f"-> {result.status}"
+    )
+    return result
+
+
+def _record_outcome(engine: Engine, run_id: int, outcome: PushOutcome) -> None:
+    """Progress for the page; written only by the run's main thread (no lost updates)."""
+    with session_scope(engine) as s:
+        run = s.get(InvoiceRun, run_id)
+        if run is None:
+            return
+        run.done_count += 1
+        if outcome.problem is not None:
+            run.failed_count += 1
+            run.errors = [*run.errors, outcome.problem.as_json()]
+        run.heartbeat_at = utcnow()
+        s.add(run)
+
+
+def describe_drafts(drafts: DraftSet) -> list[str]:
+    """Plain lines for the CLI's --dry-run: one per draft, then problems and totals."""
+    out = [f"{drafts.period}: {len(drafts.drafts)} drafts (nothing saved)"]
+    if not drafts.costs_found:
+        out.append("  WARNING no AWS cost snapshot for this month: run fetch-costs first")
+    for d in drafts.drafts:
+        flags = f"  [{'; '.join(d.warnings)}]" if d.warnings else ""
+        out.append(
+            f"  {d.customer_name}: {display(d.total_minor, d.currency)} in {len(d.lines)} lines"
+            f"{flags}"
+        )
+    for p in drafts.problems:
+        out.append(f"  REFUSED {p.customer}: {p.message}")
+    for name in drafts.already_invoiced:
+        out.append(f"  already invoiced: {name}")
+    totals = ", ".join(display(v, c) for c, v in sorted(drafts.totals_by_currency().items()))
+    out.append(f"  total: {totals or 'nothing'}")
+    return out

@@ -1,0 +1,142 @@
+"""Stripe state in sync (DESIGN.md section 7): store every event, dedupe by id, apply by re-reading.
+
+Two ways in, one handler. `sync` pulls the Events API onward from a cursor (cron, no public URL
+needed); the webhook receiver stores what Stripe pushes. Applying an event never trusts its
+payload: the object is read again from Stripe and the local mirror takes Stripe's current state,
+so duplicates and out-of-order delivery end in the right place."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from billing_core.db import session_scope
+from billing_core.errors import PaymentProviderError
+from billing_core.models import StripeEvent, SyncState
+from billing_core.payments.events import CURSOR, SyncResult, process_pending, store_event
+from billing_core.periods import utcnow
+from billing_core.stripe import gateway as gw
+
+log = logging.getLogger(__name__)
+
+
+def get_cursor(session: Session) -> str | None:
+    state = session.get(SyncState, CURSOR)
+    return state.value if state else None
+
+
+def set_cursor(session: Session, value: str | None, now: datetime) -> None:
+    state = session.get(SyncState, CURSOR)
+    if value is None:
+        if state is not None:
+            session.delete(state)
+        return
+    if state is None:
+        state = SyncState(name=CURSOR, value=value)
+    state.value = value
+    state.updated_at = now
+    session.add(state)
+
+
+def _store_page(engine: Engine, page: list[dict[str, Any]]) -> int:
+    new = 0
+    with session_scope(engine) as session:
+        for payload in reversed(page):  # oldest first, so received order follows Stripe's
+            new += store_event(session, payload, source="sync").created
+    return new
+
+
+def _fetch_newer(
+    engine: Engine, client: stripe.StripeClient, cursor: str, page_size: int, result: SyncResult
+) -> str:
+    """Walk towards newer events from the cursor, a page at a time; returns the newest id."""
+    newest = cursor
+    while True:
+        page, has_more = gw.events_page(client, ending_before=newest, limit=page_size)
+        if not page:
+            return newest
+        result.fetched += len(page)
+        result.stored += _store_page(engine, page)
+        newest = str(page[0]["id"])
+        if not has_more:
+            return newest
+
+
+def _fetch_all(
+    engine: Engine, client: stripe.StripeClient, page_size: int, result: SyncResult
+) -> str | None:
+    """First sync: everything Stripe still holds (30 days), newest page first."""
+    newest: str | None = None
+    after: str | None = None
+    while True:
+        page, has_more = gw.events_page(client, starting_after=after, limit=page_size)
+        if not page:
+            return newest
+        newest = newest or str(page[0]["id"])
+        result.fetched += len(page)
+        result.stored += _store_page(engine, page)
+        after = str(page[-1]["id"])
+        if not has_more:
+            return newest
+
+
+def _cursor_gone(cursor: str) -> PaymentProviderError:
+    return PaymentProviderError(
+        f"Stripe no longer knows the sync cursor event {cursor} (Stripe keeps events for 30 "
+        "days, or STRIPE_API_KEY points at another account). Run `python -m billing_core sync "
+        "--reset` to start again from the oldest event Stripe holds; events already stored are "
+        "not applied twice."
+    )
+
+
+def sync(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    page_size: int = gw.EVENTS_PAGE_SIZE,
+    reset: bool = False,
+    now_fn: Callable[[], datetime] = utcnow,
+) -> SyncResult:
+    """Pull new events, store them, apply every pending one; the cursor moves only on success."""
+    started = time.perf_counter()
+    result = SyncResult()
+    with session_scope(engine) as session:
+        result.cursor_before = None if reset else get_cursor(session)
+    cursor = result.cursor_before
+    try:
+        if cursor:
+            newest: str | None = _fetch_newer(engine, client, cursor, page_size, result)
+        else:
+            newest = _fetch_all(engine, client, page_size, result)
+    except stripe.InvalidRequestError as exc:
+        if cursor and exc.param == "ending_before":
+            raise _cursor_gone(cursor) from None
+        raise gw.describe_error(exc, "listing Stripe events") from None
+    except stripe.StripeError as exc:
+        doing = "listing Stripe events (the sync cursor was not moved)"
+        raise gw.describe_error(exc, doing) from None
+    result.outcomes = process_pending(engine, client, now_fn=now_fn)
+    with session_scope(engine) as session:
+        set_cursor(session, newest, now_fn())
+    result.cursor_after = newest
+    result.seconds = time.perf_counter() - started
+    log.info(result.describe())
+    return result
+
+
+def recent_events(
+    session: Session, *, limit: int = 200, outcome: str | None = None
+) -> list[StripeEvent]:
+    """Newest stored events first, for the page's event list."""
+    query = select(StripeEvent)
+    if outcome:
+        query = query.where(StripeEvent.outcome == outcome)
+    query = query.order_by(col(StripeEvent.created).desc(), col(StripeEvent.received_at).desc())
+    return list(session.exec(query.limit(limit)).all())

@@ -1,0 +1,240 @@
+"""Reconciliation service (DESIGN.md section 8): gather, compare, store, resolve.
+
+A run for period P compares
+  (a) local invoices with Stripe invoices (skipped when Stripe is not configured),
+  (b) invoiced AWS costs with the latest cost snapshot of P,
+  (c) overage billed with usage recorded,
+and upserts its findings into ReconciliationDiff by (period, kind, subject).
+
+Rules worth knowing:
+- Stripe is read first, before anything is written: if it fails, the run is stored as
+  ``failed`` with the error and every earlier diff stays as it was.
+- Stripe window: invoices are created after their month ends, so the run lists invoices
+  created from the period start to 45 days after its end (about one request per 100 invoices)
+  and keeps those whose metadata ``period`` is P; an invoice without that metadata (made
+  outside this tool) belongs to the month it was created in. Linked local invoices not found
+  in the window are read one by one (each one is an anomaly anyway).
+- A diff seen before and not seen now becomes ``gone`` (the difference disappeared, e.g.
+  fixed in Stripe); resolved diffs stay resolved unless their values change, which reopens
+  them. A section that did not run (Stripe not configured, no cost snapshot) leaves its
+  diffs untouched. Demo findings (subjects starting ``demo/``) are only touched by the demo.
+- Differences within the tolerance are stored with ``within_tolerance`` set and counted, but
+  are not "raised": the CLI exits 1 only for open diffs above the tolerance."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from billing_core import audit
+from billing_core.auth import Identity, require
+from billing_core.errors import PaymentProviderError, ValidationError
+from billing_core.models import (
+    Invoice,
+    ReconciliationDiff,
+    TrueUp,
+)
+from billing_core.periods import utcnow
+from billing_core.reconciliation.diffing import (
+    AWS_KINDS,
+    STRIPE_KINDS,
+    TRUE_UP_KINDS,
+)
+from billing_core.reconciliation.gather import DEMO_SCOPE
+from billing_core.stripe.gateway import ReconcileReader
+
+log = logging.getLogger(__name__)
+
+
+def _section(kind: str) -> str:
+    if kind in STRIPE_KINDS:
+        return "stripe"
+    return "aws" if kind in AWS_KINDS else "usage"
+
+
+def _diff_or_error(session: Session, diff_id: int) -> ReconciliationDiff:
+    diff = session.get(ReconciliationDiff, diff_id)
+    if diff is None:
+        raise ValidationError(f"Reconciliation diff #{diff_id} does not exist: reload the page.")
+    return diff
+
+
+def _snapshot(diff: ReconciliationDiff) -> dict[str, Any]:
+    return {
+        "status": diff.status,
+        "resolution": diff.resolution,
+        "note": diff.resolution_note,
+        "kind": diff.kind,
+        "subject": diff.subject,
+        "delta_minor": diff.delta_minor,
+    }
+
+
+def _resolve(
+    session: Session,
+    identity: Identity,
+    diff: ReconciliationDiff,
+    resolution: str,
+    note: str | None,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> ReconciliationDiff:
+    before = _snapshot(diff)
+    diff.status = "resolved"
+    diff.resolution = resolution
+    diff.resolution_note = note
+    diff.resolved_by = identity.actor
+    diff.resolved_at = now
+    session.add(diff)
+    audit.record(
+        session,
+        actor=identity.actor,
+        action=f"reconcile.{resolution}",
+        target=f"diff:{diff.id}",
+        before=before,
+        after={**_snapshot(diff), **(extra or {})},
+        at=now,
+    )
+    session.flush()
+    return diff
+
+
+def accept_diff(
+    session: Session, identity: Identity, diff_id: int, note: str, *, now: datetime | None = None
+) -> ReconciliationDiff:
+    """Accept a difference as explained; the note says why (required)."""
+    require(identity, "admin", "resolve reconciliation diffs")
+    if not note or not note.strip():
+        raise ValidationError("Accepting a difference needs a note saying why it is fine.")
+    diff = _diff_or_error(session, diff_id)
+    return _resolve(session, identity, diff, "accepted", note.strip(), now or utcnow())
+
+
+def true_up_description(diff: ReconciliationDiff) -> str:
+    what = diff.subject.rsplit(":", 1)[-1]
+    if diff.kind == "aws_restatement":
+        return f"AWS adjustment for {diff.period} ({what})"
+    return f"Usage adjustment for {diff.period} ({what})"
+
+
+def schedule_true_up(
+    session: Session,
+    identity: Identity,
+    diff_id: int,
+    note: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> TrueUp:
+    """Turn a restatement or usage diff into a line on the customer's next invoice (once)."""
+    require(identity, "admin", "schedule true-ups")
+    diff = _diff_or_error(session, diff_id)
+    if diff.kind not in TRUE_UP_KINDS:
+        raise ValidationError(
+            f"A true-up is for AWS restatements and usage differences, not {diff.kind!r}: "
+            "sync from Stripe or accept with a note instead."
+        )
+    if diff.customer_id is None or not diff.currency or diff.delta_minor == 0:
+        raise ValidationError("This difference has no customer or amount to true up.")
+    existing = session.exec(select(TrueUp).where(TrueUp.diff_id == diff.id)).first()
+    true_up = existing or TrueUp(
+        customer_id=diff.customer_id,
+        source_period=diff.period,
+        description=true_up_description(diff),
+        amount_minor=diff.delta_minor,
+        currency=diff.currency,
+        diff_id=diff.id,
+        created_by=identity.actor,
+    )
+    session.add(true_up)
+    session.flush()
+    _resolve(
+        session,
+        identity,
+        diff,
+        "true_up",
+        (note or "").strip() or None,
+        now or utcnow(),
+        extra={
+            "true_up_id": true_up.id,
+            "amount_minor": true_up.amount_minor,
+            "currency": true_up.currency,
+        },
+    )
+    return true_up
+
+
+# Stripe statuses a local invoice may take over when syncing.
+_SYNCABLE_STATUSES = frozenset({"draft", "open", "paid", "void", "uncollectible"})
+
+
+def sync_from_stripe(
+    session: Session,
+    identity: Identity,
+    diff_id: int,
+    *,
+    reader: ReconcileReader | None = None,
+    now: datetime | None = None,
+) -> ReconciliationDiff:
+    """Take the payment status (and link) of a status diff from Stripe, re-reading the invoice.
+
+    Stripe is the source of truth for payment status (DESIGN.md section 7). Demo findings have
+    no Stripe object behind them, so they take the remote status the demo run recorded.
+    """
+    require(identity, "admin", "sync invoices from Stripe")
+    diff = _diff_or_error(session, diff_id)
+    if diff.kind != "status" or diff.invoice_id is None:
+        raise ValidationError(
+            f"Sync from Stripe applies to status differences; for {diff.kind!r} accept with a "
+            "note or schedule a true-up."
+        )
+    invoice = session.get(Invoice, diff.invoice_id)
+    if invoice is None:
+        raise ValidationError(f"Local invoice #{diff.invoice_id} no longer exists.")
+    before = {"status": invoice.status, "stripe_invoice_id": invoice.stripe_invoice_id}
+    now = now or utcnow()
+    if diff.subject.startswith(DEMO_SCOPE):
+        status = (diff.remote_value or "").split(" ", 1)[0]
+    else:
+        stripe_id = invoice.stripe_invoice_id or _stripe_id_in(diff.remote_value)
+        if reader is None or not stripe_id:
+            raise PaymentProviderError(
+                "Syncing needs Stripe: set STRIPE_API_KEY (or STRIPE_API_BASE) and try again."
+            )
+        obj = reader.invoice(stripe_id)
+        if obj is None:
+            raise PaymentProviderError(
+                f"Stripe has no invoice {stripe_id}; accept the diff with a note."
+            )
+        status = str(obj.get("status") or "")
+        invoice.stripe_invoice_id = str(obj["id"])
+        invoice.amount_paid_minor = int(obj.get("amount_paid") or invoice.amount_paid_minor)
+        invoice.hosted_invoice_url = obj.get("hosted_invoice_url") or invoice.hosted_invoice_url
+        invoice.number = obj.get("number") or invoice.number
+    if status not in _SYNCABLE_STATUSES:
+        raise ValidationError(f"Stripe status {status!r} cannot be applied to a local invoice.")
+    if status == "paid" and invoice.paid_at is None:
+        invoice.paid_at = now
+        invoice.amount_paid_minor = invoice.amount_paid_minor or invoice.total_minor
+    invoice.status = status
+    invoice.updated_at = now
+    session.add(invoice)
+    audit.record(
+        session,
+        actor=identity.actor,
+        action="invoice.sync_from_stripe",
+        target=f"invoice:{invoice.id}",
+        before=before,
+        after={"status": invoice.status, "stripe_invoice_id": invoice.stripe_invoice_id},
+        at=now,
+    )
+    return _resolve(session, identity, diff, "synced", f"status set to {status} from Stripe", now)
+
+
+def _stripe_id_in(text: str | None) -> str | None:
+    for token in (text or "").replace("(", " ").replace(")", " ").split():
+        if token.startswith("in_"):
+            return token
+    return None

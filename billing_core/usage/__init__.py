@@ -1,0 +1,2 @@
+"""Usage: import of usage records, totals and overage against plan limits, month-end
+projections and alerts."""

@@ -1,0 +1,226 @@
+"""Usage against plan limits: billable totals, overage, month-end projections, page data.
+
+Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
+the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
+computed at full precision in the plan currency, converted when the customer pays in another
+currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlmodel import Session, col, select
+
+from billing_core.customers.plans import effective_plan_id, metrics_by_plan
+from billing_core.errors import ExchangeRateMissing
+from billing_core.exchange_rates.rates import usd_rates
+from billing_core.models import (
+    Alert,
+    Customer,
+    Plan,
+    PlanMetric,
+)
+from billing_core.money import minor_to_decimal
+from billing_core.periods import Period, as_utc
+from billing_core.usage.overage import (
+    _QUANTITY_PLACES,
+    AWS_SPEND,
+    convert,
+    overage_charge_minor,
+    overage_quantity,
+)
+from billing_core.usage.projections import percent, project_month_end
+from billing_core.usage.totals import _usage_stats, aws_costs_by_day
+
+
+@dataclass(frozen=True)
+class MetricUsage:
+    """One customer's use of one plan metric (or of its AWS spend limit) in a period."""
+
+    customer_id: int
+    customer: str
+    currency: str  # the customer's (invoice) currency
+    plan: str
+    plan_currency: str
+    metric: str
+    unit: str
+    aggregation: str
+    used: Decimal
+    included: Decimal
+    unit_price: Decimal
+    projected: Decimal
+    last_at: datetime | None = None
+    overage_minor: int | None = None  # None: no exchange rate, or the spend limit (no price)
+    projected_overage_minor: int | None = None
+    alerts: tuple[int, ...] = ()
+
+    @property
+    def is_spend(self) -> bool:
+        return self.metric == AWS_SPEND
+
+    @property
+    def used_pct(self) -> Decimal | None:
+        return percent(self.used, self.included)
+
+    @property
+    def projected_pct(self) -> Decimal | None:
+        return percent(self.projected, self.included)
+
+    @property
+    def overage(self) -> Decimal:
+        return overage_quantity(self.used, self.included)
+
+    @property
+    def projected_overage(self) -> Decimal:
+        return overage_quantity(self.projected, self.included)
+
+    @property
+    def status(self) -> str:
+        """over, near (80 % or more), projected over, ok, or no limit."""
+        pct = self.used_pct
+        if pct is None:
+            return "no limit"
+        if pct > 100:
+            return "over"
+        if pct >= 80:
+            return "near"
+        if (self.projected_pct or 0) > 100:
+            return "projected over"
+        return "ok"
+
+
+@dataclass
+class UsageReport:
+    period: Period
+    now: datetime
+    rows: list[MetricUsage] = field(default_factory=list)
+    missing_rates: set[str] = field(default_factory=set)
+    has_cost_data: bool = False
+
+    def for_customer(self, customer_id: int) -> list[MetricUsage]:
+        return [r for r in self.rows if r.customer_id == customer_id]
+
+
+def raised_alerts(session: Session, period: Period) -> dict[tuple[int, str], tuple[int, ...]]:
+    """Thresholds already alerted per (customer, metric) in a period."""
+    out: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for alert in session.exec(
+        select(Alert).where(Alert.period == str(period)).order_by(col(Alert.threshold_pct))
+    ).all():
+        out[(alert.customer_id, alert.metric)].append(alert.threshold_pct)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _charge(
+    used: Decimal, pm: PlanMetric, plan: Plan, currency: str, rates: Mapping[str, Decimal]
+) -> int | None:
+    try:
+        return overage_charge_minor(
+            used,
+            pm.included_quantity,
+            pm.overage_unit_price,
+            plan_currency=plan.currency,
+            currency=currency,
+            usd_rates=rates,
+        )
+    except ExchangeRateMissing:
+        return None
+
+
+def build_usage_report(
+    session: Session, period: Period, now: datetime, *, customer_id: int | None = None
+) -> UsageReport:
+    """Every active customer's plan metrics (used, projected, overage) and spend limit."""
+    report = UsageReport(period=period, now=now)
+    plans = {p.id: p for p in session.exec(select(Plan)).all()}
+    by_plan = metrics_by_plan(session)
+    stats = _usage_stats(session, period, customer_id)
+    rates = usd_rates(session, period, latest=not period.is_closed(now))
+    alerts = raised_alerts(session, period)
+    costs = aws_costs_by_day(session, period)
+    report.has_cost_data = bool(costs)
+    query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
+    if customer_id is not None:
+        query = query.where(Customer.id == customer_id)
+    for customer in session.exec(query).all():
+        cid = customer.id or 0
+        plan = plans.get(effective_plan_id(customer, period) or -1)
+        if plan is None:
+            continue
+        for metric, pm in by_plan.get(plan.id or -1, {}).items():
+            s = stats.get((cid, metric))
+            used = Decimal(0) if s is None else (s.peak if pm.aggregation == "max" else s.total)
+            last_at = s.last_at if s else None
+            projected = project_month_end(
+                pm.aggregation,
+                used,
+                period=period,
+                now=now,
+                last_day=as_utc(last_at).date() if last_at else None,
+            )
+            charge = _charge(used, pm, plan, customer.currency, rates)
+            if charge is None:
+                report.missing_rates.add(f"{plan.currency}->{customer.currency}")
+            report.rows.append(
+                MetricUsage(
+                    customer_id=cid,
+                    customer=customer.name,
+                    currency=customer.currency,
+                    plan=plan.name,
+                    plan_currency=plan.currency,
+                    metric=metric,
+                    unit=pm.unit,
+                    aggregation=pm.aggregation,
+                    used=used,
+                    included=pm.included_quantity,
+                    unit_price=pm.overage_unit_price,
+                    projected=projected,
+                    last_at=last_at,
+                    overage_minor=charge,
+                    projected_overage_minor=_charge(projected, pm, plan, customer.currency, rates),
+                    alerts=alerts.get((cid, metric), ()),
+                )
+            )
+        spend = _spend_row(customer, plan, costs.get(cid), period, now, rates) if costs else None
+        if spend is not None:
+            report.rows.append(replace(spend, alerts=alerts.get((cid, AWS_SPEND), ())))
+    return report
+
+
+def _spend_row(
+    customer: Customer,
+    plan: Plan,
+    days: Mapping[date, Decimal] | None,
+    period: Period,
+    now: datetime,
+    rates: Mapping[str, Decimal],
+) -> MetricUsage | None:
+    """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency."""
+    if plan.aws_spend_limit_minor is None:
+        return None
+    usd = sum((days or {}).values(), Decimal(0)) * (1 + plan.markup_pct / 100)
+    try:
+        used = convert(usd, from_currency="USD", to_currency=plan.currency, usd_rates=rates)
+    except ExchangeRateMissing:
+        return None
+    used = used.quantize(_QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    last_day = max(days) if days else None
+    return MetricUsage(
+        customer_id=customer.id or 0,
+        customer=customer.name,
+        currency=customer.currency,
+        plan=plan.name,
+        plan_currency=plan.currency,
+        metric=AWS_SPEND,
+        unit=plan.currency,
+        aggregation="sum",
+        used=used,
+        included=minor_to_decimal(plan.aws_spend_limit_minor, plan.currency),
+        unit_price=Decimal(0),
+        projected=project_month_end("sum", used, period=period, now=now, last_day=last_day),
+        last_at=None,
+    )

@@ -1,0 +1,45 @@
+"""Usage against plan limits: billable totals, overage, month-end projections, page data.
+
+Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
+the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
+computed at full precision in the plan currency, converted when the customer pays in another
+currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from billing_core.periods import Period
+from billing_core.usage.overage import _QUANTITY_PLACES
+
+
+def project_month_end(
+    aggregation: str,
+    billable: Decimal,
+    *,
+    period: Period,
+    now: datetime,
+    last_day: date | None,
+) -> Decimal:
+    """Projected billable quantity at the end of `period`, from the trend so far.
+
+    Levels (`max`) project their peak so far. Cumulative metrics add the average daily amount
+    of the elapsed days for each remaining day; the elapsed days are the whole days before
+    `now`, or up to the last day with data if that is later (data for today counts).
+    """
+    if aggregation == "max" or billable == 0 or period.is_closed(now):
+        return billable
+    elapsed = period.days_elapsed(now)
+    if last_day is not None and period.contains(last_day):
+        elapsed = max(elapsed, (last_day - period.start).days + 1)
+    elapsed = min(max(elapsed, 1), period.days)
+    projected = billable + billable * (period.days - elapsed) / elapsed
+    return projected.quantize(_QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+
+
+def percent(used: Decimal, limit: Decimal) -> Decimal | None:
+    """Share of the limit used, in percent; None when there is no limit to compare with."""
+    if limit <= 0:
+        return None
+    return used * 100 / limit

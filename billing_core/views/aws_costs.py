@@ -1,0 +1,391 @@
+"""AWS costs: snapshots of Cost Explorer data, customer attribution, page and report figures.
+
+Pages and reports read only the database. Cost Explorer is called by `refresh_period` (cron's
+`fetch-costs`, or the page's explicit refresh button), which stores each fetch as one
+snapshot in one transaction: a failed fetch stores no lines, only a failed-attempt record
+with the number of requests it spent.
+
+Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
+the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
+month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
+kind of figures (daily rows add up to the month), so the newest one wins whatever its
+granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
+which may be older than the one the totals come from (the page says so).
+
+Attribution: a line belongs to the customer owning its linked account (LINKED_ACCOUNT
+snapshots) or whose `cost_tag_value` equals its tag value (TAG snapshots; an empty tag value
+is untagged spend). Anything else is **unattributed**, never dropped, so the customers'
+totals plus unattributed equal the snapshot total exactly."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, func, select
+
+from billing_core import money
+from billing_core.config import Settings
+from billing_core.costs import cost_explorer as ce
+from billing_core.costs.attribution import Attribution, _grouped_lines
+from billing_core.costs.snapshots import (
+    UNATTRIBUTED,
+    UNATTRIBUTED_LABEL,
+    ZERO,
+    CustomerFilter,
+    SnapshotInfo,
+    group_label,
+    latest_snapshot,
+)
+from billing_core.models import CostLine
+from billing_core.periods import Period
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CostFilter:
+    customer: CustomerFilter = None
+    service: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.customer is not None or self.service is not None
+
+
+@dataclass
+class CostsView:
+    """Everything the AWS costs page and `costs-report` show for one month and filter."""
+
+    period: Period
+    filters: CostFilter
+    snapshot: SnapshotInfo | None = None
+    daily_snapshot: SnapshotInfo | None = None
+    currency: str = "USD"
+    total: Decimal = ZERO  # net: charges + credits, refunds, tax
+    adjustments: dict[str, Decimal] = field(default_factory=dict)
+    unattributed: Decimal = ZERO
+    account_total: Decimal = ZERO  # unfiltered, for the unattributed share
+    previous_period: Period | None = None
+    previous_total: Decimal | None = None
+    previous_same_days: Decimal | None = None
+    forecast: Decimal | None = None
+    forecast_source: str | None = None  # "Cost Explorer" or "run rate"
+    by_service: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_customer: pd.DataFrame = field(default_factory=pd.DataFrame)
+    daily: pd.DataFrame = field(default_factory=pd.DataFrame)
+    breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
+    customers: list[tuple[int, str]] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+
+    @property
+    def has_data(self) -> bool:
+        return self.snapshot is not None
+
+    @property
+    def running(self) -> bool:
+        return self.snapshot is not None and self.snapshot.running
+
+    @property
+    def change(self) -> Decimal | None:
+        """Against the same days of last month (running month) or last month's total."""
+        base = self.previous_same_days if self.running else self.previous_total
+        return None if base is None else self.total - base
+
+    @property
+    def change_pct(self) -> Decimal | None:
+        base = self.previous_same_days if self.running else self.previous_total
+        if base is None or base == 0:
+            return None
+        return (self.total - base) / base * 100
+
+    @property
+    def unattributed_share(self) -> Decimal | None:
+        """Unattributed spend as a percentage of the whole account (never filtered)."""
+        if self.account_total == 0:
+            return None
+        return self.unattributed / self.account_total * 100
+
+
+def build_costs_view(
+    session: Session,
+    settings: Settings,
+    period: Period,
+    filters: CostFilter | None = None,
+) -> CostsView:
+    """Page/report figures for a month from the stored snapshots only (no Cost Explorer)."""
+    filters = filters or CostFilter()
+    label = group_label(settings)
+    view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
+    who = Attribution.load(session)
+    view.customers = sorted(who.names.items(), key=lambda item: item[1])
+    snap = latest_snapshot(session, period, metric=settings.cost_metric, group_by=label)
+    if snap is None or snap.id is None:
+        return view
+    info = SnapshotInfo.of(snap)
+    view.snapshot, view.currency = info, info.currency
+    _fill_totals(session, view, info, who)
+    daily = latest_snapshot(
+        session, period, granularity="DAILY", metric=settings.cost_metric, group_by=label
+    )
+    if daily is not None:
+        view.daily_snapshot = SnapshotInfo.of(daily)
+        view.daily = _daily(session, view.daily_snapshot, who, filters)
+    _fill_previous(session, settings, view, who)
+    _fill_forecast(view)
+    return view
+
+
+def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Attribution) -> None:
+    rows = []
+    services: set[str] = set()
+    for account, tag, service, record_type, amount in _grouped_lines(session, info.id):
+        customer = who.customer_for(info.group_by, account, tag)
+        view.account_total += amount
+        if customer is None:
+            view.unattributed += amount
+        if record_type == ce.USAGE:
+            services.add(service)
+        rows.append((customer, who.name(customer), service, record_type, amount))
+    view.services = sorted(services)
+    wanted = [r for r in rows if _matches(view.filters, r[0], r[2])]
+    frame = pd.DataFrame(
+        wanted, columns=["customer_id", "customer", "service", "record_type", "amount"]
+    )
+    frame["customer_id"] = frame["customer_id"].astype("Int64")
+    view.total = sum(frame["amount"], ZERO)
+    for record_type, amount in _sum_by(frame, "record_type").items():
+        if record_type != ce.USAGE:
+            view.adjustments[str(record_type)] = amount
+    view.by_service = _frame(_sum_by(frame, "service"), "service")
+    customer_sums: dict[tuple[Any, str], Decimal] = defaultdict(lambda: ZERO)
+    for cid, name, amount in zip(
+        frame["customer_id"], frame["customer"], frame["amount"], strict=True
+    ):
+        customer_sums[(None if pd.isna(cid) else int(cid), name)] += amount
+    view.by_customer = pd.DataFrame(
+        [(cid, name, amount) for (cid, name), amount in customer_sums.items()],
+        columns=["customer_id", "customer", "amount"],
+    )
+    view.by_customer["customer_id"] = view.by_customer["customer_id"].astype("Int64")
+    view.by_customer = _sort(view.by_customer)
+    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    for _cid, name, service, record_type, amount in wanted:
+        detail[(name, service, record_type)] += amount
+    view.breakdown = _sort(
+        pd.DataFrame(
+            [(*key, amount) for key, amount in sorted(detail.items())],
+            columns=["customer", "service", "record_type", "amount"],
+        )
+    )
+
+
+def _matches(filters: CostFilter, customer: int | None, service: str) -> bool:
+    if filters.service is not None and service != filters.service:
+        return False
+    if filters.customer is None:
+        return True
+    if filters.customer == UNATTRIBUTED:
+        return customer is None
+    return customer == filters.customer
+
+
+def _sum_by(frame: pd.DataFrame, column: str) -> dict[str, Decimal]:
+    sums: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for key, amount in zip(frame[column], frame["amount"], strict=True):
+        sums[str(key)] += amount
+    return dict(sums)
+
+
+def _frame(sums: dict[str, Decimal], key: str) -> pd.DataFrame:
+    return _sort(pd.DataFrame(list(sums.items()), columns=[key, "amount"]))
+
+
+def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    """Largest amounts first (Decimal-safe: sorts on the exact values)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    order = sorted(range(len(frame)), key=lambda i: frame["amount"].iloc[i], reverse=True)
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def _sql_conditions(
+    info: SnapshotInfo, who: Attribution, filters: CostFilter
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.service is not None:
+        conditions.append(col(CostLine.service) == filters.service)
+    condition = who.condition(info.group_by, filters.customer)
+    if condition is not None:
+        conditions.append(condition)
+    return conditions
+
+
+def _daily(
+    session: Session, info: SnapshotInfo, who: Attribution, filters: CostFilter
+) -> pd.DataFrame:
+    """Amount per day and service (adjustments under their record type), filtered in SQL."""
+    rows = session.exec(
+        select(CostLine.day, CostLine.service, func.sum(CostLine.amount))
+        .where(CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters))
+        .group_by(col(CostLine.day), col(CostLine.service))
+        .order_by(col(CostLine.day), col(CostLine.service))
+    ).all()
+    frame = pd.DataFrame(
+        [(date.fromisoformat(d), s, Decimal(v or 0)) for d, s, v in rows],
+        columns=["day", "service", "amount"],
+    )
+    return frame
+
+
+def _sum_lines(
+    session: Session,
+    info: SnapshotInfo,
+    who: Attribution,
+    filters: CostFilter,
+    *,
+    before: date | None = None,
+) -> Decimal:
+    query = select(func.sum(CostLine.amount)).where(
+        CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters)
+    )
+    if before is not None:
+        query = query.where(col(CostLine.day) < before.isoformat())
+    return Decimal(session.exec(query).one() or 0)
+
+
+def _fill_previous(session: Session, settings: Settings, view: CostsView, who: Attribution) -> None:
+    previous = view.period.previous()
+    view.previous_period = previous
+    label = group_label(settings)
+    snap = latest_snapshot(session, previous, metric=settings.cost_metric, group_by=label)
+    if snap is not None:
+        view.previous_total = _sum_lines(session, SnapshotInfo.of(snap), who, view.filters)
+    if view.snapshot is None or not view.snapshot.running:
+        return
+    daily = latest_snapshot(
+        session, previous, granularity="DAILY", metric=settings.cost_metric, group_by=label
+    )
+    if daily is not None:
+        days = min(view.snapshot.covered_days, previous.days)
+        cutoff = previous.start + timedelta(days=days)
+        view.previous_same_days = _sum_lines(
+            session, SnapshotInfo.of(daily), who, view.filters, before=cutoff
+        )
+
+
+def _fill_forecast(view: CostsView) -> None:
+    info = view.snapshot
+    if info is None or not info.running:
+        return
+    if info.forecast is not None and not view.filters.any:
+        view.forecast, view.forecast_source = info.forecast, "Cost Explorer"
+    elif info.covered_days > 0:
+        # No forecast for a filtered view (or none from AWS): the month's run rate so far.
+        view.forecast = view.total / info.covered_days * info.period.days
+        view.forecast_source = "run rate"
+
+
+def chart_values(amounts: Iterable[Decimal]) -> list[float]:
+    """Floats for plotting only; every figure shown as text comes from the exact Decimals."""
+    return [float(a) for a in amounts]
+
+
+#: Services drawn on their own in the daily chart; the rest are summed as "Other services".
+TOP_SERVICES = 8
+
+
+_UNATTRIBUTED_COLOUR = "#d62728"
+
+
+_ADJUSTMENT_COLOUR = "#2ca02c"
+
+
+_COLOUR = "#1f77b4"
+
+
+def _label(amount: Decimal, currency: str) -> str:
+    return money.display(money.round_minor(amount, currency), currency)
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False
+    )
+    return fig
+
+
+def by_service_figure(view: CostsView) -> go.Figure:
+    """Horizontal bars per service, largest on top; credits and refunds in their own colour."""
+    frame = view.by_service.iloc[::-1]
+    adjustments = set(view.adjustments)
+    fig = go.Figure(
+        go.Bar(
+            x=chart_values(frame["amount"]),
+            y=list(frame["service"]),
+            orientation="h",
+            marker_color=[
+                _ADJUSTMENT_COLOUR if s in adjustments else _COLOUR for s in frame["service"]
+            ],
+            text=[_label(a, view.currency) for a in frame["amount"]],
+            hovertemplate="%{y}<br>%{text}<extra></extra>",
+        )
+    )
+    return _layout(fig, "By service", max(300, 26 * len(frame) + 80))
+
+
+def by_customer_figure(view: CostsView) -> go.Figure:
+    """Bars per customer; unattributed spend stands out in red."""
+    frame = view.by_customer.iloc[::-1]
+    colours = [
+        _UNATTRIBUTED_COLOUR if c == UNATTRIBUTED_LABEL else _COLOUR for c in frame["customer"]
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=chart_values(frame["amount"]),
+            y=list(frame["customer"]),
+            orientation="h",
+            marker_color=colours,
+            text=[_label(a, view.currency) for a in frame["amount"]],
+            hovertemplate="%{y}<br>%{text}<extra></extra>",
+        )
+    )
+    return _layout(fig, "By customer", max(300, 30 * len(frame) + 80))
+
+
+def daily_figure(view: CostsView) -> go.Figure:
+    """Daily amounts stacked by service: the biggest services, then "Other services"."""
+    frame = view.daily
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for service, amount in zip(frame["service"], frame["amount"], strict=True):
+        totals[service] += amount
+    top = sorted(totals, key=lambda s: totals[s], reverse=True)[:TOP_SERVICES]
+    series: dict[str, dict[object, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for day, service, amount in zip(frame["day"], frame["service"], frame["amount"], strict=True):
+        series[service if service in top else "Other services"][day] += amount
+    days = sorted(set(frame["day"]))
+    fig = go.Figure()
+    for name in [*top, "Other services"]:
+        if name not in series:
+            continue
+        values = [series[name].get(d, Decimal(0)) for d in days]
+        fig.add_bar(
+            x=days,
+            y=chart_values(values),
+            name=name,
+            text=[_label(v, view.currency) for v in values],
+            hovertemplate=f"{name}<br>%{{x}}: %{{text}}<extra></extra>",
+            textposition="none",
+        )
+    fig.update_layout(barmode="relative", legend={"orientation": "h", "y": -0.2})
+    _layout(fig, "Daily, by service", 420)
+    fig.update_layout(showlegend=True)
+    return fig
