@@ -107,7 +107,7 @@ def test_lock_is_exclusive_across_processes(engine: Engine, db_url: str) -> None
         import sys
         from billing_core.db import make_engine
         from billing_core.errors import LockHeld
-        from billing_core.run_lock import DatabaseLock
+        from billing_core.invoicing.run_lock import DatabaseLock
         lock = DatabaseLock(make_engine({db_url!r}), "invoice-run:2026-10", owner="child",
                             stale_seconds=300)
         try:

@@ -1,21 +1,4 @@
-"""AWS costs: snapshots of Cost Explorer data, customer attribution, page and report figures.
-
-Pages and reports read only the database. Cost Explorer is called by `refresh_period` (cron's
-`fetch-costs`, or the page's explicit refresh button), which stores each fetch as one
-snapshot in one transaction: a failed fetch stores no lines, only a failed-attempt record
-with the number of requests it spent.
-
-Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
-the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
-month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
-kind of figures (daily rows add up to the month), so the newest one wins whatever its
-granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
-which may be older than the one the totals come from (the page says so).
-
-Attribution: a line belongs to the customer owning its linked account (LINKED_ACCOUNT
-snapshots) or whose `cost_tag_value` equals its tag value (TAG snapshots; an empty tag value
-is untagged spend). Anything else is **unattributed**, never dropped, so the customers'
-totals plus unattributed equal the snapshot total exactly."""
+"""The `costs-report` command's rows and text: the AWS costs page's figures, exact decimals."""
 
 from __future__ import annotations
 

@@ -3,23 +3,10 @@
 A run for period P (DESIGN.md section 6):
 1. refuses a period that is not closed yet, then takes the run lock for P;
 2. prices every active customer that has no invoice for P yet and saves all drafts in one
-   transaction (the unique key customer+period refuses a second invoice);
-3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
-   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
-   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
-   this database's install id, the local invoice id and the step; each step's result is saved
-   before the next call, so a killed run resumes where it stopped.
-
-Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
-that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
-new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
-invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
-step taken from Stripe's state, so lines are never added twice. A declined payment bumps
-`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
-
-Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
-is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
-the next run bills as a credit line."""
+   transaction (`invoicing.drafts`);
+3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter
+   (`invoicing.push`); one customer's failure is recorded and the others carry on.
+The run row holds the heartbeat, counts and errors the run page shows."""
 
 from __future__ import annotations
 
@@ -75,8 +62,6 @@ DEFAULT_RPS_TEST = 20.0
 
 
 DEFAULT_RPS_LIVE = 80.0
-
-
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""Stripe state in sync (DESIGN.md section 7): store every event, dedupe by id, apply by re-reading.
+"""Stripe events: store every event (deduplicated by id), then apply it by re-reading its object.
 
-Two ways in, one handler. `sync` pulls the Events API onward from a cursor (cron, no public URL
-needed); the webhook receiver stores what Stripe pushes. Applying an event never trusts its
-payload: the object is read again from Stripe and the local mirror takes Stripe's current state,
-so duplicates and out-of-order delivery end in the right place."""
+Applying an event never trusts its payload: the object is read again from Stripe and the local
+mirror takes Stripe's current state, so duplicates and out-of-order delivery end in the right
+place. Each stored event keeps its outcome (applied, ignored, unmatched, error)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Pure reconciliation: compare normalized records, apply the tolerance rule, name findings.
 
-No I/O and no clock: `billing_core.reconcile` gathers local rows, Stripe invoices and cost
-figures, turns them into the plain records below and stores what these functions return.
+No I/O and no clock: `reconciliation.gather` and `reconciliation.findings` turn local rows,
+Stripe invoices and cost figures into the plain records below; `reconciliation.runs` stores what
+these functions return.
 
 Sign convention everywhere: ``delta_minor = remote - local``, where "local" is what we billed
 (our invoice rows) and "remote" is the other source of truth: Stripe for section (a), the

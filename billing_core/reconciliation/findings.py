@@ -1,25 +1,5 @@
-"""Reconciliation service (DESIGN.md section 8): gather, compare, store, resolve.
-
-A run for period P compares
-  (a) local invoices with Stripe invoices (skipped when Stripe is not configured),
-  (b) invoiced AWS costs with the latest cost snapshot of P,
-  (c) overage billed with usage recorded,
-and upserts its findings into ReconciliationDiff by (period, kind, subject).
-
-Rules worth knowing:
-- Stripe is read first, before anything is written: if it fails, the run is stored as
-  ``failed`` with the error and every earlier diff stays as it was.
-- Stripe window: invoices are created after their month ends, so the run lists invoices
-  created from the period start to 45 days after its end (about one request per 100 invoices)
-  and keeps those whose metadata ``period`` is P; an invoice without that metadata (made
-  outside this tool) belongs to the month it was created in. Linked local invoices not found
-  in the window are read one by one (each one is an anomaly anyway).
-- A diff seen before and not seen now becomes ``gone`` (the difference disappeared, e.g.
-  fixed in Stripe); resolved diffs stay resolved unless their values change, which reopens
-  them. A section that did not run (Stripe not configured, no cost snapshot) leaves its
-  diffs untouched. Demo findings (subjects starting ``demo/``) are only touched by the demo.
-- Differences within the tolerance are stored with ``within_tolerance`` set and counted, but
-  are not "raised": the CLI exits 1 only for open diffs above the tolerance."""
+"""Reconciliation findings beyond Stripe: invoiced AWS costs against the latest cost snapshot
+(restatements, late credits) and billed overage against recorded usage."""
 
 from __future__ import annotations
 

@@ -1,20 +1,5 @@
-"""Usage ingestion for CSV uploads, the CLI and programs: all rows valid, or nothing imported.
-
-Rows are parsed and checked one by one as they stream in, and the valid ones go to a temporary
-staging table in the caller's transaction, so a file of a million rows never sits in memory.
-Then the staging table is checked as a whole (duplicate keys with different figures, inside the
-file and against earlier imports) and copied into `usagerecord` with one INSERT ... SELECT that
-skips keys already present. Any problem raises a ValidationError listing the bad lines (the
-first `MAX_LISTED_ERRORS`, with a count) and nothing is written.
-
-CSV columns (header required, any order, case-insensitive):
-  customer         the customer's email or numeric id (also: customer_email, customer_id, email)
-  metric           a metric of the customer's plan for that period, e.g. api_calls
-  quantity         a number >= 0 with at most 6 decimals (no thousands separators)
-  timestamp        ISO 8601 date or date-time; no offset means UTC (also: occurred_at, date)
-  idempotency_key  optional; without it the key is derived from customer, metric and timestamp,
-                   so one reading per customer, metric and moment, and a corrected file with a
-                   different quantity for the same moment is refused instead of double counted."""
+"""Checks of one usage row (customer, metric, quantity, timestamp, key) and the staging table
+the valid rows are written to before the whole file is accepted (see `usage.import_csv`)."""
 
 from __future__ import annotations
 

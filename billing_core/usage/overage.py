@@ -1,9 +1,6 @@
-"""Usage against plan limits: billable totals, overage, month-end projections, page data.
+"""Overage arithmetic (pure): quantity above the included amount, its price, rounded once.
 
-Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
-the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
-computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+The same functions price the invoice's overage line and the usage page's estimate."""
 
 from __future__ import annotations
 
