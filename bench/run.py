@@ -41,6 +41,25 @@ def _table(rows: list[Figure]) -> str:
     )
 
 
+def previous_values(text: str) -> dict[tuple[str, str], str]:
+    """(area, figure) -> value from an earlier results.md, to print beside this run's figures."""
+    found: dict[tuple[str, str], str] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0] not in ("area", "---"):
+            found[(cells[0], cells[1])] = cells[2]
+    return found
+
+
+def _comparison(rows: list[Figure], before: dict[tuple[str, str], str]) -> str:
+    """This run beside the last full run's results.md (a change of code shows in both columns)."""
+    head = "| area | figure | this run | results.md before |\n| --- | --- | --- | --- |\n"
+    return head + "".join(
+        f"| {r.area} | {r.figure} | {r.value} | {before.get((r.area, r.figure), '(new)')} |\n"
+        for r in rows
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small datasets (smoke run)")
@@ -62,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     table = _table(rows)
     print(table)
+    if RESULTS.exists():
+        print("Compared with the last full run (bench/results.md as it was before this run):\n")
+        print(_comparison(rows, previous_values(RESULTS.read_text())))
     if not args.quick and not args.only:
         RESULTS.write_text("# Benchmark results\n\nWritten by `make bench`.\n\n" + table)
     return 1 if failed else 0
