@@ -183,7 +183,7 @@ def fetch_costs_cmd(app: AppContext, period: Period | None, force: bool) -> None
 @pass_app
 def costs_report_cmd(app: AppContext, period: Period | None, by: str, as_csv: bool) -> None:
     """Print the AWS costs page's figures for a month, from the stored snapshots only."""
-    from billing_core.costs.report import format_report
+    from billing_core.views.aws_costs_report import format_report
 
     with session_scope(app.engine) as session:
         text = format_report(

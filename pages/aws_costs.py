@@ -9,10 +9,11 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
-from billing_core.costs import attribution, refresh, report, snapshots
+from billing_core.costs import attribution, refresh, snapshots
 from billing_core.money import minor_to_decimal, round_minor
 from billing_core.periods import Period, utcnow
 from billing_core.views import aws_costs
+from billing_core.views import aws_costs_report as report
 from pages.common import ui
 
 identity = ui.page_setup("AWS costs")

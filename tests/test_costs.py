@@ -11,11 +11,11 @@ from sqlmodel import Session, func, select
 
 from billing_core.cli import main
 from billing_core.costs import attribution, refresh, snapshots
-from billing_core.costs import report as costs_report
 from billing_core.demo.catalog import CUSTOMERS, monthly_service_costs
 from billing_core.models import CostLine, CostSnapshot, Customer, CustomerAccount
 from billing_core.periods import Period
 from billing_core.views import aws_costs
+from billing_core.views import aws_costs_report as costs_report
 from tests.conftest import DEMO_NOW
 from tests.support.aws import group, page, result, settings
 

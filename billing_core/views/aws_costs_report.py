@@ -1,4 +1,4 @@
-"""The `costs-report` command's rows and text: the AWS costs page's figures, exact decimals."""
+"""The `costs-report` command: the AWS costs page's figures as text or CSV, exact decimals."""
 
 from __future__ import annotations
 
