@@ -74,3 +74,11 @@ def test_every_wing_says_what_it_owns() -> None:
             continue
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc, f"{_where(init)} has no docstring saying what the wing owns"
+
+
+def test_the_first_public_address_of_record_usage_still_works() -> None:
+    # README documents it for programs; it moved into the usage wing.
+    from billing_core.usage import import_csv
+    from billing_core.usage_import import record_usage
+
+    assert record_usage is import_csv.record_usage
