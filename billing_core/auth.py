@@ -8,9 +8,11 @@ decide. Keeping the decision here makes every identity testable without a browse
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
 
 from billing_core.config import Settings
 from billing_core.errors import ConfigError, PermissionDenied
@@ -51,17 +53,38 @@ def cli_identity(name: str = "cli") -> Identity:
     return Identity(email=name, role="admin", method="cli")
 
 
+def parse_address(text: str | None) -> str | None:
+    """`text` as one well-formed email address, lower-cased; None when it is anything else.
+
+    Parsed by email-validator (no deliverability check, no DNS): a list (`a@x, b@y`), a second
+    `@`, a display name, a quoted local part or a domain literal is not one address, so it can
+    never be read as the address after its last `@`.
+    """
+    if not text or not text.strip():
+        return None
+    try:
+        parsed = validate_email(
+            text.strip(),
+            check_deliverability=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+        )
+    except EmailNotValidError:
+        return None
+    return parsed.normalized.lower()
+
+
 def _matches(email: str, entries: list[str]) -> bool:
-    domain = "@" + email.rsplit("@", 1)[-1]
-    return any(entry == email or (entry.startswith("@") and entry == domain) for entry in entries)
+    domain = "@" + email.partition("@")[2]  # a parsed address has exactly one @
+    return any(entry in (email, domain) for entry in entries)
 
 
 def role_for(email: str | None, settings: Settings) -> Role | None:
-    """The role configured for an email (exact address or @domain); None for unknown users."""
-    if not email:
-        return None
-    email = email.strip().lower()
-    if "@" not in email:
+    """The role configured for an email (exact address or @domain); None for unknown users and
+    for anything that is not exactly one well-formed address."""
+    email = parse_address(email)
+    if email is None:
         return None
     if _matches(email, settings.admin_emails):
         return "admin"
@@ -137,21 +160,54 @@ def sign_in_mode(
     return SignIn(oidc=oidc_configured, proxy_header=header)
 
 
+def proxy_address(header: str, values: Sequence[str]) -> str | None:
+    """The signed-in address from the proxy header's values (each line the header arrived in).
+
+    None when the header is absent or empty (nobody signed in at the proxy). Raises
+    PermissionDenied when it arrived more than once (a proxy that appends to what the browser
+    sent, instead of replacing it) or does not hold exactly one well-formed address: the
+    request is refused rather than guessed at.
+    """
+    present = [value for value in values if value.strip()]
+    if len(values) > 1:
+        raise PermissionDenied(
+            f"Sign-in refused: the {header} header arrived {len(values)} times. The sign-in "
+            "proxy must set this header, replacing any value the browser sent, not append to "
+            "it (README, Sign-in)."
+        )
+    if not present:
+        return None
+    address = parse_address(present[0])
+    if address is None:
+        raise PermissionDenied(
+            f"Sign-in refused: the {header} header does not hold exactly one well-formed email "
+            "address. The sign-in proxy must set it to the signed-in person's address alone, "
+            "replacing any value the browser sent (README, Sign-in)."
+        )
+    return address
+
+
 def identify(
     settings: Settings,
     sign_in: SignIn,
     *,
-    proxy_email: str | None = None,
+    proxy_values: Sequence[str] = (),
     oidc_user: Mapping[str, Any] | None = None,
 ) -> Identity:
-    """Who is looking, from the proxy header or the OIDC claims (st.user) of this session."""
+    """Who is looking, from the proxy header or the OIDC claims (st.user) of this session.
+
+    `proxy_values` are the proxy header's values as received, one per header line. Raises
+    PermissionDenied for a proxy header that is repeated or not exactly one address.
+    """
     if sign_in.local:
         return LOCAL_ADMIN
-    if sign_in.proxy_header and proxy_email and proxy_email.strip():
-        forwarded = proxy_email.strip().lower()
-        return Identity(email=forwarded, role=role_for(forwarded, settings), method="proxy")
+    if sign_in.proxy_header:
+        forwarded = proxy_address(sign_in.proxy_header, proxy_values)
+        if forwarded is not None:
+            return Identity(email=forwarded, role=role_for(forwarded, settings), method="proxy")
     if sign_in.oidc and oidc_user and oidc_user.get("is_logged_in") is True:
-        email = str(oidc_user.get("email") or "").strip().lower() or None
+        claimed = str(oidc_user.get("email") or "").strip()
+        email = parse_address(claimed) or claimed.lower() or None
         # A provider that says the address is unverified gives no role: anyone could claim it.
         verified = oidc_user.get("email_verified") is not False
         role = role_for(email, settings) if verified else None

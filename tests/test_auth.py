@@ -42,6 +42,14 @@ ROLES = settings(
         ("stranger@elsewhere.example", None),
         ("", None),
         (None, None),
+        # Bent addresses that used to read as the text after the last @ (issue 14, item 2).
+        ("user@outside.example,admin@boss.example", None),
+        ("user@outside.example@acme.example", None),
+        ("user@outside.example, boss@acme.example", None),
+        ("Boss <boss@acme.example>", None),
+        ('"boss@acme.example"@outside.example', None),
+        ("boss@[127.0.0.1]", None),
+        ("stranger@outside.example\r\nX: boss@acme.example", None),
     ],
 )
 def test_role_for(email: str | None, role: str | None) -> None:
@@ -110,60 +118,80 @@ BOTH = SignIn(oidc=True, proxy_header="X-Forwarded-Email")
 
 
 @pytest.mark.parametrize(
-    ("sign_in", "proxy_email", "user", "expected"),
+    ("sign_in", "proxy_values", "user", "expected"),
     [
-        (SignIn(oidc=False), None, None, LOCAL_ADMIN),
-        (OIDC, None, None, ANONYMOUS),
-        (OIDC, None, {"is_logged_in": False}, ANONYMOUS),
+        (SignIn(oidc=False), [], None, LOCAL_ADMIN),
+        (OIDC, [], None, ANONYMOUS),
+        (OIDC, [], {"is_logged_in": False}, ANONYMOUS),
         # AppTest's default user has an email but no is_logged_in: not signed in.
-        (OIDC, None, {"email": "boss@acme.example"}, ANONYMOUS),
+        (OIDC, [], {"email": "boss@acme.example"}, ANONYMOUS),
         (
             OIDC,
-            None,
+            [],
             {"is_logged_in": True, "email": "Boss@Acme.example"},
             Identity("boss@acme.example", "admin", "oidc"),
         ),
         (
             OIDC,
-            None,
+            [],
             {"is_logged_in": True, "email": "finance@acme.example"},
             Identity("finance@acme.example", "viewer", "oidc"),
         ),
         (
             OIDC,
-            None,
+            [],
             {"is_logged_in": True, "email": "who@else.example"},
             Identity("who@else.example", None, "oidc"),
         ),
-        (OIDC, None, {"is_logged_in": True}, Identity(None, None, "oidc")),
+        (OIDC, [], {"is_logged_in": True}, Identity(None, None, "oidc")),
         (
             OIDC,
-            None,
+            [],
             {"is_logged_in": True, "email": "boss@acme.example", "email_verified": False},
             Identity("boss@acme.example", None, "oidc"),
         ),
-        (OIDC, "boss@acme.example", None, ANONYMOUS),  # header ignored without proxy mode
-        (PROXIED, " Boss@acme.example ", None, Identity("boss@acme.example", "admin", "proxy")),
+        (OIDC, ["boss@acme.example"], None, ANONYMOUS),  # header ignored without proxy mode
+        (PROXIED, [" Boss@acme.example "], None, Identity("boss@acme.example", "admin", "proxy")),
         (
             PROXIED,
-            "finance@acme.example",
+            ["finance@acme.example"],
             None,
             Identity("finance@acme.example", "viewer", "proxy"),
         ),
-        (PROXIED, "", None, ANONYMOUS),
-        (PROXIED, None, {"is_logged_in": True, "email": "boss@acme.example"}, ANONYMOUS),
+        (PROXIED, [""], None, ANONYMOUS),
+        (PROXIED, [], {"is_logged_in": True, "email": "boss@acme.example"}, ANONYMOUS),
         (
             BOTH,
-            None,
+            [],
             {"is_logged_in": True, "email": "finance@acme.example"},
             Identity("finance@acme.example", "viewer", "oidc"),
         ),
     ],
 )
 def test_identify(
-    sign_in: SignIn, proxy_email: str | None, user: dict[str, object] | None, expected: Identity
+    sign_in: SignIn, proxy_values: list[str], user: dict[str, object] | None, expected: Identity
 ) -> None:
-    assert identify(ROLES, sign_in, proxy_email=proxy_email, oidc_user=user) == expected
+    assert identify(ROLES, sign_in, proxy_values=proxy_values, oidc_user=user) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        # The browser's value first, then the proxy's: the first used to win.
+        (["boss@acme.example", "stranger@outside.example"], "arrived 2 times"),
+        (["", "finance@acme.example"], "arrived 2 times"),
+        # An appending proxy that joins both into one line.
+        (["boss@acme.example, stranger@outside.example"], "exactly one well-formed"),
+        (["user@outside.example,admin@boss.example"], "exactly one well-formed"),
+        (["user@outside.example@acme.example"], "exactly one well-formed"),
+        (["not an address"], "exactly one well-formed"),
+    ],
+)
+def test_a_bent_proxy_header_is_refused(values: list[str], reason: str) -> None:
+    with pytest.raises(PermissionDenied, match=reason) as refused:
+        identify(ROLES, PROXIED, proxy_values=values)
+    assert "X-Forwarded-Email" in str(refused.value)
+    assert "README, Sign-in" in str(refused.value)
 
 
 def test_unknown_and_anonymous_can_do_nothing() -> None:

@@ -80,11 +80,12 @@ def _oidc_user() -> dict[str, Any]:
         return {}
 
 
-def _proxy_email(header: str) -> str | None:
+def _proxy_values(header: str) -> list[str]:
+    # Every line the header arrived in: a repeated header is refused, never joined or guessed.
     try:
-        return st.context.headers.get(header)
+        return list(st.context.headers.get_all(header))
     except Exception:
-        return None
+        return []
 
 
 def _server_address() -> str | None:
@@ -110,7 +111,7 @@ def access() -> tuple[SignIn, Identity]:
     return sign_in, identify(
         cfg,
         sign_in,
-        proxy_email=_proxy_email(sign_in.proxy_header) if sign_in.proxy_header else None,
+        proxy_values=_proxy_values(sign_in.proxy_header) if sign_in.proxy_header else (),
         oidc_user=_oidc_user() if sign_in.oidc else None,
     )
 

@@ -17,6 +17,7 @@ from billing_core.demo.catalog import CUSTOMERS
 from pages.common.registry import PAGES
 from tests.browser.conftest import ADMIN, VIEWER, StreamlitServer, launch_streamlit
 from tests.support.reverse_proxy import USER_COOKIE, ReverseProxy, nginx_available, sign_in_proxy
+from tests.support.streamlit_ws import run_page
 
 pytestmark = pytest.mark.browser
 
@@ -124,3 +125,46 @@ def test_proxy_header_mode_end_to_end(
             admin_context.close()
         except Exception as error:
             raise AssertionError(f"{error}\n{proxy.log_tail()}") from error
+
+
+def test_a_bent_proxy_header_gets_no_role(tmp_path: Path, demo_db_url: str, nginx: None) -> None:
+    # What a client without a browser can send: the header twice, or one value bent so that
+    # the text after its last @ is a trusted domain. Sent over Streamlit's own websocket.
+    header = "X-Forwarded-Email"
+    env = {
+        "AUTH_PROXY_HEADER": header,
+        "VIEWER_EMAILS": VIEWER,
+        "ADMIN_EMAILS": f"{ADMIN},@ops.acme.example",
+    }
+    viewer_session = ("Cookie", "proxy_user=viewer")
+    with launch_streamlit(tmp_path, demo_db_url, env=env) as server:
+        for sent in (
+            [(header, "stranger@outside.example@ops.acme.example")],
+            [(header, "stranger@outside.example,admin@ops.acme.example")],
+            [(header, "stranger@outside.example"), (header, ADMIN)],
+        ):
+            body = run_page(server.url, sent)
+            assert "Sign-in refused" in body, sent
+            assert "Active customers" not in body, sent
+        assert f"Signed in as **{VIEWER}**" in run_page(server.url, [(header, VIEWER)])
+
+        users = {"viewer": VIEWER, "admin": ADMIN}
+        with sign_in_proxy(
+            tmp_path / "set", upstream=server.url, header=header, users=users
+        ) as proxy:
+            # A proxy that sets the header: the client's value is gone, with or without a session.
+            body = run_page(proxy.url, [(header, ADMIN)])
+            assert "please sign in first" in body
+            assert "Signed in as" not in body
+            body = run_page(proxy.url, [(header, ADMIN), viewer_session])
+            assert f"Signed in as **{VIEWER}** (viewer)" in body
+            assert ADMIN not in body
+
+        with sign_in_proxy(
+            tmp_path / "append", upstream=server.url, header=header, users=users, append=True
+        ) as proxy:
+            # A proxy that appends: refused with a sentence, never guessed at.
+            body = run_page(proxy.url, [(header, ADMIN), viewer_session])
+            assert "Sign-in refused" in body, proxy.log_tail()
+            assert "Active customers" not in body
+            assert f"Signed in as **{VIEWER}**" in run_page(proxy.url, [viewer_session])

@@ -52,6 +52,11 @@ http {{
         default "";
 {users}
     }}
+    # What a misconfigured, appending proxy sends: the browser's value, then its own.
+    map $http_{header_var} $appended_email {{
+        ""      $signed_in_email;
+        default "$http_{header_var}, $signed_in_email";
+    }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -61,8 +66,8 @@ http {{
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
             # Set, never appended: whatever the browser sent under this name is replaced, and
-            # an empty value (no session) removes the header altogether.
-            proxy_set_header {header} $signed_in_email;
+            # an empty value (no session) removes the header altogether (append mode aside).
+            proxy_set_header {header} {value};
             proxy_read_timeout 300s;
         }}
     }}
@@ -107,11 +112,18 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], proxy: ReverseP
 
 @contextmanager
 def sign_in_proxy(
-    prefix: Path, *, upstream: str, header: str, users: Mapping[str, str]
+    prefix: Path,
+    *,
+    upstream: str,
+    header: str,
+    users: Mapping[str, str],
+    append: bool = False,
 ) -> Iterator[ReverseProxy]:
     """nginx on a free loopback port in front of `upstream`, setting `header` from the cookie.
 
-    `users` maps a `proxy_user` cookie value to the email the proxy puts in `header`.
+    `users` maps a `proxy_user` cookie value to the email the proxy puts in `header`. With
+    `append`, the proxy is misconfigured the way the README warns about: it keeps the value
+    the client sent and adds its own after a comma.
     """
     prefix.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -125,6 +137,8 @@ def sign_in_proxy(
         port=port,
         upstream=upstream,
         header=header,
+        header_var=header.lower().replace("-", "_"),
+        value="$appended_email" if append else "$signed_in_email",
     )
     conf = prefix / "nginx.conf"
     conf.write_text(config)
