@@ -36,7 +36,9 @@ class AppContext:
     def engine(self) -> Engine:
         settings = self.settings
         return open_database(
-            settings.database_url, lock_timeout_seconds=settings.database_lock_timeout_seconds
+            settings.database_url,
+            lock_timeout_seconds=settings.database_lock_timeout_seconds,
+            create_folder=settings.mode == "demo",
         )
 
 
@@ -130,10 +132,11 @@ def seed_demo_cmd(app: AppContext, only_in_demo: bool, force: bool) -> None:
 def import_customers_cmd(app: AppContext, file: Path, actor: str) -> None:
     """Create or update customers from a CSV (validated whole before anything is written)."""
     from billing_core.auth import cli_identity
-    from billing_core.customers.import_csv import import_customers
+    from billing_core.customers.import_csv import import_customers, read_file
 
+    data = read_file(file, "customers")
     with session_scope(app.engine) as session:
-        result = import_customers(session, file.read_bytes(), actor=cli_identity(actor))
+        result = import_customers(session, data, actor=cli_identity(actor))
     click.echo(
         f"customers: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"
@@ -398,6 +401,11 @@ def export_invoices_cmd(
         raise ConfigError(f"Unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}.")
     if period and (period_from or period_to):
         raise ConfigError("Use either --period or --from/--to, not both.")
+    if lines_out is not None and _same_file(out, lines_out):
+        raise ConfigError(
+            f"--out and --lines-out both name {out}: the lines would overwrite the invoices. "
+            "Give the lines a file of their own."
+        )
     low, high = (period, period) if period else (period_from, period_to)
     selection = InvoiceFilter(
         period_from=str(low) if low else None,
@@ -416,6 +424,12 @@ def export_invoices_cmd(
             else:
                 summary = _write_atomically(target, writer, session, selection)
         click.echo(f"{what}: {summary.describe()} -> {target}", err=str(target) == "-")
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    if "-" in (str(one), str(other)):
+        return str(one) == str(other)
+    return one.expanduser().resolve() == other.expanduser().resolve()
 
 
 def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -> Any:

@@ -47,11 +47,18 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
-def _prepare_sqlite_path(url: URL) -> None:
+def _prepare_sqlite_path(url: URL, *, create_folder: bool) -> None:
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
+    if not create_folder and not path.parent.is_dir():
+        # In live mode a mistyped path must not quietly start an empty set of books.
+        raise DatabaseError(
+            f"The folder {path.parent} of the database {path.name} does not exist. Set "
+            "DATABASE_URL to where the database really is, or create the folder first if "
+            "this is a new installation."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -79,11 +86,15 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     return on_connect
 
 
-def make_engine(database_url: str, *, lock_timeout_seconds: float | None = None) -> Engine:
+def make_engine(
+    database_url: str, *, lock_timeout_seconds: float | None = None, create_folder: bool = True
+) -> Engine:
     """An engine for DATABASE_URL; SQLite gets WAL, foreign keys and a busy timeout.
 
     `lock_timeout_seconds` (the DATABASE_LOCK_TIMEOUT_SECONDS setting) is how long a write
-    waits for another writer before failing; default SQLITE_BUSY_TIMEOUT_MS.
+    waits for another writer before failing; default SQLITE_BUSY_TIMEOUT_MS. Without
+    `create_folder` (live mode), a SQLite file whose folder does not exist raises DatabaseError
+    instead of creating an empty database there.
     """
     url = parse_database_url(database_url)
     wait_ms = (
@@ -93,7 +104,7 @@ def make_engine(database_url: str, *, lock_timeout_seconds: float | None = None)
     )
     try:
         if url.get_backend_name() == "sqlite":
-            _prepare_sqlite_path(url)
+            _prepare_sqlite_path(url, create_folder=create_folder)
             engine = create_engine(
                 url,
                 connect_args={"timeout": wait_ms / 1000, "check_same_thread": False},
@@ -182,9 +193,13 @@ def _describe_operational(engine: Engine, exc: SADatabaseError) -> str:
     return f"Cannot use the database {where}: {first}. Check DATABASE_URL and that it is reachable."
 
 
-def open_database(database_url: str, *, lock_timeout_seconds: float | None = None) -> Engine:
+def open_database(
+    database_url: str, *, lock_timeout_seconds: float | None = None, create_folder: bool = True
+) -> Engine:
     """Engine plus migrations: what the dashboard and every CLI command start with."""
-    engine = make_engine(database_url, lock_timeout_seconds=lock_timeout_seconds)
+    engine = make_engine(
+        database_url, lock_timeout_seconds=lock_timeout_seconds, create_folder=create_folder
+    )
     migrate(engine)
     return engine
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlmodel import Session, col, select
 
@@ -22,6 +24,8 @@ OPTIONAL_COLUMNS = ("stripe_customer_id", "collection_method")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
+#: A customers file is a list of accounts, not a data feed: 10 MiB is over 50,000 customers.
+MAX_FILE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass
@@ -46,17 +50,54 @@ class ImportResult:
     unchanged: int = 0
 
 
+def read_file(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; ValidationError for anything else.
+
+    Reads at most `limit + 1` bytes, so a device (/dev/zero), a pipe or a huge file never fills
+    memory: they are refused with what is wrong instead.
+    """
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ValidationError(
+                f"{path} is not a regular file (a device, a pipe or a folder); save the "
+                f"{what} CSV to a file and import that. Nothing was imported."
+            )
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as exc:
+        raise ValidationError(f"Cannot read {path}: {exc.strerror}.") from None
+    check_size(data, what, limit)
+    return data
+
+
+def check_size(data: bytes, what: str, limit: int = MAX_FILE_BYTES) -> None:
+    """Refuse a file over `limit` bytes with a sentence (uploads and files alike)."""
+    if len(data) > limit:
+        raise ValidationError(
+            f"The {what} file is larger than {limit // (1024 * 1024)} MiB, the most this import "
+            "takes; split it into several files. Nothing was imported."
+        )
+
+
 def decode_csv(data: bytes, what: str) -> str:
     """Decode an uploaded file as UTF-8 (a BOM is fine) or say how to fix it."""
+    check_size(data, what)
     if not data.strip():
         raise ValidationError(f"The {what} file is empty.")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError(
             f"The {what} file is not UTF-8 text (byte {exc.start}); save it as CSV UTF-8 "
             "and try again."
         ) from None
+    if "\0" in text:
+        raise ValidationError(
+            f"The {what} file holds NUL characters: it is not CSV text. "
+            "Save it as CSV UTF-8 and try again."
+        )
+    return text
 
 
 def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
@@ -73,6 +114,7 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
     problems: list[str] = []
     seen_emails: dict[str, int] = {}
     seen_accounts: dict[str, int] = {}
+    seen_stripe_ids: dict[str, int] = {}
     for index, raw in enumerate(reader, start=2):
         data = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         errs: list[str] = []
@@ -103,10 +145,16 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
         stripe_id = data.get("stripe_customer_id") or None
         if stripe_id and not stripe_id.startswith("cus_"):
             errs.append(f"stripe_customer_id {stripe_id!r} must start with cus_")
+        elif stripe_id and stripe_id in seen_stripe_ids:
+            errs.append(
+                f"stripe_customer_id {stripe_id} already on line {seen_stripe_ids[stripe_id]}"
+            )
         if errs:
             problems.extend(f"line {index}: {e}" for e in errs)
             continue
         seen_emails[email] = index
+        if stripe_id:
+            seen_stripe_ids[stripe_id] = index
         for acct in accounts:
             seen_accounts[acct] = index
         rows.append(
@@ -135,10 +183,16 @@ def import_customers(session: Session, data: bytes, *, actor: Identity) -> Impor
     """Create or update customers from CSV bytes; re-importing the same file changes nothing."""
     require(actor, "admin", "import customers")
     plans = {p.name: p for p in session.exec(select(Plan)).all()}
-    rows = parse_customers_csv(decode_csv(data, "customers"), set(plans))
+    try:
+        rows = parse_customers_csv(decode_csv(data, "customers"), set(plans))
+    except csv.Error as exc:
+        raise ValidationError(
+            f"The customers file is not a readable CSV file ({exc}); nothing was imported."
+        ) from None
     # Accounts already owned by someone else would silently move costs between customers.
     owners = {a.account_id: a.customer_id for a in session.exec(select(CustomerAccount)).all()}
     existing = {c.email: c for c in session.exec(select(Customer)).all()}
+    stripe_owners = {c.stripe_customer_id: c for c in existing.values() if c.stripe_customer_id}
     conflicts = []
     for row in rows:
         current = existing.get(row.email)
@@ -146,6 +200,13 @@ def import_customers(session: Session, data: bytes, *, actor: Identity) -> Impor
             owner = owners.get(acct)
             if owner is not None and (current is None or owner != current.id):
                 conflicts.append(f"line {row.line}: AWS account {acct} belongs to another customer")
+        holder = stripe_owners.get(row.stripe_customer_id or "")
+        if holder is not None and (current is None or holder.id != current.id):
+            # The same Stripe customer billed twice would charge one card for two customers.
+            conflicts.append(
+                f"line {row.line}: stripe_customer_id {row.stripe_customer_id} belongs to "
+                f"another customer ({holder.email})"
+            )
     if conflicts:
         raise ValidationError("Nothing was imported:", conflicts)
     result = ImportResult()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -292,7 +293,13 @@ def import_usage_csv(
     errors = _Errors()
     if isinstance(data, Path):
         try:
-            if data.stat().st_size == 0:
+            info = data.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise ValidationError(
+                    f"{data} is not a regular file (a device, a pipe or a folder); save the "
+                    "usage CSV to a file and import that. Nothing was imported."
+                )
+            if info.st_size == 0:
                 raise ValidationError(f"The {what} is empty; nothing was imported.")
             with data.open(encoding="utf-8-sig", newline="") as stream:
                 return _ingest(

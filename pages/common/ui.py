@@ -44,9 +44,11 @@ def _settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def _engine(database_url: str, lock_timeout_seconds: float) -> Engine:
+def _engine(database_url: str, lock_timeout_seconds: float, create_folder: bool) -> Engine:
     # Cached per URL: one connection pool per server process, migrations run once.
-    return open_database(database_url, lock_timeout_seconds=lock_timeout_seconds)
+    return open_database(
+        database_url, lock_timeout_seconds=lock_timeout_seconds, create_folder=create_folder
+    )
 
 
 def settings() -> Settings:
@@ -55,7 +57,7 @@ def settings() -> Settings:
 
 def engine() -> Engine:
     s = settings()
-    return _engine(s.database_url, s.database_lock_timeout_seconds)
+    return _engine(s.database_url, s.database_lock_timeout_seconds, s.mode == "demo")
 
 
 @contextmanager
