@@ -102,6 +102,8 @@ class ServerState:
             raise _no_such(kind, str(obj_id), param)
         return obj
 
+    # ------------------------------------------------------------------ rendering and events
+
     def _render(self, obj: JSON) -> JSON:
         if obj["id"] in self._deleted and obj.get("object") == "customer":
             return {"id": obj["id"], "object": "customer", "deleted": True}
@@ -161,6 +163,8 @@ class ServerState:
             if not isinstance(value, dict):
                 raise _invalid(f"This property cannot be expanded ({'.'.join(parts)}).", "expand")
             self._expand_path(value, rest)
+
+    # ------------------------------------------------------------------ lists and search
 
     def _paginate(self, items: list[JSON], params: JSON, url: str) -> JSON:
         """Stripe cursor pagination over ``items`` (already filtered, any order)."""
