@@ -19,7 +19,7 @@ Standalone (for the dashboard or a browser test, via ``STRIPE_API_BASE``)::
     python -m tests.support.stripe_server --port 12111
 
 Object shapes follow Stripe's published example objects (stripe-fixtures3.json,
-MIT) for API version 2026-10-28.endive; only the fields listed in this module are
+MIT) for API version 2026-10-28.endive; only the fields listed in this package are
 produced.
 
 Layout: ``core.py`` (lifecycle, request pipeline, routing) on ``state.py`` (objects, events,

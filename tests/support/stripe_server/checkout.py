@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from .common import JSON, _invalid, _missing, _rand
-from .params import (
-    _as_str,
-    _check_unknown,
-    _merge_metadata,
-)
+from .params import _as_str, _check_unknown, _merge_metadata
 from .payment_methods import TEST_CARDS
 from .routing import _Request, route
 from .state import ServerState

@@ -7,12 +7,7 @@ import secrets
 import string
 
 from .common import JSON, _invalid
-from .params import (
-    _as_str,
-    _check_unknown,
-    _created_filter,
-    _merge_metadata,
-)
+from .params import _as_str, _check_unknown, _created_filter, _merge_metadata
 from .routing import _Request, route
 from .state import ServerState
 

@@ -15,12 +15,7 @@ import urllib.request
 from collections.abc import Iterable
 
 from .common import JSON, _invalid, _no_such
-from .params import (
-    _as_list,
-    _as_str,
-    _check_unknown,
-    _created_filter,
-)
+from .params import _as_list, _as_str, _check_unknown, _created_filter
 from .routing import _Request, route
 from .state import ServerState
 

@@ -7,14 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .common import JSON, StripeAPIError, _invalid, _missing, _rand, _state_error
-from .params import (
-    _as_decimal,
-    _as_int,
-    _as_list,
-    _as_str,
-    _check_unknown,
-    _merge_metadata,
-)
+from .params import _as_decimal, _as_int, _as_list, _as_str, _check_unknown, _merge_metadata
 from .routing import _Request, route
 from .state import ServerState
 

@@ -9,14 +9,7 @@ import copy
 import re
 
 from .common import JSON, _invalid, _missing, _state_error
-from .params import (
-    _as_bool,
-    _as_int,
-    _as_str,
-    _check_unknown,
-    _created_filter,
-    _merge_metadata,
-)
+from .params import _as_bool, _as_int, _as_str, _check_unknown, _created_filter, _merge_metadata
 from .routing import _Request, route
 from .state import ServerState
 

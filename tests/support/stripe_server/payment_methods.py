@@ -12,10 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .common import JSON, _missing, _state_error
-from .params import (
-    _as_str,
-    _check_unknown,
-)
+from .params import _as_str, _check_unknown
 from .routing import _Request, route
 from .state import ServerState
 

@@ -6,14 +6,7 @@ from __future__ import annotations
 import copy
 
 from .common import JSON, StripeAPIError, _invalid, _missing, _state_error
-from .params import (
-    _as_bool,
-    _as_int,
-    _as_str,
-    _check_unknown,
-    _created_filter,
-    _merge_metadata,
-)
+from .params import _as_bool, _as_int, _as_str, _check_unknown, _created_filter, _merge_metadata
 from .routing import _Request, route
 from .state import ServerState
 
