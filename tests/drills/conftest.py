@@ -1,4 +1,5 @@
-"""Shared drill fixtures: a Stripe server per drill, CLI subprocesses, the ledger check, a report.
+"""Shared drill set-up: a Stripe server per drill, CLI subprocesses, invoice runs, the ledger
+check (duplicates, missing, orphans) and the final "billed once" check, a report.
 
 A drill breaks something on purpose (SIGKILL, a locked database, a Stripe outage, throttling, a
 webhook flood), then checks the outcome on the real records: the local database against the
@@ -30,15 +31,20 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, select
 
+from billing_core.config import load_settings
+from billing_core.invoicing import runs
 from billing_core.models import Customer, Invoice, InvoiceLine, InvoiceRun, RunLock
 from billing_core.periods import previous_period
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.stripe_server import StripeTestServer
+from tests.test_invoicing import assert_billed_exactly_once
 
 # The demo world is seeded at DEMO_NOW, so its last closed month is the one a run bills.
 PERIOD = previous_period(DEMO_NOW)
 KEY = "sk_test_drills"
 DONE_STEPS = ("paid", "sent")
+# The CLI invoice run every invoicing drill breaks: the demo month, with Stripe test cards.
+INVOICE_RUN = ("invoice-run", "--period", str(PERIOD), "--demo-attach-test-cards")
 
 
 def drill_seeds(default: int) -> list[int]:
@@ -214,6 +220,15 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)
 
 
+def wait_until(run: CliRun, ready: Callable[[], bool], *, poll: float = 0.002) -> bool:
+    """Poll `ready()` while `run` is alive; True once it holds, False if the run ended first."""
+    while run.alive():
+        if ready():
+            return True
+        time.sleep(poll)
+    return False
+
+
 def kill_when(run: CliRun, ready: Callable[[], bool], *, timeout: float = 30) -> bool:
     """SIGKILL `run` the moment `ready()` holds; False if it finished first."""
     deadline = time.monotonic() + timeout
@@ -264,6 +279,26 @@ def wait_quiet(server: StripeTestServer, quiet: float = 0.25, timeout: float = 1
             seen, calm_since = now_count, time.monotonic()
         elif time.monotonic() - calm_since >= quiet:
             return
+
+
+def run_in_process(
+    engine: Engine, env: dict[str, str], progress: Callable[[str], None] | None = None
+) -> runs.RunResult:
+    """The demo month's invoice run to completion in this process, as `INVOICE_RUN` would do it
+    (the service the CLI calls; saves a start-up); `progress` gets its lines (default: none)."""
+    return runs.run_invoices(
+        engine,
+        load_settings(env),
+        runs.RunOptions(PERIOD, attach_test_cards=True),
+        now=DEMO_NOW,
+        progress=progress or (lambda _line: None),
+    )
+
+
+def run_lock_held(engine: Engine) -> bool:
+    """Whether a run lock is left in the database (a dead or stopped run's)."""
+    with Session(engine) as s:
+        return s.exec(select(RunLock)).first() is not None
 
 
 def let_time_pass(engine: Engine, seconds: float) -> bool:
@@ -353,6 +388,13 @@ def table_counts(db_url: str) -> dict[str, int]:
         counts = {n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
     conn.close()
     return counts
+
+
+def changed_tables(
+    before: dict[str, int], after: dict[str, int]
+) -> dict[str, tuple[int, int | None]]:
+    """Tables whose row count differs between two `table_counts`: {name: (before, after)}."""
+    return {t: (before[t], after.get(t)) for t in before if before[t] != after.get(t)}
 
 
 # ---------------------------------------------------------------------------------- ledger
@@ -479,6 +521,23 @@ def compare_ledgers(
     paid = Counter(c["customer"] for c in server.charges() if c["paid"])
     ledger.double_charges = [f"{cus} ({n} charges)" for cus, n in paid.items() if n > 1]
     return ledger
+
+
+def assert_nothing_doubled(ledger: Ledger) -> None:
+    """What must hold at any moment, even mid-run: no Stripe invoice doubled or without a local
+    invoice, no customer doubled in Stripe, nobody charged twice."""
+    assert not ledger.stripe_duplicates and not ledger.orphans, ledger.problems()
+    assert not ledger.double_charges and not ledger.customer_duplicates, ledger.problems()
+
+
+def assert_billed_once(
+    engine: Engine, server: StripeTestServer, ledger: Ledger | None = None
+) -> None:
+    """The end of every invoicing drill: the ledger (`compare_ledgers` unless given) is clean,
+    and every customer has one local and one Stripe invoice, paid or sent."""
+    ledger = ledger or compare_ledgers(engine, server)
+    assert ledger.clean, ledger.problems()
+    assert_billed_exactly_once(engine, server)
 
 
 def step_counts(engine: Engine, period: str = str(PERIOD)) -> str:

@@ -26,34 +26,35 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing_core.config import load_settings
-from billing_core.invoicing import runs
-from billing_core.models import InvoiceRun, RunLock
-from tests.conftest import DEMO_NOW
+from billing_core.models import InvoiceRun
 from tests.drills.conftest import (
-    PERIOD,
+    INVOICE_RUN,
     Cli,
     CliRun,
     DrillReport,
     WriteLock,
+    assert_billed_once,
+    assert_nothing_doubled,
+    changed_tables,
     cli_env,
     compare_ledgers,
     drill_seeds,
     has_file_open,
     let_time_pass,
     requests_seen,
+    run_in_process,
+    run_lock_held,
     sqlite_path,
     step_counts,
     table_counts,
+    wait_until,
 )
 from tests.support.stripe_server import StripeTestServer
-from tests.test_invoicing import assert_billed_exactly_once
 
 # SQLite file locking (BEGIN EXCLUSIVE); PostgreSQL's lock_timeout is tested in test_db_scale.
 pytestmark = [pytest.mark.drill, pytest.mark.sqlite_only]
 
 LOCKED = "stayed locked by another writer"
-RUN = ("invoice-run", "--period", str(PERIOD), "--demo-attach-test-cards")
 CSV = (
     "name,email,currency,plan,aws_account_ids,cost_tag_value\n"
     "Lockstep Ltd,billing@lockstep.example,EUR,studio,111122223333,lockstep\n"
@@ -79,7 +80,7 @@ def test_drill_database_locked_run_waits(
     db = sqlite_path(demo_db_url)
     env = cli_env(demo_db_url, stripe_server, DATABASE_LOCK_TIMEOUT_SECONDS="20")
     holder = WriteLock(db).take()
-    run = cli.start(env, *RUN)
+    run = cli.start(env, *INVOICE_RUN)
     try:
         _wait_until_blocked(run, db)
         waiting = run.alive()
@@ -96,8 +97,7 @@ def test_drill_database_locked_run_waits(
     assert waiting, f"the run ended before the lock was released:\n{run.output()}"
     assert requests_while_locked == 0
     assert run.code == 0, run.output()
-    assert ledger.clean, ledger.problems()
-    assert_billed_exactly_once(demo_engine, stripe_server)
+    assert_billed_once(demo_engine, stripe_server, ledger)
 
 
 def test_drill_database_locked_run_times_out(
@@ -112,11 +112,11 @@ def test_drill_database_locked_run_times_out(
     before = table_counts(demo_db_url)
     holder = WriteLock(db).take()
     try:
-        run = cli.run(env, *RUN)
+        run = cli.run(env, *INVOICE_RUN)
     finally:
         held = holder.release()
     after = table_counts(demo_db_url)
-    changed = {t: (before[t], after.get(t)) for t in before if before[t] != after.get(t)}
+    changed = changed_tables(before, after)
     drill_report.tried(f"invoice-run with the write lock held throughout ({held:.1f} s, wait 1 s)")
     drill_report.found(
         f"exit {run.code} after {run.seconds:.1f} s; stderr: {run.stderr.strip()[-160:]!r}; "
@@ -127,9 +127,9 @@ def test_drill_database_locked_run_times_out(
     assert changed == {}
     assert stripe_server.request_count() == 0
     # Once the other writer is gone the same command bills everyone once.
-    again = cli.run(env, *RUN)
+    again = cli.run(env, *INVOICE_RUN)
     assert again.code == 0, again.output()
-    assert_billed_exactly_once(demo_engine, stripe_server)
+    assert_billed_once(demo_engine, stripe_server)
 
 
 @pytest.mark.parametrize("seed", drill_seeds(1))
@@ -154,10 +154,8 @@ def test_drill_database_locked_mid_run(
         STRIPE_CONCURRENCY="2",
     )
     at = rng.randint(15, 50)
-    run = cli.start(env, *RUN)
-    ready = requests_seen(stripe_server, at)
-    while run.alive() and not ready():
-        time.sleep(0.002)
+    run = cli.start(env, *INVOICE_RUN)
+    wait_until(run, requests_seen(stripe_server, at))
     holder = WriteLock(db).take()
     try:
         locked_at = stripe_server.request_count()
@@ -169,16 +167,9 @@ def test_drill_database_locked_mid_run(
     steps = step_counts(demo_engine)
     with Session(demo_engine) as s:
         stopped = s.exec(select(InvoiceRun)).one()
-        lock_left = s.exec(select(RunLock)).first() is not None
+    lock_left = run_lock_held(demo_engine)
     let_time_pass(demo_engine, 31)  # if the stopped run could not release its lock
-    said: list[str] = []
-    rerun = runs.run_invoices(
-        demo_engine,
-        load_settings(env),
-        runs.RunOptions(PERIOD, attach_test_cards=True),
-        now=DEMO_NOW,
-        progress=said.append,
-    )
+    rerun = run_in_process(demo_engine, env)
     ledger = compare_ledgers(demo_engine, stripe_server)
     output = run.stdout + run.stderr
     drill_report.tried(
@@ -194,7 +185,7 @@ def test_drill_database_locked_mid_run(
     assert run.code != 0, run.output()
     assert LOCKED in output, run.output()
     assert "Traceback" not in output and "unexpected" not in output, run.output()
-    assert not during.stripe_duplicates and not during.orphans, during.problems()
+    assert_nothing_doubled(during)
     # The stopped run says so on its record (else the page shows it running until the next
     # run), and releases its lock, unless the database is still locked by then: then it says
     # that it could not.
@@ -203,8 +194,7 @@ def test_drill_database_locked_mid_run(
         assert any(LOCKED in e.get("message", "") for e in stopped.errors), stopped.errors
     assert not lock_left or "could not release the run lock" in run.stderr, run.output()
     assert rerun.exit_code == 0, [p.message for p in rerun.problems]
-    assert ledger.clean, ledger.problems()
-    assert_billed_exactly_once(demo_engine, stripe_server)
+    assert_billed_once(demo_engine, stripe_server, ledger)
 
 
 @pytest.mark.parametrize("command", ["seed-demo", "import-customers"])
@@ -231,7 +221,7 @@ def test_drill_database_locked_command_times_out(
     finally:
         held = holder.release()
     after = table_counts(url)
-    changed = {t: (before[t], after.get(t)) for t in before if before[t] != after.get(t)}
+    changed = changed_tables(before, after)
     again = cli.run(env, *args)
     final = table_counts(url)
     grew = {t: final[t] - before[t] for t in before if final[t] != before[t]}

@@ -24,12 +24,15 @@ from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.errors import LockHeld
 from billing_core.invoicing import run_worker, runs
-from billing_core.models import InvoiceRun, RunLock
+from billing_core.models import InvoiceRun
 from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
+    INVOICE_RUN,
     PERIOD,
     Cli,
     DrillReport,
+    assert_billed_once,
+    assert_nothing_doubled,
     cli_env,
     compare_ledgers,
     delay_after_first_request,
@@ -37,11 +40,12 @@ from tests.drills.conftest import (
     kill_when,
     let_time_pass,
     requests_seen,
+    run_in_process,
+    run_lock_held,
     step_counts,
     wait_quiet,
 )
 from tests.support.stripe_server import StripeTestServer
-from tests.test_invoicing import assert_billed_exactly_once
 
 pytestmark = pytest.mark.drill
 
@@ -54,11 +58,6 @@ FULL_RUN_REQUESTS = 68
 def _runs(engine: Engine) -> list[InvoiceRun]:
     with Session(engine) as s:
         return list(s.exec(select(InvoiceRun)).all())
-
-
-def _lock_held(engine: Engine) -> bool:
-    with Session(engine) as s:
-        return s.exec(select(RunLock)).first() is not None
 
 
 @pytest.mark.parametrize("seed", drill_seeds(12))
@@ -79,7 +78,6 @@ def test_drill_kill_invoice_run(
         STRIPE_CONCURRENCY=str(concurrency),
         RUN_LOCK_STALE_SECONDS=str(STALE_SECONDS),
     )
-    args = ("invoice-run", "--period", str(PERIOD), "--demo-attach-test-cards")
     kills = 2 if rng.random() < 0.25 else 1
     expire = rng.random() < 0.5
     tried: list[str] = []
@@ -87,7 +85,7 @@ def test_drill_kill_invoice_run(
     took_over = False
     for attempt in range(kills):
         base = stripe_server.request_count()
-        run = cli.start(env, *args)
+        run = cli.start(env, *INVOICE_RUN)
         took_over = False  # this run takes over any lock left before it
         if rng.random() < 0.7:
             after = rng.randint(1, FULL_RUN_REQUESTS - 1 if attempt == 0 else 30)
@@ -107,12 +105,11 @@ def test_drill_kill_invoice_run(
             f"at kill {attempt + 1}: {stripe_server.request_count() - base} requests, "
             f"local steps [{step_counts(demo_engine)}], {partial.remote} in Stripe"
         )
-        assert not partial.stripe_duplicates and not partial.orphans, partial.problems()
-        assert not partial.double_charges and not partial.customer_duplicates, partial.problems()
+        assert_nothing_doubled(partial)
         if expire:
             wait_quiet(stripe_server)
             stripe_server.expire_idempotency_keys()
-        if _lock_held(demo_engine):
+        if run_lock_held(demo_engine):
             # The dead run's lock is fresh: a run now is refused (exit 3 on the CLI)...
             settings = load_settings(env)
             with pytest.raises(LockHeld):
@@ -130,13 +127,7 @@ def test_drill_kill_invoice_run(
     settings = load_settings(env)
     via = rng.choice(["service", "button"])
     if via == "service":
-        final = runs.run_invoices(
-            demo_engine,
-            settings,
-            runs.RunOptions(PERIOD, attach_test_cards=True),
-            now=DEMO_NOW,
-            progress=said.append,
-        )
+        final = run_in_process(demo_engine, env, said.append)
     else:
         with session_scope(demo_engine) as s:
             run_worker.request_run(
@@ -161,6 +152,5 @@ def test_drill_kill_invoice_run(
     assert final.exit_code == 0, ([p.message for p in final.problems], refused)
     if took_over:
         assert any("took over the stale lock" in line for line in said), said
-    assert ledger.clean, ledger.problems()
     assert leftover == [], f"runs still marked running after the re-run: {leftover}"
-    assert_billed_exactly_once(demo_engine, stripe_server)
+    assert_billed_once(demo_engine, stripe_server, ledger)

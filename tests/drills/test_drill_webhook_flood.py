@@ -28,12 +28,9 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from billing_core.config import load_settings
-from billing_core.invoicing import runs
 from billing_core.models import Customer, Invoice, StripeEvent
 from billing_core.payments import events as payments_events
 from billing_core.stripe import mapping
-from tests.conftest import DEMO_NOW
 from tests.drills.conftest import (
     PERIOD,
     Cli,
@@ -41,6 +38,7 @@ from tests.drills.conftest import (
     cli_env,
     drill_seeds,
     free_port,
+    run_in_process,
 )
 from tests.support.stripe_server import StripeTestServer
 
@@ -56,13 +54,7 @@ CARDS = ("pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_deb
 def _make_history(server: StripeTestServer, engine: Engine, rng: random.Random, unique: int) -> str:
     """Invoice the month, then let Stripe change things until it has `unique` events."""
     env = cli_env("sqlite://", server)  # only the Stripe settings are used here
-    result = runs.run_invoices(
-        engine,
-        load_settings(env),
-        runs.RunOptions(PERIOD, attach_test_cards=True),
-        now=DEMO_NOW,
-        progress=lambda _line: None,
-    )
+    result = run_in_process(engine, env)
     assert result.exit_code == 0, [p.message for p in result.problems]
     open_invoices = [i for i in server.invoices() if i["status"] == "open"]
     assert len(open_invoices) >= 2
