@@ -30,10 +30,7 @@ if not allowed:
     st.navigation([st.Page(sign_in, title="Sign in", icon=":material/login:")]).run()
     st.stop()
 
-try:
+with ui.stop_on_error():
     ui.engine()  # opens and migrates the database once per process
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
 
 st.navigation(allowed).run()

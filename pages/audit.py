@@ -9,12 +9,8 @@ identity = ui.page_setup("Audit log", "admin")
 
 TABLE_LIMIT = 1000
 
-try:
-    with ui.db() as session:
-        choices = audit.filter_choices(session)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    choices = audit.filter_choices(session)
 
 if choices.first is None or choices.last is None:
     st.info(
@@ -43,14 +39,10 @@ filters = audit.AuditFilter(
     target_contains=target or None,
 )
 
-try:
-    with ui.db() as session:
-        found = filters.search(session, limit=TABLE_LIMIT + 1)
-        rows = audit.rows(found[:TABLE_LIMIT])
-        details = {e.id: audit.changes(e) for e in found[:TABLE_LIMIT]}
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    found = filters.search(session, limit=TABLE_LIMIT + 1)
+    rows = audit.rows(found[:TABLE_LIMIT])
+    details = {e.id: audit.changes(e) for e in found[:TABLE_LIMIT]}
 
 
 def export_csv() -> bytes:

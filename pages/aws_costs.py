@@ -23,15 +23,11 @@ ALL_CUSTOMERS = "All customers"
 ALL_SERVICES = "All services"
 
 # --- data: the months with figures ----------------------------------------------------------
-try:
-    with ui.db() as session:
-        stored = snapshots.snapshot_periods(
-            session, metric=cfg.cost_metric, group_by=snapshots.group_label(cfg)
-        )
-        customer_names = dict(attribution.Attribution.load(session).names)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    stored = snapshots.snapshot_periods(
+        session, metric=cfg.cost_metric, group_by=snapshots.group_label(cfg)
+    )
+    customer_names = dict(attribution.Attribution.load(session).names)
 current = Period.containing(now)
 months = sorted({current, *stored}, reverse=True)
 # The newest month with figures first; the running month stays selectable for a refresh.
@@ -57,12 +53,8 @@ customer_choice = f2.selectbox(
     ),
     key="costs_customer",
 )
-try:
-    with ui.db() as session:
-        services = snapshots.available_services(session, cfg, period)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    services = snapshots.available_services(session, cfg, period)
 service_choice = f3.selectbox("Service", [ALL_SERVICES, *services], key="costs_service")
 filters = aws_costs.CostFilter(
     customer=None if customer_choice == ALL_CUSTOMERS else customer_choice,  # type: ignore[arg-type]
@@ -95,13 +87,9 @@ if clicked:
         cost = sum(o.request_cost for o in outcomes)
         st.toast(f"Refreshed: {spent} Cost Explorer request(s), USD {cost:.2f}.")
 
-try:
-    with ui.db() as session:
-        view = aws_costs.build_costs_view(session, cfg, period, filters)
-        failure = refresh.last_failure(session)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    view = aws_costs.build_costs_view(session, cfg, period, filters)
+    failure = refresh.last_failure(session)
 
 
 def money(amount: Decimal) -> str:

@@ -21,19 +21,15 @@ def show_validation(exc: ValidationError) -> None:
     st.error(header + "\n\n" + "\n".join(f"- {p}" for p in exc.problems))
 
 
-try:
-    with ui.db() as session:
-        customers = plans.plan_overview(session, now)
-        all_plans = plans.all_plans(session)
-        details = {p.id: plans.describe_plan(session, p) for p in all_plans}
-        history = [
-            e
-            for e in audit.entries(session, limit=200)
-            if e.action.startswith(("plan.", "customer.plan"))
-        ][:30]
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    customers = plans.plan_overview(session, now)
+    all_plans = plans.all_plans(session)
+    details = {p.id: plans.describe_plan(session, p) for p in all_plans}
+    history = [
+        e
+        for e in audit.entries(session, limit=200)
+        if e.action.startswith(("plan.", "customer.plan"))
+    ][:30]
 
 active_plans = [p for p in all_plans if p.active]
 plan_names = {p.id: p.name for p in all_plans}

@@ -61,12 +61,8 @@ if run_clicked:
 
 if st.session_state.get("preview_of") == str(period):
     st.subheader(f"Preview of {period}")
-    try:
-        with ui.db() as session:
-            drafts = preview(session, period)
-    except Exception as exc:
-        ui.show_error(exc)
-        st.stop()
+    with ui.stop_on_error(), ui.db() as session:
+        drafts = preview(session, period)
     if not drafts.costs_found:
         st.warning(f"No AWS cost snapshot for {period}: fetch costs before running.")
     if drafts.costs_estimated:

@@ -6,7 +6,6 @@ from billing_core.invoicing import export_csv as exports
 from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
-from billing_core.stripe.gateway import make_client
 from billing_core.views import invoices as inv
 from pages.common import ui
 
@@ -29,7 +28,7 @@ def _retry(invoice_id: int) -> None:
     try:
         with ui.db() as session:
             result = pm.retry_payment(
-                session, make_client(ui.settings()), identity, invoice_id=invoice_id, now=utcnow()
+                session, ui.stripe_client(), identity, invoice_id=invoice_id, now=utcnow()
             )
         st.session_state["inv_flash"] = ("success" if result.paid else "error", result.message)
     except Exception as exc:
@@ -49,12 +48,8 @@ def _flash() -> None:
         st.error(payload)
 
 
-try:
-    with ui.db() as session:
-        options = inv.filter_options(session)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    options = inv.filter_options(session)
 
 if not options.periods:
     st.info("No invoices yet: run the invoicing for a month (Invoice run page or CLI).")
@@ -95,15 +90,11 @@ tab_invoices, tab_payments, tab_events = st.tabs(["Invoices", "Payment methods",
 
 # ---------------------------------------------------------------- invoices tab
 with tab_invoices:
-    try:
-        with ui.db() as session:
-            figures = inv.headline_figures(session, selection)
-            monthly = inv.monthly_billed(session, selection)
-            total_count = inv.count_invoices(session, selection)
-            table = inv.invoice_table(session, selection)
-    except Exception as exc:
-        ui.show_error(exc)
-        st.stop()
+    with ui.stop_on_error(), ui.db() as session:
+        figures = inv.headline_figures(session, selection)
+        monthly = inv.monthly_billed(session, selection)
+        total_count = inv.count_invoices(session, selection)
+        table = inv.invoice_table(session, selection)
 
     if not figures:
         st.info("No invoice matches these filters.")
@@ -247,12 +238,8 @@ with tab_invoices:
 
     # ------------------------------------------------------------ failed payments
     st.subheader("Failed payments")
-    try:
-        with ui.db() as session:
-            failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=("failed",)))
-    except Exception as exc:
-        ui.show_error(exc)
-        st.stop()
+    with ui.stop_on_error(), ui.db() as session:
+        failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=("failed",)))
     if failed.empty:
         st.caption("No failed payments.")
     else:
@@ -270,12 +257,8 @@ with tab_invoices:
 
 # ---------------------------------------------------------------- payment methods tab
 with tab_payments:
-    try:
-        with ui.db() as session:
-            methods = pm.payment_method_table(session)
-    except Exception as exc:
-        ui.show_error(exc)
-        st.stop()
+    with ui.stop_on_error(), ui.db() as session:
+        methods = pm.payment_method_table(session)
     missing = methods[(~methods["has_payment_method"]) & (methods["collection"] != "send invoice")]
     if not missing.empty:
         st.warning(
@@ -305,7 +288,7 @@ with tab_payments:
                 with ui.db() as session:
                     url = pm.create_setup_link(
                         session,
-                        make_client(ui.settings()),
+                        ui.stripe_client(),
                         identity,
                         customer_id=int(target),
                         return_url=st.context.url or "http://localhost:8501",
@@ -324,14 +307,10 @@ with tab_events:
         format_func=lambda o: "All" if o is None else o,
         key="ev_outcome",
     )
-    try:
-        with ui.db() as session:
-            recent = sync.recent_events(session, outcome=outcome)
-            pending = len(events.pending_event_ids(session))
-            cursor = sync.get_cursor(session)
-    except Exception as exc:
-        ui.show_error(exc)
-        st.stop()
+    with ui.stop_on_error(), ui.db() as session:
+        recent = sync.recent_events(session, outcome=outcome)
+        pending = len(events.pending_event_ids(session))
+        cursor = sync.get_cursor(session)
     st.caption(
         f"Sync cursor: {cursor or 'not set (no sync yet)'} · {pending} stored event(s) waiting "
         "to be applied. Ignored events are types this tool does not act on."

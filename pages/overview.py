@@ -8,12 +8,8 @@ from pages.common import ui
 
 identity = ui.page_setup("Overview")
 
-try:
-    with ui.db() as session:
-        data = build_overview(session, utcnow())
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    data = build_overview(session, utcnow())
 
 st.caption(
     f"{data.period}: day {data.days_elapsed + 1} of {data.days_in_month}. "

@@ -16,12 +16,8 @@ ACTION_LABELS = {
     "sync": "Sync the status from Stripe",
 }
 
-try:
-    with ui.db() as session:
-        periods = reconciliation_runs.periods_with_diffs(session)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    periods = reconciliation_runs.periods_with_diffs(session)
 
 # ---------------------------------------------------------------- filters
 with st.sidebar:
@@ -36,24 +32,20 @@ with st.sidebar:
     within = st.checkbox("Show differences within tolerance", key="within")
 period = None if period_choice == "All months" else period_choice
 
-try:
-    with ui.db() as session:
-        head = reconcile_view.headline(session, period)
-        summary = reconcile_view.summary_frame(session, period)
-        trend = reconcile_view.trend_figure(session)
-        table = reconcile_view.diff_frame(
-            session,
-            utcnow(),
-            period=period,
-            kinds=kinds,
-            statuses=statuses,
-            include_within_tolerance=within,
-        )
-        runs = reconcile_view.run_rows(reconciliation_runs.runs(session, limit=20))
-        open_diffs = reconcile_view.resolvable(session, period)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    head = reconcile_view.headline(session, period)
+    summary = reconcile_view.summary_frame(session, period)
+    trend = reconcile_view.trend_figure(session)
+    table = reconcile_view.diff_frame(
+        session,
+        utcnow(),
+        period=period,
+        kinds=kinds,
+        statuses=statuses,
+        include_within_tolerance=within,
+    )
+    runs = reconcile_view.run_rows(reconciliation_runs.runs(session, limit=20))
+    open_diffs = reconcile_view.resolvable(session, period)
 
 tolerance_pct = ui.settings().reconcile_tolerance_pct
 st.caption(

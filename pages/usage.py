@@ -41,20 +41,12 @@ if identity.can("admin"):
             except Exception as exc:
                 ui.show_error(exc)
 
-try:
-    with ui.db() as session:
-        choices = views_usage.period_choices(session, now)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    choices = views_usage.period_choices(session, now)
 period = st.selectbox("Period", choices, format_func=str)
-try:
-    with ui.db() as session:
-        report = limits.build_usage_report(session, period, now)
-        period_alerts = alerts.alerts_for_period(session, period)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    report = limits.build_usage_report(session, period, now)
+    period_alerts = alerts.alerts_for_period(session, period)
 
 if not report.rows:
     st.info(f"No customer with a plan in {period}: assign plans on the Customers and plans page.")
@@ -117,15 +109,11 @@ st.subheader("Customer drill-down")
 names = {r.customer_id: r.customer for r in report.rows}
 chosen = st.selectbox("Customer", list(names), format_func=lambda cid: names[cid])
 rows = report.for_customer(chosen)
-try:
-    with ui.db() as session:
-        daily = views_usage.daily_usage(
-            session, chosen, period, {r.metric: r.aggregation for r in rows}
-        )
-        spend_points = views_usage.spend_by_day(session, chosen, period)
-except Exception as exc:
-    ui.show_error(exc)
-    st.stop()
+with ui.stop_on_error(), ui.db() as session:
+    daily = views_usage.daily_usage(
+        session, chosen, period, {r.metric: r.aggregation for r in rows}
+    )
+    spend_points = views_usage.spend_by_day(session, chosen, period)
 cols = st.columns(2)
 for index, row in enumerate(rows):
     if row.is_spend:

@@ -214,3 +214,34 @@ def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]
     assert not at.exception
     assert _metrics(at)["Status"] == "paid"
     assert any("Stripe invoice" in m.value for m in at.markdown)
+
+
+def test_setup_links_go_through_one_cached_stripe_client(
+    app_env: dict[str, str], monkeypatch
+) -> None:
+    from billing_core.stripe.gateway import make_client
+    from pages.common import ui
+    from tests.support.stripe_server import StripeTestServer
+    from tests.support.stripe_world import API_KEY, make_world
+
+    built = []
+
+    def counting_make_client(settings):
+        built.append(settings)
+        return make_client(settings)
+
+    monkeypatch.setattr(ui, "make_client", counting_make_client)
+    with StripeTestServer() as server:
+        monkeypatch.setenv("STRIPE_API_BASE", server.url)
+        monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+        world = make_world(server, make_engine(app_env["DATABASE_URL"]))
+        customer = world.customer("new@example.com")
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        picker = at.selectbox(key="pm_customer")
+        picker.select_index(picker.options.index(customer.name))
+        for _ in range(2):
+            at.button(key="pm_setup").click().run()
+            assert not at.exception and not at.error
+            assert any("Send this link" in s.value for s in at.success)
+            assert at.code[0].value.startswith("http")
+    assert len(built) == 1  # two links, one client

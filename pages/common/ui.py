@@ -1,4 +1,4 @@
-"""Small Streamlit helpers shared by the pages: setup, guard, database, money display.
+"""Small Streamlit helpers shared by the pages: setup, guard, database, Stripe, money display.
 
 Not a page (no output at import). Pages call `page_setup()` first: it checks the role before
 any data is read, because Streamlit serves every file in pages/ by URL.
@@ -29,6 +29,7 @@ from billing_core.auth import (
 from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.errors import BillingError, ConfigError
+from billing_core.stripe.gateway import make_client
 
 log = logging.getLogger("dashboard")
 
@@ -64,6 +65,14 @@ def engine() -> Engine:
 def db() -> Iterator[Session]:
     with session_scope(engine()) as session:
         yield session
+
+
+@st.cache_resource(show_spinner=False)
+def stripe_client():  # -> stripe.StripeClient, not spelled out: pages never import stripe
+    """The process's one Stripe client, or a ConfigError when Stripe is not configured."""
+    # Built from the cached settings, so it lives as long as they do; the ConfigError is raised
+    # again on each call (Streamlit caches no exception).
+    return make_client(settings())
 
 
 def _auth_section() -> Mapping[str, Any] | None:
@@ -168,11 +177,8 @@ def page_setup(title: str, needed: Role = "viewer") -> Identity:
     """
     # Also here, not only in dashboard.py: a page opened by URL on a fresh server runs alone.
     st.set_page_config(page_title=f"{title} · AWS billing", layout="wide")
-    try:
+    with stop_on_error():  # whatever went wrong, fail closed: no identity, no data
         sign_in, identity = access()
-    except Exception as exc:  # whatever went wrong, fail closed: no identity, no data
-        show_error(exc)
-        st.stop()
     _sidebar(identity)
     if sign_in.local:
         cfg = settings()
@@ -225,6 +231,19 @@ def show_error(exc: BaseException) -> None:
             f"Something went wrong ({type(exc).__name__}). The details are in the server log; "
             "reload the page or tell an admin."
         )
+
+
+@contextmanager
+def stop_on_error() -> Iterator[None]:
+    """Run the block; on any error show it as one sentence (`show_error`) and stop the page.
+
+    `with ui.stop_on_error(), ui.db() as session:` loads a page's data or ends the script there.
+    """
+    try:
+        yield
+    except Exception as exc:
+        show_error(exc)
+        st.stop()
 
 
 def fmt(minor: int, currency: str) -> str:
