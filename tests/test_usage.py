@@ -176,6 +176,10 @@ def test_explicit_keys_customer_by_id_and_duplicates_in_file(session: Session) -
         ("a@alpha.example,api_calls,-1,2026-11-02", "negative"),
         ("a@alpha.example,api_calls,lots,2026-11-02", "quantity 'lots' is not a number"),
         ("a@alpha.example,api_calls,NaN,2026-11-02", "not a number"),
+        # A spreadsheet's rounding, refused like a thousands separator (issue 13, item 14).
+        ("a@alpha.example,api_calls,1.23457E+11,2026-11-02", "exponent notation"),
+        ("a@alpha.example,api_calls,2e3,2026-11-02", "exponent notation"),
+        ('a@alpha.example,api_calls,"1,000",2026-11-02', "quantity '1,000' is not a number"),
         ("a@alpha.example,api_calls,1.0000001,2026-11-02", "more than 6 decimals"),
         ("a@alpha.example,api_calls,1,2026-12-01", "in the future"),
         ("a@alpha.example,api_calls,1,1999-12-31", "outside any billing period"),

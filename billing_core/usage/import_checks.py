@@ -139,6 +139,12 @@ def _parse_quantity(value: object) -> int | str:
     """The quantity in millionths (as stored), or why it is not a usable quantity."""
     if isinstance(value, (bool, float)):
         return f"quantity {value!r} must be given exactly (a string or Decimal), not a float"
+    if isinstance(value, str) and ("e" in value or "E" in value):
+        # 1.23457E+11 is what a spreadsheet writes once it has rounded a long number away.
+        return (
+            f"quantity {value.strip()!r} is in exponent notation, so a spreadsheet has already "
+            "dropped digits; format the column as a plain number and export the file again"
+        )
     try:
         quantity = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)  # type: ignore[arg-type]
     except (InvalidOperation, TypeError, ValueError):
