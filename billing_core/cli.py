@@ -305,7 +305,7 @@ def reconcile_cmd(
     from billing_core.errors import MoneyError
     from billing_core.money import to_decimal
     from billing_core.reconciliation.diffing import Tolerance
-    from billing_core.reconciliation.runs import make_reader, reconcile_period
+    from billing_core.reconciliation.runs import make_reader, open_diff_lines, reconcile_period
 
     period = period or Period.containing(utcnow()).previous()
     try:
@@ -326,6 +326,10 @@ def reconcile_cmd(
     )
     for line in result.describe():
         click.echo(line, err=result.status != "complete")
+    if result.status == "complete" and result.open_above_tolerance:
+        with session_scope(app.engine) as session:
+            for line in open_diff_lines(session, str(period)):
+                click.echo(f"  open: {line}")
     if result.exit_code:
         ctx.exit(result.exit_code)
 

@@ -625,5 +625,20 @@ def test_cli_exit_codes(app_env: dict[str, str], capsys: pytest.CaptureFixture[s
     assert main(["reconcile", "--period", str(DEMO_PERIOD)]) == 1
     out = capsys.readouterr()
     assert "open diffs above tolerance: 15" in out.out
+    # Each open diff is named, so the cron mail says which (issue 13, item 10).
+    listed = [line for line in out.out.splitlines() if line.startswith("  open: ")]
+    assert len(listed) == 15
+    assert (
+        "  open: DEMO-2026-09-0008, Harbor Studio BV: total differs "
+        "(ours EUR 1,602.66, Stripe EUR 1,617.66)"
+    ) in listed
+    assert any(
+        ": AWS restated: Support fee (invoiced USD 0.00, Cost Explorer now USD 325.50)" in line
+        for line in listed
+    )
+    assert any(
+        ": in Stripe only: in_demo_outside_tool (ours no local invoice, Stripe " in line
+        for line in listed
+    )
     assert main(["reconcile", "--period", "2020-01"]) == 0
     assert main(["reconcile", "--period", "2020-01", "--tolerance", "abc"]) == 2

@@ -38,10 +38,13 @@ from billing_core.config import Settings
 from billing_core.db import session_scope
 from billing_core.errors import BillingError
 from billing_core.models import (
+    Customer,
+    Invoice,
     ReconciliationDiff,
     ReconciliationRun,
 )
 from billing_core.periods import Period, utcnow
+from billing_core.reconciliation.describe import DiffFacts, describe_diff
 from billing_core.reconciliation.diffing import (
     AWS_KINDS,
     STRIPE_KINDS,
@@ -186,6 +189,34 @@ def open_above_tolerance(session: Session, period: str) -> int:
         )
     )
     return int(session.exec(query).one())
+
+
+def open_diff_lines(session: Session, period: str) -> list[str]:
+    """Each open diff above the tolerance of `period`, in words (invoice, customer, values)."""
+    query = (
+        select(ReconciliationDiff, Invoice.number, Customer.name)
+        .outerjoin(Invoice, col(Invoice.id) == col(ReconciliationDiff.invoice_id))
+        .outerjoin(Customer, col(Customer.id) == col(ReconciliationDiff.customer_id))
+        .where(
+            ReconciliationDiff.period == period,
+            ReconciliationDiff.status == "open",
+            col(ReconciliationDiff.within_tolerance).is_(False),
+        )
+        .order_by(col(ReconciliationDiff.kind), col(ReconciliationDiff.id))
+    )
+    return [
+        describe_diff(
+            DiffFacts(
+                kind=diff.kind,
+                subject=diff.subject,
+                local_value=diff.local_value,
+                remote_value=diff.remote_value,
+                invoice_number=number,
+                customer_name=name,
+            )
+        )
+        for diff, number, name in session.exec(query).all()
+    ]
 
 
 def make_reader(settings: Settings) -> ReconcileReader | None:
