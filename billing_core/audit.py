@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from billing_core.file_names import export_file_name
 from billing_core.models import AuditEntry
 from billing_core.periods import utcnow
 
@@ -101,6 +102,18 @@ class AuditFilter:
     first_day: date | None = None
     last_day: date | None = None
     target_contains: str | None = None
+
+    def file_name(self) -> str:
+        """'audit-log_2026-10-01-to-2026-10-31_invoice_run.request.csv': the filters in the name."""
+        days = None
+        if self.first_day and self.last_day:
+            days = (
+                str(self.first_day)
+                if self.first_day == self.last_day
+                else f"{self.first_day}-to-{self.last_day}"
+            )
+        target = f"target-{self.target_contains}" if self.target_contains else None
+        return export_file_name("audit-log", days, self.actor, self.action, target)
 
     def search(self, session: Session, *, limit: int | None = 1000) -> Sequence[AuditEntry]:
         since = datetime.combine(self.first_day, time(), UTC) if self.first_day else None

@@ -440,7 +440,8 @@ def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -
     """Write to a temporary file beside the target, then rename: no half-written CSV."""
     tmp = target.with_name(f".{target.name}.partial")
     try:
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
+        # A byte-order mark, as in every CSV file this tool writes, so Excel reads UTF-8.
+        with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
             result = writer(session, selection, handle)
         tmp.replace(target)
     except OSError as exc:

@@ -59,7 +59,7 @@ st.caption(
 st.download_button(
     "Export CSV",
     data=export_csv,
-    file_name="audit-log.csv",
+    file_name=filters.file_name(),
     mime="text/csv",
     icon=":material/download:",
     disabled=not rows,

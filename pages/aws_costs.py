@@ -212,8 +212,17 @@ st.dataframe(
 )
 st.download_button(
     "Download CSV",
-    data=report.breakdown_csv(view),
-    file_name=f"aws-costs-{period}.csv",
+    data=report.breakdown_csv_bytes(view),
+    file_name=report.breakdown_file_name(
+        view,
+        None
+        if customer_choice == ALL_CUSTOMERS
+        else (
+            snapshots.UNATTRIBUTED_LABEL
+            if customer_choice == snapshots.UNATTRIBUTED
+            else customer_names[customer_choice]  # type: ignore[index]
+        ),
+    ),
     mime="text/csv",
     icon=":material/download:",
 )

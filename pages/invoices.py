@@ -110,11 +110,10 @@ with tab_invoices:
         st.plotly_chart(inv.billed_chart(monthly), key="inv_chart")
 
     d1, d2, _ = st.columns([1, 1, 3])
-    slug = selection.slug()
     d1.download_button(
         "Invoices CSV",
         data=exports.csv_builder(ui.engine(), selection, exports.write_invoices_csv),
-        file_name=f"invoices_{slug}.csv",
+        file_name=selection.file_name("invoices"),
         mime="text/csv",
         on_click="ignore",
         icon=":material/download:",
@@ -123,7 +122,7 @@ with tab_invoices:
     d2.download_button(
         "Invoice lines CSV",
         data=exports.csv_builder(ui.engine(), selection, exports.write_lines_csv),
-        file_name=f"invoice_lines_{slug}.csv",
+        file_name=selection.file_name("invoice-lines"),
         mime="text/csv",
         on_click="ignore",
         icon=":material/download:",

@@ -173,3 +173,18 @@ def test_changes(session: Session) -> None:
     ]
     created = audit.record(session, actor="a", action="x", target="y", after={"a": 1})
     assert audit.changes(created) == [("a", "—", "1")]
+
+
+def test_audit_export_file_name_says_what_was_filtered() -> None:
+    from datetime import date
+
+    assert audit.AuditFilter().file_name() == "audit-log_all.csv"
+    picked = audit.AuditFilter(
+        actor="boss@acme.example",
+        action="invoice_run.request",
+        first_day=date(2026, 10, 1),
+        last_day=date(2026, 10, 31),
+    )
+    assert picked.file_name() == (
+        "audit-log_2026-10-01-to-2026-10-31_boss-acme.example_invoice-run.request.csv"
+    )

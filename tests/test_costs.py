@@ -320,6 +320,15 @@ def test_report_csv_rows_sum_to_the_page_total(demo_session) -> None:
     )
     with pytest.raises(Exception, match="fetch-costs --period 2030-01"):
         costs_report.format_report(demo_session, cfg, Period(2030, 1), "customer", now=DEMO_NOW)
+    # The page's download: UTF-8 with a byte-order mark, named after the month and filters.
+    assert costs_report.breakdown_csv_bytes(view) == b"\xef\xbb\xbf" + csv_text.encode()
+    assert costs_report.breakdown_file_name(view, None) == "aws-costs_2026-10.csv"
+    lambda_only = aws_costs.build_costs_view(
+        demo_session, cfg, OCT, aws_costs.CostFilter(service="AWS Lambda")
+    )
+    assert costs_report.breakdown_file_name(lambda_only, "Acme Analytics GmbH") == (
+        "aws-costs_2026-10_Acme-Analytics-GmbH_AWS-Lambda.csv"
+    )
 
 
 def test_cli_fetch_costs_logs_requests_and_cost(app_env, moto_ce, monkeypatch, capsys) -> None:

@@ -6,11 +6,13 @@ import csv
 import io
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session, func, select
 
 from billing_core.db import session_scope
+from billing_core.file_names import export_file_name
 from billing_core.invoicing.export_csv import (
     INVOICE_COLUMNS,
     LINE_COLUMNS,
@@ -161,3 +163,29 @@ def test_builder_runs_only_when_called(demo_engine) -> None:
 @given(st.integers(min_value=-(10**15), max_value=10**15), st.sampled_from(["EUR", "JPY", "KWD"]))
 def test_plain_amount_is_format_minor(minor: int, currency: str) -> None:
     assert plain_amount(minor, currency) == format_minor(minor, currency)
+
+
+@pytest.mark.parametrize(
+    ("selection", "what", "name"),
+    [
+        (InvoiceFilter(), "invoices", "invoices_all.csv"),
+        (InvoiceFilter("2026-09", "2026-09"), "invoices", "invoices_2026-09.csv"),
+        (
+            InvoiceFilter("2025-11", "2026-09", ("paid", "open"), (3,), ("EUR",)),
+            "invoice-lines",
+            "invoice-lines_2025-11-to-2026-09_paid-open_EUR_customer-3.csv",
+        ),
+        (InvoiceFilter(period_from="2026-01"), "invoices", "invoices_from-2026-01.csv"),
+        (InvoiceFilter(period_to="2026-01"), "invoices", "invoices_until-2026-01.csv"),
+    ],
+)
+def test_export_file_names_say_what_was_filtered(
+    selection: InvoiceFilter, what: str, name: str
+) -> None:
+    assert selection.file_name(what) == name
+
+
+def test_file_name_parts_are_safe() -> None:
+    assert export_file_name("aws-costs", "2026-10", "Ünïcode & Co / Ltd", None) == (
+        "aws-costs_2026-10_Ünïcode-Co-Ltd.csv"
+    )

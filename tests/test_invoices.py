@@ -147,8 +147,12 @@ def test_both_downloads_are_built_on_click_and_match_the_filter(
     at.select_slider(key="inv_periods").set_value(("2026-09", "2026-09")).run()
     assert not at.exception
     assert {b.label for b in at.get("download_button")} == {"Invoices CSV", "Invoice lines CSV"}
-    invoices = list(csv.DictReader(io.StringIO(built["invoices_2026-09.csv"]().decode())))
-    lines = list(csv.DictReader(io.StringIO(built["invoice_lines_2026-09.csv"]().decode())))
+    # File names say what was filtered; contents open in Excel (UTF-8 with a byte-order mark).
+    raw_invoices = built["invoices_2026-09.csv"]()
+    raw_lines = built["invoice-lines_2026-09.csv"]()
+    assert raw_invoices.startswith(b"\xef\xbb\xbf") and raw_lines.startswith(b"\xef\xbb\xbf")
+    invoices = list(csv.DictReader(io.StringIO(raw_invoices.decode("utf-8-sig"))))
+    lines = list(csv.DictReader(io.StringIO(raw_lines.decode("utf-8-sig"))))
     assert len(invoices) == 9 and {r["period"] for r in invoices} == {"2026-09"}
     by_invoice: dict[str, Decimal] = {}
     for line in lines:

@@ -235,7 +235,8 @@ def csv_builder(engine: Engine, f: InvoiceFilter, writer: Writer) -> Callable[[]
         buffer = io.StringIO()
         with Session(engine) as session:
             writer(session, f, buffer)
-        return buffer.getvalue().encode("utf-8")
+        # With a byte-order mark, as every CSV this tool writes: Excel then reads UTF-8.
+        return buffer.getvalue().encode("utf-8-sig")
 
     return build
 

@@ -17,6 +17,7 @@ from billing_core.config import Settings
 from billing_core.costs.refresh import last_failure
 from billing_core.costs.snapshots import ZERO, ReportBy, group_label
 from billing_core.errors import CostSourceError
+from billing_core.file_names import export_file_name
 from billing_core.periods import Period
 from billing_core.views.aws_costs import CostsView, build_costs_view
 
@@ -46,6 +47,16 @@ def report_rows(view: CostsView, by: ReportBy) -> list[ReportRow]:
         for day, amount in zip(view.daily["day"], view.daily["amount"], strict=True):
             sums[day] += amount
     return [ReportRow(d.isoformat(), a) for d, a in sorted(sums.items())]
+
+
+def breakdown_file_name(view: CostsView, customer_name: str | None) -> str:
+    """'aws-costs_2026-10_Acme-Analytics_Amazon-EC2.csv': the month, then the filters shown."""
+    return export_file_name("aws-costs", str(view.period), customer_name, view.filters.service)
+
+
+def breakdown_csv_bytes(view: CostsView) -> bytes:
+    """The breakdown CSV as a download: UTF-8 with a byte-order mark, as every CSV here."""
+    return breakdown_csv(view).encode("utf-8-sig")
 
 
 def breakdown_csv(view: CostsView) -> str:

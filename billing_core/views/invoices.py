@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
+from billing_core.file_names import export_file_name
 from billing_core.models import AuditEntry, Customer, Invoice, InvoiceLine, StripeEvent
 from billing_core.money import display, minor_to_decimal
 
@@ -42,13 +43,21 @@ class InvoiceFilter:
     customer_ids: tuple[int, ...] = ()
     currencies: tuple[str, ...] = ()
 
-    def slug(self) -> str:
-        """A short file-name part: '2025-11_2026-09' or 'all'."""
-        if self.period_from and self.period_to:
-            if self.period_from == self.period_to:
-                return self.period_from
-            return f"{self.period_from}_{self.period_to}"
-        return self.period_from or self.period_to or "all"
+    def file_name(self, what: str) -> str:
+        """'invoices_2026-09_paid-open_EUR_customer-3.csv': what, then each filter set."""
+        if self.period_from and self.period_to and self.period_from != self.period_to:
+            months: str | None = f"{self.period_from}-to-{self.period_to}"
+        elif self.period_from or self.period_to:
+            bound = self.period_from or self.period_to
+            months = (
+                bound
+                if self.period_from == self.period_to
+                else (f"from-{bound}" if self.period_from else f"until-{bound}")
+            )
+        else:
+            months = None
+        customers = [f"customer-{c}" for c in self.customer_ids]
+        return export_file_name(what, months, self.statuses, self.currencies, customers)
 
 
 Q = Any  # a select() over Invoice (plain or multi-column)

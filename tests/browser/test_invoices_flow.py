@@ -105,9 +105,11 @@ def test_filter_failed_invoices_and_download_csv(
     with page.expect_download() as info:
         button.get_by_role("button").click()
     download = info.value
-    assert download.suggested_filename.startswith("invoices_")
-    assert download.suggested_filename.endswith(".csv")
-    text = Path(download.path()).read_text(encoding="utf-8")
+    # The name says what was filtered (all months, failed only).
+    assert download.suggested_filename == "invoices_failed.csv"
+    raw = Path(download.path()).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # a byte-order mark: Excel reads UTF-8
+    text = raw.decode("utf-8-sig")
     wait_for_app(page)
 
     reader = csv.reader(io.StringIO(text))
