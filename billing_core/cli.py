@@ -34,12 +34,16 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
+        from billing_core.demo.guard import refuse_demo_database
+
         settings = self.settings
-        return open_database(
+        engine = open_database(
             settings.database_url,
             lock_timeout_seconds=settings.database_lock_timeout_seconds,
             create_folder=settings.mode == "demo",
         )
+        refuse_demo_database(engine, mode=settings.mode)
+        return engine
 
 
 class BillingGroup(click.Group):

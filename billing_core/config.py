@@ -6,18 +6,22 @@ variables. Secrets are SecretStr so they never appear in logs, reprs or exports.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing_core.errors import ConfigError
 
+#: Where the demo world lives unless DATABASE_URL says otherwise (live: the field default).
+DEMO_DATABASE_URL = "sqlite:///data/demo.db"
 DEFAULT_SECRETS_FILE = Path(".streamlit/secrets.toml")
 
 # Environment variables that show AWS credentials are configured through boto3's standard chain.
@@ -216,4 +220,39 @@ def load_settings(
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".") from None
     aws = any(env.get(hint) for hint in _AWS_CREDENTIAL_HINTS)
     object.__setattr__(settings, "_environ_aws", aws)
+    if "database_url" not in values and settings.mode == "demo":
+        # The demo world gets a file of its own, so configuring credentials later never turns
+        # the seeded demo into live books (live mode refuses a demo database anyway).
+        object.__setattr__(settings, "database_url", DEMO_DATABASE_URL)
+    _check_demo_stripe(settings)
     return settings
+
+
+def _check_demo_stripe(settings: Settings) -> None:
+    """Demo mode talks to a local Stripe test server only, never to a real Stripe account."""
+    if settings.mode != "demo" or settings.stripe_api_key is None:
+        return
+    key = settings.stripe_api_key.get_secret_value()
+    if key.startswith(("sk_live_", "rk_live_")):
+        raise ConfigError(
+            "BILLING_MODE is demo but STRIPE_API_KEY is a live key: demo mode never talks to a "
+            "real Stripe account. Remove the key, or run in live mode on the live database."
+        )
+    base = settings.stripe_api_base or ""
+    host = urlsplit(base).hostname if base else None
+    if host is None or not _loopback(host):
+        raise ConfigError(
+            "BILLING_MODE is demo and a Stripe key is set, but STRIPE_API_BASE does not point "
+            "at a local Stripe test server: demo mode never talks to a real Stripe account. "
+            "Set STRIPE_API_BASE=http://127.0.0.1:12111 (python -m tests.support.stripe_server) "
+            "or remove STRIPE_API_KEY."
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -148,6 +148,16 @@ CASES = [
         "db-upgrade-bad-url", ["db-upgrade"], "not a valid database URL", env={"DATABASE_URL": "x"}
     ),
     Case("unknown-command", ["no-such-command"], "No such command"),
+    # The demo world is never live books (issue 13, item 2).
+    Case(
+        "live-fetch-on-demo-data", ["fetch-costs"], "holds the demo world", {"BILLING_MODE": "live"}
+    ),
+    Case(
+        "live-run-on-demo-data",
+        ["invoice-run", "--period", "2026-10"],
+        "holds the demo world",
+        {"BILLING_MODE": "live"},
+    ),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(

@@ -12,7 +12,35 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_are_demo_mode(tmp_path: Path) -> None:
     s = load_settings({}, tmp_path / "missing.toml")
     assert s.mode == "demo"
-    assert s.database_url == "sqlite:///data/billing.db"
+    # The demo world has a file of its own; live books default to another (issue 13, item 2).
+    assert s.database_url == "sqlite:///data/demo.db"
+    live = load_settings({"BILLING_MODE": "live"}, tmp_path / "missing.toml")
+    assert live.database_url == "sqlite:///data/billing.db"
+    chosen = load_settings({"DATABASE_URL": "sqlite:///x.db"}, tmp_path / "missing.toml")
+    assert chosen.database_url == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STRIPE_API_KEY": "sk_live_abc"}, "live key"),
+        ({"STRIPE_API_KEY": "rk_live_abc", "STRIPE_API_BASE": "http://127.0.0.1:1"}, "live key"),
+        ({"STRIPE_API_KEY": "sk_test_abc"}, "local Stripe test server"),
+        (
+            {"STRIPE_API_KEY": "sk_test_abc", "STRIPE_API_BASE": "https://api.stripe.com"},
+            "local Stripe test server",
+        ),
+    ],
+)
+def test_demo_mode_never_talks_to_a_real_stripe_account(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"BILLING_MODE": "demo", **env}, tmp_path / "missing.toml")
+    local = {"STRIPE_API_KEY": "sk_test_abc", "STRIPE_API_BASE": "http://127.0.0.1:12111"}
+    assert load_settings({"BILLING_MODE": "demo", **local}, tmp_path / "missing.toml").mode == (
+        "demo"
+    )
 
 
 def test_environment_overrides_secrets_file(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from billing_core.auth import (
 )
 from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
+from billing_core.demo.guard import refuse_demo_database
 from billing_core.errors import BillingError, ConfigError
 from billing_core.stripe.gateway import make_client
 
@@ -58,7 +59,10 @@ def settings() -> Settings:
 
 def engine() -> Engine:
     s = settings()
-    return _engine(s.database_url, s.database_lock_timeout_seconds, s.mode == "demo")
+    engine = _engine(s.database_url, s.database_lock_timeout_seconds, s.mode == "demo")
+    # Checked on every use, not cached: a demo seed into a live database must stop the pages.
+    refuse_demo_database(engine, mode=s.mode)
+    return engine
 
 
 @contextmanager
