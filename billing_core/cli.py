@@ -20,6 +20,7 @@ from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.errors import BillingError, ConfigError
 from billing_core.periods import Period, previous_period, utcnow
+from billing_core.states import ReconciliationStatus
 
 log = logging.getLogger("billing_core.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -322,7 +323,7 @@ def reconcile_cmd(
         deep_lines=deep_lines,
     )
     for line in result.describe():
-        click.echo(line, err=result.status != "complete")
+        click.echo(line, err=result.status != ReconciliationStatus.COMPLETE)
     if result.exit_code:
         ctx.exit(result.exit_code)
 

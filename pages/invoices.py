@@ -6,6 +6,7 @@ from billing_core.invoicing import export_csv as exports
 from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
+from billing_core.states import DisplayStatus
 from billing_core.stripe.gateway import make_client
 from billing_core.views import invoices as inv
 from pages.common import ui
@@ -193,12 +194,12 @@ with tab_invoices:
         cur = i.currency
         st.markdown(f"### {i.number or f'Local invoice #{i.id}'} · {detail.customer} · {i.period}")
         m1, m2, m3, m4, m5 = st.columns(5)
-        m1.metric("Status", i.status)
+        m1.metric("Status", i.display_status)
         m2.metric("Total", ui.fmt(i.total_minor, cur))
         m3.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
         m4.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
         m5.metric("Attempts", i.attempt_count)
-        if i.status == "failed":
+        if i.display_status == DisplayStatus.FAILED:
             when = f"{i.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if i.next_payment_attempt else "-"
             st.warning(f"{i.last_error or 'Payment failed.'} Next automatic attempt: {when}.")
         links = [
@@ -209,7 +210,7 @@ with tab_invoices:
             st.markdown(" · ".join(link for link in links if link))
         elif i.is_demo:
             st.caption("Demo record: not a Stripe invoice, so there is no hosted page or PDF.")
-        if is_admin and i.status in pm.RETRYABLE:
+        if is_admin and i.display_status in pm.RETRYABLE:
             st.button(
                 "Retry payment",
                 key="inv_retry",
@@ -249,7 +250,7 @@ with tab_invoices:
     st.subheader("Failed payments")
     try:
         with ui.db() as session:
-            failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=("failed",)))
+            failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=(DisplayStatus.FAILED,)))
     except Exception as exc:
         ui.show_error(exc)
         st.stop()

@@ -18,8 +18,8 @@ step taken from Stripe's state, so lines are never added twice. A declined payme
 `pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
 
 Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
-is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
-the next run bills as a credit line."""
+is kept as a draft with outcome "credit_carried" (shown as "credit") and the amount is carried
+to the next period as a TrueUp, which the next run bills as a credit line."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ from billing_core.models import (
 )
 from billing_core.money import display
 from billing_core.periods import Period
+from billing_core.states import InvoiceOutcome, InvoiceStatus
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             customer_id=draft.customer_id,
             period=draft.period,
             currency=draft.currency,
-            status="draft",
+            status=InvoiceStatus.DRAFT,
             subtotal_minor=draft.total_minor,
             total_minor=draft.total_minor,
             fx_rate=draft.fx_rate,
@@ -198,7 +199,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             run_id=run_id,
         )
         if draft.total_minor < 0:
-            invoice.status = "credit"
+            invoice.outcome = InvoiceOutcome.CREDIT_CARRIED
             invoice.last_error = (
                 f"Credits exceed charges by {display(-draft.total_minor, draft.currency)}: "
                 f"nothing was charged or sent to Stripe; the credit is carried to {next_period}."
