@@ -58,7 +58,7 @@ def display_status(status: str, outcome: str | None) -> DisplayStatus:
     """The word people see for an invoice: its local outcome if any, else Stripe's status."""
     if outcome:
         return OUTCOME_DISPLAY[InvoiceOutcome(outcome)]
-    return DisplayStatus(status)
+    return DisplayStatus(InvoiceStatus(status).value)
 
 
 def split_display_status(word: str) -> tuple[InvoiceStatus, InvoiceOutcome | None]:
