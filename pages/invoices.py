@@ -6,7 +6,7 @@ from billing_core.invoicing import export_csv as exports
 from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
-from billing_core.states import DisplayStatus
+from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.stripe.gateway import make_client
 from billing_core.views import invoices as inv
 from pages.common import ui
@@ -321,7 +321,7 @@ with tab_payments:
 with tab_events:
     outcome = st.selectbox(
         "Outcome",
-        [None, "applied", "ignored", "unmatched", "error"],
+        [None, *EventOutcome],
         format_func=lambda o: "All" if o is None else o,
         key="ev_outcome",
     )
