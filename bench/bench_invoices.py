@@ -25,10 +25,16 @@ from billing_core.db import make_engine, migrate, session_scope
 from billing_core.invoicing import export_csv as exports
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.payments import sync
+from billing_core.states import DisplayStatus, LineKind, split_display_status
 from billing_core.views import invoices as inv
 
 AREA = "invoices"
-STATUSES = ["paid"] * 14 + ["open", "failed", "void", "uncollectible"]
+STATUSES = [DisplayStatus.PAID] * 14 + [
+    DisplayStatus.OPEN,
+    DisplayStatus.FAILED,
+    DisplayStatus.VOID,
+    DisplayStatus.UNCOLLECTIBLE,
+]
 
 
 def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
@@ -64,7 +70,8 @@ def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
                     "customer_id": cid,
                     "period": periods[i // customers],
                     "currency": ("EUR", "USD", "GBP", "JPY")[(cid - 1) % 4],
-                    "status": status,
+                    "status": split_display_status(status)[0],
+                    "outcome": split_display_status(status)[1],
                     "subtotal_minor": total,
                     "total_minor": total,
                     "amount_paid_minor": total if status == "paid" else 0,
@@ -79,7 +86,7 @@ def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
                     {
                         "invoice_id": i + 1,
                         "position": pos,
-                        "kind": "aws",
+                        "kind": LineKind.AWS,
                         "description": f"Service {pos}, bench",
                         "service": f"Service {pos}",
                         "amount_minor": amount,

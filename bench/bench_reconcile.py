@@ -17,6 +17,7 @@ from billing_core.db import make_engine, migrate, session_scope
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.periods import Period, utcnow
 from billing_core.reconciliation.runs import make_reader, reconcile_period
+from billing_core.states import InvoiceStatus, LineKind, PushStep
 from tests.support.stripe_server import StripeTestServer
 
 
@@ -39,9 +40,9 @@ def _populate(engine: object, server: StripeTestServer, period: Period, n: int) 
                 customer_id=c.id or 0,
                 period=str(period),
                 currency="EUR",
-                status="open",
+                status=InvoiceStatus.OPEN,
                 total_minor=1000 + i,
-                push_step="finalized",
+                push_step=PushStep.FINALIZED,
             )
             for i, c in enumerate(rows)
         ]
@@ -51,7 +52,7 @@ def _populate(engine: object, server: StripeTestServer, period: Period, n: int) 
             s.add(
                 InvoiceLine(
                     invoice_id=inv.id or 0,
-                    kind="base_fee",
+                    kind=LineKind.BASE_FEE,
                     description="Fee",
                     amount_minor=1000 + i,
                 )

@@ -20,6 +20,7 @@ from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.errors import BillingError, ConfigError
 from billing_core.periods import Period, previous_period, utcnow
+from billing_core.states import ReconciliationStatus
 
 log = logging.getLogger("billing_core.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -329,8 +330,8 @@ def reconcile_cmd(
         deep_lines=deep_lines,
     )
     for line in result.describe():
-        click.echo(line, err=result.status != "complete")
-    if result.status == "complete" and result.open_above_tolerance:
+        click.echo(line, err=result.status != ReconciliationStatus.COMPLETE)
+    if result.status == ReconciliationStatus.COMPLETE and result.open_above_tolerance:
         with session_scope(app.engine) as session:
             for line in open_diff_lines(session, str(period)):
                 click.echo(f"  open: {line}")

@@ -6,15 +6,30 @@ record per idempotency key, one stored Stripe event per event id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, Column, ColumnElement, Index, Text, UniqueConstraint, and_, or_
+from sqlmodel import Field, SQLModel, col
 
 from billing_core.periods import utcnow
-from billing_core.sqltypes import ExactDecimal, UTCDateTime
+from billing_core.sqltypes import ExactDecimal, StrEnumType, UTCDateTime
+from billing_core.states import (
+    OUTCOME_DISPLAY,
+    DiffResolution,
+    DiffStatus,
+    DisplayStatus,
+    EventOutcome,
+    InvoiceOutcome,
+    InvoiceStatus,
+    LineKind,
+    PushStep,
+    ReconciliationStatus,
+    RunStatus,
+    display_status,
+)
 
 
 def _now_field(**kw: Any) -> Any:
@@ -146,7 +161,7 @@ class InvoiceRun(SQLModel, table=True):
     period: str = Field(index=True)
     trigger: str = "cli"  # cli, cron, button
     actor: str = "system"
-    status: str = "requested"  # requested, running, succeeded, partial, failed, locked
+    status: RunStatus = Field(default=RunStatus.REQUESTED, sa_type=StrEnumType(RunStatus))
     dry_run: bool = False
     customer_filter: int | None = None
     costs_estimated: bool = False
@@ -176,8 +191,13 @@ class Invoice(SQLModel, table=True):
     customer_id: int = Field(foreign_key="customer.id", index=True)
     period: str = Field(index=True)
     currency: str = Field(max_length=3)
-    # draft, open, paid, void, uncollectible (Stripe's), plus failed for local push failures
-    status: str = Field(default="draft", index=True)
+    # Stripe's status as Stripe has it; what happened locally is the outcome (see states.py).
+    status: InvoiceStatus = Field(
+        default=InvoiceStatus.DRAFT, index=True, sa_type=StrEnumType(InvoiceStatus)
+    )
+    outcome: InvoiceOutcome | None = Field(
+        default=None, index=True, sa_type=StrEnumType(InvoiceOutcome)
+    )
     subtotal_minor: int = 0
     tax_minor: int = 0
     total_minor: int = 0
@@ -190,7 +210,7 @@ class Invoice(SQLModel, table=True):
     costs_estimated: bool = False
     collection_method: str = "charge_automatically"
     # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
-    push_step: str = "none"
+    push_step: PushStep = Field(default=PushStep.NONE, sa_type=StrEnumType(PushStep))
     stripe_invoice_id: str | None = Field(default=None, unique=True, index=True)
     # The PaymentIntent that paid it: how a refunded charge finds its invoice.
     stripe_payment_intent_id: str | None = Field(default=None, index=True)
@@ -208,13 +228,29 @@ class Invoice(SQLModel, table=True):
     created_at: datetime = _now_field()
     updated_at: datetime = _now_field()
 
+    @property
+    def display_status(self) -> DisplayStatus:
+        """The one word people see: the local outcome if any, else Stripe's status."""
+        return display_status(self.status, self.outcome)
+
+
+def display_status_in(words: Iterable[str]) -> ColumnElement[bool]:
+    """SQL: the invoice's display status is one of `words` (see states.display_status)."""
+    shown = {DisplayStatus(word) for word in words}
+    outcomes = [outcome for outcome, word in OUTCOME_DISPLAY.items() if word in shown]
+    statuses = [InvoiceStatus(w.value) for w in shown if w not in OUTCOME_DISPLAY.values()]
+    return or_(
+        and_(col(Invoice.outcome).is_not(None), col(Invoice.outcome).in_(outcomes)),
+        and_(col(Invoice.outcome).is_(None), col(Invoice.status).in_(statuses)),
+    )
+
 
 # One line of an invoice; amount_minor is rounded once, the invoice total is their sum.
 class InvoiceLine(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
     position: int = 0
-    kind: str  # base_fee, aws, overage, true_up, credit
+    kind: LineKind = Field(sa_type=StrEnumType(LineKind))
     description: str
     service: str | None = None
     metric: str | None = None
@@ -249,7 +285,7 @@ class StripeEvent(SQLModel, table=True):
     source: str = "sync"  # sync or webhook
     received_at: datetime = _now_field()
     processed_at: datetime | None = _time_field()
-    outcome: str | None = None  # applied, ignored, error
+    outcome: EventOutcome | None = Field(default=None, sa_type=StrEnumType(EventOutcome))
     error: str | None = Field(default=None, sa_column=Column(Text))
 
 
@@ -265,7 +301,9 @@ class ReconciliationRun(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     period: str = Field(index=True)
     actor: str = "system"
-    status: str = "running"  # running, complete, failed
+    status: ReconciliationStatus = Field(
+        default=ReconciliationStatus.RUNNING, sa_type=StrEnumType(ReconciliationStatus)
+    )
     tolerance_pct: Decimal = Field(default=Decimal("0.5"), sa_type=ExactDecimal(6))
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     stripe_requests: int = 0
@@ -289,8 +327,8 @@ class ReconciliationDiff(SQLModel, table=True):
     remote_value: str | None = None
     delta_minor: int = 0
     within_tolerance: bool = False
-    status: str = "open"  # open, resolved, gone
-    resolution: str | None = None  # synced, accepted, true_up
+    status: DiffStatus = Field(default=DiffStatus.OPEN, sa_type=StrEnumType(DiffStatus))
+    resolution: DiffResolution | None = Field(default=None, sa_type=StrEnumType(DiffResolution))
     resolution_note: str | None = None
     resolved_by: str | None = None
     resolved_at: datetime | None = _time_field()

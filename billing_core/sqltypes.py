@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import BigInteger, DateTime, TypeDecorator
+from sqlalchemy.types import BigInteger, DateTime, String, TypeDecorator
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -70,3 +71,27 @@ class UTCDateTime(TypeDecorator[datetime]):
     @property
     def python_type(self) -> type[datetime]:
         return datetime
+
+
+class StrEnumType(TypeDecorator[StrEnum]):
+    """A named state stored as its plain string (no database enum type); read back as a member.
+
+    A value outside the enum is refused on write and on read, so a typo never reaches a row.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else str(self.enum(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+    @property
+    def python_type(self) -> type[StrEnum]:
+        return self.enum

@@ -6,6 +6,7 @@ from billing_core.invoicing import run_worker
 from billing_core.invoicing.run_lock import lock_name, lock_status
 from billing_core.invoicing.runs import preview, test_cards_allowed
 from billing_core.periods import utcnow
+from billing_core.states import RunStatus
 from billing_core.views import invoice_run as run_view
 from pages.common import ui
 
@@ -50,7 +51,7 @@ if run_clicked:
                 stale_seconds=cfg.run_lock_stale_seconds,
             )
             run_id = run.id or 0
-            fresh = run.status == "requested"
+            fresh = run.status == RunStatus.REQUESTED
         if fresh:
             run_worker.start_in_background(ui.engine(), cfg, run_id, attach_test_cards=attach)
             st.toast(f"Run {run_id} started for {period}.")
@@ -102,7 +103,10 @@ def progress_panel() -> None:
     for err in run.errors[-10:]:
         who = err.get("customer") or err.get("step", "")
         st.error(f"{who}: {err.get('message')}")
-    if run.status in ("running", "requested") and st.session_state.get("watching") != run.id:
+    if (
+        run.status in (RunStatus.RUNNING, RunStatus.REQUESTED)
+        and st.session_state.get("watching") != run.id
+    ):
         st.session_state["watching"] = run.id
     elif run.status in run_view.FINISHED and st.session_state.get("watching") == run.id:
         st.session_state["watching"] = None

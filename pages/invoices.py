@@ -6,6 +6,7 @@ from billing_core.invoicing import export_csv as exports
 from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
+from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import invoices as inv
 from pages.common import ui
 
@@ -183,12 +184,12 @@ with tab_invoices:
         cur = i.currency
         st.markdown(f"### {i.number or f'Local invoice #{i.id}'} · {detail.customer} · {i.period}")
         m1, m2, m3, m4, m5 = st.columns(5)
-        m1.metric("Status", i.status)
+        m1.metric("Status", i.display_status)
         m2.metric("Total", ui.fmt(i.total_minor, cur))
         m3.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
         m4.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
         m5.metric("Attempts", i.attempt_count)
-        if i.status == "failed":
+        if i.display_status == DisplayStatus.FAILED:
             when = f"{i.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if i.next_payment_attempt else "-"
             st.warning(f"{i.last_error or 'Payment failed.'} Next automatic attempt: {when}.")
         links = [
@@ -199,7 +200,7 @@ with tab_invoices:
             st.markdown(" · ".join(link for link in links if link))
         elif i.is_demo:
             st.caption("Demo record: not a Stripe invoice, so there is no hosted page or PDF.")
-        if is_admin and i.status in pm.RETRYABLE:
+        if is_admin and i.display_status in pm.RETRYABLE:
             st.button(
                 "Retry payment",
                 key="inv_retry",
@@ -238,7 +239,7 @@ with tab_invoices:
     # ------------------------------------------------------------ failed payments
     st.subheader("Failed payments")
     with ui.stop_on_error(), ui.db() as session:
-        failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=("failed",)))
+        failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=(DisplayStatus.FAILED,)))
     if failed.empty:
         st.caption("No failed payments.")
     else:
@@ -302,7 +303,7 @@ with tab_payments:
 with tab_events:
     outcome = st.selectbox(
         "Outcome",
-        [None, "applied", "ignored", "unmatched", "error"],
+        [None, *EventOutcome],
         format_func=lambda o: "All" if o is None else o,
         key="ev_outcome",
     )

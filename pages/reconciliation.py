@@ -6,6 +6,7 @@ from billing_core.periods import Period, utcnow
 from billing_core.reconciliation import resolve
 from billing_core.reconciliation import runs as reconciliation_runs
 from billing_core.reconciliation.diffing import KINDS, Tolerance
+from billing_core.states import ReconciliationStatus
 from billing_core.views import reconciliation as reconcile_view
 from pages.common import ui
 
@@ -157,7 +158,7 @@ if identity.can("admin"):
                     reader=reconciliation_runs.make_reader(ui.settings()),
                     actor=identity.actor,
                 )
-            show = st.success if result.status == "complete" else st.error
+            show = st.success if result.status == ReconciliationStatus.COMPLETE else st.error
             show("\n\n".join(result.describe()))
         except Exception as exc:
             ui.show_error(exc)

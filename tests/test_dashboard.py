@@ -2,7 +2,7 @@ from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
 from billing_core.db import make_engine
-from billing_core.models import Invoice
+from billing_core.models import Invoice, display_status_in
 from tests.conftest import ROOT
 
 
@@ -14,7 +14,7 @@ def test_dashboard_demo_mode_overview(app_env: dict[str, str]) -> None:
     assert metrics["Active customers"] == "9"
     with Session(make_engine(app_env["DATABASE_URL"])) as s:
         open_count = s.exec(
-            select(func.count()).select_from(Invoice).where(Invoice.status == "open")
+            select(func.count()).select_from(Invoice).where(display_status_in(["open"]))
         ).one()
     assert metrics["Open invoices"] == str(open_count)
 

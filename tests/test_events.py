@@ -129,7 +129,8 @@ def test_failed_payment_shows_attempts_and_next_attempt(world: StripeWorld) -> N
         world.client.v1.invoices.pay(remote["id"])
     _store_and_apply(world, world.server.events(type="invoice.payment_failed"))
     row = world.local(local.id)
-    assert row.status == "failed" and row.attempt_count == 1
+    assert row.display_status == "failed" and row.attempt_count == 1
+    assert (row.status, row.outcome) == ("open", "payment_failed")  # Stripe's status kept
     assert row.next_payment_attempt is not None and "attempt 1 failed" in row.last_error
 
 

@@ -347,9 +347,10 @@ def test_declined_card_is_recorded_while_the_others_succeed(
     settings = _settings(demo_db_url, server)
     result = _run(demo_engine, settings, attach=False)
     assert result.exit_code == 1 and result.status == "partial"
-    birch = next(i for i in _invoices(demo_engine) if i.status == "failed")
+    birch = next(i for i in _invoices(demo_engine) if i.display_status == "failed")
+    assert (birch.status, birch.outcome) == ("open", "payment_failed")  # Stripe's status kept
     assert "declined" in (birch.last_error or "") and birch.pay_attempt == 1
-    assert sum(1 for i in _invoices(demo_engine) if i.status in ("paid", "open")) == 8
+    assert sum(1 for i in _invoices(demo_engine) if i.display_status in ("paid", "open")) == 8
     with Session(demo_engine) as s:
         run = s.exec(select(InvoiceRun)).one()
     assert run.failed_count == 1 and "declined" in run.errors[0]["message"]
@@ -365,7 +366,7 @@ def test_customer_without_payment_method_gets_a_clear_error(
 ) -> None:
     result = _run(demo_engine, _settings(demo_db_url, server), attach=False)
     assert result.exit_code == 1
-    failed = [i for i in _invoices(demo_engine) if i.status == "failed"]
+    failed = [i for i in _invoices(demo_engine) if i.display_status == "failed"]
     assert len(failed) == 7  # every charge_automatically demo customer
     assert all("no default payment method" in (i.last_error or "") for i in failed)
     assert sum(1 for i in _invoices(demo_engine) if i.push_step == "sent") == 2
@@ -452,7 +453,8 @@ def test_negative_total_is_not_charged_and_the_credit_is_carried(
         )
     result = _run(demo_engine, _settings(demo_db_url, server))
     assert result.exit_code == 0
-    credit = next(i for i in _invoices(demo_engine) if i.status == "credit")
+    credit = next(i for i in _invoices(demo_engine) if i.display_status == "credit")
+    assert (credit.status, credit.outcome) == ("draft", "credit_carried")  # never in Stripe
     assert credit.total_minor < 0 and credit.stripe_invoice_id is None
     assert "nothing was charged" in (credit.last_error or "")
     assert len(server.invoices()) == 8

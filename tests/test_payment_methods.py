@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from billing_core.auth import LOCAL_ADMIN, Identity
 from billing_core.db import session_scope
 from billing_core.errors import PermissionDenied, ValidationError
-from billing_core.models import AuditEntry, Invoice
+from billing_core.models import AuditEntry, Invoice, display_status_in
 from billing_core.payments import payment_methods as pm
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
@@ -104,7 +104,7 @@ def test_retry_payment_declined_then_paid_uses_new_keys(world: StripeWorld) -> N
         first = pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
     assert not first.paid and "declined" in first.message
     row = world.local(local.id)
-    assert row.status == "failed" and row.pay_attempt == 1 and row.attempt_count == 1
+    assert row.display_status == "failed" and row.pay_attempt == 1 and row.attempt_count == 1
     # The customer fixes the card; the retry must not replay the stored decline.
     world.server.attach_card(cus.stripe_customer_id, "pm_card_visa")
     with session_scope(world.engine) as s:
@@ -128,6 +128,6 @@ def test_retry_refuses_paid_and_demo_invoices(world: StripeWorld, demo_engine) -
     with session_scope(world.engine) as s, pytest.raises(ValidationError, match="only open"):
         pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
     with session_scope(demo_engine) as s:
-        failed = s.exec(select(Invoice).where(Invoice.status == "failed")).first()
+        failed = s.exec(select(Invoice).where(display_status_in(["failed"]))).first()
         with pytest.raises(ValidationError, match="demo record"):
             pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=failed.id, now=NOW)

@@ -114,7 +114,7 @@ def test_admin_accept_needs_a_note_then_sync_status(app_env: dict[str, str]) -> 
     assert any("synced from Stripe" in s.value for s in at.success)
     with db(app_env) as s:
         invoice = s.get(Invoice, status.invoice_id)
-        assert invoice is not None and invoice.status == "paid"
+        assert invoice is not None and invoice.status == "paid" and invoice.outcome is None
 
 
 def test_admin_runs_a_reconciliation(app_env: dict[str, str]) -> None:

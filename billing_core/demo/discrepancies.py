@@ -41,6 +41,7 @@ from billing_core.reconciliation.diffing import (
 from billing_core.reconciliation.findings import aws_findings, usage_findings
 from billing_core.reconciliation.gather import DEMO_SCOPE, local_record, stripe_record
 from billing_core.reconciliation.runs import store_findings
+from billing_core.states import InvoiceStatus, ReconciliationStatus
 
 # (customer key, service, record type, USD amount) that AWS added after the month was billed.
 RESTATEMENTS: tuple[tuple[str, str, str, Decimal], ...] = (
@@ -68,7 +69,9 @@ def seed_discrepancies(session: Session, now: datetime) -> dict[str, int]:
     session.flush()
 
     tolerance = Tolerance()
-    run = ReconciliationRun(period=str(period), actor="demo", status="running", started_at=now)
+    run = ReconciliationRun(
+        period=str(period), actor="demo", status=ReconciliationStatus.RUNNING, started_at=now
+    )
     session.add(run)
     session.flush()
     canned = _canned_stripe_findings(session, period, by_key, tolerance)
@@ -76,7 +79,7 @@ def seed_discrepancies(session: Session, now: datetime) -> dict[str, int]:
     local = (aws[0] if aws else []) + usage_findings(session, period, tolerance)
     stats = store_findings(session, run, canned, STRIPE_KINDS, now=now, scope=DEMO_SCOPE)
     store_findings(session, run, local, AWS_KINDS + USAGE_KINDS, now=now)
-    run.status = "complete"
+    run.status = ReconciliationStatus.COMPLETE
     run.finished_at = now
     run.counts = {
         "kinds": tally(canned + local),
@@ -176,7 +179,7 @@ def _as_stripe(
         "customer": {"id": customer, "object": "customer"},
         "currency": inv.currency.lower(),
         "total": inv.total_minor,
-        "status": "open" if inv.status == "failed" else inv.status,
+        "status": str(inv.status),  # Stripe's status: a failed charge leaves it open
         "created": int((period.end_at + timedelta(days=3)).timestamp()),
         "metadata": {"local_invoice_id": str(inv.id), "period": str(period)},
         "lines": {"object": "list", "data": data, "has_more": False, "total_count": len(data)},
@@ -199,7 +202,7 @@ def _perturb(key: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         _bump_line(obj, 1, 2500)
         _bump_line(obj, 2, -2500)
     elif key == "dune":  # status: paid in Stripe, open locally
-        obj["status"] = "paid"
+        obj["status"] = InvoiceStatus.PAID
     elif key == "iris":  # missing in Stripe
         return None
     elif key == "fjord":  # currency
@@ -220,7 +223,7 @@ def _outside_invoice(period: Period) -> dict[str, Any]:
         "customer": {"id": "cus_demo_acme", "object": "customer"},
         "currency": "eur",
         "total": 25000,
-        "status": "open",
+        "status": InvoiceStatus.OPEN,
         "created": int((period.end_at + timedelta(days=9)).timestamp()),
         "metadata": {"period": str(period)},
         "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1},

@@ -17,16 +17,17 @@ from billing_core.demo.catalog import (
 from billing_core.models import Customer, ExchangeRate, Invoice, InvoiceLine, Plan
 from billing_core.money import round_minor
 from billing_core.periods import Period
+from billing_core.states import DisplayStatus, LineKind, PushStep, split_display_status
 
 _UNIT_PRECISION = Decimal("0.0000000001")
 # (customer key, months before the newest demo month) -> outcome other than "paid".
-_OUTCOMES: dict[tuple[str, int], str] = {
-    ("dune", 0): "open",
-    ("granite", 0): "open",
-    ("birch", 0): "failed",
-    ("fjord", 2): "failed",
-    ("iris", 5): "void",
-    ("granite", 7): "uncollectible",
+_OUTCOMES: dict[tuple[str, int], DisplayStatus] = {
+    ("dune", 0): DisplayStatus.OPEN,
+    ("granite", 0): DisplayStatus.OPEN,
+    ("birch", 0): DisplayStatus.FAILED,
+    ("fjord", 2): DisplayStatus.FAILED,
+    ("iris", 5): DisplayStatus.VOID,
+    ("granite", 7): DisplayStatus.UNCOLLECTIBLE,
 }
 
 
@@ -55,7 +56,7 @@ def seed_invoice_history(session: Session, now: datetime) -> dict[str, int]:
             seq += 1
             customer = customers[spec.email]
             plan = plans[customer.plan_id]
-            outcome = _OUTCOMES.get((spec.key, age), "paid")
+            outcome = _OUTCOMES.get((spec.key, age), DisplayStatus.PAID)
             _add_invoice(session, customer, plan, spec, period, outcome, seq)
             count += 1
     return {"invoices": count, "exchange rates": len(periods) * len(currencies)}
@@ -67,7 +68,7 @@ def _add_invoice(
     plan: Plan,
     spec: DemoCustomer,
     period: Period,
-    outcome: str,
+    outcome: DisplayStatus,
     seq: int,
 ) -> None:
     rate = usd_to(customer.currency, period)
@@ -77,12 +78,13 @@ def _add_invoice(
         customer_id=customer.id or 0,
         period=str(period),
         currency=customer.currency,
-        status=outcome,
+        status=split_display_status(outcome)[0],
+        outcome=split_display_status(outcome)[1],
         cost_currency="USD",
         fx_rate=rate if customer.currency != "USD" else None,
         fx_source=FX_SOURCE if customer.currency != "USD" else None,
         collection_method=customer.collection_method,
-        push_step="paid" if outcome == "paid" else "finalized",
+        push_step=PushStep.PAID if outcome == DisplayStatus.PAID else PushStep.FINALIZED,
         number=f"DEMO-{period}-{seq:04d}",
         is_demo=True,
         issued_at=issued,
@@ -95,7 +97,7 @@ def _add_invoice(
         InvoiceLine(
             invoice_id=invoice.id or 0,
             position=0,
-            kind="base_fee",
+            kind=LineKind.BASE_FEE,
             description=f"{plan.name.title()} plan, {period}",
             unit_amount=Decimal(plan.base_fee_minor) / 100,
             amount_minor=plan.base_fee_minor,
@@ -106,7 +108,7 @@ def _add_invoice(
             InvoiceLine(
                 invoice_id=invoice.id or 0,
                 position=pos,
-                kind="aws",
+                kind=LineKind.AWS,
                 description=f"{service}, {period}",
                 service=service,
                 unit_amount=(usd * markup * rate).quantize(_UNIT_PRECISION),
@@ -117,14 +119,14 @@ def _add_invoice(
     total = sum(line.amount_minor for line in lines)
     invoice.subtotal_minor = total
     invoice.total_minor = total
-    if outcome == "paid":
+    if outcome == DisplayStatus.PAID:
         invoice.amount_paid_minor = total
         invoice.paid_at = issued + timedelta(days=1 + seq % 9)
         invoice.attempt_count = 1
-    elif outcome == "failed":
+    elif outcome == DisplayStatus.FAILED:
         invoice.attempt_count = 2
         invoice.next_payment_attempt = issued + timedelta(days=5)
         invoice.last_error = "Card declined (insufficient_funds). Stripe retries automatically."
-    elif outcome == "uncollectible":
+    elif outcome == DisplayStatus.UNCOLLECTIBLE:
         invoice.attempt_count = 4
         invoice.last_error = "Marked uncollectible after four failed attempts."

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.demo.catalog import CUSTOMERS
 from billing_core.models import Customer, Invoice, StripeEvent
+from billing_core.states import DisplayStatus, EventOutcome, InvoiceStatus
 
 # Default payment method per demo customer key, as mirrored from Stripe ("type brand last4").
 # dune and granite pay by bank transfer (send_invoice); iris's card expired and was removed.
@@ -72,7 +73,7 @@ class _Events:
                 invoice_id=invoice.id,
                 received_at=at,
                 processed_at=at,
-                outcome="applied",
+                outcome=EventOutcome.APPLIED,
             )
         )
         self.count += 1
@@ -87,31 +88,41 @@ def _invoice_events(ev: _Events, inv: Invoice, age: int, key: str) -> None:
         n += 1
         ev.add(inv, n, type_, at, **obj)
 
-    add("invoice.finalized", issued, status="open", attempt_count=0)
+    add("invoice.finalized", issued, status=InvoiceStatus.OPEN, attempt_count=0)
     if inv.collection_method == "send_invoice":
-        add("invoice.sent", issued + timedelta(minutes=1), status="open")
-    failures = {"failed": inv.attempt_count, "uncollectible": inv.attempt_count}.get(inv.status, 0)
-    if inv.status == "paid" and (key, age) in _PAID_ON_RETRY:
+        add("invoice.sent", issued + timedelta(minutes=1), status=InvoiceStatus.OPEN)
+    failed = (DisplayStatus.FAILED, DisplayStatus.UNCOLLECTIBLE)
+    failures = inv.attempt_count if inv.display_status in failed else 0
+    if inv.status == InvoiceStatus.PAID and (key, age) in _PAID_ON_RETRY:
         inv.attempt_count = 2
         failures = 1
     for k in range(1, failures + 1):
         add(
             "invoice.payment_failed",
             issued + timedelta(days=3 * (k - 1), hours=1),
-            status="open",
+            status=InvoiceStatus.OPEN,
             attempt_count=k,
             last_payment_error=_DECLINE,
         )
-    if inv.status == "paid" and inv.paid_at:
+    if inv.status == InvoiceStatus.PAID and inv.paid_at:
         if inv.collection_method == "charge_automatically":
             add("invoice.payment_succeeded", inv.paid_at, attempt_count=inv.attempt_count)
-        add("invoice.paid", inv.paid_at, status="paid", amount_paid=inv.amount_paid_minor)
-    elif inv.status == "void":
-        add("invoice.voided", issued + timedelta(days=10), status="void")
-    elif inv.status == "uncollectible":
-        add("invoice.marked_uncollectible", issued + timedelta(days=12), status="uncollectible")
+        add(
+            "invoice.paid",
+            inv.paid_at,
+            status=InvoiceStatus.PAID,
+            amount_paid=inv.amount_paid_minor,
+        )
+    elif inv.status == InvoiceStatus.VOID:
+        add("invoice.voided", issued + timedelta(days=10), status=InvoiceStatus.VOID)
+    elif inv.status == InvoiceStatus.UNCOLLECTIBLE:
+        add(
+            "invoice.marked_uncollectible",
+            issued + timedelta(days=12),
+            status=InvoiceStatus.UNCOLLECTIBLE,
+        )
     share = _REFUNDS.get((key, age))
-    if share and inv.status == "paid" and inv.paid_at:
+    if share and inv.status == InvoiceStatus.PAID and inv.paid_at:
         inv.amount_refunded_minor = inv.total_minor * share[0] // share[1]
         add(
             "charge.refunded",
@@ -146,7 +157,7 @@ def seed_payments(session: Session, now: datetime) -> dict[str, int]:
             payload={"id": "evt_demo_unhandled_1", "type": "billing_portal.session.created"},
             source="demo",
             processed_at=now - timedelta(days=2),
-            outcome="ignored",
+            outcome=EventOutcome.IGNORED,
         )
     )
     return {"payment events": ev.count + 1, "refunded invoices": refunded}

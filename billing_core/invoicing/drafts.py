@@ -39,6 +39,7 @@ from billing_core.models import (
 )
 from billing_core.money import display
 from billing_core.periods import Period
+from billing_core.states import InvoiceOutcome, InvoiceStatus
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             customer_id=draft.customer_id,
             period=draft.period,
             currency=draft.currency,
-            status="draft",
+            status=InvoiceStatus.DRAFT,
             subtotal_minor=draft.total_minor,
             total_minor=draft.total_minor,
             fx_rate=draft.fx_rate,
@@ -181,7 +182,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             run_id=run_id,
         )
         if draft.total_minor < 0:
-            invoice.status = "credit"
+            invoice.outcome = InvoiceOutcome.CREDIT_CARRIED
             invoice.last_error = (
                 f"Credits exceed charges by {display(-draft.total_minor, draft.currency)}: "
                 f"nothing was charged or sent to Stripe; the credit is carried to {next_period}."

@@ -23,6 +23,7 @@ from sqlmodel import Session, col
 
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.money import exponent, format_minor
+from billing_core.states import display_status
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
 INVOICE_COLUMNS = (
@@ -113,6 +114,7 @@ def _invoice_query(f: InvoiceFilter) -> Any:
             col(Invoice.amount_paid_minor),
             col(Invoice.amount_refunded_minor),
             col(Invoice.status),
+            col(Invoice.outcome),
             col(Invoice.issued_at),
             col(Invoice.paid_at),
             col(Invoice.stripe_invoice_id),
@@ -143,6 +145,7 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
             paid,
             refunded,
             status,
+            outcome,
             issued,
             paid_at,
             stripe_id,
@@ -160,7 +163,7 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
                 plain_amount(total, cur),
                 plain_amount(paid, cur),
                 plain_amount(refunded, cur),
-                status,
+                display_status(status, outcome),
                 _iso(issued),
                 _iso(paid_at),
                 stripe_id or "",

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from billing_core.errors import ExchangeRateMissing
 from billing_core.money import cross_rate, minor_to_decimal, round_minor
+from billing_core.states import LineKind
 from billing_core.usage.overage import overage_minor, overage_quantity
 
 COST_CURRENCY = "USD"
@@ -108,7 +109,7 @@ class PricingInput:
 class DraftLine:
     """One invoice line; `amount_minor` is the one rounded figure."""
 
-    kind: str  # base_fee, aws, overage, true_up, credit
+    kind: LineKind
     description: str
     amount_minor: int
     quantity: Decimal = Decimal(1)
@@ -177,7 +178,7 @@ def _base_fee_line(inp: PricingInput, factor: Decimal) -> DraftLine:
     amount = minor_to_decimal(plan.base_fee_minor, plan.currency) * factor
     minor = plan.base_fee_minor if factor == 1 else round_minor(amount, inp.currency)
     return DraftLine(
-        kind="base_fee",
+        kind=LineKind.BASE_FEE,
         description=f"{plan.name.title()} plan, {inp.period}",
         amount_minor=minor,
         unit_amount=_unit(amount),
@@ -197,7 +198,7 @@ def _aws_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
         amount = usd * markup * factor
         out.append(
             DraftLine(
-                kind="aws",
+                kind=LineKind.AWS,
                 description=f"AWS {service}, {inp.period}{note}",
                 amount_minor=round_minor(amount, inp.currency),
                 unit_amount=_unit(amount),
@@ -220,7 +221,7 @@ def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
         unit = f" {terms.unit}" if terms.unit else ""
         out.append(
             DraftLine(
-                kind="overage",
+                kind=LineKind.OVERAGE,
                 description=(
                     f"{terms.metric}: {over.normalize():f}{unit} over the "
                     f"{terms.included.normalize():f} included, {inp.period}"
@@ -247,7 +248,7 @@ def _true_up_line(item: TrueUpItem, currency: str, rates: Rates) -> DraftLine:
         )
         minor = round_minor(amount, currency)
     return DraftLine(
-        kind="true_up" if minor >= 0 else "credit",
+        kind=LineKind.TRUE_UP if minor >= 0 else LineKind.CREDIT,
         description=item.description,
         amount_minor=minor,
         unit_amount=_unit(amount),

@@ -12,8 +12,8 @@ step taken from Stripe's state, so lines are never added twice. A declined payme
 `pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
 
 Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
-is kept as a credit and the amount is carried to the next period as a TrueUp, which the next
-run bills as a credit line."""
+is kept as a draft with outcome "credit_carried" (shown as "credit") and the amount is carried
+to the next period as a TrueUp, which the next run bills as a credit line."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from billing_core.models import (
     InvoiceLine,
 )
 from billing_core.periods import Period, utcnow
+from billing_core.states import InvoiceOutcome, InvoiceStatus, PushStep
 from billing_core.stripe import gateway as gw
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,14 @@ TEST_CARD = "pm_card_visa"
 
 
 # Invoices in these states need nothing more from a run.
-DONE_STEPS = frozenset({"paid", "sent"})
+DONE_STEPS = frozenset({PushStep.PAID, PushStep.SENT})
 
 
-FINAL_STATUSES = frozenset({"paid", "void", "uncollectible", "credit"})
+FINAL_STATUSES = frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE})
+
+
+# A credit carried forward is never sent to Stripe.
+FINAL_OUTCOMES = frozenset({InvoiceOutcome.CREDIT_CARRIED})
 
 
 Progress = Callable[[str], None]
@@ -138,15 +143,21 @@ class Pusher:
             "invoice_pdf": obj.invoice_pdf,
             "attempt_count": obj.attempt_count or 0,
         }
-        if obj.status in ("open", "paid", "void", "uncollectible"):
+        if obj.status in (
+            InvoiceStatus.OPEN,
+            InvoiceStatus.PAID,
+            InvoiceStatus.VOID,
+            InvoiceStatus.UNCOLLECTIBLE,
+        ):
             values["status"] = obj.status
+            values["outcome"] = None  # Stripe's state now: a failed charge is re-read as open
             if obj.status_transitions and obj.status_transitions.finalized_at:
                 values["issued_at"] = datetime.fromtimestamp(
                     obj.status_transitions.finalized_at, tz=utcnow().tzinfo
                 )
-        if obj.status == "paid":
+        if obj.status == InvoiceStatus.PAID:
             values["amount_paid_minor"] = obj.amount_paid
-            values["push_step"] = "paid"
+            values["push_step"] = PushStep.PAID
             values["last_error"] = None
             paid_at = obj.status_transitions.paid_at if obj.status_transitions else None
             values["paid_at"] = (
@@ -194,7 +205,13 @@ class Pusher:
         snap = self._load(invoice_id)
         inv, cus = snap.invoice, snap.customer
         outcome = PushOutcome(
-            invoice_id, cus.id or 0, cus.name, False, inv.status, inv.total_minor, inv.currency
+            invoice_id,
+            cus.id or 0,
+            cus.name,
+            False,
+            inv.display_status,
+            inv.total_minor,
+            inv.currency,
         )
         calls_before = self.caller.calls
         step = "customer"
@@ -204,14 +221,18 @@ class Pusher:
             stripe_customer = self.ensure_customer(cus)
             step = "create"
             inv, current = self._created(snap, stripe_customer)
-            while current not in DONE_STEPS and inv.status not in FINAL_STATUSES:
+            while (
+                current not in DONE_STEPS
+                and inv.status not in FINAL_STATUSES
+                and inv.outcome not in FINAL_OUTCOMES
+            ):
                 step = _action(current, inv.collection_method)
                 inv, current = self._advance(inv, snap, current)
             outcome.ok = True
-            outcome.status = inv.status
+            outcome.status = inv.display_status
         except stripe.StripeError as exc:
             outcome.problem = self._fail(snap, step, exc)
-            outcome.status = self._load(invoice_id).invoice.status
+            outcome.status = self._load(invoice_id).invoice.display_status
         except BillingError as exc:
             outcome.problem = CustomerProblem(
                 cus.id or 0, cus.name, step, str(exc), invoice_id=invoice_id
@@ -226,10 +247,10 @@ class Pusher:
         iid = inv.id or 0
         if inv.stripe_invoice_id is None:
             found = None
-            if inv.push_step == "creating":  # an earlier create may have reached Stripe
+            if inv.push_step == PushStep.CREATING:  # an earlier create may have reached Stripe
                 found = gw.find_invoice(self.caller, customer=stripe_customer, local_invoice_id=iid)
             if found is None:
-                inv = self._save(iid, push_step="creating")
+                inv = self._save(iid, push_step=PushStep.CREATING)
                 obj = gw.create_invoice(
                     self.caller,
                     key=f"{self.ns}-inv-{iid}-create",
@@ -246,10 +267,13 @@ class Pusher:
                     description=f"Services for {inv.period}",
                 )
                 self._mark(iid, "create")
-                inv = self._save(iid, stripe_invoice_id=obj.id, push_step="created")
-                return inv, "created"
+                inv = self._save(iid, stripe_invoice_id=obj.id, push_step=PushStep.CREATED)
+                return inv, PushStep.CREATED
             return self._resume_from(snap, found)
-        if inv.push_step in ("created", "lines_added", "finalized") or inv.status == "failed":
+        if (
+            inv.push_step in (PushStep.CREATED, PushStep.LINES_ADDED, PushStep.FINALIZED)
+            or inv.outcome == InvoiceOutcome.PAYMENT_FAILED
+        ):
             # Resumed from an earlier attempt: Stripe's state decides the next step.
             obj = gw.retrieve_invoice(self.caller, inv.stripe_invoice_id)
             return self._resume_from(snap, obj)
@@ -258,19 +282,19 @@ class Pusher:
     def _resume_from(self, snap: _Snapshot, obj: stripe.Invoice) -> tuple[Invoice, str]:
         iid = snap.invoice.id or 0
         expected = sum(line.amount_minor for line in snap.lines)
-        if obj.status == "draft":
+        if obj.status == InvoiceStatus.DRAFT:
             has_lines = bool(obj.lines and obj.lines.data)
             if has_lines and obj.total != expected:
                 raise PaymentProviderError(
                     f"Stripe invoice {obj.id} is a draft with total {obj.total} but the local "
                     f"invoice totals {expected}: check it in the Stripe dashboard before retrying."
                 )
-            step = "lines_added" if has_lines else "created"
+            step = PushStep.LINES_ADDED if has_lines else PushStep.CREATED
             return self._save(iid, stripe_invoice_id=obj.id, push_step=step), step
         inv = self._sync_from_stripe(iid, obj)
-        if obj.status == "open":
-            step = "finalized"
-            if inv.push_step not in ("finalized",):
+        if obj.status == InvoiceStatus.OPEN:
+            step = PushStep.FINALIZED
+            if inv.push_step not in (PushStep.FINALIZED,):
                 inv = self._save(iid, push_step=step)
             return inv, step
         return inv, inv.push_step
@@ -278,7 +302,7 @@ class Pusher:
     def _advance(self, inv: Invoice, snap: _Snapshot, step: str) -> tuple[Invoice, str]:
         iid = inv.id or 0
         sid = inv.stripe_invoice_id or ""
-        if step == "created":
+        if step == PushStep.CREATED:
             lines = [_stripe_line(line, inv) for line in snap.lines]
             obj = gw.add_invoice_lines(
                 self.caller, key=f"{self.ns}-inv-{iid}-lines", stripe_invoice_id=sid, lines=lines
@@ -289,31 +313,31 @@ class Pusher:
                     f"Stripe totals invoice {sid} at {obj.total} but the draft totals "
                     f"{inv.total_minor} ({inv.currency} minor units); not finalized."
                 )
-            return self._save(iid, push_step="lines_added"), "lines_added"
-        if step == "lines_added":
+            return self._save(iid, push_step=PushStep.LINES_ADDED), PushStep.LINES_ADDED
+        if step == PushStep.LINES_ADDED:
             obj = gw.finalize_invoice(
                 self.caller, key=f"{self.ns}-inv-{iid}-finalize", stripe_invoice_id=sid
             )
             self._mark(iid, "finalize")
             inv = self._sync_from_stripe(iid, obj)
-            if obj.status == "paid":  # Stripe settles a zero-amount invoice on finalization
-                return inv, "paid"
-            return self._save(iid, push_step="finalized"), "finalized"
-        if step == "finalized":
+            if obj.status == InvoiceStatus.PAID:  # Stripe settles a zero-amount invoice at once
+                return inv, PushStep.PAID
+            return self._save(iid, push_step=PushStep.FINALIZED), PushStep.FINALIZED
+        if step == PushStep.FINALIZED:
             if inv.collection_method == "send_invoice":
                 obj = gw.send_invoice(
                     self.caller, key=f"{self.ns}-inv-{iid}-send", stripe_invoice_id=sid
                 )
                 self._mark(iid, "send")
                 self._sync_from_stripe(iid, obj)
-                return self._save(iid, push_step="sent", last_error=None), "sent"
+                return self._save(iid, push_step=PushStep.SENT, last_error=None), PushStep.SENT
             obj = gw.pay_invoice(
                 self.caller,
                 key=f"{self.ns}-inv-{iid}-pay-{inv.pay_attempt}",
                 stripe_invoice_id=sid,
             )
             self._mark(iid, "pay")
-            return self._sync_from_stripe(iid, obj), "paid"
+            return self._sync_from_stripe(iid, obj), PushStep.PAID
         raise ValidationError(f"Invoice {iid} is in an unknown push step {step!r}.")
 
     def _fail(self, snap: _Snapshot, step: str, exc: stripe.StripeError) -> CustomerProblem:
@@ -335,7 +359,7 @@ class Pusher:
             with session_scope(self.engine) as s:
                 fresh = s.get(Invoice, iid)
                 assert fresh is not None
-                fresh.status = "failed"
+                fresh.outcome = InvoiceOutcome.PAYMENT_FAILED
                 fresh.pay_attempt += 1
                 fresh.attempt_count += 1
                 fresh.last_error = message
@@ -366,9 +390,9 @@ def _update_row(engine: Engine, model: type[_Row], row_id: int, values: dict[str
 
 def _action(step: str, collection_method: str) -> str:
     """The Stripe call that moves an invoice on from `step` (named in errors)."""
-    if step == "created":
+    if step == PushStep.CREATED:
         return "lines"
-    if step == "lines_added":
+    if step == PushStep.LINES_ADDED:
         return "finalize"
     return "pay" if collection_method == "charge_automatically" else "send"
 

@@ -27,10 +27,11 @@ from billing_core.invoicing.push import Progress
 from billing_core.invoicing.runs import RunOptions, RunResult, check_period, run_invoices
 from billing_core.models import InvoiceRun
 from billing_core.periods import Period, as_utc, utcnow
+from billing_core.states import RunStatus
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("requested", "running")
+ACTIVE = (RunStatus.REQUESTED, RunStatus.RUNNING)
 DEFAULT_STALE_SECONDS: int = Settings.model_fields["run_lock_stale_seconds"].default
 
 
@@ -64,7 +65,7 @@ def request_run(
         silent = int(
             (utcnow() - as_utc(active.heartbeat_at or active.requested_at)).total_seconds()
         )
-        active.status = "failed"
+        active.status = RunStatus.FAILED
         active.finished_at = utcnow()
         active.errors = [
             *active.errors,
@@ -79,7 +80,7 @@ def request_run(
         period=str(period),
         trigger="button",
         actor=identity.actor,
-        status="requested",
+        status=RunStatus.REQUESTED,
         customer_filter=customer_id,
     )
     session.add(run)
@@ -100,7 +101,7 @@ def _dead(run: InvoiceRun, stale_seconds: int) -> bool:
     Measured on the real clock, like the heartbeats themselves. A request nobody claimed yet is
     never dead: the page starts a worker for it again.
     """
-    if run.status != "running":
+    if run.status != RunStatus.RUNNING:
         return False
     beat = as_utc(run.heartbeat_at or run.started_at or run.requested_at)
     return (utcnow() - beat).total_seconds() > stale_seconds
@@ -112,8 +113,8 @@ def claim(engine: Engine, run_id: int) -> bool:
     with engine.begin() as conn:
         count = conn.execute(
             update(table)
-            .where(table.c.id == run_id, table.c.status == "requested")
-            .values(status="running")
+            .where(table.c.id == run_id, table.c.status == RunStatus.REQUESTED)
+            .values(status=RunStatus.RUNNING)
         ).rowcount
     return count == 1
 
@@ -156,7 +157,7 @@ def _record_failure(engine: Engine, run_id: int, message: str) -> None:
         if run is None:
             return
         if run.status in ACTIVE:
-            run.status = "failed"
+            run.status = RunStatus.FAILED
         if not any(e.get("message") == message for e in run.errors):
             run.errors = [*run.errors, {"step": "run", "message": message}]
         run.finished_at = utcnow()
@@ -191,7 +192,7 @@ def execute_pending(
             r.id
             for r in s.exec(
                 select(InvoiceRun)
-                .where(InvoiceRun.status == "requested")
+                .where(InvoiceRun.status == RunStatus.REQUESTED)
                 .order_by(col(InvoiceRun.id))
             ).all()
             if r.id is not None

@@ -49,6 +49,7 @@ from billing_core.models import (
 )
 from billing_core.money import display
 from billing_core.periods import Period, utcnow
+from billing_core.states import InvoiceOutcome, RunStatus
 from billing_core.stripe import gateway as gw
 from billing_core.stripe.keys import install_id
 from billing_core.stripe.rate_limit import TokenBucket
@@ -130,6 +131,7 @@ def pending_invoice_ids(session: Session, period: Period, customer_id: int | Non
             Invoice.period == str(period),
             col(Invoice.is_demo).is_(False),
             col(Invoice.status).not_in(FINAL_STATUSES),
+            col(Invoice.outcome).is_distinct_from(InvoiceOutcome.CREDIT_CARRIED),
             col(Invoice.push_step).not_in(DONE_STEPS),
         )
         .order_by(col(Invoice.id))
@@ -180,7 +182,7 @@ def run_invoices(
     try:
         lock.acquire()
     except BillingError as exc:
-        _finish_run(engine, run_id, "locked", [{"step": "lock", "message": str(exc)}])
+        _finish_run(engine, run_id, RunStatus.LOCKED, [{"step": "lock", "message": str(exc)}])
         raise
     lock.on_beat = lambda: _beat_run(engine, run_id)
     lock.start_heartbeat()
@@ -221,7 +223,7 @@ def _start_run(engine: Engine, opts: RunOptions, run_id: int | None) -> int:
                 actor=opts.actor,
                 customer_filter=opts.customer_id,
             )
-        run.status = "running"
+        run.status = RunStatus.RUNNING
         run.started_at = run.heartbeat_at = utcnow()
         s.add(run)
         s.flush()
@@ -240,7 +242,7 @@ def _finish_run(engine: Engine, run_id: int, status: str, errors: list[dict[str,
     with session_scope(engine) as s:
         run = s.get(InvoiceRun, run_id)
         if run is not None:
-            run.status = status
+            run.status = RunStatus(status)
             run.errors = list(run.errors or []) + errors
             run.finished_at = run.heartbeat_at = utcnow()
             s.add(run)
@@ -255,9 +257,9 @@ def _record_stop(engine: Engine, run_id: int, exc: Exception) -> None:
     try:
         with session_scope(engine) as s:
             run = s.get(InvoiceRun, run_id)
-            if run is None or run.status != "running":
+            if run is None or run.status != RunStatus.RUNNING:
                 return  # already finished with its own message
-            run.status = "failed"
+            run.status = RunStatus.FAILED
             run.errors = [*run.errors, {"step": "run", "message": message}]
             run.finished_at = run.heartbeat_at = utcnow()
             s.add(run)
@@ -271,12 +273,12 @@ def _abandon_others(engine: Engine, period: str, run_id: int) -> int:
         stale = s.exec(
             select(InvoiceRun).where(
                 InvoiceRun.period == period,
-                InvoiceRun.status == "running",
+                InvoiceRun.status == RunStatus.RUNNING,
                 InvoiceRun.id != run_id,
             )
         ).all()
         for run in stale:
-            run.status = "failed"
+            run.status = RunStatus.FAILED
             run.finished_at = utcnow()
             run.errors = [
                 *run.errors,
@@ -309,9 +311,9 @@ def _run_locked(
             s.add(run)
     except (BillingError, IntegrityError) as exc:
         message = str(exc) if isinstance(exc, BillingError) else "an invoice already exists"
-        _finish_run(engine, run_id, "failed", [{"step": "draft", "message": message}])
+        _finish_run(engine, run_id, RunStatus.FAILED, [{"step": "draft", "message": message}])
         raise
-    result = RunResult(period, run_id, "running", drafts, saved=len(saved))
+    result = RunResult(period, run_id, RunStatus.RUNNING, drafts, saved=len(saved))
     result.problems.extend(drafts.problems)
     estimated = (
         " (AWS costs still estimated: flagged on the invoices)" if drafts.costs_estimated else ""
@@ -356,11 +358,12 @@ def _run_locked(
         result.fatal = pusher.abort_reason
     failed = result.failed
     if result.fatal:
-        result.status = "failed"
+        result.status = RunStatus.FAILED
     elif failed == 0:
-        result.status = "succeeded"
+        result.status = RunStatus.SUCCEEDED
     else:
-        result.status = "partial" if result.pushed or result.saved > failed else "failed"
+        partial = result.pushed or result.saved > failed
+        result.status = RunStatus.PARTIAL if partial else RunStatus.FAILED
     _finish_run(engine, run_id, result.status, [])
     say(
         f"{period}: {result.pushed} pushed, {failed} failed, {len(drafts.already_invoiced)} "

@@ -22,6 +22,7 @@ from billing_core.db import session_scope
 from billing_core.errors import ValidationError
 from billing_core.models import Customer, Invoice, StripeEvent
 from billing_core.periods import utcnow
+from billing_core.states import EventOutcome, InvoiceStatus
 from billing_core.stripe import gateway as gw
 from billing_core.stripe.mapping import (
     _paying_intent,
@@ -37,16 +38,16 @@ CURSOR = "stripe_events_cursor"
 
 
 # Outcomes stored on StripeEvent.outcome once an event has been looked at.
-APPLIED = "applied"
+APPLIED = EventOutcome.APPLIED
 
 
-IGNORED = "ignored"  # a type we do not act on: stored and visible, nothing changed
+IGNORED = EventOutcome.IGNORED  # a type we do not act on: stored and visible, nothing changed
 
 
-UNMATCHED = "unmatched"  # about an object we do not know locally (a finding is recorded)
+UNMATCHED = EventOutcome.UNMATCHED  # about an object we do not know locally (a finding is recorded)
 
 
-ERROR = "error"  # the object is gone from Stripe or the event cannot be applied
+ERROR = EventOutcome.ERROR  # the object is gone from Stripe or the event cannot be applied
 
 
 # Invoices a refunded charge is looked up in when no stored PaymentIntent matches.
@@ -158,7 +159,7 @@ def _find_local_invoice(session: Session, remote: dict[str, Any]) -> Invoice | N
     return None
 
 
-def _apply_invoice(ctx: _Ctx) -> str:
+def _apply_invoice(ctx: _Ctx) -> EventOutcome:
     remote = gw.read_invoice(ctx.client, str(ctx.obj["id"]))
     local = _find_local_invoice(ctx.session, remote)
     if local is None:
@@ -174,7 +175,7 @@ def _apply_invoice(ctx: _Ctx) -> str:
     return APPLIED
 
 
-def _refresh_customer(ctx: _Ctx, customer_id: str) -> str:
+def _refresh_customer(ctx: _Ctx, customer_id: str) -> EventOutcome:
     local = ctx.session.exec(
         select(Customer).where(Customer.stripe_customer_id == customer_id)
     ).first()
@@ -186,18 +187,18 @@ def _refresh_customer(ctx: _Ctx, customer_id: str) -> str:
     return APPLIED
 
 
-def _apply_customer(ctx: _Ctx) -> str:
+def _apply_customer(ctx: _Ctx) -> EventOutcome:
     return _refresh_customer(ctx, str(ctx.obj["id"]))
 
 
-def _apply_payment_method(ctx: _Ctx) -> str:
+def _apply_payment_method(ctx: _Ctx) -> EventOutcome:
     customer = ctx.obj.get("customer")
     if not isinstance(customer, str):
         return IGNORED  # detached or not a customer's method
     return _refresh_customer(ctx, customer)
 
 
-def _apply_setup_intent(ctx: _Ctx) -> str:
+def _apply_setup_intent(ctx: _Ctx) -> EventOutcome:
     seti = gw.read_setup_intent(ctx.client, str(ctx.obj["id"]))
     customer, pm = seti.get("customer"), seti.get("payment_method")
     if (
@@ -234,7 +235,7 @@ def _invoice_for_charge(ctx: _Ctx, charge: dict[str, Any]) -> Invoice | None:
         .where(
             Invoice.customer_id == customer.id,
             col(Invoice.stripe_invoice_id).is_not(None),
-            Invoice.status == "paid",
+            Invoice.status == InvoiceStatus.PAID,
         )
         .order_by(col(Invoice.period).desc())
         .limit(_REFUND_LOOKBACK)
@@ -247,7 +248,7 @@ def _invoice_for_charge(ctx: _Ctx, charge: dict[str, Any]) -> Invoice | None:
     return None
 
 
-def _apply_charge_refunded(ctx: _Ctx) -> str:
+def _apply_charge_refunded(ctx: _Ctx) -> EventOutcome:
     charge = gw.read_charge(ctx.client, str(ctx.obj["id"]))
     local = _invoice_for_charge(ctx, charge)
     if local is None:
@@ -273,7 +274,7 @@ _INVOICE_EVENTS = (
 )
 
 
-HANDLERS: dict[str, Callable[[_Ctx], str]] = {
+HANDLERS: dict[str, Callable[[_Ctx], EventOutcome]] = {
     **dict.fromkeys(_INVOICE_EVENTS, _apply_invoice),
     "customer.updated": _apply_customer,
     "payment_method.attached": _apply_payment_method,
@@ -289,7 +290,7 @@ def is_transient(exc: stripe.StripeError) -> bool:
 
 def apply_event(
     session: Session, client: stripe.StripeClient, event: StripeEvent, *, now: datetime
-) -> str:
+) -> EventOutcome:
     """Apply one stored event and mark it processed; a transient Stripe error propagates."""
     handler = HANDLERS.get(event.type)
     event.error = None
@@ -335,7 +336,9 @@ class ReadMemo:
     """
 
     started: datetime
-    results: dict[tuple[str, str], tuple[str, int | None, str | None]] = field(default_factory=dict)
+    results: dict[tuple[str, str], tuple[EventOutcome, int | None, str | None]] = field(
+        default_factory=dict
+    )
 
     @staticmethod
     def key(event: StripeEvent) -> tuple[str, str] | None:
@@ -349,7 +352,7 @@ def _apply_with_memo(
     event: StripeEvent,
     now: datetime,
     memo: ReadMemo | None,
-) -> str:
+) -> EventOutcome:
     key = ReadMemo.key(event)
     if memo is not None and key is not None:
         known = memo.results.get(key)

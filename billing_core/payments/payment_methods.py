@@ -16,11 +16,12 @@ from sqlmodel import Session, col, func, select
 from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.errors import PaymentProviderError, ValidationError
-from billing_core.models import Customer, Invoice
+from billing_core.models import Customer, Invoice, display_status_in
+from billing_core.states import DisplayStatus
 from billing_core.stripe import gateway as gw
 from billing_core.stripe import mapping
 
-RETRYABLE = ("open", "failed")
+RETRYABLE = (DisplayStatus.OPEN, DisplayStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def payment_method_table(session: Session) -> pd.DataFrame:
     failed = dict(
         session.exec(
             select(Invoice.customer_id, func.count())
-            .where(Invoice.status == "failed")
+            .where(display_status_in([DisplayStatus.FAILED]))
             .group_by(col(Invoice.customer_id))
         ).all()
     )
@@ -147,10 +148,10 @@ def retry_payment(
     invoice = session.get(Invoice, invoice_id)
     if invoice is None:
         raise ValidationError(f"Invoice #{invoice_id} does not exist.")
-    if invoice.status not in RETRYABLE:
+    if invoice.display_status not in RETRYABLE:
         raise ValidationError(
-            f"Invoice {invoice.number or invoice_id} is {invoice.status}; only open or failed "
-            "invoices can be charged again."
+            f"Invoice {invoice.number or invoice_id} is {invoice.display_status}; only open or "
+            "failed invoices can be charged again."
         )
     if not invoice.stripe_invoice_id:
         raise ValidationError(
@@ -158,7 +159,7 @@ def retry_payment(
             + (" (a demo record)" if invoice.is_demo else "")
             + "; push it with the invoice run first."
         )
-    before = {"status": invoice.status, "attempt_count": invoice.attempt_count}
+    before = {"status": invoice.display_status, "attempt_count": invoice.attempt_count}
     # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
     # before the call so a crash right after it cannot make the next retry reuse it.
     invoice.pay_attempt += 1
@@ -188,7 +189,7 @@ def retry_payment(
         target=f"invoice:{invoice_id}",
         before=before,
         after={
-            "status": invoice.status,
+            "status": invoice.display_status,
             "attempt_count": invoice.attempt_count,
             "idempotency_key": key,
             "outcome": "declined" if declined else "paid",

@@ -20,6 +20,7 @@ from typing import Any
 
 from billing_core.errors import MoneyError
 from billing_core.money import display, normalize_currency, round_minor
+from billing_core.states import InvoiceStatus
 
 # Section (a): local invoices vs Stripe invoices.
 STRIPE_KINDS: tuple[str, ...] = (
@@ -286,7 +287,7 @@ def compare_invoices(
             linked[loc.local_id] = match.stripe_id or ""
         out.extend(compare_pair(loc, match, tolerance))
     for r in remote:
-        if r.stripe_id in paired or r.status == "void":
+        if r.stripe_id in paired or r.status == InvoiceStatus.VOID:
             continue  # a void invoice nobody knows about bills nothing
         note = ""
         if r.local_id is not None and r.local_id in linked:

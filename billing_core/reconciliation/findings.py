@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from billing_core.costs.attribution import attributed_costs
 from billing_core.customers.plans import effective_plan
@@ -17,6 +17,7 @@ from billing_core.models import (
     Customer,
     Invoice,
     PlanMetric,
+    display_status_in,
 )
 from billing_core.money import round_minor
 from billing_core.periods import Period
@@ -30,6 +31,7 @@ from billing_core.reconciliation.diffing import (
     expected_aws_minor,
 )
 from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice
+from billing_core.states import LineKind
 from billing_core.usage.overage import overage_amount, overage_quantity
 from billing_core.usage.totals import totals_by_metric
 
@@ -58,9 +60,7 @@ def _latest_costs_by_customer_service(
 def billed_invoices(session: Session, period: Period) -> dict[int, Invoice]:
     """Issued invoices of the period by customer id (demo invoices included)."""
     invoices = session.exec(
-        select(Invoice).where(
-            Invoice.period == str(period), col(Invoice.status).in_(BILLED_STATUSES)
-        )
+        select(Invoice).where(Invoice.period == str(period), display_status_in(BILLED_STATUSES))
     ).all()
     return {i.customer_id: i for i in invoices}
 
@@ -78,11 +78,11 @@ def aws_findings(
         return None
     invoices = billed_invoices(session, period)
     ids = [i.id for i in invoices.values() if i.id is not None]
-    lines = _lines_by_invoice(session, ids, "aws")
+    lines = _lines_by_invoice(session, ids, LineKind.AWS)
     invoiced: dict[tuple[int, str], int] = defaultdict(int)
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
-            if line.kind == "aws":
+            if line.kind == LineKind.AWS:
                 invoiced[(cid, line.service or line.description)] += line.amount_minor
     latest: dict[tuple[int, str], int] = {}
     skipped: list[str] = []
@@ -108,11 +108,11 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
     """Section (c): overage lines on the invoices vs overage from the recorded usage."""
     invoices = billed_invoices(session, period)
     ids = [i.id for i in invoices.values() if i.id is not None]
-    lines = _lines_by_invoice(session, ids, "overage")
+    lines = _lines_by_invoice(session, ids, LineKind.OVERAGE)
     charged: dict[tuple[int, str], UsageFigure] = {}
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
-            if line.kind == "overage" and line.metric:
+            if line.kind == LineKind.OVERAGE and line.metric:
                 prev = charged.get((cid, line.metric), UsageFigure(Decimal(0), 0))
                 charged[(cid, line.metric)] = UsageFigure(
                     prev.quantity + line.quantity, prev.amount_minor + line.amount_minor

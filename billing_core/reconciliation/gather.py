@@ -27,6 +27,7 @@ from billing_core.reconciliation.diffing import (
     InvoiceLineRecord,
     InvoiceRecord,
 )
+from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus
 from billing_core.stripe.gateway import ReconcileReader
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,12 @@ METADATA_PERIOD_KEY = "period"
 
 
 # Invoices that were issued to the customer (drafts and voids billed nothing).
-BILLED_STATUSES = ("open", "paid", "failed", "uncollectible")
+BILLED_STATUSES = (
+    DisplayStatus.OPEN,
+    DisplayStatus.PAID,
+    DisplayStatus.FAILED,
+    DisplayStatus.UNCOLLECTIBLE,
+)
 
 
 DEMO_SCOPE = "demo/"
@@ -105,9 +111,9 @@ def stripe_record(
 
 
 def stripe_status_of(invoice: Invoice) -> str:
-    """A local invoice's status in Stripe's words (local 'failed' = open with a failed charge)."""
-    if invoice.status == "failed":
-        return "open" if invoice.push_step in ("finalized", "paid", "sent") else "draft"
+    """A local invoice's status in Stripe's words (a failed charge leaves it open)."""
+    if invoice.outcome == InvoiceOutcome.CREDIT_CARRIED:
+        return invoice.display_status  # never sent to Stripe: compared under its local word
     return invoice.status
 
 
@@ -159,7 +165,9 @@ def _local_stripe_records(session: Session, period: Period) -> list[InvoiceRecor
     invoices = session.exec(
         select(Invoice).where(Invoice.period == str(period), col(Invoice.is_demo).is_(False))
     ).all()
-    invoices = [i for i in invoices if not (i.status == "void" and not i.stripe_invoice_id)]
+    invoices = [
+        i for i in invoices if not (i.status == InvoiceStatus.VOID and not i.stripe_invoice_id)
+    ]
     stripe_customers = dict(session.exec(select(Customer.id, Customer.stripe_customer_id)).all())
     lines = _lines_by_invoice(session, [i.id for i in invoices if i.id is not None])
     return [

@@ -24,6 +24,7 @@ from billing_core.reconciliation.diffing import (
     TRUE_UP_KINDS,
 )
 from billing_core.reconciliation.gather import DEMO_SCOPE
+from billing_core.states import DiffResolution, DiffStatus, InvoiceStatus
 from billing_core.stripe.gateway import ReconcileReader
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ def _resolve(
     session: Session,
     identity: Identity,
     diff: ReconciliationDiff,
-    resolution: str,
+    resolution: DiffResolution,
     note: str | None,
     now: datetime,
     extra: dict[str, Any] | None = None,
 ) -> ReconciliationDiff:
     before = _snapshot(diff)
-    diff.status = "resolved"
+    diff.status = DiffStatus.RESOLVED
     diff.resolution = resolution
     diff.resolution_note = note
     diff.resolved_by = identity.actor
@@ -90,7 +91,7 @@ def accept_diff(
     if not note or not note.strip():
         raise ValidationError("Accepting a difference needs a note saying why it is fine.")
     diff = _diff_or_error(session, diff_id)
-    return _resolve(session, identity, diff, "accepted", note.strip(), now or utcnow())
+    return _resolve(session, identity, diff, DiffResolution.ACCEPTED, note.strip(), now or utcnow())
 
 
 def true_up_description(diff: ReconciliationDiff) -> str:
@@ -134,7 +135,7 @@ def schedule_true_up(
         session,
         identity,
         diff,
-        "true_up",
+        DiffResolution.TRUE_UP,
         (note or "").strip() or None,
         now or utcnow(),
         extra={
@@ -147,7 +148,7 @@ def schedule_true_up(
 
 
 # Stripe statuses a local invoice may take over when syncing.
-_SYNCABLE_STATUSES = frozenset({"draft", "open", "paid", "void", "uncollectible"})
+_SYNCABLE_STATUSES = frozenset(InvoiceStatus)
 
 
 def sync_from_stripe(
@@ -173,7 +174,7 @@ def sync_from_stripe(
     invoice = session.get(Invoice, diff.invoice_id)
     if invoice is None:
         raise ValidationError(f"Local invoice #{diff.invoice_id} no longer exists.")
-    before = {"status": invoice.status, "stripe_invoice_id": invoice.stripe_invoice_id}
+    before = {"status": invoice.display_status, "stripe_invoice_id": invoice.stripe_invoice_id}
     now = now or utcnow()
     if diff.subject.startswith(DEMO_SCOPE):
         status = (diff.remote_value or "").split(" ", 1)[0]
@@ -195,10 +196,11 @@ def sync_from_stripe(
         invoice.number = obj.get("number") or invoice.number
     if status not in _SYNCABLE_STATUSES:
         raise ValidationError(f"Stripe status {status!r} cannot be applied to a local invoice.")
-    if status == "paid" and invoice.paid_at is None:
+    if status == InvoiceStatus.PAID and invoice.paid_at is None:
         invoice.paid_at = now
         invoice.amount_paid_minor = invoice.amount_paid_minor or invoice.total_minor
-    invoice.status = status
+    invoice.status = InvoiceStatus(status)
+    invoice.outcome = None  # Stripe's status replaces a local outcome
     invoice.updated_at = now
     session.add(invoice)
     audit.record(
@@ -207,10 +209,12 @@ def sync_from_stripe(
         action="invoice.sync_from_stripe",
         target=f"invoice:{invoice.id}",
         before=before,
-        after={"status": invoice.status, "stripe_invoice_id": invoice.stripe_invoice_id},
+        after={"status": invoice.display_status, "stripe_invoice_id": invoice.stripe_invoice_id},
         at=now,
     )
-    return _resolve(session, identity, diff, "synced", f"status set to {status} from Stripe", now)
+    return _resolve(
+        session, identity, diff, DiffResolution.SYNCED, f"status set to {status} from Stripe", now
+    )
 
 
 def _stripe_id_in(text: str | None) -> str | None:

@@ -57,6 +57,7 @@ from billing_core.reconciliation.diffing import (
 from billing_core.reconciliation.findings import aws_findings, usage_findings
 from billing_core.reconciliation.gather import DEMO_SCOPE, read_stripe_side
 from billing_core.reconciliation.resolve import _section
+from billing_core.states import DiffStatus, ReconciliationStatus
 from billing_core.stripe.gateway import ReconcileReader, make_client
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,10 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         """1 when the run failed or open diffs above the tolerance remain (cron alerts)."""
-        return 1 if self.status != "complete" or self.open_above_tolerance else 0
+        return 1 if self.status != ReconciliationStatus.COMPLETE or self.open_above_tolerance else 0
 
     def describe(self) -> list[str]:
-        if self.status != "complete":
+        if self.status != ReconciliationStatus.COMPLETE:
             return [f"reconcile {self.period}: run {self.run_id} FAILED: {self.error}"]
         out = [
             f"reconcile {self.period}: run {self.run_id} complete, "
@@ -135,8 +136,8 @@ def store_findings(
                 f.remote_value,
                 f.delta_minor,
             )
-            if diff.status == "gone" or (diff.status == "resolved" and changed):
-                if diff.status == "resolved":
+            if diff.status == DiffStatus.GONE or (diff.status == DiffStatus.RESOLVED and changed):
+                if diff.status == DiffStatus.RESOLVED:
                     audit.record(
                         session,
                         actor=run.actor,
@@ -147,10 +148,10 @@ def store_findings(
                             "resolution": diff.resolution,
                             "delta": diff.delta_minor,
                         },
-                        after={"status": "open", "delta": f.delta_minor},
+                        after={"status": DiffStatus.OPEN, "delta": f.delta_minor},
                         at=now,
                     )
-                diff.status = "open"
+                diff.status = DiffStatus.OPEN
                 stats["reopened"] += 1
         diff.run_id = run.id
         diff.customer_id = f.customer_id
@@ -167,10 +168,10 @@ def store_findings(
         if (
             key not in seen
             and diff.kind in kinds
-            and diff.status == "open"
+            and diff.status == DiffStatus.OPEN
             and _in_scope(diff.subject, scope)
         ):
-            diff.status = "gone"
+            diff.status = DiffStatus.GONE
             diff.last_seen_at = now
             session.add(diff)
             stats["gone"] += 1
@@ -184,7 +185,7 @@ def open_above_tolerance(session: Session, period: str) -> int:
         .select_from(ReconciliationDiff)
         .where(
             ReconciliationDiff.period == period,
-            ReconciliationDiff.status == "open",
+            ReconciliationDiff.status == DiffStatus.OPEN,
             col(ReconciliationDiff.within_tolerance).is_(False),
         )
     )
@@ -233,7 +234,7 @@ def _start_run(
         run = ReconciliationRun(
             period=str(period),
             actor=actor,
-            status="running",
+            status=ReconciliationStatus.RUNNING,
             tolerance_pct=tolerance.pct,
             started_at=now,
         )
@@ -246,7 +247,7 @@ def _fail_run(engine: Engine, run_id: int, error: str, requests: int) -> None:
     with session_scope(engine) as session:
         run = session.get(ReconciliationRun, run_id)
         if run is not None:
-            run.status = "failed"
+            run.status = ReconciliationStatus.FAILED
             run.error = error
             run.stripe_requests = requests
             run.finished_at = utcnow()
@@ -298,7 +299,13 @@ def reconcile_period(
         log.error("reconcile %s failed: %s", period, message)
         if not isinstance(exc, BillingError):
             raise
-        return RunResult(run_id, str(period), "failed", stripe_requests=requests, error=message)
+        return RunResult(
+            run_id,
+            str(period),
+            ReconciliationStatus.FAILED,
+            stripe_requests=requests,
+            error=message,
+        )
     waited = reader.seconds if reader else 0.0
     counts["timings"] = {
         "stripe_wait_s": round(waited, 3),
@@ -314,7 +321,7 @@ def reconcile_period(
             store_started = time.perf_counter()
             counts["diffs"] = store_findings(session, run, findings, checked, now=now)
             counts["timings"]["compute_s"] += round(time.perf_counter() - store_started, 3)
-            run.status = "complete"
+            run.status = ReconciliationStatus.COMPLETE
             run.counts = counts
             run.stripe_requests = reader.requests if reader else 0
             run.finished_at = utcnow()
@@ -326,7 +333,9 @@ def reconcile_period(
             engine, run_id, f"storing the findings failed: {exc}", reader.requests if reader else 0
         )
         raise
-    return RunResult(run_id, str(period), "complete", counts, run.stripe_requests, remaining)
+    return RunResult(
+        run_id, str(period), ReconciliationStatus.COMPLETE, counts, run.stripe_requests, remaining
+    )
 
 
 def latest_run(session: Session, period: str | None = None) -> ReconciliationRun | None:

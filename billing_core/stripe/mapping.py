@@ -17,6 +17,7 @@ from billing_core.errors import ConfigError, MoneyError
 from billing_core.models import Customer, Invoice, ReconciliationDiff
 from billing_core.money import format_minor
 from billing_core.periods import Period, utcnow
+from billing_core.states import InvoiceOutcome, InvoiceStatus, display_status
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,17 @@ def _ts(value: Any) -> datetime | None:
 
 
 def local_status(remote: dict[str, Any]) -> str:
-    """Stripe's invoice status in local terms: an open invoice with a failed attempt is failed."""
-    status = str(remote.get("status") or "draft")
-    if status == "open" and int(remote.get("attempt_count") or 0) > 0:
+    """The word shown for a Stripe invoice: an open invoice with a failed attempt is failed."""
+    return display_status(str(remote.get("status") or InvoiceStatus.DRAFT), payment_outcome(remote))
+
+
+def payment_outcome(remote: dict[str, Any]) -> InvoiceOutcome | None:
+    """The local outcome a Stripe invoice implies: a failed payment, or nothing."""
+    status = str(remote.get("status") or InvoiceStatus.DRAFT)
+    if status == InvoiceStatus.OPEN and int(remote.get("attempt_count") or 0) > 0:
         # A successful attempt would have made it paid, so an attempted open invoice failed.
-        return "failed"
-    return status
+        return InvoiceOutcome.PAYMENT_FAILED
+    return None
 
 
 def _paying_intent(remote: dict[str, Any]) -> str | None:
@@ -45,7 +51,8 @@ def _paying_intent(remote: dict[str, Any]) -> str | None:
 
 def mirror_invoice(local: Invoice, remote: dict[str, Any], now: datetime) -> None:
     """Copy Stripe's current state of an invoice onto the local row (totals stay local)."""
-    local.status = local_status(remote)
+    local.status = InvoiceStatus(str(remote.get("status") or InvoiceStatus.DRAFT))
+    local.outcome = payment_outcome(remote)
     local.amount_paid_minor = int(remote.get("amount_paid") or 0)
     local.number = remote.get("number") or local.number
     local.hosted_invoice_url = remote.get("hosted_invoice_url") or local.hosted_invoice_url
@@ -54,13 +61,13 @@ def mirror_invoice(local: Invoice, remote: dict[str, Any], now: datetime) -> Non
     local.next_payment_attempt = _ts(remote.get("next_payment_attempt"))
     transitions = remote.get("status_transitions") or {}
     local.issued_at = _ts(transitions.get("finalized_at")) or local.issued_at
-    if local.status == "paid":
+    if local.status == InvoiceStatus.PAID:
         local.paid_at = _ts(transitions.get("paid_at")) or local.paid_at or now
         local.last_error = None
     intent = _paying_intent(remote)
     if intent:
         local.stripe_payment_intent_id = intent
-    if local.status == "failed" and not local.last_error:
+    if local.outcome == InvoiceOutcome.PAYMENT_FAILED and not local.last_error:
         retry = _ts(remote.get("next_payment_attempt"))
         when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
         local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."

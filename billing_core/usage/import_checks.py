@@ -24,8 +24,9 @@ from sqlmodel import select as sm_select
 
 from billing_core.customers.plans import effective_plan_id, metrics_by_plan
 from billing_core.errors import ConfigError, ValidationError
-from billing_core.models import Customer, Invoice
+from billing_core.models import Customer, Invoice, display_status_in
 from billing_core.periods import Period, as_utc
+from billing_core.states import DisplayStatus
 
 MAX_LISTED_ERRORS = 100
 
@@ -238,7 +239,9 @@ class _Validator:
         }
         self.invoiced = set(
             session.exec(
-                sm_select(Invoice.customer_id, Invoice.period).where(Invoice.status != "draft")
+                sm_select(Invoice.customer_id, Invoice.period).where(
+                    ~display_status_in([DisplayStatus.DRAFT])  # a credit is not a draft
+                )
             ).all()
         )
         self._targets: dict[tuple[str, int, int], _Target | str] = {}

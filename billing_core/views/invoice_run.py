@@ -11,8 +11,9 @@ from billing_core.invoicing.drafts import DraftSet
 from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import minor_to_decimal
 from billing_core.periods import Period
+from billing_core.states import RunStatus
 
-FINISHED = ("succeeded", "partial", "failed", "locked")
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.LOCKED)
 
 
 def closed_periods(now: datetime, count: int = 12) -> list[Period]:
@@ -61,7 +62,7 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
         {
             "invoice": inv.id,
             "customer": cus.name,
-            "status": inv.status,
+            "status": inv.display_status,
             "total": f"{inv.currency} {minor_to_decimal(inv.total_minor, inv.currency):,}",
             "step": inv.push_step,
             "estimated": inv.costs_estimated,

@@ -16,18 +16,33 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from billing_core.file_names import export_file_name
-from billing_core.models import AuditEntry, Customer, Invoice, InvoiceLine, StripeEvent
+from billing_core.models import (
+    AuditEntry,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    StripeEvent,
+    display_status_in,
+)
 from billing_core.money import display, minor_to_decimal
+from billing_core.states import DisplayStatus, display_status
 
-STATUSES = ("draft", "open", "paid", "failed", "void", "uncollectible")
+STATUSES = (
+    DisplayStatus.DRAFT,
+    DisplayStatus.OPEN,
+    DisplayStatus.PAID,
+    DisplayStatus.FAILED,
+    DisplayStatus.VOID,
+    DisplayStatus.UNCOLLECTIBLE,
+)
 # Colours finance can read at a glance, the same on every chart.
 STATUS_COLOURS = {
-    "paid": "#2e7d32",
-    "open": "#1565c0",
-    "failed": "#c62828",
-    "uncollectible": "#6a1b9a",
-    "void": "#9e9e9e",
-    "draft": "#ffb300",
+    DisplayStatus.PAID: "#2e7d32",
+    DisplayStatus.OPEN: "#1565c0",
+    DisplayStatus.FAILED: "#c62828",
+    DisplayStatus.UNCOLLECTIBLE: "#6a1b9a",
+    DisplayStatus.VOID: "#9e9e9e",
+    DisplayStatus.DRAFT: "#ffb300",
 }
 # Rows shown in the table; the CSV export always holds every filtered invoice.
 TABLE_LIMIT = 5_000
@@ -70,7 +85,7 @@ def apply_filter(query: Q, f: InvoiceFilter) -> Q:
     if f.period_to:
         query = query.where(col(Invoice.period) <= f.period_to)
     if f.statuses:
-        query = query.where(col(Invoice.status).in_(f.statuses))
+        query = query.where(display_status_in(f.statuses))
     if f.customer_ids:
         query = query.where(col(Invoice.customer_id).in_(f.customer_ids))
     if f.currencies:
@@ -121,29 +136,31 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
     query = sa_select(
         col(Invoice.currency),
         col(Invoice.status),
+        col(Invoice.outcome),
         func.count(),
         func.sum(col(Invoice.total_minor)),
         func.sum(col(Invoice.amount_paid_minor)),
         func.sum(col(Invoice.amount_refunded_minor)),
-    ).group_by(col(Invoice.currency), col(Invoice.status))
+    ).group_by(col(Invoice.currency), col(Invoice.status), col(Invoice.outcome))
     figures: dict[str, Headline] = {}
     rows = session.execute(apply_filter(query, f)).all()
-    for currency, status, count, total, paid, refunded in rows:
+    for currency, stripe_status, outcome, count, total, paid, refunded in rows:
+        status = display_status(stripe_status, outcome)
         h = figures.setdefault(currency, Headline(currency))
         total, paid = int(total or 0), int(paid or 0)
         h.count += count
-        h.counts[status] = count
+        h.counts[status] = h.counts.get(status, 0) + count
         h.paid += paid
         h.refunded += int(refunded or 0)
-        if status not in ("draft", "void"):
+        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID):
             h.billed += total
-        if status == "open":
+        if status == DisplayStatus.OPEN:
             h.open += total - paid
-        elif status == "failed":
+        elif status == DisplayStatus.FAILED:
             h.failed += total - paid
-        elif status == "uncollectible":
+        elif status == DisplayStatus.UNCOLLECTIBLE:
             h.uncollectible += total - paid
-        elif status == "void":
+        elif status == DisplayStatus.VOID:
             h.void += total
     return [figures[c] for c in sorted(figures)]
 
@@ -154,15 +171,24 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
 def monthly_billed(session: Session, f: InvoiceFilter) -> pd.DataFrame:
     """Total per period, currency and status (minor units), for the chart."""
     query = (
-        select(Invoice.period, Invoice.currency, Invoice.status, func.sum(Invoice.total_minor))
-        .group_by(Invoice.period, Invoice.currency, Invoice.status)
+        sa_select(
+            col(Invoice.period),
+            col(Invoice.currency),
+            col(Invoice.status),
+            col(Invoice.outcome),
+            func.sum(col(Invoice.total_minor)),
+        )
+        .group_by(Invoice.period, Invoice.currency, col(Invoice.status), col(Invoice.outcome))
         .order_by(Invoice.period)
     )
-    rows = session.exec(apply_filter(query, f)).all()
-    return pd.DataFrame(
-        [(p, c, s, int(t or 0)) for p, c, s, t in rows],
+    rows = session.execute(apply_filter(query, f)).all()
+    frame = pd.DataFrame(
+        [(p, c, display_status(s, o), int(t or 0)) for p, c, s, o, t in rows],
         columns=["period", "currency", "status", "total_minor"],
     )
+    # Two (status, outcome) pairs may show as one word: one row per shown word.
+    keys = ["period", "currency", "status"]
+    return frame.groupby(keys, as_index=False, sort=False)[["total_minor"]].sum()
 
 
 def billed_chart(frame: pd.DataFrame) -> go.Figure:
@@ -225,7 +251,7 @@ def invoice_table(session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT) 
                 "number": inv.number or f"(local #{inv.id})",
                 "customer": name,
                 "period": inv.period,
-                "status": inv.status,
+                "status": inv.display_status,
                 "total": display(inv.total_minor, cur),
                 "paid": display(inv.amount_paid_minor, cur),
                 "refunded": display(inv.amount_refunded_minor, cur)

@@ -6,10 +6,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
-from billing_core.models import Customer, Invoice
+from billing_core.models import Customer, Invoice, display_status_in
 from billing_core.periods import Period
+from billing_core.states import DisplayStatus, display_status
+
+# Shown words of invoices that billed nothing.
+_NOT_BILLED = (DisplayStatus.DRAFT, DisplayStatus.VOID)
 
 
 @dataclass
@@ -43,24 +48,31 @@ def build_overview(session: Session, now: datetime) -> Overview:
     # Per currency, never summed across currencies.
     billed = session.exec(
         select(Invoice.currency, func.count(), func.sum(Invoice.total_minor))
-        .where(Invoice.period == str(last), col(Invoice.status).not_in(["draft", "void"]))
+        .where(Invoice.period == str(last), ~display_status_in(_NOT_BILLED))
         .group_by(Invoice.currency)
     ).all()
     for currency, count, total in billed:
         out.billed_last_month[currency] = int(total or 0)
         out.invoices_last_month += count
     by_status: dict[str, dict[str, int]] = defaultdict(dict)
-    rows = session.exec(
-        select(Invoice.status, Invoice.currency, func.count(), func.sum(Invoice.total_minor))
-        .where(col(Invoice.status).in_(["open", "failed"]))
-        .group_by(Invoice.status, Invoice.currency)
+    rows = session.execute(
+        sa_select(
+            col(Invoice.status),
+            col(Invoice.outcome),
+            col(Invoice.currency),
+            func.count(),
+            func.sum(col(Invoice.total_minor)),
+        )
+        .where(display_status_in([DisplayStatus.OPEN, DisplayStatus.FAILED]))
+        .group_by(col(Invoice.status), col(Invoice.outcome), col(Invoice.currency))
     ).all()
-    for status, currency, count, total in rows:
-        by_status[status][currency] = int(total or 0)
-        if status == "open":
+    for stripe_status, outcome, currency, count, total in rows:
+        status = display_status(stripe_status, outcome)
+        by_status[status][currency] = by_status[status].get(currency, 0) + int(total or 0)
+        if status == DisplayStatus.OPEN:
             out.open_count += count
         else:
             out.failed_count += count
-    out.open_minor = by_status["open"]
-    out.failed_minor = by_status["failed"]
+    out.open_minor = by_status[DisplayStatus.OPEN]
+    out.failed_minor = by_status[DisplayStatus.FAILED]
     return out

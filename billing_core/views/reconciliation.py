@@ -14,8 +14,9 @@ from sqlmodel import Session, col, select
 from billing_core.models import Customer, ReconciliationDiff, ReconciliationRun
 from billing_core.reconciliation.diffing import KINDS, TRUE_UP_KINDS, money_text
 from billing_core.reconciliation.runs import diffs, latest_run
+from billing_core.states import DiffStatus
 
-STATUSES: tuple[str, ...] = ("open", "resolved", "gone")
+STATUSES: tuple[str, ...] = (DiffStatus.OPEN, DiffStatus.RESOLVED, DiffStatus.GONE)
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ def _all(session: Session, period: str | None) -> list[ReconciliationDiff]:
 def headline(session: Session, period: str | None) -> Headline:
     rows = _all(session, period)
     return Headline(
-        open_above=sum(1 for d in rows if d.status == "open" and not d.within_tolerance),
+        open_above=sum(1 for d in rows if d.status == DiffStatus.OPEN and not d.within_tolerance),
         within_tolerance=sum(1 for d in rows if d.within_tolerance),
-        resolved=sum(1 for d in rows if d.status == "resolved"),
+        resolved=sum(1 for d in rows if d.status == DiffStatus.RESOLVED),
         last_run=latest_run(session, period),
     )
 
@@ -49,10 +50,10 @@ def summary_frame(session: Session, period: str | None = None) -> pd.DataFrame:
         {
             "period": d.period,
             "kind": d.kind,
-            "open": int(d.status == "open" and not d.within_tolerance),
+            "open": int(d.status == DiffStatus.OPEN and not d.within_tolerance),
             "within tolerance": int(d.within_tolerance),
-            "resolved": int(d.status == "resolved"),
-            "gone": int(d.status == "gone"),
+            "resolved": int(d.status == DiffStatus.RESOLVED),
+            "gone": int(d.status == DiffStatus.GONE),
         }
         for d in _all(session, period)
     ]
@@ -143,7 +144,7 @@ def diff_label(d: ReconciliationDiff, customer: str | None) -> str:
 def resolvable(session: Session, period: str | None = None) -> list[tuple[int, str, str]]:
     """Open diffs as (id, label, kind) for the resolve form."""
     names = dict(session.exec(select(Customer.id, Customer.name)).all())
-    query = select(ReconciliationDiff).where(ReconciliationDiff.status == "open")
+    query = select(ReconciliationDiff).where(ReconciliationDiff.status == DiffStatus.OPEN)
     if period:
         query = query.where(ReconciliationDiff.period == period)
     rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()

@@ -487,7 +487,7 @@ def compare_ledgers(
         line_sum = sum(line.amount_minor for line in lines.get(inv.id or 0, []))
         if line_sum != inv.total_minor:
             ledger.mismatches.append(f"{who}: lines sum to {line_sum}, total {inv.total_minor}")
-        if inv.status == "credit":  # a negative total is carried forward, never sent to Stripe
+        if inv.display_status == "credit":  # a negative total is carried, never sent to Stripe
             continue
         if not mine:
             if final or inv.stripe_invoice_id:

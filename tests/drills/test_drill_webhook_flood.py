@@ -179,8 +179,8 @@ def test_drill_webhook_flood(
     for inv in local_invoices:
         remote = stripe_server.invoice(inv.stripe_invoice_id or "")
         want = (mapping.local_status(remote), remote["amount_paid"])
-        if (inv.status, inv.amount_paid_minor) != want:
-            stale_invoices.append(f"{inv.id}: {inv.status} here, {want[0]} in Stripe")
+        if (inv.display_status, inv.amount_paid_minor) != want:
+            stale_invoices.append(f"{inv.id}: {inv.display_status} here, {want[0]} in Stripe")
     stale_customers = [
         f"{c.name}: {c.default_payment_method} here, {_describe_default(stripe_server, sid)}"
         for c in customers

@@ -1,0 +1,135 @@
+"""Named states. Each enum says whose values it holds: Stripe's, mirrored as Stripe spells them,
+or ours. Members equal their strings, so stored values and comparisons with plain text hold.
+
+An invoice keeps Stripe's status apart from what happened to it locally (as Lago keeps
+`status` apart from `payment_status`): `Invoice.status` is an `InvoiceStatus`, `Invoice.outcome`
+an `InvoiceOutcome` or None. People see one word, `display_status()`, derived from the two.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InvoiceStatus(StrEnum):
+    """Stripe's invoice statuses, as Stripe has them; a local invoice not in Stripe is a draft."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    UNCOLLECTIBLE = "uncollectible"
+    VOID = "void"
+
+
+class InvoiceOutcome(StrEnum):
+    """Ours: what happened to an invoice that Stripe's status does not say (None: nothing)."""
+
+    PAYMENT_FAILED = "payment_failed"  # a charge was declined; Stripe keeps the invoice open
+    CREDIT_CARRIED = "credit_carried"  # negative total: never sent, carried to the next period
+
+
+class DisplayStatus(StrEnum):
+    """Ours: the one word pages, CSV exports and `export-invoices --status` show and accept."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    FAILED = "failed"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+    CREDIT = "credit"
+
+
+# The words a local outcome shows as; without an outcome Stripe's status is the word.
+OUTCOME_DISPLAY = {
+    InvoiceOutcome.PAYMENT_FAILED: DisplayStatus.FAILED,
+    InvoiceOutcome.CREDIT_CARRIED: DisplayStatus.CREDIT,
+}
+
+
+# Stripe's status under each shown word that comes from a local outcome.
+_OUTCOME_STATUS = {
+    DisplayStatus.FAILED: (InvoiceStatus.OPEN, InvoiceOutcome.PAYMENT_FAILED),
+    DisplayStatus.CREDIT: (InvoiceStatus.DRAFT, InvoiceOutcome.CREDIT_CARRIED),
+}
+
+
+def display_status(status: str, outcome: str | None) -> DisplayStatus:
+    """The word people see for an invoice: its local outcome if any, else Stripe's status."""
+    if outcome:
+        return OUTCOME_DISPLAY[InvoiceOutcome(outcome)]
+    return DisplayStatus(InvoiceStatus(status).value)
+
+
+def split_display_status(word: str) -> tuple[InvoiceStatus, InvoiceOutcome | None]:
+    """The (status, outcome) pair a shown word stands for (failed: open with a failed charge)."""
+    shown = DisplayStatus(word)
+    if shown in _OUTCOME_STATUS:
+        return _OUTCOME_STATUS[shown]
+    return InvoiceStatus(shown.value), None
+
+
+class PushStep(StrEnum):
+    """Ours: how far an invoice's push to Stripe got (each step saved before the next call)."""
+
+    NONE = "none"
+    CREATING = "creating"
+    CREATED = "created"
+    LINES_ADDED = "lines_added"
+    FINALIZED = "finalized"
+    PAID = "paid"
+    SENT = "sent"
+
+
+class LineKind(StrEnum):
+    """Ours: what an invoice line bills."""
+
+    BASE_FEE = "base_fee"
+    AWS = "aws"
+    OVERAGE = "overage"
+    TRUE_UP = "true_up"
+    CREDIT = "credit"
+
+
+class RunStatus(StrEnum):
+    """Ours: an invoice run's state (InvoiceRun.status)."""
+
+    REQUESTED = "requested"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    LOCKED = "locked"
+
+
+class ReconciliationStatus(StrEnum):
+    """Ours: a reconciliation run's state (ReconciliationRun.status)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class DiffStatus(StrEnum):
+    """Ours: a reconciliation diff's state (ReconciliationDiff.status)."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    GONE = "gone"
+
+
+class DiffResolution(StrEnum):
+    """Ours: how an admin resolved a diff (ReconciliationDiff.resolution)."""
+
+    SYNCED = "synced"
+    ACCEPTED = "accepted"
+    TRUE_UP = "true_up"
+
+
+class EventOutcome(StrEnum):
+    """Ours: what applying a stored Stripe event did (StripeEvent.outcome; None: not yet)."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"  # a type we do not act on: stored and visible, nothing changed
+    UNMATCHED = "unmatched"  # about an object we do not know locally (a finding is recorded)
+    ERROR = "error"  # the object is gone from Stripe or the event cannot be applied
