@@ -6,7 +6,7 @@ from billing_core.invoicing import export_csv as exports
 from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
-from billing_core.stripe.gateway import make_client
+from billing_core.stripe.gateway import Gateway
 from billing_core.views import invoices as inv
 from pages.common import ui
 
@@ -29,7 +29,11 @@ def _retry(invoice_id: int) -> None:
     try:
         with ui.db() as session:
             result = pm.retry_payment(
-                session, make_client(ui.settings()), identity, invoice_id=invoice_id, now=utcnow()
+                session,
+                Gateway.from_settings(ui.settings()),
+                identity,
+                invoice_id=invoice_id,
+                now=utcnow(),
             )
         st.session_state["inv_flash"] = ("success" if result.paid else "error", result.message)
     except Exception as exc:
@@ -305,7 +309,7 @@ with tab_payments:
                 with ui.db() as session:
                     url = pm.create_setup_link(
                         session,
-                        make_client(ui.settings()),
+                        Gateway.from_settings(ui.settings()),
                         identity,
                         customer_id=int(target),
                         return_url=st.context.url or "http://localhost:8501",

@@ -207,7 +207,7 @@ def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]
         cus = world.customer("new@example.com")
         local, remote = world.invoice(cus, status="open", period="2026-10")
         server.pay_out_of_band(remote["id"])
-        sync.sync(engine, world.client)
+        sync.sync(engine, world.gateway)
     number = world.local(local.id).number
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.text_input(key="inv_lookup").set_value(number).run()

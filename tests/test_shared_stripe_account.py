@@ -75,7 +75,7 @@ def test_payment_retries_of_two_databases_do_not_collide(
     assert len({local.id for _w, local, _r in invoices}) == 1  # the same local id in both
     for world, local, remote in invoices:
         with session_scope(world.engine) as s:
-            result = pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
+            result = pm.retry_payment(s, world.gateway, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
         assert result.paid, result.message
         assert server.invoice(remote["id"])["status"] == "paid"
     keys = [k for _m, p, _s, k in server.request_log if p.endswith("/pay")]
@@ -90,7 +90,7 @@ def test_setup_links_of_two_databases_do_not_collide(
     for world, cus in zip(worlds, customers, strict=True):
         with session_scope(world.engine) as s:
             pm.create_setup_link(
-                s, world.client, LOCAL_ADMIN, customer_id=cus.id, return_url="http://x", now=NOW
+                s, world.gateway, LOCAL_ADMIN, customer_id=cus.id, return_url="http://x", now=NOW
             )
     sessions = server.checkout_sessions()
     assert [cs["customer"] for cs in sessions] == [c.stripe_customer_id for c in customers]
@@ -105,7 +105,11 @@ def test_second_database_creates_its_own_stripe_customers(
     server: StripeTestServer, demo_engine: Engine, second_demo_engine: Engine, demo_db_url: str
 ) -> None:
     server.reset()
-    env = {"DATABASE_URL": demo_db_url, "STRIPE_API_BASE": server.url, "STRIPE_API_KEY": "sk_test_x"}
+    env = {
+        "DATABASE_URL": demo_db_url,
+        "STRIPE_API_BASE": server.url,
+        "STRIPE_API_KEY": "sk_test_x",
+    }
     settings = load_settings(env, secrets_path=Path("/nonexistent/secrets.toml"))
     opts = invoicing_runs.RunOptions(Period.parse("2026-10"), attach_test_cards=True)
     for engine in (demo_engine, second_demo_engine):

@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-import stripe
 from sqlmodel import Session, col, func, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice
-from billing_core.stripe import gateway as gw
-from billing_core.stripe import mapping
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe import payments as stripe_payments
+from billing_core.stripe.errors import StripeFailure
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.keys import keys_for
+from billing_core.stripe.mapping import mirror_invoice
 
 RETRYABLE = ("open", "failed")
 
@@ -85,7 +88,7 @@ def payment_method_table(session: Session) -> pd.DataFrame:
 
 def create_setup_link(
     session: Session,
-    client: stripe.StripeClient,
+    gateway: Gateway,
     identity: Identity,
     *,
     customer_id: int,
@@ -103,19 +106,19 @@ def create_setup_link(
             "first invoice run. Run the invoicing (or create the customer in Stripe) first."
         )
     # A double click within the same second reuses the session instead of opening two.
-    key = f"cus-{customer_id}-setup-{int(now.timestamp())}"
+    keys = keys_for(session)
     try:
-        checkout = gw.create_setup_checkout(
-            client,
+        checkout = stripe_payments.create_setup_checkout(
+            gateway,
             customer_id=customer.stripe_customer_id,
             currency=customer.currency,
             success_url=return_url,
             cancel_url=return_url,
-            metadata={"local_customer_id": str(customer_id)},
-            idempotency_key=key,
+            metadata={"local_customer_id": str(customer_id), "install_id": keys.namespace},
+            key=keys.setup_link(customer_id, now),
         )
-    except stripe.StripeError as exc:
-        raise gw.describe_error(exc, f"creating a setup link for {customer.name}") from None
+    except StripeFailure as exc:
+        raise exc.reworded(f"creating a setup link for {customer.name}") from None
     url = str(checkout.get("url") or "")
     audit.record(
         session,
@@ -136,7 +139,7 @@ class RetryResult:
 
 def retry_payment(
     session: Session,
-    client: stripe.StripeClient,
+    gateway: Gateway,
     identity: Identity,
     *,
     invoice_id: int,
@@ -161,23 +164,28 @@ def retry_payment(
     before = {"status": invoice.status, "attempt_count": invoice.attempt_count}
     # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
     # before the call so a crash right after it cannot make the next retry reuse it.
+    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt + 1)
     invoice.pay_attempt += 1
     session.add(invoice)
     session.commit()
-    key = f"inv-{invoice_id}-pay-{invoice.pay_attempt}"
+    doing = f"retrying invoice {invoice.number or invoice_id}"
     declined: PaymentProviderError | None = None
     try:
-        gw.retry_invoice_payment(client, invoice.stripe_invoice_id, idempotency_key=key)
-    except stripe.CardError as exc:
-        declined = gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}")
-    except stripe.StripeError as exc:
-        session.rollback()
-        raise gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}") from None
+        stripe_invoices.pay(
+            gateway, key=key, invoice_id=invoice.stripe_invoice_id, off_session=False
+        )
+    except StripeFailure as exc:
+        if exc.kind != "declined":
+            session.rollback()
+            raise exc.reworded(doing) from None
+        declined = exc.reworded(doing)
     try:
-        remote = gw.read_invoice(client, invoice.stripe_invoice_id)
-        mapping.mirror_invoice(invoice, remote, now)
-    except stripe.StripeError:
-        pass  # the next sync mirrors it; the payment outcome itself is known already
+        remote = stripe_invoices.read_invoice(gateway, invoice.stripe_invoice_id)
+        mirror_invoice(invoice, remote, now)
+    except StripeFailure as exc:
+        if not exc.transient:
+            raise
+        # Stripe did not answer the read: the next sync mirrors it; the outcome is known already.
     if declined is not None:
         invoice.last_error = str(declined)
     session.add(invoice)
