@@ -136,8 +136,8 @@ def _wording(f: StripeFailure, doing: str) -> str:
     if f.kind == "server":
         failed = "kept failing" if f.attempts > 1 else "failed"
         return (
-            f"Stripe {failed} while {doing}{after}: {f.detail}. Nothing was lost; run it again "
-            "later."
+            f"Stripe {failed} while {doing}{after}: {f.detail.rstrip('.')}. Nothing was lost; "
+            "run it again later."
         )
     return f"Stripe error while {doing}: {f.detail}"
 
