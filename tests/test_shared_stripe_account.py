@@ -14,15 +14,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from billing_core.auth import LOCAL_ADMIN
 from billing_core.config import load_settings
 from billing_core.db import make_engine, session_scope
 from billing_core.invoicing import runs as invoicing_runs
-from billing_core.models import Customer, Invoice
+from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEvent
 from billing_core.payments import payment_methods as pm
+from billing_core.payments import sync
 from billing_core.periods import Period
+from billing_core.reconciliation.diffing import STRIPE_KINDS
+from billing_core.reconciliation.runs import reconcile_period
+from billing_core.stripe.gateway import Gateway
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
@@ -126,3 +130,35 @@ def test_second_database_creates_its_own_stripe_customers(
             for inv in s.exec(select(Invoice).where(Invoice.period == "2026-10")).all():
                 remote = server.invoice(inv.stripe_invoice_id or "")
                 assert remote["customer"] == mine[inv.customer_id]
+
+
+def test_sync_and_reconcile_leave_the_other_databases_invoices_alone(
+    server: StripeTestServer, demo_engine: Engine, second_demo_engine: Engine, demo_db_url: str
+) -> None:
+    server.reset()
+    env = {"STRIPE_API_BASE": server.url, "STRIPE_API_KEY": "sk_test_x"}
+    settings = load_settings(env, secrets_path=Path("/nonexistent/secrets.toml"))
+    period = Period.parse("2026-10")
+    opts = invoicing_runs.RunOptions(period, attach_test_cards=True)
+    for engine in (demo_engine, second_demo_engine):
+        result = invoicing_runs.run_invoices(
+            engine, settings, opts, now=DEMO_NOW, progress=lambda _l: None
+        )
+        assert result.exit_code == 0, result.problems
+    gateway = Gateway.from_settings(settings)
+    synced = sync.sync(second_demo_engine, gateway)
+    assert synced.outcomes["applied"] > 0, synced.describe()
+    with Session(second_demo_engine) as s:
+        unmatched = s.exec(select(StripeEvent.type).where(StripeEvent.outcome == "unmatched"))
+        # The other database's customers stay unknown here; its invoices are not findings.
+        assert not [t for t in unmatched.all() if t.startswith("invoice.")]
+    reconciled = reconcile_period(second_demo_engine, period, reader=gateway)
+    assert reconciled.status == "complete"
+    with Session(second_demo_engine) as s:
+        stripe_diffs = s.exec(
+            select(ReconciliationDiff).where(
+                ReconciliationDiff.period == str(period),
+                col(ReconciliationDiff.kind).in_(STRIPE_KINDS),
+            )
+        ).all()
+    assert [(d.kind, d.subject) for d in stripe_diffs] == []

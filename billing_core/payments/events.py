@@ -152,7 +152,10 @@ class _Ctx:
 
 def _apply_invoice(ctx: _Ctx) -> str:
     remote = stripe_invoices.read_invoice(ctx.gw, str(ctx.obj["id"]))
-    local = find_local_invoice(ctx.session, remote, install_id(ctx.session))
+    install = install_id(ctx.session)
+    if not remote.metadata.mine(install):
+        return IGNORED  # another database sharing this Stripe account made it
+    local = find_local_invoice(ctx.session, remote, install)
     if local is None:
         record_missing_locally(ctx.session, remote, ctx.now)
         ctx.event.error = (
