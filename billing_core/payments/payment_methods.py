@@ -21,7 +21,7 @@ from billing_core.stripe import payments as stripe_payments
 from billing_core.stripe.errors import StripeFailure
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import keys_for
-from billing_core.stripe.mapping import mirror_invoice
+from billing_core.stripe.mapping import customer_metadata, mirror_invoice
 
 RETRYABLE = ("open", "failed")
 
@@ -114,7 +114,7 @@ def create_setup_link(
             currency=customer.currency,
             success_url=return_url,
             cancel_url=return_url,
-            metadata={"local_customer_id": str(customer_id), "install_id": keys.namespace},
+            metadata=customer_metadata(customer_id=customer_id, install_id=keys.namespace),
             key=keys.setup_link(customer_id, now),
         )
     except StripeFailure as exc:
@@ -164,8 +164,8 @@ def retry_payment(
     before = {"status": invoice.status, "attempt_count": invoice.attempt_count}
     # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
     # before the call so a crash right after it cannot make the next retry reuse it.
-    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt + 1)
     invoice.pay_attempt += 1
+    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt)
     session.add(invoice)
     session.commit()
     doing = f"retrying invoice {invoice.number or invoice_id}"
