@@ -154,7 +154,7 @@ def _sync_throughput(n_invoices: int) -> tuple[float, int]:
             _, remote = world.invoice(customers[i // 40], 1_000 + i, period, status="open")
             server.pay_out_of_band(remote["id"])
         started = time.perf_counter()
-        result = sync.sync(engine, world.client)
+        result = sync.sync(engine, world.gateway)
         seconds = time.perf_counter() - started
         engine.dispose()
     return result.applied / seconds, result.applied

@@ -345,9 +345,9 @@ def reconcile_cmd(
 def sync_cmd(app: AppContext, reset: bool) -> None:
     """Pull Stripe events since the last processed one and apply them (for cron)."""
     from billing_core.payments.sync import sync
-    from billing_core.stripe.gateway import make_client
+    from billing_core.stripe.gateway import Gateway
 
-    result = sync(app.engine, make_client(app.settings), reset=reset)
+    result = sync(app.engine, Gateway.from_settings(app.settings), reset=reset)
     click.echo(result.describe())
 
 

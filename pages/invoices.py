@@ -29,7 +29,7 @@ def _retry(invoice_id: int) -> None:
     try:
         with ui.db() as session:
             result = pm.retry_payment(
-                session, ui.stripe_client(), identity, invoice_id=invoice_id, now=utcnow()
+                session, ui.stripe_gateway(), identity, invoice_id=invoice_id, now=utcnow()
             )
         st.session_state["inv_flash"] = ("success" if result.paid else "error", result.message)
     except Exception as exc:
@@ -288,7 +288,7 @@ with tab_payments:
                 with ui.db() as session:
                     url = pm.create_setup_link(
                         session,
-                        ui.stripe_client(),
+                        ui.stripe_gateway(),
                         identity,
                         customer_id=int(target),
                         return_url=st.context.url or "http://localhost:8501",

@@ -22,6 +22,8 @@ from sqlmodel import Session
 
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.demo import seed_demo
+from billing_core.demo.guard import DEMO_MARKER
+from billing_core.models import SyncState
 
 # Cost Explorer peers (moto server, local stub) as fixtures: moto_ce, ce_stub.
 pytest_plugins = ["tests.support.aws"]
@@ -29,6 +31,15 @@ pytest_plugins = ["tests.support.aws"]
 ROOT = Path(__file__).resolve().parents[1]
 # The demo world is seeded as of this moment in tests, so figures never depend on the clock.
 DEMO_NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+def _unmark_demo(session: Session) -> None:
+    # The shared test world is the demo world without its demo marker, so that tests can run
+    # live-mode code on it (live mode refuses a marked database; tests/test_demo_guard.py
+    # checks that refusal on databases seeded the way `make run` seeds them).
+    marker = session.get(SyncState, DEMO_MARKER)
+    if marker is not None:
+        session.delete(marker)
 
 
 class _SQLiteDatabases:
@@ -47,6 +58,7 @@ class _SQLiteDatabases:
         if seed:
             with session_scope(engine) as session:
                 seed_demo(session, now=DEMO_NOW)
+                _unmark_demo(session)
         engine.dispose()
         self.templates[kind] = path
 
@@ -100,6 +112,7 @@ class _PostgresDatabases:
         if seed:
             with session_scope(engine) as session:
                 seed_demo(session, now=DEMO_NOW)
+                _unmark_demo(session)
         engine.dispose()  # a template must have no open connections to be copied
         self.templates[kind] = name
 

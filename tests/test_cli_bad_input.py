@@ -20,7 +20,9 @@ from sqlalchemy import MetaData, func, select
 from sqlalchemy.engine import Engine
 
 from billing_core.cli import cli, main
-from billing_core.db import make_engine
+from billing_core.db import make_engine, session_scope
+from billing_core.demo.guard import mark_demo
+from billing_core.periods import utcnow
 from tests.conftest import DB_BACKEND, ROOT
 
 MEMORY_CAP = 2 * 1024**3
@@ -150,13 +152,16 @@ CASES = [
     Case("unknown-command", ["no-such-command"], "No such command"),
     # The demo world is never live books (issue 13, item 2).
     Case(
-        "live-fetch-on-demo-data", ["fetch-costs"], "holds the demo world", {"BILLING_MODE": "live"}
+        "live-fetch-on-demo-data",
+        ["fetch-costs"],
+        "holds the demo world",
+        env={"BILLING_MODE": "live"},
     ),
     Case(
         "live-run-on-demo-data",
         ["invoice-run", "--period", "2026-10"],
         "holds the demo world",
-        {"BILLING_MODE": "live"},
+        env={"BILLING_MODE": "live"},
     ),
 ]
 if DB_BACKEND == "sqlite":
@@ -226,6 +231,9 @@ def test_bad_input_gets_a_sentence_and_changes_nothing(
                 "UPDATE customer SET stripe_customer_id = 'cus_demo_taken' "
                 "WHERE id = (SELECT MIN(id) FROM customer)"
             )
+    if "on-demo-data" in case.id:
+        with session_scope(engine) as session:  # as `make run` leaves it
+            mark_demo(session, utcnow())
     before = _row_counts(engine)
     args = [a(tmp_path) if callable(a) else a for a in case.args]
 

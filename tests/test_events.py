@@ -38,7 +38,7 @@ def _store_and_apply(world: StripeWorld, payloads: list[dict]) -> list[str | Non
             stored = payments_events.store_event(s, payload, source="webhook")
         outcomes.append(
             payments_events.process_event_id(
-                world.engine, world.client, stored.event.id, now_fn=lambda: NOW
+                world.engine, world.gateway, stored.event.id, now_fn=lambda: NOW
             )
             if stored.created
             else None
@@ -239,17 +239,17 @@ def test_customer_updated_mirrors_default_card(world: StripeWorld) -> None:
 def test_sync_pulls_applies_and_resumes_from_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     first, r1 = world.invoice(cus, status="open", period="2026-09")
-    result = sync.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.gateway, page_size=2, now_fn=lambda: NOW)
     assert result.fetched == len(world.server.events()) and result.stored == result.fetched
     assert world.local(first.id).status == "open"
     cursor = result.cursor_after
     assert cursor == world.server.events()[-1]["id"]
     # Nothing new: no event is fetched again.
-    assert sync.sync(world.engine, world.client, now_fn=lambda: NOW).fetched == 0
+    assert sync.sync(world.engine, world.gateway, now_fn=lambda: NOW).fetched == 0
     world.server.pay_out_of_band(r1["id"])
     second, _ = world.invoice(cus, status="open", period="2026-10")
     seen = _count(world, StripeEvent)
-    result = sync.sync(world.engine, world.client, page_size=2, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.gateway, page_size=2, now_fn=lambda: NOW)
     # Only what came after the cursor is fetched, over several pages.
     assert result.cursor_before == cursor
     assert result.fetched == result.stored == len(world.server.events()) - seen > 2
@@ -260,35 +260,35 @@ def test_sync_pulls_applies_and_resumes_from_cursor(world: StripeWorld) -> None:
 def test_sync_with_stripe_unreachable_keeps_the_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     local, remote = world.invoice(cus, status="open")
-    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     with Session(world.engine) as s:
         cursor = s.get(SyncState, payments_events.CURSOR).value
     world.server.pay_out_of_band(remote["id"])
     world.server.fail_next(status=500, n=50)
     with pytest.raises(PaymentProviderError, match="cursor was not moved"):
-        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     with Session(world.engine) as s:
         assert s.get(SyncState, payments_events.CURSOR).value == cursor
     world.server.clear_faults()
-    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     assert world.local(local.id).status == "paid"
 
 
 def test_sync_apply_failure_leaves_event_pending_and_cursor(world: StripeWorld) -> None:
     cus = world.customer()
     local, remote = world.invoice(cus, status="open")
-    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     world.server.pay_out_of_band(remote["id"])
     with Session(world.engine) as s:
         cursor = sync.get_cursor(s)
     world.server.fail_next(status=503, n=5, path_contains="/v1/invoices/")
     with pytest.raises(PaymentProviderError):
-        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     with Session(world.engine) as s:
         assert sync.get_cursor(s) == cursor
         assert payments_events.pending_event_ids(s)
     world.server.clear_faults()
-    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     assert world.local(local.id).status == "paid"
     with Session(world.engine) as s:
         assert payments_events.pending_event_ids(s) == []
@@ -298,9 +298,9 @@ def test_sync_cursor_unknown_to_stripe_says_what_to_do(world: StripeWorld) -> No
     with session_scope(world.engine) as s:
         sync.set_cursor(s, "evt_gone_long_ago", NOW)
     with pytest.raises(PaymentProviderError, match="--reset"):
-        sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+        sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     world.customer()
-    result = sync.sync(world.engine, world.client, reset=True, now_fn=lambda: NOW)
+    result = sync.sync(world.engine, world.gateway, reset=True, now_fn=lambda: NOW)
     assert result.fetched == len(world.server.events())
 
 
@@ -310,7 +310,7 @@ def test_sync_reads_each_object_once_per_pass(world: StripeWorld) -> None:
     world.server.pay_out_of_band(remote["id"])
     invoice_events = world.server.events(type="invoice.*")
     assert len(invoice_events) >= 3
-    sync.sync(world.engine, world.client, now_fn=lambda: NOW)
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     assert world.server.request_count(f"/v1/invoices/{remote['id']}", "GET") == 1
     with Session(world.engine) as s:
         stored = s.exec(select(StripeEvent).where(StripeEvent.object_id == remote["id"])).all()

@@ -212,7 +212,7 @@ def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]
         cus = world.customer("new@example.com")
         local, remote = world.invoice(cus, status="open", period="2026-10")
         server.pay_out_of_band(remote["id"])
-        sync.sync(engine, world.client)
+        sync.sync(engine, world.gateway)
     number = world.local(local.id).number
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.text_input(key="inv_lookup").set_value(number).run()
@@ -221,21 +221,22 @@ def test_paid_in_stripe_then_sync_shows_paid_on_the_page(app_env: dict[str, str]
     assert any("Stripe invoice" in m.value for m in at.markdown)
 
 
-def test_setup_links_go_through_one_cached_stripe_client(
+def test_setup_links_go_through_one_cached_stripe_gateway(
     app_env: dict[str, str], monkeypatch
 ) -> None:
-    from billing_core.stripe.gateway import make_client
     from pages.common import ui
     from tests.support.stripe_server import StripeTestServer
     from tests.support.stripe_world import API_KEY, make_world
 
     built = []
 
-    def counting_make_client(settings):
-        built.append(settings)
-        return make_client(settings)
+    build = ui._build_gateway
 
-    monkeypatch.setattr(ui, "make_client", counting_make_client)
+    def counting_build(settings):
+        built.append(settings)
+        return build(settings)
+
+    monkeypatch.setattr(ui, "_build_gateway", counting_build)
     with StripeTestServer() as server:
         monkeypatch.setenv("STRIPE_API_BASE", server.url)
         monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
@@ -249,4 +250,4 @@ def test_setup_links_go_through_one_cached_stripe_client(
             assert not at.exception and not at.error
             assert any("Send this link" in s.value for s in at.success)
             assert at.code[0].value.startswith("http")
-    assert len(built) == 1  # two links, one client
+    assert len(built) == 1  # two links, one gateway

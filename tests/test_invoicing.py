@@ -37,6 +37,7 @@ from billing_core.models import (
     TrueUp,
 )
 from billing_core.periods import Period
+from billing_core.stripe import client as stripe_client
 from billing_core.stripe import gateway as gw
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.stripe_server import StripeTestServer
@@ -58,7 +59,7 @@ def server() -> Iterator[StripeTestServer]:
 @pytest.fixture(autouse=True)
 def _fresh(server: StripeTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
     server.reset()
-    monkeypatch.setattr(gw, "RATE_LIMIT_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(gw, "BACKOFF_SECONDS", 0.01)
 
 
 def _settings(db_url: str, server: StripeTestServer, **extra: str) -> Settings:
@@ -660,6 +661,6 @@ def test_demo_cards_refused_against_a_live_stripe(db_url: str) -> None:
         {"DATABASE_URL": db_url, "STRIPE_API_KEY": "sk_live_x"}, secrets_path=Path("/nonexistent")
     )
     assert not invoicing_runs.test_cards_allowed(live)
-    assert invoicing_runs.effective_rate(live) == invoicing_runs.DEFAULT_RPS_LIVE
+    assert stripe_client.requests_per_second(live) == stripe_client.DEFAULT_RPS_LIVE
     test = load_settings({"STRIPE_API_KEY": "sk_test_x"}, secrets_path=Path("/nonexistent"))
-    assert invoicing_runs.effective_rate(test) == invoicing_runs.DEFAULT_RPS_TEST
+    assert stripe_client.requests_per_second(test) == stripe_client.DEFAULT_RPS_TEST

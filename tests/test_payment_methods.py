@@ -13,6 +13,7 @@ from billing_core.db import session_scope
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import AuditEntry, Invoice, display_status_in
 from billing_core.payments import payment_methods as pm
+from billing_core.stripe.keys import install_id
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
 
@@ -65,12 +66,17 @@ def test_setup_link_is_admin_only_and_audited(world: StripeWorld) -> None:
     cus = world.customer(card=None)
     with session_scope(world.engine) as s, pytest.raises(PermissionDenied):
         pm.create_setup_link(
-            s, world.client, VIEWER, customer_id=cus.id, return_url="http://localhost:8501", now=NOW
+            s,
+            world.gateway,
+            VIEWER,
+            customer_id=cus.id,
+            return_url="http://localhost:8501",
+            now=NOW,
         )
     with session_scope(world.engine) as s:
         url = pm.create_setup_link(
             s,
-            world.client,
+            world.gateway,
             LOCAL_ADMIN,
             customer_id=cus.id,
             return_url="http://localhost:8501",
@@ -91,7 +97,7 @@ def test_setup_link_needs_a_stripe_customer(world: StripeWorld) -> None:
         s.add(c)
     with session_scope(world.engine) as s, pytest.raises(ValidationError, match="no Stripe"):
         pm.create_setup_link(
-            s, world.client, LOCAL_ADMIN, customer_id=c.id, return_url="http://x", now=NOW
+            s, world.gateway, LOCAL_ADMIN, customer_id=c.id, return_url="http://x", now=NOW
         )
 
 
@@ -99,21 +105,23 @@ def test_retry_payment_declined_then_paid_uses_new_keys(world: StripeWorld) -> N
     cus = world.customer(card="pm_card_chargeDeclined")
     local, _ = world.invoice(cus, status="open")
     with session_scope(world.engine) as s, pytest.raises(PermissionDenied):
-        pm.retry_payment(s, world.client, VIEWER, invoice_id=local.id, now=NOW)
+        pm.retry_payment(s, world.gateway, VIEWER, invoice_id=local.id, now=NOW)
     with session_scope(world.engine) as s:
-        first = pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
+        first = pm.retry_payment(s, world.gateway, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
     assert not first.paid and "declined" in first.message
     row = world.local(local.id)
     assert row.display_status == "failed" and row.pay_attempt == 1 and row.attempt_count == 1
     # The customer fixes the card; the retry must not replay the stored decline.
     world.server.attach_card(cus.stripe_customer_id, "pm_card_visa")
     with session_scope(world.engine) as s:
-        second = pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
+        second = pm.retry_payment(s, world.gateway, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
     assert second.paid
     row = world.local(local.id)
     assert row.status == "paid" and row.pay_attempt == 2
     keys = [k for m, p, _s, k in world.server.request_log if p.endswith("/pay")]
-    assert keys == [f"inv-{local.id}-pay-1", f"inv-{local.id}-pay-2"]
+    with Session(world.engine) as s:
+        ns = install_id(s)
+    assert keys == [f"{ns}-inv-{local.id}-pay-1", f"{ns}-inv-{local.id}-pay-2"]
     audits = _audits(world, "invoice.retry_payment")
     assert [a.after["outcome"] for a in audits] == ["declined", "paid"]
     assert all(a.target == f"invoice:{local.id}" for a in audits)
@@ -126,8 +134,8 @@ def test_retry_refuses_paid_and_demo_invoices(world: StripeWorld, demo_engine) -
         row = s.get(Invoice, local.id)
         row.status = "paid"
     with session_scope(world.engine) as s, pytest.raises(ValidationError, match="only open"):
-        pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
+        pm.retry_payment(s, world.gateway, LOCAL_ADMIN, invoice_id=local.id, now=NOW)
     with session_scope(demo_engine) as s:
         failed = s.exec(select(Invoice).where(display_status_in(["failed"]))).first()
         with pytest.raises(ValidationError, match="demo record"):
-            pm.retry_payment(s, world.client, LOCAL_ADMIN, invoice_id=failed.id, now=NOW)
+            pm.retry_payment(s, world.gateway, LOCAL_ADMIN, invoice_id=failed.id, now=NOW)

@@ -35,7 +35,7 @@ from billing_core.periods import Period, utcnow
 from billing_core.reconciliation.diffing import Tolerance
 from billing_core.reconciliation.resolve import accept_diff, schedule_true_up, sync_from_stripe
 from billing_core.reconciliation.runs import make_reader, reconcile_period
-from billing_core.stripe.gateway import ReconcileReader
+from billing_core.stripe.gateway import Gateway, RetryPolicy
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
 
@@ -58,11 +58,11 @@ def stripe_world(server: StripeTestServer) -> StripeTestServer:
     return server
 
 
-def reader_for(server: StripeTestServer) -> ReconcileReader:
+def reader_for(server: StripeTestServer) -> Gateway:
     settings = load_settings(environ={"STRIPE_API_BASE": server.url}, secrets_path=None)
     reader = make_reader(settings)
     assert reader is not None
-    reader.backoff_seconds = 0.0
+    reader.policy = RetryPolicy(backoff_seconds=0.0)
     return reader
 
 

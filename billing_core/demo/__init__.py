@@ -12,6 +12,7 @@ from billing_core.customers.plans import default_aggregation
 from billing_core.demo import costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
+from billing_core.demo.guard import mark_demo
 from billing_core.demo.invoicing import seed_last_closed_month
 from billing_core.models import Customer, CustomerAccount, Plan, PlanMetric
 from billing_core.periods import Period
@@ -100,4 +101,5 @@ def seed_demo(session: Session, *, now: datetime) -> DemoSummary:
     for seeder in SEEDERS:
         counts.update(seeder(session, now))
         session.flush()
+    mark_demo(session, now)  # live mode refuses this database from now on
     return DemoSummary(seeded=True, counts=counts)

@@ -1,27 +1,34 @@
 """The line between the demo world and real books.
 
-A database seeded by `make run` holds invented customers (marked `is_demo`) and invented cost
-snapshots (source "demo"). Live mode must never read it: `fetch-costs` would take the demo
-snapshot for fresh data and an invoice run would bill the demo customers. So every live process
-checks the database it opens, and refuses a demo one with a sentence (DESIGN.md section 10).
+A database seeded by `make run` holds invented customers and invented cost snapshots. Live
+mode must never read it: `fetch-costs` would take the demo snapshot for fresh data and an
+invoice run would bill the demo customers. Seeding leaves a marker row in the database (older
+demo databases get it from a migration that recognises their demo customers), and every live
+process refuses a database that carries it, with a sentence (DESIGN.md section 10).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from billing_core.errors import ConfigError
-from billing_core.models import CostSnapshot, Customer
+from billing_core.models import SyncState
+
+#: The SyncState row that says "this database holds the demo world" (value: when seeded).
+DEMO_MARKER = "demo_world"
+
+
+def mark_demo(session: Session, now: datetime) -> None:
+    """Record that this database holds the demo world (done by `seed_demo`)."""
+    session.merge(SyncState(name=DEMO_MARKER, value=now.isoformat(), updated_at=now))
 
 
 def holds_demo_data(session: Session) -> bool:
-    """True when the database holds the demo world (or any part of it)."""
-    demo_customer = session.exec(select(Customer.id).where(col(Customer.is_demo).is_(True)))
-    if demo_customer.first() is not None:
-        return True
-    demo_costs = session.exec(select(CostSnapshot.id).where(CostSnapshot.source == "demo"))
-    return demo_costs.first() is not None
+    """True when the database holds the demo world."""
+    return session.get(SyncState, DEMO_MARKER) is not None
 
 
 def refuse_demo_database(engine: Engine, *, mode: str) -> None:

@@ -21,10 +21,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
-import stripe
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -42,7 +40,13 @@ from billing_core.models import (
 )
 from billing_core.periods import Period, utcnow
 from billing_core.states import InvoiceOutcome, InvoiceStatus, PushStep
-from billing_core.stripe import gateway as gw
+from billing_core.stripe import customers as stripe_customers
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe import payments as stripe_payments
+from billing_core.stripe.errors import StripeFailure
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.keys import Keys
+from billing_core.stripe.mapping import StripeInvoice, invoice_metadata, mirror_invoice
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +99,16 @@ class Pusher:
     def __init__(
         self,
         engine: Engine,
-        caller: gw.StripeCaller,
+        gateway: Gateway,
         *,
         namespace: str,
         attach_test_cards: bool = False,
         hook: StepHook | None = None,
     ) -> None:
         self.engine = engine
-        self.caller = caller
+        self.gw = gateway
         self.ns = namespace
+        self.keys = Keys(namespace)
         self.attach_test_cards = attach_test_cards
         self.hook = hook
         self.abort_reason: str | None = None
@@ -135,35 +140,16 @@ class Pusher:
         if self.hook is not None:
             self.hook(invoice_id, step)
 
-    def _sync_from_stripe(self, invoice_id: int, obj: stripe.Invoice) -> Invoice:
-        values: dict[str, Any] = {
-            "stripe_invoice_id": obj.id,
-            "number": obj.number,
-            "hosted_invoice_url": obj.hosted_invoice_url,
-            "invoice_pdf": obj.invoice_pdf,
-            "attempt_count": obj.attempt_count or 0,
-        }
-        if obj.status in (
-            InvoiceStatus.OPEN,
-            InvoiceStatus.PAID,
-            InvoiceStatus.VOID,
-            InvoiceStatus.UNCOLLECTIBLE,
-        ):
-            values["status"] = obj.status
-            values["outcome"] = None  # Stripe's state now: a failed charge is re-read as open
-            if obj.status_transitions and obj.status_transitions.finalized_at:
-                values["issued_at"] = datetime.fromtimestamp(
-                    obj.status_transitions.finalized_at, tz=utcnow().tzinfo
-                )
-        if obj.status == InvoiceStatus.PAID:
-            values["amount_paid_minor"] = obj.amount_paid
-            values["push_step"] = PushStep.PAID
-            values["last_error"] = None
-            paid_at = obj.status_transitions.paid_at if obj.status_transitions else None
-            values["paid_at"] = (
-                datetime.fromtimestamp(paid_at, tz=utcnow().tzinfo) if paid_at else utcnow()
-            )
-        return self._save(invoice_id, **values)
+    def _sync_from_stripe(self, invoice_id: int, obj: StripeInvoice) -> Invoice:
+        """Save Stripe's state of the invoice (mapping.mirror_invoice) in its own transaction."""
+        with session_scope(self.engine) as s:
+            row = s.get(Invoice, invoice_id)
+            assert row is not None
+            mirror_invoice(row, obj, utcnow())
+            if obj.status == InvoiceStatus.PAID:
+                row.push_step = PushStep.PAID
+            s.add(row)
+        return row
 
     # -- customer ------------------------------------------------------------------------
 
@@ -181,19 +167,25 @@ class Pusher:
                 fresh = s.get(Customer, cid)
                 if fresh is not None and fresh.stripe_customer_id:
                     return fresh.stripe_customer_id
-            stripe_id = gw.find_customer(self.caller, local_customer_id=cid, email=customer.email)
+            stripe_id = stripe_customers.find_customer(
+                self.gw, local_customer_id=cid, email=customer.email, install_id=self.ns
+            )
             if stripe_id is None:
-                stripe_id = gw.create_customer(
-                    self.caller,
-                    key=f"{self.ns}-cus-{cid}-create",
+                stripe_id = stripe_customers.create_customer(
+                    self.gw,
+                    key=self.keys.customer_create(cid),
                     local_customer_id=cid,
                     name=customer.name,
                     email=customer.email,
+                    install_id=self.ns,
                 )
             values: dict[str, Any] = {"stripe_customer_id": stripe_id}
             if self.attach_test_cards and customer.collection_method == "charge_automatically":
-                gw.attach_test_card(
-                    self.caller, customer=stripe_id, card=TEST_CARD, key=f"{self.ns}-cus-{cid}"
+                stripe_payments.attach_test_card(
+                    self.gw,
+                    customer=stripe_id,
+                    card=TEST_CARD,
+                    keys=(self.keys.test_card(cid, "attach"), self.keys.test_card(cid, "default")),
                 )
                 values["default_payment_method"] = "card visa 4242 (test)"
             _update_row(self.engine, Customer, cid, values)
@@ -213,7 +205,7 @@ class Pusher:
             inv.total_minor,
             inv.currency,
         )
-        calls_before = self.caller.calls
+        calls_before = self.gw.calls
         step = "customer"
         try:
             if self.abort_reason:
@@ -230,7 +222,7 @@ class Pusher:
                 inv, current = self._advance(inv, snap, current)
             outcome.ok = True
             outcome.status = inv.display_status
-        except stripe.StripeError as exc:
+        except StripeFailure as exc:
             outcome.problem = self._fail(snap, step, exc)
             outcome.status = self._load(invoice_id).invoice.display_status
         except BillingError as exc:
@@ -238,7 +230,7 @@ class Pusher:
                 cus.id or 0, cus.name, step, str(exc), invoice_id=invoice_id
             )
             self._save(invoice_id, last_error=str(exc))
-        outcome.calls = self.caller.calls - calls_before
+        outcome.calls = self.gw.calls - calls_before
         return outcome
 
     def _created(self, snap: _Snapshot, stripe_customer: str) -> tuple[Invoice, str]:
@@ -248,22 +240,24 @@ class Pusher:
         if inv.stripe_invoice_id is None:
             found = None
             if inv.push_step == PushStep.CREATING:  # an earlier create may have reached Stripe
-                found = gw.find_invoice(self.caller, customer=stripe_customer, local_invoice_id=iid)
+                found = stripe_invoices.find_invoice(
+                    self.gw, customer=stripe_customer, local_invoice_id=iid, install_id=self.ns
+                )
             if found is None:
                 inv = self._save(iid, push_step=PushStep.CREATING)
-                obj = gw.create_invoice(
-                    self.caller,
-                    key=f"{self.ns}-inv-{iid}-create",
+                obj = stripe_invoices.create_invoice(
+                    self.gw,
+                    key=self.keys.invoice_step(iid, "create"),
                     customer=stripe_customer,
                     currency=inv.currency,
                     collection_method=inv.collection_method,
                     days_until_due=snap.customer.days_until_due,
-                    metadata={
-                        "local_invoice_id": str(iid),
-                        "local_customer_id": str(inv.customer_id),
-                        "period": inv.period,
-                        "source": "billing_core",
-                    },
+                    metadata=invoice_metadata(
+                        invoice_id=iid,
+                        customer_id=inv.customer_id,
+                        period=inv.period,
+                        install_id=self.ns,
+                    ),
                     description=f"Services for {inv.period}",
                 )
                 self._mark(iid, "create")
@@ -275,15 +269,15 @@ class Pusher:
             or inv.outcome == InvoiceOutcome.PAYMENT_FAILED
         ):
             # Resumed from an earlier attempt: Stripe's state decides the next step.
-            obj = gw.retrieve_invoice(self.caller, inv.stripe_invoice_id)
+            obj = stripe_invoices.read_invoice(self.gw, inv.stripe_invoice_id)
             return self._resume_from(snap, obj)
         return inv, inv.push_step
 
-    def _resume_from(self, snap: _Snapshot, obj: stripe.Invoice) -> tuple[Invoice, str]:
+    def _resume_from(self, snap: _Snapshot, obj: StripeInvoice) -> tuple[Invoice, str]:
         iid = snap.invoice.id or 0
         expected = sum(line.amount_minor for line in snap.lines)
         if obj.status == InvoiceStatus.DRAFT:
-            has_lines = bool(obj.lines and obj.lines.data)
+            has_lines = obj.line_count > 0
             if has_lines and obj.total != expected:
                 raise PaymentProviderError(
                     f"Stripe invoice {obj.id} is a draft with total {obj.total} but the local "
@@ -304,8 +298,8 @@ class Pusher:
         sid = inv.stripe_invoice_id or ""
         if step == PushStep.CREATED:
             lines = [_stripe_line(line, inv) for line in snap.lines]
-            obj = gw.add_invoice_lines(
-                self.caller, key=f"{self.ns}-inv-{iid}-lines", stripe_invoice_id=sid, lines=lines
+            obj = stripe_invoices.add_lines(
+                self.gw, key=self.keys.invoice_step(iid, "lines"), invoice_id=sid, lines=lines
             )
             self._mark(iid, "lines")
             if obj.total != inv.total_minor:
@@ -315,8 +309,8 @@ class Pusher:
                 )
             return self._save(iid, push_step=PushStep.LINES_ADDED), PushStep.LINES_ADDED
         if step == PushStep.LINES_ADDED:
-            obj = gw.finalize_invoice(
-                self.caller, key=f"{self.ns}-inv-{iid}-finalize", stripe_invoice_id=sid
+            obj = stripe_invoices.finalize(
+                self.gw, key=self.keys.invoice_step(iid, "finalize"), invoice_id=sid
             )
             self._mark(iid, "finalize")
             inv = self._sync_from_stripe(iid, obj)
@@ -325,36 +319,32 @@ class Pusher:
             return self._save(iid, push_step=PushStep.FINALIZED), PushStep.FINALIZED
         if step == PushStep.FINALIZED:
             if inv.collection_method == "send_invoice":
-                obj = gw.send_invoice(
-                    self.caller, key=f"{self.ns}-inv-{iid}-send", stripe_invoice_id=sid
+                obj = stripe_invoices.send(
+                    self.gw, key=self.keys.invoice_step(iid, "send"), invoice_id=sid
                 )
                 self._mark(iid, "send")
                 self._sync_from_stripe(iid, obj)
                 return self._save(iid, push_step=PushStep.SENT, last_error=None), PushStep.SENT
-            obj = gw.pay_invoice(
-                self.caller,
-                key=f"{self.ns}-inv-{iid}-pay-{inv.pay_attempt}",
-                stripe_invoice_id=sid,
+            obj = stripe_invoices.pay(
+                self.gw, key=self.keys.invoice_pay(iid, inv.pay_attempt), invoice_id=sid
             )
             self._mark(iid, "pay")
             return self._sync_from_stripe(iid, obj), PushStep.PAID
         raise ValidationError(f"Invoice {iid} is in an unknown push step {step!r}.")
 
-    def _fail(self, snap: _Snapshot, step: str, exc: stripe.StripeError) -> CustomerProblem:
+    def _fail(self, snap: _Snapshot, step: str, exc: StripeFailure) -> CustomerProblem:
         inv, cus = snap.invoice, snap.customer
         iid = inv.id or 0
-        code = getattr(exc, "code", None)
         # Only a refusal is a failed payment; a network error may have charged (the next run
         # re-reads the invoice from Stripe before paying again, with the same key).
-        declined = isinstance(exc, stripe.CardError) or code in gw.PAYMENT_NEEDS_CUSTOMER
-        if step == "pay" and declined:
-            if code == "invoice_no_payment_method":
+        if step == "pay" and exc.payment_refused:
+            if exc.code == "invoice_no_payment_method":
                 message = (
                     f"{cus.name} has no default payment method in Stripe: the invoice is open "
                     "and was not charged. Ask the customer to add a card, then run again."
                 )
             else:
-                message = str(gw.describe_error(exc, f"charging invoice {inv.stripe_invoice_id}"))
+                message = str(exc.reworded(f"charging invoice {inv.stripe_invoice_id}"))
             # The next attempt needs a new key: Stripe would replay this decline for the old one.
             with session_scope(self.engine) as s:
                 fresh = s.get(Invoice, iid)
@@ -366,9 +356,9 @@ class Pusher:
                 fresh.updated_at = utcnow()
                 s.add(fresh)
             return CustomerProblem(cus.id or 0, cus.name, "pay", message, invoice_id=iid)
-        if isinstance(exc, stripe.AuthenticationError):
+        if exc.kind == "auth":
             self.abort_reason = "Stripe rejected the API key; check STRIPE_API_KEY"
-        message = str(gw.describe_error(exc, f"the {step} step of invoice {iid}"))
+        message = str(exc.reworded(f"the {step} step of invoice {iid}"))
         self._save(iid, last_error=message)
         return CustomerProblem(cus.id or 0, cus.name, step, message, invoice_id=iid)
 

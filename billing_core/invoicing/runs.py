@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import stripe
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -50,19 +49,11 @@ from billing_core.models import (
 from billing_core.money import display
 from billing_core.periods import Period, utcnow
 from billing_core.states import InvoiceOutcome, RunStatus
-from billing_core.stripe import gateway as gw
+from billing_core.stripe.client import is_live
+from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
-from billing_core.stripe.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
-
-
-# Rate limits when STRIPE_REQUESTS_PER_SECOND is not set: Stripe allows ~25/s in test mode and
-# ~100/s live; stay under both so other tools sharing the account keep some headroom.
-DEFAULT_RPS_TEST = 20.0
-
-
-DEFAULT_RPS_LIVE = 80.0
 
 
 @dataclass
@@ -109,19 +100,9 @@ def check_period(period: Period, now: datetime) -> None:
         )
 
 
-def effective_rate(settings: Settings) -> float:
-    """The client-side Stripe rate limit: the setting if given, else safe for the key's mode."""
-    if "stripe_requests_per_second" in settings.model_fields_set:
-        return settings.stripe_requests_per_second
-    key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
-    live = key.startswith(("sk_live_", "rk_live_"))
-    return DEFAULT_RPS_LIVE if live else DEFAULT_RPS_TEST
-
-
 def test_cards_allowed(settings: Settings) -> bool:
     """Attaching Stripe test cards is for emulators and test keys, never live accounts."""
-    key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
-    return bool(settings.stripe_api_base) and not key.startswith(("sk_live_", "rk_live_"))
+    return bool(settings.stripe_api_base) and not is_live(settings)
 
 
 def pending_invoice_ids(session: Session, period: Period, customer_id: int | None) -> list[int]:
@@ -153,7 +134,7 @@ def run_invoices(
     *,
     now: datetime | None = None,
     run_id: int | None = None,
-    client: stripe.StripeClient | None = None,
+    gateway: Gateway | None = None,
     progress: Progress | None = None,
     hook: StepHook | None = None,
 ) -> RunResult:
@@ -171,7 +152,7 @@ def run_invoices(
         with session_scope(engine) as s:
             drafts = preview(s, opts.period, customer_id=opts.customer_id)
         return RunResult(period, None, "preview", drafts)
-    client = client or gw.make_client(settings)
+    gateway = gateway or Gateway.from_settings(settings)
     run_id = _start_run(engine, opts, run_id)
     lock = DatabaseLock(
         engine,
@@ -189,7 +170,7 @@ def run_invoices(
     try:
         if lock.took_over_from:
             say(f"took over the stale lock of {lock.took_over_from}")
-        return _run_locked(engine, settings, opts, run_id, client, say, hook)
+        return _run_locked(engine, settings, opts, run_id, gateway, say, hook)
     except Exception as exc:
         _record_stop(engine, run_id, exc)
         raise
@@ -293,7 +274,7 @@ def _run_locked(
     settings: Settings,
     opts: RunOptions,
     run_id: int,
-    client: stripe.StripeClient,
+    gateway: Gateway,
     say: Progress,
     hook: StepHook | None,
 ) -> RunResult:
@@ -332,9 +313,8 @@ def _run_locked(
         run.failed_count = len(drafts.problems)
         run.errors = [p.as_json() for p in drafts.problems]
         s.add(run)
-    caller = gw.StripeCaller(client, TokenBucket(effective_rate(settings)))
     pusher = Pusher(
-        engine, caller, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
+        engine, gateway, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
     )
     say(f"pushing {len(todo)} invoices to Stripe ({settings.stripe_concurrency} at a time)")
     with ThreadPoolExecutor(max_workers=settings.stripe_concurrency) as pool:
@@ -353,7 +333,7 @@ def _run_locked(
                     f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
                     f"{outcome.problem.message}"
                 )
-    result.stripe_calls = caller.calls
+    result.stripe_calls = gateway.calls
     if pusher.abort_reason and not result.pushed:
         result.fatal = pusher.abort_reason
     failed = result.failed
@@ -367,7 +347,7 @@ def _run_locked(
     _finish_run(engine, run_id, result.status, [])
     say(
         f"{period}: {result.pushed} pushed, {failed} failed, {len(drafts.already_invoiced)} "
-        f"already invoiced, {caller.calls} Stripe calls ({caller.rate_limited} rate-limited) "
+        f"already invoiced, {gateway.calls} Stripe calls ({gateway.rate_limited} rate-limited) "
         f"-> {result.status}"
     )
     return result

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import stripe
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -23,9 +22,15 @@ from billing_core.errors import ValidationError
 from billing_core.models import Customer, Invoice, StripeEvent
 from billing_core.periods import utcnow
 from billing_core.states import EventOutcome, InvoiceStatus
-from billing_core.stripe import gateway as gw
+from billing_core.stripe import customers as stripe_customers
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe import payments as stripe_payments
+from billing_core.stripe.errors import StripeFailure
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.keys import install_id, keys_for
 from billing_core.stripe.mapping import (
-    _paying_intent,
+    default_payment_method,
+    find_local_invoice,
     mirror_customer,
     mirror_invoice,
     record_missing_locally,
@@ -135,7 +140,7 @@ def store_event(session: Session, payload: dict[str, Any], *, source: str) -> St
 @dataclass
 class _Ctx:
     session: Session
-    client: stripe.StripeClient
+    gw: Gateway
     event: StripeEvent
     now: datetime
 
@@ -145,27 +150,16 @@ class _Ctx:
         return data
 
 
-def _find_local_invoice(session: Session, remote: dict[str, Any]) -> Invoice | None:
-    local = session.exec(select(Invoice).where(Invoice.stripe_invoice_id == remote["id"])).first()
-    if local is not None:
-        return local
-    # The push may not have saved the Stripe id yet (a webhook can beat it): use the metadata.
-    raw = (remote.get("metadata") or {}).get("local_invoice_id")
-    if raw and str(raw).isdigit():
-        candidate = session.get(Invoice, int(raw))
-        if candidate is not None and candidate.stripe_invoice_id is None:
-            candidate.stripe_invoice_id = str(remote["id"])
-            return candidate
-    return None
-
-
 def _apply_invoice(ctx: _Ctx) -> EventOutcome:
-    remote = gw.read_invoice(ctx.client, str(ctx.obj["id"]))
-    local = _find_local_invoice(ctx.session, remote)
+    remote = stripe_invoices.read_invoice(ctx.gw, str(ctx.obj["id"]))
+    install = install_id(ctx.session)
+    if not remote.metadata.mine(install):
+        return EventOutcome.IGNORED  # another database sharing this Stripe account made it
+    local = find_local_invoice(ctx.session, remote, install)
     if local is None:
         record_missing_locally(ctx.session, remote, ctx.now)
         ctx.event.error = (
-            f"Stripe invoice {remote['id']} is not known locally; recorded as a "
+            f"Stripe invoice {remote.id} is not known locally; recorded as a "
             "reconciliation finding (missing_locally)."
         )
         return UNMATCHED
@@ -182,7 +176,7 @@ def _refresh_customer(ctx: _Ctx, customer_id: str) -> EventOutcome:
     if local is None:
         ctx.event.error = f"Stripe customer {customer_id} is not linked to a local customer."
         return UNMATCHED
-    mirror_customer(local, gw.read_customer(ctx.client, customer_id), ctx.now)
+    mirror_customer(local, stripe_customers.read_customer(ctx.gw, customer_id), ctx.now)
     ctx.session.add(local)
     return APPLIED
 
@@ -199,7 +193,7 @@ def _apply_payment_method(ctx: _Ctx) -> EventOutcome:
 
 
 def _apply_setup_intent(ctx: _Ctx) -> EventOutcome:
-    seti = gw.read_setup_intent(ctx.client, str(ctx.obj["id"]))
+    seti = stripe_payments.read_setup_intent(ctx.gw, str(ctx.obj["id"]))
     customer, pm = seti.get("customer"), seti.get("payment_method")
     if (
         not isinstance(customer, str)
@@ -207,12 +201,11 @@ def _apply_setup_intent(ctx: _Ctx) -> EventOutcome:
         or seti.get("status") != "succeeded"
     ):
         return IGNORED
-    remote = gw.read_customer(ctx.client, customer)
-    if not (remote.get("invoice_settings") or {}).get("default_payment_method"):
+    remote = stripe_customers.read_customer(ctx.gw, customer)
+    if not default_payment_method(remote):
         # Checkout in setup mode attaches the card but does not make it the default.
-        gw.set_default_payment_method(
-            ctx.client, customer, pm, idempotency_key=f"{seti['id']}-default-payment-method"
-        )
+        key = keys_for(ctx.session).default_payment_method(str(seti["id"]))
+        stripe_payments.set_default_payment_method(ctx.gw, customer, pm, key=key)
     return _refresh_customer(ctx, customer)
 
 
@@ -241,15 +234,15 @@ def _invoice_for_charge(ctx: _Ctx, charge: dict[str, Any]) -> Invoice | None:
         .limit(_REFUND_LOOKBACK)
     ).all()
     for candidate in candidates:
-        remote = gw.read_invoice(ctx.client, str(candidate.stripe_invoice_id))
-        if _paying_intent(remote) == intent:
+        remote = stripe_invoices.read_invoice(ctx.gw, str(candidate.stripe_invoice_id))
+        if remote.paying_intent == intent:
             mirror_invoice(candidate, remote, ctx.now)
             return candidate
     return None
 
 
 def _apply_charge_refunded(ctx: _Ctx) -> EventOutcome:
-    charge = gw.read_charge(ctx.client, str(ctx.obj["id"]))
+    charge = stripe_payments.read_charge(ctx.gw, str(ctx.obj["id"]))
     local = _invoice_for_charge(ctx, charge)
     if local is None:
         ctx.event.error = f"Refunded charge {charge['id']} matches no local invoice."
@@ -283,13 +276,8 @@ HANDLERS: dict[str, Callable[[_Ctx], EventOutcome]] = {
 }
 
 
-def is_transient(exc: stripe.StripeError) -> bool:
-    """Errors worth retrying later; anything else about the object itself is final."""
-    return not isinstance(exc, stripe.InvalidRequestError)
-
-
 def apply_event(
-    session: Session, client: stripe.StripeClient, event: StripeEvent, *, now: datetime
+    session: Session, gw: Gateway, event: StripeEvent, *, now: datetime
 ) -> EventOutcome:
     """Apply one stored event and mark it processed; a transient Stripe error propagates."""
     handler = HANDLERS.get(event.type)
@@ -298,12 +286,12 @@ def apply_event(
         outcome = IGNORED
     else:
         try:
-            outcome = handler(_Ctx(session, client, event, now))
-        except stripe.StripeError as exc:
-            if is_transient(exc):
+            outcome = handler(_Ctx(session, gw, event, now))
+        except StripeFailure as exc:
+            if exc.transient:
                 raise
             outcome = ERROR  # e.g. the object was deleted in Stripe since
-            event.error = str(gw.describe_error(exc, f"applying {event.type} {event.id}"))
+            event.error = str(exc.reworded(f"applying {event.type} {event.id}"))
         except (KeyError, TypeError, ValueError) as exc:
             # A payload we cannot read must not block every later event: record it, move on.
             outcome = ERROR
@@ -348,7 +336,7 @@ class ReadMemo:
 
 def _apply_with_memo(
     session: Session,
-    client: stripe.StripeClient,
+    gw: Gateway,
     event: StripeEvent,
     now: datetime,
     memo: ReadMemo | None,
@@ -361,7 +349,7 @@ def _apply_with_memo(
             event.processed_at = now
             session.add(event)
             return known[0]
-    outcome = apply_event(session, client, event, now=now)
+    outcome = apply_event(session, gw, event, now=now)
     if memo is not None and key is not None:
         memo.results[key] = (outcome, event.invoice_id, event.error)
     return outcome
@@ -369,7 +357,7 @@ def _apply_with_memo(
 
 def process_event_id(
     engine: Engine,
-    client: stripe.StripeClient,
+    gw: Gateway,
     event_id: str,
     *,
     now_fn: Callable[[], datetime],
@@ -381,9 +369,9 @@ def process_event_id(
             event = session.get(StripeEvent, event_id)
             if event is None or event.processed_at is not None:
                 return None
-            return _apply_with_memo(session, client, event, now_fn(), memo)
-    except stripe.StripeError as exc:
-        error = gw.describe_error(exc, f"applying Stripe event {event_id}")
+            return _apply_with_memo(session, gw, event, now_fn(), memo)
+    except StripeFailure as exc:
+        error = exc.reworded(f"applying Stripe event {event_id}")
         with session_scope(engine) as session:
             event = session.get(StripeEvent, event_id)
             if event is not None:  # left unprocessed: the next sync retries it
@@ -394,7 +382,7 @@ def process_event_id(
 
 def process_pending(
     engine: Engine,
-    client: stripe.StripeClient,
+    gw: Gateway,
     *,
     now_fn: Callable[[], datetime] = utcnow,
 ) -> Counter[str]:
@@ -407,6 +395,6 @@ def process_pending(
         if not batch:
             return outcomes
         for event_id in batch:
-            outcome = process_event_id(engine, client, event_id, now_fn=now_fn, memo=memo)
+            outcome = process_event_id(engine, gw, event_id, now_fn=now_fn, memo=memo)
             if outcome:
                 outcomes[outcome] += 1

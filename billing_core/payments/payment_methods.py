@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-import stripe
 from sqlmodel import Session, col, func, select
 
 from billing_core import audit
@@ -18,8 +17,12 @@ from billing_core.auth import Identity, require
 from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice, display_status_in
 from billing_core.states import DisplayStatus
-from billing_core.stripe import gateway as gw
-from billing_core.stripe import mapping
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe import payments as stripe_payments
+from billing_core.stripe.errors import StripeFailure
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.keys import keys_for
+from billing_core.stripe.mapping import customer_metadata, mirror_invoice
 
 RETRYABLE = (DisplayStatus.OPEN, DisplayStatus.FAILED)
 
@@ -86,7 +89,7 @@ def payment_method_table(session: Session) -> pd.DataFrame:
 
 def create_setup_link(
     session: Session,
-    client: stripe.StripeClient,
+    gateway: Gateway,
     identity: Identity,
     *,
     customer_id: int,
@@ -104,19 +107,19 @@ def create_setup_link(
             "first invoice run. Run the invoicing (or create the customer in Stripe) first."
         )
     # A double click within the same second reuses the session instead of opening two.
-    key = f"cus-{customer_id}-setup-{int(now.timestamp())}"
+    keys = keys_for(session)
     try:
-        checkout = gw.create_setup_checkout(
-            client,
+        checkout = stripe_payments.create_setup_checkout(
+            gateway,
             customer_id=customer.stripe_customer_id,
             currency=customer.currency,
             success_url=return_url,
             cancel_url=return_url,
-            metadata={"local_customer_id": str(customer_id)},
-            idempotency_key=key,
+            metadata=customer_metadata(customer_id=customer_id, install_id=keys.namespace),
+            key=keys.setup_link(customer_id, now),
         )
-    except stripe.StripeError as exc:
-        raise gw.describe_error(exc, f"creating a setup link for {customer.name}") from None
+    except StripeFailure as exc:
+        raise exc.reworded(f"creating a setup link for {customer.name}") from None
     url = str(checkout.get("url") or "")
     audit.record(
         session,
@@ -137,7 +140,7 @@ class RetryResult:
 
 def retry_payment(
     session: Session,
-    client: stripe.StripeClient,
+    gateway: Gateway,
     identity: Identity,
     *,
     invoice_id: int,
@@ -163,22 +166,27 @@ def retry_payment(
     # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
     # before the call so a crash right after it cannot make the next retry reuse it.
     invoice.pay_attempt += 1
+    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt)
     session.add(invoice)
     session.commit()
-    key = f"inv-{invoice_id}-pay-{invoice.pay_attempt}"
+    doing = f"retrying invoice {invoice.number or invoice_id}"
     declined: PaymentProviderError | None = None
     try:
-        gw.retry_invoice_payment(client, invoice.stripe_invoice_id, idempotency_key=key)
-    except stripe.CardError as exc:
-        declined = gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}")
-    except stripe.StripeError as exc:
-        session.rollback()
-        raise gw.describe_error(exc, f"retrying invoice {invoice.number or invoice_id}") from None
+        stripe_invoices.pay(
+            gateway, key=key, invoice_id=invoice.stripe_invoice_id, off_session=False
+        )
+    except StripeFailure as exc:
+        if exc.kind != "declined":
+            session.rollback()
+            raise exc.reworded(doing) from None
+        declined = exc.reworded(doing)
     try:
-        remote = gw.read_invoice(client, invoice.stripe_invoice_id)
-        mapping.mirror_invoice(invoice, remote, now)
-    except stripe.StripeError:
-        pass  # the next sync mirrors it; the payment outcome itself is known already
+        remote = stripe_invoices.read_invoice(gateway, invoice.stripe_invoice_id)
+        mirror_invoice(invoice, remote, now)
+    except StripeFailure as exc:
+        if not exc.transient:
+            raise
+        # Stripe did not answer the read: the next sync mirrors it; the outcome is known already.
     if declined is not None:
         invoice.last_error = str(declined)
     session.add(invoice)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import stripe
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -21,7 +20,9 @@ from billing_core.errors import PaymentProviderError
 from billing_core.models import StripeEvent, SyncState
 from billing_core.payments.events import CURSOR, SyncResult, process_pending, store_event
 from billing_core.periods import utcnow
-from billing_core.stripe import gateway as gw
+from billing_core.stripe.errors import StripeFailure
+from billing_core.stripe.events import EVENTS_PAGE_SIZE, events_page
+from billing_core.stripe.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def _store_page(engine: Engine, page: list[dict[str, Any]]) -> int:
 
 
 def _fetch_newer(
-    engine: Engine, client: stripe.StripeClient, cursor: str, page_size: int, result: SyncResult
+    engine: Engine, gw: Gateway, cursor: str, page_size: int, result: SyncResult
 ) -> str:
     """Walk towards newer events from the cursor, a page at a time; returns the newest id."""
     newest = cursor
     while True:
-        page, has_more = gw.events_page(client, ending_before=newest, limit=page_size)
+        page, has_more = events_page(gw, ending_before=newest, limit=page_size)
         if not page:
             return newest
         result.fetched += len(page)
@@ -68,14 +69,12 @@ def _fetch_newer(
             return newest
 
 
-def _fetch_all(
-    engine: Engine, client: stripe.StripeClient, page_size: int, result: SyncResult
-) -> str | None:
+def _fetch_all(engine: Engine, gw: Gateway, page_size: int, result: SyncResult) -> str | None:
     """First sync: everything Stripe still holds (30 days), newest page first."""
     newest: str | None = None
     after: str | None = None
     while True:
-        page, has_more = gw.events_page(client, starting_after=after, limit=page_size)
+        page, has_more = events_page(gw, starting_after=after, limit=page_size)
         if not page:
             return newest
         newest = newest or str(page[0]["id"])
@@ -97,9 +96,9 @@ def _cursor_gone(cursor: str) -> PaymentProviderError:
 
 def sync(
     engine: Engine,
-    client: stripe.StripeClient,
+    gw: Gateway,
     *,
-    page_size: int = gw.EVENTS_PAGE_SIZE,
+    page_size: int = EVENTS_PAGE_SIZE,
     reset: bool = False,
     now_fn: Callable[[], datetime] = utcnow,
 ) -> SyncResult:
@@ -111,17 +110,16 @@ def sync(
     cursor = result.cursor_before
     try:
         if cursor:
-            newest: str | None = _fetch_newer(engine, client, cursor, page_size, result)
+            newest: str | None = _fetch_newer(engine, gw, cursor, page_size, result)
         else:
-            newest = _fetch_all(engine, client, page_size, result)
-    except stripe.InvalidRequestError as exc:
-        if cursor and exc.param == "ending_before":
-            raise _cursor_gone(cursor) from None
-        raise gw.describe_error(exc, "listing Stripe events") from None
-    except stripe.StripeError as exc:
-        doing = "listing Stripe events (the sync cursor was not moved)"
-        raise gw.describe_error(exc, doing) from None
-    result.outcomes = process_pending(engine, client, now_fn=now_fn)
+            newest = _fetch_all(engine, gw, page_size, result)
+    except StripeFailure as exc:
+        if exc.kind == "invalid":
+            if cursor and exc.param == "ending_before":
+                raise _cursor_gone(cursor) from None
+            raise exc.reworded("listing Stripe events") from None
+        raise exc.reworded("listing Stripe events (the sync cursor was not moved)") from None
+    result.outcomes = process_pending(engine, gw, now_fn=now_fn)
     with session_scope(engine) as session:
         set_cursor(session, newest, now_fn())
     result.cursor_after = newest

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import stripe
 from sqlalchemy.engine import Engine
 
 from billing_core.config import Settings
@@ -24,7 +23,7 @@ from billing_core.db import session_scope
 from billing_core.errors import BillingError, ConfigError, ValidationError
 from billing_core.payments import events as payments_events
 from billing_core.periods import utcnow
-from billing_core.stripe.gateway import make_client
+from billing_core.stripe.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     engine: Engine
     secret: str
-    client: stripe.StripeClient | None
+    gateway: Gateway | None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,12 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._apply(receipt.event_id)
 
     def _apply(self, event_id: str) -> None:
-        client = self.server.client
-        if client is None:
+        gateway = self.server.gateway
+        if gateway is None:
             return  # no API key: stored, applied by the next `sync`
         try:
             outcome = payments_events.process_event_id(
-                self.server.engine, client, event_id, now_fn=utcnow
+                self.server.engine, gateway, event_id, now_fn=utcnow
             )
             log.info("event %s: %s", event_id, outcome)
         except BillingError as exc:
@@ -197,5 +196,5 @@ def make_server(engine: Engine, settings: Settings, host: str, port: int) -> _Se
     server = _Server((host, port), _Handler)
     server.engine = engine
     server.secret = settings.stripe_webhook_secret.get_secret_value()
-    server.client = make_client(settings) if settings.stripe_enabled else None
+    server.gateway = Gateway.from_settings(settings) if settings.stripe_enabled else None
     return server

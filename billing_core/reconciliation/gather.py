@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -28,20 +28,16 @@ from billing_core.reconciliation.diffing import (
     InvoiceRecord,
 )
 from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus
-from billing_core.stripe.gateway import ReconcileReader
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.keys import install_id
+from billing_core.stripe.mapping import StripeInvoice, line_pairs, parse_invoice
 
 log = logging.getLogger(__name__)
 
 
 # How long after a period ends its invoices may still be created in Stripe.
 STRIPE_WINDOW_AFTER = timedelta(days=45)
-
-
-# Metadata keys our invoicing writes on Stripe invoices (the first one is the canonical one).
-METADATA_LOCAL_ID_KEYS = ("local_invoice_id", "invoice_id")
-
-
-METADATA_PERIOD_KEY = "period"
 
 
 # Invoices that were issued to the customer (drafts and voids billed nothing).
@@ -61,52 +57,27 @@ def stripe_window(period: Period) -> tuple[int, int]:
     return int(period.start_at.timestamp()), int((period.end_at + STRIPE_WINDOW_AFTER).timestamp())
 
 
-def _metadata_local_id(metadata: Mapping[str, Any]) -> int | None:
-    for key in METADATA_LOCAL_ID_KEYS:
-        value = str(metadata.get(key) or "").strip()
-        if value.isdigit():
-            return int(value)
-    return None
-
-
-def stripe_period(obj: Mapping[str, Any]) -> str:
-    """The period a Stripe invoice belongs to: its metadata, else the month it was created."""
-    metadata = obj.get("metadata") or {}
-    if metadata.get(METADATA_PERIOD_KEY):
-        return str(metadata[METADATA_PERIOD_KEY])
-    return str(Period.containing(datetime.fromtimestamp(int(obj.get("created") or 0), tz=UTC)))
-
-
 def stripe_record(
-    obj: Mapping[str, Any],
+    obj: Mapping[str, Any] | StripeInvoice,
     customer_ids: Mapping[str, int],
     lines: Sequence[Mapping[str, Any]] | None = None,
 ) -> InvoiceRecord:
-    """A Stripe invoice as an InvoiceRecord; `lines` when all were read separately."""
-    customer = obj.get("customer")
-    deleted = False
-    if isinstance(customer, Mapping):
-        deleted = bool(customer.get("deleted"))
-        customer = customer.get("id")
-    embedded = obj.get("lines") or {}
-    if lines is None and not embedded.get("has_more"):
-        lines = embedded.get("data") or []
+    """A Stripe invoice as an InvoiceRecord; `lines` (Stripe's JSON) when all were read."""
+    remote = obj if isinstance(obj, StripeInvoice) else parse_invoice(obj)
+    pairs: Sequence[tuple[str, int]] | None = remote.lines if remote.all_lines_embedded else None
+    if lines is not None:
+        pairs = line_pairs(lines)
     return InvoiceRecord(
-        local_id=_metadata_local_id(obj.get("metadata") or {}),
-        stripe_id=str(obj["id"]),
-        stripe_customer=str(customer) if customer else None,
-        currency=str(obj.get("currency") or "").upper(),
-        total_minor=int(obj.get("total") or 0),
-        status=str(obj.get("status") or ""),
-        period=stripe_period(obj),
-        customer_id=customer_ids.get(str(customer)) if customer else None,
-        lines=None
-        if lines is None
-        else tuple(
-            InvoiceLineRecord(str(li.get("description") or ""), int(li.get("amount") or 0))
-            for li in lines
-        ),
-        customer_deleted=deleted,
+        local_id=remote.metadata.local_invoice_id,
+        stripe_id=remote.id,
+        stripe_customer=remote.customer,
+        currency=remote.currency,
+        total_minor=remote.total,
+        status=remote.status,
+        period=remote.period,
+        customer_id=customer_ids.get(remote.customer) if remote.customer else None,
+        lines=None if pairs is None else tuple(InvoiceLineRecord(d, a) for d, a in pairs),
+        customer_deleted=remote.customer_deleted,
     )
 
 
@@ -176,33 +147,51 @@ def _local_stripe_records(session: Session, period: Period) -> list[InvoiceRecor
     ]
 
 
-def _needs_all_lines(loc: InvoiceRecord | None, obj: Mapping[str, Any], deep: bool) -> bool:
+def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: bool) -> bool:
     """Read the remaining lines only where they can explain something (or when asked to)."""
-    embedded = obj.get("lines") or {}
-    if not embedded.get("has_more"):
+    if remote.all_lines_embedded:
         return False
     if deep:
         return True
     if loc is None or loc.lines is None:
         return False
-    if int(obj.get("total") or 0) != loc.total_minor:
+    if remote.total != loc.total_minor:
         return True
-    if int(embedded.get("total_count") or 0) != len(loc.lines):
+    if remote.line_count != len(loc.lines):
         return True
     mine = [(li.description, li.amount_minor) for li in loc.lines]
-    for li in embedded.get("data") or []:
-        pair = (str(li.get("description") or ""), int(li.get("amount") or 0))
+    for pair in remote.lines:
         if pair not in mine:
             return True  # a first-ten line differs although the totals agree
         mine.remove(pair)
     return False
 
 
+def _record(
+    gw: Gateway,
+    loc: InvoiceRecord | None,
+    remote: StripeInvoice,
+    customer_ids: Mapping[str, int],
+    deep_lines: bool,
+) -> InvoiceRecord:
+    lines = (
+        stripe_invoices.invoice_lines(gw, remote.id)
+        if _needs_all_lines(loc, remote, deep_lines)
+        else None
+    )
+    return stripe_record(remote, customer_ids, lines)
+
+
 def read_stripe_side(
-    session: Session, period: Period, reader: ReconcileReader, *, deep_lines: bool = False
+    session: Session, period: Period, reader: Gateway, *, deep_lines: bool = False
 ) -> StripeSide:
-    """Local records and the period's Stripe invoices (raises PaymentProviderError)."""
+    """Local records and the period's Stripe invoices (raises PaymentProviderError).
+
+    Invoices another database sharing the Stripe account made (metadata with another install
+    id) are not this database's to reconcile and are left out.
+    """
     local = _local_stripe_records(session, period)
+    install = install_id(session)
     customer_ids = {
         sid: cid
         for cid, sid in session.exec(select(Customer.id, Customer.stripe_customer_id)).all()
@@ -213,26 +202,17 @@ def read_stripe_side(
     gte, lt = stripe_window(period)
     remote: list[InvoiceRecord] = []
     seen: set[str] = set()
-    for obj in reader.invoices(gte, lt):
-        if stripe_period(obj) != str(period):
+    for obj in stripe_invoices.invoices_created(reader, gte, lt):
+        found = parse_invoice(obj)
+        if found.period != str(period) or not found.metadata.mine(install):
             continue
-        seen.add(str(obj["id"]))
-        loc = by_stripe.get(str(obj["id"])) or by_local.get(
-            _metadata_local_id(obj.get("metadata") or {})
-        )
-        lines = (
-            reader.invoice_lines(str(obj["id"])) if _needs_all_lines(loc, obj, deep_lines) else None
-        )
-        remote.append(stripe_record(obj, customer_ids, lines))
+        seen.add(found.id)
+        loc = by_stripe.get(found.id) or by_local.get(found.metadata.local_invoice_id)
+        remote.append(_record(reader, loc, found, customer_ids, deep_lines))
     for rec in local:
         if rec.stripe_id and rec.stripe_id not in seen:
-            found = reader.invoice(rec.stripe_id)  # created outside the window, or gone
-            if found is not None:
-                obj = found
-                lines = (
-                    reader.invoice_lines(rec.stripe_id)
-                    if _needs_all_lines(rec, obj, deep_lines)
-                    else None
-                )
-                remote.append(stripe_record(obj, customer_ids, lines))
+            # Created outside the window, or gone from Stripe (then it is missing remotely).
+            raw = stripe_invoices.invoice_or_none(reader, rec.stripe_id)
+            if raw is not None:
+                remote.append(_record(reader, rec, parse_invoice(raw), customer_ids, deep_lines))
     return StripeSide(local, remote)

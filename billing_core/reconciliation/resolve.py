@@ -25,7 +25,9 @@ from billing_core.reconciliation.diffing import (
 )
 from billing_core.reconciliation.gather import DEMO_SCOPE
 from billing_core.states import DiffResolution, DiffStatus, InvoiceStatus
-from billing_core.stripe.gateway import ReconcileReader
+from billing_core.stripe import invoices as stripe_invoices
+from billing_core.stripe.gateway import Gateway
+from billing_core.stripe.mapping import parse_invoice
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,7 @@ def sync_from_stripe(
     identity: Identity,
     diff_id: int,
     *,
-    reader: ReconcileReader | None = None,
+    reader: Gateway | None = None,
     now: datetime | None = None,
 ) -> ReconciliationDiff:
     """Take the payment status (and link) of a status diff from Stripe, re-reading the invoice.
@@ -184,16 +186,17 @@ def sync_from_stripe(
             raise PaymentProviderError(
                 "Syncing needs Stripe: set STRIPE_API_KEY (or STRIPE_API_BASE) and try again."
             )
-        obj = reader.invoice(stripe_id)
-        if obj is None:
+        raw = stripe_invoices.invoice_or_none(reader, stripe_id)
+        if raw is None:
             raise PaymentProviderError(
                 f"Stripe has no invoice {stripe_id}; accept the diff with a note."
             )
-        status = str(obj.get("status") or "")
-        invoice.stripe_invoice_id = str(obj["id"])
-        invoice.amount_paid_minor = int(obj.get("amount_paid") or invoice.amount_paid_minor)
-        invoice.hosted_invoice_url = obj.get("hosted_invoice_url") or invoice.hosted_invoice_url
-        invoice.number = obj.get("number") or invoice.number
+        remote = parse_invoice(raw)
+        status = remote.status  # Stripe's, as Stripe has it: the diff compared that
+        invoice.stripe_invoice_id = remote.id
+        invoice.amount_paid_minor = remote.amount_paid or invoice.amount_paid_minor
+        invoice.hosted_invoice_url = remote.hosted_invoice_url or invoice.hosted_invoice_url
+        invoice.number = remote.number or invoice.number
     if status not in _SYNCABLE_STATUSES:
         raise ValidationError(f"Stripe status {status!r} cannot be applied to a local invoice.")
     if status == InvoiceStatus.PAID and invoice.paid_at is None:

@@ -58,7 +58,7 @@ from billing_core.reconciliation.findings import aws_findings, usage_findings
 from billing_core.reconciliation.gather import DEMO_SCOPE, read_stripe_side
 from billing_core.reconciliation.resolve import _section
 from billing_core.states import DiffStatus, ReconciliationStatus
-from billing_core.stripe.gateway import ReconcileReader, make_client
+from billing_core.stripe.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def open_diff_lines(session: Session, period: str) -> list[str]:
         .outerjoin(Customer, col(Customer.id) == col(ReconciliationDiff.customer_id))
         .where(
             ReconciliationDiff.period == period,
-            ReconciliationDiff.status == "open",
+            ReconciliationDiff.status == DiffStatus.OPEN,
             col(ReconciliationDiff.within_tolerance).is_(False),
         )
         .order_by(col(ReconciliationDiff.kind), col(ReconciliationDiff.id))
@@ -220,11 +220,11 @@ def open_diff_lines(session: Session, period: str) -> list[str]:
     ]
 
 
-def make_reader(settings: Settings) -> ReconcileReader | None:
-    """A Stripe reader when Stripe is configured (retries are the reader's, not the SDK's)."""
+def make_reader(settings: Settings) -> Gateway | None:
+    """The Stripe gateway reconciliation reads through, when Stripe is configured."""
     if not settings.stripe_enabled:
         return None
-    return ReconcileReader(make_client(settings, max_network_retries=0))
+    return Gateway.from_settings(settings)
 
 
 def _start_run(
@@ -259,7 +259,7 @@ def reconcile_period(
     period: Period,
     *,
     tolerance: Tolerance | None = None,
-    reader: ReconcileReader | None = None,
+    reader: Gateway | None = None,
     actor: str = "system",
     now: datetime | None = None,
     deep_lines: bool = False,
@@ -293,7 +293,7 @@ def reconcile_period(
             findings += usage_findings(session, period, tolerance)
             checked += USAGE_KINDS
     except Exception as exc:
-        requests = reader.requests if reader else 0
+        requests = reader.calls if reader else 0
         message = str(exc) if isinstance(exc, BillingError) else f"unexpected {exc!r}"
         _fail_run(engine, run_id, message, requests)
         log.error("reconcile %s failed: %s", period, message)
@@ -323,14 +323,14 @@ def reconcile_period(
             counts["timings"]["compute_s"] += round(time.perf_counter() - store_started, 3)
             run.status = ReconciliationStatus.COMPLETE
             run.counts = counts
-            run.stripe_requests = reader.requests if reader else 0
+            run.stripe_requests = reader.calls if reader else 0
             run.finished_at = utcnow()
             session.add(run)
             session.flush()
             remaining = open_above_tolerance(session, str(period))
     except Exception as exc:
         _fail_run(
-            engine, run_id, f"storing the findings failed: {exc}", reader.requests if reader else 0
+            engine, run_id, f"storing the findings failed: {exc}", reader.calls if reader else 0
         )
         raise
     return RunResult(

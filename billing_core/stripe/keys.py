@@ -1,49 +1,72 @@
-"""Invoice runs: drafts for a period, then a resumable, idempotent push of each to Stripe.
+"""Idempotency keys: the one builder, always prefixed with this database's install id.
 
-A run for period P (DESIGN.md section 6):
-1. refuses a period that is not closed yet, then takes the run lock for P;
-2. prices every active customer that has no invoice for P yet and saves all drafts in one
-   transaction (the unique key customer+period refuses a second invoice);
-3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
-   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
-   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
-   this database's install id, the local invoice id and the step; each step's result is saved
-   before the next call, so a killed run resumes where it stopped.
-
-Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
-that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
-new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
-invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
-step taken from Stripe's state, so lines are never added twice. A declined payment bumps
-`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
-
-Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
-is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
-the next run bills as a credit line."""
+Local ids repeat across databases (a re-seeded demo, staging next to production), so two of
+them sharing one Stripe account would otherwise send the same key for their own invoice 1 and
+get each other's stored results, or an idempotency error. Every key Stripe sees is spelled here;
+the install id also goes into the metadata that lookups match on (see mapping.py).
+"""
 
 from __future__ import annotations
 
-import logging
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from billing_core.models import (
-    SyncState,
-)
+from billing_core.models import SyncState
 
-log = logging.getLogger(__name__)
+InvoiceStep = Literal["create", "lines", "finalize", "send"]
 
 
 def install_id(session: Session) -> str:
-    """A random id of this database, made once; it prefixes every idempotency key.
-
-    Without it, two databases (a re-seeded demo, staging next to production) sharing one Stripe
-    account would send the same key for their own invoice 1 and get each other's results.
-    """
+    """A random id of this database, made once; it prefixes every idempotency key."""
     row = session.get(SyncState, "install_id")
-    if row is None:
-        row = SyncState(name="install_id", value=secrets.token_hex(4))
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row.value
+    try:
+        with session.begin_nested():  # two threads may make it at once: the first one wins
+            row = SyncState(name="install_id", value=secrets.token_hex(4))
+            session.add(row)
+    except IntegrityError:
+        row = session.get(SyncState, "install_id")
+        if row is None:
+            raise
     return row.value
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The idempotency keys of one database (`namespace` is its install id)."""
+
+    namespace: str
+
+    def invoice_step(self, invoice_id: int, step: InvoiceStep) -> str:
+        """One step of the invoice push; the same key on every retry of that step."""
+        return f"{self.namespace}-inv-{invoice_id}-{step}"
+
+    def invoice_pay(self, invoice_id: int, attempt: int) -> str:
+        """A pay attempt; a new attempt after a decline (Stripe replays a stored decline)."""
+        return f"{self.namespace}-inv-{invoice_id}-pay-{attempt}"
+
+    def customer_create(self, customer_id: int) -> str:
+        return f"{self.namespace}-cus-{customer_id}-create"
+
+    def test_card(self, customer_id: int, step: Literal["attach", "default"]) -> str:
+        """Attaching a test card and making it the default (emulators and test mode only)."""
+        return f"{self.namespace}-cus-{customer_id}-{step}"
+
+    def setup_link(self, customer_id: int, at: datetime) -> str:
+        """A card setup link: a double click within the same second reuses the session."""
+        return f"{self.namespace}-cus-{customer_id}-setup-{int(at.timestamp())}"
+
+    def default_payment_method(self, setup_intent_id: str) -> str:
+        """Making the card a finished setup saved the customer's default."""
+        return f"{self.namespace}-{setup_intent_id}-default-payment-method"
+
+
+def keys_for(session: Session) -> Keys:
+    """The key builder of the database `session` talks to."""
+    return Keys(install_id(session))

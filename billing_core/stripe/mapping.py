@@ -1,13 +1,16 @@
-"""Stripe state in sync (DESIGN.md section 7): store every event, dedupe by id, apply by re-reading.
+"""The one mapping between Stripe objects (JSON as Stripe sends it) and local rows.
 
-Two ways in, one handler. `sync` pulls the Events API onward from a cursor (cron, no public URL
-needed); the webhook receiver stores what Stripe pushes. Applying an event never trusts its
-payload: the object is read again from Stripe and the local mirror takes Stripe's current state,
-so duplicates and out-of-order delivery end in the right place."""
+`parse_invoice` reads a Stripe invoice, metadata included, into a `StripeInvoice`; nothing
+outside this module knows Stripe's field or metadata names. `mirror_invoice` copies Stripe's
+state onto the local Invoice row (the invoice push, events and the payment retry all use it);
+reconciliation builds its records from `StripeInvoice`. The metadata we write on Stripe objects
+is spelled here too, install id included, so lookups never match another database's objects.
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,117 +19,252 @@ from sqlmodel import Session, select
 from billing_core.errors import ConfigError, MoneyError
 from billing_core.models import Customer, Invoice, ReconciliationDiff
 from billing_core.money import format_minor
-from billing_core.periods import Period, utcnow
-from billing_core.states import InvoiceOutcome, InvoiceStatus, display_status
+from billing_core.periods import Period
+from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus, display_status
 
-log = logging.getLogger(__name__)
+SOURCE = "billing_core"
+# Older invoices carried the local id as "invoice_id"; the first key is the one written now.
+LOCAL_INVOICE_KEYS = ("local_invoice_id", "invoice_id")
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What our metadata on a Stripe object says (None where it says nothing)."""
+
+    local_invoice_id: int | None
+    local_customer_id: int | None
+    period: str | None
+    install_id: str | None
+
+    def mine(self, install_id: str) -> bool:
+        """Written by this database (objects made before install ids count as ours)."""
+        return self.install_id in (None, install_id)
+
+
+def _int(value: Any) -> int | None:
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def read_metadata(obj: Mapping[str, Any]) -> Metadata:
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    local_id = next((_int(meta.get(k)) for k in LOCAL_INVOICE_KEYS if _int(meta.get(k))), None)
+    return Metadata(
+        local_invoice_id=local_id,
+        local_customer_id=_int(meta.get("local_customer_id")),
+        period=str(meta["period"]) if meta.get("period") else None,
+        install_id=str(meta["install_id"]) if meta.get("install_id") else None,
+    )
+
+
+def customer_metadata(*, customer_id: int, install_id: str) -> dict[str, str]:
+    return {"local_customer_id": str(customer_id), "install_id": install_id, "source": SOURCE}
+
+
+def invoice_metadata(
+    *, invoice_id: int, customer_id: int, period: str, install_id: str
+) -> dict[str, str]:
+    return {
+        "local_invoice_id": str(invoice_id),
+        "local_customer_id": str(customer_id),
+        "period": period,
+        "install_id": install_id,
+        "source": SOURCE,
+    }
 
 
 def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and value else None
 
 
-def local_status(remote: dict[str, Any]) -> str:
-    """The word shown for a Stripe invoice: an open invoice with a failed attempt is failed."""
-    return display_status(str(remote.get("status") or InvoiceStatus.DRAFT), payment_outcome(remote))
-
-
-def payment_outcome(remote: dict[str, Any]) -> InvoiceOutcome | None:
-    """The local outcome a Stripe invoice implies: a failed payment, or nothing."""
-    status = str(remote.get("status") or InvoiceStatus.DRAFT)
-    if status == InvoiceStatus.OPEN and int(remote.get("attempt_count") or 0) > 0:
-        # A successful attempt would have made it paid, so an attempted open invoice failed.
-        return InvoiceOutcome.PAYMENT_FAILED
-    return None
-
-
-def _paying_intent(remote: dict[str, Any]) -> str | None:
-    payments = remote.get("payments")
-    for payment in (payments or {}).get("data", []) if isinstance(payments, dict) else []:
+def _paying_intent(obj: Mapping[str, Any]) -> str | None:
+    payments = obj.get("payments")
+    for payment in (payments or {}).get("data", []) if isinstance(payments, Mapping) else []:
         inner = payment.get("payment") or {}
         if payment.get("status") == "paid" and inner.get("payment_intent"):
             return str(inner["payment_intent"])
     return None
 
 
-def mirror_invoice(local: Invoice, remote: dict[str, Any], now: datetime) -> None:
+@dataclass(frozen=True)
+class StripeInvoice:
+    """A Stripe invoice as this project reads it."""
+
+    id: str
+    status: str  # Stripe's own: draft, open, paid, void, uncollectible
+    customer: str | None
+    customer_deleted: bool  # the customer was expanded and is deleted
+    currency: str  # upper case, as stored locally
+    total: int
+    amount_paid: int
+    attempt_count: int
+    number: str | None
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+    created: datetime | None
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    next_payment_attempt: datetime | None
+    paying_intent: str | None  # the PaymentIntent that paid it (when payments were expanded)
+    lines: tuple[tuple[str, int], ...]  # (description, amount) of the lines Stripe embedded
+    line_count: int  # all lines, embedded or not
+    metadata: Metadata
+
+    @property
+    def all_lines_embedded(self) -> bool:
+        return len(self.lines) >= self.line_count
+
+    @property
+    def payment_outcome(self) -> InvoiceOutcome | None:
+        """The local outcome Stripe's state implies: a failed payment, or nothing."""
+        if self.status == InvoiceStatus.OPEN and self.attempt_count > 0:
+            # A successful attempt would have made it paid, so an attempted open invoice failed.
+            return InvoiceOutcome.PAYMENT_FAILED
+        return None
+
+    @property
+    def local_status(self) -> DisplayStatus:
+        """The word shown for it: an open invoice with a failed attempt is failed."""
+        return display_status(InvoiceStatus(self.status), self.payment_outcome)
+
+    @property
+    def period(self) -> str:
+        """The period it bills: its metadata, else the month it was created in."""
+        try:
+            return str(Period.parse(self.metadata.period or ""))
+        except ConfigError:
+            return str(Period.containing(self.created or datetime.fromtimestamp(0, UTC)))
+
+
+def line_pairs(lines: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, int], ...]:
+    """(description, amount) of Stripe invoice lines."""
+    return tuple((str(li.get("description") or ""), int(li.get("amount") or 0)) for li in lines)
+
+
+def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
+    customer = obj.get("customer")
+    deleted = False
+    if isinstance(customer, Mapping):
+        deleted = bool(customer.get("deleted"))
+        customer = customer.get("id")
+    embedded: Mapping[str, Any] = obj.get("lines") or {}
+    lines = line_pairs(embedded.get("data") or [])
+    has_more = bool(embedded.get("has_more"))
+    transitions: Mapping[str, Any] = obj.get("status_transitions") or {}
+    return StripeInvoice(
+        id=str(obj.get("id") or ""),
+        status=str(obj.get("status") or "draft"),
+        customer=str(customer) if customer else None,
+        customer_deleted=deleted,
+        currency=str(obj.get("currency") or "").upper(),
+        total=int(obj.get("total") or 0),
+        amount_paid=int(obj.get("amount_paid") or 0),
+        attempt_count=int(obj.get("attempt_count") or 0),
+        number=obj.get("number") or None,
+        hosted_invoice_url=obj.get("hosted_invoice_url") or None,
+        invoice_pdf=obj.get("invoice_pdf") or None,
+        created=_ts(obj.get("created")),
+        finalized_at=_ts(transitions.get("finalized_at")),
+        paid_at=_ts(transitions.get("paid_at")),
+        next_payment_attempt=_ts(obj.get("next_payment_attempt")),
+        paying_intent=_paying_intent(obj),
+        lines=lines,
+        line_count=int(embedded.get("total_count") or 0) if has_more else len(lines),
+        metadata=read_metadata(obj),
+    )
+
+
+def local_status(obj: Mapping[str, Any]) -> DisplayStatus:
+    """Stripe's invoice status in local terms (see StripeInvoice.local_status)."""
+    return parse_invoice(obj).local_status
+
+
+def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None:
     """Copy Stripe's current state of an invoice onto the local row (totals stay local)."""
-    local.status = InvoiceStatus(str(remote.get("status") or InvoiceStatus.DRAFT))
-    local.outcome = payment_outcome(remote)
-    local.amount_paid_minor = int(remote.get("amount_paid") or 0)
-    local.number = remote.get("number") or local.number
-    local.hosted_invoice_url = remote.get("hosted_invoice_url") or local.hosted_invoice_url
-    local.invoice_pdf = remote.get("invoice_pdf") or local.invoice_pdf
-    local.attempt_count = int(remote.get("attempt_count") or 0)
-    local.next_payment_attempt = _ts(remote.get("next_payment_attempt"))
-    transitions = remote.get("status_transitions") or {}
-    local.issued_at = _ts(transitions.get("finalized_at")) or local.issued_at
+    local.stripe_invoice_id = remote.id
+    local.status = InvoiceStatus(remote.status)
+    local.outcome = remote.payment_outcome  # Stripe's state now: a re-read clears an old failure
+    local.amount_paid_minor = remote.amount_paid
+    local.number = remote.number or local.number
+    local.hosted_invoice_url = remote.hosted_invoice_url or local.hosted_invoice_url
+    local.invoice_pdf = remote.invoice_pdf or local.invoice_pdf
+    local.attempt_count = remote.attempt_count
+    local.next_payment_attempt = remote.next_payment_attempt
+    local.issued_at = remote.finalized_at or local.issued_at
     if local.status == InvoiceStatus.PAID:
-        local.paid_at = _ts(transitions.get("paid_at")) or local.paid_at or now
+        local.paid_at = remote.paid_at or local.paid_at or now
         local.last_error = None
-    intent = _paying_intent(remote)
-    if intent:
-        local.stripe_payment_intent_id = intent
+    if remote.paying_intent:
+        local.stripe_payment_intent_id = remote.paying_intent
     if local.outcome == InvoiceOutcome.PAYMENT_FAILED and not local.last_error:
-        retry = _ts(remote.get("next_payment_attempt"))
+        retry = remote.next_payment_attempt
         when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
         local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."
     local.updated_at = now
 
 
+def find_local_invoice(session: Session, remote: StripeInvoice, install_id: str) -> Invoice | None:
+    """The local invoice a Stripe invoice mirrors: by its id, else by our metadata."""
+    local = session.exec(select(Invoice).where(Invoice.stripe_invoice_id == remote.id)).first()
+    if local is not None:
+        return local
+    # The push may not have saved the Stripe id yet (a webhook can beat it): use the metadata,
+    # but only our own (another database sharing the account has an invoice 1 too).
+    meta = remote.metadata
+    if meta.local_invoice_id is not None and meta.mine(install_id):
+        candidate = session.get(Invoice, meta.local_invoice_id)
+        if candidate is not None and candidate.stripe_invoice_id is None:
+            candidate.stripe_invoice_id = remote.id
+            return candidate
+    return None
+
+
 def describe_payment_method(pm: Any) -> str | None:
     """'card visa 4242' from a PaymentMethod object; no other card detail is kept."""
-    if not isinstance(pm, dict):
+    if not isinstance(pm, Mapping):
         return None
     kind = str(pm.get("type") or "unknown")
     raw = pm.get(kind)
-    details: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    details: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     brand = details.get("brand") or details.get("bank_name") or ""
     last4 = details.get("last4") or ""
     return " ".join(part for part in (kind, str(brand), str(last4)) if part)
 
 
-def mirror_customer(local: Customer, remote: dict[str, Any], now: datetime) -> None:
-    settings = remote.get("invoice_settings") or {}
-    local.default_payment_method = describe_payment_method(settings.get("default_payment_method"))
+def default_payment_method(customer: Mapping[str, Any]) -> Any:
+    """The customer's default payment method: an id, an expanded object, or None."""
+    return (customer.get("invoice_settings") or {}).get("default_payment_method")
+
+
+def mirror_customer(local: Customer, remote: Mapping[str, Any], now: datetime) -> None:
+    local.default_payment_method = describe_payment_method(default_payment_method(remote))
     local.updated_at = now
 
 
-def _finding_period(remote: dict[str, Any]) -> str:
-    meta = remote.get("metadata") or {}
-    try:
-        return str(Period.parse(str(meta.get("period", ""))))
-    except ConfigError:
-        created = _ts(remote.get("created")) or utcnow()
-        return str(Period.containing(created))
-
-
-def record_missing_locally(session: Session, remote: dict[str, Any], now: datetime) -> None:
+def record_missing_locally(session: Session, remote: StripeInvoice, now: datetime) -> None:
     """An invoice Stripe has and we do not: a reconciliation finding, upserted by subject."""
-    period = _finding_period(remote)
-    subject = str(remote["id"])
-    currency = str(remote.get("currency") or "usd").upper()
-    total = int(remote.get("total") or 0)
+    period = remote.period
+    currency = remote.currency or "USD"
     try:
-        shown = f"{format_minor(total, currency)} {currency}"
+        shown = f"{format_minor(remote.total, currency)} {currency}"
     except MoneyError:  # an exotic currency is still recorded, in minor units
-        shown = f"{total} minor units {currency}"
+        shown = f"{remote.total} minor units {currency}"
     customer = session.exec(
-        select(Customer).where(Customer.stripe_customer_id == remote.get("customer"))
+        select(Customer).where(Customer.stripe_customer_id == remote.customer)
     ).first()
     diff = session.exec(
         select(ReconciliationDiff).where(
             ReconciliationDiff.period == period,
             ReconciliationDiff.kind == "missing_locally",
-            ReconciliationDiff.subject == subject,
+            ReconciliationDiff.subject == remote.id,
         )
     ).first()
     if diff is None:
-        diff = ReconciliationDiff(period=period, kind="missing_locally", subject=subject)
+        diff = ReconciliationDiff(period=period, kind="missing_locally", subject=remote.id)
     diff.customer_id = customer.id if customer else None
     diff.currency = currency
     diff.local_value = None
-    diff.remote_value = f"{remote.get('status')} {shown}"
-    diff.delta_minor = total
+    diff.remote_value = f"{remote.status} {shown}"
+    diff.delta_minor = remote.total
     diff.last_seen_at = now
     session.add(diff)

@@ -30,7 +30,7 @@ from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.demo.guard import refuse_demo_database
 from billing_core.errors import BillingError, ConfigError
-from billing_core.stripe.gateway import make_client
+from billing_core.stripe.gateway import Gateway
 
 log = logging.getLogger("dashboard")
 
@@ -71,12 +71,17 @@ def db() -> Iterator[Session]:
         yield session
 
 
+def _build_gateway(cfg: Settings) -> Gateway:
+    return Gateway.from_settings(cfg)
+
+
 @st.cache_resource(show_spinner=False)
-def stripe_client():  # -> stripe.StripeClient, not spelled out: pages never import stripe
-    """The process's one Stripe client, or a ConfigError when Stripe is not configured."""
+def stripe_gateway() -> Gateway:
+    """The process's one Stripe gateway (client, rate limit, retries), or a ConfigError when
+    Stripe is not configured."""
     # Built from the cached settings, so it lives as long as they do; the ConfigError is raised
     # again on each call (Streamlit caches no exception).
-    return make_client(settings())
+    return _build_gateway(settings())
 
 
 def _auth_section() -> Mapping[str, Any] | None:

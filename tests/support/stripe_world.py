@@ -13,7 +13,8 @@ from sqlmodel import Session
 from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.models import Customer, Invoice, InvoiceLine
-from billing_core.stripe.gateway import make_client
+from billing_core.stripe.client import make_client
+from billing_core.stripe.gateway import Gateway, RetryPolicy
 from tests.support.stripe_server import StripeTestServer
 
 API_KEY = "sk_test_invoices_helper"
@@ -27,8 +28,15 @@ def settings_for(server: StripeTestServer, tmp_env: dict[str, str] | None = None
 @dataclass
 class StripeWorld:
     server: StripeTestServer
-    client: stripe.StripeClient
+    client: stripe.StripeClient  # for acting in Stripe directly, as a customer or Stripe would
     engine: Engine
+
+    @property
+    def gateway(self) -> Gateway:
+        """What the code under test calls Stripe through (no rate limit, no backoff sleeps)."""
+        return Gateway(
+            self.client, requests_per_second=10_000, policy=RetryPolicy(backoff_seconds=0.0)
+        )
 
     def customer(
         self,
@@ -100,4 +108,4 @@ class StripeWorld:
 
 def make_world(server: StripeTestServer, engine: Engine) -> StripeWorld:
     server.reset()
-    return StripeWorld(server, make_client(settings_for(server), max_network_retries=0), engine)
+    return StripeWorld(server, make_client(settings_for(server)), engine)

@@ -1,0 +1,126 @@
+"""Stripe invoices: the push's create, add lines, finalize, pay, send; lookups and bulk reads.
+
+Each write takes its idempotency key from keys.py; everything answers a StripeInvoice
+(mapping.py) or Stripe's JSON, and fails with a StripeFailure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from billing_core.stripe.gateway import JSON, Gateway
+from billing_core.stripe.mapping import StripeInvoice, parse_invoice
+
+# Stripe's maximum page size for list endpoints.
+PAGE_SIZE = 100
+
+
+def _path(invoice_id: str, action: str = "") -> str:
+    return f"/v1/invoices/{invoice_id}" + (f"/{action}" if action else "")
+
+
+def find_invoice(
+    gw: Gateway, *, customer: str, local_invoice_id: int, install_id: str
+) -> StripeInvoice | None:
+    """The Stripe invoice created for a local invoice of this database, found by metadata.
+
+    Listed per customer rather than searched: the list endpoint is consistent at once, while
+    search can lag a minute behind a create, which is exactly the window a crash leaves.
+    """
+    doing = f"looking up the Stripe invoice of local invoice {local_invoice_id}"
+    params = {"customer": customer, "limit": PAGE_SIZE}
+    for obj in gw.pages("/v1/invoices", params, doing=doing):
+        found = parse_invoice(obj)
+        meta = found.metadata
+        if meta.local_invoice_id == local_invoice_id and meta.mine(install_id):
+            return found
+    return None
+
+
+def read_invoice(gw: Gateway, invoice_id: str) -> StripeInvoice:
+    """The invoice as Stripe holds it now, with its payments (to learn the PaymentIntent)."""
+    doing = f"reading Stripe invoice {invoice_id}"
+    return parse_invoice(
+        gw.request("get", _path(invoice_id), {"expand": ["payments"]}, doing=doing)
+    )
+
+
+def create_invoice(
+    gw: Gateway,
+    *,
+    key: str,
+    customer: str,
+    currency: str,
+    collection_method: str,
+    days_until_due: int,
+    metadata: dict[str, str],
+    description: str,
+) -> StripeInvoice:
+    params: dict[str, Any] = {
+        "customer": customer,
+        "currency": currency.lower(),
+        "auto_advance": False,  # we finalize and collect explicitly, step by step
+        "collection_method": collection_method,
+        "metadata": metadata,
+        "description": description,
+        "pending_invoice_items_behavior": "exclude",
+    }
+    if collection_method == "send_invoice":
+        params["days_until_due"] = days_until_due
+    doing = f"creating the Stripe invoice for {customer}"
+    return parse_invoice(gw.request("post", "/v1/invoices", params, key=key, doing=doing))
+
+
+def add_lines(
+    gw: Gateway, *, key: str, invoice_id: str, lines: list[dict[str, Any]]
+) -> StripeInvoice:
+    doing = f"adding lines to Stripe invoice {invoice_id}"
+    obj = gw.request("post", _path(invoice_id, "add_lines"), {"lines": lines}, key=key, doing=doing)
+    return parse_invoice(obj)
+
+
+def finalize(gw: Gateway, *, key: str, invoice_id: str) -> StripeInvoice:
+    doing = f"finalizing Stripe invoice {invoice_id}"
+    params = {"auto_advance": False}
+    return parse_invoice(
+        gw.request("post", _path(invoice_id, "finalize"), params, key=key, doing=doing)
+    )
+
+
+def pay(gw: Gateway, *, key: str, invoice_id: str, off_session: bool = True) -> StripeInvoice:
+    """Charge an open invoice; after a decline the key must be new (Stripe replays a decline)."""
+    doing = f"charging Stripe invoice {invoice_id}"
+    params = {"off_session": True} if off_session else {}
+    return parse_invoice(gw.request("post", _path(invoice_id, "pay"), params, key=key, doing=doing))
+
+
+def send(gw: Gateway, *, key: str, invoice_id: str) -> StripeInvoice:
+    doing = f"sending Stripe invoice {invoice_id}"
+    return parse_invoice(gw.request("post", _path(invoice_id, "send"), key=key, doing=doing))
+
+
+# -- bulk reads for reconciliation: plain JSON, customer expanded (a deleted one shows up
+#    without one request per customer), one request per 100 invoices.
+
+
+def invoices_created(gw: Gateway, created_gte: int, created_lt: int) -> Iterator[JSON]:
+    """Every invoice created in [gte, lt), newest first, customer expanded."""
+    params: dict[str, Any] = {
+        "created": {"gte": created_gte, "lt": created_lt},
+        "limit": PAGE_SIZE,
+        "expand": ["data.customer"],
+    }
+    return gw.pages("/v1/invoices", params, doing="listing Stripe invoices for reconciliation")
+
+
+def invoice_lines(gw: Gateway, invoice_id: str) -> list[JSON]:
+    """All lines of one invoice (Stripe embeds only the first ten in the invoice)."""
+    doing = f"reading the lines of Stripe invoice {invoice_id}"
+    return list(gw.pages(_path(invoice_id, "lines"), {"limit": PAGE_SIZE}, doing=doing))
+
+
+def invoice_or_none(gw: Gateway, invoice_id: str) -> JSON | None:
+    """One invoice with its customer expanded, or None when Stripe has no such invoice."""
+    doing = f"reading Stripe invoice {invoice_id}"
+    return gw.request_or_none(_path(invoice_id), {"expand": ["customer"]}, doing=doing)
