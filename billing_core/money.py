@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from billing_core.errors import MoneyError
 
@@ -247,22 +247,6 @@ class Money:
 
     def __str__(self) -> str:
         return display(self.to_minor(), self.currency)
-
-
-def cross_rate(usd_to_target: Decimal, usd_to_source: Decimal) -> Decimal:
-    """Units of the target currency per unit of the source, from two USD rates.
-
-    A quotient: computed with far more digits than any amount is rounded to, so converting
-    through it and rounding once gives the same minor units wherever it is used.
-    """
-    with localcontext() as ctx:
-        ctx.prec = 40
-        return usd_to_target / usd_to_source
-
-
-def total_minor(lines: Iterable[int]) -> int:
-    """The invoice total is the exact sum of its rounded lines."""
-    return sum(lines, 0)
 
 
 def sum_money(items: Iterable[Money], currency: str) -> Money:
