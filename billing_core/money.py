@@ -89,8 +89,14 @@ KNOWN = (
 )
 
 
+# The minor unit of a currency with 0, 2 or 3 decimals, as a quantize step.
+_MINOR_STEPS = {exp: Decimal(1).scaleb(-exp) for exp in (0, 2, 3)}
+
+
 def normalize_currency(code: str) -> str:
     """Return the upper-case ISO code, or raise a MoneyError naming the bad value."""
+    if isinstance(code, str) and code in KNOWN:
+        return code  # already normal (the common case: every Money checks its currency)
     if not isinstance(code, str) or not code.strip():
         raise MoneyError("A currency code is required (for example EUR or USD).")
     norm = code.strip().upper()
@@ -113,6 +119,8 @@ def exponent(currency: str) -> int:
 
 def to_decimal(value: object) -> Decimal:
     """Convert an exact value (Decimal, int, numeric string) to Decimal; refuse floats."""
+    if type(value) is Decimal and value.is_finite():
+        return value  # the common case, checked first
     if isinstance(value, bool):
         raise MoneyError("A boolean is not an amount.")
     if isinstance(value, float):
@@ -171,9 +179,17 @@ class Money:
     amount: Decimal
     currency: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "amount", to_decimal(self.amount))
-        object.__setattr__(self, "currency", normalize_currency(self.currency))
+    def __init__(self, amount: object, currency: str) -> None:
+        object.__setattr__(self, "amount", to_decimal(amount))
+        object.__setattr__(self, "currency", normalize_currency(currency))
+
+    @classmethod
+    def _checked(cls, amount: Decimal, currency: str) -> Money:
+        """Money from parts already checked (the result of arithmetic on Money): no re-check."""
+        money = object.__new__(cls)
+        object.__setattr__(money, "amount", amount)
+        object.__setattr__(money, "currency", currency)
+        return money
 
     @classmethod
     def of(cls, amount: object, currency: str) -> Money:
@@ -192,7 +208,11 @@ class Money:
         return round_minor(self.amount, self.currency)
 
     def rounded(self) -> Money:
-        return Money.from_minor(self.to_minor(), self.currency)
+        """This amount rounded half up to whole minor units, still as money (the same rule
+        and figure as `to_minor`, kept with its currency)."""
+        step = _MINOR_STEPS[exponent(self.currency)]
+        value = self.amount.quantize(step, rounding=ROUND_HALF_UP)
+        return Money._checked(value.copy_abs() if value.is_zero() else value, self.currency)
 
     def _check(self, other: object) -> Money:
         if not isinstance(other, Money):
@@ -205,7 +225,7 @@ class Money:
         return other
 
     def __add__(self, other: object) -> Money:
-        return Money(self.amount + self._check(other).amount, self.currency)
+        return Money._checked(self.amount + self._check(other).amount, self.currency)
 
     def __radd__(self, other: object) -> Money:
         # sum() starts from 0; allow that one case.
@@ -214,15 +234,15 @@ class Money:
         return self.__add__(other)
 
     def __sub__(self, other: object) -> Money:
-        return Money(self.amount - self._check(other).amount, self.currency)
+        return Money._checked(self.amount - self._check(other).amount, self.currency)
 
     def __neg__(self) -> Money:
-        return Money(-self.amount, self.currency)
+        return Money._checked(-self.amount, self.currency)
 
     def __mul__(self, factor: object) -> Money:
         if isinstance(factor, Money):
             raise MoneyError("Cannot multiply money by money.")
-        return Money(self.amount * to_decimal(factor), self.currency)
+        return Money._checked(self.amount * to_decimal(factor), self.currency)
 
     __rmul__ = __mul__
 
@@ -243,7 +263,7 @@ class Money:
         dec_rate = to_decimal(rate)
         if dec_rate <= 0:
             raise MoneyError(f"Exchange rate must be positive, got {rate!r}.")
-        return Money(self.amount * dec_rate, to_currency)
+        return Money._checked(self.amount * dec_rate, normalize_currency(to_currency))
 
     def __str__(self) -> str:
         return display(self.to_minor(), self.currency)
@@ -251,7 +271,6 @@ class Money:
 
 def sum_money(items: Iterable[Money], currency: str) -> Money:
     """Sum money in one currency, starting from an explicit zero (works for empty input)."""
-    total = Money.zero(currency)
-    for item in items:
-        total = total + item
-    return total
+    zero = Money.zero(currency)
+    total = sum((zero._check(item).amount for item in items), zero.amount)
+    return Money._checked(total, zero.currency)

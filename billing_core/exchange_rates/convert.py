@@ -11,7 +11,7 @@ reconciliation all convert through `Rates`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
 from billing_core.errors import ExchangeRateMissing
@@ -38,6 +38,9 @@ class Rates:
     period: str
     usd_to: Mapping[str, Decimal] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    _factors: dict[tuple[str, str], Decimal] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def usd_rate(self, currency: str) -> Decimal:
         """Units of `currency` per 1 USD; raises ExchangeRateMissing saying how to record it."""
@@ -57,7 +60,12 @@ class Rates:
         """Multiply an amount in `from_currency` by this to get `to_currency` (via USD)."""
         if from_currency == to_currency:
             return Decimal(1)
-        return cross_rate(self.usd_rate(to_currency), self.usd_rate(from_currency))
+        key = (from_currency, to_currency)
+        if key not in self._factors:  # a draft converts many lines with the same factor
+            self._factors[key] = cross_rate(
+                self.usd_rate(to_currency), self.usd_rate(from_currency)
+            )
+        return self._factors[key]
 
     def convert(self, money: Money, to_currency: str) -> Money:
         """`money` in `to_currency` at full precision (not rounded)."""
@@ -68,4 +76,4 @@ class Rates:
 
     def with_rate(self, currency: str, rate: Decimal) -> Rates:
         """These rates with `currency`'s replaced, e.g. by the rate an invoice was issued at."""
-        return replace(self, usd_to={**self.usd_to, currency: rate})
+        return Rates(self.period, {**self.usd_to, currency: rate}, self.sources)

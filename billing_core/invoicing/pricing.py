@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import cached_property
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
 from billing_core.money import Money, sum_money
@@ -112,7 +113,7 @@ class Draft:
     collection_method: str
     warnings: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def total(self) -> Money:
         """The exact sum of the rounded lines."""
         return sum_money((line.amount for line in self.lines), self.currency)
@@ -166,8 +167,8 @@ def overage_amount(
 
 def aws_amount(usd: Decimal, markup_pct: Decimal, *, currency: str, rates: Rates) -> Money:
     """An AWS cost with the plan's markup in the invoice currency, at full precision."""
-    marked_up = Money(usd * (Decimal(1) + markup_pct / _HUNDRED), COST_CURRENCY)
-    return rates.convert(marked_up, currency)
+    marked_up = usd * (Decimal(1) + markup_pct / _HUNDRED)
+    return Money(marked_up * rates.factor(COST_CURRENCY, currency), currency)
 
 
 def _unit(value: Decimal) -> Decimal:

@@ -1,9 +1,7 @@
-"""Usage against plan limits: billable totals, overage, month-end projections, page data.
+"""Month-end projections and percentages of a limit (pure).
 
-Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
-the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
-computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+Cumulative metrics project the average daily usage of the elapsed days over the days left;
+levels (seats, storage) project the peak so far."""
 
 from __future__ import annotations
 

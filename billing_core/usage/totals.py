@@ -1,9 +1,5 @@
-"""Usage against plan limits: billable totals, overage, month-end projections, page data.
-
-Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
-the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
-computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+"""Usage totals from the database: the month's billable quantity per customer and metric (sum for
+cumulative metrics, max for levels) and AWS cost by day."""
 
 from __future__ import annotations
 

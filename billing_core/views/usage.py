@@ -1,9 +1,7 @@
-"""Usage against plan limits: billable totals, overage, month-end projections, page data.
+"""Page data for the usage page: daily drill-down series, tables and charts of a UsageReport.
 
-Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
-the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
-computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+Figures are exact up to this point; the frames hold floats only for display (progress bars,
+sorting), and money arrives as already rounded minor units formatted per currency."""
 
 from __future__ import annotations
 
