@@ -548,6 +548,12 @@ def test_usage_in_another_currency_than_the_plan_is_no_diff(engine: Engine) -> N
         assert [line.amount_minor for line in lines] == [1250]  # EUR 10 / 0.8 = USD 12.50
     reconcile_period(engine, PERIOD)
     assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
+    # Without the period's rate the usage cannot be priced: skipped, not a false diff.
+    with session_scope(engine) as s:
+        for rate in s.exec(select(ExchangeRate)).all():
+            s.delete(rate)
+    assert reconcile_period(engine, PERIOD).status == "complete"
+    assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
 
 
 # ------------------------------------------------------------------ resolutions
