@@ -91,6 +91,8 @@ KNOWN = (
 
 # The minor unit of a currency with 0, 2 or 3 decimals, as a quantize step.
 _MINOR_STEPS = {exp: Decimal(1).scaleb(-exp) for exp in (0, 2, 3)}
+# Digits of the minor unit where they are not 2.
+_EXPONENTS = {**dict.fromkeys(ZERO_DECIMAL, 0), **dict.fromkeys(THREE_DECIMAL, 3)}
 
 
 def normalize_currency(code: str) -> str:
@@ -109,12 +111,7 @@ def normalize_currency(code: str) -> str:
 
 def exponent(currency: str) -> int:
     """Digits after the decimal point in the currency's minor unit (JPY 0, USD 2, KWD 3)."""
-    cur = normalize_currency(currency)
-    if cur in ZERO_DECIMAL:
-        return 0
-    if cur in THREE_DECIMAL:
-        return 3
-    return 2
+    return _EXPONENTS.get(normalize_currency(currency), 2)
 
 
 def to_decimal(value: object) -> Decimal:
@@ -210,7 +207,7 @@ class Money:
     def rounded(self) -> Money:
         """This amount rounded half up to whole minor units, still as money (the same rule
         and figure as `to_minor`, kept with its currency)."""
-        step = _MINOR_STEPS[exponent(self.currency)]
+        step = _MINOR_STEPS[_EXPONENTS.get(self.currency, 2)]  # the currency is checked
         value = self.amount.quantize(step, rounding=ROUND_HALF_UP)
         return Money._checked(value.copy_abs() if value.is_zero() else value, self.currency)
 
