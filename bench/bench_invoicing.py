@@ -12,8 +12,9 @@ from pathlib import Path
 from bench.run import Figure
 from billing_core.config import load_settings
 from billing_core.db import make_engine, migrate, session_scope
+from billing_core.exchange_rates.convert import Rates
 from billing_core.invoicing import runs
-from billing_core.invoicing.pricing import MetricTerms, PlanTerms, PricingInput, Rates, price
+from billing_core.invoicing.pricing import MetricTerms, PlanTerms, PricingInput, price
 from billing_core.models import (
     CostLine,
     CostSnapshot,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from billing_core.errors import MoneyError
 
@@ -89,8 +89,16 @@ KNOWN = (
 )
 
 
+# The minor unit of a currency with 0, 2 or 3 decimals, as a quantize step.
+_MINOR_STEPS = {exp: Decimal(1).scaleb(-exp) for exp in (0, 2, 3)}
+# Digits of the minor unit where they are not 2.
+_EXPONENTS = {**dict.fromkeys(ZERO_DECIMAL, 0), **dict.fromkeys(THREE_DECIMAL, 3)}
+
+
 def normalize_currency(code: str) -> str:
     """Return the upper-case ISO code, or raise a MoneyError naming the bad value."""
+    if isinstance(code, str) and code in KNOWN:
+        return code  # already normal (the common case: every Money checks its currency)
     if not isinstance(code, str) or not code.strip():
         raise MoneyError("A currency code is required (for example EUR or USD).")
     norm = code.strip().upper()
@@ -103,16 +111,13 @@ def normalize_currency(code: str) -> str:
 
 def exponent(currency: str) -> int:
     """Digits after the decimal point in the currency's minor unit (JPY 0, USD 2, KWD 3)."""
-    cur = normalize_currency(currency)
-    if cur in ZERO_DECIMAL:
-        return 0
-    if cur in THREE_DECIMAL:
-        return 3
-    return 2
+    return _EXPONENTS.get(normalize_currency(currency), 2)
 
 
 def to_decimal(value: object) -> Decimal:
     """Convert an exact value (Decimal, int, numeric string) to Decimal; refuse floats."""
+    if type(value) is Decimal and value.is_finite():
+        return value  # the common case, checked first
     if isinstance(value, bool):
         raise MoneyError("A boolean is not an amount.")
     if isinstance(value, float):
@@ -171,9 +176,17 @@ class Money:
     amount: Decimal
     currency: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "amount", to_decimal(self.amount))
-        object.__setattr__(self, "currency", normalize_currency(self.currency))
+    def __init__(self, amount: object, currency: str) -> None:
+        object.__setattr__(self, "amount", to_decimal(amount))
+        object.__setattr__(self, "currency", normalize_currency(currency))
+
+    @classmethod
+    def _checked(cls, amount: Decimal, currency: str) -> Money:
+        """Money from parts already checked (the result of arithmetic on Money): no re-check."""
+        money = object.__new__(cls)
+        object.__setattr__(money, "amount", amount)
+        object.__setattr__(money, "currency", currency)
+        return money
 
     @classmethod
     def of(cls, amount: object, currency: str) -> Money:
@@ -192,7 +205,11 @@ class Money:
         return round_minor(self.amount, self.currency)
 
     def rounded(self) -> Money:
-        return Money.from_minor(self.to_minor(), self.currency)
+        """This amount rounded half up to whole minor units, still as money (the same rule
+        and figure as `to_minor`, kept with its currency)."""
+        step = _MINOR_STEPS[_EXPONENTS.get(self.currency, 2)]  # the currency is checked
+        value = self.amount.quantize(step, rounding=ROUND_HALF_UP)
+        return Money._checked(value.copy_abs() if value.is_zero() else value, self.currency)
 
     def _check(self, other: object) -> Money:
         if not isinstance(other, Money):
@@ -205,7 +222,7 @@ class Money:
         return other
 
     def __add__(self, other: object) -> Money:
-        return Money(self.amount + self._check(other).amount, self.currency)
+        return Money._checked(self.amount + self._check(other).amount, self.currency)
 
     def __radd__(self, other: object) -> Money:
         # sum() starts from 0; allow that one case.
@@ -214,15 +231,15 @@ class Money:
         return self.__add__(other)
 
     def __sub__(self, other: object) -> Money:
-        return Money(self.amount - self._check(other).amount, self.currency)
+        return Money._checked(self.amount - self._check(other).amount, self.currency)
 
     def __neg__(self) -> Money:
-        return Money(-self.amount, self.currency)
+        return Money._checked(-self.amount, self.currency)
 
     def __mul__(self, factor: object) -> Money:
         if isinstance(factor, Money):
             raise MoneyError("Cannot multiply money by money.")
-        return Money(self.amount * to_decimal(factor), self.currency)
+        return Money._checked(self.amount * to_decimal(factor), self.currency)
 
     __rmul__ = __mul__
 
@@ -243,31 +260,14 @@ class Money:
         dec_rate = to_decimal(rate)
         if dec_rate <= 0:
             raise MoneyError(f"Exchange rate must be positive, got {rate!r}.")
-        return Money(self.amount * dec_rate, to_currency)
+        return Money._checked(self.amount * dec_rate, normalize_currency(to_currency))
 
     def __str__(self) -> str:
         return display(self.to_minor(), self.currency)
 
 
-def cross_rate(usd_to_target: Decimal, usd_to_source: Decimal) -> Decimal:
-    """Units of the target currency per unit of the source, from two USD rates.
-
-    A quotient: computed with far more digits than any amount is rounded to, so converting
-    through it and rounding once gives the same minor units wherever it is used.
-    """
-    with localcontext() as ctx:
-        ctx.prec = 40
-        return usd_to_target / usd_to_source
-
-
-def total_minor(lines: Iterable[int]) -> int:
-    """The invoice total is the exact sum of its rounded lines."""
-    return sum(lines, 0)
-
-
 def sum_money(items: Iterable[Money], currency: str) -> Money:
     """Sum money in one currency, starting from an explicit zero (works for empty input)."""
-    total = Money.zero(currency)
-    for item in items:
-        total = total + item
-    return total
+    zero = Money.zero(currency)
+    total = sum((zero._check(item).amount for item in items), zero.amount)
+    return Money._checked(total, zero.currency)

@@ -122,3 +122,21 @@ def test_minor_units_round_trip(minor: int, currency: str) -> None:
 def test_rounding_error_is_at_most_half_a_minor_unit(value: Decimal, currency: str) -> None:
     rounded = minor_to_decimal(round_minor(value, currency), currency)
     assert abs(rounded - value) <= Decimal("0.5") * Decimal(10) ** -exponent(currency)
+
+
+@given(amounts, currencies)
+def test_rounded_is_to_minor_kept_as_money(value: Decimal, currency: str) -> None:
+    money = Money.of(value, currency)
+    rounded = money.rounded()
+    assert rounded == Money.from_minor(money.to_minor(), currency)
+    assert rounded.to_minor() == money.to_minor()
+    assert rounded.amount.as_tuple().exponent == -exponent(currency)
+    assert not rounded.amount.is_signed() or rounded.amount < 0  # no "-0.00"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [("5.005", "EUR", "5.01"), ("-0.004", "EUR", "0.00"), ("1234.5", "JPY", "1235")],
+)
+def test_rounded_table(amount: str, currency: str, text: str) -> None:
+    assert str(Money.of(amount, currency).rounded().amount) == text

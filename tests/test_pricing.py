@@ -9,15 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing_core.errors import ExchangeRateMissing
+from billing_core.exchange_rates.convert import Rates
 from billing_core.invoicing.pricing import (
     MetricTerms,
     PlanTerms,
     PricingInput,
-    Rates,
     TrueUpItem,
+    aws_amount,
+    overage_amount,
+    overage_quantity,
     price,
 )
-from billing_core.money import round_minor
+from billing_core.money import Money, round_minor
 
 D = Decimal
 EUR_PAR = Rates("2026-10", {"EUR": D(1)}, {"EUR": "test"})
@@ -46,6 +49,8 @@ def test_worked_example_aws_costs() -> None:
         ("aws", 215),
     ]
     assert draft.total_minor == 3774
+    assert draft.total == Money.of("37.74", "EUR")  # the sum of the rounded lines, as money
+    assert {line.amount.currency for line in draft.lines} == {"EUR"}
     assert draft.fx_rate == D(1) and draft.fx_source == "test"
 
 
@@ -129,10 +134,19 @@ def test_eur_plan_on_usd_customer_converts_the_fee() -> None:
         price(_input(PlanTerms("p", "EUR", 900), currency="USD"), Rates("2026-10"))
 
 
+def test_true_up_in_another_currency_is_converted_and_rounded_once() -> None:
+    rates = Rates("2026-10", {"EUR": D("0.9")}, {"EUR": "ecb"})
+    ups = (TrueUpItem(7, "AWS restated", Money.from_minor(1001, "EUR")),)
+    draft = price(_input(PlanTerms("p", "USD", 0), currency="USD", true_ups=ups), rates)
+    [line] = [line for line in draft.lines if line.true_up_id == 7]
+    assert line.amount == Money.of("11.12", "USD")  # 10.01 / 0.9 = 11.1222...
+    assert line.unit_amount == D("11.1222222222")
+
+
 def test_true_ups_and_credits_become_lines_and_warnings() -> None:
     ups = (
-        TrueUpItem(7, "AWS restated 2026-09", 250, "EUR"),
-        TrueUpItem(8, "Goodwill credit", -5000, "EUR"),
+        TrueUpItem(7, "AWS restated 2026-09", Money.from_minor(250, "EUR")),
+        TrueUpItem(8, "Goodwill credit", Money.from_minor(-5000, "EUR")),
     )
     draft = price(_input(PlanTerms("p", "EUR", 2000), true_ups=ups), EUR_PAR)
     kinds = [(line.kind, line.amount_minor, line.true_up_id) for line in draft.lines]
@@ -155,6 +169,77 @@ def test_usage_within_limits_adds_no_line() -> None:
     plan = PlanTerms("p", "EUR", 100, metrics=(MetricTerms("seats", D(3), D(3)),))
     draft = price(_input(plan, usage={"seats": D(3), "unknown": D(9)}), EUR_PAR)
     assert [line.kind for line in draft.lines] == ["base_fee"]
+
+
+@pytest.mark.parametrize(
+    ("used", "included", "price_", "quantity", "amount"),
+    [
+        ("0", "1000", "0.01", "0", "0"),
+        ("999", "1000", "0.01", "0", "0"),
+        ("1000", "1000", "0.01", "0", "0"),
+        ("1001", "1000", "0.01", "1", "0.01"),
+        ("1500.5", "1000", "0.01", "500.5", "5.005"),
+        ("12", "10", "3.00", "2", "6.00"),
+        ("11200000", "10000000", "0.0003", "1200000", "360.0000"),
+        ("5", "0", "2.5", "5", "12.5"),
+    ],
+)
+def test_overage_table(used: str, included: str, price_: str, quantity: str, amount: str) -> None:
+    assert overage_quantity(D(used), D(included)) == D(quantity)
+    got = overage_amount(
+        D(used), D(included), Money.of(price_, "EUR"), currency="EUR", rates=EUR_PAR
+    )
+    assert got == Money.of(amount, "EUR")  # full precision: not rounded yet
+
+
+@pytest.mark.parametrize(
+    ("used", "plan_cur", "cur", "usd_to", "minor"),
+    [
+        ("1500.5", "EUR", "EUR", {"EUR": D("0.9")}, 501),  # 5.005 half up -> 5.01, once
+        ("1500.4", "EUR", "EUR", {"EUR": D("0.9")}, 500),
+        ("1001", "USD", "USD", {}, 1),
+        ("1500.5", "EUR", "USD", {"EUR": D("0.9")}, 556),  # 5.005 / 0.9 = 5.5611
+        ("1500.5", "USD", "EUR", {"EUR": D("0.9")}, 450),  # 5.005 * 0.9 = 4.5045
+        ("1500.5", "EUR", "JPY", {"EUR": D("0.9"), "JPY": D("150")}, 834),
+    ],
+)
+def test_overage_amount_is_converted_then_rounded_once(
+    used: str, plan_cur: str, cur: str, usd_to: dict[str, Decimal], minor: int
+) -> None:
+    unit_price = Money.of("0.01", plan_cur)
+    got = overage_amount(D(used), D(1000), unit_price, currency=cur, rates=Rates("2026-10", usd_to))
+    assert got.currency == cur and got.to_minor() == minor
+    # The invoice line is the same figure.
+    plan = PlanTerms("p", plan_cur, 0, metrics=(MetricTerms("calls", D(1000), D("0.01")),))
+    draft = price(_input(plan, currency=cur, usage={"calls": D(used)}), Rates("2026-10", usd_to))
+    assert [line.amount_minor for line in draft.lines if line.kind == "overage"] == [minor]
+
+
+def test_overage_without_rate_is_a_clear_error() -> None:
+    with pytest.raises(ExchangeRateMissing, match="USD->GBP"):
+        overage_amount(
+            D(2000),
+            D(1000),
+            Money.of(1, "EUR"),
+            currency="GBP",
+            rates=Rates("2026-10", {"EUR": D(1)}),
+        )
+
+
+@pytest.mark.parametrize(
+    ("usd", "markup", "currency", "rate", "minor"),
+    [
+        # 100.004 USD * 1.10 markup * 0.92 = 101.204048 EUR -> 10120 cents
+        ("100.004", 10, "EUR", "0.92", 10120),
+        ("100.5", 0, "JPY", "150", 15075),
+        ("100.005", 0, "USD", None, 10001),
+    ],
+)
+def test_aws_amount_rounds_once(
+    usd: str, markup: int, currency: str, rate: str | None, minor: int
+) -> None:
+    rates = Rates("2026-10", {currency: D(rate)} if rate else {})
+    assert aws_amount(D(usd), D(markup), currency=currency, rates=rates).to_minor() == minor
 
 
 amounts = st.decimals(

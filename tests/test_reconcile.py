@@ -23,9 +23,11 @@ from billing_core.models import (
     CostSnapshot,
     Customer,
     CustomerAccount,
+    ExchangeRate,
     Invoice,
     InvoiceLine,
     Plan,
+    PlanMetric,
     ReconciliationDiff,
     ReconciliationRun,
     TrueUp,
@@ -505,6 +507,53 @@ def test_usage_recorded_after_billing(demo_engine: Engine) -> None:
     reconcile_period(demo_engine, period)
     [d] = [d for d in diffs_of(demo_engine) if d.period == str(period)]
     assert (d.kind, d.subject, d.delta_minor) == ("usage", f"customer:{birch.id}:metric:seats", 300)
+
+
+def test_usage_in_another_currency_than_the_plan_is_no_diff(engine: Engine) -> None:
+    """A USD customer on a EUR plan is billed overage converted to USD; reconciling the usage
+    prices it the same way (plan-to-invoice factor, one rounding), so there is nothing to raise."""
+    with session_scope(engine) as s:
+        plan = Plan(name="eur", currency="EUR", base_fee_minor=1000)
+        s.add(plan)
+        s.flush()
+        s.add(
+            PlanMetric(
+                plan_id=plan.id or 0,
+                metric="api_calls",
+                included_quantity=Decimal(1000),
+                overage_unit_price=Decimal("0.01"),
+            )
+        )
+        customer = Customer(name="Usd", email="usd@example.com", currency="USD", plan_id=plan.id)
+        s.add(customer)
+        s.add(ExchangeRate(period=str(PERIOD), quote="EUR", rate=Decimal("0.8"), source="t"))
+        s.flush()
+        s.add(
+            UsageRecord(
+                customer_id=customer.id or 0,
+                metric="api_calls",
+                quantity=Decimal(2000),
+                occurred_at=PERIOD.start_at + timedelta(days=2),
+                period=str(PERIOD),
+                idempotency_key="t-usd",
+            )
+        )
+        s.flush()
+        drafts = invoicing_drafts.build_drafts(s, PERIOD)
+        [invoice_id] = invoicing_drafts.save_drafts(s, drafts, run_id=None)
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None
+        invoice.status = "open"
+        lines = s.exec(select(InvoiceLine).where(InvoiceLine.kind == "overage")).all()
+        assert [line.amount_minor for line in lines] == [1250]  # EUR 10 / 0.8 = USD 12.50
+    reconcile_period(engine, PERIOD)
+    assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
+    # Without the period's rate the usage cannot be priced: skipped, not a false diff.
+    with session_scope(engine) as s:
+        for rate in s.exec(select(ExchangeRate)).all():
+            s.delete(rate)
+    assert reconcile_period(engine, PERIOD).status == "complete"
+    assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
 
 
 # ------------------------------------------------------------------ resolutions

@@ -11,8 +11,9 @@ from sqlmodel import Session, func, select
 
 from billing_core.cli import main
 from billing_core.db import _alembic_config, make_engine, session_scope
-from billing_core.errors import ExchangeRateMissing, ValidationError
-from billing_core.exchange_rates import rates as exchange_rates_rates
+from billing_core.errors import ValidationError
+from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.pricing import overage_amount
 from billing_core.models import (
     CostLine,
     CostSnapshot,
@@ -22,8 +23,9 @@ from billing_core.models import (
     Invoice,
     UsageRecord,
 )
+from billing_core.money import Money
 from billing_core.periods import Period
-from billing_core.usage import limits, overage, projections
+from billing_core.usage import limits, projections
 from billing_core.usage import totals as usage_totals
 from billing_core.usage.import_checks import UsageInput
 from billing_core.usage.import_csv import import_usage_csv, record_usage
@@ -41,63 +43,6 @@ def count(session: Session) -> int:
 
 
 # --- pure arithmetic ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("used", "included", "price", "quantity", "amount"),
-    [
-        ("0", "1000", "0.01", "0", "0"),
-        ("999", "1000", "0.01", "0", "0"),
-        ("1000", "1000", "0.01", "0", "0"),
-        ("1001", "1000", "0.01", "1", "0.01"),
-        ("1500.5", "1000", "0.01", "500.5", "5.005"),
-        ("12", "10", "3.00", "2", "6.00"),
-        ("11200000", "10000000", "0.0003", "1200000", "360.0000"),
-        ("5", "0", "2.5", "5", "12.5"),
-    ],
-)
-def test_overage_table(used: str, included: str, price: str, quantity: str, amount: str) -> None:
-    assert overage.overage_quantity(Decimal(used), Decimal(included)) == Decimal(quantity)
-    assert overage.overage_amount(Decimal(used), Decimal(included), Decimal(price)) == Decimal(
-        amount
-    )
-
-
-@pytest.mark.parametrize(
-    ("used", "plan_cur", "cur", "rates", "minor"),
-    [
-        ("1500.5", "EUR", "EUR", {}, 501),  # 5.005 half up -> 5.01, one rounding
-        ("1500.4", "EUR", "EUR", {}, 500),
-        ("1001", "USD", "USD", {}, 1),
-        ("1500.5", "EUR", "USD", {"EUR": Decimal("0.9")}, 556),  # 5.005 / 0.9 = 5.5611
-        ("1500.5", "USD", "EUR", {"EUR": Decimal("0.9")}, 450),  # 5.005 * 0.9 = 4.5045
-        ("1500.5", "EUR", "JPY", {"EUR": Decimal("0.9"), "JPY": Decimal("150")}, 834),
-    ],
-)
-def test_overage_charge_minor(
-    used: str, plan_cur: str, cur: str, rates: dict[str, Decimal], minor: int
-) -> None:
-    got = overage.overage_charge_minor(
-        Decimal(used),
-        Decimal(1000),
-        Decimal("0.01"),
-        plan_currency=plan_cur,
-        currency=cur,
-        usd_rates=rates,
-    )
-    assert got == minor
-
-
-def test_overage_charge_without_rate_is_a_clear_error() -> None:
-    with pytest.raises(ExchangeRateMissing, match="USD->GBP"):
-        overage.overage_charge_minor(
-            Decimal(2000),
-            Decimal(1000),
-            Decimal(1),
-            plan_currency="EUR",
-            currency="GBP",
-            usd_rates={"EUR": 1},
-        )
 
 
 @pytest.mark.parametrize(
@@ -372,13 +317,14 @@ def test_report_rows_projection_and_estimate(session: Session) -> None:
 
 
 def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session) -> None:
-    """The page's estimate for a closed month is overage_charge_minor over totals_by_metric."""
+    """The page's estimate for a closed month is the invoice line's overage_amount over
+    totals_by_metric, rounded once."""
     from billing_core.customers.plans import effective_plan, metrics_by_plan
 
     report = limits.build_usage_report(demo_session, OCT, DEMO_NOW)
     totals = usage_totals.totals_by_metric(demo_session, OCT)
     by_plan = metrics_by_plan(demo_session)
-    rates = exchange_rates_rates.usd_rates(demo_session, OCT)
+    rates = load_rates(demo_session, OCT)
     checked = 0
     assert any(r.is_spend for r in report.rows)  # the demo has a cost snapshot for October
     for row in report.rows:
@@ -390,32 +336,18 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
         plan = effective_plan(demo_session, customer, OCT)
         assert plan is not None
         pm = by_plan[plan.id or 0][row.metric]
-        expected = overage.overage_charge_minor(
+        expected = overage_amount(
             totals.get((row.customer_id, row.metric), Decimal(0)),
             pm.included_quantity,
-            pm.overage_unit_price,
-            plan_currency=plan.currency,
+            Money(pm.overage_unit_price, plan.currency),
             currency=customer.currency,
-            usd_rates=rates,
-        )
+            rates=rates,
+        ).to_minor()
         assert row.overage_minor == expected == row.projected_overage_minor
         checked += expected > 0
     assert checked >= 4  # the demo has customers over their limits last month
-
-
-def test_overage_charges_match_the_page(demo_session: Session) -> None:
-    report = limits.build_usage_report(demo_session, OCT, DEMO_NOW)
-    page = {(r.customer_id, r.metric): r.overage_minor for r in report.rows if r.overage_minor}
-    rates = exchange_rates_rates.usd_rates(demo_session, OCT)
-    lines = {}
-    for customer in demo_session.exec(select(Customer)).all():
-        for charge in usage_totals.overage_charges(demo_session, customer, OCT, usd_rates=rates):
-            lines[(customer.id, charge.metric)] = charge.amount_minor
-            assert charge.currency == customer.currency
-    assert lines == page
-    dune = demo_session.exec(select(Customer).where(Customer.name == "Dune Media SARL")).one()
-    [charge] = usage_totals.overage_charges(demo_session, dune, OCT, usd_rates=rates)
-    assert (charge.metric, charge.quantity, charge.amount_minor) == ("api_calls", 1200000, 36000)
+    [dune] = [r for r in report.rows if r.customer == "Dune Media SARL" and r.metric == "api_calls"]
+    assert (dune.overage, dune.overage_minor) == (1200000, 36000)
 
 
 def test_demo_usage_has_near_and_over(demo_session: Session) -> None:

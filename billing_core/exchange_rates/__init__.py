@@ -1,2 +1,2 @@
-"""Exchange rates: the USD->currency rate of each month (`set-rate`), loaded and applied
-in one place."""
+"""Exchange rates: the USD->currency rate of each month, recorded with `set-rate` and loaded
+(`rates`), and the one converter every amount goes through (`convert`, pure)."""

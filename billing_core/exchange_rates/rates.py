@@ -1,53 +1,36 @@
-"""Invoice runs: drafts for a period, then a resumable, idempotent push of each to Stripe.
+"""Recorded exchange rates: loading a period's rates and `set-rate` (audited).
 
-A run for period P (DESIGN.md section 6):
-1. refuses a period that is not closed yet, then takes the run lock for P;
-2. prices every active customer that has no invoice for P yet and saves all drafts in one
-   transaction (the unique key customer+period refuses a second invoice);
-3. pushes every unfinished invoice of P with bounded concurrency under one rate limiter:
-   create (auto_advance off, local ids in metadata), add all lines in one call, finalize, then pay
-   (charge_automatically) or send (send_invoice). Each call carries an idempotency key made of
-   this database's install id, the local invoice id and the step; each step's result is saved
-   before the next call, so a killed run resumes where it stopped.
-
-Recovery rules. `push_step` is saved as "creating" before the create call: an invoice found in
-that state has no Stripe id but may exist in Stripe, so it is looked up by metadata before a
-new create (that keeps a retry safe after Stripe forgot the idempotency key, 24 h later). An
-invoice resumed from an earlier attempt in any later step is re-read from Stripe once and its
-step taken from Stripe's state, so lines are never added twice. A declined payment bumps
-`pay_attempt`, so the next run's pay call gets a new key (Stripe would replay the decline).
-
-Totals that are negative (credits larger than charges) are never sent to Stripe: the invoice
-is kept with status "credit" and the amount is carried to the next period as a TrueUp, which
-the next run bills as a credit line."""
+Rates live in the ExchangeRate table as USD->X per month; `load_rates` turns them into the
+pure `Rates` that every conversion goes through (`exchange_rates.convert`)."""
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
 from billing_core import audit
-from billing_core.errors import (
-    ValidationError,
-)
-from billing_core.invoicing.pricing import (
-    Rates,
-)
-from billing_core.models import (
-    ExchangeRate,
-)
+from billing_core.errors import ValidationError
+from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
+from billing_core.models import ExchangeRate
 from billing_core.money import normalize_currency, to_decimal
 from billing_core.periods import Period
 
-log = logging.getLogger(__name__)
 
+def load_rates(session: Session, period: Period, *, latest: bool = False) -> Rates:
+    """The USD->X rates recorded for `period`; with `latest`, the newest at or before it.
 
-def load_rates(session: Session, period: Period) -> Rates:
-    rows = session.exec(
-        select(ExchangeRate).where(ExchangeRate.period == str(period), ExchangeRate.base == "USD")
-    ).all()
+    Invoices use the period's own rate; `latest` is for estimates during a month whose rate
+    is not recorded yet (the usage page and alerts).
+    """
+    query = select(ExchangeRate).where(ExchangeRate.base == COST_CURRENCY)
+    if latest:
+        query = query.where(col(ExchangeRate.period) <= str(period)).order_by(
+            col(ExchangeRate.period)
+        )
+    else:
+        query = query.where(ExchangeRate.period == str(period))
+    rows = session.exec(query).all()  # later periods win
     return Rates(
         period=str(period),
         usd_to={r.quote: r.rate for r in rows},
@@ -91,19 +74,3 @@ def set_rate(
     )
     session.flush()
     return row
-
-
-def usd_rates(session: Session, period: Period, *, latest: bool = False) -> dict[str, Decimal]:
-    """USD->currency rates recorded for `period`; with `latest`, the newest at or before it.
-
-    Invoices use the period's own rate; `latest` is for estimates during a month whose rate
-    is not recorded yet.
-    """
-    query = select(ExchangeRate).where(ExchangeRate.base == "USD")
-    if latest:
-        query = query.where(col(ExchangeRate.period) <= str(period)).order_by(
-            col(ExchangeRate.period)
-        )
-    else:
-        query = query.where(ExchangeRate.period == str(period))
-    return {r.quote: r.rate for r in session.exec(query).all()}  # later periods win

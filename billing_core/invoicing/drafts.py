@@ -37,7 +37,7 @@ from billing_core.models import (
     PlanMetric,
     TrueUp,
 )
-from billing_core.money import display
+from billing_core.money import Money, display
 from billing_core.periods import Period
 from billing_core.states import InvoiceOutcome, InvoiceStatus
 from billing_core.usage.totals import totals_by_metric
@@ -149,7 +149,7 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
             aws_costs=costs.get(cid, {}),
             usage={m: q for (c, m), q in usage.items() if c == cid},
             true_ups=tuple(
-                TrueUpItem(t.id or 0, t.description, t.amount_minor, t.currency)
+                TrueUpItem(t.id or 0, t.description, Money.from_minor(t.amount_minor, t.currency))
                 for t in sorted(pending.get(cid, []), key=lambda t: t.id or 0)
             ),
             costs_estimated=estimated,

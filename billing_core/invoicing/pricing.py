@@ -2,14 +2,19 @@
 
 Every amount is computed as a Decimal at full precision (sum, markup, FX) and rounded exactly
 once, where it becomes an invoice line; the invoice total is the sum of its rounded lines.
+Amounts travel as `Money` (an amount with its currency): line amounts and totals in the
+invoice currency, plan fees, prices and true-ups in their own.
 
 Currency rules (DESIGN.md section 3): AWS costs are in the cost currency (USD). Anything not in
-the customer's currency is converted with the period's recorded USD->X rates; an amount in a
-third currency (a EUR plan fee on a GBP customer) goes through USD, i.e. the cross rate
-rate(USD->GBP) / rate(USD->EUR). An invoice in any currency other than USD needs the
+the customer's currency is converted with the period's recorded USD->X rates (`Rates`); an
+amount in a third currency (a EUR plan fee on a GBP customer) goes through USD, i.e. the cross
+rate rate(USD->GBP) / rate(USD->EUR). An invoice in any currency other than USD needs the
 USD->currency rate of its period even when nothing happens to need converting, because the
 design ties every non-USD invoice to a recorded rate; without it the draft is refused with
 ExchangeRateMissing and the other customers carry on.
+
+`aws_amount` and `overage_amount` are the line arithmetic; the usage page's estimate and
+reconciliation call the same functions, so all three agree to the minor unit.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import cached_property
 
-from billing_core.errors import ExchangeRateMissing
-from billing_core.money import cross_rate, minor_to_decimal, round_minor
+from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
+from billing_core.money import Money, sum_money
 from billing_core.states import LineKind
-from billing_core.usage.overage import overage_minor, overage_quantity
 
-COST_CURRENCY = "USD"
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
@@ -52,40 +56,11 @@ class PlanTerms:
 
 @dataclass(frozen=True)
 class TrueUpItem:
-    """A pending adjustment (signed minor units) that lands on this invoice."""
+    """A pending adjustment (signed, in its own currency) that lands on this invoice."""
 
     id: int
     description: str
-    amount_minor: int
-    currency: str
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Recorded USD->X rates of one period, with their sources."""
-
-    period: str
-    usd_to: Mapping[str, Decimal] = field(default_factory=dict)
-    sources: Mapping[str, str] = field(default_factory=dict)
-
-    def usd_rate(self, currency: str) -> Decimal:
-        if currency == COST_CURRENCY:
-            return Decimal(1)
-        rate = self.usd_to.get(currency)
-        if rate is None or rate <= 0:
-            raise ExchangeRateMissing(
-                f"No USD->{currency} exchange rate is recorded for {self.period}: record one "
-                f"with `python -m billing_core set-rate --period {self.period} --currency "
-                f"{currency} --rate <{currency} per 1 USD> --source <where it comes from>`, "
-                "then run again."
-            )
-        return rate
-
-    def factor(self, from_currency: str, to_currency: str) -> Decimal:
-        """Multiply an amount in `from_currency` by this to get `to_currency` (via USD)."""
-        if from_currency == to_currency:
-            return Decimal(1)
-        return cross_rate(self.usd_rate(to_currency), self.usd_rate(from_currency))
+    amount: Money
 
 
 @dataclass(frozen=True)
@@ -107,16 +82,21 @@ class PricingInput:
 
 @dataclass(frozen=True)
 class DraftLine:
-    """One invoice line; `amount_minor` is the one rounded figure."""
+    """One invoice line; `amount` is the one rounded figure, in the invoice currency."""
 
     kind: LineKind
     description: str
-    amount_minor: int
+    amount: Money
     quantity: Decimal = Decimal(1)
     unit_amount: Decimal = Decimal(0)
     service: str | None = None
     metric: str | None = None
     true_up_id: int | None = None
+
+    @property
+    def amount_minor(self) -> int:
+        """The amount in integer minor units, as stored and sent to Stripe."""
+        return self.amount.to_minor()
 
 
 @dataclass(frozen=True)
@@ -134,9 +114,14 @@ class Draft:
     collection_method: str
     warnings: tuple[str, ...] = ()
 
+    @cached_property
+    def total(self) -> Money:
+        """The exact sum of the rounded lines."""
+        return sum_money((line.amount for line in self.lines), self.currency)
+
     @property
     def total_minor(self) -> int:
-        return sum((line.amount_minor for line in self.lines), 0)
+        return self.total.to_minor()
 
 
 def price(inp: PricingInput, rates: Rates) -> Draft:
@@ -150,10 +135,9 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         fx_source = rates.sources.get(cur, "recorded rate")
     if plan.currency != cur and plan.currency != COST_CURRENCY and cur != COST_CURRENCY:
         fx_source = f"{fx_source}; {plan.currency} via USD cross rate"
-    plan_factor = rates.factor(plan.currency, cur)
-    lines = [_base_fee_line(inp, plan_factor)]
-    lines += _aws_lines(inp, rates.factor(COST_CURRENCY, cur))
-    lines += _overage_lines(inp, plan_factor)
+    lines = [_base_fee_line(inp, rates)]
+    lines += _aws_lines(inp, rates)
+    lines += _overage_lines(inp, rates)
     lines += [_true_up_line(item, cur, rates) for item in inp.true_ups]
     draft = Draft(
         customer_id=inp.customer_id,
@@ -169,46 +153,62 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
     return _with_warnings(draft, inp)
 
 
+def overage_quantity(used: Decimal, included: Decimal) -> Decimal:
+    """How much of `used` lies above the included quantity (never negative)."""
+    return max(Decimal(0), used - included)
+
+
+def overage_amount(
+    used: Decimal, included: Decimal, unit_price: Money, *, currency: str, rates: Rates
+) -> Money:
+    """A metric's overage in the invoice currency at full precision: the quantity above the
+    included one times the plan's unit price, converted. Round once (`.rounded()`)."""
+    return rates.convert(unit_price * overage_quantity(used, included), currency)
+
+
+def aws_amount(usd: Decimal, markup_pct: Decimal, *, currency: str, rates: Rates) -> Money:
+    """An AWS cost with the plan's markup in the invoice currency, at full precision."""
+    marked_up = usd * (Decimal(1) + markup_pct / _HUNDRED)
+    return Money(marked_up * rates.factor(COST_CURRENCY, currency), currency)
+
+
 def _unit(value: Decimal) -> Decimal:
     return value.quantize(_UNIT_PLACES)
 
 
-def _base_fee_line(inp: PricingInput, factor: Decimal) -> DraftLine:
+def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     plan = inp.plan
-    amount = minor_to_decimal(plan.base_fee_minor, plan.currency) * factor
-    minor = plan.base_fee_minor if factor == 1 else round_minor(amount, inp.currency)
+    fee = rates.convert(Money.from_minor(plan.base_fee_minor, plan.currency), inp.currency)
     return DraftLine(
         kind=LineKind.BASE_FEE,
         description=f"{plan.name.title()} plan, {inp.period}",
-        amount_minor=minor,
-        unit_amount=_unit(amount),
+        amount=fee.rounded(),
+        unit_amount=_unit(fee.amount),
     )
 
 
-def _aws_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
-    markup = Decimal(1) + inp.plan.markup_pct / _HUNDRED
-    note = (
-        f" (incl. {inp.plan.markup_pct.normalize():f}% service fee)" if inp.plan.markup_pct else ""
-    )
+def _aws_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
+    markup = inp.plan.markup_pct
+    note = f" (incl. {markup.normalize():f}% service fee)" if markup else ""
     out = []
     for service in sorted(inp.aws_costs):
         usd = inp.aws_costs[service]
         if usd == 0:
             continue
-        amount = usd * markup * factor
+        amount = aws_amount(usd, markup, currency=inp.currency, rates=rates)
         out.append(
             DraftLine(
                 kind=LineKind.AWS,
                 description=f"AWS {service}, {inp.period}{note}",
-                amount_minor=round_minor(amount, inp.currency),
-                unit_amount=_unit(amount),
+                amount=amount.rounded(),
+                unit_amount=_unit(amount.amount),
                 service=service,
             )
         )
     return out
 
 
-def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
+def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
     out = []
     for terms in sorted(inp.plan.metrics, key=lambda m: m.metric):
         used = inp.usage.get(terms.metric)
@@ -217,7 +217,10 @@ def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
         over = overage_quantity(used, terms.included)
         if over <= 0:
             continue
-        unit_price = terms.unit_price * factor
+        unit_price = Money(terms.unit_price, inp.plan.currency)
+        amount = overage_amount(
+            used, terms.included, unit_price, currency=inp.currency, rates=rates
+        )
         unit = f" {terms.unit}" if terms.unit else ""
         out.append(
             DraftLine(
@@ -226,12 +229,9 @@ def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
                     f"{terms.metric}: {over.normalize():f}{unit} over the "
                     f"{terms.included.normalize():f} included, {inp.period}"
                 ),
-                # The same function gives the usage page's estimate, so both agree to the cent.
-                amount_minor=overage_minor(
-                    used, terms.included, terms.unit_price, factor, inp.currency
-                ),
+                amount=amount.rounded(),
                 quantity=over,
-                unit_amount=_unit(unit_price),
+                unit_amount=_unit(rates.convert(unit_price, inp.currency).amount),
                 metric=terms.metric,
             )
         )
@@ -239,19 +239,13 @@ def _overage_lines(inp: PricingInput, factor: Decimal) -> list[DraftLine]:
 
 
 def _true_up_line(item: TrueUpItem, currency: str, rates: Rates) -> DraftLine:
-    if item.currency == currency:
-        minor = item.amount_minor
-        amount = minor_to_decimal(minor, currency)
-    else:
-        amount = minor_to_decimal(item.amount_minor, item.currency) * rates.factor(
-            item.currency, currency
-        )
-        minor = round_minor(amount, currency)
+    amount = rates.convert(item.amount, currency)
+    rounded = amount.rounded()
     return DraftLine(
-        kind=LineKind.TRUE_UP if minor >= 0 else LineKind.CREDIT,
+        kind=LineKind.TRUE_UP if rounded.amount >= 0 else LineKind.CREDIT,
         description=item.description,
-        amount_minor=minor,
-        unit_amount=_unit(amount),
+        amount=rounded,
+        unit_amount=_unit(amount.amount),
         true_up_id=item.id,
     )
 

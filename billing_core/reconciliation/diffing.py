@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing_core.errors import MoneyError
-from billing_core.money import display, normalize_currency, round_minor
+from billing_core.money import display, normalize_currency
 from billing_core.states import InvoiceStatus
 
 # Section (a): local invoices vs Stripe invoices.
@@ -309,11 +309,6 @@ def compare_invoices(
 
 
 # ---------------------------------------------------------------- (b) AWS restatements
-
-
-def expected_aws_minor(usd: Decimal, markup_pct: Decimal, fx_rate: Decimal, currency: str) -> int:
-    """What an AWS line would be with these costs: full precision, one rounding (as invoicing)."""
-    return round_minor(usd * (Decimal(1) + markup_pct / Decimal(100)) * fx_rate, currency)
 
 
 @dataclass(frozen=True)

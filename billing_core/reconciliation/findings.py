@@ -13,13 +13,17 @@ from sqlmodel import Session, select
 
 from billing_core.costs.attribution import attributed_costs
 from billing_core.customers.plans import effective_plan
+from billing_core.errors import ExchangeRateMissing
+from billing_core.exchange_rates.convert import Rates
+from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_quantity
 from billing_core.models import (
     Customer,
     Invoice,
     PlanMetric,
     display_status_in,
 )
-from billing_core.money import round_minor
+from billing_core.money import Money
 from billing_core.periods import Period
 from billing_core.reconciliation.diffing import (
     BilledInvoice,
@@ -28,11 +32,9 @@ from billing_core.reconciliation.diffing import (
     UsageFigure,
     compare_aws,
     compare_usage,
-    expected_aws_minor,
 )
 from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice
 from billing_core.states import LineKind
-from billing_core.usage.overage import overage_amount, overage_quantity
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,13 @@ def billed_invoices(session: Session, period: Period) -> dict[int, Invoice]:
     return {i.customer_id: i for i in invoices}
 
 
+def _invoice_rates(rates: Rates, invoice: Invoice) -> Rates:
+    """The period's rates, with the invoice currency's taken from the invoice (as billed)."""
+    if invoice.fx_rate is None:
+        return rates
+    return rates.with_rate(invoice.currency, invoice.fx_rate)
+
+
 def _billed(invoices: Mapping[int, Invoice]) -> dict[int, BilledInvoice]:
     return {cid: BilledInvoice(inv.id or 0, cid, inv.currency) for cid, inv in invoices.items()}
 
@@ -90,16 +99,16 @@ def aws_findings(
     for cid, inv in invoices.items():
         customer = customers[cid]
         plan = effective_plan(session, customer, period)
-        rate = inv.fx_rate if inv.currency.upper() != inv.cost_currency.upper() else Decimal(1)
-        if plan is None or rate is None:
+        no_rate = inv.currency.upper() != inv.cost_currency.upper() and inv.fx_rate is None
+        if plan is None or no_rate:
             skipped.append(f"{customer.name}: no plan or exchange rate on the invoice")
             invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] != cid})
             continue
+        rates = _invoice_rates(Rates(str(period)), inv)
         for (c, service), usd in latest_usd.items():
             if c == cid:
-                latest[(cid, service)] = expected_aws_minor(
-                    usd, plan.markup_pct, rate, inv.currency
-                )
+                amount = aws_amount(usd, plan.markup_pct, currency=inv.currency, rates=rates)
+                latest[(cid, service)] = amount.to_minor()
     findings = compare_aws(_billed(invoices), invoiced, latest, tolerance, str(period))
     return findings, {"skipped": skipped}
 
@@ -118,6 +127,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
                     prev.quantity + line.quantity, prev.amount_minor + line.amount_minor
                 )
     used = totals_by_metric(session, period)
+    period_rates = load_rates(session, period)
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     recorded: dict[tuple[int, str], UsageFigure] = {}
     metrics_of: dict[int, list[PlanMetric]] = defaultdict(list)
@@ -128,14 +138,40 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
         plan = effective_plan(session, customers[cid], period) if billed else None
         if billed is None or plan is None:
             continue  # nothing billed: usage of an unbilled month is not a billing difference
-        for metric in metrics_of[plan.id or 0]:
-            quantity = used.get((cid, metric.metric), Decimal(0))
-            over = overage_quantity(quantity, metric.included_quantity)
-            if over > 0:
-                amount = overage_amount(
-                    quantity, metric.included_quantity, metric.overage_unit_price
-                )
-                recorded[(cid, metric.metric)] = UsageFigure(
-                    over, round_minor(amount, billed.currency)
-                )
+        quantities = {m: q for (c, m), q in used.items() if c == cid}
+        try:
+            for metric, figure in _priced_usage(
+                quantities, metrics_of[plan.id or 0], plan.currency, billed, period_rates
+            ).items():
+                recorded[(cid, metric)] = figure
+        except ExchangeRateMissing as exc:
+            log.warning("usage of %s not reconciled: %s", customers[cid].name, exc)
+            charged = {k: v for k, v in charged.items() if k[0] != cid}
     return compare_usage(_billed(invoices), charged, recorded, tolerance)
+
+
+def _priced_usage(
+    quantities: Mapping[str, Decimal],
+    metrics: list[PlanMetric],
+    plan_currency: str,
+    invoice: Invoice,
+    rates: Rates,
+) -> dict[str, UsageFigure]:
+    """Overage per metric priced as the invoice line is: the plan's price, converted to the
+    invoice currency at the invoice's rate, rounded once."""
+    rates = _invoice_rates(rates, invoice)
+    out: dict[str, UsageFigure] = {}
+    for metric in metrics:
+        quantity = quantities.get(metric.metric, Decimal(0))
+        over = overage_quantity(quantity, metric.included_quantity)
+        if over > 0:
+            unit_price = Money(metric.overage_unit_price, plan_currency)
+            amount = overage_amount(
+                quantity,
+                metric.included_quantity,
+                unit_price,
+                currency=invoice.currency,
+                rates=rates,
+            )
+            out[metric.metric] = UsageFigure(over, amount.to_minor())
+    return out

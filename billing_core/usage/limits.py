@@ -3,7 +3,7 @@
 Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
 the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
 computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once (`overage_charge_minor`), the same way on the page and the invoice."""
+currency, and rounded once, by the invoice line's own arithmetic (`pricing.overage_amount`)."""
 
 from __future__ import annotations
 
@@ -17,24 +17,22 @@ from sqlmodel import Session, col, select
 
 from billing_core.customers.plans import effective_plan_id, metrics_by_plan
 from billing_core.errors import ExchangeRateMissing
-from billing_core.exchange_rates.rates import usd_rates
+from billing_core.exchange_rates.convert import Rates
+from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_quantity
 from billing_core.models import (
     Alert,
     Customer,
     Plan,
     PlanMetric,
 )
-from billing_core.money import minor_to_decimal
+from billing_core.money import Money, minor_to_decimal
 from billing_core.periods import Period, as_utc
-from billing_core.usage.overage import (
-    _QUANTITY_PLACES,
-    AWS_SPEND,
-    convert,
-    overage_charge_minor,
-    overage_quantity,
-)
-from billing_core.usage.projections import percent, project_month_end
+from billing_core.usage.projections import QUANTITY_PLACES, percent, project_month_end
 from billing_core.usage.totals import _usage_stats, aws_costs_by_day
+
+# The pseudo-metric under which the plan's monthly AWS spend limit is tracked (and alerted).
+AWS_SPEND = "aws_spend"
 
 
 @dataclass(frozen=True)
@@ -115,20 +113,16 @@ def raised_alerts(session: Session, period: Period) -> dict[tuple[int, str], tup
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _charge(
-    used: Decimal, pm: PlanMetric, plan: Plan, currency: str, rates: Mapping[str, Decimal]
-) -> int | None:
+def _charge(used: Decimal, pm: PlanMetric, plan: Plan, currency: str, rates: Rates) -> int | None:
+    """The overage as the invoice line would bill it; None without the exchange rate."""
+    unit_price = Money(pm.overage_unit_price, plan.currency)
     try:
-        return overage_charge_minor(
-            used,
-            pm.included_quantity,
-            pm.overage_unit_price,
-            plan_currency=plan.currency,
-            currency=currency,
-            usd_rates=rates,
+        amount = overage_amount(
+            used, pm.included_quantity, unit_price, currency=currency, rates=rates
         )
     except ExchangeRateMissing:
         return None
+    return amount.to_minor()
 
 
 def build_usage_report(
@@ -139,7 +133,7 @@ def build_usage_report(
     plans = {p.id: p for p in session.exec(select(Plan)).all()}
     by_plan = metrics_by_plan(session)
     stats = _usage_stats(session, period, customer_id)
-    rates = usd_rates(session, period, latest=not period.is_closed(now))
+    rates = load_rates(session, period, latest=not period.is_closed(now))
     alerts = raised_alerts(session, period)
     costs = aws_costs_by_day(session, period)
     report.has_cost_data = bool(costs)
@@ -197,17 +191,17 @@ def _spend_row(
     days: Mapping[date, Decimal] | None,
     period: Period,
     now: datetime,
-    rates: Mapping[str, Decimal],
+    rates: Rates,
 ) -> MetricUsage | None:
     """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency."""
     if plan.aws_spend_limit_minor is None:
         return None
-    usd = sum((days or {}).values(), Decimal(0)) * (1 + plan.markup_pct / 100)
+    usd = sum((days or {}).values(), Decimal(0))
     try:
-        used = convert(usd, from_currency="USD", to_currency=plan.currency, usd_rates=rates)
+        spent = aws_amount(usd, plan.markup_pct, currency=plan.currency, rates=rates)
     except ExchangeRateMissing:
         return None
-    used = used.quantize(_QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    used = spent.amount.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
     last_day = max(days) if days else None
     return MetricUsage(
         customer_id=customer.id or 0,

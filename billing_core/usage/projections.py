@@ -9,7 +9,9 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from billing_core.periods import Period
-from billing_core.usage.overage import _QUANTITY_PLACES
+
+# Projected (and spend) quantities keep this many decimals.
+QUANTITY_PLACES = Decimal("0.000001")
 
 
 def project_month_end(
@@ -33,7 +35,7 @@ def project_month_end(
         elapsed = max(elapsed, (last_day - period.start).days + 1)
     elapsed = min(max(elapsed, 1), period.days)
     projected = billable + billable * (period.days - elapsed) / elapsed
-    return projected.quantize(_QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+    return projected.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
 
 
 def percent(used: Decimal, limit: Decimal) -> Decimal | None:

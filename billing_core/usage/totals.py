@@ -1,10 +1,9 @@
 """Usage totals from the database: the month's billable quantity per customer and metric (sum for
-cumulative metrics, max for levels), AWS cost by day, and the overage charges of a period."""
+cumulative metrics, max for levels) and AWS cost by day."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -16,11 +15,9 @@ from billing_core.customers.plans import effective_plan_id, metrics_by_plan
 from billing_core.models import (
     CostLine,
     Customer,
-    Plan,
     UsageRecord,
 )
 from billing_core.periods import Period
-from billing_core.usage.overage import overage_charge_minor, overage_quantity
 
 
 @dataclass(frozen=True)
@@ -93,61 +90,3 @@ def aws_costs_by_day(session: Session, period: Period) -> dict[int, dict[date, D
         if customer_id is not None:
             out[customer_id][date.fromisoformat(line.day)] += line.amount
     return {cid: dict(days) for cid, days in out.items()}
-
-
-@dataclass(frozen=True)
-class OverageCharge:
-    """One metric's overage for an invoice line: quantity above the plan, rounded amount."""
-
-    metric: str
-    unit: str
-    used: Decimal
-    included: Decimal
-    quantity: Decimal
-    unit_price: Decimal  # plan currency, full precision
-    plan_currency: str
-    currency: str  # the customer's (invoice) currency
-    amount_minor: int  # rounded once, in `currency`
-
-
-def overage_charges(
-    session: Session, customer: Customer, period: Period, *, usd_rates: Mapping[str, Decimal]
-) -> list[OverageCharge]:
-    """The customer's overage for a period, per metric of its plan (for invoice lines).
-
-    Raises ExchangeRateMissing when the plan and customer currencies differ and no rate is
-    given; the usage page shows the same figures for a closed month.
-    """
-    plan_id = effective_plan_id(customer, period)
-    metrics = metrics_by_plan(session).get(plan_id or -1, {})
-    plan = session.get(Plan, plan_id) if plan_id is not None else None
-    if plan is None:
-        return []
-    totals = totals_by_metric(session, period, customer.id)
-    out: list[OverageCharge] = []
-    for metric, pm in metrics.items():
-        used = totals.get((customer.id or 0, metric), Decimal(0))
-        quantity = overage_quantity(used, pm.included_quantity)
-        if quantity <= 0:
-            continue
-        out.append(
-            OverageCharge(
-                metric=metric,
-                unit=pm.unit,
-                used=used,
-                included=pm.included_quantity,
-                quantity=quantity,
-                unit_price=pm.overage_unit_price,
-                plan_currency=plan.currency,
-                currency=customer.currency,
-                amount_minor=overage_charge_minor(
-                    used,
-                    pm.included_quantity,
-                    pm.overage_unit_price,
-                    plan_currency=plan.currency,
-                    currency=customer.currency,
-                    usd_rates=usd_rates,
-                ),
-            )
-        )
-    return out
