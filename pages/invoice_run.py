@@ -19,7 +19,8 @@ now = utcnow()
 
 periods = run_view.closed_periods(now)
 period = st.selectbox("Month to invoice", periods, format_func=str, key="run_period")
-held = lock_status(ui.engine(), lock_name(str(period)), now, cfg.run_lock_stale_seconds)
+with ui.stop_on_error():
+    held = lock_status(ui.engine(), lock_name(str(period)), now, cfg.run_lock_stale_seconds)
 if held:
     st.caption(f"Run lock for {period}: {held}.")
 
@@ -87,7 +88,7 @@ if st.session_state.get("preview_of") == str(period):
 
 @st.fragment(run_every=POLL_SECONDS)
 def progress_panel() -> None:
-    with ui.db() as session:
+    with ui.stop_on_error(), ui.db() as session:
         run = run_view.latest_run(session, period)
     if run is None:
         st.caption(f"No run for {period} yet.")
@@ -116,7 +117,7 @@ def progress_panel() -> None:
 progress_panel()
 
 st.subheader(f"Invoices for {period}")
-with ui.db() as session:
+with ui.stop_on_error(), ui.db() as session:
     results = run_view.results_frame(session, period)
     history = run_view.history_frame(run_worker.run_history(session))
 if results.empty:

@@ -258,7 +258,7 @@ with tab_invoices:
 # ---------------------------------------------------------------- payment methods tab
 with tab_payments:
     with ui.stop_on_error(), ui.db() as session:
-        methods = pm.payment_method_table(session)
+        methods = inv.payment_method_table(session)
     missing = methods[(~methods["has_payment_method"]) & (methods["collection"] != "send invoice")]
     if not missing.empty:
         st.warning(

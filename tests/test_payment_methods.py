@@ -14,6 +14,7 @@ from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import AuditEntry, Invoice, display_status_in
 from billing_core.payments import payment_methods as pm
 from billing_core.stripe.keys import install_id
+from billing_core.views.invoices import payment_method_table
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
 
@@ -48,7 +49,7 @@ def test_parse_payment_method(text, kind, brand, last4) -> None:
 
 
 def test_payment_method_table_on_demo(demo_session: Session) -> None:
-    table = pm.payment_method_table(demo_session)
+    table = payment_method_table(demo_session)
     assert len(table) == 9
     acme = table[table["customer"].str.startswith("Acme")].iloc[0]
     assert acme["has_payment_method"] and acme["last4"] == "4242" and acme["type"] == "card visa"

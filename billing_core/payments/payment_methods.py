@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import pandas as pd
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
 from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.errors import PaymentProviderError, ValidationError
-from billing_core.models import Customer, Invoice, display_status_in
+from billing_core.models import Customer, Invoice
 from billing_core.states import DisplayStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe import payments as stripe_payments
@@ -46,45 +45,6 @@ def parse_payment_method(text: str | None) -> PaymentMethodInfo:
     last4 = parts[-1] if len(parts) > 1 and parts[-1].isdigit() else ""
     brand = " ".join(parts[1:-1] if last4 else parts[1:])
     return PaymentMethodInfo(parts[0], brand, last4)
-
-
-def payment_method_table(session: Session) -> pd.DataFrame:
-    """Per customer: default payment method (type, last four), failed invoices waiting."""
-    failed = dict(
-        session.exec(
-            select(Invoice.customer_id, func.count())
-            .where(display_status_in([DisplayStatus.FAILED]))
-            .group_by(col(Invoice.customer_id))
-        ).all()
-    )
-    rows = []
-    for c in session.exec(select(Customer).order_by(col(Customer.name))).all():
-        pm = parse_payment_method(c.default_payment_method)
-        rows.append(
-            {
-                "id": c.id,
-                "customer": c.name,
-                "collection": c.collection_method.replace("_", " "),
-                "has_payment_method": pm.present,
-                "type": f"{pm.kind} {pm.brand}".strip(),
-                "last4": pm.last4,
-                "failed_invoices": failed.get(c.id or 0, 0),
-                "in_stripe": bool(c.stripe_customer_id),
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "id",
-            "customer",
-            "collection",
-            "has_payment_method",
-            "type",
-            "last4",
-            "failed_invoices",
-            "in_stripe",
-        ],
-    )
 
 
 def create_setup_link(

@@ -25,6 +25,7 @@ from billing_core.models import (
     display_status_in,
 )
 from billing_core.money import display, minor_to_decimal
+from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.states import DisplayStatus, display_status
 
 STATUSES = (
@@ -431,4 +432,43 @@ def invoice_detail(session: Session, invoice_id: int) -> InvoiceDetail | None:
         lines=_lines_frame(session, invoice),
         attempts=_attempts(events, invoice.currency),
         timeline=timeline,
+    )
+
+
+def payment_method_table(session: Session) -> pd.DataFrame:
+    """Per customer: default payment method (type, last four), failed invoices waiting."""
+    failed = dict(
+        session.exec(
+            select(Invoice.customer_id, func.count())
+            .where(display_status_in([DisplayStatus.FAILED]))
+            .group_by(col(Invoice.customer_id))
+        ).all()
+    )
+    rows = []
+    for c in session.exec(select(Customer).order_by(col(Customer.name))).all():
+        pm = parse_payment_method(c.default_payment_method)
+        rows.append(
+            {
+                "id": c.id,
+                "customer": c.name,
+                "collection": c.collection_method.replace("_", " "),
+                "has_payment_method": pm.present,
+                "type": f"{pm.kind} {pm.brand}".strip(),
+                "last4": pm.last4,
+                "failed_invoices": failed.get(c.id or 0, 0),
+                "in_stripe": bool(c.stripe_customer_id),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "customer",
+            "collection",
+            "has_payment_method",
+            "type",
+            "last4",
+            "failed_invoices",
+            "in_stripe",
+        ],
     )
