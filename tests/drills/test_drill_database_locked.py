@@ -178,7 +178,7 @@ def test_drill_database_locked_mid_run(
     )
     drill_report.found(
         f"seed {seed}: run exit {run.code} after {run.seconds:.1f} s, local steps [{steps}], "
-        f"said {LOCKED!r}: {LOCKED in output}; run recorded as {stopped.status!r}, run lock "
+        f"said {LOCKED!r}: {LOCKED in output}; run recorded as {str(stopped.status)!r}, run lock "
         f"{'left behind' if lock_left else 'released'}; re-run exit {rerun.exit_code}; "
         f"{ledger.summary()}"
     )
