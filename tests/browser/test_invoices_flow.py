@@ -107,8 +107,10 @@ def test_filter_failed_invoices_and_download_csv(
     with page.expect_download() as info:
         button.get_by_role("button").click()
     download = info.value
-    # The name says what was filtered (all months, failed only).
-    assert download.suggested_filename == "invoices_failed.csv"
+    # The name says what was filtered: the months on the slider, failed only.
+    assert re.fullmatch(
+        r"invoices_\d{4}-\d{2}-to-\d{4}-\d{2}_failed\.csv", download.suggested_filename
+    )
     raw = Path(download.path()).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # a byte-order mark: Excel reads UTF-8
     text = raw.decode("utf-8-sig")
