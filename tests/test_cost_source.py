@@ -338,3 +338,27 @@ def test_complete_snapshot_is_billed_without_asking_aws(
         invoice = s.exec(select(Invoice).where(Invoice.customer_id == acme)).one()
         assert _aws_minor(s, invoice.id or 0) == 100_000
         assert s.exec(select(InvoiceRun)).one().cost_snapshot_id == snap_id
+
+
+def test_cli_says_what_to_run(
+    engine: Engine,
+    db_url: str,
+    server: StripeTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from billing_core.cli import main
+
+    _partial_october(engine, server)
+    for key in FAKE_AWS:
+        monkeypatch.delenv(key, raising=False)
+    env = {"DATABASE_URL": db_url, "STRIPE_API_BASE": server.url, "STRIPE_API_KEY": KEY}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["invoice-run", "--period", "2026-10", "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert "AWS costs: UnblendedCost by LINKED_ACCOUNT, as of 2026-10-20 14:00 UTC, 20" in out
+    assert main(["invoice-run", "--period", "2026-10"]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED Acme: not invoiced: the UnblendedCost snapshot of 2026-10 was taken" in out
+    assert "fetch-costs --period 2026-10 --force" in out
