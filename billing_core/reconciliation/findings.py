@@ -100,6 +100,18 @@ def aws_findings(
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     for cid, inv in invoices.items():
         customer = customers[cid]
+        if inv.cost_metric is not None and (inv.cost_metric, inv.cost_group_by) != (
+            source.metric,
+            source.group_by,
+        ):
+            # Priced from other figures (the settings changed since): comparing them with the
+            # configured ones would report the change of metric as an AWS restatement.
+            skipped.append(
+                f"{customer.name}: invoiced from {inv.cost_metric} by {inv.cost_group_by}, "
+                f"not the configured {source}"
+            )
+            invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] != cid})
+            continue
         plan = effective_plan(session, customer, period)
         no_rate = inv.currency.upper() != inv.cost_currency.upper() and inv.fx_rate is None
         if plan is None or no_rate:
