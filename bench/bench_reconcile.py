@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.run import Figure
 from billing_core.config import load_settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.periods import Period, utcnow
@@ -80,11 +81,15 @@ def run(quick: bool) -> list[Figure]:
         settings = load_settings(environ={"STRIPE_API_BASE": server.url})
 
         started = time.perf_counter()
-        result = reconcile_period(engine, period, reader=make_reader(settings))
+        result = reconcile_period(
+            engine, period, source=CostSource.of(settings), reader=make_reader(settings)
+        )
         elapsed = time.perf_counter() - started
 
         tracemalloc.start()
-        reconcile_period(engine, period, reader=make_reader(settings))
+        reconcile_period(
+            engine, period, source=CostSource.of(settings), reader=make_reader(settings)
+        )
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         engine.dispose()

@@ -307,6 +307,7 @@ def reconcile_cmd(
     actor: str,
 ) -> None:
     """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
+    from billing_core.costs.snapshots import CostSource
     from billing_core.errors import MoneyError
     from billing_core.money import to_decimal
     from billing_core.reconciliation.diffing import Tolerance
@@ -325,6 +326,7 @@ def reconcile_cmd(
         app.engine,
         period,
         tolerance=tolerance,
+        source=CostSource.of(app.settings),
         reader=reader,
         actor=actor,
         deep_lines=deep_lines,
@@ -477,6 +479,7 @@ def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> No
 @pass_app
 def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
+    from billing_core.costs.snapshots import CostSource
     from billing_core.customers.plans import apply_due_plan_changes
     from billing_core.usage.alerts import (
         AlertPublishError,
@@ -489,7 +492,11 @@ def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     with session_scope(app.engine) as session:
         applied = apply_due_plan_changes(session, now=now, actor="cron")
         new = check_alerts(
-            session, now=now, period=period, thresholds=app.settings.alert_thresholds_pct
+            session,
+            now=now,
+            period=period,
+            thresholds=app.settings.alert_thresholds_pct,
+            source=CostSource.of(app.settings),
         )
     if applied:
         click.echo(f"plans: {applied} scheduled plan change(s) applied")

@@ -165,6 +165,11 @@ class InvoiceRun(SQLModel, table=True):
     dry_run: bool = False
     customer_filter: int | None = None
     costs_estimated: bool = False
+    # The cost figures the run priced from: metric, grouping (LINKED_ACCOUNT or TAG:<key>) and
+    # the snapshot (None before drafting, or when the month had no snapshot).
+    cost_metric: str | None = None
+    cost_group_by: str | None = None
+    cost_snapshot_id: int | None = None
     total_count: int = 0
     done_count: int = 0
     failed_count: int = 0
@@ -208,6 +213,10 @@ class Invoice(SQLModel, table=True):
     fx_rate: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
     fx_source: str | None = None
     costs_estimated: bool = False
+    # The cost figures its AWS lines were priced from (see InvoiceRun); None on older invoices.
+    cost_metric: str | None = None
+    cost_group_by: str | None = None
+    cost_snapshot_id: int | None = None
     collection_method: str = "charge_automatically"
     # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
     push_step: PushStep = Field(default=PushStep.NONE, sa_type=StrEnumType(PushStep))

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from billing_core.costs.snapshots import CostSource
 from billing_core.invoicing import run_worker
 from billing_core.invoicing.run_lock import lock_name, lock_status
 from billing_core.invoicing.runs import preview, test_cards_allowed
@@ -64,9 +65,17 @@ if run_clicked:
 if st.session_state.get("preview_of") == str(period):
     st.subheader(f"Preview of {period}")
     with ui.stop_on_error(), ui.db() as session:
-        drafts = preview(session, period)
+        drafts = preview(session, period, source=CostSource.of(cfg))
     if not drafts.costs_found:
-        st.warning(f"No AWS cost snapshot for {period}: fetch costs before running.")
+        st.warning(f"No AWS costs to bill: {drafts.cost_coverage}.")
+    else:
+        st.caption(f"AWS costs: {drafts.cost_coverage}.")
+    if drafts.costs_incomplete:
+        st.warning(
+            f"This cost snapshot was taken before {period} ended. The run fetches {period} "
+            "again from Cost Explorer first; if it cannot, it refuses the customers with AWS "
+            f"costs: run `python -m billing_core fetch-costs --period {period} --force`."
+        )
     if drafts.costs_estimated:
         st.warning("AWS still marks this month's costs as estimated; invoices will say so.")
     totals = drafts.totals_by_currency()
@@ -79,6 +88,9 @@ if st.session_state.get("preview_of") == str(period):
         hide_index=True,
         column_config={
             "total": st.column_config.NumberColumn("total", format="%.2f"),
+            "costs as of": st.column_config.DatetimeColumn(
+                "costs as of (UTC)", format="YYYY-MM-DD HH:mm"
+            ),
             "warnings": st.column_config.TextColumn("warnings", width="large"),
         },
     )

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from billing_core.costs.snapshots import CostSource
 from billing_core.periods import Period, utcnow
 from billing_core.reconciliation import resolve
 from billing_core.reconciliation import runs as reconciliation_runs
@@ -154,6 +155,7 @@ if identity.can("admin"):
                 result = reconciliation_runs.reconcile_period(
                     ui.engine(),
                     Period.parse(run_period),
+                    source=CostSource.of(ui.settings()),
                     tolerance=Tolerance(tolerance_pct),
                     reader=reconciliation_runs.make_reader(ui.settings()),
                     actor=identity.actor,

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import streamlit as st
 
+from billing_core.costs.snapshots import CostSource
 from billing_core.errors import ValidationError
 from billing_core.periods import utcnow
 from billing_core.usage import alerts, limits
@@ -41,11 +42,12 @@ if identity.can("admin"):
             except Exception as exc:
                 ui.show_error(exc)
 
+cost_source = CostSource.of(ui.settings())
 with ui.stop_on_error(), ui.db() as session:
     choices = views_usage.period_choices(session, now)
 period = st.selectbox("Period", choices, format_func=str)
 with ui.stop_on_error(), ui.db() as session:
-    report = limits.build_usage_report(session, period, now)
+    report = limits.build_usage_report(session, period, now, source=cost_source)
     period_alerts = alerts.alerts_for_period(session, period)
 
 if not report.rows:
@@ -80,8 +82,8 @@ if report.missing_rates:
         + ", ".join(sorted(report.missing_rates))
         + ": those overage estimates are missing until a rate is added."
     )
-if not report.has_cost_data:
-    st.caption("No AWS cost snapshot for this period yet: AWS spend limits are not shown.")
+if report.cost_note:
+    st.caption(report.cost_note[0].upper() + report.cost_note[1:])
 
 statuses = st.multiselect(
     "Show", list(views_usage.STATUS_ORDER), default=[], placeholder="All statuses"
@@ -113,7 +115,7 @@ with ui.stop_on_error(), ui.db() as session:
     daily = views_usage.daily_usage(
         session, chosen, period, {r.metric: r.aggregation for r in rows}
     )
-    spend_points = views_usage.spend_by_day(session, chosen, period)
+    spend_points = views_usage.spend_by_day(session, chosen, period, cost_source)
 cols = st.columns(2)
 for index, row in enumerate(rows):
     if row.is_spend:

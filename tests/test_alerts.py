@@ -13,6 +13,7 @@ from sqlmodel import Session, col, func, select
 
 from billing_core.cli import main
 from billing_core.config import load_settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import make_engine
 from billing_core.models import Alert
 from billing_core.periods import Period
@@ -20,6 +21,9 @@ from billing_core.usage.alerts import check_alerts, crossed, publish_pending, sn
 from billing_core.usage.import_checks import UsageInput
 from billing_core.usage.import_csv import record_usage
 from tests.support.usage_world import NOW, make_world
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 NOV = Period(2026, 11)
 
@@ -50,10 +54,10 @@ def test_alerts_once_per_threshold(session: Session) -> None:
     record_usage(
         session, [UsageInput(a.email, "api_calls", "850", "2026-11-02")], now=NOW, actor="t"
     )
-    first = check_alerts(session, now=NOW, thresholds=[80, 100])
+    first = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
     assert [(x.metric, x.threshold_pct) for x in first] == [("api_calls", 80)]
     assert "Alpha reached 85% of its basic plan's api_calls limit in 2026-11" in first[0].message
-    assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
+    assert check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100]) == []
     record_usage(
         session,
         [
@@ -63,16 +67,16 @@ def test_alerts_once_per_threshold(session: Session) -> None:
         now=NOW,
         actor="t",
     )
-    second = check_alerts(session, now=NOW, thresholds=[80, 100])
+    second = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
     assert sorted((x.metric, x.threshold_pct) for x in second) == [
         ("api_calls", 100),
         ("seats", 80),
         ("seats", 100),
     ]
-    assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
+    assert check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100]) == []
     assert len(alerts(session)) == 4
     # A new threshold in the settings raises only that one.
-    third = check_alerts(session, now=NOW, thresholds=[50, 80, 100])
+    third = check_alerts(session, now=NOW, source=SOURCE, thresholds=[50, 80, 100])
     assert sorted((x.metric, x.threshold_pct) for x in third) == [("api_calls", 50), ("seats", 50)]
 
 
@@ -92,7 +96,7 @@ def test_alert_inserted_concurrently_is_not_duplicated(session: Session) -> None
         )
     )
     session.flush()
-    new = check_alerts(session, now=NOW, thresholds=[80, 100])
+    new = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
     assert [x.threshold_pct for x in new] == [80]
     assert session.exec(select(func.count()).select_from(Alert)).one() == 2
 
@@ -174,7 +178,7 @@ def received(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 def test_publish_to_sns(session: Session, aws_env: dict[str, str], tmp_path: Path) -> None:
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "6", "2026-11-02")], now=NOW, actor="t")
-    new = check_alerts(session, now=NOW, thresholds=[80, 100])
+    new = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
     topic, sqs, queue_url = topic_with_queue("billing-alerts")
     client = sns_client(load_settings({}, tmp_path / "none.toml"))
     result = publish_pending(session, topic_arn=topic, client=client, now=NOW)
@@ -197,7 +201,7 @@ def test_publish_failure_keeps_alerts_pending(
 ) -> None:
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "6", "2026-11-02")], now=NOW, actor="t")
-    check_alerts(session, now=NOW, thresholds=[80])
+    check_alerts(session, now=NOW, source=SOURCE, thresholds=[80])
     client = sns_client(load_settings({}, tmp_path / "none.toml"))
     missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic"
     result = publish_pending(session, topic_arn=missing, client=client, now=NOW)

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from billing_core.config import load_settings
 from billing_core.costs import attribution, refresh, snapshots
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import make_engine
 from billing_core.models import CostSnapshot
 from billing_core.money import display, round_minor
@@ -17,6 +18,9 @@ from billing_core.periods import Period, utcnow
 from billing_core.views import aws_costs
 from tests.conftest import ROOT
 from tests.support.aws import FAKE_AWS, group, page, result
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 PAGE = str(ROOT / "pages/aws_costs.py")
 
@@ -141,11 +145,11 @@ def test_refresh_button_fetches_through_the_service(live_env, ce_stub, db_url, m
     assert at.metric[0].value == "USD 42.41"  # 40.005 + 2.4, rounded once
     assert at.metric[3].value == "USD 42.41"  # no customers in this database: all unattributed
     with Session(make_engine(db_url)) as s:
-        snap = snapshots.latest_snapshot(s, current)
+        snap = snapshots.latest_snapshot(s, current, SOURCE)
         assert snap.granularity == "DAILY" and snap.estimated and snap.source == "cost_explorer"
         assert snap.request_count == 3  # usage, adjustments, forecast
         # Last month had no snapshot, so the refresh fetched it too; every request is recorded.
-        assert snapshots.latest_snapshot(s, current.previous()) is not None
+        assert snapshots.latest_snapshot(s, current.previous(), SOURCE) is not None
         assert refresh.requests_since(s, current.previous().start_at) == spent == 5
     at.run()
     at.run()

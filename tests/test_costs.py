@@ -11,6 +11,7 @@ from sqlmodel import Session, func, select
 
 from billing_core.cli import main
 from billing_core.costs import attribution, refresh, snapshots
+from billing_core.costs.snapshots import CostSource
 from billing_core.demo.catalog import CUSTOMERS, monthly_service_costs
 from billing_core.models import CostLine, CostSnapshot, Customer, CustomerAccount
 from billing_core.periods import Period
@@ -18,6 +19,9 @@ from billing_core.views import aws_costs
 from billing_core.views import aws_costs_report as costs_report
 from tests.conftest import DEMO_NOW
 from tests.support.aws import group, page, result, settings
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 OCT, NOV = Period(2026, 10), Period(2026, 11)
@@ -84,7 +88,7 @@ def test_refresh_stores_a_snapshot_and_attributes_by_account(session, moto_ce) -
     outcome = refresh.refresh_period(session, settings(), OCT, now=NOW, **NO_WAIT)
     assert outcome.error is None and outcome.fetched and outcome.request_count == 3
     assert outcome.snapshot.granularity == "MONTHLY" and outcome.lines == 8
-    got = attribution.attributed_costs(session, OCT)
+    got = attribution.attributed_costs(session, OCT, SOURCE)
     assert got.usage[ids["Acme"]] == {
         "AWS Lambda": Decimal("100.0000000001"),
         "Amazon S3": Decimal("20.5"),
@@ -119,7 +123,7 @@ def test_attribution_by_tag_untagged_is_unattributed(session, moto_ce) -> None:
     )
     cfg = settings(cost_group_by="TAG", cost_tag_key="customer")
     assert refresh.refresh_period(session, cfg, OCT, now=NOW).error is None
-    got = attribution.attributed_costs(session, OCT, group_by="TAG:customer")
+    got = attribution.attributed_costs(session, OCT, CostSource("UnblendedCost", "TAG:customer"))
     assert got.usage == {ids["Acme"]: {"AWS Lambda": Decimal(10)}}
     assert got.adjustments == {ids["Birch"]: {"Credit": Decimal(-2)}}
     assert got.unattributed_total == Decimal(5)
@@ -198,7 +202,7 @@ def test_a_failed_refresh_stores_nothing_and_keeps_the_last_good(
     bad = refresh.refresh_period(session, settings(), OCT, now=later, force=True, **NO_WAIT)
     assert bad.error and expect in bad.error and not bad.fetched
     assert session.exec(select(func.count()).select_from(CostLine)).one() == lines_before
-    latest = snapshots.latest_snapshot(session, OCT)
+    latest = snapshots.latest_snapshot(session, OCT, SOURCE)
     assert latest.id == good.snapshot.id
     failure = refresh.last_failure(session)
     assert failure and expect in failure.message
@@ -220,8 +224,8 @@ def test_latest_complete_snapshot_rule_and_pruning(demo_session) -> None:
     assert view.snapshot.granularity == "MONTHLY" and not view.snapshot.estimated
     assert view.daily_snapshot.granularity == "DAILY"
     assert sum(view.daily["amount"], Decimal(0)) == view.total
-    first = snapshots.latest_snapshot(demo_session, NOV)
-    result_copy = snapshots.latest_snapshot(demo_session, NOV)
+    first = snapshots.latest_snapshot(demo_session, NOV, SOURCE)
+    result_copy = snapshots.latest_snapshot(demo_session, NOV, SOURCE)
     assert first.id == result_copy.id
     from billing_core.costs import cost_explorer as ce
 
@@ -245,15 +249,15 @@ def test_demo_costs_match_the_catalog_to_the_cent(demo_session) -> None:
     customers = {c.id: names[c.name] for c in demo_session.exec(select(Customer)).all()}
     # 2026-09 is left out: the demo restates it (reconciliation's discrepancies).
     for period in (Period(2025, 10), Period(2026, 8), OCT):
-        got = attribution.attributed_costs(demo_session, period)
+        got = attribution.attributed_costs(demo_session, period, SOURCE)
         assert got.granularity == "MONTHLY" and not got.estimated
         for cid, spec in customers.items():
             assert got.usage[cid] == monthly_service_costs(spec, period)
         assert got.unattributed_total > 0
-    october = attribution.attributed_costs(demo_session, OCT)
+    october = attribution.attributed_costs(demo_session, OCT, SOURCE)
     kinds = {k for adj in october.adjustments.values() for k in adj}
     assert kinds == {"Credit", "Refund"}
-    running = attribution.attributed_costs(demo_session, NOV)
+    running = attribution.attributed_costs(demo_session, NOV, SOURCE)
     assert running.estimated and running.granularity == "DAILY"
     periods = snapshots.snapshot_periods(
         demo_session, metric="UnblendedCost", group_by="LINKED_ACCOUNT"
@@ -272,7 +276,7 @@ def test_view_figures_for_the_running_month(demo_session) -> None:
     assert sum(view.by_customer["amount"], Decimal(0)) == stored
     assert sum(view.breakdown["amount"], Decimal(0)) == stored
     # Same days of October: the first 21 days of its daily snapshot.
-    oct_daily = snapshots.latest_snapshot(demo_session, OCT, granularity="DAILY")
+    oct_daily = snapshots.latest_snapshot(demo_session, OCT, SOURCE, granularity="DAILY")
     same = demo_session.exec(
         select(CostLine).where(CostLine.snapshot_id == oct_daily.id, CostLine.day < "2026-10-22")
     ).all()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
 from billing_core.db import make_engine
-from billing_core.models import Invoice, InvoiceRun
+from billing_core.models import CostSnapshot, Invoice, InvoiceRun
 from tests.conftest import ROOT
 from tests.support.stripe_server import StripeTestServer
 
@@ -52,6 +53,31 @@ def test_preview_shows_drafts_and_saves_nothing(app_env: dict[str, str]) -> None
         assert s.exec(select(InvoiceRun)).all() == []
     # Run is disabled without Stripe configured, with a sentence saying why.
     assert any("STRIPE_API_KEY" in c.value for c in at.caption)
+
+
+def test_preview_shows_the_cost_figures_as_of_and_coverage(app_env: dict[str, str]) -> None:
+    at = _page().run()
+    at.button[0].click().run()  # Preview
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert set(frame["days covered"]) == {"31 of 31"}  # the demo's October is complete
+    assert any(
+        c.value.startswith("AWS costs: UnblendedCost by LINKED_ACCOUNT, as of 2026-11-")
+        for c in at.caption
+    )
+    # October as fetched on October 20th only: the preview says so and refuses who owns costs.
+    with Session(make_engine(app_env["DATABASE_URL"])) as s:
+        for snap in s.exec(select(CostSnapshot).where(CostSnapshot.period == "2026-10")).all():
+            snap.fetched_at = datetime(2026, 10, 20, 14, tzinfo=UTC)
+            s.add(snap)
+        s.commit()
+    at = _page().run()
+    at.button[0].click().run()
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert set(frame["days covered"]) == {"20 of 31"}
+    assert all(w.startswith("refused: not invoiced:") for w in frame["warnings"])
+    assert any("fetch-costs --period 2026-10 --force" in w.value for w in at.warning)
 
 
 def test_run_button_bills_every_customer_once(

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from billing_core.auth import LOCAL_ADMIN
 from billing_core.cli import main
 from billing_core.config import Settings, load_settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import ConfigError, LockHeld
 from billing_core.exchange_rates import rates
@@ -41,6 +42,9 @@ from billing_core.stripe import client as stripe_client
 from billing_core.stripe import gateway as gw
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.stripe_server import StripeTestServer
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 P = Period.parse("2026-10")
 KEY = "sk_test_invoicing"
@@ -133,7 +137,7 @@ def test_demo_run_bills_every_customer_once_with_draft_totals(
 ) -> None:
     settings = _settings(demo_db_url, server)
     with Session(demo_engine) as s:
-        drafts = invoicing_runs.preview(s, P)
+        drafts = invoicing_runs.preview(s, P, source=SOURCE)
     expected = {d.customer_id: d.total_minor for d in drafts.drafts}
     assert len(expected) == 9 and not drafts.problems
     result = _run(demo_engine, settings)
@@ -496,7 +500,7 @@ def test_estimated_costs_are_flagged_on_run_and_invoices(
     with session_scope(demo_engine) as s:
         from billing_core.costs.snapshots import latest_snapshot
 
-        snap = latest_snapshot(s, P)  # the demo stores a DAILY and a later MONTHLY snapshot
+        snap = latest_snapshot(s, P, SOURCE)  # the demo stores a DAILY and a later MONTHLY snapshot
         assert snap is not None
         snap.estimated = True
         s.add(snap)

@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 
 from billing_core import audit
 from billing_core.auth import Identity
+from billing_core.costs.snapshots import CostSource
 from billing_core.customers import plans
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import Customer, Plan
@@ -16,6 +17,9 @@ from billing_core.usage import limits
 from billing_core.usage.import_checks import UsageInput
 from billing_core.usage.import_csv import record_usage
 from tests.support.usage_world import NOW, make_world
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 ADMIN = Identity(email="boss@example.com", role="admin", method="proxy")
 VIEWER = Identity(email="finance@example.com", role="viewer", method="proxy")
@@ -128,7 +132,7 @@ def test_editing_a_billed_plan_makes_a_new_version(session: Session) -> None:
     assert plans.effective_plan(session, a, DEC) == change.plan
     row = next(
         r
-        for r in limits.build_usage_report(session, NOV, NOW).rows
+        for r in limits.build_usage_report(session, NOV, NOW, source=SOURCE).rows
         if r.customer_id == a.id and r.metric == "api_calls"
     )
     assert row.included == Decimal(1000) and row.overage_minor == 500

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from billing_core.auth import Identity
 from billing_core.config import load_settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.demo import demo_history_periods
 from billing_core.errors import PermissionDenied, ValidationError
@@ -40,6 +41,9 @@ from billing_core.reconciliation.runs import make_reader, reconcile_period
 from billing_core.stripe.gateway import Gateway, RetryPolicy
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 ADMIN = Identity("admin@example.com", "admin", "cli")
 VIEWER = Identity("finance@example.com", "viewer", "cli")
@@ -147,7 +151,9 @@ def world(engine: Engine, stripe_world: StripeTestServer) -> World:
 
 
 def run(world: World, **kw: Any) -> Any:
-    return reconcile_period(world.engine, PERIOD, reader=reader_for(world.server), **kw)
+    return reconcile_period(
+        world.engine, PERIOD, source=SOURCE, reader=reader_for(world.server), **kw
+    )
 
 
 def diffs_of(engine: Engine) -> list[ReconciliationDiff]:
@@ -215,7 +221,7 @@ def test_untagged_outside_invoice_belongs_to_its_creation_month(world: World) ->
     extra = world.server.create_invoice_directly(c.stripe_customer_id or "", 500, "eur")
     run(world)
     assert kinds(world.engine) == set()
-    reconcile_period(world.engine, PERIOD.next(), reader=reader_for(world.server))
+    reconcile_period(world.engine, PERIOD.next(), source=SOURCE, reader=reader_for(world.server))
     assert kinds(world.engine) == {("missing_locally", f"stripe:{extra['id']}")}
 
 
@@ -423,7 +429,7 @@ def test_demo_has_every_planted_discrepancy(demo_session: Session) -> None:
 
 def test_demo_rerun_is_idempotent_and_keeps_canned_stripe_findings(demo_engine: Engine) -> None:
     before = {(d.id, d.kind, d.subject, d.delta_minor, d.status) for d in diffs_of(demo_engine)}
-    result = reconcile_period(demo_engine, DEMO_PERIOD, reader=None, now=DEMO_NOW)
+    result = reconcile_period(demo_engine, DEMO_PERIOD, source=SOURCE, reader=None, now=DEMO_NOW)
     assert result.status == "complete" and result.exit_code == 1
     assert "Stripe not configured" in " ".join(result.counts["notes"])
     after = {(d.id, d.kind, d.subject, d.delta_minor, d.status) for d in diffs_of(demo_engine)}
@@ -445,7 +451,7 @@ def test_late_credit_in_newer_snapshot_is_a_restatement(demo_engine: Engine) -> 
         ).all()
     assert account is not None
     # The demo's cost snapshot of the month equals what was billed: nothing to report yet.
-    reconcile_period(demo_engine, period)
+    reconcile_period(demo_engine, period, source=SOURCE)
     assert not [d for d in diffs_of(demo_engine) if d.period == str(period)]
     with session_scope(demo_engine) as s:
         snap = CostSnapshot(
@@ -481,7 +487,7 @@ def test_late_credit_in_newer_snapshot_is_a_restatement(demo_engine: Engine) -> 
                 amount=Decimal("-50"),
             )
         )
-    result = reconcile_period(demo_engine, period)
+    result = reconcile_period(demo_engine, period, source=SOURCE)
     found = [d for d in diffs_of(demo_engine) if d.period == str(period)]
     # Credits are billed as their own line (keyed by record type), so the restatement is too.
     assert [(d.kind, d.subject) for d in found] == [
@@ -504,7 +510,7 @@ def test_usage_recorded_after_billing(demo_engine: Engine) -> None:
                 idempotency_key="t-1",
             )
         )
-    reconcile_period(demo_engine, period)
+    reconcile_period(demo_engine, period, source=SOURCE)
     [d] = [d for d in diffs_of(demo_engine) if d.period == str(period)]
     assert (d.kind, d.subject, d.delta_minor) == ("usage", f"customer:{birch.id}:metric:seats", 300)
 
@@ -539,20 +545,20 @@ def test_usage_in_another_currency_than_the_plan_is_no_diff(engine: Engine) -> N
             )
         )
         s.flush()
-        drafts = invoicing_drafts.build_drafts(s, PERIOD)
+        drafts = invoicing_drafts.build_drafts(s, PERIOD, source=SOURCE)
         [invoice_id] = invoicing_drafts.save_drafts(s, drafts, run_id=None)
         invoice = s.get(Invoice, invoice_id)
         assert invoice is not None
         invoice.status = "open"
         lines = s.exec(select(InvoiceLine).where(InvoiceLine.kind == "overage")).all()
         assert [line.amount_minor for line in lines] == [1250]  # EUR 10 / 0.8 = USD 12.50
-    reconcile_period(engine, PERIOD)
+    reconcile_period(engine, PERIOD, source=SOURCE)
     assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
     # Without the period's rate the usage cannot be priced: skipped, not a false diff.
     with session_scope(engine) as s:
         for rate in s.exec(select(ExchangeRate)).all():
             s.delete(rate)
-    assert reconcile_period(engine, PERIOD).status == "complete"
+    assert reconcile_period(engine, PERIOD, source=SOURCE).status == "complete"
     assert [d for d in diffs_of(engine) if d.kind == "usage"] == []
 
 
@@ -581,12 +587,16 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
         )
         assert t.description.startswith(f"AWS adjustment for {DEMO_PERIOD} (")
         # The next invoice run's drafts carry it as one line (a credit when negative), once.
-        drafts = invoicing_drafts.build_drafts(s, DEMO_PERIOD.next(), customer_id=diff.customer_id)
+        drafts = invoicing_drafts.build_drafts(
+            s, DEMO_PERIOD.next(), source=SOURCE, customer_id=diff.customer_id
+        )
         [draft] = drafts.drafts
         true_up_lines = [line for line in draft.lines if line.true_up_id is not None]
         assert [(x.amount_minor, x.true_up_id) for x in true_up_lines] == [(t.amount_minor, t.id)]
         invoicing_drafts.save_drafts(s, drafts, run_id=None)
-        again = invoicing_drafts.build_drafts(s, DEMO_PERIOD.shift(2), customer_id=diff.customer_id)
+        again = invoicing_drafts.build_drafts(
+            s, DEMO_PERIOD.shift(2), source=SOURCE, customer_id=diff.customer_id
+        )
         assert not [x for d in again.drafts for x in d.lines if x.true_up_id is not None]
         d = s.get(ReconciliationDiff, diff.id)
         assert d is not None and (d.status, d.resolution, d.resolved_by) == (
@@ -599,7 +609,7 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
             == 2
         )
     # The run after it keeps it resolved (values unchanged).
-    reconcile_period(demo_engine, DEMO_PERIOD, now=DEMO_NOW)
+    reconcile_period(demo_engine, DEMO_PERIOD, source=SOURCE, now=DEMO_NOW)
     assert next(d for d in diffs_of(demo_engine) if d.id == diff.id).status == "resolved"
 
 

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.auth import LOCAL_ADMIN
 from billing_core.config import load_settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import make_engine, session_scope
 from billing_core.invoicing import runs as invoicing_runs
 from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEvent
@@ -30,6 +31,9 @@ from billing_core.stripe.gateway import Gateway
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
@@ -152,7 +156,7 @@ def test_sync_and_reconcile_leave_the_other_databases_invoices_alone(
         unmatched = s.exec(select(StripeEvent.type).where(StripeEvent.outcome == "unmatched"))
         # The other database's customers stay unknown here; its invoices are not findings.
         assert not [t for t in unmatched.all() if t.startswith("invoice.")]
-    reconciled = reconcile_period(second_demo_engine, period, reader=gateway)
+    reconciled = reconcile_period(second_demo_engine, period, source=SOURCE, reader=gateway)
     assert reconciled.status == "complete"
     with Session(second_demo_engine) as s:
         stripe_diffs = s.exec(

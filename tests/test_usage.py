@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from billing_core.cli import main
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import _alembic_config, make_engine, session_scope
 from billing_core.errors import ValidationError
 from billing_core.exchange_rates.rates import load_rates
@@ -32,6 +33,9 @@ from billing_core.usage.import_csv import import_usage_csv, record_usage
 from billing_core.views import usage as views_usage
 from tests.conftest import DEMO_NOW
 from tests.support.usage_world import NOW, make_world
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 NOV = Period(2026, 11)
 OCT = Period(2026, 10)
@@ -303,7 +307,7 @@ def test_report_rows_projection_and_estimate(session: Session) -> None:
     record_usage(session, items, now=NOW, actor="t")
     session.add(ExchangeRate(period="2026-10", quote="EUR", rate=Decimal("0.8"), source="t"))
     session.flush()
-    report = limits.build_usage_report(session, NOV, NOW)
+    report = limits.build_usage_report(session, NOV, NOW, source=SOURCE)
     rows = {(r.customer, r.metric): r for r in report.rows}
     alpha = rows[("Alpha", "api_calls")]
     assert (alpha.used, alpha.projected, alpha.status) == (Decimal(1200), Decimal(1800), "over")
@@ -321,7 +325,7 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
     totals_by_metric, rounded once."""
     from billing_core.customers.plans import effective_plan, metrics_by_plan
 
-    report = limits.build_usage_report(demo_session, OCT, DEMO_NOW)
+    report = limits.build_usage_report(demo_session, OCT, DEMO_NOW, source=SOURCE)
     totals = usage_totals.totals_by_metric(demo_session, OCT)
     by_plan = metrics_by_plan(demo_session)
     rates = load_rates(demo_session, OCT)
@@ -351,7 +355,7 @@ def test_estimate_at_period_end_equals_invoice_arithmetic(demo_session: Session)
 
 
 def test_demo_usage_has_near_and_over(demo_session: Session) -> None:
-    report = limits.build_usage_report(demo_session, NOV, DEMO_NOW)
+    report = limits.build_usage_report(demo_session, NOV, DEMO_NOW, source=SOURCE)
     statuses = {(r.customer.split()[0], r.metric): r.status for r in report.rows}
     assert statuses[("Dune", "api_calls")] == "over"
     assert statuses[("Acme", "api_calls")] == "near"
@@ -382,7 +386,7 @@ def test_spend_limit_from_cost_snapshot(session: Session) -> None:
         )
     session.add(ExchangeRate(period="2026-11", quote="EUR", rate=Decimal("0.9"), source="t"))
     session.flush()
-    report = limits.build_usage_report(session, NOV, NOW)
+    report = limits.build_usage_report(session, NOV, NOW, source=SOURCE)
     spend = next(r for r in report.rows if r.is_spend and r.customer_id == a.id)
     assert spend.used == Decimal("81.000000")  # 20 * 4.5 USD * 0.9
     assert spend.included == Decimal(100)

@@ -22,7 +22,9 @@ from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
     ZERO,
+    CostSource,
     CustomerFilter,
+    SnapshotInfo,
     latest_snapshot,
 )
 from billing_core.models import CostLine, Customer, CustomerAccount
@@ -56,6 +58,11 @@ class Attribution:
             return self.by_account.get(account_id or "")
         return self.by_tag.get(tag) if tag else None
 
+    def owns_costs(self, group_by: str, customer_id: int) -> bool:
+        """Whether an account (or, for TAG groupings, a tag value) is the customer's."""
+        mapping = self.by_account if group_by == "LINKED_ACCOUNT" else self.by_tag
+        return customer_id in mapping.values()
+
     def name(self, customer_id: int | None) -> str:
         if customer_id is None:
             return UNATTRIBUTED_LABEL
@@ -80,12 +87,15 @@ class AttributedCosts:
 
     `usage[customer_id][service]` holds charges; `adjustments[customer_id][record_type]`
     holds credits, refunds and tax (credits and refunds are negative). The same split exists
-    for unattributed spend. `snapshot_id` is None when the period has no snapshot at all.
+    for unattributed spend. `snapshot_id` (and `snapshot`) is None when the period has no
+    snapshot of `source`, the configured metric and grouping.
     """
 
     period: Period
+    source: CostSource
     currency: str = "USD"
     snapshot_id: int | None = None
+    snapshot: SnapshotInfo | None = None
     fetched_at: datetime | None = None
     granularity: str | None = None
     estimated: bool = False
@@ -139,19 +149,15 @@ def _grouped_lines(
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
 
 
-def attributed_costs(
-    session: Session,
-    period: Period,
-    *,
-    metric: str | None = None,
-    group_by: str | None = None,
-) -> AttributedCosts:
-    """Attributed cost per customer and service for a period (the invoicing/reconcile input)."""
-    snap = latest_snapshot(session, period, metric=metric, group_by=group_by)
-    out = AttributedCosts(period=period)
+def attributed_costs(session: Session, period: Period, source: CostSource) -> AttributedCosts:
+    """Attributed cost per customer and service for a period (the invoicing/reconcile input),
+    from the latest snapshot of `source` only."""
+    snap = latest_snapshot(session, period, source)
+    out = AttributedCosts(period=period, source=source)
     if snap is None or snap.id is None:
         return out
     out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
+    out.snapshot = SnapshotInfo.of(snap)
     out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
     who = Attribution.load(session)
     for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):

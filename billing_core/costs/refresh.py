@@ -21,6 +21,7 @@ from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
 from billing_core.costs.snapshots import (
     _ERROR_STATE,
+    CostSource,
     SnapshotInfo,
     group_label,
     latest_snapshot,
@@ -79,8 +80,7 @@ def refresh_period(
     Never raises for Cost Explorer trouble: the outcome carries the message, the failed
     attempt is recorded (with its request count) and the last good snapshot stays current.
     """
-    label = group_label(settings)
-    current = latest_snapshot(session, period, metric=settings.cost_metric, group_by=label)
+    current = latest_snapshot(session, period, CostSource.of(settings))
     if not force and not needs_refresh(current, now, settings.cost_snapshot_ttl_seconds):
         return RefreshOutcome(period, fetched=False, snapshot=SnapshotInfo.of(current))  # type: ignore[arg-type]
     try:
@@ -124,6 +124,26 @@ def refresh_period(
         forecast_note=result.forecast_note,
         lines=len(result.rows),
     )
+
+
+def refresh_for_billing(
+    session: Session, settings: Settings, period: Period, *, now: datetime, client: Any = None
+) -> str | None:
+    """Before a closed month is invoiced: fetch it again unless its snapshot of the configured
+    metric and grouping was taken after the month ended (i.e. covers every day of it).
+
+    Returns None when the snapshot is fit to bill (already, or after the refresh), else why it
+    could not be refreshed (AWS not configured, or Cost Explorer's error); never raises.
+    """
+    current = latest_snapshot(session, period, CostSource.of(settings))
+    if current is not None and SnapshotInfo.of(current).covers_month:
+        return None
+    if not settings.aws_configured and client is None:
+        return "AWS is not configured here, so the run could not refresh it"
+    outcome = refresh_period(session, settings, period, now=now, force=True, client=client)
+    if outcome.error:
+        return f"refreshing it from Cost Explorer failed: {outcome.error}"
+    return None
 
 
 def refresh_for_page(

@@ -1,7 +1,11 @@
 """Cost snapshots: store each Cost Explorer fetch as one snapshot, find the one that counts.
 
 Which snapshot counts ("latest complete snapshot"): for a period, the complete snapshot with
-the newest `fetched_at` (ties: highest id) for the configured metric and grouping. A closed
+the newest `fetched_at` (ties: highest id) for the configured metric and grouping
+(`CostSource`, from COST_METRIC and COST_GROUP_BY). Every reader (invoicing, reconciliation,
+usage limits and alerts, pages, the costs report) goes through `latest_snapshot`, which
+requires the source: figures of another metric or grouping never stand in for the configured
+ones, however new they are. A closed
 month is usually fetched DAILY while it runs and MONTHLY after it closes; both hold the same
 kind of figures (daily rows add up to the month), so the newest one wins whatever its
 granularity. Daily charts need daily rows, so they use the latest complete DAILY snapshot,
@@ -99,11 +103,57 @@ class SnapshotInfo:
         return not self.final and self.age(now) > timedelta(seconds=ttl_seconds)
 
     @property
+    def covers_month(self) -> bool:
+        """Taken after its month ended, so it holds every day of it: fit to invoice from."""
+        return self.fetched_at >= self.period.end_at
+
+    @property
     def covered_days(self) -> int:
         """Days of the month the figures cover (today counts: Cost Explorer shows it partly)."""
-        if not self.running:
+        if self.covers_month:
             return self.period.days
-        return max(0, (self.fetched_at.date() - self.period.start).days + 1)
+        days = (self.fetched_at.date() - self.period.start).days + 1
+        return max(0, min(self.period.days, days))
+
+    def coverage(self) -> str:
+        """'as of 2026-10-20 14:00 UTC, 20 of 31 days' (what the run preview shows)."""
+        return (
+            f"as of {self.fetched_at:%Y-%m-%d %H:%M} UTC, "
+            f"{self.covered_days} of {self.period.days} days"
+        )
+
+    def incomplete_reason(self) -> str | None:
+        """Why a closed month must not be invoiced from this snapshot; None when it may be."""
+        if self.covers_month:
+            return None
+        return (
+            f"the {self.metric} snapshot of {self.period} was taken "
+            f"{self.fetched_at:%Y-%m-%d %H:%M} UTC, before the month ended, and covers "
+            f"{self.covered_days} of its {self.period.days} days"
+        )
+
+
+@dataclass(frozen=True)
+class CostSource:
+    """Which cost figures count: a Cost Explorer metric and a grouping as snapshots store it
+    (`LINKED_ACCOUNT` or `TAG:<key>`). `CostSource.of(settings)` is the configured one."""
+
+    metric: str
+    group_by: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> CostSource:
+        return cls(settings.cost_metric, group_label(settings))
+
+    def __str__(self) -> str:
+        return f"{self.metric} by {self.group_by}"
+
+    def missing(self, period: Period) -> str:
+        """The sentence for a period without a snapshot of this source."""
+        return (
+            f"no {self.metric} snapshot by {self.group_by} for {period}: run "
+            f"`python -m billing_core fetch-costs --period {period}`"
+        )
 
 
 def group_label(settings: Settings) -> str:
@@ -118,21 +168,23 @@ def group_label(settings: Settings) -> str:
 def latest_snapshot(
     session: Session,
     period: Period,
+    source: CostSource,
     *,
     granularity: str | None = None,
-    metric: str | None = None,
-    group_by: str | None = None,
 ) -> CostSnapshot | None:
-    """The latest complete snapshot of a period (see the module docstring for the rule)."""
+    """The latest complete snapshot of a period for `source` (see the module docstring).
+
+    The one way every reader finds its cost figures; None when there is none (say
+    `source.missing(period)`).
+    """
     query = select(CostSnapshot).where(
-        CostSnapshot.period == str(period), CostSnapshot.status == "complete"
+        CostSnapshot.period == str(period),
+        CostSnapshot.status == "complete",
+        CostSnapshot.metric == source.metric,
+        CostSnapshot.group_by == source.group_by,
     )
     if granularity:
         query = query.where(CostSnapshot.granularity == granularity)
-    if metric:
-        query = query.where(CostSnapshot.metric == metric)
-    if group_by:
-        query = query.where(CostSnapshot.group_by == group_by)
     query = query.order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
     return session.exec(query.limit(1)).first()
 
@@ -226,9 +278,7 @@ def needs_refresh(snap: CostSnapshot | None, now: datetime, ttl_seconds: int) ->
 
 def available_services(session: Session, settings: Settings, period: Period) -> list[str]:
     """Service names (and adjustment types) in the period's latest snapshot, for the filter."""
-    snap = latest_snapshot(
-        session, period, metric=settings.cost_metric, group_by=group_label(settings)
-    )
+    snap = latest_snapshot(session, period, CostSource.of(settings))
     if snap is None:
         return []
     rows = session.exec(

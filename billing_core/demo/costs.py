@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from billing_core.costs import cost_explorer as ce
-from billing_core.costs.snapshots import store_snapshot
+from billing_core.costs.snapshots import CostSource, store_snapshot
 from billing_core.demo.catalog import (
     CUSTOMERS,
     SERVICES,
@@ -27,6 +27,9 @@ from billing_core.demo.catalog import (
     rng,
 )
 from billing_core.periods import Period, as_utc
+
+#: What the demo's snapshots hold (the settings' defaults); demo readers ask for it.
+DEMO_COST_SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 CLOSED_MONTHS = 13
 PAGE_SIZE = 2000  # groups per response page, so the demo goes through paging too

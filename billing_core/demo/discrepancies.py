@@ -20,6 +20,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from billing_core.demo.catalog import CUSTOMERS, UNATTRIBUTED_ACCOUNTS, monthly_service_costs
+from billing_core.demo.costs import DEMO_COST_SOURCE
 from billing_core.models import (
     CostLine,
     CostSnapshot,
@@ -75,7 +76,7 @@ def seed_discrepancies(session: Session, now: datetime) -> dict[str, int]:
     session.add(run)
     session.flush()
     canned = _canned_stripe_findings(session, period, by_key, tolerance)
-    aws = aws_findings(session, period, tolerance)
+    aws = aws_findings(session, period, tolerance, DEMO_COST_SOURCE)
     local = (aws[0] if aws else []) + usage_findings(session, period, tolerance)
     stats = store_findings(session, run, canned, STRIPE_KINDS, now=now, scope=DEMO_SCOPE)
     store_findings(session, run, local, AWS_KINDS + USAGE_KINDS, now=now)

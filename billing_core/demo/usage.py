@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from billing_core.customers.plans import effective_plan_id, plan_metrics
 from billing_core.demo.catalog import CUSTOMERS
+from billing_core.demo.costs import DEMO_COST_SOURCE
 from billing_core.models import Customer, Plan
 from billing_core.periods import Period
 from billing_core.usage.alerts import check_alerts
@@ -138,5 +139,13 @@ def seed_usage(session: Session, now: datetime) -> dict[str, int]:
     result = record_usage(session, records, now=now, actor="demo", source="demo", audited=False)
     alerts = 0
     for period in (last, current):
-        alerts += len(check_alerts(session, now=now, period=period, thresholds=DEMO_THRESHOLDS))
+        alerts += len(
+            check_alerts(
+                session,
+                now=now,
+                period=period,
+                thresholds=DEMO_THRESHOLDS,
+                source=DEMO_COST_SOURCE,
+            )
+        )
     return {"usage records": result.imported, "alerts": alerts}

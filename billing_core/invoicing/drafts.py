@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.attribution import Attribution, attributed_costs
+from billing_core.costs.snapshots import CostSource, SnapshotInfo
 from billing_core.customers.plans import effective_plan_id
 from billing_core.errors import (
     ConfigError,
@@ -84,14 +85,29 @@ class CustomerProblem:
 
 @dataclass
 class DraftSet:
-    """The drafts of a period, the customers refused, and those already invoiced."""
+    """The drafts of a period, the customers refused, and those already invoiced.
+
+    `cost_snapshot` is the snapshot of `cost_source` the AWS lines are priced from (None:
+    there is none); `costs_incomplete` says why it may not be billed (taken before the month
+    ended), in which case every customer owning AWS costs is refused with that sentence.
+    """
 
     period: str
+    cost_source: CostSource
     drafts: list[Draft] = field(default_factory=list)
     problems: list[CustomerProblem] = field(default_factory=list)
     already_invoiced: list[str] = field(default_factory=list)
     costs_estimated: bool = False
     costs_found: bool = True
+    cost_snapshot: SnapshotInfo | None = None
+    costs_incomplete: str | None = None
+
+    @property
+    def cost_coverage(self) -> str:
+        """The AWS figures' as-of time and days covered, or why there are none."""
+        if self.cost_snapshot is None:
+            return self.cost_source.missing(Period.parse(self.period))
+        return f"{self.cost_source}, {self.cost_snapshot.coverage()}"
 
     def totals_by_currency(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -100,16 +116,41 @@ class DraftSet:
         return out
 
 
-def build_drafts(session: Session, period: Period, *, customer_id: int | None = None) -> DraftSet:
-    """Price every active customer without an invoice for the period; writes nothing."""
-    attributed = attributed_costs(session, period)
+def incomplete_costs_message(period: Period, reason: str) -> str:
+    """The refusal for a closed month whose cost snapshot does not cover it whole."""
+    return (
+        f"not invoiced: {reason}. Run `python -m billing_core fetch-costs --period {period} "
+        f"--force`, then invoice-run again."
+    )
+
+
+def build_drafts(
+    session: Session, period: Period, *, source: CostSource, customer_id: int | None = None
+) -> DraftSet:
+    """Price every active customer without an invoice for the period; writes nothing.
+
+    AWS costs come from the latest snapshot of `source` (the configured metric and grouping).
+    A snapshot taken before the month ended refuses every customer owning AWS costs
+    (a `CustomerProblem` with step "costs"): billing it would under-bill the month.
+    """
+    attributed = attributed_costs(session, period, source)
     # Credits, refunds and tax are billed as their own negative or positive lines.
     costs = {
         cid: {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
         for cid in attributed.usage.keys() | attributed.adjustments.keys()
     }
     estimated, found = attributed.estimated, attributed.snapshot_id is not None
-    result = DraftSet(period=str(period), costs_estimated=estimated, costs_found=found)
+    result = DraftSet(
+        period=str(period),
+        cost_source=source,
+        costs_estimated=estimated,
+        costs_found=found,
+        cost_snapshot=attributed.snapshot,
+    )
+    reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
+    if reason is not None:
+        result.costs_incomplete = incomplete_costs_message(period, reason)
+    who = Attribution.load(session)
     rates = load_rates(session, period)
     plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
     metrics: dict[int, list[PlanMetric]] = {}
@@ -132,6 +173,11 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
         cid = customer.id or 0
         if cid in invoiced:
             result.already_invoiced.append(customer.name)
+            continue
+        if result.costs_incomplete and who.owns_costs(source.group_by, cid):
+            result.problems.append(
+                CustomerProblem(cid, customer.name, "costs", result.costs_incomplete)
+            )
             continue
         plan_id = effective_plan_id(customer, period)
         plan = plans.get(plan_id) if plan_id is not None else None
@@ -180,6 +226,9 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             costs_estimated=draft.costs_estimated,
             collection_method=draft.collection_method,
             run_id=run_id,
+            cost_metric=drafts.cost_source.metric,
+            cost_group_by=drafts.cost_source.group_by,
+            cost_snapshot_id=drafts.cost_snapshot.id if drafts.cost_snapshot else None,
         )
         if draft.total_minor < 0:
             invoice.outcome = InvoiceOutcome.CREDIT_CARRIED

@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from billing_core.config import Settings
+from billing_core.costs.refresh import refresh_for_billing
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import (
     BillingError,
@@ -122,9 +124,15 @@ def pending_invoice_ids(session: Session, period: Period, customer_id: int | Non
     return [i for i in session.exec(query).all() if i is not None]
 
 
-def preview(session: Session, period: Period, *, customer_id: int | None = None) -> DraftSet:
-    """What a run would draft now (the CLI's --dry-run and the page's Preview); writes nothing."""
-    return build_drafts(session, period, customer_id=customer_id)
+def preview(
+    session: Session, period: Period, *, source: CostSource, customer_id: int | None = None
+) -> DraftSet:
+    """What a run would draft now (the CLI's --dry-run and the page's Preview); writes nothing.
+
+    Never calls Cost Explorer: a snapshot taken before the month ended shows as refused
+    customers here, while the run itself refreshes it first when AWS is configured.
+    """
+    return build_drafts(session, period, source=source, customer_id=customer_id)
 
 
 def run_invoices(
@@ -150,7 +158,9 @@ def run_invoices(
         )
     if opts.dry_run:
         with session_scope(engine) as s:
-            drafts = preview(s, opts.period, customer_id=opts.customer_id)
+            drafts = preview(
+                s, opts.period, source=CostSource.of(settings), customer_id=opts.customer_id
+            )
         return RunResult(period, None, "preview", drafts)
     gateway = gateway or Gateway.from_settings(settings)
     run_id = _start_run(engine, opts, run_id)
@@ -170,7 +180,7 @@ def run_invoices(
     try:
         if lock.took_over_from:
             say(f"took over the stale lock of {lock.took_over_from}")
-        return _run_locked(engine, settings, opts, run_id, gateway, say, hook)
+        return _run_locked(engine, settings, opts, run_id, gateway, say, hook, now)
     except Exception as exc:
         _record_stop(engine, run_id, exc)
         raise
@@ -186,11 +196,12 @@ def run_invoices(
             )
 
 
-def _check_costs(drafts: DraftSet) -> None:
+def _check_costs(drafts: DraftSet, refresh_error: str | None) -> None:
     if not drafts.costs_found:
+        why = f" ({refresh_error})" if refresh_error else ""
         raise CostsMissing(
-            f"No AWS cost snapshot exists for {drafts.period}, so AWS costs cannot be billed: "
-            f"run `python -m billing_core fetch-costs --period {drafts.period}` first."
+            f"AWS costs cannot be billed: {drafts.cost_source.missing(Period.parse(drafts.period))}"
+            f" first{why}."
         )
 
 
@@ -277,18 +288,27 @@ def _run_locked(
     gateway: Gateway,
     say: Progress,
     hook: StepHook | None,
+    now: datetime,
 ) -> RunResult:
     period = str(opts.period)
     _abandon_others(engine, period, run_id)
+    source = CostSource.of(settings)
+    # Its own transaction: a fetched snapshot is kept even if drafting fails afterwards.
+    with session_scope(engine) as s:
+        refresh_error = refresh_for_billing(s, settings, opts.period, now=now)
+    if refresh_error:
+        say(f"{period}: the {source} cost snapshot does not cover the month: {refresh_error}")
     try:
         with session_scope(engine) as s:
-            drafts = build_drafts(s, opts.period, customer_id=opts.customer_id)
-            _check_costs(drafts)
+            drafts = build_drafts(s, opts.period, source=source, customer_id=opts.customer_id)
+            _check_costs(drafts, refresh_error)
             saved = save_drafts(s, drafts, run_id=run_id)
             namespace = install_id(s)
             run = s.get(InvoiceRun, run_id)
             assert run is not None
             run.costs_estimated = drafts.costs_estimated
+            run.cost_metric, run.cost_group_by = source.metric, source.group_by
+            run.cost_snapshot_id = drafts.cost_snapshot.id if drafts.cost_snapshot else None
             s.add(run)
     except (BillingError, IntegrityError) as exc:
         message = str(exc) if isinstance(exc, BillingError) else "an invoice already exists"
@@ -312,6 +332,8 @@ def _run_locked(
         run.total_count = len(todo) + len(drafts.problems)
         run.failed_count = len(drafts.problems)
         run.errors = [p.as_json() for p in drafts.problems]
+        if refresh_error and drafts.costs_incomplete:
+            run.errors.insert(0, {"step": "costs", "message": refresh_error})
         s.add(run)
     pusher = Pusher(
         engine, gateway, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
@@ -371,7 +393,14 @@ def describe_drafts(drafts: DraftSet) -> list[str]:
     """Plain lines for the CLI's --dry-run: one per draft, then problems and totals."""
     out = [f"{drafts.period}: {len(drafts.drafts)} drafts (nothing saved)"]
     if not drafts.costs_found:
-        out.append("  WARNING no AWS cost snapshot for this month: run fetch-costs first")
+        out.append(f"  WARNING {drafts.cost_coverage}")
+    else:
+        out.append(f"  AWS costs: {drafts.cost_coverage}")
+    if drafts.costs_incomplete:
+        out.append(
+            "  WARNING the snapshot was taken before the month ended: the run refreshes it "
+            "from Cost Explorer first, or refuses the customers with AWS costs"
+        )
     for d in drafts.drafts:
         flags = f"  [{'; '.join(d.warnings)}]" if d.warnings else ""
         out.append(

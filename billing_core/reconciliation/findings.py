@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plans import effective_plan
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
@@ -41,14 +42,15 @@ log = logging.getLogger(__name__)
 
 
 def _latest_costs_by_customer_service(
-    session: Session, period: Period
+    session: Session, period: Period, source: CostSource
 ) -> dict[tuple[int, str], Decimal] | None:
-    """USD cost per (customer id, service or record type) from the latest snapshot; None if none.
+    """USD cost per (customer id, service or record type) from the latest snapshot of `source`
+    (the configured metric and grouping); None if there is none.
 
     Every record type counts (usage, credits, refunds, support fees), since a restatement is
     exactly AWS adding those later. Unattributed costs are left out: no customer was billed.
     """
-    attributed = attributed_costs(session, period)
+    attributed = attributed_costs(session, period, source)
     if attributed.snapshot_id is None:
         return None
     out: dict[tuple[int, str], Decimal] = {}
@@ -79,10 +81,10 @@ def _billed(invoices: Mapping[int, Invoice]) -> dict[int, BilledInvoice]:
 
 
 def aws_findings(
-    session: Session, period: Period, tolerance: Tolerance
+    session: Session, period: Period, tolerance: Tolerance, source: CostSource
 ) -> tuple[list[Finding], dict[str, Any]] | None:
-    """Section (b); None when the period has no cost snapshot (the section is skipped)."""
-    latest_usd = _latest_costs_by_customer_service(session, period)
+    """Section (b); None when the period has no snapshot of `source` (the section is skipped)."""
+    latest_usd = _latest_costs_by_customer_service(session, period, source)
     if latest_usd is None:
         return None
     invoices = billed_invoices(session, period)
@@ -98,6 +100,18 @@ def aws_findings(
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     for cid, inv in invoices.items():
         customer = customers[cid]
+        if inv.cost_metric is not None and (inv.cost_metric, inv.cost_group_by) != (
+            source.metric,
+            source.group_by,
+        ):
+            # Priced from other figures (the settings changed since): comparing them with the
+            # configured ones would report the change of metric as an AWS restatement.
+            skipped.append(
+                f"{customer.name}: invoiced from {inv.cost_metric} by {inv.cost_group_by}, "
+                f"not the configured {source}"
+            )
+            invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] != cid})
+            continue
         plan = effective_plan(session, customer, period)
         no_rate = inv.currency.upper() != inv.cost_currency.upper() and inv.fx_rate is None
         if plan is None or no_rate:

@@ -35,6 +35,7 @@ from sqlmodel import Session, col, func, select
 
 from billing_core import audit
 from billing_core.config import Settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import BillingError
 from billing_core.models import (
@@ -258,13 +259,18 @@ def reconcile_period(
     engine: Engine,
     period: Period,
     *,
+    source: CostSource,
     tolerance: Tolerance | None = None,
     reader: Gateway | None = None,
     actor: str = "system",
     now: datetime | None = None,
     deep_lines: bool = False,
 ) -> RunResult:
-    """One reconciliation run; a Stripe failure leaves a failed run and the old diffs intact."""
+    """One reconciliation run; a Stripe failure leaves a failed run and the old diffs intact.
+
+    AWS restatements (b) compare with the latest snapshot of `source` (the configured metric
+    and grouping); without one the section is skipped and the notes say so.
+    """
     tolerance = tolerance or Tolerance()
     now = now or utcnow()
     run_id = _start_run(engine, period, tolerance, actor, now)
@@ -283,9 +289,9 @@ def reconcile_period(
                 counts["invoices_stripe"] = len(side.remote)
             else:
                 notes.append("Stripe not configured: local vs Stripe (a) was skipped")
-            aws = aws_findings(session, period, tolerance)
+            aws = aws_findings(session, period, tolerance, source)
             if aws is None:
-                notes.append(f"no cost snapshot for {period}: AWS restatements (b) were skipped")
+                notes.append(f"{source.missing(period)}: AWS restatements (b) were skipped")
             else:
                 findings += aws[0]
                 checked += AWS_KINDS

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from billing_core.config import Settings
+from billing_core.costs.snapshots import CostSource
 from billing_core.errors import BillingError
 from billing_core.models import Alert
 from billing_core.periods import Period
@@ -62,11 +63,15 @@ def check_alerts(
     *,
     now: datetime,
     thresholds: Sequence[int],
+    source: CostSource,
     period: Period | None = None,
 ) -> list[Alert]:
-    """Insert the alerts reached and not raised yet for `period` (default: now's month)."""
+    """Insert the alerts reached and not raised yet for `period` (default: now's month).
+
+    AWS spend is read from the latest snapshot of `source`, the configured metric and grouping.
+    """
     period = period or Period.containing(now)
-    report = build_usage_report(session, period, now)
+    report = build_usage_report(session, period, now, source=source)
     raised = {
         (a.customer_id, a.metric, a.threshold_pct)
         for a in session.exec(select(Alert).where(Alert.period == str(period))).all()

@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlmodel import Session, col, select
 
+from billing_core.costs.snapshots import CostSource, latest_snapshot
 from billing_core.customers.plans import effective_plan_id, metrics_by_plan
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
@@ -98,6 +99,8 @@ class UsageReport:
     rows: list[MetricUsage] = field(default_factory=list)
     missing_rates: set[str] = field(default_factory=set)
     has_cost_data: bool = False
+    # Why AWS spend limits are missing: no snapshot of the configured metric and grouping.
+    cost_note: str | None = None
 
     def for_customer(self, customer_id: int) -> list[MetricUsage]:
         return [r for r in self.rows if r.customer_id == customer_id]
@@ -126,17 +129,27 @@ def _charge(used: Decimal, pm: PlanMetric, plan: Plan, currency: str, rates: Rat
 
 
 def build_usage_report(
-    session: Session, period: Period, now: datetime, *, customer_id: int | None = None
+    session: Session,
+    period: Period,
+    now: datetime,
+    *,
+    source: CostSource,
+    customer_id: int | None = None,
 ) -> UsageReport:
-    """Every active customer's plan metrics (used, projected, overage) and spend limit."""
+    """Every active customer's plan metrics (used, projected, overage) and spend limit.
+
+    AWS spend comes from the latest snapshot of `source` (the configured metric and grouping).
+    """
     report = UsageReport(period=period, now=now)
     plans = {p.id: p for p in session.exec(select(Plan)).all()}
     by_plan = metrics_by_plan(session)
     stats = _usage_stats(session, period, customer_id)
     rates = load_rates(session, period, latest=not period.is_closed(now))
     alerts = raised_alerts(session, period)
-    costs = aws_costs_by_day(session, period)
+    costs = aws_costs_by_day(session, period, source)
     report.has_cost_data = bool(costs)
+    if not costs and latest_snapshot(session, period, source) is None:
+        report.cost_note = f"{source.missing(period)}; AWS spend limits are not checked."
     query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
     if customer_id is not None:
         query = query.where(Customer.id == customer_id)

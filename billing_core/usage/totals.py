@@ -11,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
+from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plans import effective_plan_id, metrics_by_plan
 from billing_core.models import (
     CostLine,
@@ -74,13 +75,15 @@ def totals_by_metric(
     }
 
 
-# Lead: swap for billing_core.costs at merge (latest snapshot, attribution by account or tag).
-def aws_costs_by_day(session: Session, period: Period) -> dict[int, dict[date, Decimal]]:
-    """Month-to-date AWS cost (USD, full precision) per customer and day, latest snapshot."""
+def aws_costs_by_day(
+    session: Session, period: Period, source: CostSource
+) -> dict[int, dict[date, Decimal]]:
+    """Month-to-date AWS cost (USD, full precision) per customer and day, from the latest
+    snapshot of `source` (the configured metric and grouping); {} when there is none."""
     from billing_core.costs.attribution import Attribution
     from billing_core.costs.snapshots import latest_snapshot
 
-    snapshot = latest_snapshot(session, period)
+    snapshot = latest_snapshot(session, period, source)
     if snapshot is None:
         return {}
     who = Attribution.load(session)

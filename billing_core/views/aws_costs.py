@@ -27,9 +27,9 @@ from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
     ZERO,
+    CostSource,
     CustomerFilter,
     SnapshotInfo,
-    group_label,
     latest_snapshot,
 )
 from billing_core.models import CostLine
@@ -110,19 +110,17 @@ def build_costs_view(
 ) -> CostsView:
     """Page/report figures for a month from the stored snapshots only (no Cost Explorer)."""
     filters = filters or CostFilter()
-    label = group_label(settings)
+    source = CostSource.of(settings)
     view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
     who = Attribution.load(session)
     view.customers = sorted(who.names.items(), key=lambda item: item[1])
-    snap = latest_snapshot(session, period, metric=settings.cost_metric, group_by=label)
+    snap = latest_snapshot(session, period, source)
     if snap is None or snap.id is None:
         return view
     info = SnapshotInfo.of(snap)
     view.snapshot, view.currency = info, info.currency
     _fill_totals(session, view, info, who)
-    daily = latest_snapshot(
-        session, period, granularity="DAILY", metric=settings.cost_metric, group_by=label
-    )
+    daily = latest_snapshot(session, period, source, granularity="DAILY")
     if daily is not None:
         view.daily_snapshot = SnapshotInfo.of(daily)
         view.daily = _daily(session, view.daily_snapshot, who, filters)
@@ -252,15 +250,13 @@ def _sum_lines(
 def _fill_previous(session: Session, settings: Settings, view: CostsView, who: Attribution) -> None:
     previous = view.period.previous()
     view.previous_period = previous
-    label = group_label(settings)
-    snap = latest_snapshot(session, previous, metric=settings.cost_metric, group_by=label)
+    source = CostSource.of(settings)
+    snap = latest_snapshot(session, previous, source)
     if snap is not None:
         view.previous_total = _sum_lines(session, SnapshotInfo.of(snap), who, view.filters)
     if view.snapshot is None or not view.snapshot.running:
         return
-    daily = latest_snapshot(
-        session, previous, granularity="DAILY", metric=settings.cost_metric, group_by=label
-    )
+    daily = latest_snapshot(session, previous, source, granularity="DAILY")
     if daily is not None:
         days = min(view.snapshot.covered_days, previous.days)
         cutoff = previous.start + timedelta(days=days)

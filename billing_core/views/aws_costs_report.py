@@ -15,7 +15,7 @@ from sqlmodel import Session
 from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs.refresh import last_failure
-from billing_core.costs.snapshots import ZERO, ReportBy, group_label
+from billing_core.costs.snapshots import ZERO, CostSource, ReportBy
 from billing_core.errors import CostSourceError
 from billing_core.file_names import export_file_name
 from billing_core.periods import Period
@@ -107,10 +107,8 @@ def format_report(
     view = build_costs_view(session, settings, period)
     info = view.snapshot
     if info is None:
-        raise CostSourceError(
-            f"No cost snapshot for {period} ({settings.cost_metric}, {group_label(settings)}): "
-            f"run `python -m billing_core fetch-costs --period {period}` first."
-        )
+        source = CostSource.of(settings)
+        raise CostSourceError(f"No cost snapshot: {source.missing(period)} first.")
     rows = report_rows(view, by)
     if as_csv:
         out = io.StringIO()

@@ -22,7 +22,24 @@ def closed_periods(now: datetime, count: int = 12) -> list[Period]:
     return [last.shift(-i) for i in range(count)]
 
 
+PREVIEW_COLUMNS = [
+    "customer",
+    "currency",
+    "total",
+    "lines",
+    "collection",
+    "costs as of",
+    "days covered",
+    "warnings",
+]
+
+
 def preview_frame(drafts: DraftSet) -> pd.DataFrame:
+    """One row per draft and per refused customer, with the AWS figures' as-of time and
+    coverage (days of the month the snapshot covers; a closed month is billed only whole)."""
+    snap = drafts.cost_snapshot
+    as_of = snap.fetched_at if snap else None
+    covered = f"{snap.covered_days} of {snap.period.days}" if snap else "no snapshot"
     rows = [
         {
             "customer": d.customer_name,
@@ -30,6 +47,8 @@ def preview_frame(drafts: DraftSet) -> pd.DataFrame:
             "total": float(minor_to_decimal(d.total_minor, d.currency)),  # display only
             "lines": len(d.lines),
             "collection": d.collection_method.replace("_", " "),
+            "costs as of": as_of,
+            "days covered": covered,
             "warnings": "; ".join(d.warnings),
         }
         for d in drafts.drafts
@@ -41,13 +60,13 @@ def preview_frame(drafts: DraftSet) -> pd.DataFrame:
             "total": None,
             "lines": 0,
             "collection": "",
+            "costs as of": as_of,
+            "days covered": covered,
             "warnings": f"refused: {p.message}",
         }
         for p in drafts.problems
     ]
-    return pd.DataFrame(
-        rows, columns=["customer", "currency", "total", "lines", "collection", "warnings"]
-    )
+    return pd.DataFrame(rows, columns=PREVIEW_COLUMNS)
 
 
 def results_frame(session: Session, period: Period) -> pd.DataFrame:
@@ -98,6 +117,7 @@ def history_frame(runs: list[InvoiceRun]) -> pd.DataFrame:
             "done": r.done_count,
             "failed": r.failed_count,
             "estimated costs": r.costs_estimated,
+            "costs from": _cost_source(r),
             "started": r.started_at or r.requested_at,
             "finished": r.finished_at,
             "errors": " | ".join(str(e.get("message", "")) for e in (r.errors or [])[:3]),
@@ -108,9 +128,17 @@ def history_frame(runs: list[InvoiceRun]) -> pd.DataFrame:
         data,
         columns=[
             "run", "period", "trigger", "actor", "status", "invoices", "done", "failed",
-            "estimated costs", "started", "finished", "errors",
+            "estimated costs", "costs from", "started", "finished", "errors",
         ],
     )  # fmt: skip
+
+
+def _cost_source(run: InvoiceRun) -> str:
+    """'UnblendedCost by LINKED_ACCOUNT, snapshot 12' (empty for runs before it was recorded)."""
+    if run.cost_metric is None:
+        return ""
+    snapshot = f", snapshot {run.cost_snapshot_id}" if run.cost_snapshot_id else ""
+    return f"{run.cost_metric} by {run.cost_group_by}{snapshot}"
 
 
 def latest_run(session: Session, period: Period) -> InvoiceRun | None:

@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlmodel import Session, col, select
 
+from billing_core.costs.snapshots import CostSource
 from billing_core.models import (
     UsageRecord,
 )
@@ -61,9 +62,12 @@ def _running(days: Mapping[date, Decimal], aggregation: str) -> list[DailyPoint]
     return points
 
 
-def spend_by_day(session: Session, customer_id: int, period: Period) -> list[DailyPoint]:
-    """The customer's AWS cost per day (USD, without markup) and running total."""
-    days = aws_costs_by_day(session, period).get(customer_id, {})
+def spend_by_day(
+    session: Session, customer_id: int, period: Period, source: CostSource
+) -> list[DailyPoint]:
+    """The customer's AWS cost per day (USD, without markup) and running total, from the
+    latest snapshot of `source` (the configured metric and grouping)."""
+    days = aws_costs_by_day(session, period, source).get(customer_id, {})
     return _running(days, "sum")
 
 

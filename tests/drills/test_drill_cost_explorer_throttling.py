@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.costs import cost_explorer as ce
 from billing_core.costs import refresh, snapshots
+from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.demo.catalog import SERVICES, UNATTRIBUTED_ACCOUNTS
 from billing_core.models import CostLine, CostSnapshot, CustomerAccount
@@ -38,6 +39,9 @@ from tests.drills.conftest import PERIOD, Cli, DrillReport, cli_env, drill_seeds
 from tests.support.aws import FAKE_AWS, group, page, result, settings
 from tests.support.ce_stub import CostExplorerStub
 from tests.support.stripe_server import StripeTestServer
+
+# The cost figures these tests bill from (the settings' defaults).
+SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 
 pytestmark = pytest.mark.drill
 
@@ -96,9 +100,7 @@ def _stored(engine: Engine, snapshot_id: int) -> tuple[int, Decimal]:
 
 def _latest_id(engine: Engine) -> int | None:
     with Session(engine) as s:
-        snap = snapshots.latest_snapshot(
-            s, PERIOD, metric="UnblendedCost", group_by="LINKED_ACCOUNT"
-        )
+        snap = snapshots.latest_snapshot(s, PERIOD, SOURCE)
         return snap.id if snap else None
 
 
