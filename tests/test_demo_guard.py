@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 from alembic import command
+from sqlalchemy import text
 from sqlmodel import Session
 
 from billing_core.db import _alembic_config, make_engine, migrate, session_scope
-from billing_core.demo import seed_demo
-from billing_core.demo.guard import DEMO_MARKER, holds_demo_data
+from billing_core.demo.guard import holds_demo_data
 from billing_core.models import SyncState
 from billing_core.periods import utcnow
-from tests.conftest import DEMO_NOW, ROOT
+from tests.conftest import ROOT
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -53,15 +53,18 @@ def test_live_mode_refuses_the_database_make_run_seeded(blank_db_url: str, tmp_p
 
 
 def test_a_demo_database_from_before_the_marker_is_recognised(blank_db_url: str) -> None:
+    # As a database seeded by an older release: schema before demo_1, a demo customer, no marker.
     engine = make_engine(blank_db_url)
-    migrate(engine)
-    with session_scope(engine) as session:
-        seed_demo(session, now=DEMO_NOW)
-        assert holds_demo_data(session)
-    # As a database seeded by an older release: demo rows, no marker, schema before demo_1.
-    command.downgrade(_alembic_config(engine), "states_1")
-    with Session(engine) as session:
-        assert session.get(SyncState, DEMO_MARKER) is None
+    command.upgrade(_alembic_config(engine), "states_1")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO customer (name, email, currency, collection_method, "
+                "days_until_due, active, is_demo, created_at, updated_at) VALUES "
+                "('Acme', 'acme@example.com', 'USD', 'charge_automatically', 30, true, true, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
     migrate(engine)
     with Session(engine) as session:
         assert holds_demo_data(session)
