@@ -343,12 +343,18 @@ def reconcile_cmd(
 @click.option("--reset", is_flag=True, help="Forget the cursor: read every event Stripe holds.")
 @pass_app
 def sync_cmd(app: AppContext, reset: bool) -> None:
-    """Pull Stripe events since the last processed one and apply them (for cron)."""
+    """Pull Stripe events since the last processed one and apply them (for cron).
+
+    Retries failed events that are due; exits 1 while any event stays failed."""
     from billing_core.payments.sync import sync
     from billing_core.stripe.gateway import Gateway
 
     result = sync(app.engine, Gateway.from_settings(app.settings), reset=reset)
     click.echo(result.describe())
+    for failed in result.failed:
+        click.echo(failed.describe(), err=True)
+    if result.exit_code:
+        click.get_current_context().exit(result.exit_code)
 
 
 @cli.command("webhook-server")
