@@ -372,7 +372,7 @@ def webhook_server_cmd(app: AppContext, port: int, host: str) -> None:
     bound_port = server.server_address[1]
     click.echo(f"listening for Stripe webhooks on http://{host}:{bound_port}/stripe/webhook")
     try:
-        server.serve_forever()
+        server.serve_forever()  # until SIGTERM or Ctrl-C: requests in flight finish first
     finally:
         server.server_close()
 
