@@ -14,14 +14,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
+from billing_core.db import session_scope
 from billing_core.errors import ConfigError
 from billing_core.models import StripeEvent
+from billing_core.payments import events as payments_events
 from billing_core.payments import webhook_server as webhooks
+from billing_core.periods import utcnow
 from tests.conftest import ROOT
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import API_KEY, StripeWorld, make_world, settings_for
@@ -247,6 +251,7 @@ def _answer(sock: socket.socket) -> tuple[int, bytes]:
     data = b""
     while chunk := sock.recv(65536):
         data += chunk
+    assert data, "the connection was closed without an answer"
     return int(data.split(b" ", 2)[1]), data
 
 
@@ -341,6 +346,17 @@ def test_too_many_connections_get_503(stripe_server: StripeTestServer, engine) -
     assert _stored(engine) == []  # refused before reading: Stripe delivers it again
 
 
+def _wait_until_refused(addr: tuple[str, int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(addr, timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server kept accepting connections after SIGTERM")
+
+
 def test_sigterm_lets_an_in_flight_request_finish(
     stripe_server: StripeTestServer, db_url: str, engine, tmp_path
 ) -> None:
@@ -370,6 +386,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
             sock.sendall(_request_head(len(body), signature) + body[:10])
             assert _healthz(addr) == 200  # the server has read the first request's head
             proc.send_signal(signal.SIGTERM)
+            _wait_until_refused(addr)  # shutting down: the request is now in flight through it
             sock.sendall(body[10:])
             status, data = _answer(sock)
         assert status == 200 and b'"received":true' in data
@@ -379,3 +396,35 @@ def test_sigterm_lets_an_in_flight_request_finish(
             proc.kill()
             proc.wait()
     assert [e.id for e in _stored(engine)] == ["evt_in_flight"]
+
+
+def test_a_delivery_also_retries_failed_events_that_are_due(
+    stripe_server: StripeTestServer, engine, receiver: str
+) -> None:
+    world: StripeWorld = make_world(stripe_server, engine)
+    cus = world.customer()
+    local, remote = world.invoice(cus, status="open")
+    stripe_server.pay_out_of_band(remote["id"])
+    paid = stripe_server.events(type="invoice.paid")[-1]
+    stripe_server.fail_next(status=500, n=1000, path_contains=f"/v1/invoices/{remote['id']}")
+    with session_scope(engine) as s:
+        payments_events.store_event(s, paid, source="sync")
+    payments_events.process_event_id(engine, world.gateway, paid["id"], now_fn=utcnow)
+    stripe_server.clear_faults()
+    with session_scope(engine) as s:  # its backoff has passed
+        failed = s.get(StripeEvent, paid["id"])
+        assert failed is not None and failed.outcome == "error"
+        failed.next_attempt_at = utcnow() - timedelta(seconds=1)
+    body, signature = _signed_event("evt_next_delivery")
+    req = urllib.request.Request(
+        receiver, data=body, method="POST", headers={"Stripe-Signature": signature}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    deadline = time.monotonic() + 10
+    while world.local(local.id).status != "paid" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.local(local.id).status == "paid"
+    with Session(engine) as s:
+        retried = s.get(StripeEvent, paid["id"])
+        assert retried is not None and (retried.outcome, retried.error) == ("applied", None)
