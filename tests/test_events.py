@@ -334,6 +334,27 @@ def test_poison_event_does_not_block_the_others_and_stays_failed(world: StripeWo
         assert payments_events.pending_event_ids(s, now=when + timedelta(days=30)) == []
 
 
+def test_stripe_outage_stops_the_pass_without_spending_every_events_attempt(
+    world: StripeWorld,
+) -> None:
+    cus = world.customer()
+    invoices = [world.invoice(cus, status="open", period=f"2026-0{m}") for m in range(4, 9)]
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
+    for _, remote in invoices:
+        world.server.pay_out_of_band(remote["id"])
+    world.server.fail_next(status=500, n=100_000, path_contains="/v1/invoices/in_")
+    with pytest.raises(PaymentProviderError, match="Stripe kept failing for 3 different objects"):
+        sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
+    with Session(world.engine) as s:
+        attempted = {e.object_id for e in s.exec(select(StripeEvent)) if e.attempts}
+        untried = payments_events.pending_event_ids(s)
+    assert len(attempted) == payments_events.OUTAGE_OBJECTS and untried
+    world.server.clear_faults()
+    result = sync.sync(world.engine, world.gateway, now_fn=lambda: NOW + timedelta(minutes=2))
+    assert result.exit_code == 0
+    assert {world.local(local.id).status for local, _ in invoices} == {"paid"}
+
+
 def test_a_bug_while_applying_is_recorded_and_retried(world: StripeWorld) -> None:
     cus = world.customer()
     _local, remote = world.invoice(cus, status="open")

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, and_, col, or_, select
 
 from billing_core.db import session_scope
-from billing_core.errors import ValidationError
+from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice, StripeEvent
 from billing_core.periods import utcnow
 from billing_core.states import EventOutcome, InvoiceStatus
@@ -60,6 +60,9 @@ ERROR = EventOutcome.ERROR  # applying failed: retried with backoff (attempts, n
 # MAX_ATTEMPTS times in all (about a day and a half); then it stays failed, shown on the Stripe
 # events tab and reported by `sync` (exit 1).
 MAX_ATTEMPTS = 12
+# Reads of this many different objects failing in a row as an outage stop a pass: Stripe is
+# down, and every further event would only spend its retries and an attempt.
+OUTAGE_OBJECTS = 3
 RETRY_BASE_SECONDS = 60
 RETRY_MAX_SECONDS = 6 * 3600
 
@@ -416,6 +419,8 @@ class ReadMemo:
     results: dict[tuple[str, str], tuple[EventOutcome, int | None, str | None]] = field(
         default_factory=dict
     )
+    # Objects whose reads failed as an outage (5xx, network, 429) since the last success.
+    failing_objects: set[str] = field(default_factory=set)
 
     @staticmethod
     def key(event: StripeEvent) -> tuple[str, str] | None:
@@ -464,7 +469,10 @@ def process_event_id(
             event = session.get(StripeEvent, event_id)
             if event is None or not _due(event, now):
                 return None
-            return _apply_with_memo(session, gw, event, now, memo)
+            outcome = _apply_with_memo(session, gw, event, now, memo)
+        if memo is not None:
+            memo.failing_objects.clear()
+        return outcome
     # Any failure, a bug included, is recorded and retried later: one event whose application
     # breaks must not stop the ones after it, and must not be lost.
     except Exception as exc:
@@ -474,6 +482,8 @@ def process_event_id(
                 raise
             record_failure(event, failure_text(event, exc), now)
             session.add(event)
+            if memo is not None and isinstance(exc, StripeFailure) and exc.transient:
+                memo.failing_objects.add(event.object_id or event.id)
             log.warning(
                 "stripe event %s (%s) failed, attempt %d: %s",
                 event.id,
@@ -494,6 +504,8 @@ def process_pending(
     """Apply every pending event and every failed one due a retry, oldest first, each in its
     own transaction; a failure is recorded on its event and the pass goes on.
 
+    Raises PaymentProviderError when reads of OUTAGE_OBJECTS different objects fail in a row
+    as an outage (Stripe down): the events not tried yet wait for the next pass.
     `retries_only`: only failed events due a retry (the webhook receiver's extra pass)."""
     outcomes: Counter[str] = Counter()
     memo = ReadMemo(started=utcnow())
@@ -513,6 +525,12 @@ def process_pending(
             outcome = process_event_id(engine, gw, event_id, now_fn=now_fn, memo=memo)
             if outcome:
                 outcomes[outcome] += 1
+            if len(memo.failing_objects) >= OUTAGE_OBJECTS:
+                raise PaymentProviderError(
+                    f"Stripe kept failing for {len(memo.failing_objects)} different objects in "
+                    "a row, so this pass stopped; the events not applied are kept and retried "
+                    "by the next pass."
+                )
 
 
 def _is_retry(session: Session, event_id: str) -> bool:

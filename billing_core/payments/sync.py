@@ -132,7 +132,10 @@ def sync(
         raise exc.reworded("listing Stripe events (the sync cursor was not moved)") from None
     # Every fetched event is stored, so the cursor may move past one that fails to apply:
     # a failed event is retried from the database by later passes, not re-fetched.
-    result.outcomes = process_pending(engine, gw, now_fn=now_fn)
+    try:
+        result.outcomes = process_pending(engine, gw, now_fn=now_fn)
+    except PaymentProviderError as exc:  # an outage: stored events wait for the next pass
+        raise PaymentProviderError(f"{exc} The sync cursor was not moved.") from None
     with session_scope(engine) as session:
         set_cursor(session, newest, now_fn())
         result.failed = [FailedEvent.of(e) for e in failed_events(session)]
