@@ -2,7 +2,10 @@
 
 Applying an event never trusts its payload: the object is read again from Stripe and the local
 mirror takes Stripe's current state, so duplicates and out-of-order delivery end in the right
-place. Each stored event keeps its outcome (applied, ignored, unmatched, error)."""
+place. Each stored event keeps its outcome (applied, ignored, unmatched, error). An event whose
+application fails (error) keeps its last error and attempt count and is tried again by later
+passes after a growing wait (next_attempt_at), up to MAX_ATTEMPTS; each event is applied in its
+own transaction, so one that keeps failing holds up no other."""
 
 from __future__ import annotations
 
