@@ -341,15 +341,21 @@ def reconcile_cmd(
 
 @cli.command("sync")
 @click.option("--reset", is_flag=True, help="Forget the cursor: read every event Stripe holds.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try every failed event now, given-up ones included (after fixing the cause).",
+)
 @pass_app
-def sync_cmd(app: AppContext, reset: bool) -> None:
+def sync_cmd(app: AppContext, reset: bool, retry_failed: bool) -> None:
     """Pull Stripe events since the last processed one and apply them (for cron).
 
     Retries failed events that are due; exits 1 while any event stays failed."""
     from billing_core.payments.sync import sync
     from billing_core.stripe.gateway import Gateway
 
-    result = sync(app.engine, Gateway.from_settings(app.settings), reset=reset)
+    gateway = Gateway.from_settings(app.settings)
+    result = sync(app.engine, gateway, reset=reset, retry_failed=retry_failed)
     click.echo(result.describe())
     for failed in result.failed:
         click.echo(failed.describe(), err=True)

@@ -332,6 +332,10 @@ def test_poison_event_does_not_block_the_others_and_stays_failed(world: StripeWo
     assert all("given up" in f.describe() and f.error for f in result.failed)
     with Session(world.engine) as s:
         assert payments_events.pending_event_ids(s, now=when + timedelta(days=30)) == []
+    # The cause fixed, an operator retries the given-up events at once.
+    world.server.clear_faults()
+    result = sync.sync(world.engine, world.gateway, retry_failed=True, now_fn=lambda: when)
+    assert result.exit_code == 0 and world.local(poison_local.id).status == "paid"
 
 
 def test_stripe_outage_stops_the_pass_without_spending_every_events_attempt(

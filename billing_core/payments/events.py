@@ -409,6 +409,18 @@ def failed_events(session: Session, limit: int = 200) -> list[StripeEvent]:
     return list(session.exec(query).all())
 
 
+def make_failed_due(session: Session, now: datetime) -> int:
+    """Make every failed event due now, those given up included (after fixing the cause).
+
+    Returns how many; each gets one more attempt, and MAX_ATTEMPTS more only by doing it again.
+    """
+    failed = failed_events(session, limit=100_000)
+    for event in failed:
+        event.next_attempt_at = now
+        session.add(event)
+    return len(failed)
+
+
 @dataclass
 class ReadMemo:
     """Objects re-read during one processing pass, so later events about them skip the read.

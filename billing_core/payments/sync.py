@@ -24,6 +24,7 @@ from billing_core.payments.events import (
     FailedEvent,
     SyncResult,
     failed_events,
+    make_failed_due,
     process_pending,
     store_event,
 )
@@ -108,16 +109,20 @@ def sync(
     *,
     page_size: int = EVENTS_PAGE_SIZE,
     reset: bool = False,
+    retry_failed: bool = False,
     now_fn: Callable[[], datetime] = utcnow,
 ) -> SyncResult:
     """Pull new events, store them, apply every pending one and retry failed ones that are due.
 
     Raises PaymentProviderError when events cannot be listed (the cursor stays); events that
-    fail to apply are in `result.failed` (exit code 1)."""
+    fail to apply are in `result.failed` (exit code 1). `retry_failed`: every failed event is
+    tried in this pass, its backoff and the attempt cap notwithstanding."""
     started = time.perf_counter()
     result = SyncResult()
     with session_scope(engine) as session:
         result.cursor_before = None if reset else get_cursor(session)
+        if retry_failed:
+            make_failed_due(session, now_fn())
     cursor = result.cursor_before
     try:
         if cursor:
