@@ -343,14 +343,26 @@ def reconcile_cmd(
 
 @cli.command("sync")
 @click.option("--reset", is_flag=True, help="Forget the cursor: read every event Stripe holds.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try every failed event now, given-up ones included (after fixing the cause).",
+)
 @pass_app
-def sync_cmd(app: AppContext, reset: bool) -> None:
-    """Pull Stripe events since the last processed one and apply them (for cron)."""
+def sync_cmd(app: AppContext, reset: bool, retry_failed: bool) -> None:
+    """Pull Stripe events since the last processed one and apply them (for cron).
+
+    Retries failed events that are due; exits 1 while any event stays failed."""
     from billing_core.payments.sync import sync
     from billing_core.stripe.gateway import Gateway
 
-    result = sync(app.engine, Gateway.from_settings(app.settings), reset=reset)
+    gateway = Gateway.from_settings(app.settings)
+    result = sync(app.engine, gateway, reset=reset, retry_failed=retry_failed)
     click.echo(result.describe())
+    for failed in result.failed:
+        click.echo(failed.describe(), err=True)
+    if result.exit_code:
+        click.get_current_context().exit(result.exit_code)
 
 
 @cli.command("webhook-server")
@@ -368,7 +380,7 @@ def webhook_server_cmd(app: AppContext, port: int, host: str) -> None:
     bound_port = server.server_address[1]
     click.echo(f"listening for Stripe webhooks on http://{host}:{bound_port}/stripe/webhook")
     try:
-        server.serve_forever()
+        server.serve_forever()  # until SIGTERM or Ctrl-C: requests in flight finish first
     finally:
         server.server_close()
 

@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
     )
+    webhook_max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Webhook bodies larger than this are refused (413)."
+    )
+    webhook_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="A webhook body not fully received within this gets 408."
+    )
+    webhook_idle_timeout_seconds: int = Field(
+        5, ge=1, description="A webhook connection sending no complete request is closed."
+    )
+    webhook_max_connections: int = Field(
+        100, ge=1, description="Webhook connections served at once; more are answered 503."
+    )
+    webhook_shutdown_grace_seconds: int = Field(
+        30, ge=0, description="On SIGTERM, how long in-flight webhook requests may finish."
+    )
     stripe_requests_per_second: float = Field(
         20.0, gt=0, description="Client-side rate limit for Stripe calls (test mode allows 25)."
     )

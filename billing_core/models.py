@@ -295,7 +295,11 @@ class StripeEvent(SQLModel, table=True):
     received_at: datetime = _now_field()
     processed_at: datetime | None = _time_field()
     outcome: EventOutcome | None = Field(default=None, sa_type=StrEnumType(EventOutcome))
-    error: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))  # the last failure's
+    # Failed applications so far; a failed event is tried again from next_attempt_at (backoff)
+    # until it applies or reaches the cap, when next_attempt_at is None and it stays failed.
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_attempt_at: datetime | None = _time_field(index=True)
 
 
 # Small named cursors and markers (e.g. the last synced Stripe event).

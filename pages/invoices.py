@@ -3,8 +3,8 @@
 import streamlit as st
 
 from billing_core.invoicing import export_csv as exports
-from billing_core.payments import events, sync
 from billing_core.payments import payment_methods as pm
+from billing_core.payments import sync
 from billing_core.periods import utcnow
 from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import invoices as inv
@@ -308,25 +308,31 @@ with tab_events:
         key="ev_outcome",
     )
     with ui.stop_on_error(), ui.db() as session:
-        recent = sync.recent_events(session, outcome=outcome)
-        pending = len(events.pending_event_ids(session))
+        tab = inv.events_tab(session, outcome=outcome)
         cursor = sync.get_cursor(session)
     st.caption(
-        f"Sync cursor: {cursor or 'not set (no sync yet)'} · {pending} stored event(s) waiting "
-        "to be applied. Ignored events are types this tool does not act on."
+        f"Sync cursor: {cursor or 'not set (no sync yet)'} · {tab.pending} stored event(s) "
+        "waiting to be applied. Ignored events are types this tool does not act on."
     )
-    st.dataframe(
-        [
-            {
-                "created": e.created,
-                "type": e.type,
-                "id": e.id,
-                "source": e.source,
-                "outcome": e.outcome or "pending",
-                "note": e.error or "",
-            }
-            for e in recent
-        ],
-        hide_index=True,
-        key="ev_table",
-    )
+    if tab.failed:
+        giving_up = sum(1 for e in tab.failed if e.next_attempt_at is None)
+        st.error(
+            f"{len(tab.failed)} Stripe event(s) failed to apply ({giving_up} no longer retried): "
+            "the local invoices they concern may be out of date. `sync` retries the others "
+            "with backoff and exits 1 until they apply."
+        )
+        st.dataframe(
+            [
+                {
+                    "id": e.id,
+                    "type": e.type,
+                    "attempts": e.attempts,
+                    "next attempt": e.next_attempt_at,
+                    "error": e.error or "",
+                }
+                for e in tab.failed
+            ],
+            hide_index=True,
+            key="ev_failed",
+        )
+    st.dataframe(tab.rows, hide_index=True, key="ev_table")

@@ -87,6 +87,30 @@ def test_sync_turns_a_paid_invoice_paid(
     assert "cursor was not moved" in err and API_KEY not in err
 
 
+def test_sync_exits_1_and_names_events_that_failed_to_apply(
+    cli_env, server, db_url, engine, monkeypatch, capsys
+) -> None:
+    world = make_world(server, engine)
+    cus = world.customer()
+    local, remote = world.invoice(cus, status="open")
+    server.pay_out_of_band(remote["id"])
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("STRIPE_API_BASE", server.url)
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    server.fail_next(status=500, n=10_000, path_contains=f"/v1/invoices/{remote['id']}")
+    try:
+        assert main(["sync"]) == 1
+        out, err = capsys.readouterr()
+        paid = server.events(type="invoice.paid")[-1]["id"]
+        assert "failed" in out and f"failed: {paid} invoice.paid (1 attempt(s)" in err
+        assert f"reading Stripe invoice {remote['id']}" in err
+        # Still failed (its retry is not due yet): still exit 1.
+        assert main(["sync"]) == 1
+    finally:
+        server.clear_faults()
+    assert world.local(local.id).status == "open"
+
+
 def test_sync_and_webhook_server_need_configuration(cli_env, db_url, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DATABASE_URL", db_url)
     assert main(["sync"]) == 2

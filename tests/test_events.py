@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import Session, select
@@ -274,24 +274,112 @@ def test_sync_with_stripe_unreachable_keeps_the_cursor(world: StripeWorld) -> No
     assert world.local(local.id).status == "paid"
 
 
-def test_sync_apply_failure_leaves_event_pending_and_cursor(world: StripeWorld) -> None:
+def _events_of(world: StripeWorld, object_id: str) -> list[StripeEvent]:
+    with Session(world.engine) as s:
+        return list(s.exec(select(StripeEvent).where(StripeEvent.object_id == object_id)).all())
+
+
+def test_failed_event_is_retried_with_backoff_and_applied_later(world: StripeWorld) -> None:
     cus = world.customer()
     local, remote = world.invoice(cus, status="open")
     sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     world.server.pay_out_of_band(remote["id"])
     with Session(world.engine) as s:
         cursor = sync.get_cursor(s)
-    world.server.fail_next(status=503, n=5, path_contains="/v1/invoices/")
-    with pytest.raises(PaymentProviderError):
+    world.server.fail_next(status=503, n=1000, path_contains=f"/v1/invoices/{remote['id']}")
+    result = sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
+    # Stored, so the cursor moves on; the failure is kept on the event, not lost.
+    assert result.exit_code == 1 and result.cursor_after != cursor
+    assert world.local(local.id).status == "open"
+    failed = {f.id: f for f in result.failed}
+    paid = next(e for e in _events_of(world, remote["id"]) if e.type == "invoice.paid")
+    assert failed[paid.id].attempts == 1 and "503" not in failed[paid.id].error
+    assert failed[paid.id].error and failed[paid.id].next_attempt_at == NOW + timedelta(minutes=1)
+    assert paid.outcome == "error" and paid.attempts == 1
+    world.server.clear_faults()
+    # Not due yet: nothing is read again.
+    reads = world.server.request_count(f"/v1/invoices/{remote['id']}", "GET")
+    assert sync.sync(world.engine, world.gateway, now_fn=lambda: NOW).exit_code == 1
+    assert world.server.request_count(f"/v1/invoices/{remote['id']}", "GET") == reads
+    later = NOW + timedelta(minutes=2)
+    result = sync.sync(world.engine, world.gateway, now_fn=lambda: later)
+    assert result.exit_code == 0 and result.failed == [] and result.fetched == 0
+    assert world.local(local.id).status == "paid"
+    assert {e.outcome for e in _events_of(world, remote["id"])} == {"applied"}
+    assert {e.error for e in _events_of(world, remote["id"])} == {None}
+
+
+def test_poison_event_does_not_block_the_others_and_stays_failed(world: StripeWorld) -> None:
+    cus = world.customer()
+    poison_local, poison = world.invoice(cus, status="open", period="2026-09")
+    good_local, good = world.invoice(cus, status="open", period="2026-10")
+    world.server.pay_out_of_band(poison["id"])
+    world.server.pay_out_of_band(good["id"])
+    world.server.fail_next(status=500, n=100_000, path_contains=f"/v1/invoices/{poison['id']}")
+    when = NOW
+    result = sync.sync(world.engine, world.gateway, now_fn=lambda: when)
+    assert world.local(good_local.id).status == "paid"
+    assert world.local(poison_local.id).status == "open" and result.exit_code == 1
+    assert {f.id for f in result.failed} == {e.id for e in _events_of(world, poison["id"])}
+    for _ in range(payments_events.MAX_ATTEMPTS + 2):
+        when += timedelta(hours=7)
+        result = sync.sync(world.engine, world.gateway, now_fn=lambda at=when: at)
+        assert result.exit_code == 1
+    # The cap: no more attempts, still failed and reported with its error.
+    assert {(f.attempts, f.next_attempt_at) for f in result.failed} == {
+        (payments_events.MAX_ATTEMPTS, None)
+    }
+    assert all("given up" in f.describe() and f.error for f in result.failed)
+    with Session(world.engine) as s:
+        assert payments_events.pending_event_ids(s, now=when + timedelta(days=30)) == []
+    # The cause fixed, an operator retries the given-up events at once.
+    world.server.clear_faults()
+    result = sync.sync(world.engine, world.gateway, retry_failed=True, now_fn=lambda: when)
+    assert result.exit_code == 0 and world.local(poison_local.id).status == "paid"
+
+
+def test_stripe_outage_stops_the_pass_without_spending_every_events_attempt(
+    world: StripeWorld,
+) -> None:
+    cus = world.customer()
+    invoices = [world.invoice(cus, status="open", period=f"2026-0{m}") for m in range(4, 9)]
+    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
+    for _, remote in invoices:
+        world.server.pay_out_of_band(remote["id"])
+    world.server.fail_next(status=500, n=100_000, path_contains="/v1/invoices/in_")
+    with pytest.raises(PaymentProviderError, match="Stripe kept failing for 3 different objects"):
         sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
     with Session(world.engine) as s:
-        assert sync.get_cursor(s) == cursor
-        assert payments_events.pending_event_ids(s)
+        attempted = {e.object_id for e in s.exec(select(StripeEvent)) if e.attempts}
+        untried = payments_events.pending_event_ids(s)
+    assert len(attempted) == payments_events.OUTAGE_OBJECTS and untried
     world.server.clear_faults()
-    sync.sync(world.engine, world.gateway, now_fn=lambda: NOW)
-    assert world.local(local.id).status == "paid"
+    result = sync.sync(world.engine, world.gateway, now_fn=lambda: NOW + timedelta(minutes=2))
+    assert result.exit_code == 0
+    assert {world.local(local.id).status for local, _ in invoices} == {"paid"}
+
+
+def test_a_bug_while_applying_is_recorded_and_retried(world: StripeWorld) -> None:
+    cus = world.customer()
+    _local, remote = world.invoice(cus, status="open")
+    world.server.pay_out_of_band(remote["id"])
+    paid = world.server.events(type="invoice.paid")[-1]
+    broken = {**paid, "data": {"object": {"object": "invoice"}}}  # no id: the handler breaks
+    assert _store_and_apply(world, [broken]) == ["error"]
     with Session(world.engine) as s:
-        assert payments_events.pending_event_ids(s) == []
+        stored = s.get(StripeEvent, paid["id"])
+        assert stored.attempts == 1 and "unexpected data" in stored.error
+
+
+def test_reading_an_object_does_not_depend_on_its_expansion(world: StripeWorld) -> None:
+    cus = world.customer()
+    local, remote = world.invoice(cus, status="open")
+    world.server.pay_out_of_band(remote["id"])
+    # The expanded read is refused once; the plain read says the invoice is paid.
+    world.server.fail_next(status=400, n=1, path_contains=f"/v1/invoices/{remote['id']}")
+    paid = world.server.events(type="invoice.paid")[-1]
+    assert _store_and_apply(world, [paid]) == ["applied"]
+    assert world.local(local.id).status == "paid"
 
 
 def test_sync_cursor_unknown_to_stripe_says_what_to_do(world: StripeWorld) -> None:

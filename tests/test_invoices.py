@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,9 +12,10 @@ from sqlmodel import Session, func, select
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from billing_core.db import make_engine
-from billing_core.models import Invoice, display_status_in
+from billing_core.db import make_engine, session_scope
+from billing_core.models import Invoice, StripeEvent, display_status_in
 from billing_core.money import display
+from billing_core.states import EventOutcome
 from billing_core.views import invoices as inv
 from tests.conftest import ROOT
 
@@ -175,6 +177,41 @@ def test_payment_methods_and_events_tabs(app_env: dict[str, str]) -> None:
     at.selectbox(key="ev_outcome").set_value("ignored").run()
     events = _frame(at, "type", "outcome")
     assert list(events["type"]) == ["billing_portal.session.created"]
+
+
+def test_events_tab_shows_failed_events_with_error_and_attempts(
+    app_env: dict[str, str],
+) -> None:
+    payload = {
+        "id": "evt_failing",
+        "type": "invoice.paid",
+        "created": 1_790_000_000,
+        "data": {"object": {"id": "in_failing", "object": "invoice"}},
+    }
+    with session_scope(make_engine(app_env["DATABASE_URL"])) as s:
+        s.add(
+            StripeEvent(
+                id="evt_failing",
+                type="invoice.paid",
+                created=datetime(2026, 9, 21, tzinfo=UTC),
+                object_id="in_failing",
+                payload=payload,
+                outcome=EventOutcome.ERROR,
+                attempts=3,
+                processed_at=datetime(2026, 9, 21, tzinfo=UTC),
+                next_attempt_at=datetime(2026, 9, 21, 0, 4, tzinfo=UTC),
+                error="Stripe kept failing while reading Stripe invoice in_failing.",
+            )
+        )
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("1 Stripe event(s) failed to apply" in e.value for e in at.error)
+    failed = _frame(at, "attempts", "error")
+    assert list(failed["id"]) == ["evt_failing"] and list(failed["attempts"]) == [3]
+    assert "reading Stripe invoice in_failing" in failed["error"][0]
+    at.selectbox(key="ev_outcome").set_value("error").run()
+    events = _frame(at, "type", "outcome", "next_attempt")
+    assert list(events["id"]) == ["evt_failing"] and list(events["attempts"]) == [3]
 
 
 def test_viewer_sees_data_but_no_admin_actions(app_env: dict[str, str], monkeypatch) -> None:

@@ -2,7 +2,10 @@
 
 Applying an event never trusts its payload: the object is read again from Stripe and the local
 mirror takes Stripe's current state, so duplicates and out-of-order delivery end in the right
-place. Each stored event keeps its outcome (applied, ignored, unmatched, error)."""
+place. Each stored event keeps its outcome (applied, ignored, unmatched, error). An event whose
+application fails (error) keeps its last error and attempt count and is tried again by later
+passes after a growing wait (next_attempt_at), up to MAX_ATTEMPTS; each event is applied in its
+own transaction, so one that keeps failing holds up no other."""
 
 from __future__ import annotations
 
@@ -10,15 +13,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, and_, col, or_, select
 
 from billing_core.db import session_scope
-from billing_core.errors import ValidationError
+from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice, StripeEvent
 from billing_core.periods import utcnow
 from billing_core.states import EventOutcome, InvoiceStatus
@@ -52,7 +56,18 @@ IGNORED = EventOutcome.IGNORED  # a type we do not act on: stored and visible, n
 UNMATCHED = EventOutcome.UNMATCHED  # about an object we do not know locally (a finding is recorded)
 
 
-ERROR = EventOutcome.ERROR  # the object is gone from Stripe or the event cannot be applied
+ERROR = EventOutcome.ERROR  # applying failed: retried with backoff (attempts, next_attempt_at)
+
+
+# A failed event is tried again after 1, 2, 4, ... minutes (at most 6 hours between attempts),
+# MAX_ATTEMPTS times in all (about a day and a half); then it stays failed, shown on the Stripe
+# events tab and reported by `sync` (exit 1).
+MAX_ATTEMPTS = 12
+# Reads of this many different objects failing in a row as an outage stop a pass: Stripe is
+# down, and every further event would only spend its retries and an attempt.
+OUTAGE_OBJECTS = 3
+RETRY_BASE_SECONDS = 60
+RETRY_MAX_SECONDS = 6 * 3600
 
 
 # Invoices a refunded charge is looked up in when no stored PaymentIntent matches.
@@ -73,17 +88,47 @@ class SyncResult:
     cursor_before: str | None = None
     cursor_after: str | None = None
     seconds: float = 0.0
+    failed: list[FailedEvent] = field(default_factory=list)  # failed after this pass
 
     @property
     def applied(self) -> int:
         return sum(self.outcomes.values())
 
+    @property
+    def exit_code(self) -> int:
+        """1 while any stored event failed to apply (retrying or given up), else 0."""
+        return 1 if self.failed else 0
+
     def describe(self) -> str:
         parts = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items())) or "nothing to do"
         return (
             f"stripe events: {self.fetched} fetched, {self.stored} new; processed: {parts}; "
-            f"cursor {self.cursor_after or 'unset'} ({self.seconds:.1f} s)"
+            f"{len(self.failed)} failed; cursor {self.cursor_after or 'unset'} "
+            f"({self.seconds:.1f} s)"
         )
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    """A stored event whose last attempt failed; next_attempt_at None: no more retries."""
+
+    id: str
+    type: str
+    attempts: int
+    next_attempt_at: datetime | None
+    error: str
+
+    @classmethod
+    def of(cls, event: StripeEvent) -> FailedEvent:
+        return cls(event.id, event.type, event.attempts, event.next_attempt_at, event.error or "")
+
+    def describe(self) -> str:
+        retry = (
+            f"next attempt {self.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+            if self.next_attempt_at
+            else f"given up after {self.attempts} attempts"
+        )
+        return f"failed: {self.id} {self.type} ({self.attempts} attempt(s), {retry}): {self.error}"
 
 
 def parse_event(payload: Any) -> dict[str, Any]:
@@ -279,40 +324,101 @@ HANDLERS: dict[str, Callable[[_Ctx], EventOutcome]] = {
 def apply_event(
     session: Session, gw: Gateway, event: StripeEvent, *, now: datetime
 ) -> EventOutcome:
-    """Apply one stored event and mark it processed; a transient Stripe error propagates."""
+    """Apply one stored event and mark it processed.
+
+    Raises whatever prevented applying it (StripeFailure, unexpected data, a bug): the caller
+    rolls the transaction back and records the failure with `record_failure`.
+    """
     handler = HANDLERS.get(event.type)
     event.error = None
-    if handler is None:
-        outcome = IGNORED
-    else:
-        try:
-            outcome = handler(_Ctx(session, gw, event, now))
-        except StripeFailure as exc:
-            if exc.transient:
-                raise
-            outcome = ERROR  # e.g. the object was deleted in Stripe since
-            event.error = str(exc.reworded(f"applying {event.type} {event.id}"))
-        except (KeyError, TypeError, ValueError) as exc:
-            # A payload we cannot read must not block every later event: record it, move on.
-            outcome = ERROR
-            event.error = (
-                f"Cannot apply {event.type}: unexpected data ({type(exc).__name__}: {exc})."
-            )
+    outcome = IGNORED if handler is None else handler(_Ctx(session, gw, event, now))
     event.outcome = outcome
     event.processed_at = now
+    event.next_attempt_at = None
     session.add(event)
     return outcome
 
 
-def pending_event_ids(session: Session, limit: int = 500) -> list[str]:
-    """Stored but not yet applied, oldest first."""
+def retry_delay(attempts: int) -> timedelta:
+    """Wait after the n-th failed attempt (n >= 1): 1, 2, 4, ... minutes, at most 6 hours."""
+    seconds = RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)
+    return timedelta(seconds=min(seconds, RETRY_MAX_SECONDS))
+
+
+def failure_text(event: StripeEvent, exc: Exception) -> str:
+    """The sentence stored as the event's last error."""
+    if isinstance(exc, StripeFailure):
+        return str(exc)  # names the read that failed; the event is named beside it
+    if isinstance(exc, (KeyError, TypeError, ValueError)):
+        return f"Cannot apply {event.type}: unexpected data ({type(exc).__name__}: {exc})."
+    return f"Cannot apply {event.type}: {type(exc).__name__}: {exc}"
+
+
+def record_failure(event: StripeEvent, error: str, now: datetime) -> None:
+    """Count a failed attempt; schedule the next one, or stop at MAX_ATTEMPTS (stays failed)."""
+    event.outcome = ERROR
+    event.error = error
+    event.attempts += 1
+    event.processed_at = now
+    event.next_attempt_at = (
+        now + retry_delay(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+    )
+
+
+def _due(event: StripeEvent, now: datetime) -> bool:
+    if event.processed_at is None:
+        return True
+    return (
+        event.outcome == ERROR
+        and event.next_attempt_at is not None
+        and event.next_attempt_at <= now
+    )
+
+
+def pending_event_ids(
+    session: Session, limit: int = 500, *, now: datetime | None = None
+) -> list[str]:
+    """Stored but not yet applied, oldest first; with `now`, also failed events due a retry."""
+    waiting: ColumnElement[bool] = col(StripeEvent.processed_at).is_(None)
+    if now is not None:
+        waiting = or_(
+            waiting,
+            and_(
+                StripeEvent.outcome == ERROR,
+                col(StripeEvent.next_attempt_at).is_not(None),
+                col(StripeEvent.next_attempt_at) <= now,
+            ),
+        )
     query = (
         select(StripeEvent.id)
-        .where(col(StripeEvent.processed_at).is_(None))
+        .where(waiting)
         .order_by(col(StripeEvent.created), col(StripeEvent.received_at))
         .limit(limit)
     )
     return list(session.exec(query).all())
+
+
+def failed_events(session: Session, limit: int = 200) -> list[StripeEvent]:
+    """Events whose last attempt failed (awaiting a retry or given up), oldest first."""
+    query = (
+        select(StripeEvent)
+        .where(StripeEvent.outcome == ERROR)
+        .order_by(col(StripeEvent.created), col(StripeEvent.received_at))
+        .limit(limit)
+    )
+    return list(session.exec(query).all())
+
+
+def make_failed_due(session: Session, now: datetime) -> int:
+    """Make every failed event due now, those given up included (after fixing the cause).
+
+    Returns how many; each gets one more attempt, and MAX_ATTEMPTS more only by doing it again.
+    """
+    failed = failed_events(session, limit=100_000)
+    for event in failed:
+        event.next_attempt_at = now
+        session.add(event)
+    return len(failed)
 
 
 @dataclass
@@ -320,13 +426,16 @@ class ReadMemo:
     """Objects re-read during one processing pass, so later events about them skip the read.
 
     Sound only for events stored before the pass began: the read is newer than each of them,
-    so it already shows what they announce. A webhook stored mid-pass is read again.
+    so it already shows what they announce. A webhook stored mid-pass is read again. Failures
+    are not remembered: each event's attempt is its own.
     """
 
     started: datetime
     results: dict[tuple[str, str], tuple[EventOutcome, int | None, str | None]] = field(
         default_factory=dict
     )
+    # Objects whose reads failed as an outage (5xx, network, 429) since the last success.
+    failing_objects: set[str] = field(default_factory=set)
 
     @staticmethod
     def key(event: StripeEvent) -> tuple[str, str] | None:
@@ -347,6 +456,7 @@ def _apply_with_memo(
         if known is not None and event.received_at <= memo.started:
             event.outcome, event.invoice_id, event.error = known
             event.processed_at = now
+            event.next_attempt_at = None
             session.add(event)
             return known[0]
     outcome = apply_event(session, gw, event, now=now)
@@ -363,21 +473,40 @@ def process_event_id(
     now_fn: Callable[[], datetime],
     memo: ReadMemo | None = None,
 ) -> str | None:
-    """Apply one stored event in its own transaction; None if it was already processed."""
+    """Apply one stored event in its own transaction, if it is pending or due a retry.
+
+    Returns its outcome, ERROR when this attempt failed (the failure is recorded on the event
+    in a second transaction, after the first rolled back), None when there was nothing to do.
+    """
+    now = now_fn()
     try:
         with session_scope(engine) as session:
             event = session.get(StripeEvent, event_id)
-            if event is None or event.processed_at is not None:
+            if event is None or not _due(event, now):
                 return None
-            return _apply_with_memo(session, gw, event, now_fn(), memo)
-    except StripeFailure as exc:
-        error = exc.reworded(f"applying Stripe event {event_id}")
+            outcome = _apply_with_memo(session, gw, event, now, memo)
+        if memo is not None:
+            memo.failing_objects.clear()
+        return outcome
+    # Any failure, a bug included, is recorded and retried later: one event whose application
+    # breaks must not stop the ones after it, and must not be lost.
+    except Exception as exc:
         with session_scope(engine) as session:
             event = session.get(StripeEvent, event_id)
-            if event is not None:  # left unprocessed: the next sync retries it
-                event.error = str(error)
-                session.add(event)
-        raise error from None
+            if event is None:
+                raise
+            record_failure(event, failure_text(event, exc), now)
+            session.add(event)
+            if memo is not None and isinstance(exc, StripeFailure) and exc.transient:
+                memo.failing_objects.add(event.object_id or event.id)
+            log.warning(
+                "stripe event %s (%s) failed, attempt %d: %s",
+                event.id,
+                event.type,
+                event.attempts,
+                event.error,
+            )
+        return ERROR
 
 
 def process_pending(
@@ -385,16 +514,40 @@ def process_pending(
     gw: Gateway,
     *,
     now_fn: Callable[[], datetime] = utcnow,
+    retries_only: bool = False,
 ) -> Counter[str]:
-    """Apply every stored, unprocessed event oldest first; stops at the first transient error."""
+    """Apply every pending event and every failed one due a retry, oldest first, each in its
+    own transaction; a failure is recorded on its event and the pass goes on.
+
+    Raises PaymentProviderError when reads of OUTAGE_OBJECTS different objects fail in a row
+    as an outage (Stripe down): the events not tried yet wait for the next pass.
+    `retries_only`: only failed events due a retry (the webhook receiver's extra pass)."""
     outcomes: Counter[str] = Counter()
     memo = ReadMemo(started=utcnow())
+    due_at = now_fn()
+    tried: set[str] = set()
     while True:
         with session_scope(engine) as session:
-            batch = pending_event_ids(session)
+            batch = [
+                i
+                for i in pending_event_ids(session, now=due_at)
+                if i not in tried and (not retries_only or _is_retry(session, i))
+            ]
         if not batch:
             return outcomes
         for event_id in batch:
+            tried.add(event_id)
             outcome = process_event_id(engine, gw, event_id, now_fn=now_fn, memo=memo)
             if outcome:
                 outcomes[outcome] += 1
+            if len(memo.failing_objects) >= OUTAGE_OBJECTS:
+                raise PaymentProviderError(
+                    f"Stripe kept failing for {len(memo.failing_objects)} different objects in "
+                    "a row, so this pass stopped; the events not applied are kept and retried "
+                    "by the next pass."
+                )
+
+
+def _is_retry(session: Session, event_id: str) -> bool:
+    event = session.get(StripeEvent, event_id)
+    return event is not None and event.processed_at is not None

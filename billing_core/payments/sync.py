@@ -1,6 +1,7 @@
 """`sync`: pull Stripe's Events API onward from a cursor (cron; no public URL needed).
 
-The cursor moves only when the whole pass succeeded. The webhook receiver
+The cursor moves once every new event is stored; an event that fails to apply is retried
+from the database by later passes (with backoff) and makes `sync` exit 1. The webhook receiver
 (`payments.webhook_server`) is the other way in; both store and apply through
 `payments.events`."""
 
@@ -18,7 +19,15 @@ from sqlmodel import Session, col, select
 from billing_core.db import session_scope
 from billing_core.errors import PaymentProviderError
 from billing_core.models import StripeEvent, SyncState
-from billing_core.payments.events import CURSOR, SyncResult, process_pending, store_event
+from billing_core.payments.events import (
+    CURSOR,
+    FailedEvent,
+    SyncResult,
+    failed_events,
+    make_failed_due,
+    process_pending,
+    store_event,
+)
 from billing_core.periods import utcnow
 from billing_core.stripe.errors import StripeFailure
 from billing_core.stripe.events import EVENTS_PAGE_SIZE, events_page
@@ -100,13 +109,20 @@ def sync(
     *,
     page_size: int = EVENTS_PAGE_SIZE,
     reset: bool = False,
+    retry_failed: bool = False,
     now_fn: Callable[[], datetime] = utcnow,
 ) -> SyncResult:
-    """Pull new events, store them, apply every pending one; the cursor moves only on success."""
+    """Pull new events, store them, apply every pending one and retry failed ones that are due.
+
+    Raises PaymentProviderError when events cannot be listed (the cursor stays); events that
+    fail to apply are in `result.failed` (exit code 1). `retry_failed`: every failed event is
+    tried in this pass, its backoff and the attempt cap notwithstanding."""
     started = time.perf_counter()
     result = SyncResult()
     with session_scope(engine) as session:
         result.cursor_before = None if reset else get_cursor(session)
+        if retry_failed:
+            make_failed_due(session, now_fn())
     cursor = result.cursor_before
     try:
         if cursor:
@@ -119,12 +135,20 @@ def sync(
                 raise _cursor_gone(cursor) from None
             raise exc.reworded("listing Stripe events") from None
         raise exc.reworded("listing Stripe events (the sync cursor was not moved)") from None
-    result.outcomes = process_pending(engine, gw, now_fn=now_fn)
+    # Every fetched event is stored, so the cursor may move past one that fails to apply:
+    # a failed event is retried from the database by later passes, not re-fetched.
+    try:
+        result.outcomes = process_pending(engine, gw, now_fn=now_fn)
+    except PaymentProviderError as exc:  # an outage: stored events wait for the next pass
+        raise PaymentProviderError(f"{exc} The sync cursor was not moved.") from None
     with session_scope(engine) as session:
         set_cursor(session, newest, now_fn())
+        result.failed = [FailedEvent.of(e) for e in failed_events(session)]
     result.cursor_after = newest
     result.seconds = time.perf_counter() - started
     log.info(result.describe())
+    for failed in result.failed:
+        log.warning(failed.describe())
     return result
 
 

@@ -39,7 +39,7 @@ def create_customer(
 
 
 def read_customer(gw: Gateway, customer_id: str) -> JSON:
-    """The customer with its default payment method expanded."""
-    params = {"expand": ["invoice_settings.default_payment_method"]}
+    """The customer with its default payment method expanded (an id if that failed)."""
+    expand = ["invoice_settings.default_payment_method"]
     doing = f"reading Stripe customer {customer_id}"
-    return gw.request("get", f"/v1/customers/{customer_id}", params, doing=doing)
+    return gw.read(f"/v1/customers/{customer_id}", expand, doing=doing)

@@ -141,6 +141,20 @@ class Gateway:
                 return None
             raise
 
+    def read(self, path: str, expand: list[str], *, doing: str) -> JSON:
+        """One object, with optional expansions if Stripe gives them, else as it is.
+
+        The expansions only add detail: when Stripe refuses the expanded read as a request
+        (400, other than the object being missing), the plain object is read and the caller
+        applies what it says. Outages are not read twice: the retry policy already ran.
+        """
+        try:
+            return self.request("get", path, {"expand": expand}, doing=doing)
+        except StripeFailure as failure:
+            if failure.transient or failure.is_harmless(("resource_missing",)):
+                raise
+            return self.request("get", path, doing=f"{doing} (without {', '.join(expand)})")
+
     def pages(self, path: str, params: Mapping[str, Any], *, doing: str) -> Iterator[JSON]:
         """Every object of a list endpoint, page after page (a retry resumes at its page)."""
         params = dict(params)

@@ -41,9 +41,7 @@ def find_invoice(
 def read_invoice(gw: Gateway, invoice_id: str) -> StripeInvoice:
     """The invoice as Stripe holds it now, with its payments (to learn the PaymentIntent)."""
     doing = f"reading Stripe invoice {invoice_id}"
-    return parse_invoice(
-        gw.request("get", _path(invoice_id), {"expand": ["payments"]}, doing=doing)
-    )
+    return parse_invoice(gw.read(_path(invoice_id), ["payments"], doing=doing))
 
 
 def create_invoice(

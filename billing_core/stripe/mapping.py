@@ -237,7 +237,12 @@ def default_payment_method(customer: Mapping[str, Any]) -> Any:
 
 
 def mirror_customer(local: Customer, remote: Mapping[str, Any], now: datetime) -> None:
-    local.default_payment_method = describe_payment_method(default_payment_method(remote))
+    method = default_payment_method(remote)
+    # An id only (the expansion failed): the customer still has a method, whose card we keep.
+    if isinstance(method, str):
+        local.default_payment_method = local.default_payment_method or method
+    else:
+        local.default_payment_method = describe_payment_method(method)
     local.updated_at = now
 
 

@@ -25,6 +25,8 @@ from billing_core.models import (
     display_status_in,
 )
 from billing_core.money import display, minor_to_decimal
+from billing_core.payments import events as payments_events
+from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.states import DisplayStatus, display_status
 
@@ -472,3 +474,35 @@ def payment_method_table(session: Session) -> pd.DataFrame:
             "in_stripe",
         ],
     )
+
+
+@dataclass
+class EventsTab:
+    """The Stripe events tab: newest events as rows, and the failed ones apart.
+
+    rows: created, type, id, source, outcome ("pending" before a first attempt), attempts,
+    next_attempt (UTC, None when none is scheduled), note (the last error or a finding).
+    """
+
+    rows: list[dict[str, Any]]
+    pending: int  # stored, never tried yet
+    failed: list[StripeEvent]  # last attempt failed: retrying, or given up (next_attempt None)
+
+
+def events_tab(session: Session, *, outcome: str | None = None, limit: int = 200) -> EventsTab:
+    recent = sync.recent_events(session, outcome=outcome, limit=limit)
+    rows = [
+        {
+            "created": e.created,
+            "type": e.type,
+            "id": e.id,
+            "source": e.source,
+            "outcome": e.outcome or "pending",
+            "attempts": e.attempts,
+            "next_attempt": e.next_attempt_at,
+            "note": e.error or "",
+        }
+        for e in recent
+    ]
+    pending = len(payments_events.pending_event_ids(session))
+    return EventsTab(rows, pending, payments_events.failed_events(session, limit))
