@@ -473,7 +473,7 @@ def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> No
 
 
 @cli.command("check-alerts")
-@period_option("Month to check (default: the current month).")
+@period_option("Only this month (default: every month that can still be invoiced).")
 @pass_app
 def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
@@ -499,8 +499,7 @@ def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     topic = app.settings.sns_topic_arn
     if not topic:
         return
-    with session_scope(app.engine) as session:
-        result = publish_pending(session, topic_arn=topic, client=sns_client(app.settings), now=now)
+    result = publish_pending(app.engine, topic_arn=topic, client=sns_client(app.settings), now=now)
     click.echo(f"sns: {result.published} published, {len(result.failed)} failed")
     if result.failed:
         raise AlertPublishError(
