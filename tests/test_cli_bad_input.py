@@ -189,6 +189,17 @@ CASES = [
         "Say where the rate comes from",
     ),
     Case("sync-without-stripe", ["sync"], "STRIPE_API_KEY"),
+    Case("relink-customer-no-way", ["relink-customer", "--customer", "1"], "--recreate or"),
+    Case(
+        "relink-customer-both-ways",
+        ["relink-customer", "--customer", "1", "--recreate", "--stripe-id", "cus_x"],
+        "not both",
+    ),
+    Case(
+        "relink-customer-without-stripe",
+        ["relink-customer", "--customer", "1", "--recreate"],
+        "STRIPE_API_KEY",
+    ),
     Case("webhook-server-bad-port", ["webhook-server", "--port", "70000"], "70000"),
     Case("seed-demo-in-live-mode", ["seed-demo"], "live mode", env={"BILLING_MODE": "live"}),
     Case(

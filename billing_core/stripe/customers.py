@@ -43,3 +43,9 @@ def read_customer(gw: Gateway, customer_id: str) -> JSON:
     params = {"expand": ["invoice_settings.default_payment_method"]}
     doing = f"reading Stripe customer {customer_id}"
     return gw.request("get", f"/v1/customers/{customer_id}", params, doing=doing)
+
+
+def customer_or_none(gw: Gateway, customer_id: str) -> JSON | None:
+    """The customer as Stripe has it (`deleted: true` once deleted), or None if there is none."""
+    doing = f"reading Stripe customer {customer_id}"
+    return gw.request_or_none(f"/v1/customers/{customer_id}", doing=doing)

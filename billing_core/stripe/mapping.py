@@ -73,6 +73,11 @@ def invoice_metadata(
     }
 
 
+def retired_invoice_metadata(*, invoice_id: int) -> dict[str, str]:
+    """Unhooks a Stripe invoice we stopped using from local invoice `invoice_id` ("" unsets)."""
+    return {key: "" for key in LOCAL_INVOICE_KEYS} | {"replaced_local_invoice_id": str(invoice_id)}
+
+
 def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and value else None
 
