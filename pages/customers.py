@@ -212,11 +212,15 @@ with st.form("relink"):
                 recreate=recreate,
                 stripe_id=None if recreate else stripe_id,
             )
-            st.success(result.describe() + ".")
+            # Rerun so the table, this form and the history show the new link.
+            st.session_state["relinked"] = result.describe() + "."
+            st.rerun()
         except ValidationError as exc:
             show_validation(exc)
         except Exception as exc:
             ui.show_error(exc)
+if relinked := st.session_state.pop("relinked", None):
+    st.success(relinked)
 
 st.subheader("Recent plan and Stripe link changes")
 if history:

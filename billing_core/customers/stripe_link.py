@@ -128,7 +128,8 @@ def _existing_target(engine: Engine, gw: Gateway, customer: Customer, stripe_id:
         raise ValidationError(f"Stripe has no customer {stripe_id}: check the id.")
     if remote.get("deleted"):
         raise ValidationError(
-            f"Stripe customer {stripe_id} is deleted: give a live one, or use --recreate."
+            f"Stripe customer {stripe_id} is deleted: link a live one, or re-create the "
+            "customer in Stripe (--recreate)."
         )
     with session_scope(engine) as session:
         other = session.exec(
