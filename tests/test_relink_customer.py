@@ -17,7 +17,7 @@ from billing_core.cli import main
 from billing_core.config import Settings, load_settings
 from billing_core.db import session_scope
 from billing_core.invoicing import runs as invoicing_runs
-from billing_core.models import AuditEntry, Customer, Invoice
+from billing_core.models import AuditEntry, Customer, Invoice, ReconciliationDiff
 from billing_core.periods import Period
 from billing_core.stripe import gateway as gw
 from tests.conftest import DEMO_NOW
@@ -131,6 +131,10 @@ def test_deleted_stripe_customers_are_recovered_and_their_invoices_go_through(
     # Stripe's events about the retired invoice (voided) must not touch the freed draft.
     assert main(["sync"]) == 0, capsys.readouterr().err
     assert _invoice(demo_engine, customers[declined]).display_status == "draft"
+    with Session(demo_engine) as s:
+        assert not s.exec(
+            select(ReconciliationDiff).where(ReconciliationDiff.subject == old_declined_invoice)
+        ).all()  # nor is it a finding: it stands for no invoice of ours
     third = _run(demo_engine, cli_env)
     assert third.exit_code == 0, [p.message for p in third.problems]
     for name, stripe_id in ((gone, new_gone), (declined, replacement["id"])):
