@@ -190,3 +190,11 @@ def test_relink_refuses_a_customer_that_cannot_bill(
         assert not s.exec(
             select(AuditEntry).where(AuditEntry.action.startswith("customer.st"))
         ).all()
+
+
+def test_relink_an_unknown_customer_is_refused(
+    cli_env: Settings, server: StripeTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _relink("--customer", 99999, "--recreate") == 2
+    assert "There is no customer 99999" in capsys.readouterr().err
+    assert server.customers() == []  # nothing made in Stripe either
