@@ -283,6 +283,35 @@ def set_rate_cmd(
         click.echo(f"{row.period}: 1 USD = {row.rate.normalize():f} {row.quote} ({row.source})")
 
 
+@cli.command("relink-customer")
+@click.option("--customer", "customer_id", type=int, required=True, help="Local customer id.")
+@click.option("--recreate", is_flag=True, help="Create a new Stripe customer for it.")
+@click.option("--stripe-id", help="Link this existing Stripe customer (cus_...) instead.")
+@click.option("--actor", default="cli", help="Name recorded in the audit log.")
+@pass_app
+def relink_customer_cmd(
+    app: AppContext, customer_id: int, recreate: bool, stripe_id: str | None, actor: str
+) -> None:
+    """Repair a customer deleted in Stripe: its unfinished invoices go out on the next run."""
+    from billing_core.customers.stripe_link import relink_customer
+    from billing_core.errors import ValidationError
+    from billing_core.stripe.gateway import Gateway
+
+    if recreate == (stripe_id is not None):
+        raise ValidationError("Give either --recreate or --stripe-id cus_..., not both or none.")
+    gateway = Gateway.from_settings(app.settings)
+    result = relink_customer(
+        app.engine,
+        gateway,
+        customer_id=customer_id,
+        stripe_id=stripe_id,
+        recreate=recreate,
+        actor=actor,
+        now=utcnow(),
+    )
+    click.echo(result.describe())
+
+
 @cli.command("reconcile")
 @period_option("Month to reconcile (default: the previous month).")
 @click.option(
@@ -487,7 +516,7 @@ def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> No
 
 
 @cli.command("check-alerts")
-@period_option("Month to check (default: the current month).")
+@period_option("Only this month (default: every month that can still be invoiced).")
 @pass_app
 def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
@@ -518,8 +547,7 @@ def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
     topic = app.settings.sns_topic_arn
     if not topic:
         return
-    with session_scope(app.engine) as session:
-        result = publish_pending(session, topic_arn=topic, client=sns_client(app.settings), now=now)
+    result = publish_pending(app.engine, topic_arn=topic, client=sns_client(app.settings), now=now)
     click.echo(f"sns: {result.published} published, {len(result.failed)} failed")
     if result.failed:
         raise AlertPublishError(

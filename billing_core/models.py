@@ -229,6 +229,8 @@ class Invoice(SQLModel, table=True):
     attempt_count: int = 0
     next_payment_attempt: datetime | None = _time_field()
     pay_attempt: int = 0  # bumps the pay step's idempotency key after a decline
+    # Bumped when the invoice moves to a re-linked Stripe customer: every step's key is new.
+    key_generation: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     run_id: int | None = Field(default=None, foreign_key="invoicerun.id", index=True)
     is_demo: bool = False

@@ -7,6 +7,7 @@ import streamlit as st
 
 from billing_core import audit
 from billing_core.customers import plans
+from billing_core.customers.stripe_link import relink_customer
 from billing_core.errors import ValidationError
 from billing_core.periods import Period, utcnow
 from pages.common import ui
@@ -28,7 +29,7 @@ with ui.stop_on_error(), ui.db() as session:
     history = [
         e
         for e in audit.entries(session, limit=200)
-        if e.action.startswith(("plan.", "customer.plan"))
+        if e.action.startswith(("plan.", "customer.plan", "customer.stripe"))
     ][:30]
 
 active_plans = [p for p in all_plans if p.active]
@@ -38,7 +39,16 @@ st.subheader("Customers")
 st.dataframe(
     customers,
     hide_index=True,
-    column_order=["customer", "email", "currency", "plan", "next_plan", "from", "active"],
+    column_order=[
+        "customer",
+        "email",
+        "currency",
+        "plan",
+        "next_plan",
+        "from",
+        "stripe_customer",
+        "active",
+    ],
     column_config={
         "customer": "Customer",
         "email": "Email",
@@ -46,6 +56,7 @@ st.dataframe(
         "plan": "Plan now",
         "next_plan": "Next plan",
         "from": "From",
+        "stripe_customer": "Stripe customer",
         "active": st.column_config.CheckboxColumn("Active"),
     },
 )
@@ -173,7 +184,45 @@ if choice is not None and current:
         + f"; {sum(1 for c in customers if c['plan'] == plan.name)} customer(s) on it now."
     )
 
-st.subheader("Recent plan changes")
+st.subheader("Stripe link")
+with st.form("relink"):
+    st.markdown(
+        "**Repair a Stripe link** (a customer deleted in Stripe): its unpushed and failed "
+        "invoices go to the new Stripe customer on the next invoice run"
+    )
+    left, middle, right = st.columns(3)
+    links = {
+        c["id"]: f"{c['customer']} ({c['stripe_customer'] or 'no Stripe customer'})"
+        for c in customers
+    }
+    relink_id = left.selectbox("Customer to repair", list(links), format_func=lambda i: links[i])
+    how = middle.radio(
+        "How", ["Re-create it in Stripe", "Link an existing Stripe customer"], key="relink-how"
+    )
+    stripe_id = right.text_input("Existing Stripe customer id", placeholder="cus_...")
+    if st.form_submit_button("Repair Stripe link") and relink_id is not None:
+        recreate = how != "Link an existing Stripe customer"
+        try:
+            result = relink_customer(
+                ui.engine(),
+                ui.stripe_gateway(),
+                customer_id=relink_id,
+                actor=identity.actor,
+                now=utcnow(),
+                recreate=recreate,
+                stripe_id=None if recreate else stripe_id,
+            )
+            # Rerun so the table, this form and the history show the new link.
+            st.session_state["relinked"] = result.describe() + "."
+            st.rerun()
+        except ValidationError as exc:
+            show_validation(exc)
+        except Exception as exc:
+            ui.show_error(exc)
+if relinked := st.session_state.pop("relinked", None):
+    st.success(relinked)
+
+st.subheader("Recent plan and Stripe link changes")
 if history:
     st.dataframe(
         [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from billing_core.cli import main
 from billing_core.config import load_settings
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import make_engine
-from billing_core.models import Alert
+from billing_core.models import Alert, Invoice, UsageRecord
 from billing_core.periods import Period
 from billing_core.usage.alerts import check_alerts, crossed, publish_pending, sns_client
 from billing_core.usage.import_checks import UsageInput
@@ -125,6 +127,38 @@ def test_insert_once_keeps_the_rest_of_the_transaction(session: Session) -> None
     assert sorted(x.threshold_pct for x in session.exec(select(Alert)).all()) == [80, 100, 120]
 
 
+def test_late_usage_for_a_closed_uninvoiced_month_alerts(session: Session) -> None:
+    _, a, b = make_world(session)
+    # October is closed: Beta's October invoice is out, Alpha's is only a draft.
+    session.add(Invoice(customer_id=b.id or 0, period="2026-10", currency="USD", status="open"))
+    session.add(Invoice(customer_id=a.id or 0, period="2026-10", currency="EUR"))
+    # Beta's reading arrived before its invoice went out (import refuses it now).
+    session.add(
+        UsageRecord(
+            customer_id=b.id or 0,
+            metric="seats",
+            quantity=Decimal(6),
+            occurred_at=datetime(2026, 10, 20, tzinfo=UTC),
+            period="2026-10",
+            idempotency_key="beta-october",
+        )
+    )
+    session.flush()
+    rows = [
+        UsageInput(a.email, "seats", "6", "2026-10-20T00:00:00Z"),  # late, October still open
+        UsageInput(b.email, "api_calls", "800", "2026-11-02"),
+    ]
+    record_usage(session, rows, now=NOW, actor="t")
+    new = check_alerts(session, now=NOW, thresholds=[80, 100])
+    assert sorted((x.customer_id, x.period, x.metric, x.threshold_pct) for x in new) == [
+        (a.id, "2026-10", "seats", 80),
+        (a.id, "2026-10", "seats", 100),
+        (b.id, "2026-11", "api_calls", 80),
+    ]
+    assert "Alpha reached 120% of its basic plan's seats limit in 2026-10" in new[0].message
+    assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
+
+
 # --- SNS through moto's server (real HTTP) -------------------------------------------------
 
 
@@ -175,15 +209,18 @@ def received(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def test_publish_to_sns(session: Session, aws_env: dict[str, str], tmp_path: Path) -> None:
+def test_publish_to_sns(
+    engine: Engine, session: Session, aws_env: dict[str, str], tmp_path: Path
+) -> None:
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "6", "2026-11-02")], now=NOW, actor="t")
     new = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
+    session.commit()
     topic, sqs, queue_url = topic_with_queue("billing-alerts")
     client = sns_client(load_settings({}, tmp_path / "none.toml"))
-    result = publish_pending(session, topic_arn=topic, client=client, now=NOW)
+    result = publish_pending(engine, topic_arn=topic, client=client, now=NOW)
     assert (result.published, result.failed) == (2, [])
-    assert all(x.published_at == NOW for x in new)
+    assert all(session.get(Alert, x.id, populate_existing=True).published_at == NOW for x in new)
     messages = received(sqs, queue_url)
     assert sorted(m["Subject"] for m in messages) == [
         "Usage alert 100%: seats (2026-11)",
@@ -192,22 +229,92 @@ def test_publish_to_sns(session: Session, aws_env: dict[str, str], tmp_path: Pat
     assert all("Alpha reached 120%" in m["Message"] for m in messages)
     assert messages[0]["MessageAttributes"]["metric"]["Value"] == "seats"
     # Published once: a second run sends nothing.
-    again = publish_pending(session, topic_arn=topic, client=client, now=NOW)
+    again = publish_pending(engine, topic_arn=topic, client=client, now=NOW)
     assert again.published == 0 and received(sqs, queue_url) == []
 
 
 def test_publish_failure_keeps_alerts_pending(
-    session: Session, aws_env: dict[str, str], tmp_path: Path
+    engine: Engine, session: Session, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     _, a, _ = make_world(session)
     record_usage(session, [UsageInput(a.email, "seats", "6", "2026-11-02")], now=NOW, actor="t")
     check_alerts(session, now=NOW, source=SOURCE, thresholds=[80])
+    session.commit()
     client = sns_client(load_settings({}, tmp_path / "none.toml"))
     missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic"
-    result = publish_pending(session, topic_arn=missing, client=client, now=NOW)
+    result = publish_pending(engine, topic_arn=missing, client=client, now=NOW)
     assert result.published == 0 and len(result.failed) == 1
     assert "NotFound" in result.failed[0]
     assert session.exec(select(Alert)).one().published_at is None
+
+
+def six_alerts(session: Session) -> None:
+    """Six alerts: 80 % and 100 % of Alpha's seats and API calls, and of Beta's seats."""
+    _, a, b = make_world(session)
+    rows = [UsageInput(c.email, "seats", "9", "2026-11-02") for c in (a, b)]
+    rows += [UsageInput(a.email, "api_calls", "1000", "2026-11-02")]
+    record_usage(session, rows, now=NOW, actor="t")
+    assert len(check_alerts(session, now=NOW, thresholds=[80, 100])) == 6
+    session.commit()
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+def test_run_killed_after_three_publishes_sends_each_alert_once(
+    engine: Engine, session: Session, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    six_alerts(session)
+    topic, sqs, queue_url = topic_with_queue("killed-run")
+    client = sns_client(load_settings({}, tmp_path / "none.toml"))
+    calls = 0
+
+    def kill_after_third(**_: Any) -> None:
+        # botocore's public event hooks: SNS has taken the 3rd message when the process dies.
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise Killed
+
+    client.meta.events.register("after-call.sns.Publish", kill_after_third)
+    with pytest.raises(Killed):
+        publish_pending(engine, topic_arn=topic, client=client, now=NOW)
+    assert len(received(sqs, queue_url)) == 3
+    rerun = sns_client(load_settings({}, tmp_path / "none.toml"))
+    result = publish_pending(engine, topic_arn=topic, client=rerun, now=NOW)
+    assert (result.published, result.failed) == (3, [])
+    assert len(received(sqs, queue_url)) == 3  # 6 in all: each alert exactly once
+    with Session(engine) as fresh:
+        assert all(x.published_at for x in fresh.exec(select(Alert)).all())
+
+
+def test_publish_failing_mid_batch_then_rerun_sends_each_alert_once(
+    engine: Engine, session: Session, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    six_alerts(session)
+    topic, sqs, queue_url = topic_with_queue("flaky-topic")
+    sns = boto3.client("sns", region_name="us-east-1")
+    client = sns_client(load_settings({}, tmp_path / "none.toml"))
+    calls = 0
+
+    def topic_gone_after_second(**_: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the topic disappears: SNS refuses the rest (NotFound)
+            sns.delete_topic(TopicArn=topic)
+
+    client.meta.events.register("after-call.sns.Publish", topic_gone_after_second)
+    first = publish_pending(engine, topic_arn=topic, client=client, now=NOW)
+    assert first.published == 2 and len(first.failed) == 4
+    assert len(received(sqs, queue_url)) == 2
+    again, _, _ = topic_with_queue("flaky-topic")  # recreated: the same ARN
+    assert again == topic
+    second = publish_pending(engine, topic_arn=topic, client=client, now=NOW)
+    assert (second.published, second.failed) == (4, [])
+    assert len(received(sqs, queue_url)) == 4
+    assert publish_pending(engine, topic_arn=topic, client=client, now=NOW).published == 0
+    assert received(sqs, queue_url) == []
 
 
 def test_check_alerts_cli(

@@ -29,6 +29,7 @@ MEMORY_CAP = 2 * 1024**3
 
 CUSTOMERS_HEADER = "name,email,currency,plan,aws_account_ids,cost_tag_value,stripe_customer_id\n"
 USAGE_HEADER = "customer,metric,quantity,timestamp\n"
+SRC = ["--source", "ECB 2026-10-31"]
 
 
 def _file(name: str, content: bytes | str) -> Callable[[Path], str]:
@@ -137,7 +138,68 @@ CASES = [
     Case("reconcile-bad-tolerance", ["reconcile", "--tolerance", "lots"], "--tolerance"),
     Case("check-alerts-bad-period", ["check-alerts", "--period", "26-10"], "YYYY-MM"),
     Case("set-rate-missing-options", ["set-rate", "--period", "2026-10"], "Missing option"),
+    Case(
+        "set-rate-absurd",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "1e308", *SRC],
+        "out of range",
+    ),
+    Case(
+        "set-rate-zero",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "0", *SRC],
+        "must be positive",
+    ),
+    Case(
+        "set-rate-negative",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "-0.92", *SRC],
+        "must be positive",
+    ),
+    Case(
+        "set-rate-not-a-number",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "abc", *SRC],
+        "is not a number",
+    ),
+    Case(
+        "set-rate-not-finite",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "NaN", *SRC],
+        "is not a number",
+    ),
+    Case(
+        "set-rate-too-many-decimals",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "0.921300000001", *SRC],
+        "more than 10 decimals",
+    ),
+    Case(
+        "set-rate-unknown-currency",
+        ["set-rate", "--period", "2026-10", "--currency", "XYZ", "--rate", "0.92", *SRC],
+        "Unknown currency",
+    ),
+    Case(
+        "set-rate-usd",
+        ["set-rate", "--period", "2026-10", "--currency", "USD", "--rate", "1", *SRC],
+        "USD needs no exchange rate",
+    ),
+    Case(
+        "set-rate-bad-period",
+        ["set-rate", "--period", "Oct-2026", "--currency", "EUR", "--rate", "0.92", *SRC],
+        "YYYY-MM",
+    ),
+    Case(
+        "set-rate-no-source",
+        ["set-rate", "--period", "2026-10", "--currency", "EUR", "--rate", "0.92", "--source", " "],
+        "Say where the rate comes from",
+    ),
     Case("sync-without-stripe", ["sync"], "STRIPE_API_KEY"),
+    Case("relink-customer-no-way", ["relink-customer", "--customer", "1"], "--recreate or"),
+    Case(
+        "relink-customer-both-ways",
+        ["relink-customer", "--customer", "1", "--recreate", "--stripe-id", "cus_x"],
+        "not both",
+    ),
+    Case(
+        "relink-customer-without-stripe",
+        ["relink-customer", "--customer", "1", "--recreate"],
+        "STRIPE_API_KEY",
+    ),
     Case("webhook-server-bad-port", ["webhook-server", "--port", "70000"], "70000"),
     Case("seed-demo-in-live-mode", ["seed-demo"], "live mode", env={"BILLING_MODE": "live"}),
     Case(

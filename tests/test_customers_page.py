@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import streamlit as st
 from sqlmodel import Session, select
@@ -9,6 +11,7 @@ from billing_core import audit
 from billing_core.db import make_engine
 from billing_core.models import Customer, Plan
 from tests.conftest import ROOT
+from tests.support.stripe_server import StripeTestServer
 from tests.test_pages_access import AUTH
 
 PAGE = str(ROOT / "pages/customers.py")
@@ -102,3 +105,54 @@ def test_bad_plan_input_is_explained(app_env: dict[str, str]) -> None:
     assert any("not an amount" in e.value for e in at.error)
     with db(url) as s:
         assert s.exec(select(Plan).where(Plan.name == "gold")).first() is None
+
+
+def _link_in_stripe(url: str, server: StripeTestServer) -> Customer:
+    """The first customer linked to a Stripe customer that is then deleted in Stripe."""
+    with db(url) as s:
+        customer = s.exec(select(Customer).order_by(Customer.name)).first()
+        assert customer is not None
+        remote = server.create_customer_directly(email=customer.email, name=customer.name)
+        customer.stripe_customer_id = remote["id"]
+        s.add(customer)
+        s.commit()
+        s.refresh(customer)
+    server.set_customer_deleted(remote["id"])
+    return customer
+
+
+@pytest.fixture
+def stripe_env(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StripeTestServer]:
+    with StripeTestServer() as server:
+        monkeypatch.setenv("STRIPE_API_BASE", server.url)
+        monkeypatch.setenv("STRIPE_API_KEY", "sk_test_customers_page")
+        st.cache_resource.clear()
+        yield server
+
+
+def test_repair_a_customer_deleted_in_stripe(
+    app_env: dict[str, str], stripe_env: StripeTestServer
+) -> None:
+    url = app_env["DATABASE_URL"]
+    customer = _link_in_stripe(url, stripe_env)
+    deleted = customer.stripe_customer_id
+    at = open_page()
+    selectbox(at, "Customer to repair").select(customer.id)
+    # A deleted Stripe customer cannot be linked: a sentence, nothing changes.
+    next(r for r in at.radio if r.label == "How").set_value("Link an existing Stripe customer")
+    next(t for t in at.text_input if t.label == "Existing Stripe customer id").input(deleted)
+    button(at, "Repair Stripe link").click().run()
+    assert not at.exception
+    assert any("is deleted" in e.value for e in at.error), [e.value for e in at.error]
+    next(r for r in at.radio if r.label == "How").set_value("Re-create it in Stripe")
+    button(at, "Repair Stripe link").click().run()
+    assert not at.exception
+    assert any("go to it on the next run" in s.value for s in at.success)
+    with db(url) as s:
+        row = s.get(Customer, customer.id)
+        assert row is not None and row.stripe_customer_id not in (None, deleted)
+        assert not stripe_env.customer(row.stripe_customer_id or "").get("deleted")
+        entry = audit.entries(s, limit=1)[0]
+    assert (entry.action, entry.actor) == ("customer.stripe_relinked", "local-admin")

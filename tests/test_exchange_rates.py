@@ -85,3 +85,22 @@ def test_set_rate_corrects_and_is_audited(session: Session) -> None:
     for bad, match in (("USD", "needs no exchange rate"), ("EUR", "positive")):
         with pytest.raises(ValidationError, match=match):
             set_rate(session, period=oct_, currency=bad, rate="-1", source="x", actor="a")
+
+
+@pytest.mark.parametrize(
+    ("rate", "stored"),
+    [
+        ("0.9213", "0.9213"),
+        ("0.92130000000000", "0.9213"),  # trailing zeros are not decimals that get lost
+        ("0.0001", "0.0001"),  # the bounds themselves are rates
+        ("1000000", "1000000"),
+        ("1.5E+2", "150"),
+    ],
+)
+def test_set_rate_accepts_plain_rates_within_bounds(
+    session: Session, rate: str, stored: str
+) -> None:
+    row = set_rate(
+        session, period=Period(2026, 10), currency="JPY", rate=rate, source="s", actor="a"
+    )
+    assert row.rate == D(stored)

@@ -452,6 +452,7 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
                 "plan": names.get(plan_now, "—") if plan_now else "—",
                 "next_plan": names.get(plan_next, "—") if plan_next != plan_now else "",
                 "from": str(current.next()) if plan_next != plan_now else "",
+                "stripe_customer": c.stripe_customer_id or "",
             }
         )
     return rows

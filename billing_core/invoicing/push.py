@@ -247,7 +247,7 @@ class Pusher:
                 inv = self._save(iid, push_step=PushStep.CREATING)
                 obj = stripe_invoices.create_invoice(
                     self.gw,
-                    key=self.keys.invoice_step(iid, "create"),
+                    key=self.keys.invoice_step(iid, "create", inv.key_generation),
                     customer=stripe_customer,
                     currency=inv.currency,
                     collection_method=inv.collection_method,
@@ -299,7 +299,10 @@ class Pusher:
         if step == PushStep.CREATED:
             lines = [_stripe_line(line, inv) for line in snap.lines]
             obj = stripe_invoices.add_lines(
-                self.gw, key=self.keys.invoice_step(iid, "lines"), invoice_id=sid, lines=lines
+                self.gw,
+                key=self.keys.invoice_step(iid, "lines", inv.key_generation),
+                invoice_id=sid,
+                lines=lines,
             )
             self._mark(iid, "lines")
             if obj.total != inv.total_minor:
@@ -310,7 +313,9 @@ class Pusher:
             return self._save(iid, push_step=PushStep.LINES_ADDED), PushStep.LINES_ADDED
         if step == PushStep.LINES_ADDED:
             obj = stripe_invoices.finalize(
-                self.gw, key=self.keys.invoice_step(iid, "finalize"), invoice_id=sid
+                self.gw,
+                key=self.keys.invoice_step(iid, "finalize", inv.key_generation),
+                invoice_id=sid,
             )
             self._mark(iid, "finalize")
             inv = self._sync_from_stripe(iid, obj)
@@ -320,13 +325,17 @@ class Pusher:
         if step == PushStep.FINALIZED:
             if inv.collection_method == "send_invoice":
                 obj = stripe_invoices.send(
-                    self.gw, key=self.keys.invoice_step(iid, "send"), invoice_id=sid
+                    self.gw,
+                    key=self.keys.invoice_step(iid, "send", inv.key_generation),
+                    invoice_id=sid,
                 )
                 self._mark(iid, "send")
                 self._sync_from_stripe(iid, obj)
                 return self._save(iid, push_step=PushStep.SENT, last_error=None), PushStep.SENT
             obj = stripe_invoices.pay(
-                self.gw, key=self.keys.invoice_pay(iid, inv.pay_attempt), invoice_id=sid
+                self.gw,
+                key=self.keys.invoice_pay(iid, inv.pay_attempt, inv.key_generation),
+                invoice_id=sid,
             )
             self._mark(iid, "pay")
             return self._sync_from_stripe(iid, obj), PushStep.PAID

@@ -200,6 +200,8 @@ def _apply_invoice(ctx: _Ctx) -> EventOutcome:
     install = install_id(ctx.session)
     if not remote.metadata.mine(install):
         return EventOutcome.IGNORED  # another database sharing this Stripe account made it
+    if remote.metadata.retired:
+        return EventOutcome.IGNORED  # left on a deleted customer; its invoice was pushed anew
     local = find_local_invoice(ctx.session, remote, install)
     if local is None:
         record_missing_locally(ctx.session, remote, ctx.now)

@@ -126,7 +126,7 @@ def retry_payment(
     # Stripe replays a stored decline for a reused key: every retry gets its own key, saved
     # before the call so a crash right after it cannot make the next retry reuse it.
     invoice.pay_attempt += 1
-    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt)
+    key = keys_for(session).invoice_pay(invoice_id, invoice.pay_attempt, invoice.key_generation)
     session.add(invoice)
     session.commit()
     doing = f"retrying invoice {invoice.number or invoice_id}"

@@ -43,3 +43,9 @@ def read_customer(gw: Gateway, customer_id: str) -> JSON:
     expand = ["invoice_settings.default_payment_method"]
     doing = f"reading Stripe customer {customer_id}"
     return gw.read(f"/v1/customers/{customer_id}", expand, doing=doing)
+
+
+def customer_or_none(gw: Gateway, customer_id: str) -> JSON | None:
+    """The customer as Stripe has it (`deleted: true` once deleted), or None if there is none."""
+    doing = f"reading Stripe customer {customer_id}"
+    return gw.request_or_none(f"/v1/customers/{customer_id}", doing=doing)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from billing_core.states import InvoiceStatus
 from billing_core.stripe.gateway import JSON, Gateway
-from billing_core.stripe.mapping import StripeInvoice, parse_invoice
+from billing_core.stripe.mapping import StripeInvoice, parse_invoice, retired_invoice_metadata
 
 # Stripe's maximum page size for list endpoints.
 PAGE_SIZE = 100
@@ -122,3 +123,21 @@ def invoice_or_none(gw: Gateway, invoice_id: str) -> JSON | None:
     """One invoice with its customer expanded, or None when Stripe has no such invoice."""
     doing = f"reading Stripe invoice {invoice_id}"
     return gw.request_or_none(_path(invoice_id), {"expand": ["customer"]}, doing=doing)
+
+
+def unlink(gw: Gateway, *, key: str, invoice_id: str, replaced_by: int) -> None:
+    """Drop our local invoice id from a Stripe invoice we stop using (it may be final).
+
+    Without it, an event about the retired invoice would find the local invoice by metadata
+    (mapping.find_local_invoice) while it waits for its new Stripe invoice, and mirror it.
+    """
+    params = {"metadata": retired_invoice_metadata(invoice_id=replaced_by)}
+    gw.request("post", _path(invoice_id), params, key=key, doing=f"unlinking {invoice_id}")
+
+
+def retire(gw: Gateway, *, key: str, invoice_id: str, status: str) -> None:
+    """Void an open Stripe invoice, delete a draft; a final one (paid, void) is left as is."""
+    if status == InvoiceStatus.DRAFT:
+        gw.request("delete", _path(invoice_id), key=key, doing=f"deleting draft {invoice_id}")
+    elif status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+        gw.request("post", _path(invoice_id, "void"), key=key, doing=f"voiding {invoice_id}")

@@ -43,16 +43,28 @@ class Keys:
 
     namespace: str
 
-    def invoice_step(self, invoice_id: int, step: InvoiceStep) -> str:
-        """One step of the invoice push; the same key on every retry of that step."""
-        return f"{self.namespace}-inv-{invoice_id}-{step}"
+    def invoice_step(self, invoice_id: int, step: InvoiceStep, generation: int = 0) -> str:
+        """One step of the invoice push; the same key on every retry of that step.
 
-    def invoice_pay(self, invoice_id: int, attempt: int) -> str:
+        `generation` (Invoice.key_generation) is bumped when the invoice is pushed anew to a
+        re-linked Stripe customer; generation 0 spells the keys as they always were.
+        """
+        return f"{self.namespace}-inv-{invoice_id}{_gen(generation)}-{step}"
+
+    def invoice_pay(self, invoice_id: int, attempt: int, generation: int = 0) -> str:
         """A pay attempt; a new attempt after a decline (Stripe replays a stored decline)."""
-        return f"{self.namespace}-inv-{invoice_id}-pay-{attempt}"
+        return f"{self.namespace}-inv-{invoice_id}{_gen(generation)}-pay-{attempt}"
+
+    def invoice_retire(self, stripe_invoice_id: str, step: Literal["unlink", "void"]) -> str:
+        """Retiring a Stripe invoice left on a deleted customer (see customers/stripe_link)."""
+        return f"{self.namespace}-{stripe_invoice_id}-{step}"
 
     def customer_create(self, customer_id: int) -> str:
         return f"{self.namespace}-cus-{customer_id}-create"
+
+    def customer_recreate(self, customer_id: int, replaced: str | None) -> str:
+        """Re-creating a customer whose Stripe customer `replaced` was deleted."""
+        return f"{self.namespace}-cus-{customer_id}-recreate-{replaced or 'none'}"
 
     def test_card(self, customer_id: int, step: Literal["attach", "default"]) -> str:
         """Attaching a test card and making it the default (emulators and test mode only)."""
@@ -65,6 +77,10 @@ class Keys:
     def default_payment_method(self, setup_intent_id: str) -> str:
         """Making the card a finished setup saved the customer's default."""
         return f"{self.namespace}-{setup_intent_id}-default-payment-method"
+
+
+def _gen(generation: int) -> str:
+    return f"-g{generation}" if generation else ""
 
 
 def keys_for(session: Session) -> Keys:

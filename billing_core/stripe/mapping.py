@@ -25,6 +25,7 @@ from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus, di
 SOURCE = "billing_core"
 # Older invoices carried the local id as "invoice_id"; the first key is the one written now.
 LOCAL_INVOICE_KEYS = ("local_invoice_id", "invoice_id")
+RETIRED_KEY = "replaced_local_invoice_id"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Metadata:
     local_customer_id: int | None
     period: str | None
     install_id: str | None
+    # Retired by a customer relink (retired_invoice_metadata): stands for no local invoice.
+    retired: bool = False
 
     def mine(self, install_id: str) -> bool:
         """Written by this database (objects made before install ids count as ours)."""
@@ -54,6 +57,7 @@ def read_metadata(obj: Mapping[str, Any]) -> Metadata:
         local_customer_id=_int(meta.get("local_customer_id")),
         period=str(meta["period"]) if meta.get("period") else None,
         install_id=str(meta["install_id"]) if meta.get("install_id") else None,
+        retired=bool(meta.get(RETIRED_KEY)),
     )
 
 
@@ -71,6 +75,11 @@ def invoice_metadata(
         "install_id": install_id,
         "source": SOURCE,
     }
+
+
+def retired_invoice_metadata(*, invoice_id: int) -> dict[str, str]:
+    """Unhooks a Stripe invoice we stopped using from local invoice `invoice_id` ("" unsets)."""
+    return {key: "" for key in LOCAL_INVOICE_KEYS} | {RETIRED_KEY: str(invoice_id)}
 
 
 def _ts(value: Any) -> datetime | None:
