@@ -2,9 +2,11 @@ import pytest
 from sqlmodel import Session, select
 
 from billing_core.auth import Identity
+from billing_core.customers.terms import first_changeable, terms_for
 from billing_core.customers.import_csv import import_customers
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import AuditEntry, Customer, CustomerAccount, Plan
+from billing_core.periods import utcnow
 
 ADMIN = Identity(email="tester@example.com", role="admin", method="oidc")
 HEADER = "name,email,currency,plan,aws_account_ids,cost_tag_value,stripe_customer_id\n"
@@ -31,8 +33,12 @@ def test_import_then_reimport_updates_never_duplicates(session: Session, plans: 
     assert (third.created, third.updated) == (0, 1)
     session.commit()
     assert len(session.exec(select(Customer)).all()) == 2
+    # The running month keeps its accounts; the change applies from the next month.
     accounts = {a.account_id for a in session.exec(select(CustomerAccount)).all()}
-    assert accounts == {"111111111111", "333333333333"}
+    assert accounts == {"111111111111", "222222222222"}
+    acme_id = next(c.id for c in session.exec(select(Customer)) if c.name == "Acme GmbH")
+    later = terms_for(session, acme_id or 0, first_changeable(utcnow()))
+    assert later is not None and later.account_ids == ("111111111111", "333333333333")
     acme = session.exec(select(Customer).where(Customer.email == "billing@acme.example")).one()
     assert acme.name == "Acme GmbH" and acme.currency == "EUR"
     assert len(session.exec(select(AuditEntry)).all()) == 3

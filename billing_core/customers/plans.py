@@ -19,8 +19,15 @@ from sqlmodel import Session, col, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
+from billing_core.customers.terms import (
+    mirror,
+    replace_plan,
+    set_terms,
+    terms_for,
+    terms_in_force,
+)
 from billing_core.errors import MoneyError, ValidationError
-from billing_core.models import Customer, Plan, PlanMetric
+from billing_core.models import Customer, CustomerTerms, Plan, PlanMetric
 from billing_core.money import exponent, minor_to_decimal, normalize_currency
 from billing_core.periods import Period
 
@@ -53,7 +60,9 @@ def effective_plan_id(customer: Customer, period: Period) -> int | None:
 
 
 def effective_plan(session: Session, customer: Customer, period: Period) -> Plan | None:
-    plan_id = effective_plan_id(customer, period)
+    """The plan in force for `period` (customers/terms.py: effective-dated)."""
+    in_force = terms_for(session, customer.id or 0, period)
+    plan_id = in_force.plan_id if in_force is not None else None
     return session.get(Plan, plan_id) if plan_id is not None else None
 
 
@@ -108,18 +117,9 @@ def schedule_plan_change(
     current = Period.containing(now)
     starts = current.next()
     before = _assignment(customer)
-    # A pending change that already started is the customer's plan now: keep it as such.
-    if customer.next_plan_from and Period.parse(customer.next_plan_from) <= current:
-        _promote(customer)
-    if customer.plan_id is None:
-        # A customer without a plan has nothing billed yet: the plan applies at once.
-        customer.plan_id = plan.id
-    elif customer.plan_id == plan.id:
-        customer.next_plan_id = None  # cancels a pending change back to the current plan
-        customer.next_plan_from = None
-    else:
-        customer.next_plan_id = plan.id
-        customer.next_plan_from = str(starts)
+    # Effective-dated (customers/terms.py): the last closed month, maybe not invoiced yet, and
+    # the running one keep their plan; choosing the running plan again cancels a pending one.
+    set_terms(session, customer, starts=starts, now=now, plan_id=plan.id)
     customer.updated_at = now
     session.add(customer)
     audit.record(
@@ -143,8 +143,26 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
     """
     last_closed = Period.containing(now).shift(-1)
     changed = 0
+    dated = set(session.exec(select(CustomerTerms.customer_id)).all())
+    for customer in session.exec(select(Customer).where(col(Customer.id).in_(dated))).all():
+        # Effective-dated customers: the columns only mirror the running month's plan.
+        before = _assignment(customer)
+        mirror(session, customer, now)
+        if _assignment(customer) != before:
+            audit.record(
+                session,
+                actor=actor,
+                action="customer.plan_applied",
+                target=f"customer:{customer.id}",
+                before=before,
+                after=_assignment(customer),
+                at=now,
+            )
+            changed += 1
     pending = session.exec(select(Customer).where(col(Customer.next_plan_id).is_not(None))).all()
     for customer in pending:
+        if customer.id in dated:
+            continue
         if not customer.next_plan_from or Period.parse(customer.next_plan_from) > last_closed:
             continue
         before = _assignment(customer)
@@ -341,11 +359,14 @@ def create_plan(session: Session, *, identity: Identity, spec: PlanSpec, now: da
     return plan
 
 
-def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> list[Customer]:
-    customers = session.exec(
-        select(Customer).where((Customer.plan_id == plan_id) | (Customer.next_plan_id == plan_id))
-    ).all()
-    return [c for c in customers if any(effective_plan_id(c, p) == plan_id for p in periods)]
+def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> list[int]:
+    billed = {
+        cid
+        for p in periods
+        for cid, terms in terms_in_force(session, p).items()
+        if terms.plan_id == plan_id
+    }
+    return sorted(billed)
 
 
 def update_plan(
@@ -416,20 +437,12 @@ def _move_customers(
     session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime
 ) -> list[int]:
     moved: list[int] = []
-    customers = session.exec(
-        select(Customer).where((Customer.plan_id == old.id) | (Customer.next_plan_id == old.id))
-    ).all()
-    for customer in customers:
-        if customer.next_plan_id == old.id:
-            customer.next_plan_id = new.id  # the pending plan was the old version
-        elif customer.next_plan_id is None:
-            customer.next_plan_id = new.id
-            customer.next_plan_from = str(starts)
-        else:
-            continue  # moving to another plan anyway
-        customer.updated_at = now
-        session.add(customer)
-        moved.append(customer.id or 0)
+    for customer in session.exec(select(Customer).order_by(col(Customer.id))).all():
+        # Months before `starts` (the running one included) stay on the old version.
+        if replace_plan(session, customer, old_id=old.id or 0, new_id=new.id or 0, starts=starts):
+            customer.updated_at = now
+            mirror(session, customer, now)
+            moved.append(customer.id or 0)
     session.flush()
     return moved
 
@@ -438,10 +451,12 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
     """One row per customer: current plan, pending plan and from when (for the admin page)."""
     names = {p.id: p.name for p in session.exec(select(Plan)).all()}
     current = Period.containing(now)
+    this_month = terms_in_force(session, current)
+    next_month = terms_in_force(session, current.next())
     rows = []
     for c in session.exec(select(Customer).order_by(col(Customer.name))).all():
-        plan_now = effective_plan_id(c, current)
-        plan_next = effective_plan_id(c, current.next())
+        plan_now = this_month[c.id].plan_id if c.id in this_month else None
+        plan_next = next_month[c.id].plan_id if c.id in next_month else None
         rows.append(
             {
                 "id": c.id,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from billing_core.costs.attribution import attributed_costs
-from billing_core.customers.plans import effective_plan_id
+from billing_core.customers.terms import terms_in_force
 from billing_core.errors import (
     ConfigError,
     ExchangeRateMissing,
@@ -128,13 +128,17 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
     customers = session.exec(query).all()
     if customer_id is not None and not customers:
         raise ValidationError(f"There is no active customer with id {customer_id}.")
+    # The plan and currency in force for the period, whenever the run happens.
+    in_force = terms_in_force(session, period, customer_ids=[c.id or 0 for c in customers])
     for customer in customers:
         cid = customer.id or 0
         if cid in invoiced:
             result.already_invoiced.append(customer.name)
             continue
-        plan_id = effective_plan_id(customer, period)
-        plan = plans.get(plan_id) if plan_id is not None else None
+        terms = in_force.get(cid)
+        if terms is None:
+            continue  # not a customer yet in that month
+        plan = plans.get(terms.plan_id) if terms.plan_id is not None else None
         if plan is None:
             result.problems.append(
                 CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
@@ -143,7 +147,7 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
         inp = PricingInput(
             customer_id=cid,
             customer_name=customer.name,
-            currency=customer.currency,
+            currency=terms.currency,
             period=str(period),
             plan=_plan_terms(plan, metrics.get(plan.id or 0, [])),
             aws_costs=costs.get(cid, {}),
