@@ -2,8 +2,8 @@ import pytest
 from sqlmodel import Session, select
 
 from billing_core.auth import Identity
-from billing_core.customers.terms import first_changeable, terms_for
 from billing_core.customers.import_csv import import_customers
+from billing_core.customers.terms import first_changeable, terms_for
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import AuditEntry, Customer, CustomerAccount, Plan
 from billing_core.periods import utcnow
