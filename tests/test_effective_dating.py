@@ -218,3 +218,59 @@ def test_a_program_may_not_change_a_started_month(world: Session) -> None:
     assert set_terms(world, acme, starts=DEC, now=NOW, currency="USD")
     assert acme.currency == "EUR"  # the running month's value, shown on screens
     assert (terms := terms_for(world, acme.id or 0, DEC)) is not None and terms.currency == "USD"
+
+
+def test_a_customer_without_a_plan_gets_its_first_plan_at_once(world: Session) -> None:
+    indie = world.exec(select(Plan).where(Plan.name == "indie")).one()
+    new = Customer(name="New Co", email="new@co.example", currency="EUR")
+    world.add(new)
+    world.flush()
+    plans.schedule_plan_change(
+        world, identity=ADMIN, customer_id=new.id or 0, plan_id=indie.id or 0, now=NOW
+    )
+    # Never billed before (no plan, no invoice): the plan prices every month, October too.
+    assert _base_fee(world, OCT, new).startswith("Indie plan")
+    assert (new.plan_id, new.next_plan_id) == (indie.id, None)
+
+
+def test_migration_keeps_each_customer_on_its_values_from_the_start(blank_db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from billing_core.db import _alembic_config, make_engine
+
+    engine = make_engine(blank_db_url)
+    command.upgrade(_alembic_config(engine), "demo_1")
+    with engine.begin() as conn:
+        for name in ("basic", "gold"):
+            conn.execute(
+                text(
+                    "INSERT INTO plan (name, currency, base_fee_minor, markup_pct, active, "
+                    "created_at, updated_at) VALUES (:n, 'EUR', 100, '0', 1, "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"n": name},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO customer (name, email, currency, plan_id, next_plan_id, "
+                "next_plan_from, collection_method, days_until_due, cost_tag_value, active, "
+                "is_demo, created_at, updated_at) VALUES ('A', 'a@x.example', 'EUR', 1, 2, "
+                "'2026-12', 'charge_automatically', 30, 'acme', 1, 0, '2026-01-01 00:00:00', "
+                "'2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO customeraccount (customer_id, account_id) VALUES (1, '111111111111')")
+        )
+    command.upgrade(_alembic_config(engine), "heads")
+    with Session(engine) as s:
+        rows = s.exec(select(CustomerTerms).order_by(CustomerTerms.effective_from)).all()
+        assert [(r.effective_from, r.plan_id) for r in rows] == [("2000-01", 1), ("2026-12", 2)]
+        assert all(
+            (r.currency, r.cost_tag_value, r.account_ids) == ("EUR", "acme", ["111111111111"])
+            for r in rows
+        )
+        assert (t := terms_for(s, 1, NOV)) is not None and t.plan_id == 1
+        assert (t := terms_for(s, 1, DEC)) is not None and t.plan_id == 2
+    engine.dispose()

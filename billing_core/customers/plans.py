@@ -1,9 +1,10 @@
 """Plans and plan assignments: what applies to a customer in a period, and admin changes.
 
 Every change applies from the next period, so a month is always billed on one plan version:
-assigning a plan records it as the customer's pending plan (`next_plan_id`/`next_plan_from`),
-and editing a plan that customers are billed on creates a new version of it for the next
-period while the old version keeps billing the current one. Every change is audited.
+assigning a plan records it in the customer's effective-dated terms (customers/terms.py; the
+`next_plan_id`/`next_plan_from` columns mirror the pending one), and editing a plan that
+customers are billed on creates a new version of it for the next period while the old version
+keeps billing the current one. Every change is audited.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sqlmodel import Session, col, select
 from billing_core import audit
 from billing_core.auth import Identity, require
 from billing_core.customers.terms import (
+    first_plan,
+    legacy_plan_id,
     mirror,
     replace_plan,
     set_terms,
@@ -52,11 +55,11 @@ def default_aggregation(metric: str) -> str:
 
 
 def effective_plan_id(customer: Customer, period: Period) -> int | None:
-    """The plan id billing `period` for this customer (the pending plan once it starts)."""
-    pending_from = customer.next_plan_from
-    if customer.next_plan_id is not None and pending_from and period >= Period.parse(pending_from):
-        return customer.next_plan_id
-    return customer.plan_id
+    """The plan id in the customer's columns for `period` (customers without terms rows).
+
+    Pricing reads `terms.terms_in_force`, which falls back to this for such customers.
+    """
+    return legacy_plan_id(customer, period)
 
 
 def effective_plan(session: Session, customer: Customer, period: Period) -> Plan | None:
@@ -119,7 +122,8 @@ def schedule_plan_change(
     before = _assignment(customer)
     # Effective-dated (customers/terms.py): the last closed month, maybe not invoiced yet, and
     # the running one keep their plan; choosing the running plan again cancels a pending one.
-    set_terms(session, customer, starts=starts, now=now, plan_id=plan.id)
+    if not first_plan(session, customer, plan_id=plan.id or 0, now=now):
+        set_terms(session, customer, starts=starts, now=now, plan_id=plan.id)
     customer.updated_at = now
     session.add(customer)
     audit.record(
@@ -136,10 +140,11 @@ def schedule_plan_change(
 
 
 def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "system") -> int:
-    """Make pending plans current once the old plan's last month is closed and a month old.
+    """Bring the plan columns to the running month; returns how many customers changed.
 
-    The wait keeps `effective_plan` right for the last closed month, which is still being
-    invoiced in the first days of a month.
+    Effective-dated customers only mirror their terms (the last closed month keeps its plan
+    whatever the columns say). Customers without terms rows keep the old rule: a pending plan
+    becomes current once the old plan's last month is closed and a month old.
     """
     last_closed = Period.containing(now).shift(-1)
     changed = 0

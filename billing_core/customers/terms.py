@@ -48,7 +48,8 @@ def first_changeable(now: datetime) -> Period:
     return Period.containing(now).next()
 
 
-def _legacy_plan(customer: Customer, period: Period) -> int | None:
+def legacy_plan_id(customer: Customer, period: Period) -> int | None:
+    """The plan of `period` from the customer's columns (the pending plan once it starts)."""
     pending = customer.next_plan_from
     if customer.next_plan_id is not None and pending and period >= Period.parse(pending):
         return customer.next_plan_id
@@ -116,7 +117,7 @@ def terms_in_force(
             continue
         out[cid] = Terms(
             cid,
-            _legacy_plan(c, period),
+            legacy_plan_id(c, period),
             c.currency,
             c.cost_tag_value,
             tuple(sorted(legacy_accounts.get(cid, []))),
@@ -202,6 +203,19 @@ def start_terms(session: Session, customer: Customer, *, now: datetime, **values
     mirror(session, customer, now)
 
 
+def first_plan(session: Session, customer: Customer, *, plan_id: int, now: datetime) -> bool:
+    """Give a customer that never had a plan `plan_id` for every month; False if it had one.
+
+    Without a plan nothing was ever billed (drafts refuse it), so no priced month changes.
+    """
+    rows = _history(session, [customer.id or 0]).get(customer.id or 0)
+    had = any(r.plan_id is not None for r in rows) if rows else customer.plan_id is not None
+    if had or customer.next_plan_id is not None:
+        return False
+    _apply(session, customer, EARLIEST, now, {"plan_id": plan_id})
+    return True
+
+
 def _apply(
     session: Session, customer: Customer, starts: Period, now: datetime, values: dict[str, Any]
 ) -> bool:
@@ -239,7 +253,7 @@ def replace_plan(
     """
     rows = _history(session, [customer.id or 0]).get(customer.id or 0)
     if not rows and not any(
-        _legacy_plan(customer, p) == old_id for p in (starts, _pending(customer) or starts)
+        legacy_plan_id(customer, p) == old_id for p in (starts, _pending(customer) or starts)
     ):
         return False
     rows = _ensure_history(session, customer)
