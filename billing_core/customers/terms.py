@@ -335,28 +335,6 @@ def mirror_all(session: Session, now: datetime) -> None:
             mirror(session, customer, now)
 
 
-def account_conflicts(session: Session) -> list[str]:
-    """Sentences for every AWS account that two customers would own in the same month."""
-    starts = {EARLIEST} | {
-        Period.parse(p) for p in session.exec(select(CustomerTerms.effective_from)).all()
-    }
-    problems: list[str] = []
-    seen: set[tuple[str, frozenset[int]]] = set()
-    names = {c.id: c.email for c in session.exec(select(Customer)).all()}
-    for period in sorted(starts):
-        owners: dict[str, set[int]] = defaultdict(set)
-        for terms in terms_in_force(session, period).values():
-            for account in terms.account_ids:
-                owners[account].add(terms.customer_id)
-        for account, who in sorted(owners.items()):
-            key = (account, frozenset(who))
-            if len(who) > 1 and key not in seen:
-                seen.add(key)
-                listed = " and ".join(sorted(names.get(c, str(c)) for c in who))
-                problems.append(f"AWS account {account} would belong to {listed} in {period}")
-    return problems
-
-
 def owned_before(session: Session, account_ids: Iterable[str], starts: Period) -> set[str]:
     """The accounts among `account_ids` that some customer owns in a month before `starts`."""
     wanted = set(account_ids)
