@@ -5,7 +5,7 @@ from billing_core.auth import Identity
 from billing_core.customers.import_csv import import_customers
 from billing_core.customers.terms import first_changeable, terms_for
 from billing_core.errors import PermissionDenied, ValidationError
-from billing_core.models import AuditEntry, Customer, CustomerAccount, Plan
+from billing_core.models import AuditEntry, Customer, CustomerAccount, CustomerTerms, Plan
 from billing_core.periods import utcnow
 
 ADMIN = Identity(email="tester@example.com", role="admin", method="oidc")
@@ -115,3 +115,12 @@ def test_import_is_audited_with_the_admin(session: Session, plans: None) -> None
     assert (entry.actor, entry.action) == ("tester@example.com", "customer.import")
     assert entry.before is None and entry.after is not None
     assert entry.after["aws_account_ids"] == ["111111111111"]
+
+
+def test_reimporting_unchanged_customers_writes_no_terms(session: Session, plans: None) -> None:
+    data = (HEADER + "Acme,a@acme.example,EUR,indie,111111111111,acme,\n").encode()
+    import_customers(session, data, actor=ADMIN)
+    rows = len(session.exec(select(CustomerTerms)).all())
+    again = import_customers(session, data, actor=ADMIN)
+    assert again.unchanged == 1
+    assert len(session.exec(select(CustomerTerms)).all()) == rows

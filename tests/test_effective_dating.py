@@ -274,3 +274,10 @@ def test_migration_keeps_each_customer_on_its_values_from_the_start(blank_db_url
         assert (t := terms_for(s, 1, NOV)) is not None and t.plan_id == 1
         assert (t := terms_for(s, 1, DEC)) is not None and t.plan_id == 2
     engine.dispose()
+
+
+def test_reimporting_a_customer_unchanged_writes_no_terms(world: Session) -> None:
+    row = f"Acme Analytics GmbH,{ACME},EUR,studio,111111111111,acme\n"
+    result = import_customers(world, (HEADER + row).encode(), actor=ADMIN, now=NOW)
+    assert (result.updated, result.unchanged) == (0, 1)
+    assert world.exec(select(CustomerTerms)).all() == []

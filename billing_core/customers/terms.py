@@ -153,9 +153,8 @@ def _legacy_terms(session: Session, customer: Customer, period: Period) -> Terms
     accounts = session.exec(
         select(CustomerAccount.account_id).where(CustomerAccount.customer_id == cid)
     ).all()
-    return Terms(
-        cid, customer.plan_id, customer.currency, customer.cost_tag_value, tuple(sorted(accounts))
-    )
+    plan_id = legacy_plan_id(customer, period)
+    return Terms(cid, plan_id, customer.currency, customer.cost_tag_value, tuple(sorted(accounts)))
 
 
 def _new_row(terms: Terms, starts: Period, **values: Any) -> CustomerTerms:
@@ -216,9 +215,25 @@ def first_plan(session: Session, customer: Customer, *, plan_id: int, now: datet
     return True
 
 
+def _same_as_columns(
+    session: Session, customer: Customer, starts: Period, values: dict[str, Any]
+) -> bool:
+    pending = _pending(customer)
+    if customer.next_plan_id is not None and pending is not None and pending > starts:
+        return False
+    legacy = _legacy_terms(session, customer, starts)
+    return all(
+        (tuple(v) if k == "account_ids" else v) == getattr(legacy, k) for k, v in values.items()
+    )
+
+
 def _apply(
     session: Session, customer: Customer, starts: Period, now: datetime, values: dict[str, Any]
 ) -> bool:
+    if not _history(session, [customer.id or 0]) and _same_as_columns(
+        session, customer, starts, values
+    ):
+        return False  # re-importing what a customer without rows has writes nothing
     rows = _ensure_history(session, customer)
     in_force = _pick(rows, starts)
     if in_force is None:
