@@ -129,7 +129,9 @@ def build_drafts(session: Session, period: Period, *, customer_id: int | None = 
     if customer_id is not None and not customers:
         raise ValidationError(f"There is no active customer with id {customer_id}.")
     # The plan and currency in force for the period, whenever the run happens.
-    in_force = terms_in_force(session, period, customer_ids=[c.id or 0 for c in customers])
+    in_force = terms_in_force(
+        session, period, customer_ids=None if customer_id is None else [customer_id]
+    )
     for customer in customers:
         cid = customer.id or 0
         if cid in invoiced:
