@@ -96,6 +96,20 @@ class CustomerAccount(SQLModel, table=True):
     account_id: str = Field(unique=True, index=True, max_length=12)
 
 
+# What prices a customer's months from `effective_from` (YYYY-MM) until its next row: plan,
+# invoice currency, AWS linked accounts and cost-allocation tag value (customers/terms.py).
+class CustomerTerms(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("customer_id", "effective_from"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    effective_from: str
+    plan_id: int | None = Field(default=None, foreign_key="plan.id")
+    currency: str = Field(max_length=3)
+    cost_tag_value: str | None = None
+    account_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _now_field()
+
+
 # One fetch of Cost Explorer data for a period; lines belong to exactly one snapshot.
 class CostSnapshot(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)

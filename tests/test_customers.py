@@ -3,8 +3,10 @@ from sqlmodel import Session, select
 
 from billing_core.auth import Identity
 from billing_core.customers.import_csv import import_customers
+from billing_core.customers.terms import first_changeable, terms_for
 from billing_core.errors import PermissionDenied, ValidationError
-from billing_core.models import AuditEntry, Customer, CustomerAccount, Plan
+from billing_core.models import AuditEntry, Customer, CustomerAccount, CustomerTerms, Plan
+from billing_core.periods import utcnow
 
 ADMIN = Identity(email="tester@example.com", role="admin", method="oidc")
 HEADER = "name,email,currency,plan,aws_account_ids,cost_tag_value,stripe_customer_id\n"
@@ -31,8 +33,12 @@ def test_import_then_reimport_updates_never_duplicates(session: Session, plans: 
     assert (third.created, third.updated) == (0, 1)
     session.commit()
     assert len(session.exec(select(Customer)).all()) == 2
+    # The running month keeps its accounts; the change applies from the next month.
     accounts = {a.account_id for a in session.exec(select(CustomerAccount)).all()}
-    assert accounts == {"111111111111", "333333333333"}
+    assert accounts == {"111111111111", "222222222222"}
+    acme_id = next(c.id for c in session.exec(select(Customer)) if c.name == "Acme GmbH")
+    later = terms_for(session, acme_id or 0, first_changeable(utcnow()))
+    assert later is not None and later.account_ids == ("111111111111", "333333333333")
     acme = session.exec(select(Customer).where(Customer.email == "billing@acme.example")).one()
     assert acme.name == "Acme GmbH" and acme.currency == "EUR"
     assert len(session.exec(select(AuditEntry)).all()) == 3
@@ -109,3 +115,12 @@ def test_import_is_audited_with_the_admin(session: Session, plans: None) -> None
     assert (entry.actor, entry.action) == ("tester@example.com", "customer.import")
     assert entry.before is None and entry.after is not None
     assert entry.after["aws_account_ids"] == ["111111111111"]
+
+
+def test_reimporting_unchanged_customers_writes_no_terms(session: Session, plans: None) -> None:
+    data = (HEADER + "Acme,a@acme.example,EUR,indie,111111111111,acme,\n").encode()
+    import_customers(session, data, actor=ADMIN)
+    rows = len(session.exec(select(CustomerTerms)).all())
+    again = import_customers(session, data, actor=ADMIN)
+    assert again.unchanged == 1
+    assert len(session.exec(select(CustomerTerms)).all()) == rows

@@ -107,11 +107,13 @@ def test_apply_due_changes_waits_for_the_old_month_to_be_invoiced(session: Sessi
     plans.schedule_plan_change(
         session, identity=ADMIN, customer_id=a.id or 0, plan_id=other.id or 0, now=NOW
     )
-    # In December November is still being invoiced on the old plan: nothing is promoted.
-    assert plans.apply_due_plan_changes(session, now=datetime(2026, 12, 2, tzinfo=UTC)) == 0
-    assert plans.effective_plan(session, a, NOV) == plan
-    assert plans.apply_due_plan_changes(session, now=datetime(2027, 1, 2, tzinfo=UTC)) == 1
+    # In December the customer's columns show December's plan; November, still being
+    # invoiced, keeps pricing on the old plan (effective-dated terms, not the columns).
+    assert plans.apply_due_plan_changes(session, now=datetime(2026, 12, 2, tzinfo=UTC)) == 1
     assert (a.plan_id, a.next_plan_id, a.next_plan_from) == (other.id, None, None)
+    assert plans.effective_plan(session, a, NOV) == plan
+    assert plans.effective_plan(session, a, DEC) == other
+    assert plans.apply_due_plan_changes(session, now=datetime(2027, 1, 2, tzinfo=UTC)) == 0
     assert audit.entries(session, action="customer.plan_applied")
 
 

@@ -1,7 +1,8 @@
 """Attribution of AWS spend to customers, by linked account or by cost-allocation tag.
 
 A line belongs to the customer owning its linked account (LINKED_ACCOUNT snapshots) or whose
-`cost_tag_value` equals its tag value (TAG snapshots; an empty tag value is untagged spend).
+`cost_tag_value` equals its tag value (TAG snapshots; an empty tag value is untagged spend), as
+in force for the period (customers/terms.py: an account moved later stays with its old owner).
 Anything else is **unattributed**, never dropped, so the customers' totals plus unattributed
 equal the snapshot total exactly."""
 
@@ -27,8 +28,9 @@ from billing_core.costs.snapshots import (
     SnapshotInfo,
     latest_snapshot,
 )
-from billing_core.models import CostLine, Customer, CustomerAccount
-from billing_core.periods import Period, as_utc
+from billing_core.customers.terms import terms_in_force
+from billing_core.models import CostLine, Customer
+from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +44,17 @@ class Attribution:
     names: dict[int, str]
 
     @classmethod
-    def load(cls, session: Session) -> Attribution:
-        accounts = session.exec(select(CustomerAccount.account_id, CustomerAccount.customer_id))
-        customers = session.exec(select(Customer.id, Customer.name, Customer.cost_tag_value))
+    def load(cls, session: Session, period: Period | None = None) -> Attribution:
+        """The owners in force in `period` (default: the running month; customers/terms.py)."""
+        in_force = terms_in_force(session, period or Period.containing(utcnow()))
+        by_account: dict[str, int] = {}
         by_tag: dict[str, int] = {}
-        names: dict[int, str] = {}
-        for cid, name, tag in customers.all():
-            names[cid or 0] = name
-            if tag:
-                by_tag[tag] = cid or 0
-        return cls(dict(accounts.all()), by_tag, names)
+        for cid, terms in in_force.items():
+            by_account.update(dict.fromkeys(terms.account_ids, cid))
+            if terms.cost_tag_value:
+                by_tag[terms.cost_tag_value] = cid
+        names = {cid or 0: name for cid, name in session.exec(select(Customer.id, Customer.name))}
+        return cls(by_account, by_tag, names)
 
     def customer_for(self, group_by: str, account_id: str | None, tag: str | None) -> int | None:
         if group_by == "LINKED_ACCOUNT":
@@ -159,7 +162,7 @@ def attributed_costs(session: Session, period: Period, source: CostSource) -> At
     out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
     out.snapshot = SnapshotInfo.of(snap)
     out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
-    who = Attribution.load(session)
+    who = Attribution.load(session, period)
     for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):
         customer = who.customer_for(snap.group_by, account, tag)
         adjustment = record_type != ce.USAGE

@@ -1,4 +1,9 @@
-"""Customers: CSV import (validated whole before writing) and lookups."""
+"""Customers: CSV import (validated whole before writing) and lookups.
+
+Plan, currency, AWS accounts and tag value are effective-dated (customers/terms.py): a row's
+values apply from its `effective_from` month (default: the month after the running one), never
+from a month that has started or closed; a new customer's values apply from the start.
+Name, Stripe customer id and collection method change at once: they do not price a month."""
 
 from __future__ import annotations
 
@@ -8,19 +13,30 @@ import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, col, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
-from billing_core.errors import MoneyError, ValidationError
-from billing_core.models import Customer, CustomerAccount, Plan
+from billing_core.customers.terms import (
+    EARLIEST,
+    Terms,
+    first_changeable,
+    owned_before,
+    set_terms,
+    start_terms,
+    terms_for,
+    terms_in_force,
+)
+from billing_core.errors import ConfigError, MoneyError, ValidationError
+from billing_core.models import Customer, CustomerAccount, CustomerTerms, Plan
 from billing_core.money import normalize_currency
-from billing_core.periods import utcnow
+from billing_core.periods import Period, utcnow
 
 CSV_COLUMNS = ("name", "email", "currency", "plan", "aws_account_ids", "cost_tag_value")
-OPTIONAL_COLUMNS = ("stripe_customer_id", "collection_method")
+OPTIONAL_COLUMNS = ("stripe_customer_id", "collection_method", "effective_from")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
@@ -41,6 +57,8 @@ class CustomerRow:
     cost_tag_value: str | None = None
     stripe_customer_id: str | None = None
     collection_method: str = "charge_automatically"
+    #: The month plan, currency, accounts and tag apply from (None: the earliest allowed).
+    effective_from: Period | None = None
 
 
 @dataclass
@@ -142,6 +160,12 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
         method = data.get("collection_method") or "charge_automatically"
         if method not in COLLECTION_METHODS:
             errs.append(f"collection_method must be one of {', '.join(COLLECTION_METHODS)}")
+        effective_from = None
+        if data.get("effective_from"):
+            try:
+                effective_from = Period.parse(data["effective_from"])
+            except ConfigError as exc:
+                errs.append(f"effective_from: {exc}")
         stripe_id = data.get("stripe_customer_id") or None
         if stripe_id and not stripe_id.startswith("cus_"):
             errs.append(f"stripe_customer_id {stripe_id!r} must start with cus_")
@@ -168,6 +192,7 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
                 cost_tag_value=data.get("cost_tag_value") or None,
                 stripe_customer_id=stripe_id,
                 collection_method=method,
+                effective_from=effective_from,
             )
         )
     if problems:
@@ -179,9 +204,18 @@ def parse_customers_csv(text: str, plans: set[str]) -> list[CustomerRow]:
     return rows
 
 
-def import_customers(session: Session, data: bytes, *, actor: Identity) -> ImportResult:
-    """Create or update customers from CSV bytes; re-importing the same file changes nothing."""
+def import_customers(
+    session: Session, data: bytes, *, actor: Identity, now: datetime | None = None
+) -> ImportResult:
+    """Create or update customers from CSV bytes; re-importing the same file changes nothing.
+
+    Raises ValidationError, writing nothing, for a bad row, an `effective_from` before the month
+    after the running one (it would reprice a started or closed month), or an AWS account that
+    two customers would own in the same month.
+    """
     require(actor, "admin", "import customers")
+    now = now or utcnow()
+    earliest = first_changeable(now)
     plans = {p.name: p for p in session.exec(select(Plan)).all()}
     try:
         rows = parse_customers_csv(decode_csv(data, "customers"), set(plans))
@@ -189,17 +223,18 @@ def import_customers(session: Session, data: bytes, *, actor: Identity) -> Impor
         raise ValidationError(
             f"The customers file is not a readable CSV file ({exc}); nothing was imported."
         ) from None
-    # Accounts already owned by someone else would silently move costs between customers.
-    owners = {a.account_id: a.customer_id for a in session.exec(select(CustomerAccount)).all()}
     existing = {c.email: c for c in session.exec(select(Customer)).all()}
     stripe_owners = {c.stripe_customer_id: c for c in existing.values() if c.stripe_customer_id}
     conflicts = []
     for row in rows:
         current = existing.get(row.email)
-        for acct in row.account_ids:
-            owner = owners.get(acct)
-            if owner is not None and (current is None or owner != current.id):
-                conflicts.append(f"line {row.line}: AWS account {acct} belongs to another customer")
+        if row.effective_from is not None and row.effective_from < earliest:
+            conflicts.append(
+                f"line {row.line}: effective_from {row.effective_from} would reprice a month "
+                f"that has already started or closed; changes apply from {earliest} at the "
+                "earliest"
+            )
+        row.effective_from = row.effective_from or earliest
         holder = stripe_owners.get(row.stripe_customer_id or "")
         if holder is not None and (current is None or holder.id != current.id):
             # The same Stripe customer billed twice would charge one card for two customers.
@@ -207,22 +242,62 @@ def import_customers(session: Session, data: bytes, *, actor: Identity) -> Impor
                 f"line {row.line}: stripe_customer_id {row.stripe_customer_id} belongs to "
                 f"another customer ({holder.email})"
             )
+    # An account owned by two customers in one month would bill its costs twice or move them.
+    conflicts.extend(_account_conflicts(session, rows, existing))
     if conflicts:
         raise ValidationError("Nothing was imported:", conflicts)
     result = ImportResult()
     for row in rows:
-        _upsert(session, row, plans[row.plan], existing.get(row.email), result, actor.actor)
+        customer = existing.get(row.email)
+        _upsert(session, row, plans[row.plan], customer, result, actor.actor, now)
     session.flush()
     return result
 
 
-def _snapshot(customer: Customer, accounts: Sequence[str]) -> dict[str, object]:
+def _account_conflicts(
+    session: Session, rows: Sequence[CustomerRow], existing: dict[str, Customer]
+) -> list[str]:
+    """Accounts the file gives a customer in a month in which another customer owns them."""
+    in_file = {existing[r.email].id: r for r in rows if r.email in existing}
+    months = {EARLIEST} | {
+        Period.parse(p) for p in session.exec(select(CustomerTerms.effective_from))
+    }
+    months |= {r.effective_from for r in rows if r.effective_from is not None}
+    before = {
+        r.email: owned_before(session, r.account_ids, r.effective_from or EARLIEST) for r in rows
+    }
+    emails = {c.id: email for email, c in existing.items()}
+    found: dict[tuple[int, str], str] = {}
+    for month in sorted(months):
+        owners: dict[str, str] = {}
+        for cid, terms in terms_in_force(session, month).items():
+            row = in_file.get(cid)
+            if row is None or month < (row.effective_from or EARLIEST):
+                owners.update(dict.fromkeys(terms.account_ids, emails.get(cid, "?")))
+        for row in rows:
+            if row.email in existing and month < (row.effective_from or EARLIEST):
+                continue
+            for acct in row.account_ids:
+                new_before = row.email not in existing and month < (row.effective_from or EARLIEST)
+                if new_before and acct in before[row.email]:
+                    continue  # a new customer takes it over from effective_from only
+                owner = owners.get(acct)
+                if owner is not None and owner != row.email:
+                    found.setdefault(
+                        (row.line, acct),
+                        f"line {row.line}: AWS account {acct} belongs to another customer "
+                        f"({owner}) in {month}",
+                    )
+    return [found[key] for key in sorted(found)]
+
+
+def _snapshot(customer: Customer, terms: Terms | None) -> dict[str, object]:
     return {
         "name": customer.name,
-        "currency": customer.currency,
-        "plan_id": customer.plan_id,
-        "aws_account_ids": sorted(accounts),
-        "cost_tag_value": customer.cost_tag_value,
+        "currency": terms.currency if terms else customer.currency,
+        "plan_id": terms.plan_id if terms else None,
+        "aws_account_ids": list(terms.account_ids) if terms else [],
+        "cost_tag_value": terms.cost_tag_value if terms else None,
         "stripe_customer_id": customer.stripe_customer_id,
         "collection_method": customer.collection_method,
     }
@@ -235,32 +310,37 @@ def _upsert(
     customer: Customer | None,
     result: ImportResult,
     actor: str,
+    now: datetime,
 ) -> None:
+    starts = row.effective_from or first_changeable(now)
+    values: dict[str, object] = {
+        "plan_id": plan.id,
+        "currency": row.currency,
+        "cost_tag_value": row.cost_tag_value,
+        "account_ids": row.account_ids,
+    }
     if customer is None:
         customer = Customer(name=row.name, email=row.email, currency=row.currency)
         session.add(customer)
+        session.flush()
         before = None
-        old_accounts: list[str] = []
+        # Nothing is billed yet: its values apply from the start, except accounts another
+        # customer owned before `starts`, which it takes over from `starts` on.
+        earlier = owned_before(session, row.account_ids, starts)
+        early = [a for a in row.account_ids if a not in earlier]
+        start_terms(session, customer, now=now, **(values | {"account_ids": early}))
+        if earlier:
+            set_terms(session, customer, starts=starts, now=now, account_ids=row.account_ids)
     else:
-        old_accounts = account_ids(session, customer.id)
-        before = _snapshot(customer, old_accounts)
+        before = _snapshot(customer, terms_for(session, customer.id or 0, starts))
+        set_terms(session, customer, starts=starts, now=now, **values)
     customer.name = row.name
-    customer.currency = row.currency
-    customer.plan_id = plan.id
-    customer.cost_tag_value = row.cost_tag_value
     customer.collection_method = row.collection_method
     if row.stripe_customer_id:
         customer.stripe_customer_id = row.stripe_customer_id
+    session.add(customer)
     session.flush()
-    if sorted(old_accounts) != sorted(row.account_ids):
-        for link in session.exec(
-            select(CustomerAccount).where(CustomerAccount.customer_id == customer.id)
-        ).all():
-            session.delete(link)
-        session.flush()
-        for acct in row.account_ids:
-            session.add(CustomerAccount(customer_id=customer.id or 0, account_id=acct))
-    after = _snapshot(customer, row.account_ids)
+    after = _snapshot(customer, terms_for(session, customer.id or 0, starts))
     if before == after:
         result.unchanged += 1
         return
@@ -275,7 +355,7 @@ def _upsert(
         action="customer.import",
         target=f"customer:{customer.id}",
         before=before,
-        after=after,
+        after=after | {"from": str(starts if before is not None else EARLIEST)},
     )
 
 

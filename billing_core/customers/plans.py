@@ -1,9 +1,10 @@
 """Plans and plan assignments: what applies to a customer in a period, and admin changes.
 
 Every change applies from the next period, so a month is always billed on one plan version:
-assigning a plan records it as the customer's pending plan (`next_plan_id`/`next_plan_from`),
-and editing a plan that customers are billed on creates a new version of it for the next
-period while the old version keeps billing the current one. Every change is audited.
+assigning a plan records it in the customer's effective-dated terms (customers/terms.py; the
+`next_plan_id`/`next_plan_from` columns mirror the pending one), and editing a plan that
+customers are billed on creates a new version of it for the next period while the old version
+keeps billing the current one. Every change is audited.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from sqlmodel import Session, col, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
+from billing_core.customers.terms import (
+    first_plan,
+    legacy_plan_id,
+    mirror,
+    replace_plan,
+    set_terms,
+    terms_for,
+    terms_in_force,
+)
 from billing_core.errors import MoneyError, ValidationError
-from billing_core.models import Customer, Plan, PlanMetric
+from billing_core.models import Customer, CustomerTerms, Plan, PlanMetric
 from billing_core.money import exponent, minor_to_decimal, normalize_currency
 from billing_core.periods import Period
 
@@ -45,15 +55,17 @@ def default_aggregation(metric: str) -> str:
 
 
 def effective_plan_id(customer: Customer, period: Period) -> int | None:
-    """The plan id billing `period` for this customer (the pending plan once it starts)."""
-    pending_from = customer.next_plan_from
-    if customer.next_plan_id is not None and pending_from and period >= Period.parse(pending_from):
-        return customer.next_plan_id
-    return customer.plan_id
+    """The plan id in the customer's columns for `period` (customers without terms rows).
+
+    Pricing reads `terms.terms_in_force`, which falls back to this for such customers.
+    """
+    return legacy_plan_id(customer, period)
 
 
 def effective_plan(session: Session, customer: Customer, period: Period) -> Plan | None:
-    plan_id = effective_plan_id(customer, period)
+    """The plan in force for `period` (customers/terms.py: effective-dated)."""
+    in_force = terms_for(session, customer.id or 0, period)
+    plan_id = in_force.plan_id if in_force is not None else None
     return session.get(Plan, plan_id) if plan_id is not None else None
 
 
@@ -108,18 +120,10 @@ def schedule_plan_change(
     current = Period.containing(now)
     starts = current.next()
     before = _assignment(customer)
-    # A pending change that already started is the customer's plan now: keep it as such.
-    if customer.next_plan_from and Period.parse(customer.next_plan_from) <= current:
-        _promote(customer)
-    if customer.plan_id is None:
-        # A customer without a plan has nothing billed yet: the plan applies at once.
-        customer.plan_id = plan.id
-    elif customer.plan_id == plan.id:
-        customer.next_plan_id = None  # cancels a pending change back to the current plan
-        customer.next_plan_from = None
-    else:
-        customer.next_plan_id = plan.id
-        customer.next_plan_from = str(starts)
+    # Effective-dated (customers/terms.py): the last closed month, maybe not invoiced yet, and
+    # the running one keep their plan; choosing the running plan again cancels a pending one.
+    if not first_plan(session, customer, plan_id=plan.id or 0, now=now):
+        set_terms(session, customer, starts=starts, now=now, plan_id=plan.id)
     customer.updated_at = now
     session.add(customer)
     audit.record(
@@ -136,15 +140,34 @@ def schedule_plan_change(
 
 
 def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "system") -> int:
-    """Make pending plans current once the old plan's last month is closed and a month old.
+    """Bring the plan columns to the running month; returns how many customers changed.
 
-    The wait keeps `effective_plan` right for the last closed month, which is still being
-    invoiced in the first days of a month.
+    Effective-dated customers only mirror their terms (the last closed month keeps its plan
+    whatever the columns say). Customers without terms rows keep the old rule: a pending plan
+    becomes current once the old plan's last month is closed and a month old.
     """
     last_closed = Period.containing(now).shift(-1)
     changed = 0
+    dated = set(session.exec(select(CustomerTerms.customer_id)).all())
+    for customer in session.exec(select(Customer).where(col(Customer.id).in_(dated))).all():
+        # Effective-dated customers: the columns only mirror the running month's plan.
+        before = _assignment(customer)
+        mirror(session, customer, now)
+        if _assignment(customer) != before:
+            audit.record(
+                session,
+                actor=actor,
+                action="customer.plan_applied",
+                target=f"customer:{customer.id}",
+                before=before,
+                after=_assignment(customer),
+                at=now,
+            )
+            changed += 1
     pending = session.exec(select(Customer).where(col(Customer.next_plan_id).is_not(None))).all()
     for customer in pending:
+        if customer.id in dated:
+            continue
         if not customer.next_plan_from or Period.parse(customer.next_plan_from) > last_closed:
             continue
         before = _assignment(customer)
@@ -341,11 +364,14 @@ def create_plan(session: Session, *, identity: Identity, spec: PlanSpec, now: da
     return plan
 
 
-def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> list[Customer]:
-    customers = session.exec(
-        select(Customer).where((Customer.plan_id == plan_id) | (Customer.next_plan_id == plan_id))
-    ).all()
-    return [c for c in customers if any(effective_plan_id(c, p) == plan_id for p in periods)]
+def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> list[int]:
+    billed = {
+        cid
+        for p in periods
+        for cid, terms in terms_in_force(session, p).items()
+        if terms.plan_id == plan_id
+    }
+    return sorted(billed)
 
 
 def update_plan(
@@ -416,20 +442,12 @@ def _move_customers(
     session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime
 ) -> list[int]:
     moved: list[int] = []
-    customers = session.exec(
-        select(Customer).where((Customer.plan_id == old.id) | (Customer.next_plan_id == old.id))
-    ).all()
-    for customer in customers:
-        if customer.next_plan_id == old.id:
-            customer.next_plan_id = new.id  # the pending plan was the old version
-        elif customer.next_plan_id is None:
-            customer.next_plan_id = new.id
-            customer.next_plan_from = str(starts)
-        else:
-            continue  # moving to another plan anyway
-        customer.updated_at = now
-        session.add(customer)
-        moved.append(customer.id or 0)
+    for customer in session.exec(select(Customer).order_by(col(Customer.id))).all():
+        # Months before `starts` (the running one included) stay on the old version.
+        if replace_plan(session, customer, old_id=old.id or 0, new_id=new.id or 0, starts=starts):
+            customer.updated_at = now
+            mirror(session, customer, now)
+            moved.append(customer.id or 0)
     session.flush()
     return moved
 
@@ -438,10 +456,12 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
     """One row per customer: current plan, pending plan and from when (for the admin page)."""
     names = {p.id: p.name for p in session.exec(select(Plan)).all()}
     current = Period.containing(now)
+    this_month = terms_in_force(session, current)
+    next_month = terms_in_force(session, current.next())
     rows = []
     for c in session.exec(select(Customer).order_by(col(Customer.name))).all():
-        plan_now = effective_plan_id(c, current)
-        plan_next = effective_plan_id(c, current.next())
+        plan_now = this_month[c.id].plan_id if c.id in this_month else None
+        plan_next = next_month[c.id].plan_id if c.id in next_month else None
         rows.append(
             {
                 "id": c.id,

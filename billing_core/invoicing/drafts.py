@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.costs.attribution import Attribution, attributed_costs
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
-from billing_core.customers.plans import effective_plan_id
+from billing_core.customers.terms import terms_in_force
 from billing_core.errors import (
     ConfigError,
     ExchangeRateMissing,
@@ -150,7 +150,7 @@ def build_drafts(
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
     if reason is not None:
         result.costs_incomplete = incomplete_costs_message(period, reason)
-    who = Attribution.load(session)
+    who = Attribution.load(session, period)  # the owners of that month, not of today
     rates = load_rates(session, period)
     plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
     metrics: dict[int, list[PlanMetric]] = {}
@@ -169,18 +169,24 @@ def build_drafts(
     customers = session.exec(query).all()
     if customer_id is not None and not customers:
         raise ValidationError(f"There is no active customer with id {customer_id}.")
+    # The plan and currency in force for the period, whenever the run happens.
+    in_force = terms_in_force(
+        session, period, customer_ids=None if customer_id is None else [customer_id]
+    )
     for customer in customers:
         cid = customer.id or 0
         if cid in invoiced:
             result.already_invoiced.append(customer.name)
             continue
+        terms = in_force.get(cid)
+        if terms is None:
+            continue  # not a customer yet in that month
         if result.costs_incomplete and who.owns_costs(source.group_by, cid):
             result.problems.append(
                 CustomerProblem(cid, customer.name, "costs", result.costs_incomplete)
             )
             continue
-        plan_id = effective_plan_id(customer, period)
-        plan = plans.get(plan_id) if plan_id is not None else None
+        plan = plans.get(terms.plan_id) if terms.plan_id is not None else None
         if plan is None:
             result.problems.append(
                 CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
@@ -189,7 +195,7 @@ def build_drafts(
         inp = PricingInput(
             customer_id=cid,
             customer_name=customer.name,
-            currency=customer.currency,
+            currency=terms.currency,
             period=str(period),
             plan=_plan_terms(plan, metrics.get(plan.id or 0, [])),
             aws_costs=costs.get(cid, {}),

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from billing_core.costs.attribution import attributed_costs
 from billing_core.costs.snapshots import CostSource
-from billing_core.customers.plans import effective_plan
+from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
 from billing_core.exchange_rates.rates import load_rates
@@ -21,6 +21,7 @@ from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_q
 from billing_core.models import (
     Customer,
     Invoice,
+    Plan,
     PlanMetric,
     display_status_in,
 )
@@ -98,6 +99,7 @@ def aws_findings(
     latest: dict[tuple[int, str], int] = {}
     skipped: list[str] = []
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
+    plans = _plans_in_force(session, period)
     for cid, inv in invoices.items():
         customer = customers[cid]
         if inv.cost_metric is not None and (inv.cost_metric, inv.cost_group_by) != (
@@ -112,7 +114,7 @@ def aws_findings(
             )
             invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] != cid})
             continue
-        plan = effective_plan(session, customer, period)
+        plan = plans.get(cid)
         no_rate = inv.currency.upper() != inv.cost_currency.upper() and inv.fx_rate is None
         if plan is None or no_rate:
             skipped.append(f"{customer.name}: no plan or exchange rate on the invoice")
@@ -125,6 +127,16 @@ def aws_findings(
                 latest[(cid, service)] = amount.to_minor()
     findings = compare_aws(_billed(invoices), invoiced, latest, tolerance, str(period))
     return findings, {"skipped": skipped}
+
+
+def _plans_in_force(session: Session, period: Period) -> dict[int, Plan]:
+    """Customer id -> the plan that priced `period` (effective-dated, customers/terms.py)."""
+    plans = {p.id: p for p in session.exec(select(Plan)).all()}
+    return {
+        cid: plans[t.plan_id]
+        for cid, t in terms_in_force(session, period).items()
+        if t.plan_id in plans
+    }
 
 
 def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> list[Finding]:
@@ -147,9 +159,10 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
     metrics_of: dict[int, list[PlanMetric]] = defaultdict(list)
     for m in session.exec(select(PlanMetric)).all():
         metrics_of[m.plan_id].append(m)
+    plans = _plans_in_force(session, period)
     for cid in sorted({c for c, _metric in used}):
         billed = invoices.get(cid)
-        plan = effective_plan(session, customers[cid], period) if billed else None
+        plan = plans.get(cid) if billed else None
         if billed is None or plan is None:
             continue  # nothing billed: usage of an unbilled month is not a billing difference
         quantities = {m: q for (c, m), q in used.items() if c == cid}

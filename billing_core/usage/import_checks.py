@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlmodel import Session
 from sqlmodel import select as sm_select
 
-from billing_core.customers.plans import effective_plan_id, metrics_by_plan
+from billing_core.customers.plans import metrics_by_plan
+from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ConfigError, ValidationError
 from billing_core.models import Customer, Invoice, display_status_in
 from billing_core.periods import Period, as_utc
@@ -231,6 +232,8 @@ class _Validator:
 
     def __init__(self, session: Session, now: datetime) -> None:
         self.now = as_utc(now)
+        self.session = session
+        self._plans: dict[Period, dict[int, int | None]] = {}
         customers = session.exec(sm_select(Customer)).all()
         self.by_key: dict[str, Customer] = {c.email.lower(): c for c in customers}
         self.by_key.update({str(c.id): c for c in customers})
@@ -265,7 +268,10 @@ class _Validator:
             period = Period(year, month)
         except ConfigError:
             return f"{year:04d}-{month:02d} is outside any billing period"
-        plan_id = effective_plan_id(customer, period)
+        if period not in self._plans:
+            in_force = terms_in_force(self.session, period)
+            self._plans[period] = {cid: t.plan_id for cid, t in in_force.items()}
+        plan_id = self._plans[period].get(customer.id or 0)
         return _Target(
             customer_id=customer.id or 0,
             email=customer.email,

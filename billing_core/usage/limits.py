@@ -16,7 +16,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlmodel import Session, col, select
 
 from billing_core.costs.snapshots import CostSource, latest_snapshot
-from billing_core.customers.plans import effective_plan_id, metrics_by_plan
+from billing_core.customers.plans import metrics_by_plan
+from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
 from billing_core.exchange_rates.rates import load_rates
@@ -153,11 +154,14 @@ def build_usage_report(
     query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
     if customer_id is not None:
         query = query.where(Customer.id == customer_id)
+    in_force = terms_in_force(session, period)
     for customer in session.exec(query).all():
         cid = customer.id or 0
-        plan = plans.get(effective_plan_id(customer, period) or -1)
-        if plan is None:
+        terms = in_force.get(cid)
+        plan = plans.get(terms.plan_id or -1) if terms is not None else None
+        if plan is None or terms is None:
             continue
+        currency = terms.currency  # in force for the month, as on its invoice
         for metric, pm in by_plan.get(plan.id or -1, {}).items():
             s = stats.get((cid, metric))
             used = Decimal(0) if s is None else (s.peak if pm.aggregation == "max" else s.total)
@@ -169,14 +173,14 @@ def build_usage_report(
                 now=now,
                 last_day=as_utc(last_at).date() if last_at else None,
             )
-            charge = _charge(used, pm, plan, customer.currency, rates)
+            charge = _charge(used, pm, plan, currency, rates)
             if charge is None:
-                report.missing_rates.add(f"{plan.currency}->{customer.currency}")
+                report.missing_rates.add(f"{plan.currency}->{currency}")
             report.rows.append(
                 MetricUsage(
                     customer_id=cid,
                     customer=customer.name,
-                    currency=customer.currency,
+                    currency=currency,
                     plan=plan.name,
                     plan_currency=plan.currency,
                     metric=metric,
@@ -188,11 +192,15 @@ def build_usage_report(
                     projected=projected,
                     last_at=last_at,
                     overage_minor=charge,
-                    projected_overage_minor=_charge(projected, pm, plan, customer.currency, rates),
+                    projected_overage_minor=_charge(projected, pm, plan, currency, rates),
                     alerts=alerts.get((cid, metric), ()),
                 )
             )
-        spend = _spend_row(customer, plan, costs.get(cid), period, now, rates) if costs else None
+        spend = (
+            _spend_row(customer, currency, plan, costs.get(cid), period, now, rates)
+            if costs
+            else None
+        )
         if spend is not None:
             report.rows.append(replace(spend, alerts=alerts.get((cid, AWS_SPEND), ())))
     return report
@@ -200,6 +208,7 @@ def build_usage_report(
 
 def _spend_row(
     customer: Customer,
+    currency: str,
     plan: Plan,
     days: Mapping[date, Decimal] | None,
     period: Period,
@@ -219,7 +228,7 @@ def _spend_row(
     return MetricUsage(
         customer_id=customer.id or 0,
         customer=customer.name,
-        currency=customer.currency,
+        currency=currency,
         plan=plan.name,
         plan_currency=plan.currency,
         metric=AWS_SPEND,

@@ -12,10 +12,10 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from billing_core.costs.snapshots import CostSource
-from billing_core.customers.plans import effective_plan_id, metrics_by_plan
+from billing_core.customers.plans import metrics_by_plan
+from billing_core.customers.terms import terms_in_force
 from billing_core.models import (
     CostLine,
-    Customer,
     UsageRecord,
 )
 from billing_core.periods import Period
@@ -54,10 +54,9 @@ def _aggregations(session: Session, period: Period) -> dict[tuple[int, str], str
     """(customer id, metric) -> aggregation, from each customer's plan for the period."""
     by_plan = metrics_by_plan(session)
     out: dict[tuple[int, str], str] = {}
-    for customer in session.exec(select(Customer)).all():
-        plan_id = effective_plan_id(customer, period)
-        for metric, pm in by_plan.get(plan_id or -1, {}).items():
-            out[(customer.id or 0, metric)] = pm.aggregation
+    for cid, terms in terms_in_force(session, period).items():
+        for metric, pm in by_plan.get(terms.plan_id or -1, {}).items():
+            out[(cid, metric)] = pm.aggregation
     return out
 
 
@@ -86,7 +85,7 @@ def aws_costs_by_day(
     snapshot = latest_snapshot(session, period, source)
     if snapshot is None:
         return {}
-    who = Attribution.load(session)
+    who = Attribution.load(session, period)
     out: dict[int, dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for line in session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all():
         customer_id = who.customer_for(snapshot.group_by, line.account_id, line.tag_value)

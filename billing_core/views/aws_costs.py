@@ -112,7 +112,7 @@ def build_costs_view(
     filters = filters or CostFilter()
     source = CostSource.of(settings)
     view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
-    who = Attribution.load(session)
+    who = Attribution.load(session, period)
     view.customers = sorted(who.names.items(), key=lambda item: item[1])
     snap = latest_snapshot(session, period, source)
     if snap is None or snap.id is None:
