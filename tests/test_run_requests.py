@@ -274,3 +274,45 @@ def test_pending_leaves_a_run_that_still_beats(
     assert run_worker.execute_pending(demo_engine, _settings(demo_db_url, server)) == []
     assert [r.status for r in _runs(demo_engine)] == ["running"]
     assert server.request_log == []
+
+
+# ------------------------------------------------------------------ the migration
+
+
+def test_migration_keeps_one_active_run_per_period(blank_db_url: str) -> None:
+    """Databases that recorded several active runs of a period (the old race) upgrade: the run
+    that beat last stays, the others are failed with a sentence, and the index then holds."""
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from billing_core.db import _alembic_config, make_engine, migrate
+
+    engine = make_engine(blank_db_url)
+    command.upgrade(_alembic_config(engine), "demo_1")
+    rows = [
+        ("2026-10", "requested", None),
+        ("2026-10", "running", "2026-11-03 06:00:05"),
+        ("2026-10", "requested", None),
+        ("2026-09", "requested", None),
+        ("2026-10", "failed", None),
+    ]
+    with engine.begin() as conn:
+        for period, status, beat in rows:
+            conn.execute(
+                text(
+                    'INSERT INTO invoicerun (period, "trigger", actor, status, dry_run, '
+                    "costs_estimated, total_count, done_count, failed_count, errors, "
+                    "requested_at, heartbeat_at) VALUES (:period, 'button', 'a', :status, "
+                    "false, false, 0, 0, 0, '[]', '2026-11-03 06:00:00', :beat)"
+                ),
+                {"period": period, "status": status, "beat": beat},
+            )
+    migrate(engine)
+    runs = _runs(engine)
+    assert [r.status for r in runs] == ["failed", "running", "failed", "requested", "failed"]
+    assert "run 2 is the one kept" in runs[0].errors[-1]["message"]
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.add(InvoiceRun(period="2026-09", status="running"))
+    command.downgrade(_alembic_config(engine), "demo_1")
+    engine.dispose()
