@@ -74,6 +74,27 @@ def period_option(help_text: str = "Month as YYYY-MM.") -> Callable[[F], F]:
     return click.option("--period", callback=parse_period, metavar="YYYY-MM", help=help_text)
 
 
+def actor_options(f: F) -> F:
+    """`--trigger cli|cron` and `--actor NAME`: who the audit log names for this command.
+
+    cron passes `--trigger cron` (README Crontab), so its actions are recorded as `cron`; an
+    operator's as `cli`; `--actor` names someone else.
+    """
+    f = click.option(
+        "--actor", default=None, help="Name recorded in the audit log (default: the trigger)."
+    )(f)
+    return click.option(
+        "--trigger",
+        type=click.Choice(["cli", "cron"]),
+        default="cli",
+        help="Who starts the command; recorded (cron's actions are audited as cron).",
+    )(f)
+
+
+def actor_of(trigger: str, actor: str | None) -> str:
+    return actor or trigger
+
+
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
@@ -217,8 +238,7 @@ def costs_report_cmd(app: AppContext, period: Period | None, by: str, as_csv: bo
     is_flag=True,
     help="Give new Stripe customers a test card (local Stripe emulator only).",
 )
-@click.option("--trigger", type=click.Choice(["cli", "cron"]), default="cli", help="Recorded.")
-@click.option("--actor", default="cli", help="Name recorded on the run and in the audit log.")
+@actor_options
 @pass_app
 @click.pass_context
 def invoice_run_cmd(
@@ -230,14 +250,19 @@ def invoice_run_cmd(
     pending: bool,
     demo_attach_test_cards: bool,
     trigger: str,
-    actor: str,
+    actor: str | None,
 ) -> None:
     """Bill a closed month: drafts, then push to Stripe (safe to re-run; resumes)."""
     from billing_core.invoicing import run_worker, runs
 
+    actor = actor_of(trigger, actor)
     if pending:
         results = run_worker.execute_pending(
-            app.engine, app.settings, progress=click.echo, attach_test_cards=demo_attach_test_cards
+            app.engine,
+            app.settings,
+            progress=click.echo,
+            attach_test_cards=demo_attach_test_cards,
+            actor=actor,
         )
         if not results:
             click.echo("no run requests pending")
@@ -324,7 +349,7 @@ def relink_customer_cmd(
 @click.option(
     "--deep-lines", is_flag=True, help="Read every line of every Stripe invoice (slower)."
 )
-@click.option("--actor", default="cli", help="Name recorded on the run.")
+@actor_options
 @pass_app
 @click.pass_context
 def reconcile_cmd(
@@ -333,7 +358,8 @@ def reconcile_cmd(
     period: Period | None,
     tolerance_pct: str | None,
     deep_lines: bool,
-    actor: str,
+    trigger: str,
+    actor: str | None,
 ) -> None:
     """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
     from billing_core.costs.snapshots import CostSource
@@ -357,7 +383,7 @@ def reconcile_cmd(
         tolerance=tolerance,
         source=CostSource.of(app.settings),
         reader=reader,
-        actor=actor,
+        actor=actor_of(trigger, actor),
         deep_lines=deep_lines,
     )
     for line in result.describe():
@@ -377,16 +403,24 @@ def reconcile_cmd(
     is_flag=True,
     help="Try every failed event now, given-up ones included (after fixing the cause).",
 )
+@actor_options
 @pass_app
-def sync_cmd(app: AppContext, reset: bool, retry_failed: bool) -> None:
+def sync_cmd(
+    app: AppContext, reset: bool, retry_failed: bool, trigger: str, actor: str | None
+) -> None:
     """Pull Stripe events since the last processed one and apply them (for cron).
 
     Retries failed events that are due; exits 1 while any event stays failed."""
     from billing_core.payments.sync import sync
     from billing_core.stripe.gateway import Gateway
 
-    gateway = Gateway.from_settings(app.settings)
-    result = sync(app.engine, gateway, reset=reset, retry_failed=retry_failed)
+    result = sync(
+        app.engine,
+        Gateway.from_settings(app.settings),
+        reset=reset,
+        retry_failed=retry_failed,
+        actor=actor_of(trigger, actor),
+    )
     click.echo(result.describe())
     for failed in result.failed:
         click.echo(failed.describe(), err=True)
@@ -517,8 +551,11 @@ def import_usage_cmd(app: AppContext, file: Path, actor: str, source: str) -> No
 
 @cli.command("check-alerts")
 @period_option("Only this month (default: every month that can still be invoiced).")
+@actor_options
 @pass_app
-def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
+def check_alerts_cmd(
+    app: AppContext, period: Period | None, trigger: str, actor: str | None
+) -> None:
     """Raise usage and spend alerts (once each) and publish them to SNS_TOPIC_ARN if set."""
     from billing_core.costs.snapshots import CostSource
     from billing_core.customers.plans import apply_due_plan_changes
@@ -531,7 +568,7 @@ def check_alerts_cmd(app: AppContext, period: Period | None) -> None:
 
     now = utcnow()
     with session_scope(app.engine) as session:
-        applied = apply_due_plan_changes(session, now=now, actor="cron")
+        applied = apply_due_plan_changes(session, now=now, actor=actor_of(trigger, actor))
         new = check_alerts(
             session,
             now=now,

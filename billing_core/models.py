@@ -11,7 +11,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ColumnElement, Index, Text, UniqueConstraint, and_, or_
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Index,
+    Text,
+    UniqueConstraint,
+    and_,
+    or_,
+    text,
+)
 from sqlmodel import Field, SQLModel, col
 
 from billing_core.periods import utcnow
@@ -169,8 +179,24 @@ class ExchangeRate(SQLModel, table=True):
     created_at: datetime = _now_field()
 
 
+# The rows the one-active-run index covers: requested or running, not a dry run (the same SQL
+# on SQLite and PostgreSQL; the migration runs_1 creates the index with it).
+ACTIVE_RUN_WHERE = "status IN ('requested', 'running') AND dry_run = false"
+
+
 # One invocation of the invoicing job (CLI, cron or the admin button).
 class InvoiceRun(SQLModel, table=True):
+    # One active run per period, enforced by the database: concurrent Run clicks (several
+    # admins, several dashboard servers) converge on one row instead of racing a check.
+    __table_args__ = (
+        Index(
+            "uq_invoicerun_active_period",
+            "period",
+            unique=True,
+            sqlite_where=text(ACTIVE_RUN_WHERE),
+            postgresql_where=text(ACTIVE_RUN_WHERE),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     period: str = Field(index=True)
     trigger: str = "cli"  # cli, cron, button

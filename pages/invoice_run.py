@@ -101,7 +101,7 @@ if st.session_state.get("preview_of") == str(period):
 @st.fragment(run_every=POLL_SECONDS)
 def progress_panel() -> None:
     with ui.stop_on_error(), ui.db() as session:
-        run = run_view.latest_run(session, period)
+        run = run_view.current_run(session, period)
     if run is None:
         st.caption(f"No run for {period} yet.")
         return

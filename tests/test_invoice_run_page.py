@@ -126,3 +126,28 @@ def test_run_button_bills_every_customer_once(
         time.sleep(0.2)
     assert runs[1].status == "succeeded" and runs[1].total_count == 0
     assert len(stripe_server.invoices()) == 9
+
+
+def test_progress_panel_follows_the_run_that_billed_not_a_refused_click(
+    app_env: dict[str, str],
+) -> None:
+    """A click refused by the lock is newer, but the panel shows the run that billed."""
+    from billing_core.db import session_scope
+
+    engine = make_engine(app_env["DATABASE_URL"])
+    with session_scope(engine) as s:
+        s.add(InvoiceRun(period="2026-10", status="succeeded", total_count=9, done_count=9))
+        s.add(
+            InvoiceRun(
+                period="2026-10",
+                status="locked",
+                errors=[{"step": "lock", "message": "Another invoice run holds the lock"}],
+            )
+        )
+    engine.dispose()
+    at = _page().run()
+    assert not at.exception
+    assert [h.value for h in at.subheader if h.value.startswith("Run ") and ":" in h.value] == [
+        "Run 1: succeeded"
+    ]
+    assert not [e for e in at.error if "holds the lock" in e.value]

@@ -142,6 +142,17 @@ class DatabaseLock:
             return False
         return True
 
+    def rename(self, owner: str) -> None:
+        """Name the holder anew (a run knows its run id only once it holds the lock)."""
+        table = RunLock.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.name == self.name, table.c.token == self.token)
+                .values(owner=owner)
+            )
+        self.owner = owner
+
     def release(self) -> None:
         """Delete the lock if it is still ours (never someone else's)."""
         table = RunLock.__table__  # type: ignore[attr-defined]

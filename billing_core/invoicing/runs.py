@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from billing_core import audit
 from billing_core.config import Settings
 from billing_core.costs.refresh import refresh_for_billing
 from billing_core.costs.snapshots import CostSource
@@ -27,6 +28,7 @@ from billing_core.db import session_scope
 from billing_core.errors import (
     BillingError,
     ConfigError,
+    DatabaseError,
 )
 from billing_core.invoicing.drafts import (
     CostsMissing,
@@ -66,6 +68,12 @@ class RunOptions:
     trigger: str = "cli"
     actor: str = "system"
     attach_test_cards: bool = False
+    # Who executes a recorded request (the worker, or `cli`/`cron` for --pending), when not
+    # the actor who asked for it; recorded in the audit log.
+    executor: str | None = None
+    # A run taken over from a worker that died: if its lock is still held, leave it running
+    # (the next takeover finishes it) instead of marking it locked.
+    resume: bool = False
 
 
 @dataclass
@@ -163,7 +171,8 @@ def run_invoices(
             )
         return RunResult(period, None, "preview", drafts)
     gateway = gateway or Gateway.from_settings(settings)
-    run_id = _start_run(engine, opts, run_id)
+    # The lock first, then the run row: the period's one active row (a unique index) belongs
+    # to the lock holder, who retires whatever other active row it finds (see _start_run).
     lock = DatabaseLock(
         engine,
         lock_name(period),
@@ -173,7 +182,13 @@ def run_invoices(
     try:
         lock.acquire()
     except BillingError as exc:
-        _finish_run(engine, run_id, RunStatus.LOCKED, [{"step": "lock", "message": str(exc)}])
+        _record_locked(engine, opts, run_id, str(exc))
+        raise
+    try:
+        run_id = _start_run(engine, opts, run_id, took_over_from=lock.took_over_from)
+        lock.rename(default_owner(run_id))
+    except BaseException:
+        lock.release()
         raise
     lock.on_beat = lambda: _beat_run(engine, run_id)
     lock.start_heartbeat()
@@ -182,7 +197,7 @@ def run_invoices(
             say(f"took over the stale lock of {lock.took_over_from}")
         return _run_locked(engine, settings, opts, run_id, gateway, say, hook, now)
     except Exception as exc:
-        _record_stop(engine, run_id, exc)
+        _record_stop(engine, run_id, exc, opts.actor)
         raise
     finally:
         lock.stop_heartbeat()
@@ -205,21 +220,111 @@ def _check_costs(drafts: DraftSet, refresh_error: str | None) -> None:
         )
 
 
-def _start_run(engine: Engine, opts: RunOptions, run_id: int | None) -> int:
-    with session_scope(engine) as s:
-        run = s.get(InvoiceRun, run_id) if run_id is not None else None
-        if run is None:
-            run = InvoiceRun(
-                period=str(opts.period),
-                trigger=opts.trigger,
-                actor=opts.actor,
-                customer_filter=opts.customer_id,
+def _record_locked(engine: Engine, opts: RunOptions, run_id: int | None, message: str) -> None:
+    """Say on the run that another run held the lock (a row of its own for a CLI run).
+
+    A run taken over from a dead worker (`opts.resume`) stays running: its lock is still
+    fresh, and the next takeover finishes it once the lock is stale.
+    """
+    errors = [{"step": "lock", "message": message}]
+    if run_id is None:
+        with session_scope(engine) as s:
+            now = utcnow()
+            s.add(
+                InvoiceRun(
+                    period=str(opts.period),
+                    trigger=opts.trigger,
+                    actor=opts.actor,
+                    customer_filter=opts.customer_id,
+                    status=RunStatus.LOCKED,
+                    errors=errors,
+                    started_at=now,
+                    finished_at=now,
+                )
             )
-        run.status = RunStatus.RUNNING
-        run.started_at = run.heartbeat_at = utcnow()
-        s.add(run)
-        s.flush()
-        return run.id or 0
+    elif not opts.resume:
+        _finish_run(engine, run_id, RunStatus.LOCKED, errors)
+
+
+def _start_run(
+    engine: Engine, opts: RunOptions, run_id: int | None, *, took_over_from: str | None
+) -> int:
+    """Make this run the period's one active run (the lock is held); audited.
+
+    Another active row of the period is retired in the same transaction: a running one died
+    (we hold its lock now), a requested one is billed by this run (its worker's claim then
+    finds it taken). A request recorded between our look and our insert makes the insert
+    fail on the unique index; we look again.
+    """
+    for _ in range(_START_ATTEMPTS):
+        try:
+            with session_scope(engine) as s:
+                return _own_period(s, opts, run_id, took_over_from)
+        except IntegrityError:
+            continue
+    raise DatabaseError(
+        f"Could not record the run of {opts.period}: its run rows kept changing; try again."
+    )
+
+
+# Each attempt lost a race with a Run click recording a request at the same moment.
+_START_ATTEMPTS = 5
+
+
+def _own_period(
+    s: Session, opts: RunOptions, run_id: int | None, took_over_from: str | None
+) -> int:
+    now = utcnow()
+    period = str(opts.period)
+    others = s.exec(
+        select(InvoiceRun).where(
+            InvoiceRun.period == period,
+            col(InvoiceRun.status).in_((RunStatus.REQUESTED, RunStatus.RUNNING)),
+            col(InvoiceRun.dry_run).is_(False),
+            InvoiceRun.id != run_id,
+        )
+    ).all()
+    for other in others:
+        other.status = RunStatus.FAILED if other.status == RunStatus.RUNNING else RunStatus.LOCKED
+        other.finished_at = now
+        s.add(other)
+    s.flush()  # out of the unique index before ours goes in
+    run = s.get(InvoiceRun, run_id) if run_id is not None else None
+    if run is None:
+        run = InvoiceRun(
+            period=period,
+            trigger=opts.trigger,
+            actor=opts.actor,
+            customer_filter=opts.customer_id,
+        )
+    run.status = RunStatus.RUNNING
+    run.started_at = run.started_at or now
+    run.heartbeat_at = now
+    s.add(run)
+    s.flush()
+    for other in others:
+        message = (
+            f"stopped before finishing; resumed by run {run.id}"
+            if other.status == RunStatus.FAILED
+            else f"not started: run {run.id} took the lock and billed {period}"
+        )
+        other.errors = [*other.errors, {"step": "run", "message": message}]
+        s.add(other)
+    audit.record(
+        s,
+        actor=opts.actor,
+        action="invoice_run.resume" if opts.resume else "invoice_run.start",
+        target=f"run {run.id} {period}",
+        after={
+            "trigger": run.trigger,
+            "customer_id": opts.customer_id,
+            "executed_by": opts.executor,
+            "took_over_lock_from": took_over_from,
+            "retired_runs": [o.id for o in others],
+        },
+        at=now,
+    )
+    return run.id or 0
 
 
 def _beat_run(engine: Engine, run_id: int) -> None:
@@ -230,7 +335,16 @@ def _beat_run(engine: Engine, run_id: int) -> None:
             s.add(run)
 
 
-def _finish_run(engine: Engine, run_id: int, status: str, errors: list[dict[str, Any]]) -> None:
+def _finish_run(
+    engine: Engine,
+    run_id: int,
+    status: str,
+    errors: list[dict[str, Any]],
+    *,
+    actor: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    """Record how a run ended; with `actor`, also in the audit log (same transaction)."""
     with session_scope(engine) as s:
         run = s.get(InvoiceRun, run_id)
         if run is not None:
@@ -238,9 +352,28 @@ def _finish_run(engine: Engine, run_id: int, status: str, errors: list[dict[str,
             run.errors = list(run.errors or []) + errors
             run.finished_at = run.heartbeat_at = utcnow()
             s.add(run)
+            if actor is not None:
+                _audit_outcome(s, run, actor, summary or {})
 
 
-def _record_stop(engine: Engine, run_id: int, exc: Exception) -> None:
+def _audit_outcome(s: Session, run: InvoiceRun, actor: str, summary: dict[str, Any]) -> None:
+    audit.record(
+        s,
+        actor=actor,
+        action="invoice_run.finish",
+        target=f"run {run.id} {run.period}",
+        after={
+            "status": run.status,
+            "trigger": run.trigger,
+            "invoices": run.total_count,
+            "done": run.done_count,
+            "failed": run.failed_count,
+            **summary,
+        },
+    )
+
+
+def _record_stop(engine: Engine, run_id: int, exc: Exception, actor: str) -> None:
     """Say on the run why it stopped (e.g. the database stayed locked), if the database lets us.
 
     Without this a run stopped by an error stays "running" on the page until the next run.
@@ -255,29 +388,9 @@ def _record_stop(engine: Engine, run_id: int, exc: Exception) -> None:
             run.errors = [*run.errors, {"step": "run", "message": message}]
             run.finished_at = run.heartbeat_at = utcnow()
             s.add(run)
+            _audit_outcome(s, run, actor, {"error": message})
     except (BillingError, SQLAlchemyError):
         log.warning("could not record why run %s stopped: %s", run_id, message)
-
-
-def _abandon_others(engine: Engine, period: str, run_id: int) -> int:
-    """Runs of this period still marked running died: we hold the lock now."""
-    with session_scope(engine) as s:
-        stale = s.exec(
-            select(InvoiceRun).where(
-                InvoiceRun.period == period,
-                InvoiceRun.status == RunStatus.RUNNING,
-                InvoiceRun.id != run_id,
-            )
-        ).all()
-        for run in stale:
-            run.status = RunStatus.FAILED
-            run.finished_at = utcnow()
-            run.errors = [
-                *run.errors,
-                {"step": "run", "message": f"stopped before finishing; resumed by run {run_id}"},
-            ]
-            s.add(run)
-        return len(stale)
 
 
 def _run_locked(
@@ -291,7 +404,6 @@ def _run_locked(
     now: datetime,
 ) -> RunResult:
     period = str(opts.period)
-    _abandon_others(engine, period, run_id)
     source = CostSource.of(settings)
     # Its own transaction: a fetched snapshot is kept even if drafting fails afterwards.
     with session_scope(engine) as s:
@@ -312,7 +424,14 @@ def _run_locked(
             s.add(run)
     except (BillingError, IntegrityError) as exc:
         message = str(exc) if isinstance(exc, BillingError) else "an invoice already exists"
-        _finish_run(engine, run_id, RunStatus.FAILED, [{"step": "draft", "message": message}])
+        _finish_run(
+            engine,
+            run_id,
+            RunStatus.FAILED,
+            [{"step": "draft", "message": message}],
+            actor=opts.actor,
+            summary={"error": message},
+        )
         raise
     result = RunResult(period, run_id, RunStatus.RUNNING, drafts, saved=len(saved))
     result.problems.extend(drafts.problems)
@@ -330,6 +449,7 @@ def _run_locked(
         run = s.get(InvoiceRun, run_id)
         assert run is not None
         run.total_count = len(todo) + len(drafts.problems)
+        run.done_count = 0  # a resumed run counts what is left
         run.failed_count = len(drafts.problems)
         run.errors = [p.as_json() for p in drafts.problems]
         if refresh_error and drafts.costs_incomplete:
@@ -366,13 +486,30 @@ def _run_locked(
     else:
         partial = result.pushed or result.saved > failed
         result.status = RunStatus.PARTIAL if partial else RunStatus.FAILED
-    _finish_run(engine, run_id, result.status, [])
+    _finish_run(engine, run_id, result.status, [], actor=opts.actor, summary=_summary(result))
     say(
         f"{period}: {result.pushed} pushed, {failed} failed, {len(drafts.already_invoiced)} "
         f"already invoiced, {gateway.calls} Stripe calls ({gateway.rate_limited} rate-limited) "
         f"-> {result.status}"
     )
     return result
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    """Counts and amounts of a finished run for the audit log (minor units per currency)."""
+    billed: dict[str, int] = {}
+    for outcome in result.outcomes:
+        if outcome.problem is None:
+            billed[outcome.currency] = billed.get(outcome.currency, 0) + outcome.total_minor
+    return {
+        "saved": result.saved,
+        "pushed": result.pushed,
+        "customers_failed": result.failed,
+        "already_invoiced": len(result.drafts.already_invoiced),
+        "billed_minor": billed,
+        "stripe_calls": result.stripe_calls,
+        "fatal": result.fatal,
+    }
 
 
 def _record_outcome(engine: Engine, run_id: int, outcome: PushOutcome) -> None:

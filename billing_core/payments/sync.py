@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from billing_core import audit
 from billing_core.db import session_scope
-from billing_core.errors import PaymentProviderError
-from billing_core.models import StripeEvent, SyncState
+from billing_core.errors import BillingError, PaymentProviderError
+from billing_core.models import Invoice, StripeEvent, SyncState
 from billing_core.payments.events import (
     CURSOR,
     FailedEvent,
@@ -29,6 +31,7 @@ from billing_core.payments.events import (
     store_event,
 )
 from billing_core.periods import utcnow
+from billing_core.states import EventOutcome, display_status
 from billing_core.stripe.errors import StripeFailure
 from billing_core.stripe.events import EVENTS_PAGE_SIZE, events_page
 from billing_core.stripe.gateway import Gateway
@@ -111,12 +114,15 @@ def sync(
     reset: bool = False,
     retry_failed: bool = False,
     now_fn: Callable[[], datetime] = utcnow,
+    actor: str = "system",
 ) -> SyncResult:
     """Pull new events, store them, apply every pending one and retry failed ones that are due.
 
     Raises PaymentProviderError when events cannot be listed (the cursor stays); events that
     fail to apply are in `result.failed` (exit code 1). `retry_failed`: every failed event is
-    tried in this pass, its backoff and the attempt cap notwithstanding."""
+    tried in this pass, its backoff and the attempt cap notwithstanding. A pass that updated
+    invoices from Stripe is audited as `actor` (`cli`, `cron`): which invoices, and the status
+    each has now."""
     started = time.perf_counter()
     result = SyncResult()
     with session_scope(engine) as session:
@@ -137,10 +143,13 @@ def sync(
         raise exc.reworded("listing Stripe events (the sync cursor was not moved)") from None
     # Every fetched event is stored, so the cursor may move past one that fails to apply:
     # a failed event is retried from the database by later passes, not re-fetched.
+    applying_since = now_fn()
     try:
         result.outcomes = process_pending(engine, gw, now_fn=now_fn)
     except PaymentProviderError as exc:  # an outage: stored events wait for the next pass
         raise PaymentProviderError(f"{exc} The sync cursor was not moved.") from None
+    finally:  # events applied before a failure changed invoices too
+        _audit_pass(engine, actor, applying_since, result)
     with session_scope(engine) as session:
         set_cursor(session, newest, now_fn())
         result.failed = [FailedEvent.of(e) for e in failed_events(session)]
@@ -150,6 +159,43 @@ def sync(
     for failed in result.failed:
         log.warning(failed.describe())
     return result
+
+
+# Invoices named in one audit entry of a sync pass; the count says how many there were.
+_AUDIT_INVOICES = 200
+
+
+def _audit_pass(engine: Engine, actor: str, since: datetime, result: SyncResult) -> None:
+    """One audit entry for a pass that updated invoices (their ids and status now)."""
+    try:
+        with session_scope(engine) as session:
+            changed = session.exec(
+                select(Invoice.id, Invoice.status, Invoice.outcome)
+                .join(StripeEvent, col(StripeEvent.invoice_id) == col(Invoice.id))
+                .where(
+                    col(StripeEvent.processed_at) >= since,
+                    StripeEvent.outcome == EventOutcome.APPLIED,
+                )
+                .distinct()
+                .order_by(col(Invoice.id))
+            ).all()
+            if not changed:
+                return
+            audit.record(
+                session,
+                actor=actor,
+                action="stripe.sync",
+                target=f"{len(changed)} invoices",
+                after={
+                    "events_fetched": result.fetched,
+                    "invoices_updated": len(changed),
+                    "invoices": {
+                        str(i): display_status(st, oc) for i, st, oc in changed[:_AUDIT_INVOICES]
+                    },
+                },
+            )
+    except (BillingError, SQLAlchemyError):  # never hide the pass's own outcome
+        log.warning("could not audit the sync pass", exc_info=True)
 
 
 def recent_events(

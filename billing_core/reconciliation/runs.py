@@ -253,6 +253,19 @@ def _fail_run(engine: Engine, run_id: int, error: str, requests: int) -> None:
             run.stripe_requests = requests
             run.finished_at = utcnow()
             session.add(run)
+            _audit_run(session, run, {"error": error})
+
+
+def _audit_run(session: Session, run: ReconciliationRun, after: dict[str, Any]) -> None:
+    """A reconciliation run changes billing state (diffs opened, reopened, gone): audited with
+    whoever started it (an admin's email from the page, `cli` or `cron` from the CLI)."""
+    audit.record(
+        session,
+        actor=run.actor,
+        action="reconcile.run",
+        target=f"reconciliation run {run.id} {run.period}",
+        after={"status": run.status, "stripe_requests": run.stripe_requests, **after},
+    )
 
 
 def reconcile_period(
@@ -334,6 +347,15 @@ def reconcile_period(
             session.add(run)
             session.flush()
             remaining = open_above_tolerance(session, str(period))
+            _audit_run(
+                session,
+                run,
+                {
+                    "diffs": counts["diffs"],
+                    "open_above_tolerance": remaining,
+                    "tolerance_pct": tolerance.pct,
+                },
+            )
     except Exception as exc:
         _fail_run(
             engine, run_id, f"storing the findings failed: {exc}", reader.calls if reader else 0

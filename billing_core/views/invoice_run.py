@@ -141,9 +141,18 @@ def _cost_source(run: InvoiceRun) -> str:
     return f"{run.cost_metric} by {run.cost_group_by}{snapshot}"
 
 
-def latest_run(session: Session, period: Period) -> InvoiceRun | None:
-    return session.exec(
-        select(InvoiceRun)
-        .where(InvoiceRun.period == str(period), col(InvoiceRun.dry_run).is_(False))
-        .order_by(col(InvoiceRun.id).desc())
+def current_run(session: Session, period: Period) -> InvoiceRun | None:
+    """The run the page follows for a period: the one active run (the lock holder's, a unique
+    index allows no second), else the newest run that got the lock (the one that billed; a
+    click refused by the lock is history, not the period's state), else the newest run."""
+    runs = select(InvoiceRun).where(
+        InvoiceRun.period == str(period), col(InvoiceRun.dry_run).is_(False)
+    )
+    newest = col(InvoiceRun.id).desc()
+    active = session.exec(
+        runs.where(col(InvoiceRun.status).in_((RunStatus.REQUESTED, RunStatus.RUNNING)))
     ).first()
+    if active is not None:
+        return active
+    ran = session.exec(runs.where(InvoiceRun.status != RunStatus.LOCKED).order_by(newest)).first()
+    return ran or session.exec(runs.order_by(newest)).first()
