@@ -4,6 +4,10 @@ Every change applies from the next period, so a month is always billed on one pl
 assigning a plan records it as the customer's pending plan (`next_plan_id`/`next_plan_from`),
 and editing a plan that customers are billed on creates a new version of it for the next
 period while the old version keeps billing the current one. Every change is audited.
+
+Admin actions name the plan or customer and the `version` the admin saw; a change in between
+(another admin, another dashboard server, a stale tab) refuses them with StaleVersion
+(see billing_core/versions.py).
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
-from billing_core.errors import MoneyError, ValidationError
+from billing_core.errors import MoneyError, StaleVersion, ValidationError
 from billing_core.models import Customer, Plan, PlanMetric
 from billing_core.money import exponent, minor_to_decimal, normalize_currency
 from billing_core.periods import Period
+from billing_core.versions import bump, changed_since, claim
 
 AGGREGATIONS = ("sum", "max")
 # Metrics that report a level (how many seats now), billed on the period's peak, not its sum.
@@ -69,6 +75,11 @@ def all_plans(session: Session) -> list[Plan]:
     return list(session.exec(select(Plan).order_by(col(Plan.name))).all())
 
 
+def active_plan_named(session: Session, name: str) -> Plan | None:
+    """The plan billing new months under `name` (old versions are renamed, see update_plan)."""
+    return session.exec(select(Plan).where(Plan.name == name, col(Plan.active).is_(True))).first()
+
+
 def plan_metrics(session: Session, plan_id: int) -> list[PlanMetric]:
     return list(
         session.exec(
@@ -95,16 +106,34 @@ def _promote(customer: Customer) -> None:
 
 
 def schedule_plan_change(
-    session: Session, *, identity: Identity, customer_id: int, plan_id: int, now: datetime
+    session: Session,
+    *,
+    identity: Identity,
+    customer_id: int,
+    customer_version: int,
+    plan_id: int,
+    plan_version: int,
+    now: datetime,
 ) -> Customer:
-    """Assign a plan to a customer from the next period on (admin only, audited)."""
+    """Assign a plan to a customer from the next period on (admin only, audited).
+
+    `customer_version` and `plan_version` are the versions the admin saw; StaleVersion when
+    either changed since, ValidationError when either is gone or the plan retired.
+    """
     require(identity, "admin", "change a customer's plan")
-    customer = session.get(Customer, customer_id)
-    plan = session.get(Plan, plan_id)
-    if customer is None:
-        raise ValidationError(f"Customer {customer_id} does not exist; reload the page.")
-    if plan is None or not plan.active:
-        raise ValidationError(f"Plan {plan_id} does not exist or is retired; pick another plan.")
+    shown = session.get(Customer, customer_id)
+    what = shown.name if shown is not None else f"Customer {customer_id}"
+    customer = claim(
+        session, Customer, customer_id, customer_version, actor=identity.actor, now=now, what=what
+    )
+    # Read after the claim: the customer row is held, and the plan must be the one they saw.
+    plan = session.get(Plan, plan_id, populate_existing=True)
+    if plan is None:
+        raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
+    if plan.version != plan_version:
+        raise StaleVersion(changed_since(f"Plan {plan.name}", plan, now=now))
+    if not plan.active:
+        raise ValidationError(f"Plan {plan.name} is retired; pick another plan.")
     current = Period.containing(now)
     starts = current.next()
     before = _assignment(customer)
@@ -149,7 +178,7 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
             continue
         before = _assignment(customer)
         _promote(customer)
-        customer.updated_at = now
+        bump(customer, actor=actor, now=now)
         session.add(customer)
         audit.record(
             session,
@@ -196,6 +225,7 @@ class PlanChange:
     plan: Plan
     new_version: bool
     customers_moved: list[int] = field(default_factory=list)
+    changed: bool = True  # False: the spec held the plan's values already, nothing written
 
 
 def parse_major(text: str, currency: str, what: str) -> int:
@@ -266,25 +296,35 @@ def plain(value: Decimal) -> str:
 
 def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
     """A plan and its metrics as plain values (audit before/after, page display)."""
+    metrics = tuple(
+        MetricSpec(m.metric, m.included_quantity, m.overage_unit_price, m.unit, m.aggregation)
+        for m in plan_metrics(session, plan.id or 0)
+    )
+    limit = plan.aws_spend_limit_minor
+    return _spec_view(
+        PlanSpec(plan.name, plan.currency, plan.base_fee_minor, plan.markup_pct, limit, metrics)
+    )
+
+
+def _spec_view(spec: PlanSpec) -> dict[str, Any]:
+    """A spec in `describe_plan`'s shape, to tell a save that changes nothing."""
+    currency = normalize_currency(spec.currency)
+    limit = spec.aws_spend_limit_minor
     return {
-        "name": plan.name,
-        "currency": plan.currency,
-        "base_fee": str(minor_to_decimal(plan.base_fee_minor, plan.currency)),
-        "markup_pct": plain(plan.markup_pct),
-        "aws_spend_limit": (
-            None
-            if plan.aws_spend_limit_minor is None
-            else str(minor_to_decimal(plan.aws_spend_limit_minor, plan.currency))
-        ),
+        "name": spec.name.strip(),
+        "currency": currency,
+        "base_fee": str(minor_to_decimal(spec.base_fee_minor, currency)),
+        "markup_pct": plain(spec.markup_pct),
+        "aws_spend_limit": None if limit is None else str(minor_to_decimal(limit, currency)),
         "metrics": [
             {
                 "metric": m.metric,
-                "unit": m.unit,
+                "unit": m.unit.strip(),
                 "aggregation": m.aggregation,
-                "included": plain(m.included_quantity),
-                "unit_price": plain(m.overage_unit_price),
+                "included": plain(m.included),
+                "unit_price": plain(m.unit_price),
             }
-            for m in plan_metrics(session, plan.id or 0)
+            for m in spec.metrics
         ],
     }
 
@@ -306,7 +346,14 @@ def _fill(session: Session, plan: Plan, spec: PlanSpec, now: datetime) -> None:
     plan.aws_spend_limit_minor = spec.aws_spend_limit_minor
     plan.updated_at = now
     session.add(plan)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two admins saving the same name at once: the unique name decides, in the database.
+        raise ValidationError(
+            "The plan was not saved:",
+            [f"a plan named {plan.name!r} already exists (just saved by another admin)"],
+        ) from None
     for old in plan_metrics(session, plan.id or 0):
         session.delete(old)
     session.flush()
@@ -328,7 +375,12 @@ def create_plan(session: Session, *, identity: Identity, spec: PlanSpec, now: da
     """A new plan (admin only, audited); customers get it through `schedule_plan_change`."""
     require(identity, "admin", "create plans")
     _check(session, spec)
-    plan = Plan(name=spec.name.strip(), currency=normalize_currency(spec.currency), created_at=now)
+    plan = Plan(
+        name=spec.name.strip(),
+        currency=normalize_currency(spec.currency),
+        created_at=now,
+        updated_by=identity.actor,
+    )
     _fill(session, plan, spec, now)
     audit.record(
         session,
@@ -349,7 +401,13 @@ def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> lis
 
 
 def update_plan(
-    session: Session, *, identity: Identity, plan_id: int, spec: PlanSpec, now: datetime
+    session: Session,
+    *,
+    identity: Identity,
+    plan_id: int,
+    seen_version: int,
+    spec: PlanSpec,
+    now: datetime,
 ) -> PlanChange:
     """Edit a plan from the next period on (admin only, audited).
 
@@ -357,16 +415,27 @@ def update_plan(
     place. Otherwise the edit becomes a new version of the plan under the plan's name, the
     old version is renamed "<name> (until YYYY-MM)" and retired, and its customers move to the
     new version from the next period (a customer with another pending plan keeps that one).
+    `seen_version` is the version the admin edited: StaleVersion when the plan changed since,
+    ValidationError for bad input; nothing is written then, nor for a spec equal to the plan.
     """
     require(identity, "admin", "edit plans")
+    if problems := validate_plan(spec):
+        raise ValidationError("The plan was not saved:", problems)
     plan = session.get(Plan, plan_id)
     if plan is None:
         raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
+    if plan.version == seen_version and describe_plan(session, plan) == _spec_view(spec):
+        return PlanChange(plan=plan, new_version=False, changed=False)
+    _check(session, spec, except_id=plan.id)
+    plan = claim(
+        session, Plan, plan_id, seen_version, actor=identity.actor, now=now, what="This plan"
+    )
+    if not plan.active:
+        raise ValidationError(f"Plan {plan.name} is retired; edit its current version instead.")
     current = Period.containing(now)
     before = describe_plan(session, plan)
     billed = _billed_on(session, plan_id, [current.previous(), current])
     if not billed:
-        _check(session, spec, except_id=plan.id)
         _fill(session, plan, spec, now)
         after = describe_plan(session, plan)
         if after != before:
@@ -389,16 +458,16 @@ def update_plan(
     plan.updated_at = now
     session.add(plan)
     session.flush()
-    try:
-        _check(session, spec)
-    except ValidationError:
-        plan.name = old_name
-        plan.active = True
-        session.flush()
-        raise
-    new = Plan(name=spec.name.strip(), currency=normalize_currency(spec.currency), created_at=now)
+    new = Plan(
+        name=spec.name.strip(),
+        currency=normalize_currency(spec.currency),
+        created_at=now,
+        updated_by=identity.actor,
+    )
     _fill(session, new, spec, now)
-    moved = _move_customers(session, old=plan, new=new, starts=current.next(), now=now)
+    moved = _move_customers(
+        session, old=plan, new=new, starts=current.next(), now=now, actor=identity.actor
+    )
     audit.record(
         session,
         actor=identity.actor,
@@ -413,7 +482,7 @@ def update_plan(
 
 
 def _move_customers(
-    session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime
+    session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime, actor: str
 ) -> list[int]:
     moved: list[int] = []
     customers = session.exec(
@@ -427,7 +496,7 @@ def _move_customers(
             customer.next_plan_from = str(starts)
         else:
             continue  # moving to another plan anyway
-        customer.updated_at = now
+        bump(customer, actor=actor, now=now)
         session.add(customer)
         moved.append(customer.id or 0)
     session.flush()
@@ -445,6 +514,7 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": c.id,
+                "version": c.version,
                 "customer": c.name,
                 "email": c.email,
                 "currency": c.currency,
