@@ -105,6 +105,17 @@ def _promote(customer: Customer) -> None:
     customer.next_plan_from = None
 
 
+def _plan_as_seen(session: Session, plan_id: int, plan_version: int, now: datetime) -> Plan:
+    plan = session.get(Plan, plan_id, populate_existing=True)
+    if plan is None:
+        raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
+    if plan.version != plan_version:
+        raise StaleVersion(changed_since(f"Plan {plan.name}", plan, now=now))
+    if not plan.active:
+        raise ValidationError(f"Plan {plan.name} is retired; pick another plan.")
+    return plan
+
+
 def schedule_plan_change(
     session: Session,
     *,
@@ -121,19 +132,13 @@ def schedule_plan_change(
     either changed since, ValidationError when either is gone or the plan retired.
     """
     require(identity, "admin", "change a customer's plan")
+    _plan_as_seen(session, plan_id, plan_version, now)
     shown = session.get(Customer, customer_id)
     what = shown.name if shown is not None else f"Customer {customer_id}"
     customer = claim(
         session, Customer, customer_id, customer_version, actor=identity.actor, now=now, what=what
     )
-    # Read after the claim: the customer row is held, and the plan must be the one they saw.
-    plan = session.get(Plan, plan_id, populate_existing=True)
-    if plan is None:
-        raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
-    if plan.version != plan_version:
-        raise StaleVersion(changed_since(f"Plan {plan.name}", plan, now=now))
-    if not plan.active:
-        raise ValidationError(f"Plan {plan.name} is retired; pick another plan.")
+    plan = _plan_as_seen(session, plan_id, plan_version, now)  # again, the customer held
     current = Period.containing(now)
     starts = current.next()
     before = _assignment(customer)
@@ -149,7 +154,6 @@ def schedule_plan_change(
     else:
         customer.next_plan_id = plan.id
         customer.next_plan_from = str(starts)
-    customer.updated_at = now
     session.add(customer)
     audit.record(
         session,
@@ -424,7 +428,9 @@ def update_plan(
     plan = session.get(Plan, plan_id)
     if plan is None:
         raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
-    if plan.version == seen_version and describe_plan(session, plan) == _spec_view(spec):
+    if plan.version != seen_version:  # checked again, in the database, by `claim`
+        raise StaleVersion(changed_since("This plan", plan, now=now))
+    if describe_plan(session, plan) == _spec_view(spec):
         return PlanChange(plan=plan, new_version=False, changed=False)
     _check(session, spec, except_id=plan.id)
     plan = claim(
@@ -455,7 +461,6 @@ def update_plan(
         retired_name = f"{retired_name} #{plan.id}"
     plan.name = retired_name
     plan.active = False
-    plan.updated_at = now
     session.add(plan)
     session.flush()
     new = Plan(
