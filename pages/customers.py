@@ -138,12 +138,18 @@ st.subheader("Plans")
 opened: dict[int, tuple[int, dict[str, Any]]] = st.session_state.setdefault("plan_opened", {})
 if (follow := st.session_state.pop("plan_follow", None)) is not None:
     st.session_state["plan_choice"] = follow  # set before the widget exists in this run
-choices = [*[p.id for p in active_plans], *[i for i in opened if i in plan_by_id], None]
-choice = st.selectbox(
-    "Plan to edit",
-    list(dict.fromkeys(choices)),
-    format_func=lambda i: "New plan…" if i is None else plan_names[i],
-    key="plan_choice",
+# "New plan…" is 0, not None: a selectbox holding None reads as "nothing selected" and falls
+# back to its first option, which would turn a new plan into an edit of another one.
+NEW_PLAN = 0
+choices = [*[p.id for p in active_plans], *[i for i in opened if i in plan_by_id], NEW_PLAN]
+choice = (
+    st.selectbox(
+        "Plan to edit",
+        list(dict.fromkeys(choices)),
+        format_func=lambda i: "New plan…" if i == NEW_PLAN else plan_names[i],
+        key="plan_choice",
+    )
+    or None
 )
 if choice is not None and choice not in opened:
     opened[choice] = (plan_by_id[choice].version, details[choice])
