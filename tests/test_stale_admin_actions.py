@@ -7,6 +7,7 @@ audit log holds one entry. The two admins use separate sessions, as two dashboar
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -114,6 +115,48 @@ def test_second_stale_plan_save_is_refused(
         assert other is not None and other.base_fee_minor == 1000
     action = "plan.new_version" if which == "billed" else "plan.update"
     assert [e.actor for e in entries(engine, action)] == [ANA.actor]
+
+
+def test_the_database_decides_when_both_saves_pass_the_check(
+    engine: Engine, world: dict[str, int]
+) -> None:
+    """Ana commits between Ben's check of the version and his UPDATE: the UPDATE's row count
+    (`WHERE id = :id AND version = :seen`) refuses him, not the check before it."""
+    plan_id = world["fresh"]
+    seen = read(engine, Plan, plan_id)
+    ana_went = False
+
+    def ana_commits_first(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        nonlocal ana_went
+        claim = re.match(r'UPDATE "?plan"? SET .*version=', statement, re.S)
+        if claim and not ana_went:
+            ana_went = True
+            with session_scope(engine) as s:
+                plans.update_plan(
+                    s,
+                    identity=ANA,
+                    plan_id=plan_id,
+                    seen_version=seen.version,
+                    spec=spec("fresh", base=49_900),
+                    now=LATER,
+                )
+
+    event.listen(engine, "before_cursor_execute", ana_commits_first)
+    try:
+        with pytest.raises(StaleVersion, match=f"This plan {REFUSED}"), session_scope(engine) as s:
+            plans.update_plan(
+                s,
+                identity=BEN,
+                plan_id=plan_id,
+                seen_version=seen.version,
+                spec=spec("fresh", base=22_200),
+                now=LATER,
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", ana_commits_first)
+    assert ana_went
+    assert read(engine, Plan, plan_id).base_fee_minor == 49_900
+    assert [e.actor for e in entries(engine, "plan.update")] == [ANA.actor]
 
 
 def test_a_save_from_the_version_you_saw_goes_through(
