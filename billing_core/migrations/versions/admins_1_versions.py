@@ -21,21 +21,21 @@ depends_on: str | Sequence[str] | None = None
 _TABLES = ("plan", "customer", "reconciliationdiff")
 
 
+# Plain ADD/DROP COLUMN, no batch copy: recreating `customer` on SQLite would drop a table
+# other tables' foreign keys point at (SQLite has DROP COLUMN since 3.35).
+
+
 def upgrade() -> None:
     for table in _TABLES:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(
-                sa.Column("version", sa.Integer(), nullable=False, server_default="1")
-            )
-            batch_op.add_column(sa.Column("updated_by", sa.String(), nullable=True))
-            if table == "reconciliationdiff":
-                batch_op.add_column(sa.Column("updated_at", sa.DateTime(), nullable=True))
+        op.add_column(
+            table, sa.Column("version", sa.Integer(), nullable=False, server_default="1")
+        )
+        op.add_column(table, sa.Column("updated_by", sa.String(), nullable=True))
+    op.add_column("reconciliationdiff", sa.Column("updated_at", sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("reconciliationdiff", "updated_at")
     for table in _TABLES:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            if table == "reconciliationdiff":
-                batch_op.drop_column("updated_at")
-            batch_op.drop_column("updated_by")
-            batch_op.drop_column("version")
+        op.drop_column(table, "updated_by")
+        op.drop_column(table, "version")
