@@ -8,94 +8,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import Engine
 
-from billing_core.config import Settings, load_settings
-from billing_core.db import open_database, session_scope
-from billing_core.errors import BillingError, ConfigError
+from billing_core.cli_context import (
+    AppContext,
+    BillingGroup,
+    actor_of,
+    actor_options,
+    parse_period,
+    pass_app,
+    period_option,
+)
+from billing_core.db import session_scope
+from billing_core.errors import ConfigError
 from billing_core.periods import Period, previous_period, utcnow
 from billing_core.states import ReconciliationStatus
 
 log = logging.getLogger("billing_core.cli")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class AppContext:
-    """Settings and database, opened on first use so `--help` needs neither."""
-
-    @cached_property
-    def settings(self) -> Settings:
-        return load_settings()
-
-    @cached_property
-    def engine(self) -> Engine:
-        from billing_core.demo.guard import refuse_demo_database
-
-        settings = self.settings
-        engine = open_database(
-            settings.database_url,
-            lock_timeout_seconds=settings.database_lock_timeout_seconds,
-            create_folder=settings.mode == "demo",
-        )
-        refuse_demo_database(engine, mode=settings.mode)
-        return engine
-
-
-class BillingGroup(click.Group):
-    """Turns project errors into one clear line on stderr and the right exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BillingError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted; a re-run resumes where this one stopped", err=True)
-            ctx.exit(130)
-
-
-def parse_period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Period | None:
-    if value is None:
-        return None
-    try:
-        return Period.parse(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def period_option(help_text: str = "Month as YYYY-MM.") -> Callable[[F], F]:
-    return click.option("--period", callback=parse_period, metavar="YYYY-MM", help=help_text)
-
-
-def actor_options(f: F) -> F:
-    """`--trigger cli|cron` and `--actor NAME`: who the audit log names for this command.
-
-    cron passes `--trigger cron` (README Crontab), so its actions are recorded as `cron`; an
-    operator's as `cli`; `--actor` names someone else.
-    """
-    f = click.option(
-        "--actor", default=None, help="Name recorded in the audit log (default: the trigger)."
-    )(f)
-    return click.option(
-        "--trigger",
-        type=click.Choice(["cli", "cron"]),
-        default="cli",
-        help="Who starts the command; recorded (cron's actions are audited as cron).",
-    )(f)
-
-
-def actor_of(trigger: str, actor: str | None) -> str:
-    return actor or trigger
-
-
-pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
 @click.group(cls=BillingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -479,7 +410,12 @@ def export_invoices_cmd(
     lines_out: Path | None,
 ) -> None:
     """Write the invoices (and optionally their lines) as CSV for accounting."""
-    from billing_core.invoicing.export_csv import write_invoices_csv, write_lines_csv
+    from billing_core.invoicing.export_csv import (
+        same_file,
+        write_csv_file,
+        write_invoices_csv,
+        write_lines_csv,
+    )
     from billing_core.views.invoices import STATUSES, InvoiceFilter
 
     unknown = sorted(set(statuses) - set(STATUSES))
@@ -487,7 +423,7 @@ def export_invoices_cmd(
         raise ConfigError(f"Unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}.")
     if period and (period_from or period_to):
         raise ConfigError("Use either --period or --from/--to, not both.")
-    if lines_out is not None and _same_file(out, lines_out):
+    if lines_out is not None and same_file(out, lines_out):
         raise ConfigError(
             f"--out and --lines-out both name {out}: the lines would overwrite the invoices. "
             "Give the lines a file of their own."
@@ -508,28 +444,8 @@ def export_invoices_cmd(
             if str(target) == "-":
                 summary = writer(session, selection, sys.stdout)
             else:
-                summary = _write_atomically(target, writer, session, selection)
+                summary = write_csv_file(target, writer, session, selection)
         click.echo(f"{what}: {summary.describe()} -> {target}", err=str(target) == "-")
-
-
-def _same_file(one: Path, other: Path) -> bool:
-    if "-" in (str(one), str(other)):
-        return str(one) == str(other)
-    return one.expanduser().resolve() == other.expanduser().resolve()
-
-
-def _write_atomically(target: Path, writer: Any, session: Any, selection: Any) -> Any:
-    """Write to a temporary file beside the target, then rename: no half-written CSV."""
-    tmp = target.with_name(f".{target.name}.partial")
-    try:
-        # A byte-order mark, as in every CSV file this tool writes, so Excel reads UTF-8.
-        with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
-            result = writer(session, selection, handle)
-        tmp.replace(target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"Cannot write {target}: {exc.strerror}.") from None
-    return result
 
 
 # --- usage and alerts ---------------------------------------------------------------------

@@ -61,3 +61,7 @@ class PermissionDenied(BillingError):
     """The signed-in user's role does not allow this action."""
 
     exit_code = 2
+
+
+class StaleVersion(BillingError):
+    """The object an admin acted on changed since their page showed it; nothing was written."""

@@ -50,6 +50,12 @@ def _time_field(*, index: bool = False) -> Any:
     return Field(default=None, sa_type=UTCDateTime, index=index)
 
 
+def _version_field() -> Any:
+    # Optimistic concurrency: every change adds one; an admin action names the version it saw
+    # and is refused when the row moved on (billing_core/versions.py).
+    return Field(default=1, sa_column_kwargs={"server_default": "1"})
+
+
 # Plans: base fee, markup on AWS costs, included usage and overage prices.
 class Plan(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
@@ -61,6 +67,8 @@ class Plan(SQLModel, table=True):
     active: bool = True
     created_at: datetime = _now_field()
     updated_at: datetime = _now_field()
+    updated_by: str | None = None
+    version: int = _version_field()
 
 
 # One usage metric of a plan: included quantity and the unit price above it.
@@ -97,6 +105,8 @@ class Customer(SQLModel, table=True):
     is_demo: bool = False
     created_at: datetime = _now_field()
     updated_at: datetime = _now_field()
+    updated_by: str | None = None
+    version: int = _version_field()
 
 
 # An AWS linked account attributed to a customer (one customer per account).
@@ -389,6 +399,9 @@ class ReconciliationDiff(SQLModel, table=True):
     resolved_at: datetime | None = _time_field()
     first_seen_at: datetime = _now_field()
     last_seen_at: datetime = _now_field()
+    updated_at: datetime | None = _time_field()
+    updated_by: str | None = None
+    version: int = _version_field()
 
 
 # A usage or spend alert, once per customer, metric, threshold and period.

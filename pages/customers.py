@@ -1,15 +1,21 @@
 """Customers and plans (admin): plans with their limits and prices, and who is on which plan.
 
-Every change applies from the next period and lands in the audit log.
+Every change applies from the next period and lands in the audit log. Each action names the
+customer or plan by id and the version this page showed; when someone changed it since, the
+service refuses with a sentence (billing_core/versions.py) and nothing is written.
 """
+
+from typing import Any
 
 import streamlit as st
 
 from billing_core import audit
-from billing_core.customers import plans
+from billing_core.customers import plan_specs, plans
 from billing_core.customers.stripe_link import relink_customer
 from billing_core.errors import ValidationError
+from billing_core.models import Plan
 from billing_core.periods import Period, utcnow
+from billing_core.versions import changed_since
 from pages.common import ui
 
 identity = ui.page_setup("Customers and plans", "admin")
@@ -21,6 +27,54 @@ def show_validation(exc: ValidationError) -> None:
     header = str(exc).splitlines()[0]
     st.error(header + "\n\n" + "\n".join(f"- {p}" for p in exc.problems))
 
+
+def ask_assignment(customer_versions: dict[int, int], plan_versions: dict[int, int]) -> None:
+    # A callback runs before the rerun, with the versions drawn on the page the admin clicked:
+    # the request names what they saw, whatever the lists hold by the time it runs.
+    customer_id = st.session_state.get("assign_customer")
+    plan_id = st.session_state.get("assign_plan")
+    if customer_id in customer_versions and plan_id in plan_versions:
+        st.session_state["assign_request"] = (
+            customer_id,
+            customer_versions[customer_id],
+            plan_id,
+            plan_versions[plan_id],
+        )
+
+
+def assign(customer_id: int, customer_version: int, plan_id: int, plan_version: int) -> None:
+    try:
+        with ui.db() as session:
+            changed = plans.schedule_plan_change(
+                session,
+                identity=identity,
+                customer_id=customer_id,
+                customer_version=customer_version,
+                plan_id=plan_id,
+                plan_version=plan_version,
+                now=utcnow(),
+            )
+            plan = session.get(Plan, plan_id)
+            who, what, starts = changed.name, plan.name if plan else "", changed.next_plan_from
+        st.session_state["assign_message"] = (
+            f"{who} moves to {what} from {starts}."
+            if starts
+            else f"{who} stays on {what}; no change is pending."
+        )
+    except Exception as exc:
+        st.session_state["assign_error"] = exc
+
+
+def reload_plan(plan_id: int, name: str) -> None:
+    # Forget what this admin opened, and follow the plan to its current version by name.
+    st.session_state.setdefault("plan_opened", {}).pop(plan_id, None)
+    with ui.db() as session:
+        current = plans.active_plan_named(session, name)
+    st.session_state["plan_choice"] = current.id if current else plan_id
+
+
+if request := st.session_state.pop("assign_request", None):
+    assign(*request)  # before the page reads its data, so the tables show the change
 
 with ui.stop_on_error(), ui.db() as session:
     customers = plans.plan_overview(session, now)
@@ -34,6 +88,7 @@ with ui.stop_on_error(), ui.db() as session:
 
 active_plans = [p for p in all_plans if p.active]
 plan_names = {p.id: p.name for p in all_plans}
+plan_by_id = {p.id: p for p in all_plans}
 
 st.subheader("Customers")
 st.dataframe(
@@ -65,51 +120,81 @@ with st.form("assign"):
     st.markdown(f"**Assign a plan** (applies from {next_period})")
     left, right = st.columns(2)
     names = {c["id"]: f"{c['customer']} ({c['plan']})" for c in customers}
-    customer_id = left.selectbox("Customer", list(names), format_func=lambda i: names[i])
-    plan_id = right.selectbox(
-        "Plan", [p.id for p in active_plans], format_func=lambda i: plan_names[i]
+    left.selectbox("Customer", list(names), format_func=lambda i: names[i], key="assign_customer")
+    right.selectbox(
+        "Plan",
+        [p.id for p in active_plans],
+        format_func=lambda i: plan_names[i],
+        key="assign_plan",
     )
-    if st.form_submit_button("Assign plan") and customer_id is not None and plan_id is not None:
-        try:
-            with ui.db() as session:
-                changed = plans.schedule_plan_change(
-                    session,
-                    identity=identity,
-                    customer_id=customer_id,
-                    plan_id=plan_id,
-                    now=utcnow(),
-                )
-                starts = changed.next_plan_from
-            st.success(
-                f"{names[customer_id].split(' (')[0]} moves to {plan_names[plan_id]} from {starts}."
-                if starts
-                else f"{names[customer_id].split(' (')[0]} stays on "
-                f"{plan_names[plan_id]}; no change is pending."
-            )
-        except ValidationError as exc:
-            show_validation(exc)
-        except Exception as exc:
-            ui.show_error(exc)
+    st.form_submit_button(
+        "Assign plan",
+        on_click=ask_assignment,
+        args=(
+            {c["id"]: c["version"] for c in customers},
+            {p.id: p.version for p in active_plans},
+        ),
+    )
+if message := st.session_state.pop("assign_message", None):
+    st.success(message)
+if (error := st.session_state.pop("assign_error", None)) is not None:
+    if isinstance(error, ValidationError):
+        show_validation(error)
+    else:
+        ui.show_error(error)
 
 st.subheader("Plans")
-choice = st.selectbox(
-    "Plan to edit",
-    [*[p.id for p in active_plans], None],
-    format_func=lambda i: "New plan…" if i is None else plan_names[i],
+# What this admin opened, per plan id: the version and values the editor shows until they save
+# or reload, so a change by someone else cannot slip into their form (or their save).
+opened: dict[int, tuple[int, dict[str, Any]]] = st.session_state.setdefault("plan_opened", {})
+if (follow := st.session_state.pop("plan_follow", None)) is not None:
+    st.session_state["plan_choice"] = follow  # set before the widget exists in this run
+# "New plan…" is 0, not None: a selectbox holding None reads as "nothing selected" and falls
+# back to its first option, which would turn a new plan into an edit of another one.
+NEW_PLAN = 0
+choices = [*[p.id for p in active_plans], *[i for i in opened if i in plan_by_id], NEW_PLAN]
+choice = (
+    st.selectbox(
+        "Plan to edit",
+        list(dict.fromkeys(choices)),
+        format_func=lambda i: "New plan…" if i == NEW_PLAN else plan_names[i],
+        key="plan_choice",
+    )
+    or None
 )
-current = details.get(choice) if choice is not None else None
-with st.form(f"plan-{choice}"):
+if choice is not None and choice not in opened:
+    opened[choice] = (plan_by_id[choice].version, details[choice])
+seen, current = opened[choice] if choice is not None else (0, None)
+if choice is not None and plan_by_id[choice].version != seen:
+    st.warning(changed_since("This plan", plan_by_id[choice], now=now))
+    st.button(
+        "Reload the plan",
+        key=f"plan-reload-{choice}",
+        on_click=reload_plan,
+        args=(choice, current["name"] if current else ""),
+    )
+form_key = "plan-new" if choice is None else f"plan-{choice}-v{seen}"
+with st.form(form_key):
     a, b, c = st.columns(3)
-    name = a.text_input("Name", value=current["name"] if current else "")
-    currency = b.text_input("Currency", value=current["currency"] if current else "EUR")
-    base_fee = c.text_input("Base fee per month", value=current["base_fee"] if current else "0")
+    name = a.text_input("Name", value=current["name"] if current else "", key=f"{form_key}-name")
+    currency = b.text_input(
+        "Currency", value=current["currency"] if current else "EUR", key=f"{form_key}-currency"
+    )
+    base_fee = c.text_input(
+        "Base fee per month",
+        value=current["base_fee"] if current else "0",
+        key=f"{form_key}-base-fee",
+    )
     d, e = st.columns(2)
     markup = d.text_input(
-        "Markup on AWS costs (%)", value=current["markup_pct"] if current else "0"
+        "Markup on AWS costs (%)",
+        value=current["markup_pct"] if current else "0",
+        key=f"{form_key}-markup",
     )
     limit = e.text_input(
         "Monthly AWS spend limit (empty: none)",
         value=(current["aws_spend_limit"] or "") if current else "",
+        key=f"{form_key}-limit",
     )
     metric_rows = st.data_editor(
         current["metrics"]
@@ -124,13 +209,13 @@ with st.form(f"plan-{choice}"):
             }
         ],
         num_rows="dynamic",
-        key=f"metrics-{choice}",
+        key=f"{form_key}-metrics",
         column_config={
             "metric": st.column_config.TextColumn("Metric", required=True),
             "unit": st.column_config.TextColumn("Unit"),
             "aggregation": st.column_config.SelectboxColumn(
                 "Billed on",
-                options=list(plans.AGGREGATIONS),
+                options=list(plan_specs.AGGREGATIONS),
                 required=True,
                 help="sum: the month's total (API calls); max: the month's peak (seats, GB)",
             ),
@@ -144,7 +229,7 @@ with st.form(f"plan-{choice}"):
     )
     if st.form_submit_button("Save plan", type="primary"):
         try:
-            spec = plans.spec_from_form(
+            spec = plan_specs.spec_from_form(
                 name=name,
                 currency=currency,
                 base_fee=base_fee,
@@ -154,26 +239,40 @@ with st.form(f"plan-{choice}"):
             )
             with ui.db() as session:
                 if choice is None:
-                    plans.create_plan(session, identity=identity, spec=spec, now=utcnow())
-                    message = f"Plan {spec.name} created."
+                    created = plans.create_plan(session, identity=identity, spec=spec, now=utcnow())
+                    saved_id, message = created.id, f"Plan {spec.name} created."
                 else:
                     change = plans.update_plan(
-                        session, identity=identity, plan_id=choice, spec=spec, now=utcnow()
+                        session,
+                        identity=identity,
+                        plan_id=choice,
+                        seen_version=seen,
+                        spec=spec,
+                        now=utcnow(),
                     )
+                    saved_id = change.plan.id
                     message = (
                         f"Saved as a new version of {spec.name} from {next_period}; "
                         f"{len(change.customers_moved)} customer(s) move to it then."
                         if change.new_version
                         else f"Plan {spec.name} saved."
+                        if change.changed
+                        else f"Nothing to save: {spec.name} already has these values."
                     )
-            st.success(message)
+            if choice is not None:
+                opened.pop(choice, None)  # saved: the editor opens the plan as it is now
+            st.session_state["plan_follow"] = saved_id
+            st.session_state["plan_message"] = message
+            st.rerun()
         except ValidationError as exc:
             show_validation(exc)
         except Exception as exc:
             ui.show_error(exc)
+if message := st.session_state.pop("plan_message", None):
+    st.success(message)
 
 if choice is not None and current:
-    plan = next(p for p in all_plans if p.id == choice)
+    plan = plan_by_id[choice]
     st.caption(
         f"Base fee {ui.fmt(plan.base_fee_minor, plan.currency)}; spend limit "
         + (

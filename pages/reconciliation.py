@@ -1,7 +1,12 @@
-"""Reconciliation: what we billed vs Stripe, AWS and usage; admins resolve the differences."""
+"""Reconciliation: what we billed vs Stripe, AWS and usage; admins resolve the differences.
+
+A resolution names the diff by id and the version this page showed (its widgets are keyed by the
+diff's id), so a click from a stale page is refused with a sentence, never applied to another.
+"""
 
 import streamlit as st
 
+from billing_core.auth import Identity
 from billing_core.costs.snapshots import CostSource
 from billing_core.periods import Period, utcnow
 from billing_core.reconciliation import resolve
@@ -17,6 +22,46 @@ ACTION_LABELS = {
     "true_up": "Schedule a true-up on the next invoice",
     "sync": "Sync the status from Stripe",
 }
+
+
+def ask_resolution(diff_id: int, seen_version: int) -> None:
+    # A callback runs before the rerun with the diff and version its button was drawn for:
+    # what the admin saw, whatever the list of open diffs holds by the time the page reruns.
+    st.session_state["resolve_request"] = (
+        diff_id,
+        seen_version,
+        st.session_state.get(f"resolve_action-{diff_id}", "accept"),
+        st.session_state.get(f"resolve_note-{diff_id}", ""),
+    )
+
+
+def apply_resolution(
+    who: Identity, diff_id: int, seen_version: int, action: str, note: str
+) -> None:
+    try:
+        with ui.db() as session:
+            if action == "accept":
+                resolve.accept_diff(session, who, diff_id, note, seen_version=seen_version)
+                message = f"Difference #{diff_id} accepted."
+            elif action == "true_up":
+                t = resolve.schedule_true_up(session, who, diff_id, note, seen_version=seen_version)
+                message = (
+                    f"True-up scheduled: '{t.description}' "
+                    f"{ui.fmt(t.amount_minor, t.currency)} on the next invoice."
+                )
+            else:
+                reader = reconciliation_runs.make_reader(ui.settings())
+                resolve.sync_from_stripe(
+                    session, who, diff_id, seen_version=seen_version, reader=reader
+                )
+                message = f"Difference #{diff_id} synced from Stripe."
+        st.session_state["reconcile_message"] = message
+    except Exception as exc:
+        st.session_state["reconcile_error"] = exc
+
+
+if identity.can("admin") and (request := st.session_state.pop("resolve_request", None)):
+    apply_resolution(identity, *request)  # before the page reads its data
 
 with ui.stop_on_error(), ui.db() as session:
     periods = reconciliation_runs.periods_with_diffs(session)
@@ -108,41 +153,33 @@ if identity.can("admin"):
     if not open_diffs:
         st.caption("Nothing open to resolve.")
     else:
-        labels = {diff_id: label for diff_id, label, _kind in open_diffs}
-        kind_of = {diff_id: kind for diff_id, _label, kind in open_diffs}
+        by_id = {d.id: d for d in open_diffs}
         diff_id = st.selectbox(
-            "Difference", list(labels), format_func=lambda i: labels[i], key="resolve_diff"
+            "Difference",
+            list(by_id),
+            format_func=lambda i: by_id[i].label,
+            key="resolve_diff",
         )
-        action = st.radio(
+        shown = by_id[diff_id]
+        st.radio(
             "Resolution",
-            reconcile_view.actions_for(kind_of[diff_id]),
+            reconcile_view.actions_for(shown.kind),
             format_func=lambda a: ACTION_LABELS[a],
-            key="resolve_action",
+            key=f"resolve_action-{diff_id}",
             horizontal=True,
         )
-        note = st.text_input("Note (required to accept)", key="resolve_note")
-        if st.button("Apply resolution", key="resolve_apply", type="primary"):
-            try:
-                with ui.db() as session:
-                    if action == "accept":
-                        resolve.accept_diff(session, identity, diff_id, note)
-                        message = f"Difference #{diff_id} accepted."
-                    elif action == "true_up":
-                        t = resolve.schedule_true_up(session, identity, diff_id, note)
-                        message = (
-                            f"True-up scheduled: '{t.description}' "
-                            f"{ui.fmt(t.amount_minor, t.currency)} on the next invoice."
-                        )
-                    else:
-                        reader = reconciliation_runs.make_reader(ui.settings())
-                        resolve.sync_from_stripe(session, identity, diff_id, reader=reader)
-                        message = f"Difference #{diff_id} synced from Stripe."
-                st.session_state["reconcile_message"] = message
-                st.rerun()
-            except Exception as exc:
-                ui.show_error(exc)
+        st.text_input("Note (required to accept)", key=f"resolve_note-{diff_id}")
+        st.button(
+            "Apply resolution",
+            key=f"resolve_apply-{diff_id}",
+            type="primary",
+            on_click=ask_resolution,
+            args=(shown.id, shown.version),
+        )
     if message := st.session_state.pop("reconcile_message", None):
         st.success(message)
+    if (error := st.session_state.pop("reconcile_error", None)) is not None:
+        ui.show_error(error)
 
     st.subheader("Run a reconciliation")
     default = Period.containing(utcnow()).previous()

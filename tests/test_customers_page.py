@@ -97,7 +97,7 @@ def test_edit_plan_makes_new_version(app_env: dict[str, str]) -> None:
 def test_bad_plan_input_is_explained(app_env: dict[str, str]) -> None:
     url = app_env["DATABASE_URL"]
     at = open_page()
-    selectbox(at, "Plan to edit").set_value(None).run()
+    selectbox(at, "Plan to edit").set_value(0).run()
     next(t for t in at.text_input if t.label == "Name").set_value("gold")
     next(t for t in at.text_input if t.label == "Base fee per month").set_value("abc")
     button(at, "Save plan").click().run()
@@ -156,3 +156,80 @@ def test_repair_a_customer_deleted_in_stripe(
         assert not stripe_env.customer(row.stripe_customer_id or "").get("deleted")
         entry = audit.entries(s, limit=1)[0]
     assert (entry.action, entry.actor) == ("customer.stripe_relinked", "local-admin")
+
+
+# ------------------------------------------------------------------ two admins, stale pages
+
+STALE = "was changed by local-admin at"
+
+
+def text_input(at: AppTest, label: str):  # type: ignore[no-untyped-def]
+    return next(t for t in at.text_input if t.label == label)
+
+
+def fees(url: str) -> dict[str, int]:
+    with db(url) as s:
+        return {p.name: p.base_fee_minor for p in s.exec(select(Plan)).all()}
+
+
+def test_second_stale_plan_save_is_refused(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    before = fees(url)
+    with db(url) as s:
+        studio = s.exec(select(Plan).where(Plan.name == "studio")).one()
+    ana, ben = open_page(), open_page()
+    for at in (ana, ben):
+        selectbox(at, "Plan to edit").set_value(studio.id).run()
+    text_input(ana, "Base fee per month").set_value("499.00")
+    button(ana, "Save plan").click().run()
+    assert any("new version of studio" in s.value for s in ana.success)
+    # Ben's page still shows studio as he opened it; his save is refused, not misapplied.
+    text_input(ben, "Base fee per month").set_value("222.00")
+    button(ben, "Save plan").click().run()
+    assert not ben.exception, ben.exception
+    assert any(e.value.startswith(f"This plan {STALE}") for e in ben.error), ben.error
+    assert not ben.success
+    assert text_input(ben, "Base fee per month").value == "222.00"  # his input is still there
+    after = fees(url)
+    assert after["studio"] == 49_900 and 22_200 not in after.values()
+    assert {n: f for n, f in after.items() if not n.startswith("studio")} == {
+        n: f for n, f in before.items() if n != "studio"
+    }
+    # Reloading shows Ana's change.
+    button(ben, "Reload the plan").click().run()
+    assert text_input(ben, "Base fee per month").value == "499.00"
+    assert not ben.warning
+
+
+def test_duplicate_new_plan_name_is_a_sentence(app_env: dict[str, str]) -> None:
+    ana, ben = open_page(), open_page()
+    for at in (ana, ben):
+        selectbox(at, "Plan to edit").set_value(0).run()
+        text_input(at, "Name").set_value("gold")
+    button(ana, "Save plan").click().run()
+    assert any("Plan gold created" in s.value for s in ana.success)
+    button(ben, "Save plan").click().run()
+    assert not ben.exception
+    assert any("a plan named 'gold' already exists" in e.value for e in ben.error)
+    with db(app_env["DATABASE_URL"]) as s:
+        assert len(s.exec(select(Plan).where(Plan.name == "gold")).all()) == 1
+
+
+def test_second_stale_assignment_is_refused(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    with db(url) as s:
+        iris = s.exec(select(Customer).where(Customer.email == "finance@irislabs.example")).one()
+        names = {p.name: p.id for p in s.exec(select(Plan)).all()}
+    ana, ben = open_page(), open_page()
+    for at, plan in ((ana, "enterprise"), (ben, "indie")):
+        selectbox(at, "Customer").set_value(iris.id)
+        selectbox(at, "Plan").set_value(names[plan])
+    button(ana, "Assign plan").click().run()
+    assert any("moves to enterprise" in s.value for s in ana.success)
+    button(ben, "Assign plan").click().run()
+    assert not ben.exception
+    assert any(e.value.startswith(f"{iris.name} {STALE}") for e in ben.error), ben.error
+    with db(url) as s:
+        changed = s.get(Customer, iris.id)
+        assert changed is not None and changed.next_plan_id == names["enterprise"]
+        assert len(audit.entries(s, action="customer.plan_change")) == 1

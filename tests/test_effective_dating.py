@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -18,10 +19,11 @@ from billing_core.costs.attribution import Attribution, attributed_costs
 from billing_core.customers import plans
 from billing_core.customers.import_csv import import_customers
 from billing_core.customers.terms import set_terms, terms_for
+from billing_core.demo.costs import DEMO_COST_SOURCE
 from billing_core.errors import ValidationError
 from billing_core.exchange_rates.rates import set_rate
 from billing_core.invoicing.drafts import build_drafts
-from billing_core.models import AuditEntry, Customer, CustomerTerms, Plan
+from billing_core.models import AuditEntry, CostSnapshot, Customer, CustomerTerms, Plan
 from billing_core.periods import Period
 from billing_core.states import LineKind
 
@@ -39,7 +41,7 @@ def _customer(session: Session, email: str) -> Customer:
 
 def _priced(session: Session, period: Period) -> dict[int, tuple[str, int, tuple[int, ...]]]:
     """Customer id -> (currency, total, each line's amount; minor units) of its draft."""
-    drafts = build_drafts(session, period)
+    drafts = build_drafts(session, period, source=DEMO_COST_SOURCE)
     return {
         d.customer_id: (d.currency, d.total_minor, tuple(line.amount_minor for line in d.lines))
         for d in drafts.drafts
@@ -47,7 +49,11 @@ def _priced(session: Session, period: Period) -> dict[int, tuple[str, int, tuple
 
 
 def _base_fee(session: Session, period: Period, customer: Customer) -> str:
-    draft = next(d for d in build_drafts(session, period).drafts if d.customer_id == customer.id)
+    draft = next(
+        d
+        for d in build_drafts(session, period, source=DEMO_COST_SOURCE).drafts
+        if d.customer_id == customer.id
+    )
     return next(line.description for line in draft.lines if line.kind == LineKind.BASE_FEE)
 
 
@@ -59,8 +65,19 @@ def world(demo_session: Session) -> Session:
             set_rate(
                 demo_session, period=period, currency=currency, rate=rate, source="t", actor="t"
             )
+    # These tests price months ahead of the demo's clock: take November's costs as fetched
+    # after it ended, so a complete snapshot prices it (a partial one would refuse it).
+    for snapshot in demo_session.exec(select(CostSnapshot).where(CostSnapshot.period == "2026-11")):
+        snapshot.fetched_at = datetime(2026, 12, 1, 6, tzinfo=UTC)
+        demo_session.add(snapshot)
     demo_session.flush()
     return demo_session
+
+
+def _version(world: Session, row: Any) -> int:
+    # The version an admin's page would show now (the plan and customer versions move).
+    world.refresh(row)
+    return int(row.version)
 
 
 def test_reimport_with_another_plan_currency_and_accounts_keeps_october(world: Session) -> None:
@@ -91,7 +108,9 @@ def test_plan_picked_on_the_2nd_leaves_the_closed_month_alone(world: Session) ->
         world,
         identity=ADMIN,
         customer_id=acme.id or 0,
+        customer_version=_version(world, acme),
         plan_id=indie.id or 0,
+        plan_version=_version(world, indie),
         now=datetime(2026, 10, 15, tzinfo=UTC),
     )
     assert _priced(world, OCT) == october
@@ -100,7 +119,9 @@ def test_plan_picked_on_the_2nd_leaves_the_closed_month_alone(world: Session) ->
         world,
         identity=ADMIN,
         customer_id=acme.id or 0,
+        customer_version=_version(world, acme),
         plan_id=enterprise.id or 0,
+        plan_version=_version(world, enterprise),
         now=datetime(2026, 11, 2, 8, tzinfo=UTC),
     )
     assert _priced(world, OCT) == october
@@ -116,7 +137,9 @@ def test_editing_a_plan_whose_pending_start_is_this_month(world: Session) -> Non
         world,
         identity=ADMIN,
         customer_id=acme.id or 0,
+        customer_version=_version(world, acme),
         plan_id=indie.id or 0,
+        plan_version=_version(world, indie),
         now=datetime(2026, 10, 15, tzinfo=UTC),
     )
     october, november = _priced(world, OCT), _priced(world, NOV)
@@ -131,7 +154,14 @@ def test_editing_a_plan_whose_pending_start_is_this_month(world: Session) -> Non
             for m in plans.plan_metrics(world, indie.id or 0)
         ),
     )
-    change = plans.update_plan(world, identity=ADMIN, plan_id=indie.id or 0, spec=spec, now=NOW)
+    change = plans.update_plan(
+        world,
+        identity=ADMIN,
+        plan_id=indie.id or 0,
+        seen_version=_version(world, indie),
+        spec=spec,
+        now=NOW,
+    )
     assert change.new_version and acme.id in change.customers_moved
     # November started on the old version and stays on it; December is on the edited one.
     assert _priced(world, OCT) == october
@@ -143,7 +173,7 @@ def test_editing_a_plan_whose_pending_start_is_this_month(world: Session) -> Non
 def test_moving_a_linked_account_leaves_the_closed_month_with_its_owner(world: Session) -> None:
     acme, birch = _customer(world, ACME), _customer(world, BIRCH)
     october = _priced(world, OCT)
-    costs = attributed_costs(world, OCT)
+    costs = attributed_costs(world, OCT, DEMO_COST_SOURCE)
     assert costs.usage.get(acme.id or 0)  # 111111111111 carries acme's October spend
     # Two imports, as a person would do it: take the account away, then give it to Birch.
     rows = [
@@ -153,7 +183,7 @@ def test_moving_a_linked_account_leaves_the_closed_month_with_its_owner(world: S
     for row in rows:
         import_customers(world, (HEADER + row).encode(), actor=ADMIN, now=NOW)
     assert _priced(world, OCT) == october
-    after = attributed_costs(world, OCT)
+    after = attributed_costs(world, OCT, DEMO_COST_SOURCE)
     assert after.usage == costs.usage and after.adjustments == costs.adjustments
     assert Attribution.load(world, NOV).by_account["111111111111"] == acme.id
     assert Attribution.load(world, DEC).by_account["111111111111"] == birch.id
@@ -226,7 +256,13 @@ def test_a_customer_without_a_plan_gets_its_first_plan_at_once(world: Session) -
     world.add(new)
     world.flush()
     plans.schedule_plan_change(
-        world, identity=ADMIN, customer_id=new.id or 0, plan_id=indie.id or 0, now=NOW
+        world,
+        identity=ADMIN,
+        customer_id=new.id or 0,
+        customer_version=_version(world, new),
+        plan_id=indie.id or 0,
+        plan_version=_version(world, indie),
+        now=NOW,
     )
     # Never billed before (no plan, no invoice): the plan prices every month, October too.
     assert _base_fee(world, OCT, new).startswith("Indie plan")

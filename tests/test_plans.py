@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from billing_core import audit
 from billing_core.auth import Identity
 from billing_core.costs.snapshots import CostSource
-from billing_core.customers import plans
+from billing_core.customers import plan_specs, plans
 from billing_core.errors import PermissionDenied, ValidationError
 from billing_core.models import Customer, Plan
 from billing_core.periods import Period
@@ -73,7 +73,13 @@ def test_schedule_applies_from_next_period_and_is_audited(session: Session) -> N
     plan, a, _ = make_world(session)
     other = plans.create_plan(session, identity=ADMIN, spec=spec("bigger", base=5000), now=NOW)
     plans.schedule_plan_change(
-        session, identity=ADMIN, customer_id=a.id or 0, plan_id=other.id or 0, now=NOW
+        session,
+        identity=ADMIN,
+        customer_id=a.id or 0,
+        customer_version=a.version,
+        plan_id=other.id or 0,
+        plan_version=other.version,
+        now=NOW,
     )
     assert (a.plan_id, a.next_plan_id, a.next_plan_from) == (plan.id, other.id, "2026-12")
     assert plans.effective_plan(session, a, NOV) == plan
@@ -84,7 +90,13 @@ def test_schedule_applies_from_next_period_and_is_audited(session: Session) -> N
     assert entry.after is not None and entry.after["next_plan_from"] == "2026-12"
     # Going back to the current plan cancels the pending change.
     plans.schedule_plan_change(
-        session, identity=ADMIN, customer_id=a.id or 0, plan_id=plan.id or 0, now=NOW
+        session,
+        identity=ADMIN,
+        customer_id=a.id or 0,
+        customer_version=a.version,
+        plan_id=plan.id or 0,
+        plan_version=plan.version,
+        now=NOW,
     )
     assert (a.next_plan_id, a.next_plan_from) == (None, None)
 
@@ -93,10 +105,18 @@ def test_viewer_may_not_change_plans(session: Session) -> None:
     plan, a, _ = make_world(session)
     with pytest.raises(PermissionDenied, match="admin role is required"):
         plans.schedule_plan_change(
-            session, identity=VIEWER, customer_id=a.id or 0, plan_id=plan.id or 0, now=NOW
+            session,
+            identity=VIEWER,
+            customer_id=a.id or 0,
+            customer_version=1,
+            plan_id=plan.id or 0,
+            plan_version=1,
+            now=NOW,
         )
     with pytest.raises(PermissionDenied):
-        plans.update_plan(session, identity=VIEWER, plan_id=plan.id or 0, spec=spec(), now=NOW)
+        plans.update_plan(
+            session, identity=VIEWER, plan_id=plan.id or 0, seen_version=1, spec=spec(), now=NOW
+        )
     with pytest.raises(PermissionDenied):
         plans.create_plan(session, identity=VIEWER, spec=spec("x"), now=NOW)
 
@@ -105,7 +125,13 @@ def test_apply_due_changes_waits_for_the_old_month_to_be_invoiced(session: Sessi
     plan, a, _ = make_world(session)
     other = plans.create_plan(session, identity=ADMIN, spec=spec("bigger"), now=NOW)
     plans.schedule_plan_change(
-        session, identity=ADMIN, customer_id=a.id or 0, plan_id=other.id or 0, now=NOW
+        session,
+        identity=ADMIN,
+        customer_id=a.id or 0,
+        customer_version=a.version,
+        plan_id=other.id or 0,
+        plan_version=other.version,
+        now=NOW,
     )
     # In December the customer's columns show December's plan; November, still being
     # invoiced, keeps pricing on the old plan (effective-dated terms, not the columns).
@@ -123,7 +149,12 @@ def test_editing_a_billed_plan_makes_a_new_version(session: Session) -> None:
         session, [UsageInput(a.email, "api_calls", "1500", "2026-11-02")], now=NOW, actor="t"
     )
     change = plans.update_plan(
-        session, identity=ADMIN, plan_id=plan.id or 0, spec=spec(included="2000"), now=NOW
+        session,
+        identity=ADMIN,
+        plan_id=plan.id or 0,
+        seen_version=plan.version,
+        spec=spec(included="2000"),
+        now=NOW,
     )
     assert change.new_version and sorted(change.customers_moved) == sorted([a.id, b.id])
     old = session.get(Plan, plan.id)
@@ -147,15 +178,26 @@ def test_editing_an_unused_plan_is_in_place(session: Session) -> None:
     make_world(session)
     fresh = plans.create_plan(session, identity=ADMIN, spec=spec("fresh"), now=NOW)
     change = plans.update_plan(
-        session, identity=ADMIN, plan_id=fresh.id or 0, spec=spec("fresh", base=2500), now=NOW
+        session,
+        identity=ADMIN,
+        plan_id=fresh.id or 0,
+        seen_version=fresh.version,
+        spec=spec("fresh", base=2500),
+        now=NOW,
     )
     assert not change.new_version and change.plan.id == fresh.id
     assert change.plan.base_fee_minor == 2500
     assert audit.entries(session, action="plan.update")
     # Saving the same values again records nothing new.
-    plans.update_plan(
-        session, identity=ADMIN, plan_id=fresh.id or 0, spec=spec("fresh", base=2500), now=NOW
+    again = plans.update_plan(
+        session,
+        identity=ADMIN,
+        plan_id=fresh.id or 0,
+        seen_version=change.plan.version,
+        spec=spec("fresh", base=2500),
+        now=NOW,
     )
+    assert not again.changed and again.plan.version == change.plan.version
     assert len(audit.entries(session, action="plan.update")) == 1
 
 
@@ -191,7 +233,7 @@ def test_duplicate_plan_name_refused(session: Session) -> None:
 
 
 def test_spec_from_form_is_exact() -> None:
-    got = plans.spec_from_form(
+    got = plan_specs.spec_from_form(
         name="pro",
         currency="eur",
         base_fee="1,234.50",
@@ -214,7 +256,7 @@ def test_spec_from_form_is_exact() -> None:
     assert got.metrics[0].unit_price == Decimal("0.0004")
     assert got.metrics[1].aggregation == "max"  # the usual kind for seats
     with pytest.raises(ValidationError) as err:
-        plans.spec_from_form(
+        plan_specs.spec_from_form(
             name="pro",
             currency="JPY",
             base_fee="10.5",

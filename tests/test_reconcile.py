@@ -16,7 +16,7 @@ from billing_core.config import load_settings
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.demo import demo_history_periods
-from billing_core.errors import PermissionDenied, ValidationError
+from billing_core.errors import PermissionDenied, StaleVersion, ValidationError
 from billing_core.invoicing import drafts as invoicing_drafts
 from billing_core.models import (
     AuditEntry,
@@ -572,10 +572,13 @@ def _diff(engine: Engine, kind: str) -> ReconciliationDiff:
 def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
     diff = _diff(demo_engine, "aws_restatement")
     with session_scope(demo_engine) as s:
-        t1 = schedule_true_up(s, ADMIN, diff.id or 0, "AWS credit after close")
+        schedule_true_up(
+            s, ADMIN, diff.id or 0, "AWS credit after close", seen_version=diff.version
+        )
+    with session_scope(demo_engine) as s, pytest.raises(StaleVersion):
+        # The same click again (a retry, a second tab) is refused: no second true-up.
+        schedule_true_up(s, ADMIN, diff.id or 0, seen_version=diff.version)
     with session_scope(demo_engine) as s:
-        t2 = schedule_true_up(s, ADMIN, diff.id or 0)  # re-resolving does not add another
-        assert t1.id == t2.id
         rows = s.exec(select(TrueUp)).all()
         assert len(rows) == 1
         t = rows[0]
@@ -606,7 +609,7 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
         )
         assert (
             len(s.exec(select(AuditEntry).where(AuditEntry.action == "reconcile.true_up")).all())
-            == 2
+            == 1
         )
     # The run after it keeps it resolved (values unchanged).
     reconcile_period(demo_engine, DEMO_PERIOD, source=SOURCE, now=DEMO_NOW)
@@ -616,19 +619,21 @@ def test_true_up_is_created_once_and_applied_once(demo_engine: Engine) -> None:
 def test_true_up_refused_for_stripe_kinds_and_for_viewers(demo_engine: Engine) -> None:
     status = _diff(demo_engine, "status")
     with session_scope(demo_engine) as s, pytest.raises(ValidationError, match="true-up is for"):
-        schedule_true_up(s, ADMIN, status.id or 0)
+        schedule_true_up(s, ADMIN, status.id or 0, seen_version=status.version)
     with session_scope(demo_engine) as s, pytest.raises(PermissionDenied):
-        schedule_true_up(s, VIEWER, _diff(demo_engine, "usage").id or 0)
+        schedule_true_up(s, VIEWER, _diff(demo_engine, "usage").id or 0, seen_version=1)
     with session_scope(demo_engine) as s, pytest.raises(PermissionDenied):
-        accept_diff(s, VIEWER, status.id or 0, "fine")
+        accept_diff(s, VIEWER, status.id or 0, "fine", seen_version=1)
 
 
 def test_accept_needs_a_note_and_is_audited(demo_engine: Engine) -> None:
     diff = _diff(demo_engine, "missing_locally")
     with session_scope(demo_engine) as s, pytest.raises(ValidationError, match="note"):
-        accept_diff(s, ADMIN, diff.id or 0, "  ")
+        accept_diff(s, ADMIN, diff.id or 0, "  ", seen_version=diff.version)
     with session_scope(demo_engine) as s:
-        accept_diff(s, ADMIN, diff.id or 0, "Consulting invoice, billed by hand")
+        accept_diff(
+            s, ADMIN, diff.id or 0, "Consulting invoice, billed by hand", seen_version=diff.version
+        )
         entry = s.exec(select(AuditEntry).where(AuditEntry.action == "reconcile.accepted")).one()
         assert entry.actor == ADMIN.actor and entry.after and entry.after["status"] == "resolved"
 
@@ -638,7 +643,7 @@ def test_resolved_diff_reopens_when_its_values_change(world: World) -> None:
     run(world)
     diff = next(d for d in diffs_of(world.engine) if d.kind == "amount")
     with session_scope(world.engine) as s:
-        accept_diff(s, ADMIN, diff.id or 0, "known")
+        accept_diff(s, ADMIN, diff.id or 0, "known", seen_version=diff.version)
     run(world)
     assert next(d for d in diffs_of(world.engine) if d.id == diff.id).status == "resolved"
     with session_scope(world.engine) as s:
@@ -655,7 +660,9 @@ def test_sync_status_from_stripe(world: World) -> None:
     run(world)
     diff = _diff(world.engine, "status")
     with session_scope(world.engine) as s:
-        sync_from_stripe(s, ADMIN, diff.id or 0, reader=reader_for(world.server))
+        sync_from_stripe(
+            s, ADMIN, diff.id or 0, seen_version=diff.version, reader=reader_for(world.server)
+        )
         row = s.get(Invoice, inv.id)
         assert row is not None and row.status == "paid" and row.amount_paid_minor == 5_000
     assert run(world).exit_code == 0
@@ -665,14 +672,14 @@ def test_sync_status_from_stripe(world: World) -> None:
 def test_sync_demo_status_diff_without_stripe(demo_engine: Engine) -> None:
     diff = _diff(demo_engine, "status")
     with session_scope(demo_engine) as s:
-        sync_from_stripe(s, ADMIN, diff.id or 0)
+        sync_from_stripe(s, ADMIN, diff.id or 0, seen_version=diff.version)
         row = s.get(Invoice, diff.invoice_id)
         assert row is not None and row.status == "paid"
     with (
         session_scope(demo_engine) as s,
         pytest.raises(ValidationError, match="status differences"),
     ):
-        sync_from_stripe(s, ADMIN, _diff(demo_engine, "amount").id or 0)
+        sync_from_stripe(s, ADMIN, _diff(demo_engine, "amount").id or 0, seen_version=1)
 
 
 # ------------------------------------------------------------------ CLI

@@ -81,9 +81,9 @@ def test_admin_schedules_a_true_up(app_env: dict[str, str]) -> None:
     diff = diff_where(app_env, "aws_restatement", ":Support fee")
     at = open_page()
     at.selectbox(key="resolve_diff").select(diff.id).run()
-    at.radio(key="resolve_action").set_value("true_up").run()
-    at.text_input(key="resolve_note").input("Support fee added by AWS after close").run()
-    at.button(key="resolve_apply").click().run()
+    at.radio(key=f"resolve_action-{diff.id}").set_value("true_up").run()
+    at.text_input(key=f"resolve_note-{diff.id}").input("Support fee added by AWS after close").run()
+    at.button(key=f"resolve_apply-{diff.id}").click().run()
     assert not at.exception, at.exception
     assert any("True-up scheduled" in s.value and "USD 325.50" in s.value for s in at.success)
     with db(app_env) as s:
@@ -101,16 +101,16 @@ def test_admin_accept_needs_a_note_then_sync_status(app_env: dict[str, str]) -> 
     missing = diff_where(app_env, "missing_locally")
     at = open_page()
     at.selectbox(key="resolve_diff").select(missing.id).run()
-    at.button(key="resolve_apply").click().run()
+    at.button(key=f"resolve_apply-{missing.id}").click().run()
     assert any("needs a note" in e.value for e in at.error)
     status = diff_where(app_env, "status")
     at.selectbox(key="resolve_diff").select(status.id).run()
-    assert at.radio(key="resolve_action").options == [
+    assert at.radio(key=f"resolve_action-{status.id}").options == [
         "Accept with a note",
         "Sync the status from Stripe",
     ]
-    at.radio(key="resolve_action").set_value("sync").run()
-    at.button(key="resolve_apply").click().run()
+    at.radio(key=f"resolve_action-{status.id}").set_value("sync").run()
+    at.button(key=f"resolve_apply-{status.id}").click().run()
     assert any("synced from Stripe" in s.value for s in at.success)
     with db(app_env) as s:
         invoice = s.get(Invoice, status.invoice_id)
@@ -138,3 +138,50 @@ def test_viewer_sees_diffs_but_cannot_resolve(
     assert not at.exception, at.exception
     assert len(diff_table(at)) == 15
     assert not [b for b in at.button if b.label in ("Apply resolution", "Reconcile")]
+
+
+# ------------------------------------------------------------------ two admins, stale pages
+
+STALE = "was changed by local-admin at"
+
+
+def test_second_admin_accepting_the_same_diff_is_refused(app_env: dict[str, str]) -> None:
+    diff = diff_where(app_env, "missing_locally")
+    ana, ben = open_page(), open_page()
+    for at, note in ((ana, "Ana: billed by hand"), (ben, "Ben: duplicate")):
+        at.selectbox(key="resolve_diff").select(diff.id).run()
+        at.text_input(key=f"resolve_note-{diff.id}").input(note)
+    ana.button(key=f"resolve_apply-{diff.id}").click().run()
+    assert any(f"Difference #{diff.id} accepted" in s.value for s in ana.success)
+    ben.button(key=f"resolve_apply-{diff.id}").click().run()
+    assert not ben.exception, ben.exception
+    assert not ben.success
+    [refusal] = [e.value for e in ben.error]
+    assert refusal.startswith(f"Difference #{diff.id} {STALE}")
+    assert refusal.endswith("since you opened it; reload to see their change.")
+    with db(app_env) as s:
+        row = s.get(ReconciliationDiff, diff.id)
+        assert row is not None and row.resolution_note == "Ana: billed by hand"
+        entries = s.exec(select(AuditEntry).where(AuditEntry.target == f"diff:{diff.id}")).all()
+        assert [e.action for e in entries] == ["reconcile.accepted"]
+
+
+def test_a_click_on_a_stale_page_never_resolves_the_next_diff(app_env: dict[str, str]) -> None:
+    ana, ben = open_page(), open_page()
+    first, following = ana.selectbox(key="resolve_diff").options[:2]
+    shown = int(first.split(" ")[0].lstrip("#"))
+    next_id = int(following.split(" ")[0].lstrip("#"))
+    # Ben resolves the diff Ana's page still shows first.
+    ben.text_input(key=f"resolve_note-{shown}").input("Ben resolved it")
+    ben.button(key=f"resolve_apply-{shown}").click().run()
+    assert ben.success
+    # Ana, on her stale page, writes her note for that diff and clicks.
+    ana.text_input(key=f"resolve_note-{shown}").input("Ana's note for the first diff")
+    ana.button(key=f"resolve_apply-{shown}").click().run()
+    assert any(e.value.startswith(f"Difference #{shown} {STALE}") for e in ana.error)
+    with db(app_env) as s:
+        untouched = s.get(ReconciliationDiff, next_id)
+        assert untouched is not None and untouched.status == "open"
+        assert untouched.resolution_note is None
+        resolved = s.get(ReconciliationDiff, shown)
+        assert resolved is not None and resolved.resolution_note == "Ben resolved it"

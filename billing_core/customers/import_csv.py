@@ -34,6 +34,7 @@ from billing_core.errors import ConfigError, MoneyError, ValidationError
 from billing_core.models import Customer, CustomerAccount, CustomerTerms, Plan
 from billing_core.money import normalize_currency
 from billing_core.periods import Period, utcnow
+from billing_core.versions import bump
 
 CSV_COLUMNS = ("name", "email", "currency", "plan", "aws_account_ids", "cost_tag_value")
 OPTIONAL_COLUMNS = ("stripe_customer_id", "collection_method", "effective_from")
@@ -345,6 +346,8 @@ def _upsert(
         result.unchanged += 1
         return
     customer.updated_at = utcnow()
+    if before is not None:
+        bump(customer, actor=actor, now=customer.updated_at)  # the plans page's view is stale
     if before is None:
         result.created += 1
     else:

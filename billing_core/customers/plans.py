@@ -5,21 +5,30 @@ assigning a plan records it in the customer's effective-dated terms (customers/t
 `next_plan_id`/`next_plan_from` columns mirror the pending one), and editing a plan that
 customers are billed on creates a new version of it for the next period while the old version
 keeps billing the current one. Every change is audited.
+
+Admin actions name the plan or customer and the `version` the admin saw; a change in between
+(another admin, another dashboard server, a stale tab) refuses them with StaleVersion
+(see billing_core/versions.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from billing_core import audit
 from billing_core.auth import Identity, require
+from billing_core.customers.plan_specs import (
+    MetricSpec,
+    PlanSpec,
+    plain,
+    validate_plan,
+)
 from billing_core.customers.terms import (
     first_plan,
     legacy_plan_id,
@@ -29,27 +38,11 @@ from billing_core.customers.terms import (
     terms_for,
     terms_in_force,
 )
-from billing_core.errors import MoneyError, ValidationError
+from billing_core.errors import StaleVersion, ValidationError
 from billing_core.models import Customer, CustomerTerms, Plan, PlanMetric
-from billing_core.money import exponent, minor_to_decimal, normalize_currency
+from billing_core.money import minor_to_decimal, normalize_currency
 from billing_core.periods import Period
-
-AGGREGATIONS = ("sum", "max")
-# Metrics that report a level (how many seats now), billed on the period's peak, not its sum.
-LEVEL_METRICS = frozenset(
-    {"seats", "users", "licences", "licenses", "clusters", "storage_gb", "nodes"}
-)
-_METRIC_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# Digits the database keeps (ExactDecimal scales of PlanMetric).
-_INCLUDED_PLACES = 6
-_PRICE_PLACES = 10
-_MAX_MARKUP_PCT = Decimal(1000)
-
-
-def default_aggregation(metric: str) -> str:
-    """The usual aggregation for a metric name: peak for levels, sum for everything else."""
-    return "max" if metric in LEVEL_METRICS else "sum"
-
+from billing_core.versions import bump, changed_since, claim
 
 # --- which plan applies -----------------------------------------------------------------
 
@@ -81,6 +74,11 @@ def all_plans(session: Session) -> list[Plan]:
     return list(session.exec(select(Plan).order_by(col(Plan.name))).all())
 
 
+def active_plan_named(session: Session, name: str) -> Plan | None:
+    """The plan billing new months under `name` (old versions are renamed, see update_plan)."""
+    return session.exec(select(Plan).where(Plan.name == name, col(Plan.active).is_(True))).first()
+
+
 def plan_metrics(session: Session, plan_id: int) -> list[PlanMetric]:
     return list(
         session.exec(
@@ -106,17 +104,40 @@ def _promote(customer: Customer) -> None:
     customer.next_plan_from = None
 
 
+def _plan_as_seen(session: Session, plan_id: int, plan_version: int, now: datetime) -> Plan:
+    plan = session.get(Plan, plan_id, populate_existing=True)
+    if plan is None:
+        raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
+    if plan.version != plan_version:
+        raise StaleVersion(changed_since(f"Plan {plan.name}", plan, now=now))
+    if not plan.active:
+        raise ValidationError(f"Plan {plan.name} is retired; pick another plan.")
+    return plan
+
+
 def schedule_plan_change(
-    session: Session, *, identity: Identity, customer_id: int, plan_id: int, now: datetime
+    session: Session,
+    *,
+    identity: Identity,
+    customer_id: int,
+    customer_version: int,
+    plan_id: int,
+    plan_version: int,
+    now: datetime,
 ) -> Customer:
-    """Assign a plan to a customer from the next period on (admin only, audited)."""
+    """Assign a plan to a customer from the next period on (admin only, audited).
+
+    `customer_version` and `plan_version` are the versions the admin saw; StaleVersion when
+    either changed since, ValidationError when either is gone or the plan retired.
+    """
     require(identity, "admin", "change a customer's plan")
-    customer = session.get(Customer, customer_id)
-    plan = session.get(Plan, plan_id)
-    if customer is None:
-        raise ValidationError(f"Customer {customer_id} does not exist; reload the page.")
-    if plan is None or not plan.active:
-        raise ValidationError(f"Plan {plan_id} does not exist or is retired; pick another plan.")
+    _plan_as_seen(session, plan_id, plan_version, now)
+    shown = session.get(Customer, customer_id)
+    what = shown.name if shown is not None else f"Customer {customer_id}"
+    customer = claim(
+        session, Customer, customer_id, customer_version, actor=identity.actor, now=now, what=what
+    )
+    plan = _plan_as_seen(session, plan_id, plan_version, now)  # again, the customer held
     current = Period.containing(now)
     starts = current.next()
     before = _assignment(customer)
@@ -172,7 +193,7 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
             continue
         before = _assignment(customer)
         _promote(customer)
-        customer.updated_at = now
+        bump(customer, actor=actor, now=now)
         session.add(customer)
         audit.record(
             session,
@@ -191,123 +212,45 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
 # --- creating and editing plans ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric of a plan as entered by an admin (exact decimals)."""
-
-    metric: str
-    included: Decimal
-    unit_price: Decimal
-    unit: str = ""
-    aggregation: str = "sum"
-
-
-@dataclass(frozen=True)
-class PlanSpec:
-    """A whole plan as entered by an admin; money in minor units of `currency`."""
-
-    name: str
-    currency: str
-    base_fee_minor: int
-    markup_pct: Decimal
-    aws_spend_limit_minor: int | None
-    metrics: tuple[MetricSpec, ...] = field(default_factory=tuple)
-
-
 @dataclass
 class PlanChange:
     plan: Plan
     new_version: bool
     customers_moved: list[int] = field(default_factory=list)
-
-
-def parse_major(text: str, currency: str, what: str) -> int:
-    """'20.50' EUR -> 2050 minor units; refuses more digits than the currency has."""
-    try:
-        value = Decimal(str(text).strip().replace(",", ""))
-    except InvalidOperation:
-        raise ValidationError(f"{what}: {text!r} is not an amount (for example 20.00).") from None
-    if not value.is_finite() or value < 0:
-        raise ValidationError(f"{what}: {text!r} must be zero or more.")
-    scaled = value.scaleb(exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise ValidationError(
-            f"{what}: {text!r} has more decimals than {currency} allows ({exponent(currency)})."
-        )
-    return int(scaled)
-
-
-def _places(value: Decimal) -> int:
-    exp = value.as_tuple().exponent
-    return -exp if isinstance(exp, int) and exp < 0 else 0
-
-
-def validate_plan(spec: PlanSpec) -> list[str]:
-    """Every problem with a plan as entered, as sentences (empty when it is fine)."""
-    problems: list[str] = []
-    if not spec.name.strip():
-        problems.append("the plan needs a name")
-    try:
-        normalize_currency(spec.currency)
-    except MoneyError as exc:
-        problems.append(str(exc))
-    if spec.base_fee_minor < 0:
-        problems.append("the base fee must be zero or more")
-    if not Decimal(0) <= spec.markup_pct <= _MAX_MARKUP_PCT:
-        problems.append(f"the markup must be between 0 and {_MAX_MARKUP_PCT} percent")
-    if _places(spec.markup_pct) > 6:
-        problems.append("the markup may have at most 6 decimals")
-    if spec.aws_spend_limit_minor is not None and spec.aws_spend_limit_minor < 0:
-        problems.append("the AWS spend limit must be zero or more (or empty for none)")
-    seen: set[str] = set()
-    for m in spec.metrics:
-        where = f"metric {m.metric!r}"
-        if not _METRIC_RE.match(m.metric):
-            problems.append(
-                f"{where}: use lower-case letters, digits and _ (for example api_calls)"
-            )
-        if m.metric in seen:
-            problems.append(f"{where} is listed twice")
-        seen.add(m.metric)
-        if m.aggregation not in AGGREGATIONS:
-            problems.append(f"{where}: aggregation must be one of {', '.join(AGGREGATIONS)}")
-        if not m.included.is_finite() or m.included < 0:
-            problems.append(f"{where}: the included quantity must be zero or more")
-        elif _places(m.included) > _INCLUDED_PLACES:
-            problems.append(f"{where}: the included quantity has more than 6 decimals")
-        if not m.unit_price.is_finite() or m.unit_price < 0:
-            problems.append(f"{where}: the overage unit price must be zero or more")
-        elif _places(m.unit_price) > _PRICE_PLACES:
-            problems.append(f"{where}: the overage unit price has more than 10 decimals")
-    return problems
-
-
-def plain(value: Decimal) -> str:
-    """'1000', '0.0004': no exponent, no trailing zeros (stored decimals come back as 1E+3)."""
-    return format(value.normalize(), "f")
+    changed: bool = True  # False: the spec held the plan's values already, nothing written
 
 
 def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
     """A plan and its metrics as plain values (audit before/after, page display)."""
+    metrics = tuple(
+        MetricSpec(m.metric, m.included_quantity, m.overage_unit_price, m.unit, m.aggregation)
+        for m in plan_metrics(session, plan.id or 0)
+    )
+    limit = plan.aws_spend_limit_minor
+    return _spec_view(
+        PlanSpec(plan.name, plan.currency, plan.base_fee_minor, plan.markup_pct, limit, metrics)
+    )
+
+
+def _spec_view(spec: PlanSpec) -> dict[str, Any]:
+    """A spec in `describe_plan`'s shape, to tell a save that changes nothing."""
+    currency = normalize_currency(spec.currency)
+    limit = spec.aws_spend_limit_minor
     return {
-        "name": plan.name,
-        "currency": plan.currency,
-        "base_fee": str(minor_to_decimal(plan.base_fee_minor, plan.currency)),
-        "markup_pct": plain(plan.markup_pct),
-        "aws_spend_limit": (
-            None
-            if plan.aws_spend_limit_minor is None
-            else str(minor_to_decimal(plan.aws_spend_limit_minor, plan.currency))
-        ),
+        "name": spec.name.strip(),
+        "currency": currency,
+        "base_fee": str(minor_to_decimal(spec.base_fee_minor, currency)),
+        "markup_pct": plain(spec.markup_pct),
+        "aws_spend_limit": None if limit is None else str(minor_to_decimal(limit, currency)),
         "metrics": [
             {
                 "metric": m.metric,
-                "unit": m.unit,
+                "unit": m.unit.strip(),
                 "aggregation": m.aggregation,
-                "included": plain(m.included_quantity),
-                "unit_price": plain(m.overage_unit_price),
+                "included": plain(m.included),
+                "unit_price": plain(m.unit_price),
             }
-            for m in plan_metrics(session, plan.id or 0)
+            for m in spec.metrics
         ],
     }
 
@@ -329,7 +272,14 @@ def _fill(session: Session, plan: Plan, spec: PlanSpec, now: datetime) -> None:
     plan.aws_spend_limit_minor = spec.aws_spend_limit_minor
     plan.updated_at = now
     session.add(plan)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two admins saving the same name at once: the unique name decides, in the database.
+        raise ValidationError(
+            "The plan was not saved:",
+            [f"a plan named {plan.name!r} already exists (just saved by another admin)"],
+        ) from None
     for old in plan_metrics(session, plan.id or 0):
         session.delete(old)
     session.flush()
@@ -351,7 +301,12 @@ def create_plan(session: Session, *, identity: Identity, spec: PlanSpec, now: da
     """A new plan (admin only, audited); customers get it through `schedule_plan_change`."""
     require(identity, "admin", "create plans")
     _check(session, spec)
-    plan = Plan(name=spec.name.strip(), currency=normalize_currency(spec.currency), created_at=now)
+    plan = Plan(
+        name=spec.name.strip(),
+        currency=normalize_currency(spec.currency),
+        created_at=now,
+        updated_by=identity.actor,
+    )
     _fill(session, plan, spec, now)
     audit.record(
         session,
@@ -375,7 +330,13 @@ def _billed_on(session: Session, plan_id: int, periods: Sequence[Period]) -> lis
 
 
 def update_plan(
-    session: Session, *, identity: Identity, plan_id: int, spec: PlanSpec, now: datetime
+    session: Session,
+    *,
+    identity: Identity,
+    plan_id: int,
+    seen_version: int,
+    spec: PlanSpec,
+    now: datetime,
 ) -> PlanChange:
     """Edit a plan from the next period on (admin only, audited).
 
@@ -383,16 +344,29 @@ def update_plan(
     place. Otherwise the edit becomes a new version of the plan under the plan's name, the
     old version is renamed "<name> (until YYYY-MM)" and retired, and its customers move to the
     new version from the next period (a customer with another pending plan keeps that one).
+    `seen_version` is the version the admin edited: StaleVersion when the plan changed since,
+    ValidationError for bad input; nothing is written then, nor for a spec equal to the plan.
     """
     require(identity, "admin", "edit plans")
+    if problems := validate_plan(spec):
+        raise ValidationError("The plan was not saved:", problems)
     plan = session.get(Plan, plan_id)
     if plan is None:
         raise ValidationError(f"Plan {plan_id} does not exist; reload the page.")
+    if plan.version != seen_version:  # checked again, in the database, by `claim`
+        raise StaleVersion(changed_since("This plan", plan, now=now))
+    if describe_plan(session, plan) == _spec_view(spec):
+        return PlanChange(plan=plan, new_version=False, changed=False)
+    _check(session, spec, except_id=plan.id)
+    plan = claim(
+        session, Plan, plan_id, seen_version, actor=identity.actor, now=now, what="This plan"
+    )
+    if not plan.active:
+        raise ValidationError(f"Plan {plan.name} is retired; edit its current version instead.")
     current = Period.containing(now)
     before = describe_plan(session, plan)
     billed = _billed_on(session, plan_id, [current.previous(), current])
     if not billed:
-        _check(session, spec, except_id=plan.id)
         _fill(session, plan, spec, now)
         after = describe_plan(session, plan)
         if after != before:
@@ -412,19 +386,18 @@ def update_plan(
         retired_name = f"{retired_name} #{plan.id}"
     plan.name = retired_name
     plan.active = False
-    plan.updated_at = now
     session.add(plan)
     session.flush()
-    try:
-        _check(session, spec)
-    except ValidationError:
-        plan.name = old_name
-        plan.active = True
-        session.flush()
-        raise
-    new = Plan(name=spec.name.strip(), currency=normalize_currency(spec.currency), created_at=now)
+    new = Plan(
+        name=spec.name.strip(),
+        currency=normalize_currency(spec.currency),
+        created_at=now,
+        updated_by=identity.actor,
+    )
     _fill(session, new, spec, now)
-    moved = _move_customers(session, old=plan, new=new, starts=current.next(), now=now)
+    moved = _move_customers(
+        session, old=plan, new=new, starts=current.next(), now=now, actor=identity.actor
+    )
     audit.record(
         session,
         actor=identity.actor,
@@ -439,7 +412,7 @@ def update_plan(
 
 
 def _move_customers(
-    session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime
+    session: Session, *, old: Plan, new: Plan, starts: Period, now: datetime, actor: str
 ) -> list[int]:
     moved: list[int] = []
     for customer in session.exec(select(Customer).order_by(col(Customer.id))).all():
@@ -447,6 +420,7 @@ def _move_customers(
         if replace_plan(session, customer, old_id=old.id or 0, new_id=new.id or 0, starts=starts):
             customer.updated_at = now
             mirror(session, customer, now)
+            bump(customer, actor=actor, now=now)
             moved.append(customer.id or 0)
     session.flush()
     return moved
@@ -465,6 +439,7 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": c.id,
+                "version": c.version,
                 "customer": c.name,
                 "email": c.email,
                 "currency": c.currency,
@@ -476,69 +451,3 @@ def plan_overview(session: Session, now: datetime) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _decimal(text: object, what: str, problems: list[str]) -> Decimal:
-    try:
-        value = Decimal(str(text if text is not None else "").strip().replace(",", "") or "0")
-    except InvalidOperation:
-        problems.append(f"{what}: {text!r} is not a number")
-        return Decimal(0)
-    if not value.is_finite():
-        problems.append(f"{what}: {text!r} is not a number")
-        return Decimal(0)
-    return value
-
-
-def spec_from_form(
-    *,
-    name: str,
-    currency: str,
-    base_fee: str,
-    markup_pct: str,
-    aws_spend_limit: str,
-    metrics: Sequence[dict[str, Any]],
-) -> PlanSpec:
-    """A PlanSpec from the plan editor's text fields (exact decimals, never floats)."""
-    problems: list[str] = []
-    try:
-        cur = normalize_currency(currency)
-    except MoneyError as exc:
-        raise ValidationError("The plan was not saved:", [str(exc)]) from None
-    amounts: dict[str, int | None] = {}
-    for key, label, text in (
-        ("base", "base fee", base_fee),
-        ("limit", "AWS spend limit", aws_spend_limit),
-    ):
-        if key == "limit" and not str(text or "").strip():
-            amounts[key] = None
-            continue
-        try:
-            amounts[key] = parse_major(str(text or "0"), cur, label.capitalize())
-        except ValidationError as exc:
-            problems.append(str(exc))
-    markup = _decimal(markup_pct, "markup", problems)
-    specs = []
-    for row in metrics:
-        metric = str(row.get("metric") or "").strip()
-        if not metric:
-            continue  # an empty editor row
-        specs.append(
-            MetricSpec(
-                metric=metric,
-                unit=str(row.get("unit") or "").strip(),
-                aggregation=str(row.get("aggregation") or default_aggregation(metric)),
-                included=_decimal(row.get("included"), f"{metric} included", problems),
-                unit_price=_decimal(row.get("unit_price"), f"{metric} unit price", problems),
-            )
-        )
-    if problems:
-        raise ValidationError("The plan was not saved:", problems)
-    return PlanSpec(
-        name=name.strip(),
-        currency=cur,
-        base_fee_minor=amounts.get("base") or 0,
-        markup_pct=markup,
-        aws_spend_limit_minor=amounts.get("limit"),
-        metrics=tuple(specs),
-    )

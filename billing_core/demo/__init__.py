@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel import Session, func, select
 
-from billing_core.customers.plans import default_aggregation
+from billing_core.customers.plan_specs import default_aggregation
 from billing_core.demo import costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from billing_core.errors import ConfigError
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.money import exponent, format_minor
 from billing_core.states import display_status
@@ -247,3 +249,27 @@ def csv_builder(engine: Engine, f: InvoiceFilter, writer: Writer) -> Callable[[]
 def parse_amount_columns(text: str, columns: tuple[str, ...] = ("total",)) -> list[dict[str, Any]]:
     """Read an exported CSV back (used by tests and by anyone checking a file)."""
     return list(csv.DictReader(io.StringIO(text)))
+
+
+def same_file(one: Path, other: Path) -> bool:
+    """Whether two CLI paths name one file ('-' is standard output)."""
+    if "-" in (str(one), str(other)):
+        return str(one) == str(other)
+    return one.expanduser().resolve() == other.expanduser().resolve()
+
+
+def write_csv_file(target: Path, writer: Writer, session: Session, selection: InvoiceFilter) -> Any:
+    """Write to a temporary file beside the target, then rename: no half-written CSV.
+
+    Returns what `writer` returns; ConfigError (with the reason) when the file cannot be written.
+    """
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        # A byte-order mark, as in every CSV file this tool writes, so Excel reads UTF-8.
+        with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
+            result = writer(session, selection, handle)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"Cannot write {target}: {exc.strerror}.") from None
+    return result

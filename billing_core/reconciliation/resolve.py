@@ -1,5 +1,10 @@
 """Resolving reconciliation diffs: accept with a note, schedule a true-up on the next invoice, or
-sync the local invoice from Stripe. Each resolution is audited with the acting admin."""
+sync the local invoice from Stripe. Each resolution is audited with the acting admin.
+
+Each names the diff and the `version` the admin saw: the diff moves on with a compare-and-set in
+the database (billing_core/versions.py), so of two admins resolving the same diff one is refused
+with StaleVersion, and a click from a stale page never lands on another diff or version.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from billing_core.states import DiffResolution, DiffStatus, InvoiceStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.mapping import parse_invoice
+from billing_core.versions import claim
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,27 @@ def _diff_or_error(session: Session, diff_id: int) -> ReconciliationDiff:
     diff = session.get(ReconciliationDiff, diff_id)
     if diff is None:
         raise ValidationError(f"Reconciliation diff #{diff_id} does not exist: reload the page.")
+    return diff
+
+
+def _claim_open(
+    session: Session, identity: Identity, diff_id: int, seen_version: int, now: datetime
+) -> ReconciliationDiff:
+    """The diff at `seen_version`, moved to the next version (StaleVersion otherwise), open."""
+    diff = claim(
+        session,
+        ReconciliationDiff,
+        diff_id,
+        seen_version,
+        actor=identity.actor,
+        now=now,
+        what=f"Difference #{diff_id}",
+    )
+    if diff.status != DiffStatus.OPEN:
+        raise ValidationError(
+            f"Difference #{diff_id} is {diff.status} ({diff.resolution or 'no resolution'} by "
+            f"{diff.resolved_by or 'reconciliation'}); there is nothing to resolve."
+        )
     return diff
 
 
@@ -86,14 +113,24 @@ def _resolve(
 
 
 def accept_diff(
-    session: Session, identity: Identity, diff_id: int, note: str, *, now: datetime | None = None
+    session: Session,
+    identity: Identity,
+    diff_id: int,
+    note: str,
+    *,
+    seen_version: int,
+    now: datetime | None = None,
 ) -> ReconciliationDiff:
-    """Accept a difference as explained; the note says why (required)."""
+    """Accept a difference as explained; the note says why (required).
+
+    StaleVersion when the diff is no longer at `seen_version`; nothing is written then.
+    """
     require(identity, "admin", "resolve reconciliation diffs")
     if not note or not note.strip():
         raise ValidationError("Accepting a difference needs a note saying why it is fine.")
-    diff = _diff_or_error(session, diff_id)
-    return _resolve(session, identity, diff, DiffResolution.ACCEPTED, note.strip(), now or utcnow())
+    now = now or utcnow()
+    diff = _claim_open(session, identity, diff_id, seen_version, now)
+    return _resolve(session, identity, diff, DiffResolution.ACCEPTED, note.strip(), now)
 
 
 def true_up_description(diff: ReconciliationDiff) -> str:
@@ -109,11 +146,16 @@ def schedule_true_up(
     diff_id: int,
     note: str | None = None,
     *,
+    seen_version: int,
     now: datetime | None = None,
 ) -> TrueUp:
-    """Turn a restatement or usage diff into a line on the customer's next invoice (once)."""
+    """Turn a restatement or usage diff into a line on the customer's next invoice (once).
+
+    StaleVersion when the diff is no longer at `seen_version`; nothing is written then.
+    """
     require(identity, "admin", "schedule true-ups")
-    diff = _diff_or_error(session, diff_id)
+    now = now or utcnow()
+    diff = _claim_open(session, identity, diff_id, seen_version, now)
     if diff.kind not in TRUE_UP_KINDS:
         raise ValidationError(
             f"A true-up is for AWS restatements and usage differences, not {diff.kind!r}: "
@@ -139,7 +181,7 @@ def schedule_true_up(
         diff,
         DiffResolution.TRUE_UP,
         (note or "").strip() or None,
-        now or utcnow(),
+        now,
         extra={
             "true_up_id": true_up.id,
             "amount_minor": true_up.amount_minor,
@@ -158,6 +200,7 @@ def sync_from_stripe(
     identity: Identity,
     diff_id: int,
     *,
+    seen_version: int,
     reader: Gateway | None = None,
     now: datetime | None = None,
 ) -> ReconciliationDiff:
@@ -165,6 +208,7 @@ def sync_from_stripe(
 
     Stripe is the source of truth for payment status (DESIGN.md section 7). Demo findings have
     no Stripe object behind them, so they take the remote status the demo run recorded.
+    StaleVersion when the diff is no longer at `seen_version`; nothing is written then.
     """
     require(identity, "admin", "sync invoices from Stripe")
     diff = _diff_or_error(session, diff_id)
@@ -178,6 +222,7 @@ def sync_from_stripe(
         raise ValidationError(f"Local invoice #{diff.invoice_id} no longer exists.")
     before = {"status": invoice.display_status, "stripe_invoice_id": invoice.stripe_invoice_id}
     now = now or utcnow()
+    remote = None
     if diff.subject.startswith(DEMO_SCOPE):
         status = (diff.remote_value or "").split(" ", 1)[0]
     else:
@@ -193,12 +238,15 @@ def sync_from_stripe(
             )
         remote = parse_invoice(raw)
         status = remote.status  # Stripe's, as Stripe has it: the diff compared that
+    if status not in _SYNCABLE_STATUSES:
+        raise ValidationError(f"Stripe status {status!r} cannot be applied to a local invoice.")
+    # Claimed after reading Stripe: the row is held only for the local writes.
+    diff = _claim_open(session, identity, diff_id, seen_version, now)
+    if remote is not None:
         invoice.stripe_invoice_id = remote.id
         invoice.amount_paid_minor = remote.amount_paid or invoice.amount_paid_minor
         invoice.hosted_invoice_url = remote.hosted_invoice_url or invoice.hosted_invoice_url
         invoice.number = remote.number or invoice.number
-    if status not in _SYNCABLE_STATUSES:
-        raise ValidationError(f"Stripe status {status!r} cannot be applied to a local invoice.")
     if status == InvoiceStatus.PAID and invoice.paid_at is None:
         invoice.paid_at = now
         invoice.amount_paid_minor = invoice.amount_paid_minor or invoice.total_minor

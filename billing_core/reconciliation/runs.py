@@ -60,6 +60,7 @@ from billing_core.reconciliation.gather import DEMO_SCOPE, read_stripe_side
 from billing_core.reconciliation.resolve import _section
 from billing_core.states import DiffStatus, ReconciliationStatus
 from billing_core.stripe.gateway import Gateway
+from billing_core.versions import bump
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,20 @@ def _in_scope(subject: str, scope: str) -> bool:
     )
 
 
+def _shown(diff: ReconciliationDiff) -> tuple[object, ...]:
+    """What an admin sees of a diff and decides on; a change here moves its version."""
+    return (
+        diff.status,
+        diff.customer_id,
+        diff.invoice_id,
+        diff.currency,
+        diff.local_value,
+        diff.remote_value,
+        diff.delta_minor,
+        diff.within_tolerance,
+    )
+
+
 def store_findings(
     session: Session,
     run: ReconciliationRun,
@@ -125,6 +140,7 @@ def store_findings(
     for f in findings:
         seen.add((f.kind, f.subject))
         diff = existing.get((f.kind, f.subject))
+        seen_before = _shown(diff) if diff is not None else None
         if diff is None:
             diff = ReconciliationDiff(
                 period=run.period, kind=f.kind, subject=f.subject, first_seen_at=now
@@ -163,6 +179,8 @@ def store_findings(
         diff.delta_minor = f.delta_minor
         diff.within_tolerance = f.within_tolerance
         diff.last_seen_at = now
+        if seen_before is not None and _shown(diff) != seen_before:
+            bump(diff, actor=run.actor, now=now)  # a page showing the old values is stale
         session.add(diff)
     kinds = set(checked_kinds)
     for key, diff in existing.items():
@@ -174,6 +192,7 @@ def store_findings(
         ):
             diff.status = DiffStatus.GONE
             diff.last_seen_at = now
+            bump(diff, actor=run.actor, now=now)
             session.add(diff)
             stats["gone"] += 1
     session.flush()

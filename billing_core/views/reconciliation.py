@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import pandas as pd
 import plotly.express as px
@@ -141,15 +142,29 @@ def diff_label(d: ReconciliationDiff, customer: str | None) -> str:
     return f"#{d.id} {d.period} {d.kind}{who}{delta}"
 
 
-def resolvable(session: Session, period: str | None = None) -> list[tuple[int, str, str]]:
-    """Open diffs as (id, label, kind) for the resolve form."""
+class OpenDiff(NamedTuple):
+    """An open diff as the resolve form shows it; `version` goes back with the admin's action."""
+
+    id: int
+    label: str
+    kind: str
+    version: int
+
+
+def resolvable(session: Session, period: str | None = None) -> list[OpenDiff]:
+    """Open diffs for the resolve form, oldest first."""
     names = dict(session.exec(select(Customer.id, Customer.name)).all())
     query = select(ReconciliationDiff).where(ReconciliationDiff.status == DiffStatus.OPEN)
     if period:
         query = query.where(ReconciliationDiff.period == period)
     rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()
     return [
-        (d.id or 0, diff_label(d, names.get(d.customer_id) if d.customer_id else None), d.kind)
+        OpenDiff(
+            d.id or 0,
+            diff_label(d, names.get(d.customer_id) if d.customer_id else None),
+            d.kind,
+            d.version,
+        )
         for d in rows
     ]
 
