@@ -287,6 +287,9 @@ class StripeEvent(SQLModel, table=True):
     processed_at: datetime | None = _time_field()
     outcome: EventOutcome | None = Field(default=None, sa_type=StrEnumType(EventOutcome))
     error: str | None = Field(default=None, sa_column=Column(Text))
+    # What the event meant, read from Stripe when applied: a failed payment's reason (from the
+    # PaymentIntent's last_payment_error; Stripe keeps only the latest there).
+    detail: str | None = Field(default=None, sa_column=Column(Text))
 
 
 # Small named cursors and markers (e.g. the last synced Stripe event).

@@ -91,9 +91,7 @@ def _world(server: StripeTestServer) -> list[tuple[str, dict[str, Any]]]:
         )
         out.append(("invoice lines", _get(client, f"/v1/invoices/{inv['id']}/lines", limit=100)))
         out.append(("invoice payments", _get(client, "/v1/invoice_payments", invoice=inv["id"])))
-    out.append(
-        ("invoice list", _get(client, "/v1/invoices", limit=100, expand=["data.customer"]))
-    )
+    out.append(("invoice list", _get(client, "/v1/invoices", limit=100, expand=["data.customer"])))
     out.append(
         (
             "customer",
@@ -154,8 +152,13 @@ def test_every_answer_the_product_reads_has_only_fields_stripe_has(
             {"object": "payment_intent", "last_payment_error": {"reason": "x"}},
             "payment_intent.last_payment_error.reason",
         ),
-        ({"object": "charge", "refunds": {"object": "list", "data": [{"object": "refund", "x": 1}]}},
-         "charge.refunds.data[0].x"),
+        (
+            {
+                "object": "charge",
+                "refunds": {"object": "list", "data": [{"object": "refund", "x": 1}]},
+            },
+            "charge.refunds.data[0].x",
+        ),
     ],
 )
 def test_the_check_names_an_invented_field(obj: dict[str, Any], expected: str) -> None:

@@ -277,7 +277,7 @@ class Pusher:
         iid = snap.invoice.id or 0
         expected = sum(line.amount_minor for line in snap.lines)
         if obj.status == InvoiceStatus.DRAFT:
-            has_lines = obj.line_count > 0
+            has_lines = bool(obj.lines)
             if has_lines and obj.total != expected:
                 raise PaymentProviderError(
                     f"Stripe invoice {obj.id} is a draft with total {obj.total} but the local "

@@ -157,8 +157,8 @@ def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: boo
         return False
     if remote.total != loc.total_minor:
         return True
-    if remote.line_count != len(loc.lines):
-        return True
+    if len(loc.lines) <= len(remote.lines):
+        return True  # Stripe has more lines than it embedded, we have no more than those
     mine = [(li.description, li.amount_minor) for li in loc.lines]
     for pair in remote.lines:
         if pair not in mine:
@@ -170,15 +170,15 @@ def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: boo
 def _record(
     gw: Gateway,
     loc: InvoiceRecord | None,
-    remote: StripeInvoice,
+    obj: Mapping[str, Any],
     customer_ids: Mapping[str, int],
     deep_lines: bool,
 ) -> InvoiceRecord:
-    lines = (
-        stripe_invoices.invoice_lines(gw, remote.id)
-        if _needs_all_lines(loc, remote, deep_lines)
-        else None
-    )
+    remote = parse_invoice(obj)
+    lines = None
+    if _needs_all_lines(loc, remote, deep_lines):
+        embedded = list((obj.get("lines") or {}).get("data") or [])
+        lines = stripe_invoices.invoice_lines(gw, remote.id, embedded)
     return stripe_record(remote, customer_ids, lines)
 
 
@@ -208,11 +208,11 @@ def read_stripe_side(
             continue
         seen.add(found.id)
         loc = by_stripe.get(found.id) or by_local.get(found.metadata.local_invoice_id)
-        remote.append(_record(reader, loc, found, customer_ids, deep_lines))
+        remote.append(_record(reader, loc, obj, customer_ids, deep_lines))
     for rec in local:
         if rec.stripe_id and rec.stripe_id not in seen:
             # Created outside the window, or gone from Stripe (then it is missing remotely).
             raw = stripe_invoices.invoice_or_none(reader, rec.stripe_id)
             if raw is not None:
-                remote.append(_record(reader, rec, parse_invoice(raw), customer_ids, deep_lines))
+                remote.append(_record(reader, rec, raw, customer_ids, deep_lines))
     return StripeSide(local, remote)

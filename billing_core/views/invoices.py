@@ -394,7 +394,7 @@ def _attempts(events: list[StripeEvent], currency: str) -> list[Attempt]:
     for e in events:
         obj: dict[str, Any] = (e.payload.get("data") or {}).get("object") or {}
         if e.type == "invoice.payment_failed":
-            reason = obj.get("last_payment_error") or "card declined"
+            reason = e.detail or "reason not known"
             out.append(
                 Attempt(e.created, "failed", f"attempt {obj.get('attempt_count')}: {reason}")
             )

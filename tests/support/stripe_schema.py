@@ -13,9 +13,9 @@ not reported (the server produces a subset).
 from __future__ import annotations
 
 import sys
-from decimal import Decimal
 import types
 import typing
+from decimal import Decimal
 from importlib import import_module
 from typing import Any, ForwardRef, Literal, Union
 
@@ -24,7 +24,6 @@ from stripe import StripeObject
 from stripe._list_object import ListObject
 from stripe._object_classes import OBJECT_CLASSES
 from stripe._stripe_object import UntypedStripeObject
-
 
 
 def class_for(object_name: str) -> type[StripeObject] | None:

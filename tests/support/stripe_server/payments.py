@@ -10,7 +10,6 @@ from .params import _as_bool, _as_int, _as_str, _check_unknown, _created_filter,
 from .routing import _Request, route
 from .state import ServerState
 
-
 # Stripe's error code and message for each decline code of the test cards.
 DECLINES: dict[str, tuple[str, str]] = {
     "generic_decline": ("card_declined", "Your card was declined."),
