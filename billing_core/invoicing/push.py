@@ -39,7 +39,7 @@ from billing_core.models import (
     InvoiceLine,
 )
 from billing_core.periods import Period, utcnow
-from billing_core.states import InvoiceOutcome, InvoiceStatus, PushStep
+from billing_core.states import CARRIED_OUTCOMES, InvoiceOutcome, InvoiceStatus, PushStep
 from billing_core.stripe import customers as stripe_customers
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe import payments as stripe_payments
@@ -60,8 +60,8 @@ DONE_STEPS = frozenset({PushStep.PAID, PushStep.SENT})
 FINAL_STATUSES = frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE})
 
 
-# A credit carried forward is never sent to Stripe.
-FINAL_OUTCOMES = frozenset({InvoiceOutcome.CREDIT_CARRIED})
+# A credit, or an amount below Stripe's minimum charge, carried forward is never sent to Stripe.
+FINAL_OUTCOMES = CARRIED_OUTCOMES
 
 
 Progress = Callable[[str], None]

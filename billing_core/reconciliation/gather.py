@@ -27,7 +27,7 @@ from billing_core.reconciliation.diffing import (
     InvoiceLineRecord,
     InvoiceRecord,
 )
-from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus
+from billing_core.states import CARRIED_OUTCOMES, DisplayStatus, InvoiceStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
@@ -83,7 +83,7 @@ def stripe_record(
 
 def stripe_status_of(invoice: Invoice) -> str:
     """A local invoice's status in Stripe's words (a failed charge leaves it open)."""
-    if invoice.outcome == InvoiceOutcome.CREDIT_CARRIED:
+    if invoice.outcome in CARRIED_OUTCOMES:
         return invoice.display_status  # never sent to Stripe: compared under its local word
     return invoice.status
 

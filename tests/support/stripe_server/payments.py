@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from . import currencies
 from .common import JSON, StripeAPIError, _invalid, _missing, _state_error
 from .params import _as_bool, _as_int, _as_str, _check_unknown, _created_filter, _merge_metadata
 from .routing import _Request, route
@@ -206,6 +207,9 @@ class PaymentsMixin(ServerState):
             raise _invalid(
                 "The payment method must be attached to the invoice's customer.", "payment_method"
             )
+        too_small = currencies.minimum_problem(int(inv["amount_remaining"]), inv["currency"])
+        if too_small is not None:
+            raise _state_error(too_small, "amount_too_small", "amount")
         decline = pm.get("_decline_code")
         pi, ch = self._new_charge(inv, pm, decline)
         inv["attempt_count"] += 1
