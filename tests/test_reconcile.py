@@ -230,6 +230,20 @@ def test_linked_invoice_missing_from_stripe_is_read_once_then_reported(world: Wo
     assert result.stripe_requests == 2  # one list page, one lookup answered 404
 
 
+@pytest.mark.parametrize("outcome", ["below_minimum", "credit_carried"])
+def test_invoices_carried_to_next_month_are_not_missing_in_stripe(
+    world: World, engine: Engine, outcome: str
+) -> None:
+    c = world.customer()
+    inv = world.invoice(c, 30 if outcome == "below_minimum" else -500, push=False, status="draft")
+    with session_scope(engine) as s:
+        row = s.get(Invoice, inv.id)
+        assert row is not None
+        row.outcome = outcome
+    run(world)
+    assert kinds(world.engine) == set()
+
+
 def _long_invoice(world: World, engine: Engine, remote_amounts: list[int]) -> Invoice:
     """A local invoice of 15 lines of 100 (L00..L14) and its Stripe twin with `remote_amounts`."""
     srv = world.server

@@ -136,8 +136,13 @@ def _local_stripe_records(session: Session, period: Period) -> list[InvoiceRecor
     invoices = session.exec(
         select(Invoice).where(Invoice.period == str(period), col(Invoice.is_demo).is_(False))
     ).all()
+    # Never meant for Stripe: voided before a push, and amounts carried to the next month
+    # (credits, and totals below Stripe's minimum charge).
     invoices = [
-        i for i in invoices if not (i.status == InvoiceStatus.VOID and not i.stripe_invoice_id)
+        i
+        for i in invoices
+        if not (i.status == InvoiceStatus.VOID and not i.stripe_invoice_id)
+        and i.outcome not in CARRIED_OUTCOMES
     ]
     stripe_customers = dict(session.exec(select(Customer.id, Customer.stripe_customer_id)).all())
     lines = _lines_by_invoice(session, [i.id for i in invoices if i.id is not None])
