@@ -497,6 +497,32 @@ def test_amounts_are_sent_in_the_form_stripe_takes(
     assert amounts and all(a % step == 0 for a in amounts)
 
 
+def test_a_saved_line_stripe_would_refuse_is_never_sent(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    with session_scope(demo_engine) as s:
+        for cus in s.exec(select(Customer)).all():
+            cus.currency = "KWD"
+            s.add(cus)
+        rates.set_rate(s, period=P, currency="KWD", rate="0.3071", source="ECB", actor="test")
+    with session_scope(demo_engine) as s:
+        ids = invoicing_drafts.save_drafts(s, invoicing_runs.preview(s, P), run_id=None)
+        # A draft saved before the rule (or edited by hand): KWD 0.001 more on its first line.
+        line = s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == ids[0])).first()
+        inv = s.get(Invoice, ids[0])
+        assert line is not None and inv is not None
+        line.amount_minor += 1
+        inv.total_minor += 1
+        inv.subtotal_minor += 1
+    result = _run(demo_engine, _settings(demo_db_url, server))
+    assert result.exit_code == 1
+    [problem] = result.problems
+    assert problem.invoice_id == ids[0]
+    assert "cannot be sent to Stripe: KWD amounts must be a multiple of 10" in problem.message
+    sent = {int(i["metadata"]["local_invoice_id"]) for i in server.invoices()}
+    assert ids[0] not in sent and len(sent) == len(ids) - 1
+
+
 def test_total_below_stripes_minimum_is_not_charged_and_is_carried(
     demo_engine: Engine, demo_db_url: str, server: StripeTestServer
 ) -> None:

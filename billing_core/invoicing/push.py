@@ -38,6 +38,7 @@ from billing_core.models import (
     Invoice,
     InvoiceLine,
 )
+from billing_core.money import stripe_amount_problem
 from billing_core.periods import Period, utcnow
 from billing_core.states import CARRIED_OUTCOMES, InvoiceOutcome, InvoiceStatus, PushStep
 from billing_core.stripe import customers as stripe_customers
@@ -210,6 +211,8 @@ class Pusher:
         try:
             if self.abort_reason:
                 raise PaymentProviderError(f"not attempted: {self.abort_reason}")
+            if inv.push_step in (PushStep.NONE, PushStep.CREATING):
+                _check_amounts(snap)
             stripe_customer = self.ensure_customer(cus)
             step = "create"
             inv, current = self._created(snap, stripe_customer)
@@ -385,6 +388,19 @@ def _action(step: str, collection_method: str) -> str:
     if step == PushStep.LINES_ADDED:
         return "finalize"
     return "pay" if collection_method == "charge_automatically" else "send"
+
+
+def _check_amounts(snap: _Snapshot) -> None:
+    """Refuse, before any Stripe call, lines in a form Stripe does not take (a draft saved
+    before the currency's rule was applied, or edited by hand): money.stripe_amount_problem."""
+    cur = snap.invoice.currency
+    for pos, line in enumerate(snap.lines, start=1):
+        problem = stripe_amount_problem(line.amount_minor, cur)
+        if problem is not None:
+            raise ValidationError(
+                f"Line {pos} of invoice {snap.invoice.id} ({line.description}) cannot be sent to "
+                f"Stripe: {problem} Nothing was sent; rebuild the draft for this customer."
+            )
 
 
 def _stripe_line(line: InvoiceLine, inv: Invoice) -> dict[str, Any]:
