@@ -38,6 +38,28 @@ def test_headline_figures_per_currency_match_the_database(demo_session: Session)
     assert figures["EUR"].failed > 0 and figures["EUR"].void > 0 and figures["EUR"].refunded > 0
 
 
+def test_an_amount_carried_to_next_month_is_not_billed_twice(demo_session: Session) -> None:
+    before = {h.currency: h.billed for h in inv.headline_figures(demo_session, inv.InvoiceFilter())}
+    row = demo_session.exec(select(Invoice).where(Invoice.currency == "EUR")).first()
+    assert row is not None
+    demo_session.add(
+        Invoice(
+            customer_id=row.customer_id,
+            period="2027-01",
+            currency="EUR",
+            status="draft",
+            outcome="below_minimum",
+            total_minor=30,
+            subtotal_minor=30,
+        )
+    )
+    demo_session.flush()
+    after = {h.currency: h for h in inv.headline_figures(demo_session, inv.InvoiceFilter())}
+    assert after["EUR"].billed == before["EUR"] and after["EUR"].counts["carried"] == 1
+    table = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("carried",)))
+    assert list(table["status"]) == ["carried"]
+
+
 def test_filters_narrow_the_selection(demo_session: Session) -> None:
     everything = inv.count_invoices(demo_session, inv.InvoiceFilter())
     one_month = inv.InvoiceFilter(period_from="2026-09", period_to="2026-09")

@@ -123,7 +123,7 @@ class Headline:
 
     currency: str
     count: int = 0
-    billed: int = 0  # issued invoices: everything but drafts and voided ones
+    billed: int = 0  # issued invoices: everything but drafts, voided and carried ones
     paid: int = 0
     open: int = 0  # still due, no failed attempt
     failed: int = 0  # still due after a failed payment
@@ -153,7 +153,8 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
         h.counts[status] = h.counts.get(status, 0) + count
         h.paid += paid
         h.refunded += int(refunded or 0)
-        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID):
+        # A carried amount (below Stripe's minimum) is billed on the next month's invoice.
+        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID, DisplayStatus.CARRIED):
             h.billed += total
         if status == DisplayStatus.OPEN:
             h.open += total - paid
