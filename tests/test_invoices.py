@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from billing_core.db import make_engine
 from billing_core.models import Invoice, display_status_in
 from billing_core.money import display
 from billing_core.views import invoices as inv
+from billing_core.views import overview
 from tests.conftest import ROOT
 
 PAGE = str(ROOT / "pages/invoices.py")
@@ -58,6 +60,26 @@ def test_an_amount_carried_to_next_month_is_not_billed_twice(demo_session: Sessi
     assert after["EUR"].billed == before["EUR"] and after["EUR"].counts["carried"] == 1
     table = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("carried",)))
     assert list(table["status"]) == ["carried"]
+
+
+def test_overview_does_not_count_a_carried_amount_as_billed(demo_session: Session) -> None:
+    now = datetime(2027, 2, 10, tzinfo=UTC)  # last month: 2027-01, nothing billed yet
+    row = demo_session.exec(select(Invoice).where(Invoice.currency == "EUR")).first()
+    assert row is not None
+    demo_session.add(
+        Invoice(
+            customer_id=row.customer_id,
+            period="2027-01",
+            currency="EUR",
+            status="draft",
+            outcome="below_minimum",
+            total_minor=30,
+            subtotal_minor=30,
+        )
+    )
+    demo_session.flush()
+    out = overview.build_overview(demo_session, now)
+    assert out.billed_last_month == {} and out.invoices_last_month == 0
 
 
 def test_filters_narrow_the_selection(demo_session: Session) -> None:
