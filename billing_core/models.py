@@ -352,6 +352,9 @@ class StripeEvent(SQLModel, table=True):
     # until it applies or reaches the cap, when next_attempt_at is None and it stays failed.
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_attempt_at: datetime | None = _time_field(index=True)
+    # What the event meant, read from Stripe when applied: a failed payment's reason (from the
+    # PaymentIntent's last_payment_error; Stripe keeps only the latest there).
+    detail: str | None = Field(default=None, sa_column=Column(Text))
 
 
 # Small named cursors and markers (e.g. the last synced Stripe event).

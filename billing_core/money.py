@@ -1,14 +1,31 @@
 """Exact money: Decimal amounts with a currency, integer minor units, one rounding rule.
 
 Amounts are computed as Decimal at full precision and rounded once, where they become an
-invoice line (ROUND_HALF_UP to the currency's minor unit). Floats are refused everywhere.
+invoice line (ROUND_HALF_UP to the step the currency allows). Floats are refused everywhere.
+
+Minor units are Stripe's, which are not ISO 4217's everywhere (docs.stripe.com/currencies, API
+version 2026-10-28; sections "Zero-decimal currencies", "Three-decimal currencies", "Special
+cases", "Minimum and maximum charge amounts"):
+
+- zero-decimal currencies (ZERO_DECIMAL: JPY, KRW, ...) are sent in whole units: JPY 500 is 500;
+- three-decimal currencies (THREE_DECIMAL: BHD, JOD, KWD, OMR, TND) are sent in thousandths,
+  but the last digit must be 0: KWD 5.124 is not accepted, KWD 5.120 is 5120;
+- ISK, HUF and TWD are sent in two-decimal form but charged in whole units (WHOLE_UNITS): ISK is
+  zero-decimal but kept in two-decimal form for backward compatibility, so ISK 5 is 500 and
+  must end in 00; HUF and TWD pay out in whole units only, so we bill them in whole units too;
+- an amount is charged only from a minimum per currency (MINIMUM_CHARGE; other currencies: the
+  equivalent of USD 0.50).
+
+`step_minor(currency)` is the smallest amount Stripe takes (1, 10 or 100 minor units) and the one
+rounding per line rounds to it, so every stored line and every total is a valid Stripe amount
+and totals stay the exact sum of their lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from billing_core.errors import MoneyError
 
@@ -33,8 +50,40 @@ ZERO_DECIMAL = frozenset(
         "XPF",
     ]
 )
-# Three-decimal currencies (ISO 4217).
+# Three-decimal currencies (ISO 4217 and Stripe); Stripe takes only multiples of 10 in them.
 THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
+# Taken in two-decimal form, in whole units only (amounts divisible by 100). UGX, which Stripe
+# also pays out in multiples of 100 only, is on the zero-decimal list: its charges are whole
+# shillings already, and payouts are not amounts this tool sends.
+WHOLE_UNITS = frozenset(["ISK", "HUF", "TWD"])
+# Stripe's minimum charge per currency in major units (docs.stripe.com/currencies, "Minimum and
+# maximum charge amounts"); any other currency: the equivalent of USD 0.50.
+MINIMUM_CHARGE = {
+    "USD": Decimal("0.50"),
+    "AED": Decimal("2.00"),
+    "AUD": Decimal("0.50"),
+    "BGN": Decimal("1.00"),
+    "BRL": Decimal("0.50"),
+    "CAD": Decimal("0.50"),
+    "CHF": Decimal("0.50"),
+    "CZK": Decimal("15.00"),
+    "DKK": Decimal("2.50"),
+    "EUR": Decimal("0.50"),
+    "GBP": Decimal("0.30"),
+    "HKD": Decimal("4.00"),
+    "HUF": Decimal("175.00"),
+    "INR": Decimal("0.50"),
+    "JPY": Decimal("50"),
+    "MXN": Decimal("10"),
+    "MYR": Decimal("2"),
+    "NOK": Decimal("3.00"),
+    "NZD": Decimal("0.50"),
+    "PLN": Decimal("2.00"),
+    "RON": Decimal("2.00"),
+    "SEK": Decimal("3.00"),
+    "SGD": Decimal("0.50"),
+    "THB": Decimal("10"),
+}
 # Currencies we accept at all: ISO codes Stripe settles in and that finance is likely to use.
 KNOWN = (
     frozenset(
@@ -89,10 +138,15 @@ KNOWN = (
 )
 
 
-# The minor unit of a currency with 0, 2 or 3 decimals, as a quantize step.
-_MINOR_STEPS = {exp: Decimal(1).scaleb(-exp) for exp in (0, 2, 3)}
 # Digits of the minor unit where they are not 2.
 _EXPONENTS = {**dict.fromkeys(ZERO_DECIMAL, 0), **dict.fromkeys(THREE_DECIMAL, 3)}
+# The smallest amount Stripe takes, in minor units, where it is not 1.
+_STEPS = {**dict.fromkeys(THREE_DECIMAL, 10), **dict.fromkeys(WHOLE_UNITS, 100)}
+# The same step in major units: what the one rounding per line quantizes to (USD 0.01, JPY 1,
+# KWD 0.01, ISK 1).
+_QUANTUM = {
+    cur: Decimal(_STEPS.get(cur, 1)).scaleb(-_EXPONENTS.get(cur, 2)).normalize() for cur in KNOWN
+}
 
 
 def normalize_currency(code: str) -> str:
@@ -112,6 +166,38 @@ def normalize_currency(code: str) -> str:
 def exponent(currency: str) -> int:
     """Digits after the decimal point in the currency's minor unit (JPY 0, USD 2, KWD 3)."""
     return _EXPONENTS.get(normalize_currency(currency), 2)
+
+
+def step_minor(currency: str) -> int:
+    """The smallest amount Stripe takes in the currency, in minor units: every amount sent must
+    be a multiple of it (1; 10 for BHD, JOD, KWD, OMR, TND; 100 for ISK, HUF, TWD)."""
+    return _STEPS.get(normalize_currency(currency), 1)
+
+
+def stripe_amount_problem(minor: int, currency: str) -> str | None:
+    """Why Stripe would refuse `minor` as an amount in `currency`, or None when it is valid."""
+    step = step_minor(currency)
+    if minor % step == 0:
+        return None
+    cur = normalize_currency(currency)
+    return (
+        f"{cur} amounts must be a multiple of {step} minor units ({display(step, cur)}); "
+        f"{minor} is not."
+    )
+
+
+def minimum_charge_minor(currency: str, usd_rate: Decimal | None = None) -> int | None:
+    """Stripe's minimum charge in minor units: the table's figure, else USD 0.50 converted with
+    `usd_rate` (units of `currency` per USD), rounded up to a step; None when neither is known."""
+    cur = normalize_currency(currency)
+    if cur in MINIMUM_CHARGE:
+        return round_minor(MINIMUM_CHARGE[cur], cur)
+    if usd_rate is None:
+        return None
+    step = _QUANTUM[cur]
+    # Rounded up: a minimum rounded down would let an amount below Stripe's through.
+    amount = (MINIMUM_CHARGE["USD"] * to_decimal(usd_rate)).quantize(step, rounding=ROUND_CEILING)
+    return int(amount.scaleb(exponent(cur)))
 
 
 def to_decimal(value: object) -> Decimal:
@@ -141,12 +227,11 @@ def to_decimal(value: object) -> Decimal:
 
 
 def round_minor(amount: Decimal, currency: str) -> int:
-    """Round a full-precision amount to integer minor units (the one rounding step)."""
-    exp = exponent(currency)
-    scaled = (to_decimal(amount) * (Decimal(10) ** exp)).quantize(
-        Decimal(1), rounding=ROUND_HALF_UP
-    )
-    return int(scaled)
+    """Round a full-precision amount half up to the currency's step (the one rounding step),
+    in integer minor units: USD 1.005 -> 101, KWD 1.2345 -> 1230, ISK 12.5 -> 1300."""
+    cur = normalize_currency(currency)
+    rounded = to_decimal(amount).quantize(_QUANTUM[cur], rounding=ROUND_HALF_UP)
+    return int(rounded.scaleb(_EXPONENTS.get(cur, 2)))
 
 
 def minor_to_decimal(minor: int, currency: str) -> Decimal:
@@ -205,10 +290,12 @@ class Money:
         return round_minor(self.amount, self.currency)
 
     def rounded(self) -> Money:
-        """This amount rounded half up to whole minor units, still as money (the same rule
-        and figure as `to_minor`, kept with its currency)."""
-        step = _MINOR_STEPS[_EXPONENTS.get(self.currency, 2)]  # the currency is checked
-        value = self.amount.quantize(step, rounding=ROUND_HALF_UP)
+        """This amount rounded half up to the step Stripe allows in its currency, still as
+        money (the same rule and figure as `to_minor`, kept with its currency)."""
+        step = _QUANTUM[self.currency]  # the currency is checked
+        digits = Decimal(1).scaleb(-_EXPONENTS.get(self.currency, 2))
+        # Rounded to the step, then written with the currency's digits (KWD 5.12 as 5.120).
+        value = self.amount.quantize(step, rounding=ROUND_HALF_UP).quantize(digits)
         return Money._checked(value.copy_abs() if value.is_zero() else value, self.currency)
 
     def _check(self, other: object) -> Money:

@@ -26,6 +26,13 @@ class InvoiceOutcome(StrEnum):
 
     PAYMENT_FAILED = "payment_failed"  # a charge was declined; Stripe keeps the invoice open
     CREDIT_CARRIED = "credit_carried"  # negative total: never sent, carried to the next period
+    # Positive but below Stripe's minimum charge for its currency: never sent, carried to the
+    # next period as a true-up (Stripe would refuse to charge it).
+    BELOW_MINIMUM = "below_minimum"
+
+
+# Outcomes of invoices never sent to Stripe: their amount is carried to the next period.
+CARRIED_OUTCOMES = frozenset({InvoiceOutcome.CREDIT_CARRIED, InvoiceOutcome.BELOW_MINIMUM})
 
 
 class DisplayStatus(StrEnum):
@@ -38,12 +45,14 @@ class DisplayStatus(StrEnum):
     VOID = "void"
     UNCOLLECTIBLE = "uncollectible"
     CREDIT = "credit"
+    CARRIED = "carried"  # below Stripe's minimum charge: carried to the next month
 
 
 # The words a local outcome shows as; without an outcome Stripe's status is the word.
 OUTCOME_DISPLAY = {
     InvoiceOutcome.PAYMENT_FAILED: DisplayStatus.FAILED,
     InvoiceOutcome.CREDIT_CARRIED: DisplayStatus.CREDIT,
+    InvoiceOutcome.BELOW_MINIMUM: DisplayStatus.CARRIED,
 }
 
 
@@ -51,6 +60,7 @@ OUTCOME_DISPLAY = {
 _OUTCOME_STATUS = {
     DisplayStatus.FAILED: (InvoiceStatus.OPEN, InvoiceOutcome.PAYMENT_FAILED),
     DisplayStatus.CREDIT: (InvoiceStatus.DRAFT, InvoiceOutcome.CREDIT_CARRIED),
+    DisplayStatus.CARRIED: (InvoiceStatus.DRAFT, InvoiceOutcome.BELOW_MINIMUM),
 }
 
 

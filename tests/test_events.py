@@ -14,6 +14,7 @@ from billing_core.models import Customer, Invoice, ReconciliationDiff, StripeEve
 from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.stripe import mapping
+from billing_core.views import invoices as invoice_views
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import StripeWorld, make_world
 
@@ -132,6 +133,59 @@ def test_failed_payment_shows_attempts_and_next_attempt(world: StripeWorld) -> N
     assert row.display_status == "failed" and row.attempt_count == 1
     assert (row.status, row.outcome) == ("open", "payment_failed")  # Stripe's status kept
     assert row.next_payment_attempt is not None and "attempt 1 failed" in row.last_error
+
+
+@pytest.mark.parametrize(
+    ("card", "reason"),
+    [
+        (
+            "pm_card_chargeDeclinedInsufficientFunds",
+            "Your card has insufficient funds. (card_declined: insufficient_funds)",
+        ),
+        (
+            "pm_card_chargeDeclinedExpiredCard",
+            "Your card has expired. (expired_card: expired_card)",
+        ),
+        ("pm_card_chargeDeclined", "Your card was declined. (card_declined: generic_decline)"),
+    ],
+)
+def test_failed_payment_reason_is_read_from_the_payment_intent(
+    world: StripeWorld, card: str, reason: str
+) -> None:
+    """Stripe keeps the reason on the PaymentIntent (`last_payment_error`), not the invoice:
+    each attempt shows its own, read with one request (payments expanded to their intents)."""
+    cus = world.customer(card=card)
+    local, remote = world.invoice(cus, status="open")
+    with pytest.raises(Exception):  # noqa: B017
+        world.client.v1.invoices.pay(remote["id"])
+    before = world.server.request_count("/v1/", "GET")
+    _store_and_apply(world, world.server.events(type="invoice.payment_failed"))
+    assert world.server.request_count("/v1/", "GET") == before + 1
+    row = world.local(local.id)
+    assert row.last_error is not None and f"attempt 1 failed: {reason};" in row.last_error
+    with Session(world.engine) as s:
+        detail = invoice_views.invoice_detail(s, local.id or 0)
+    assert detail is not None
+    assert [a.detail for a in detail.attempts] == [f"attempt 1: {reason}"]
+
+
+def test_a_later_attempt_keeps_its_own_reason(world: StripeWorld) -> None:
+    cus = world.customer(card="pm_card_chargeDeclinedExpiredCard")
+    local, remote = world.invoice(cus, status="open")
+    with pytest.raises(Exception):  # noqa: B017
+        world.client.v1.invoices.pay(remote["id"])
+    _store_and_apply(world, world.server.events(type="invoice.payment_failed"))
+    world.server.attach_card(cus.stripe_customer_id or "", "pm_card_chargeDeclined")
+    with pytest.raises(Exception):  # noqa: B017
+        world.client.v1.invoices.pay(remote["id"])
+    _store_and_apply(world, world.server.events(type="invoice.payment_failed"))
+    with Session(world.engine) as s:
+        detail = invoice_views.invoice_detail(s, local.id or 0)
+    assert detail is not None
+    assert [a.detail for a in detail.attempts] == [
+        "attempt 1: Your card has expired. (expired_card: expired_card)",
+        "attempt 2: Your card was declined. (card_declined: generic_decline)",
+    ]
 
 
 @pytest.mark.parametrize("action", ["void", "mark_uncollectible"])

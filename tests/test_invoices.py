@@ -17,6 +17,7 @@ from billing_core.models import Invoice, StripeEvent, display_status_in
 from billing_core.money import display
 from billing_core.states import EventOutcome
 from billing_core.views import invoices as inv
+from billing_core.views import overview
 from tests.conftest import ROOT
 
 PAGE = str(ROOT / "pages/invoices.py")
@@ -38,6 +39,48 @@ def test_headline_figures_per_currency_match_the_database(demo_session: Session)
         assert h.void == sum(r.total_minor for r in rows if shown[r.id] == "void")
         assert h.refunded == sum(r.amount_refunded_minor for r in rows)
     assert figures["EUR"].failed > 0 and figures["EUR"].void > 0 and figures["EUR"].refunded > 0
+
+
+def test_an_amount_carried_to_next_month_is_not_billed_twice(demo_session: Session) -> None:
+    before = {h.currency: h.billed for h in inv.headline_figures(demo_session, inv.InvoiceFilter())}
+    row = demo_session.exec(select(Invoice).where(Invoice.currency == "EUR")).first()
+    assert row is not None
+    demo_session.add(
+        Invoice(
+            customer_id=row.customer_id,
+            period="2027-01",
+            currency="EUR",
+            status="draft",
+            outcome="below_minimum",
+            total_minor=30,
+            subtotal_minor=30,
+        )
+    )
+    demo_session.flush()
+    after = {h.currency: h for h in inv.headline_figures(demo_session, inv.InvoiceFilter())}
+    assert after["EUR"].billed == before["EUR"] and after["EUR"].counts["carried"] == 1
+    table = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("carried",)))
+    assert list(table["status"]) == ["carried"]
+
+
+def test_overview_does_not_count_a_carried_amount_as_billed(demo_session: Session) -> None:
+    now = datetime(2027, 2, 10, tzinfo=UTC)  # last month: 2027-01, nothing billed yet
+    row = demo_session.exec(select(Invoice).where(Invoice.currency == "EUR")).first()
+    assert row is not None
+    demo_session.add(
+        Invoice(
+            customer_id=row.customer_id,
+            period="2027-01",
+            currency="EUR",
+            status="draft",
+            outcome="below_minimum",
+            total_minor=30,
+            subtotal_minor=30,
+        )
+    )
+    demo_session.flush()
+    out = overview.build_overview(demo_session, now)
+    assert out.billed_last_month == {} and out.invoices_last_month == 0
 
 
 def test_filters_narrow_the_selection(demo_session: Session) -> None:

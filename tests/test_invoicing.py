@@ -471,6 +471,103 @@ def test_negative_total_is_not_charged_and_the_credit_is_carried(
     assert carried[0].amount_minor == credit.total_minor and carried[0].source_period == str(P)
 
 
+@pytest.mark.parametrize(
+    ("currency", "rate", "step"),
+    [("KWD", "0.3071", 10), ("BHD", "0.376", 10), ("ISK", "137.9", 100), ("HUF", "360.6", 100)],
+)
+def test_amounts_are_sent_in_the_form_stripe_takes(
+    demo_engine: Engine,
+    demo_db_url: str,
+    server: StripeTestServer,
+    currency: str,
+    rate: str,
+    step: int,
+) -> None:
+    """Three-decimal currencies end in 0, ISK and HUF are whole units: the test server refuses
+    anything else (Stripe's error shape), so every line is rounded once to that step."""
+    with session_scope(demo_engine) as s:
+        for cus in s.exec(select(Customer)).all():
+            cus.currency = currency
+            s.add(cus)
+        rates.set_rate(s, period=P, currency=currency, rate=rate, source="ECB", actor="test")
+    result = _run(demo_engine, _settings(demo_db_url, server))
+    assert result.exit_code == 0, [p.message for p in result.problems]
+    assert_billed_exactly_once(demo_engine, server)
+    with Session(demo_engine) as s:
+        lines = s.exec(select(InvoiceLine)).all()
+    amounts = [
+        li.amount_minor for li in lines if li.invoice_id in {i.id for i in _invoices(demo_engine)}
+    ]
+    assert amounts and all(a % step == 0 for a in amounts)
+
+
+def test_a_saved_line_stripe_would_refuse_is_never_sent(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    with session_scope(demo_engine) as s:
+        for cus in s.exec(select(Customer)).all():
+            cus.currency = "KWD"
+            s.add(cus)
+        rates.set_rate(s, period=P, currency="KWD", rate="0.3071", source="ECB", actor="test")
+    with session_scope(demo_engine) as s:
+        ids = invoicing_drafts.save_drafts(s, invoicing_runs.preview(s, P), run_id=None)
+        # A draft saved before the rule (or edited by hand): KWD 0.001 more on its first line.
+        line = s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == ids[0])).first()
+        inv = s.get(Invoice, ids[0])
+        assert line is not None and inv is not None
+        line.amount_minor += 1
+        inv.total_minor += 1
+        inv.subtotal_minor += 1
+    result = _run(demo_engine, _settings(demo_db_url, server))
+    assert result.exit_code == 1
+    [problem] = result.problems
+    assert problem.invoice_id == ids[0]
+    assert "cannot be sent to Stripe: KWD amounts must be a multiple of 10" in problem.message
+    sent = {int(i["metadata"]["local_invoice_id"]) for i in server.invoices()}
+    assert ids[0] not in sent and len(sent) == len(ids) - 1
+
+
+def test_total_below_stripes_minimum_is_not_charged_and_is_carried(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer
+) -> None:
+    with Session(demo_engine) as s:
+        iris = s.exec(select(Customer).where(Customer.name == "Iris Labs SAS")).one()
+        draft = next(d for d in invoicing_runs.preview(s, P).drafts if d.customer_id == iris.id)
+    with session_scope(demo_engine) as s:
+        s.add(
+            TrueUp(
+                customer_id=iris.id or 0,
+                source_period="2026-09",
+                currency="EUR",
+                description="Goodwill credit for an outage",
+                amount_minor=-(draft.total_minor - 30),  # leaves EUR 0.30, below EUR 0.50
+            )
+        )
+    with Session(demo_engine) as s:
+        draft = next(d for d in invoicing_runs.preview(s, P).drafts if d.customer_id == iris.id)
+    assert draft.total_minor == 30 and draft.below_minimum
+    assert "below Stripe's minimum charge of EUR 0.50" in "; ".join(draft.warnings)
+    said: list[str] = []
+    result = _run(demo_engine, _settings(demo_db_url, server), progress=said.append)
+    assert result.exit_code == 0
+    carried = next(i for i in _invoices(demo_engine) if i.customer_id == iris.id)
+    assert (carried.status, carried.outcome, carried.display_status) == (
+        "draft",
+        "below_minimum",
+        "carried",
+    )
+    assert carried.stripe_invoice_id is None and len(server.invoices()) == 8
+    assert "EUR 0.30 is below Stripe's minimum charge of EUR 0.50" in (carried.last_error or "")
+    assert any(line.startswith("  CARRIED Iris Labs SAS EUR 0.30") for line in said)
+    with Session(demo_engine) as s:
+        ups = s.exec(select(TrueUp).where(TrueUp.customer_id == iris.id)).all()
+    open_ups = [t for t in ups if t.applied_invoice_id is None]
+    assert [(t.amount_minor, t.source_period) for t in open_ups] == [(30, str(P))]
+    # A second run leaves it alone: it is carried, not pending.
+    assert _run(demo_engine, _settings(demo_db_url, server)).exit_code == 0
+    assert len(server.invoices()) == 8
+
+
 def test_true_up_lands_on_exactly_one_invoice(
     demo_engine: Engine, demo_db_url: str, server: StripeTestServer
 ) -> None:

@@ -10,8 +10,11 @@ from billing_core.money import (
     display,
     exponent,
     format_minor,
+    minimum_charge_minor,
     minor_to_decimal,
     round_minor,
+    step_minor,
+    stripe_amount_problem,
     sum_money,
     to_decimal,
 )
@@ -27,7 +30,19 @@ from billing_core.money import (
         ("12.344999999", "EUR", 1234),
         ("1234.5", "JPY", 1235),  # zero-decimal
         ("1234.4", "JPY", 1234),
-        ("1.0005", "KWD", 1001),  # three-decimal
+        ("1.0005", "KWD", 1000),  # three-decimal: Stripe takes multiples of 10 only
+        ("1.005", "KWD", 1010),
+        ("1.2345", "KWD", 1230),
+        ("-1.005", "BHD", -1010),
+        ("0.0049", "OMR", 0),
+        ("12.345", "JOD", 12350),
+        ("7.77749", "TND", 7780),
+        ("12.5", "ISK", 1300),  # two-decimal form, whole units only
+        ("12.49", "ISK", 1200),
+        ("199.50", "HUF", 20000),
+        ("30.2", "TWD", 3000),
+        ("1234.5", "UGX", 1235),  # zero-decimal
+        ("0.5", "XOF", 1),
         ("0.0000000001", "USD", 0),
         ("99999999.995", "USD", 10000000000),
     ],
@@ -102,7 +117,7 @@ amounts = st.decimals(
     allow_nan=False,
     allow_infinity=False,
 )
-currencies = st.sampled_from(["USD", "EUR", "JPY", "KWD", "GBP"])
+currencies = st.sampled_from(["USD", "EUR", "JPY", "KWD", "GBP", "ISK", "HUF", "TWD", "BHD"])
 
 
 @given(st.lists(amounts, min_size=0, max_size=30), currencies)
@@ -112,16 +127,20 @@ def test_total_is_exact_sum_of_rounded_lines(values: list[Decimal], currency: st
     assert total.to_minor() == sum(lines)
 
 
-@given(st.integers(min_value=-(10**15), max_value=10**15), currencies)
-def test_minor_units_round_trip(minor: int, currency: str) -> None:
+@given(st.integers(min_value=-(10**13), max_value=10**13), currencies)
+def test_minor_units_round_trip(steps: int, currency: str) -> None:
+    minor = steps * step_minor(currency)  # every amount Stripe takes
     assert Money.from_minor(minor, currency).to_minor() == minor
     assert round_minor(minor_to_decimal(minor, currency), currency) == minor
 
 
 @given(amounts, currencies)
-def test_rounding_error_is_at_most_half_a_minor_unit(value: Decimal, currency: str) -> None:
-    rounded = minor_to_decimal(round_minor(value, currency), currency)
-    assert abs(rounded - value) <= Decimal("0.5") * Decimal(10) ** -exponent(currency)
+def test_rounding_error_is_at_most_half_a_step(value: Decimal, currency: str) -> None:
+    minor = round_minor(value, currency)
+    rounded = minor_to_decimal(minor, currency)
+    step = step_minor(currency) * Decimal(10) ** -exponent(currency)
+    assert abs(rounded - value) <= step / 2
+    assert stripe_amount_problem(minor, currency) is None
 
 
 @given(amounts, currencies)
@@ -140,3 +159,52 @@ def test_rounded_is_to_minor_kept_as_money(value: Decimal, currency: str) -> Non
 )
 def test_rounded_table(amount: str, currency: str, text: str) -> None:
     assert str(Money.of(amount, currency).rounded().amount) == text
+
+
+# Stripe's currency rules (docs.stripe.com/currencies): the smallest amount it takes per currency.
+@pytest.mark.parametrize(
+    ("currency", "step", "exp"),
+    [
+        ("USD", 1, 2),
+        ("EUR", 1, 2),
+        ("JPY", 1, 0),  # zero-decimal: whole yen
+        ("KRW", 1, 0),
+        ("UGX", 1, 0),
+        ("XOF", 1, 0),
+        ("BHD", 10, 3),  # three-decimal: last digit 0
+        ("JOD", 10, 3),
+        ("KWD", 10, 3),
+        ("OMR", 10, 3),
+        ("TND", 10, 3),
+        ("ISK", 100, 2),  # two-decimal form, whole units only
+        ("HUF", 100, 2),
+        ("TWD", 100, 2),
+    ],
+)
+def test_stripe_steps(currency: str, step: int, exp: int) -> None:
+    assert (step_minor(currency), exponent(currency)) == (step, exp)
+    assert stripe_amount_problem(7 * step, currency) is None
+    if step > 1:
+        problem = stripe_amount_problem(7 * step + 1, currency)
+        assert problem is not None and f"multiple of {step}" in problem
+
+
+@pytest.mark.parametrize(
+    ("currency", "usd_rate", "minimum"),
+    [
+        ("USD", None, 50),
+        ("EUR", None, 50),
+        ("GBP", None, 30),
+        ("JPY", None, 50),
+        ("HUF", None, 17500),
+        ("CZK", None, 1500),
+        ("MXN", None, 1000),
+        ("THB", None, 1000),
+        ("KWD", Decimal("0.3071"), 160),  # USD 0.50 = KWD 0.15355, up to KWD 0.160
+        ("ISK", Decimal("137.9"), 6900),  # ISK 68.95, up to ISK 69
+        ("KRW", Decimal("1380.5"), 691),  # KRW 690.25, up to 691
+        ("ZAR", None, None),  # not in Stripe's table and no rate: unknown
+    ],
+)
+def test_minimum_charge(currency: str, usd_rate: Decimal | None, minimum: int | None) -> None:
+    assert minimum_charge_minor(currency, usd_rate) == minimum

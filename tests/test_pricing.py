@@ -20,7 +20,7 @@ from billing_core.invoicing.pricing import (
     overage_quantity,
     price,
 )
-from billing_core.money import Money, round_minor
+from billing_core.money import Money, exponent, round_minor, step_minor
 
 D = Decimal
 EUR_PAR = Rates("2026-10", {"EUR": D(1)}, {"EUR": "test"})
@@ -99,7 +99,10 @@ def test_worked_example_usage_plan() -> None:
         (D("0.0000000001"), D(0), D(1), "EUR", 0),
         (D("1234.5678901234"), D("7.5"), D("0.9213"), "EUR", 122271),
         (D("99.99"), D(0), D("151.37"), "JPY", 15135),  # zero-decimal currency
-        (D("10"), D(0), D("0.3077"), "KWD", 3077),  # three decimals
+        (D("10"), D(0), D("0.3077"), "KWD", 3080),  # three decimals, last digit 0 for Stripe
+        (D("10"), D(0), D("137.945"), "ISK", 137900),  # ISK: two-decimal form, whole krónur
+        (D("10"), D(0), D("31.27"), "TWD", 31300),  # TWD: whole dollars
+        (D("1.234"), D(0), D("360.6"), "HUF", 44500),  # HUF 444.98 -> 445
         (D("-4.20"), D(10), D(1), "EUR", -462),  # an AWS credit stays negative
     ],
 )
@@ -252,7 +255,7 @@ rates_st = st.decimals(min_value=D("0.01"), max_value=D("200"), places=6)
     costs=st.dictionaries(st.sampled_from(["EC2", "S3", "RDS", "Lambda", "EKS"]), amounts),
     markup=st.decimals(min_value=D(0), max_value=D(50), places=2),
     rate=rates_st,
-    currency=st.sampled_from(["EUR", "JPY", "KWD"]),
+    currency=st.sampled_from(["EUR", "JPY", "KWD", "ISK", "HUF", "TWD"]),
 )
 def test_total_is_the_sum_of_lines_each_rounded_once(
     costs: dict[str, Decimal], markup: Decimal, rate: Decimal, currency: str
@@ -265,11 +268,13 @@ def test_total_is_the_sum_of_lines_each_rounded_once(
         if line.kind == "aws":
             exact = costs[line.service or ""] * (1 + markup / 100) * rate
             assert line.amount_minor == round_minor(exact, currency)
-    # Never more than half a minor unit per line away from the exact figure.
+    # Never more than half a step Stripe allows per line away from the exact figure.
     exact_total = sum((v * (1 + markup / 100) * rate for v in costs.values()), D(0))
-    scale = D(10) ** {"EUR": 2, "JPY": 0, "KWD": 3}[currency]
+    scale = D(10) ** exponent(currency)
     aws_minor = sum(line.amount_minor for line in draft.lines if line.kind == "aws")
-    assert abs(aws_minor - exact_total * scale) <= D("0.5") * max(1, len(costs))
+    half_step = D(step_minor(currency)) / 2
+    assert abs(aws_minor - exact_total * scale) <= half_step * max(1, len(costs))
+    assert all(line.amount_minor % step_minor(currency) == 0 for line in draft.lines)
 
 
 @given(costs=st.dictionaries(st.sampled_from(["EC2", "S3"]), amounts), rate=rates_st)

@@ -236,13 +236,25 @@ def test_linked_invoice_missing_from_stripe_is_read_once_then_reported(world: Wo
     assert result.stripe_requests == 2  # one list page, one lookup answered 404
 
 
-def test_lines_beyond_the_first_ten_are_paged_only_when_needed(
-    world: World, engine: Engine
+@pytest.mark.parametrize("outcome", ["below_minimum", "credit_carried"])
+def test_invoices_carried_to_next_month_are_not_missing_in_stripe(
+    world: World, engine: Engine, outcome: str
 ) -> None:
+    c = world.customer()
+    inv = world.invoice(c, 30 if outcome == "below_minimum" else -500, push=False, status="draft")
+    with session_scope(engine) as s:
+        row = s.get(Invoice, inv.id)
+        assert row is not None
+        row.outcome = outcome
+    run(world)
+    assert kinds(world.engine) == set()
+
+
+def _long_invoice(world: World, engine: Engine, remote_amounts: list[int]) -> Invoice:
+    """A local invoice of 15 lines of 100 (L00..L14) and its Stripe twin with `remote_amounts`."""
     srv = world.server
     c = world.customer()
     inv = world.invoice(c, 1_500)
-    # Rebuild the invoice with 15 lines on both sides, one differing beyond the tenth.
     with session_scope(engine) as s:
         for li in s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == inv.id)).all():
             s.delete(li)
@@ -264,14 +276,8 @@ def test_lines_beyond_the_first_ten_are_paged_only_when_needed(
             "metadata": {"local_invoice_id": str(inv.id), "period": str(PERIOD)},
         }
     )
-    client.v1.invoices.add_lines(
-        obj.id,
-        params={
-            "lines": [
-                {"amount": 100 if i != 12 else 150, "description": f"L{i:02d}"} for i in range(15)
-            ]
-        },
-    )
+    lines = [{"amount": a, "description": f"L{i:02d}"} for i, a in enumerate(remote_amounts)]
+    client.v1.invoices.add_lines(obj.id, params={"lines": lines})  # type: ignore[typeddict-item]
     with session_scope(engine) as s:
         row = s.get(Invoice, inv.id)
         assert row is not None
@@ -279,13 +285,38 @@ def test_lines_beyond_the_first_ten_are_paged_only_when_needed(
         row.stripe_invoice_id = obj.id
         row.status = "draft"
         row.push_step = "lines_added"
+    return inv
+
+
+def test_lines_beyond_the_first_ten_are_paged_only_when_needed(
+    world: World, engine: Engine
+) -> None:
+    # 15 lines on both sides, one differing beyond the tenth. Stripe embeds ten and says only
+    # `has_more` (no count): the rest are listed after the tenth, in one request.
+    inv = _long_invoice(world, engine, [100 if i != 12 else 150 for i in range(15)])
     result = run(world)
     assert kinds(world.engine) == {
         ("amount", f"invoice:{inv.id}"),
         ("line", f"invoice:{inv.id}:line:L12"),
     }
-    assert srv.request_count("/lines", "GET") == 1
+    assert world.server.request_count("/lines", "GET") == 1
     assert result.stripe_requests == 2
+
+
+def test_long_invoices_that_agree_need_no_line_requests(world: World, engine: Engine) -> None:
+    _long_invoice(world, engine, [100] * 15)
+    result = run(world)
+    assert kinds(world.engine) == set()
+    assert world.server.request_count("/lines", "GET") == 0
+    assert result.stripe_requests == 1
+
+
+def test_more_lines_in_stripe_than_embedded_are_read(world: World, engine: Engine) -> None:
+    # Stripe has 16 lines, we have 15: the count is not in the invoice, the listing finds L15.
+    inv = _long_invoice(world, engine, [100] * 16)
+    run(world)
+    assert ("line", f"invoice:{inv.id}:line:L15") in kinds(world.engine)
+    assert world.server.request_count("/lines", "GET") == 1
 
 
 def test_thousand_invoices_take_about_ten_requests(world: World, engine: Engine) -> None:

@@ -635,3 +635,51 @@ def test_created_filters_and_http_delete(
     assert [i["id"] for i in server.invoices()] == [new.id]
     assert client.v1.customers.delete(customer).deleted is True
     assert server.customers() == []
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "ok"),
+    [
+        ("usd", 1234, True),
+        ("jpy", 1234, True),  # zero-decimal: whole yen
+        ("ugx", 1234, True),
+        ("kwd", 5120, True),  # three-decimal: last digit 0
+        ("kwd", 5124, False),
+        ("bhd", 1, False),
+        ("jod", -10, True),
+        ("omr", 15, False),
+        ("tnd", 990, True),
+        ("isk", 500, True),  # two-decimal form, whole units
+        ("isk", 550, False),
+        ("huf", 17501, False),
+        ("twd", 3000, True),
+    ],
+)
+def test_amounts_follow_stripes_currency_rules(
+    client: stripe.StripeClient, currency: str, amount: int, ok: bool
+) -> None:
+    customer = new_customer(client)
+    inv = draft_invoice(client, customer, currency=currency)
+    line = {"amount": amount, "description": "x"}
+    if ok:
+        assert client.v1.invoices.add_lines(inv.id, {"lines": [line]}).total == amount
+        return
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        client.v1.invoices.add_lines(inv.id, {"lines": [line]})
+    err = excinfo.value
+    assert err.http_status == 400 and err.code == "invalid_amount"
+    assert err.param == "lines[0][amount]" and currency in str(err.user_message)
+
+
+@pytest.mark.parametrize(("currency", "amount", "ok"), [("usd", 49, False), ("usd", 50, True)])
+def test_charge_below_the_minimum_is_refused(
+    client: stripe.StripeClient, currency: str, amount: int, ok: bool
+) -> None:
+    inv = draft_invoice(client, new_customer(client), currency=currency)
+    client.v1.invoices.add_lines(inv.id, {"lines": [{"amount": amount, "description": "x"}]})
+    if ok:
+        assert client.v1.invoices.pay(inv.id).status == "paid"
+        return
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        client.v1.invoices.pay(inv.id)
+    assert excinfo.value.code == "amount_too_small"

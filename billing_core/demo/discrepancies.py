@@ -183,7 +183,7 @@ def _as_stripe(
         "status": str(inv.status),  # Stripe's status: a failed charge leaves it open
         "created": int((period.end_at + timedelta(days=3)).timestamp()),
         "metadata": {"local_invoice_id": str(inv.id), "period": str(period)},
-        "lines": {"object": "list", "data": data, "has_more": False, "total_count": len(data)},
+        "lines": {"object": "list", "data": data, "has_more": False},
     }
 
 
@@ -227,5 +227,5 @@ def _outside_invoice(period: Period) -> dict[str, Any]:
         "status": InvoiceStatus.OPEN,
         "created": int((period.end_at + timedelta(days=9)).timestamp()),
         "metadata": {"period": str(period)},
-        "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1},
+        "lines": {"object": "list", "data": [line], "has_more": False},
     }

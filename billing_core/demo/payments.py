@@ -32,7 +32,7 @@ _PAYMENT_METHODS: dict[str, str | None] = {
 _REFUNDS: dict[tuple[str, int], tuple[int, int]] = {("acme", 4): (1, 4), ("cobalt", 6): (1, 1)}
 # Paid invoices whose first attempt was declined and a retry succeeded.
 _PAID_ON_RETRY = {("fjord", 1), ("birch", 3), ("harbor", 8)}
-_DECLINE = "card_declined (insufficient_funds)"
+_DECLINE = "Your card has insufficient funds. (card_declined: insufficient_funds)"
 
 
 def _key_by_customer(session: Session) -> dict[int, str]:
@@ -46,7 +46,9 @@ class _Events:
         self.session = session
         self.count = 0
 
-    def add(self, invoice: Invoice, n: int, type_: str, at: datetime, **obj: Any) -> None:
+    def add(
+        self, invoice: Invoice, n: int, type_: str, at: datetime, detail: str | None, **obj: Any
+    ) -> None:
         body = {
             "object": "invoice",
             "number": invoice.number,
@@ -74,6 +76,7 @@ class _Events:
                 received_at=at,
                 processed_at=at,
                 outcome=EventOutcome.APPLIED,
+                detail=detail,
             )
         )
         self.count += 1
@@ -83,10 +86,10 @@ def _invoice_events(ev: _Events, inv: Invoice, age: int, key: str) -> None:
     issued = inv.issued_at or inv.created_at
     n = 0
 
-    def add(type_: str, at: datetime, **obj: Any) -> None:
+    def add(type_: str, at: datetime, detail: str | None = None, **obj: Any) -> None:
         nonlocal n
         n += 1
-        ev.add(inv, n, type_, at, **obj)
+        ev.add(inv, n, type_, at, detail, **obj)
 
     add("invoice.finalized", issued, status=InvoiceStatus.OPEN, attempt_count=0)
     if inv.collection_method == "send_invoice":
@@ -102,7 +105,7 @@ def _invoice_events(ev: _Events, inv: Invoice, age: int, key: str) -> None:
             issued + timedelta(days=3 * (k - 1), hours=1),
             status=InvoiceStatus.OPEN,
             attempt_count=k,
-            last_payment_error=_DECLINE,
+            detail=_DECLINE,  # as read from the PaymentIntent when the event was applied
         )
     if inv.status == InvoiceStatus.PAID and inv.paid_at:
         if inv.collection_method == "charge_automatically":

@@ -242,6 +242,13 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
                 f"Credits exceed charges by {display(-draft.total_minor, draft.currency)}: "
                 f"nothing was charged or sent to Stripe; the credit is carried to {next_period}."
             )
+        elif draft.below_minimum:
+            invoice.outcome = InvoiceOutcome.BELOW_MINIMUM
+            invoice.last_error = (
+                f"{display(draft.total_minor, draft.currency)} is below Stripe's minimum charge "
+                f"of {display(draft.minimum_charge_minor or 0, draft.currency)}: nothing was "
+                f"charged or sent to Stripe; the amount is carried to {next_period}."
+            )
         session.add(invoice)
         session.flush()
         iid = invoice.id or 0
@@ -261,12 +268,13 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             )
             if line.true_up_id is not None:
                 _apply_true_up(session, line.true_up_id, iid)
-        if draft.total_minor < 0:
+        if draft.total_minor < 0 or draft.below_minimum:
+            carried = "Credit carried" if draft.total_minor < 0 else "Amount carried"
             session.add(
                 TrueUp(
                     customer_id=draft.customer_id,
                     source_period=draft.period,
-                    description=f"Credit carried from {draft.period}",
+                    description=f"{carried} from {draft.period}",
                     amount_minor=draft.total_minor,
                     currency=draft.currency,
                     created_by=f"invoice run {run_id}",

@@ -5,6 +5,11 @@ once, where it becomes an invoice line; the invoice total is the sum of its roun
 Amounts travel as `Money` (an amount with its currency): line amounts and totals in the
 invoice currency, plan fees, prices and true-ups in their own.
 
+Stripe's currency rules (billing_core/money.py): each line is rounded once, to the step Stripe
+allows in the invoice currency (KWD to 0.010, ISK to whole krónur), so lines and totals are
+amounts Stripe takes. A positive total below Stripe's minimum charge is flagged (`below_minimum`)
+and is not charged: saving the draft carries it to the next month.
+
 Currency rules (DESIGN.md section 3): AWS costs are in the cost currency (USD). Anything not in
 the customer's currency is converted with the period's recorded USD->X rates (`Rates`); an
 amount in a third currency (a EUR plan fee on a GBP customer) goes through USD, i.e. the cross
@@ -25,7 +30,8 @@ from decimal import Decimal
 from functools import cached_property
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
-from billing_core.money import Money, sum_money
+from billing_core.money import Money, display, minimum_charge_minor, sum_money
+from billing_core.periods import Period
 from billing_core.states import LineKind
 
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
@@ -113,6 +119,15 @@ class Draft:
     costs_estimated: bool
     collection_method: str
     warnings: tuple[str, ...] = ()
+    # Stripe's minimum charge in the invoice currency (minor units); None when unknown (a
+    # currency outside Stripe's table without a USD rate: USD invoices always know theirs).
+    minimum_charge_minor: int | None = None
+
+    @property
+    def below_minimum(self) -> bool:
+        """Positive but below Stripe's minimum charge: not charged, carried to next month."""
+        minimum = self.minimum_charge_minor
+        return minimum is not None and 0 < self.total_minor < minimum
 
     @cached_property
     def total(self) -> Money:
@@ -149,6 +164,7 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         fx_source=fx_source,
         costs_estimated=inp.costs_estimated,
         collection_method=inp.collection_method,
+        minimum_charge_minor=minimum_charge_minor(cur, fx_rate),
     )
     return _with_warnings(draft, inp)
 
@@ -250,6 +266,15 @@ def _true_up_line(item: TrueUpItem, currency: str, rates: Rates) -> DraftLine:
     )
 
 
+def below_minimum_note(draft: Draft) -> str:
+    """What happens to a draft below Stripe's minimum charge, for the preview and the run."""
+    minimum = display(draft.minimum_charge_minor or 0, draft.currency)
+    return (
+        f"below Stripe's minimum charge of {minimum}: nothing will be charged, the amount is "
+        f"carried to {Period.parse(draft.period).next()}"
+    )
+
+
 def _with_warnings(draft: Draft, inp: PricingInput) -> Draft:
     warnings = []
     if draft.costs_estimated:
@@ -258,6 +283,8 @@ def _with_warnings(draft: Draft, inp: PricingInput) -> Draft:
         warnings.append("zero amount")
     elif draft.total_minor < 0:
         warnings.append("credits exceed charges: nothing will be charged, the credit is carried")
+    elif draft.below_minimum:
+        warnings.append(below_minimum_note(draft))
     if inp.collection_method == "charge_automatically" and not inp.has_payment_method:
         warnings.append("no payment method on file")
     if not warnings:

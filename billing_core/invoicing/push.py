@@ -38,8 +38,9 @@ from billing_core.models import (
     Invoice,
     InvoiceLine,
 )
+from billing_core.money import stripe_amount_problem
 from billing_core.periods import Period, utcnow
-from billing_core.states import InvoiceOutcome, InvoiceStatus, PushStep
+from billing_core.states import CARRIED_OUTCOMES, InvoiceOutcome, InvoiceStatus, PushStep
 from billing_core.stripe import customers as stripe_customers
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe import payments as stripe_payments
@@ -60,8 +61,8 @@ DONE_STEPS = frozenset({PushStep.PAID, PushStep.SENT})
 FINAL_STATUSES = frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE})
 
 
-# A credit carried forward is never sent to Stripe.
-FINAL_OUTCOMES = frozenset({InvoiceOutcome.CREDIT_CARRIED})
+# A credit, or an amount below Stripe's minimum charge, carried forward is never sent to Stripe.
+FINAL_OUTCOMES = CARRIED_OUTCOMES
 
 
 Progress = Callable[[str], None]
@@ -210,6 +211,8 @@ class Pusher:
         try:
             if self.abort_reason:
                 raise PaymentProviderError(f"not attempted: {self.abort_reason}")
+            if inv.push_step in (PushStep.NONE, PushStep.CREATING):
+                _check_amounts(snap)
             stripe_customer = self.ensure_customer(cus)
             step = "create"
             inv, current = self._created(snap, stripe_customer)
@@ -277,7 +280,7 @@ class Pusher:
         iid = snap.invoice.id or 0
         expected = sum(line.amount_minor for line in snap.lines)
         if obj.status == InvoiceStatus.DRAFT:
-            has_lines = obj.line_count > 0
+            has_lines = bool(obj.lines)
             if has_lines and obj.total != expected:
                 raise PaymentProviderError(
                     f"Stripe invoice {obj.id} is a draft with total {obj.total} but the local "
@@ -394,6 +397,19 @@ def _action(step: str, collection_method: str) -> str:
     if step == PushStep.LINES_ADDED:
         return "finalize"
     return "pay" if collection_method == "charge_automatically" else "send"
+
+
+def _check_amounts(snap: _Snapshot) -> None:
+    """Refuse, before any Stripe call, lines in a form Stripe does not take (a draft saved
+    before the currency's rule was applied, or edited by hand): money.stripe_amount_problem."""
+    cur = snap.invoice.currency
+    for pos, line in enumerate(snap.lines, start=1):
+        problem = stripe_amount_problem(line.amount_minor, cur)
+        if problem is not None:
+            raise ValidationError(
+                f"Line {pos} of invoice {snap.invoice.id} ({line.description}) cannot be sent to "
+                f"Stripe: {problem} Nothing was sent; rebuild the draft for this customer."
+            )
 
 
 def _stripe_line(line: InvoiceLine, inv: Invoice) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from billing_core import audit
 from billing_core.config import Settings
@@ -37,6 +37,7 @@ from billing_core.invoicing.drafts import (
     build_drafts,
     save_drafts,
 )
+from billing_core.invoicing.pricing import below_minimum_note
 from billing_core.invoicing.push import (
     DONE_STEPS,
     FINAL_STATUSES,
@@ -52,7 +53,7 @@ from billing_core.models import (
 )
 from billing_core.money import display
 from billing_core.periods import Period, utcnow
-from billing_core.states import InvoiceOutcome, RunStatus
+from billing_core.states import CARRIED_OUTCOMES, RunStatus
 from billing_core.stripe.client import is_live
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
@@ -122,7 +123,10 @@ def pending_invoice_ids(session: Session, period: Period, customer_id: int | Non
             Invoice.period == str(period),
             col(Invoice.is_demo).is_(False),
             col(Invoice.status).not_in(FINAL_STATUSES),
-            col(Invoice.outcome).is_distinct_from(InvoiceOutcome.CREDIT_CARRIED),
+            or_(
+                col(Invoice.outcome).is_(None),
+                col(Invoice.outcome).not_in(CARRIED_OUTCOMES),
+            ),
             col(Invoice.push_step).not_in(DONE_STEPS),
         )
         .order_by(col(Invoice.id))
@@ -444,6 +448,10 @@ def _run_locked(
     )
     for p in drafts.problems:
         say(f"  REFUSED {p.customer}: {p.message}")
+    for d in drafts.drafts:
+        if d.below_minimum:
+            amount = display(d.total_minor, d.currency)
+            say(f"  CARRIED {d.customer_name} {amount}: {below_minimum_note(d)}")
     with session_scope(engine) as s:
         todo = pending_invoice_ids(s, opts.period, opts.customer_id)
         run = s.get(InvoiceRun, run_id)

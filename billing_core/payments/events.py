@@ -213,6 +213,8 @@ def _apply_invoice(ctx: _Ctx) -> EventOutcome:
     mirror_invoice(local, remote, ctx.now)
     ctx.session.add(local)
     ctx.event.invoice_id = local.id
+    if ctx.event.type == "invoice.payment_failed" and remote.payment_error is not None:
+        ctx.event.detail = remote.payment_error.describe()
     return APPLIED
 
 

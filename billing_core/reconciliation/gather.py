@@ -27,7 +27,7 @@ from billing_core.reconciliation.diffing import (
     InvoiceLineRecord,
     InvoiceRecord,
 )
-from billing_core.states import DisplayStatus, InvoiceOutcome, InvoiceStatus
+from billing_core.states import CARRIED_OUTCOMES, DisplayStatus, InvoiceStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
@@ -83,7 +83,7 @@ def stripe_record(
 
 def stripe_status_of(invoice: Invoice) -> str:
     """A local invoice's status in Stripe's words (a failed charge leaves it open)."""
-    if invoice.outcome == InvoiceOutcome.CREDIT_CARRIED:
+    if invoice.outcome in CARRIED_OUTCOMES:
         return invoice.display_status  # never sent to Stripe: compared under its local word
     return invoice.status
 
@@ -136,8 +136,13 @@ def _local_stripe_records(session: Session, period: Period) -> list[InvoiceRecor
     invoices = session.exec(
         select(Invoice).where(Invoice.period == str(period), col(Invoice.is_demo).is_(False))
     ).all()
+    # Never meant for Stripe: voided before a push, and amounts carried to the next month
+    # (credits, and totals below Stripe's minimum charge).
     invoices = [
-        i for i in invoices if not (i.status == InvoiceStatus.VOID and not i.stripe_invoice_id)
+        i
+        for i in invoices
+        if not (i.status == InvoiceStatus.VOID and not i.stripe_invoice_id)
+        and i.outcome not in CARRIED_OUTCOMES
     ]
     stripe_customers = dict(session.exec(select(Customer.id, Customer.stripe_customer_id)).all())
     lines = _lines_by_invoice(session, [i.id for i in invoices if i.id is not None])
@@ -157,8 +162,8 @@ def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: boo
         return False
     if remote.total != loc.total_minor:
         return True
-    if remote.line_count != len(loc.lines):
-        return True
+    if len(loc.lines) <= len(remote.lines):
+        return True  # Stripe has more lines than it embedded, we have no more than those
     mine = [(li.description, li.amount_minor) for li in loc.lines]
     for pair in remote.lines:
         if pair not in mine:
@@ -170,15 +175,15 @@ def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: boo
 def _record(
     gw: Gateway,
     loc: InvoiceRecord | None,
-    remote: StripeInvoice,
+    obj: Mapping[str, Any],
     customer_ids: Mapping[str, int],
     deep_lines: bool,
 ) -> InvoiceRecord:
-    lines = (
-        stripe_invoices.invoice_lines(gw, remote.id)
-        if _needs_all_lines(loc, remote, deep_lines)
-        else None
-    )
+    remote = parse_invoice(obj)
+    lines = None
+    if _needs_all_lines(loc, remote, deep_lines):
+        embedded = list((obj.get("lines") or {}).get("data") or [])
+        lines = stripe_invoices.invoice_lines(gw, remote.id, embedded)
     return stripe_record(remote, customer_ids, lines)
 
 
@@ -208,11 +213,11 @@ def read_stripe_side(
             continue
         seen.add(found.id)
         loc = by_stripe.get(found.id) or by_local.get(found.metadata.local_invoice_id)
-        remote.append(_record(reader, loc, found, customer_ids, deep_lines))
+        remote.append(_record(reader, loc, obj, customer_ids, deep_lines))
     for rec in local:
         if rec.stripe_id and rec.stripe_id not in seen:
             # Created outside the window, or gone from Stripe (then it is missing remotely).
             raw = stripe_invoices.invoice_or_none(reader, rec.stripe_id)
             if raw is not None:
-                remote.append(_record(reader, rec, parse_invoice(raw), customer_ids, deep_lines))
+                remote.append(_record(reader, rec, raw, customer_ids, deep_lines))
     return StripeSide(local, remote)

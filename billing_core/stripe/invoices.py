@@ -39,10 +39,17 @@ def find_invoice(
     return None
 
 
+# An invoice's payments with their PaymentIntents: which one paid it, and why the open one
+# failed (`last_payment_error` lives on the PaymentIntent, not the invoice). One request:
+# Stripe expands up to four levels deep (docs.stripe.com/expand).
+PAYMENTS_WITH_INTENTS = "payments.data.payment.payment_intent"
+
+
 def read_invoice(gw: Gateway, invoice_id: str) -> StripeInvoice:
-    """The invoice as Stripe holds it now, with its payments (to learn the PaymentIntent)."""
+    """The invoice as Stripe holds it now, with its payments and their PaymentIntents."""
     doing = f"reading Stripe invoice {invoice_id}"
-    return parse_invoice(gw.read(_path(invoice_id), ["payments"], doing=doing))
+    # Payments down to their PaymentIntents (the failure reason); the plain invoice if refused.
+    return parse_invoice(gw.read(_path(invoice_id), [PAYMENTS_WITH_INTENTS], doing=doing))
 
 
 def create_invoice(
@@ -113,10 +120,15 @@ def invoices_created(gw: Gateway, created_gte: int, created_lt: int) -> Iterator
     return gw.pages("/v1/invoices", params, doing="listing Stripe invoices for reconciliation")
 
 
-def invoice_lines(gw: Gateway, invoice_id: str) -> list[JSON]:
-    """All lines of one invoice (Stripe embeds only the first ten in the invoice)."""
+def invoice_lines(gw: Gateway, invoice_id: str, embedded: list[JSON] | None = None) -> list[JSON]:
+    """All lines of one invoice. Stripe embeds only the first ten in the invoice and no count;
+    given those (`embedded`), the listing starts after them (one request per 100 more)."""
     doing = f"reading the lines of Stripe invoice {invoice_id}"
-    return list(gw.pages(_path(invoice_id, "lines"), {"limit": PAGE_SIZE}, doing=doing))
+    params: dict[str, Any] = {"limit": PAGE_SIZE}
+    first = list(embedded or [])
+    if first:
+        params["starting_after"] = first[-1]["id"]
+    return first + list(gw.pages(_path(invoice_id, "lines"), params, doing=doing))
 
 
 def invoice_or_none(gw: Gateway, invoice_id: str) -> JSON | None:

@@ -86,12 +86,58 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) and value else None
 
 
-def _paying_intent(obj: Mapping[str, Any]) -> str | None:
+def _payments(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The invoice's payments (`invoice_payment` objects), when they were expanded."""
     payments = obj.get("payments")
-    for payment in (payments or {}).get("data", []) if isinstance(payments, Mapping) else []:
-        inner = payment.get("payment") or {}
-        if payment.get("status") == "paid" and inner.get("payment_intent"):
-            return str(inner["payment_intent"])
+    return list(payments.get("data") or []) if isinstance(payments, Mapping) else []
+
+
+def _intent(payment: Mapping[str, Any]) -> Any:
+    """A payment's PaymentIntent: its id, or the object when expanded."""
+    return (payment.get("payment") or {}).get("payment_intent")
+
+
+def _paying_intent(obj: Mapping[str, Any]) -> str | None:
+    for payment in _payments(obj):
+        intent = _intent(payment)
+        if isinstance(intent, Mapping):
+            intent = intent.get("id")
+        if payment.get("status") == "paid" and intent:
+            return str(intent)
+    return None
+
+
+@dataclass(frozen=True)
+class PaymentError:
+    """Why the last payment attempt failed, as the PaymentIntent's `last_payment_error` says.
+
+    Stripe keeps it on the PaymentIntent, not the invoice: `invoice.payments.data[].payment.
+    payment_intent.last_payment_error` (code: card_declined, expired_card, ...; decline_code:
+    insufficient_funds, generic_decline, ...; message: Stripe's sentence for the payer).
+    """
+
+    code: str | None
+    decline_code: str | None
+    message: str | None
+
+    def describe(self) -> str:
+        """'Your card has insufficient funds. (card_declined: insufficient_funds)'."""
+        codes = ": ".join(c for c in (self.code, self.decline_code) if c)
+        text = self.message or "The payment failed."
+        return f"{text} ({codes})" if codes else text
+
+
+def _payment_error(obj: Mapping[str, Any]) -> PaymentError | None:
+    """The failure of the invoice's open payment (PaymentIntents expanded), or None."""
+    for payment in sorted(_payments(obj), key=lambda p: not p.get("is_default")):
+        intent = _intent(payment)
+        error = intent.get("last_payment_error") if isinstance(intent, Mapping) else None
+        if payment.get("status") == "open" and isinstance(error, Mapping):
+            return PaymentError(
+                code=error.get("code") or None,
+                decline_code=error.get("decline_code") or None,
+                message=error.get("message") or None,
+            )
     return None
 
 
@@ -115,13 +161,12 @@ class StripeInvoice:
     paid_at: datetime | None
     next_payment_attempt: datetime | None
     paying_intent: str | None  # the PaymentIntent that paid it (when payments were expanded)
+    payment_error: PaymentError | None  # why the open payment failed (PaymentIntents expanded)
     lines: tuple[tuple[str, int], ...]  # (description, amount) of the lines Stripe embedded
-    line_count: int  # all lines, embedded or not
+    # Stripe embeds the first lines and says only whether there are more (`lines.has_more`),
+    # never how many: the rest are read from /v1/invoices/{id}/lines when needed.
+    all_lines_embedded: bool
     metadata: Metadata
-
-    @property
-    def all_lines_embedded(self) -> bool:
-        return len(self.lines) >= self.line_count
 
     @property
     def payment_outcome(self) -> InvoiceOutcome | None:
@@ -158,7 +203,6 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
         customer = customer.get("id")
     embedded: Mapping[str, Any] = obj.get("lines") or {}
     lines = line_pairs(embedded.get("data") or [])
-    has_more = bool(embedded.get("has_more"))
     transitions: Mapping[str, Any] = obj.get("status_transitions") or {}
     return StripeInvoice(
         id=str(obj.get("id") or ""),
@@ -177,8 +221,9 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
         paid_at=_ts(transitions.get("paid_at")),
         next_payment_attempt=_ts(obj.get("next_payment_attempt")),
         paying_intent=_paying_intent(obj),
+        payment_error=_payment_error(obj),
         lines=lines,
-        line_count=int(embedded.get("total_count") or 0) if has_more else len(lines),
+        all_lines_embedded=not embedded.get("has_more"),
         metadata=read_metadata(obj),
     )
 
@@ -205,10 +250,12 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
         local.last_error = None
     if remote.paying_intent:
         local.stripe_payment_intent_id = remote.paying_intent
-    if local.outcome == InvoiceOutcome.PAYMENT_FAILED and not local.last_error:
+    failed = local.outcome == InvoiceOutcome.PAYMENT_FAILED
+    if failed and (remote.payment_error or not local.last_error):
         retry = remote.next_payment_attempt
         when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
-        local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."
+        why = f": {remote.payment_error.describe()}" if remote.payment_error else ""
+        local.last_error = f"Payment attempt {local.attempt_count} failed{why}; {when}."
     local.updated_at = now
 
 

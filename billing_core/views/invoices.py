@@ -125,7 +125,7 @@ class Headline:
 
     currency: str
     count: int = 0
-    billed: int = 0  # issued invoices: everything but drafts and voided ones
+    billed: int = 0  # issued invoices: everything but drafts, voided and carried ones
     paid: int = 0
     open: int = 0  # still due, no failed attempt
     failed: int = 0  # still due after a failed payment
@@ -155,7 +155,8 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
         h.counts[status] = h.counts.get(status, 0) + count
         h.paid += paid
         h.refunded += int(refunded or 0)
-        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID):
+        # A carried amount (below Stripe's minimum) is billed on the next month's invoice.
+        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID, DisplayStatus.CARRIED):
             h.billed += total
         if status == DisplayStatus.OPEN:
             h.open += total - paid
@@ -396,7 +397,7 @@ def _attempts(events: list[StripeEvent], currency: str) -> list[Attempt]:
     for e in events:
         obj: dict[str, Any] = (e.payload.get("data") or {}).get("object") or {}
         if e.type == "invoice.payment_failed":
-            reason = obj.get("last_payment_error") or "card declined"
+            reason = e.detail or "reason not known"
             out.append(
                 Attempt(e.created, "failed", f"attempt {obj.get('attempt_count')}: {reason}")
             )

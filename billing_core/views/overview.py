@@ -13,8 +13,8 @@ from billing_core.models import Customer, Invoice, display_status_in
 from billing_core.periods import Period
 from billing_core.states import DisplayStatus, display_status
 
-# Shown words of invoices that billed nothing.
-_NOT_BILLED = (DisplayStatus.DRAFT, DisplayStatus.VOID)
+# Shown words of invoices that billed nothing (a carried amount is billed the month after).
+_NOT_BILLED = (DisplayStatus.DRAFT, DisplayStatus.VOID, DisplayStatus.CARRIED)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import copy
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from . import currencies
 from .common import JSON, StripeAPIError, _invalid, _missing, _rand, _state_error
 from .params import _as_decimal, _as_int, _as_list, _as_str, _check_unknown, _merge_metadata
 from .routing import _Request, route
@@ -156,6 +157,9 @@ class InvoiceLinesMixin(ServerState):
             raise _invalid(
                 "You must specify either amount or price_data for each line.", f"{param}[amount]"
             )
+        problem = currencies.amount_problem(amount, inv["currency"])
+        if problem is not None:
+            raise _invalid(problem, f"{param}[amount]", "invalid_amount")
         period = line.get("period")
         if period is not None:
             if not isinstance(period, dict) or "start" not in period or "end" not in period:
