@@ -21,6 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from billing_core.invoicing.line_text import plain_decimal
 from billing_core.models import Customer, Invoice, InvoiceLine
 from billing_core.money import exponent, format_minor
 from billing_core.states import display_status
@@ -218,8 +219,8 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
                 safe_text(desc),
                 safe_text(service),
                 safe_text(metric),
-                str(qty.normalize()),
-                str(unit),
+                plain_decimal(qty),
+                plain_decimal(unit, _digits(cur)),
                 plain_amount(amount, cur),
             )
         )

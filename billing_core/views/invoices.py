@@ -16,6 +16,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from billing_core.file_names import export_file_name
+from billing_core.invoicing.line_text import amount_text, quantity_text
 from billing_core.models import (
     AuditEntry,
     Customer,
@@ -24,7 +25,7 @@ from billing_core.models import (
     StripeEvent,
     display_status_in,
 )
-from billing_core.money import display, minor_to_decimal
+from billing_core.money import display, exponent, minor_to_decimal
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.states import DisplayStatus, display_status
 
@@ -341,14 +342,15 @@ def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
         .order_by(col(InvoiceLine.position), col(InvoiceLine.id))
     ).all()
     cur = invoice.currency
+    digits = exponent(cur)
     return pd.DataFrame(
         [
             {
                 "position": line.position,
                 "kind": line.kind,
                 "description": line.description,
-                "quantity": str(line.quantity.normalize()),
-                "unit_amount": str(line.unit_amount.normalize()),
+                "quantity": quantity_text(line.quantity),
+                "unit_amount": amount_text(line.unit_amount, digits),
                 "amount": display(line.amount_minor, cur),
                 "amount_minor": line.amount_minor,
             }

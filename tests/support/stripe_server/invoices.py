@@ -167,8 +167,7 @@ class InvoicesMixin(ServerState):
         out["lines"] = {
             "object": "list",
             "data": copy.deepcopy(lines[:EMBEDDED_LINES]),
-            "has_more": len(lines) > EMBEDDED_LINES,
-            "total_count": len(lines),
+            "has_more": len(lines) > EMBEDDED_LINES,  # Stripe sends no count: page on to learn it
             "url": f"/v1/invoices/{inv['id']}/lines",
         }
         return out
