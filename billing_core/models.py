@@ -11,7 +11,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ColumnElement, Index, Text, UniqueConstraint, and_, or_
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Index,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+)
 from sqlmodel import Field, SQLModel, col
 
 from billing_core.periods import utcnow
@@ -209,6 +219,13 @@ class Invoice(SQLModel, table=True):
     fx_source: str | None = None
     costs_estimated: bool = False
     collection_method: str = "charge_automatically"
+    # Bill-to details as issued (Stripe's invoice field names), kept from when the draft was
+    # saved: renaming the customer later never rewrites an invoice's history. Address and tax
+    # ids are known only from Stripe's finalized invoice; None where unknown.
+    customer_name: str | None = None
+    customer_email: str | None = None
+    customer_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    customer_tax_ids: list[Any] | None = Field(default=None, sa_column=Column(JSON))
     # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
     push_step: PushStep = Field(default=PushStep.NONE, sa_type=StrEnumType(PushStep))
     stripe_invoice_id: str | None = Field(default=None, unique=True, index=True)
@@ -232,6 +249,12 @@ class Invoice(SQLModel, table=True):
     def display_status(self) -> DisplayStatus:
         """The one word people see: the local outcome if any, else Stripe's status."""
         return display_status(self.status, self.outcome)
+
+
+def bill_to_name() -> Any:
+    """SQL: the name an invoice was issued to (the customer's current one for older rows
+    written before bill-to details were kept). Select from Invoice joined to Customer."""
+    return func.coalesce(col(Invoice.customer_name), col(Customer.name))
 
 
 def display_status_in(words: Iterable[str]) -> ColumnElement[bool]:

@@ -77,6 +77,8 @@ def _add_invoice(
     issued = period.end_at + timedelta(days=3, hours=6)
     invoice = Invoice(
         customer_id=customer.id or 0,
+        customer_name=customer.name,
+        customer_email=customer.email,
         period=str(period),
         currency=customer.currency,
         status=split_display_status(outcome)[0],

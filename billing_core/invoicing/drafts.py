@@ -168,8 +168,12 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
     ids: list[int] = []
     next_period = str(Period.parse(drafts.period).next())
     for draft in drafts.drafts:
+        customer = session.get(Customer, draft.customer_id)
         invoice = Invoice(
             customer_id=draft.customer_id,
+            # Bill-to as issued: a later rename of the customer leaves this invoice as it was.
+            customer_name=draft.customer_name,
+            customer_email=customer.email if customer is not None else None,
             period=draft.period,
             currency=draft.currency,
             status=InvoiceStatus.DRAFT,

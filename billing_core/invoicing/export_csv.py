@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from billing_core.invoicing.line_text import plain_decimal
-from billing_core.models import Customer, Invoice, InvoiceLine
+from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
 from billing_core.money import exponent, format_minor
 from billing_core.states import display_status
 from billing_core.views.invoices import InvoiceFilter, apply_filter
@@ -106,7 +106,7 @@ def _invoice_query(f: InvoiceFilter) -> Any:
             col(Invoice.id),
             col(Invoice.number),
             col(Invoice.customer_id),
-            col(Customer.name),
+            bill_to_name(),
             col(Invoice.period),
             col(Invoice.currency),
             col(Invoice.subtotal_minor),
@@ -180,7 +180,7 @@ def _lines_query(f: InvoiceFilter) -> Any:
         sa_select(
             col(InvoiceLine.invoice_id),
             col(Invoice.number),
-            col(Customer.name),
+            bill_to_name(),
             col(Invoice.period),
             col(Invoice.currency),
             col(InvoiceLine.position),

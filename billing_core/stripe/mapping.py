@@ -109,6 +109,9 @@ class StripeInvoice:
     lines: tuple[tuple[str, int], ...]  # (description, amount) of the lines Stripe embedded
     line_count: int  # all lines, embedded or not
     metadata: Metadata
+    # Bill-to details Stripe froze when it finalized the invoice (None/empty: not given).
+    customer_address: Mapping[str, Any] | None = None
+    customer_tax_ids: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def all_lines_embedded(self) -> bool:
@@ -171,7 +174,20 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
         lines=lines,
         line_count=int(embedded.get("total_count") or 0) if has_more else len(lines),
         metadata=read_metadata(obj),
+        customer_address=_address(obj.get("customer_address")),
+        customer_tax_ids=tuple(
+            {"type": t.get("type"), "value": t.get("value")}
+            for t in obj.get("customer_tax_ids") or []
+            if isinstance(t, Mapping)
+        ),
     )
+
+
+def _address(value: Any) -> Mapping[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    kept = {k: v for k, v in value.items() if v}
+    return kept or None
 
 
 def local_status(obj: Mapping[str, Any]) -> DisplayStatus:
@@ -196,6 +212,11 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
         local.last_error = None
     if remote.paying_intent:
         local.stripe_payment_intent_id = remote.paying_intent
+    # Only Stripe knows an address or tax ids; once kept they are history, never rewritten.
+    if local.customer_address is None and remote.customer_address:
+        local.customer_address = dict(remote.customer_address)
+    if local.customer_tax_ids is None and remote.customer_tax_ids:
+        local.customer_tax_ids = [dict(t) for t in remote.customer_tax_ids]
     if local.outcome == InvoiceOutcome.PAYMENT_FAILED and not local.last_error:
         retry = remote.next_payment_attempt
         when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"

@@ -23,6 +23,7 @@ from billing_core.models import (
     Invoice,
     InvoiceLine,
     StripeEvent,
+    bill_to_name,
     display_status_in,
 )
 from billing_core.money import display, exponent, minor_to_decimal
@@ -232,7 +233,8 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
 
 
 def _table_query(f: InvoiceFilter) -> Any:
-    query = select(Invoice, Customer.name).join(Customer, col(Customer.id) == Invoice.customer_id)
+    # The name each invoice was issued to, not the customer's current one.
+    query = select(Invoice, bill_to_name()).join(Customer, col(Customer.id) == Invoice.customer_id)
     query = apply_filter(query, f)
     return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
 
@@ -430,7 +432,8 @@ def invoice_detail(session: Session, invoice_id: int) -> InvoiceDetail | None:
     timeline.sort(key=lambda item: item.at)
     return InvoiceDetail(
         invoice=invoice,
-        customer=customer.name if customer else f"customer #{invoice.customer_id}",
+        customer=invoice.customer_name
+        or (customer.name if customer else f"customer #{invoice.customer_id}"),
         lines=_lines_frame(session, invoice),
         attempts=_attempts(events, invoice.currency),
         timeline=timeline,
