@@ -167,7 +167,8 @@ class InvoicesMixin(ServerState):
         out["lines"] = {
             "object": "list",
             "data": copy.deepcopy(lines[:EMBEDDED_LINES]),
-            "has_more": len(lines) > EMBEDDED_LINES,  # Stripe sends no count: page on to learn it
+            "has_more": len(lines) > EMBEDDED_LINES,
+            "total_count": len(lines),
             "url": f"/v1/invoices/{inv['id']}/lines",
         }
         return out

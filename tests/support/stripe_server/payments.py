@@ -11,14 +11,6 @@ from .routing import _Request, route
 from .state import ServerState
 
 
-# Stripe's error code and message for each decline code of the test cards.
-DECLINES: dict[str, tuple[str, str]] = {
-    "generic_decline": ("card_declined", "Your card was declined."),
-    "insufficient_funds": ("card_declined", "Your card has insufficient funds."),
-    "expired_card": ("expired_card", "Your card has expired."),
-}
-
-
 class PaymentsMixin(ServerState):
     """``/v1/invoices/{id}/pay``, ``/v1/invoice_payments``, charges, payment intents, refunds."""
 
@@ -28,55 +20,9 @@ class PaymentsMixin(ServerState):
             "object": "list",
             "data": copy.deepcopy(payments),
             "has_more": False,
+            "total_count": len(payments),
             "url": f"/v1/invoice_payments?invoice={invoice_id}",
         }
-
-    def _default_payment(self, inv: JSON, pm: JSON) -> JSON:
-        """The PaymentIntent of the invoice's default invoice payment, made at the first
-        attempt. Like Stripe, every retry of the invoice goes through this same PaymentIntent
-        (a new charge each time); its `last_payment_error` says why the last attempt failed."""
-        for payment in self._invoice_payments[inv["id"]]:
-            if payment["is_default"] and payment["status"] == "open":
-                found = self._objects[payment["payment"]["payment_intent"]]
-                found["payment_method"] = pm["id"]
-                return found
-        now = self._now()
-        pi: JSON = {
-            "id": self._new_id("pi"),
-            "object": "payment_intent",
-            "amount": inv["amount_remaining"],
-            "amount_received": 0,
-            "capture_method": "automatic",
-            "created": now,
-            "currency": inv["currency"],
-            "customer": inv["customer"],
-            "description": f"Payment for Invoice {inv['number']}",
-            "last_payment_error": None,
-            "latest_charge": None,
-            "livemode": False,
-            "metadata": {},
-            "payment_method": pm["id"],
-            "payment_method_types": ["card"],
-            "status": "requires_payment_method",
-        }
-        self._store(pi)
-        self._invoice_payments[inv["id"]].append(
-            {
-                "id": self._new_id("inpay"),
-                "object": "invoice_payment",
-                "amount_paid": None,
-                "amount_requested": inv["amount_remaining"],
-                "created": now,
-                "currency": inv["currency"],
-                "invoice": inv["id"],
-                "is_default": True,
-                "livemode": False,
-                "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
-                "status": "open",
-                "status_transitions": {"canceled_at": None, "paid_at": None},
-            }
-        )
-        return pi
 
     def _mark_paid(self, inv: JSON, *, out_of_band: bool, charge: JSON | None = None) -> None:
         now = self._now()
@@ -89,15 +35,26 @@ class PaymentsMixin(ServerState):
         inv["status_transitions"]["paid_at"] = now
         inv["next_payment_attempt"] = None
         inv["auto_advance"] = False
-        paid_by = charge["payment_intent"] if charge is not None else None
-        for payment in self._invoice_payments[inv["id"]]:
-            if payment["payment"]["payment_intent"] == paid_by:
-                payment["status"] = "paid"
-                payment["amount_paid"] = amount
-                payment["status_transitions"]["paid_at"] = now
-            elif payment["status"] == "open":  # paid another way: the open attempt is dropped
-                payment["status"] = "canceled"
-                payment["status_transitions"]["canceled_at"] = now
+        if charge is not None:
+            self._invoice_payments[inv["id"]].append(
+                {
+                    "id": self._new_id("inpay"),
+                    "object": "invoice_payment",
+                    "amount_paid": charge["amount"],
+                    "amount_requested": charge["amount"],
+                    "created": now,
+                    "currency": inv["currency"],
+                    "invoice": inv["id"],
+                    "is_default": True,
+                    "livemode": False,
+                    "payment": {
+                        "type": "payment_intent",
+                        "payment_intent": charge["payment_intent"],
+                    },
+                    "status": "paid",
+                    "status_transitions": {"canceled_at": None, "paid_at": now},
+                }
+            )
         self._emit("invoice.paid", inv)
         if charge is not None:
             self._emit("invoice.payment_succeeded", inv)
@@ -105,11 +62,24 @@ class PaymentsMixin(ServerState):
     def _new_charge(self, inv: JSON, pm: JSON, decline_code: str | None) -> tuple[JSON, JSON]:
         now = self._now()
         ok = decline_code is None
-        pi = self._default_payment(inv, pm)
-        if ok:
-            pi["amount_received"] = inv["amount_remaining"]
-            pi["status"] = "succeeded"
-            pi["last_payment_error"] = None
+        pi: JSON = {
+            "id": self._new_id("pi"),
+            "object": "payment_intent",
+            "amount": inv["amount_remaining"],
+            "amount_received": inv["amount_remaining"] if ok else 0,
+            "capture_method": "automatic",
+            "created": now,
+            "currency": inv["currency"],
+            "customer": inv["customer"],
+            "description": f"Payment for Invoice {inv['number']}",
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": {},
+            "payment_method": pm["id"],
+            "payment_method_types": ["card"],
+            "status": "succeeded" if ok else "requires_payment_method",
+        }
         ch: JSON = {
             "id": self._new_id("ch"),
             "object": "charge",
@@ -124,8 +94,8 @@ class PaymentsMixin(ServerState):
             "customer": inv["customer"],
             "description": pi["description"],
             "disputed": False,
-            "failure_code": None if ok else DECLINES[str(decline_code)][0],
-            "failure_message": None if ok else DECLINES[str(decline_code)][1],
+            "failure_code": None if ok else "card_declined",
+            "failure_message": None if ok else "Your card was declined.",
             "livemode": False,
             "metadata": {},
             "outcome": {
@@ -161,11 +131,13 @@ class PaymentsMixin(ServerState):
                 "object": "list",
                 "data": [],
                 "has_more": False,
+                "total_count": 0,
                 "url": "/v1/refunds",
             },
             "status": "succeeded" if ok else "failed",
         }
         pi["latest_charge"] = ch["id"]
+        self._store(pi)
         self._store(ch)
         return pi, ch
 
@@ -223,25 +195,20 @@ class PaymentsMixin(ServerState):
             "decline_code": decline,
             "payment_method": self._render(pm),
         }
-        code, message = DECLINES[decline]
         pi["last_payment_error"] = {
-            "charge": ch["id"],
-            "code": code,
+            "code": "card_declined",
             "decline_code": decline,
-            "message": message,
-            "payment_method": self._render(pm),
-            "payment_method_type": "card",
+            "message": "Your card was declined.",
             "type": "card_error",
         }
         error_fields["payment_intent"] = self._render(pi)
         self._emit("charge.failed", ch)
-        self._emit("payment_intent.payment_failed", pi)
         self._emit("invoice.payment_failed", inv)
         raise StripeAPIError(
             402,
-            message,
+            "Your card was declined.",
             type_="card_error",
-            code=code,
+            code="card_declined",
             extra=error_fields,
             store=True,
         )
@@ -348,6 +315,7 @@ class PaymentsMixin(ServerState):
         ch["amount_refunded"] = int(ch["amount_refunded"]) + amount
         ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
         ch["refunds"]["data"].insert(0, copy.deepcopy(refund))
+        ch["refunds"]["total_count"] += 1
         self._emit("charge.refunded", ch, previous)
         return 200, self._render(refund)
 

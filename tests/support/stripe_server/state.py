@@ -151,14 +151,8 @@ class ServerState:
 
     def _expand_path(self, node: JSON, parts: list[str]) -> None:
         head, rest = parts[0], parts[1:]
-        if node.get("object") == "list" and head == "data" and rest:  # payments.data.payment...
-            for item in node["data"]:
-                self._expand_path(item, rest)
-            return
-        if head == "payments" and node.get("object") == "invoice":
-            node["payments"] = self._payments_list(node["id"])  # only sent when expanded
-            if rest:
-                self._expand_path(node["payments"], rest)
+        if head == "payments" and node.get("object") == "invoice" and not rest:
+            node["payments"] = self._payments_list(node["id"])
             return
         if head not in node:
             raise _invalid(f"This property cannot be expanded ({head}).", "expand")
