@@ -56,7 +56,7 @@ def test_monthly_chart_has_a_panel_per_currency(demo_session: Session) -> None:
     )
     fig = inv.billed_chart(frame)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["Billed in EUR", "Billed in USD"]
+    assert titles == ["Invoiced in EUR, by status", "Invoiced in USD, by status"]
     assert {t.name for t in fig.data} >= {"paid", "failed", "void"}
 
 

@@ -129,7 +129,7 @@ def _add_invoice(
     elif outcome == DisplayStatus.FAILED:
         invoice.attempt_count = 2
         invoice.next_payment_attempt = issued + timedelta(days=5)
-        invoice.last_error = "Card declined (insufficient_funds). Stripe retries automatically."
+        invoice.last_error = "Card declined (insufficient_funds)."
     elif outcome == DisplayStatus.UNCOLLECTIBLE:
         invoice.attempt_count = 4
         invoice.last_error = "Marked uncollectible after four failed attempts."

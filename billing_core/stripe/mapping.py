@@ -218,9 +218,9 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
     if local.customer_tax_ids is None and remote.customer_tax_ids:
         local.customer_tax_ids = [dict(t) for t in remote.customer_tax_ids]
     if local.outcome == InvoiceOutcome.PAYMENT_FAILED and not local.last_error:
-        retry = remote.next_payment_attempt
-        when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
-        local.last_error = f"Payment attempt {local.attempt_count} failed; {when}."
+        # No retry date here: stored text would still promise it after it passed; pages show
+        # the next attempt from next_payment_attempt, and only while it is ahead.
+        local.last_error = f"Payment attempt {local.attempt_count} failed."
     local.updated_at = now
 
 
