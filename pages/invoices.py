@@ -110,11 +110,13 @@ with tab_invoices:
                     ui.fmt(getattr(fig, attr), fig.currency),
                     help=meaning,
                 )
-        if fig.void or fig.uncollectible:
-            st.caption(
-                f"Not in billed or outstanding: void {ui.fmt(fig.void, fig.currency)}, "
-                f"written off (uncollectible) {ui.fmt(fig.uncollectible, fig.currency)}."
-            )
+        left_out = [
+            f"{what} {ui.fmt(amount, fig.currency)}"
+            for what, amount in (("void", fig.void), ("uncollectible", fig.uncollectible))
+            if amount
+        ]
+        if left_out:
+            st.caption(f"Not in billed or outstanding: {', '.join(left_out)}.")
 
     if not monthly.empty:
         st.plotly_chart(inv.billed_chart(monthly), key="inv_chart")
@@ -161,7 +163,7 @@ with tab_invoices:
             "refunded": st.column_config.TextColumn("Refunded"),
             "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
             "next_attempt": st.column_config.DatetimeColumn(
-                "Next attempt", format="YYYY-MM-DD", help="Empty: no retry scheduled"
+                "Next attempt", format="YYYY-MM-DD", help="None: no retry scheduled"
             ),
             "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
             "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
@@ -261,7 +263,7 @@ with tab_invoices:
             key="inv_failed",
             column_config={
                 "next_attempt": st.column_config.DatetimeColumn(
-                    "Next attempt", format="YYYY-MM-DD HH:mm", help="Empty: no retry scheduled"
+                    "Next attempt", format="YYYY-MM-DD HH:mm", help="None: no retry scheduled"
                 )
             },
         )

@@ -96,7 +96,9 @@ def test_quantities_have_separators_and_never_an_exponent(value: Decimal, shown:
         (D("0.0003000000"), 2, "0.0003", "0.0003"),
         (D("1234.5678000000"), 2, "1,234.5678", "1234.5678"),
         (D("1.2E+6"), 0, "1,200,000", "1200000"),
-        (D("0.1234567891"), 3, "0.1234567891", "0.1234567891"),  # stored exactly, shown exactly
+        (D("74.0468958579"), 2, "74.0469", "74.0468958579"),  # read rounded, exported exact
+        (D("0.1234567891"), 3, "0.123457", "0.1234567891"),
+        (D("-4.6200000000"), 2, "-4.62", "-4.62"),
     ],
 )
 def test_unit_amounts_keep_their_precision_without_exponent(

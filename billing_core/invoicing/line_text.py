@@ -8,7 +8,7 @@ unit amounts stay exact; only their text changes (never exponent notation such a
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from billing_core.periods import Period
 
@@ -91,9 +91,15 @@ def plain_decimal(value: Decimal, min_places: int = 0) -> str:
 
 
 def amount_text(value: Decimal, min_places: int) -> str:
-    """A unit amount for people: '20.00', '0.0003', '1,234.5678': exact, at least the
-    currency's digits (`min_places`), trailing zeros beyond them dropped, no exponent."""
-    return f"{_at_least(_plain(value), min_places):,f}"
+    """A unit amount for people: '20.00', '0.0003', '74.0469': at least the currency's digits
+    (`min_places`), trailing zeros dropped, no exponent, rounded for reading only (half up) to
+    4 decimals from 1 up and 6 below (sub-cent prices); the stored value stays exact."""
+    plain = _plain(value)
+    most = max(min_places, 4 if abs(plain) >= 1 else 6)
+    exponent = plain.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > most:
+        plain = _plain(plain.quantize(Decimal(1).scaleb(-most), rounding=ROUND_HALF_UP))
+    return f"{_at_least(plain, min_places):,f}"
 
 
 def _plain(value: Decimal) -> Decimal:
