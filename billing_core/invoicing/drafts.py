@@ -21,6 +21,7 @@ from billing_core.errors import (
     ValidationError,
 )
 from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.line_text import month_label
 from billing_core.invoicing.pricing import (
     Draft,
     MetricTerms,
@@ -215,7 +216,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
                 TrueUp(
                     customer_id=draft.customer_id,
                     source_period=draft.period,
-                    description=f"Credit carried from {draft.period}",
+                    description=f"Credit carried from {month_label(draft.period)}",
                     amount_minor=draft.total_minor,
                     currency=draft.currency,
                     created_by=f"invoice run {run_id}",
