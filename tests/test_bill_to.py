@@ -14,9 +14,10 @@ from billing_core.db import _alembic_config, make_engine, migrate
 from billing_core.invoicing.drafts import build_drafts, save_drafts
 from billing_core.invoicing.export_csv import write_invoices_csv, write_lines_csv
 from billing_core.models import Customer, Invoice, ReconciliationDiff
-from billing_core.periods import previous_period
+from billing_core.periods import Period, previous_period
 from billing_core.reconciliation.runs import open_diff_lines
 from billing_core.stripe.mapping import mirror_invoice, parse_invoice
+from billing_core.views import invoice_run as invoice_run_view
 from billing_core.views import invoices as inv
 from billing_core.views import reconciliation as recon_view
 from tests.conftest import DEMO_NOW
@@ -75,6 +76,8 @@ def test_renaming_a_customer_keeps_the_name_on_past_invoices(demo_session: Sessi
     assert (new.customer_name, new.customer_email) == ("Renamed Holdings Ltd", "ap@renamed.example")
     names = set(inv.invoice_table(s, mine)["customer"])
     assert names == {old_name, "Renamed Holdings Ltd"}
+    run_results = invoice_run_view.results_frame(s, Period.parse(past.period))
+    assert old_name in set(run_results["customer"])
 
 
 def test_address_and_tax_ids_are_kept_from_stripe_once(demo_session: Session) -> None:
