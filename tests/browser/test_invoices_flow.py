@@ -14,10 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from billing_core.db import make_engine
-from billing_core.models import Invoice
+from billing_core.models import Invoice, display_status_in
 from billing_core.money import exponent
 from tests.browser.conftest import (
     StreamlitServer,
@@ -67,7 +67,7 @@ def test_filter_failed_invoices_and_download_csv(
     with Session(engine) as session:
         every = session.exec(select(Invoice)).all()
         failed_ids = {
-            i.id for i in session.exec(select(Invoice).where(col(Invoice.status) == "failed"))
+            i.id for i in session.exec(select(Invoice).where(display_status_in(["failed"])))
         }
     engine.dispose()
     assert failed_ids, "the demo world has failed payments"
