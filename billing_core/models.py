@@ -19,6 +19,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    case,
+    func,
     or_,
     text,
 )
@@ -28,6 +30,7 @@ from billing_core.periods import utcnow
 from billing_core.sqltypes import ExactDecimal, StrEnumType, UTCDateTime
 from billing_core.states import (
     OUTCOME_DISPLAY,
+    REFUND_DISPLAY,
     DiffResolution,
     DiffStatus,
     DisplayStatus,
@@ -268,6 +271,13 @@ class Invoice(SQLModel, table=True):
     cost_group_by: str | None = None
     cost_snapshot_id: int | None = None
     collection_method: str = "charge_automatically"
+    # Bill-to details as issued (Stripe's invoice field names), kept from when the draft was
+    # saved: renaming the customer later never rewrites an invoice's history. Address and tax
+    # ids are known only from Stripe's finalized invoice; None where unknown.
+    customer_name: str | None = None
+    customer_email: str | None = None
+    customer_address: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    customer_tax_ids: list[Any] | None = Field(default=None, sa_column=Column(JSON))
     # Push progress: none, created, lines_added, finalized, paid, sent (see invoicing).
     push_step: PushStep = Field(default=PushStep.NONE, sa_type=StrEnumType(PushStep))
     stripe_invoice_id: str | None = Field(default=None, unique=True, index=True)
@@ -292,17 +302,54 @@ class Invoice(SQLModel, table=True):
     @property
     def display_status(self) -> DisplayStatus:
         """The one word people see: the local outcome if any, else Stripe's status."""
-        return display_status(self.status, self.outcome)
+        return display_status(
+            self.status,
+            self.outcome,
+            paid_minor=self.amount_paid_minor,
+            refunded_minor=self.amount_refunded_minor,
+        )
+
+
+def bill_to_name() -> Any:
+    """SQL: the name an invoice was issued to (the customer's current one for older rows
+    written before bill-to details were kept). Select from Invoice joined to Customer."""
+    return func.coalesce(col(Invoice.customer_name), col(Customer.name))
+
+
+def refund_state() -> Any:
+    """SQL: 0 when nothing of an invoice's payment was refunded, 1 part of it, 2 all of it;
+    `shown_status` turns (status, outcome, refund state) into the word people see."""
+    refunded = col(Invoice.amount_refunded_minor)
+    return case((refunded <= 0, 0), (refunded >= col(Invoice.amount_paid_minor), 2), else_=1)
+
+
+def shown_status(status: str, outcome: str | None, state: int) -> DisplayStatus:
+    """The display status of a row grouped by (status, outcome, refund_state())."""
+    # Representative (paid, refunded) amounts of each refund state.
+    paid, refunded = {0: (0, 0), 1: (2, 1), 2: (1, 1)}[int(state)]
+    return display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
 
 
 def display_status_in(words: Iterable[str]) -> ColumnElement[bool]:
     """SQL: the invoice's display status is one of `words` (see states.display_status)."""
     shown = {DisplayStatus(word) for word in words}
     outcomes = [outcome for outcome, word in OUTCOME_DISPLAY.items() if word in shown]
-    statuses = [InvoiceStatus(w.value) for w in shown if w not in OUTCOME_DISPLAY.values()]
+    local = set(OUTCOME_DISPLAY.values()) | set(REFUND_DISPLAY) | {DisplayStatus.PAID}
+    statuses = [InvoiceStatus(w.value) for w in shown if w not in local]
+    no_outcome = col(Invoice.outcome).is_(None)
+    paid = and_(no_outcome, col(Invoice.status) == InvoiceStatus.PAID)
+    refunded = col(Invoice.amount_refunded_minor)
+    paid_words = {
+        DisplayStatus.PAID: refunded <= 0,
+        DisplayStatus.PARTIALLY_REFUNDED: and_(
+            refunded > 0, refunded < col(Invoice.amount_paid_minor)
+        ),
+        DisplayStatus.REFUNDED: and_(refunded > 0, refunded >= col(Invoice.amount_paid_minor)),
+    }
     return or_(
         and_(col(Invoice.outcome).is_not(None), col(Invoice.outcome).in_(outcomes)),
-        and_(col(Invoice.outcome).is_(None), col(Invoice.status).in_(statuses)),
+        and_(no_outcome, col(Invoice.status).in_(statuses)),
+        *(and_(paid, test) for word, test in paid_words.items() if word in shown),
     )
 
 

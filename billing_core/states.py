@@ -46,6 +46,13 @@ class DisplayStatus(StrEnum):
     UNCOLLECTIBLE = "uncollectible"
     CREDIT = "credit"
     CARRIED = "carried"  # below Stripe's minimum charge: carried to the next month
+    # Paid, then money went back (Stripe keeps the invoice `paid`; the charge says refunded).
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+# Shown words that are Stripe's `paid` with some or all of the payment refunded.
+REFUND_DISPLAY = (DisplayStatus.REFUNDED, DisplayStatus.PARTIALLY_REFUNDED)
 
 
 # The words a local outcome shows as; without an outcome Stripe's status is the word.
@@ -64,11 +71,18 @@ _OUTCOME_STATUS = {
 }
 
 
-def display_status(status: str, outcome: str | None) -> DisplayStatus:
-    """The word people see for an invoice: its local outcome if any, else Stripe's status."""
+def display_status(
+    status: str, outcome: str | None, *, paid_minor: int = 0, refunded_minor: int = 0
+) -> DisplayStatus:
+    """The word people see for an invoice: its local outcome if any, else Stripe's status; a
+    paid invoice whose payment was refunded (minor units) shows as refunded, wholly or partly."""
     if outcome:
         return OUTCOME_DISPLAY[InvoiceOutcome(outcome)]
-    return DisplayStatus(InvoiceStatus(status).value)
+    shown = DisplayStatus(InvoiceStatus(status).value)
+    if shown == DisplayStatus.PAID and refunded_minor > 0:
+        whole = refunded_minor >= paid_minor
+        return DisplayStatus.REFUNDED if whole else DisplayStatus.PARTIALLY_REFUNDED
+    return shown
 
 
 def split_display_status(word: str) -> tuple[InvoiceStatus, InvoiceOutcome | None]:
@@ -76,6 +90,8 @@ def split_display_status(word: str) -> tuple[InvoiceStatus, InvoiceOutcome | Non
     shown = DisplayStatus(word)
     if shown in _OUTCOME_STATUS:
         return _OUTCOME_STATUS[shown]
+    if shown in REFUND_DISPLAY:
+        return InvoiceStatus.PAID, None  # the refund is in the amounts, not the status
     return InvoiceStatus(shown.value), None
 
 

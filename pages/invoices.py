@@ -13,14 +13,14 @@ from pages.common import ui
 identity = ui.page_setup("Invoices")
 is_admin = identity.can("admin")
 
-# Headline figures shown per currency, in this order.
+# Headline figures shown per currency, in this order (defined once: invoicing.figures).
 FIGURES = [
-    ("Billed", "billed"),
-    ("Paid", "paid"),
-    ("Open", "open"),
-    ("Failed", "failed"),
-    ("Void", "void"),
-    ("Refunded", "refunded"),
+    ("Billed", "billed", "Issued invoices: open, paid, refunded, failed, uncollectible"),
+    ("Paid", "paid", "What customers paid, before refunds"),
+    ("Outstanding", "outstanding", "Still due on open and failed invoices"),
+    ("Failed", "failed", "Still due after a failed payment"),
+    ("Refunded", "refunded", "Paid back to customers"),
+    ("Credited", "credited", "Credits carried forward to the next invoice"),
 ]
 
 
@@ -95,7 +95,7 @@ with tab_invoices:
         figures = inv.headline_figures(session, selection)
         monthly = inv.monthly_billed(session, selection)
         total_count = inv.count_invoices(session, selection)
-        table = inv.invoice_table(session, selection)
+        table = inv.invoice_table(session, selection, now=utcnow())
 
     if not figures:
         st.info("No invoice matches these filters.")
@@ -104,8 +104,19 @@ with tab_invoices:
         st.markdown(f"**{fig.currency}** · {fig.count} invoices")
         for start in range(0, len(FIGURES), 3):
             cols = st.columns(3)
-            for col, (label, attr) in zip(cols, FIGURES[start : start + 3], strict=False):
-                col.metric(f"{label} · {fig.currency}", ui.fmt(getattr(fig, attr), fig.currency))
+            for col, (label, attr, meaning) in zip(cols, FIGURES[start : start + 3], strict=False):
+                col.metric(
+                    f"{label} · {fig.currency}",
+                    ui.fmt(getattr(fig, attr), fig.currency),
+                    help=meaning,
+                )
+        left_out = [
+            f"{what} {ui.fmt(amount, fig.currency)}"
+            for what, amount in (("void", fig.void), ("uncollectible", fig.uncollectible))
+            if amount
+        ]
+        if left_out:
+            st.caption(f"Not in billed or outstanding: {', '.join(left_out)}.")
 
     if not monthly.empty:
         st.plotly_chart(inv.billed_chart(monthly), key="inv_chart")
@@ -151,7 +162,9 @@ with tab_invoices:
             "paid": st.column_config.TextColumn("Paid"),
             "refunded": st.column_config.TextColumn("Refunded"),
             "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
-            "next_attempt": st.column_config.DatetimeColumn("Next attempt", format="YYYY-MM-DD"),
+            "next_attempt": st.column_config.DatetimeColumn(
+                "Next attempt", format="YYYY-MM-DD", help="None: no retry scheduled"
+            ),
             "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
             "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
             "invoice_url": st.column_config.LinkColumn("Stripe invoice", display_text="Open"),
@@ -190,8 +203,7 @@ with tab_invoices:
         m4.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
         m5.metric("Attempts", i.attempt_count)
         if i.display_status == DisplayStatus.FAILED:
-            when = f"{i.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if i.next_payment_attempt else "-"
-            st.warning(f"{i.last_error or 'Payment failed.'} Next automatic attempt: {when}.")
+            st.warning(f"{i.last_error or 'Payment failed.'} {inv.retry_text(i, utcnow())}")
         links = [
             f"[Stripe invoice]({i.hosted_invoice_url})" if i.hosted_invoice_url else "",
             f"[PDF]({i.invoice_pdf})" if i.invoice_pdf else "",
@@ -239,7 +251,9 @@ with tab_invoices:
     # ------------------------------------------------------------ failed payments
     st.subheader("Failed payments")
     with ui.stop_on_error(), ui.db() as session:
-        failed = inv.invoice_table(session, inv.InvoiceFilter(statuses=(DisplayStatus.FAILED,)))
+        failed = inv.invoice_table(
+            session, inv.InvoiceFilter(statuses=(DisplayStatus.FAILED,)), now=utcnow()
+        )
     if failed.empty:
         st.caption("No failed payments.")
     else:
@@ -249,7 +263,7 @@ with tab_invoices:
             key="inv_failed",
             column_config={
                 "next_attempt": st.column_config.DatetimeColumn(
-                    "Next attempt", format="YYYY-MM-DD HH:mm"
+                    "Next attempt", format="YYYY-MM-DD HH:mm", help="None: no retry scheduled"
                 )
             },
         )

@@ -189,3 +189,33 @@ def test_file_name_parts_are_safe() -> None:
     assert export_file_name("aws-costs", "2026-10", "Ünïcode & Co / Ltd", None) == (
         "aws-costs_2026-10_Ünïcode-Co-Ltd.csv"
     )
+
+
+def test_quantities_and_unit_amounts_never_show_an_exponent(session: Session) -> None:
+    from billing_core.views.invoices import invoice_detail
+
+    c = Customer(name="Exact Co", email="exact@x.example", currency="EUR")
+    session.add(c)
+    session.flush()
+    invoice = Invoice(customer_id=c.id, period="2026-10", currency="EUR", total_minor=2000)
+    session.add(invoice)
+    session.flush()
+    # What the database hands back after Decimal arithmetic: exact values in exponent form.
+    session.add(
+        InvoiceLine(
+            invoice_id=invoice.id,
+            kind="overage",
+            description="API calls",
+            quantity=Decimal("1.2E+6"),
+            unit_amount=Decimal("2E+1"),
+            amount_minor=2000,
+        )
+    )
+    session.flush()
+    session.expire_all()
+    [row] = _export(session, InvoiceFilter(), write_lines_csv)
+    assert (row["quantity"], row["unit_amount"]) == ("1200000", "20.00")
+    lines = invoice_detail(session, invoice.id).lines
+    assert (lines.iloc[0]["quantity"], lines.iloc[0]["unit_amount"]) == ("1,200,000", "20.00")
+    stored = session.exec(select(InvoiceLine)).one()
+    assert stored.quantity == Decimal(1_200_000) and stored.unit_amount == Decimal(20)

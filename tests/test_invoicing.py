@@ -469,6 +469,11 @@ def test_negative_total_is_not_charged_and_the_credit_is_carried(
     carried = [t for t in ups if t.applied_invoice_id is None]
     assert len(applied) == 1 and len(carried) == 1
     assert carried[0].amount_minor == credit.total_minor and carried[0].source_period == str(P)
+    # The next invoice shows it to the customer: in words, not as 'YYYY-MM'.
+    assert carried[0].description == f"Credit carried from {P.start:%B} {P.year}"
+    assert {inv["description"] for inv in server.invoices()} == {
+        f"Services for {P.start:%B} {P.year}"
+    }
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ PURE = (
     "billing_core.periods",
     "billing_core.exchange_rates.convert",
     "billing_core.invoicing.pricing",
+    "billing_core.invoicing.line_text",
+    "billing_core.invoicing.figures",
     "billing_core.reconciliation.diffing",
     "billing_core.usage.projections",
 )

@@ -14,6 +14,7 @@ from billing_core.demo.catalog import (
     monthly_service_costs,
     usd_to,
 )
+from billing_core.invoicing.line_text import month_label, service_label
 from billing_core.models import Customer, ExchangeRate, Invoice, InvoiceLine, Plan
 from billing_core.money import round_minor
 from billing_core.periods import Period
@@ -76,6 +77,8 @@ def _add_invoice(
     issued = period.end_at + timedelta(days=3, hours=6)
     invoice = Invoice(
         customer_id=customer.id or 0,
+        customer_name=customer.name,
+        customer_email=customer.email,
         period=str(period),
         currency=customer.currency,
         status=split_display_status(outcome)[0],
@@ -98,7 +101,7 @@ def _add_invoice(
             invoice_id=invoice.id or 0,
             position=0,
             kind=LineKind.BASE_FEE,
-            description=f"{plan.name.title()} plan, {period}",
+            description=f"{plan.name.title()} plan, {month_label(str(period))}",
             unit_amount=Decimal(plan.base_fee_minor) / 100,
             amount_minor=plan.base_fee_minor,
         )
@@ -109,7 +112,7 @@ def _add_invoice(
                 invoice_id=invoice.id or 0,
                 position=pos,
                 kind=LineKind.AWS,
-                description=f"{service}, {period}",
+                description=f"{service_label(service)}, {month_label(str(period))}",
                 service=service,
                 unit_amount=(usd * markup * rate).quantize(_UNIT_PRECISION),
                 amount_minor=round_minor(usd * markup * rate, customer.currency),
@@ -126,7 +129,7 @@ def _add_invoice(
     elif outcome == DisplayStatus.FAILED:
         invoice.attempt_count = 2
         invoice.next_payment_attempt = issued + timedelta(days=5)
-        invoice.last_error = "Card declined (insufficient_funds). Stripe retries automatically."
+        invoice.last_error = "Card declined (insufficient_funds)."
     elif outcome == DisplayStatus.UNCOLLECTIBLE:
         invoice.attempt_count = 4
         invoice.last_error = "Marked uncollectible after four failed attempts."

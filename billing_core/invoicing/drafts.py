@@ -22,6 +22,7 @@ from billing_core.errors import (
     ValidationError,
 )
 from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.line_text import month_label
 from billing_core.invoicing.pricing import (
     Draft,
     MetricTerms,
@@ -220,8 +221,12 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
     ids: list[int] = []
     next_period = str(Period.parse(drafts.period).next())
     for draft in drafts.drafts:
+        customer = session.get(Customer, draft.customer_id)
         invoice = Invoice(
             customer_id=draft.customer_id,
+            # Bill-to as issued: a later rename of the customer leaves this invoice as it was.
+            customer_name=draft.customer_name,
+            customer_email=customer.email if customer is not None else None,
             period=draft.period,
             currency=draft.currency,
             status=InvoiceStatus.DRAFT,
@@ -274,7 +279,7 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
                 TrueUp(
                     customer_id=draft.customer_id,
                     source_period=draft.period,
-                    description=f"{carried} from {draft.period}",
+                    description=f"{carried} from {month_label(draft.period)}",
                     amount_minor=draft.total_minor,
                     currency=draft.currency,
                     created_by=f"invoice run {run_id}",

@@ -23,8 +23,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from billing_core.errors import ConfigError
-from billing_core.models import Customer, Invoice, InvoiceLine
-from billing_core.money import exponent, format_minor
+from billing_core.invoicing.figures import Figures, by_currency
+from billing_core.invoicing.line_text import plain_decimal
+from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
+from billing_core.money import display, exponent, format_minor
 from billing_core.states import display_status
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
@@ -92,11 +94,24 @@ def _iso(moment: datetime | None) -> str:
 
 @dataclass
 class ExportSummary:
+    """Rows written; per currency the sum of the amount column, and for invoices the figures
+    (billed, paid, ...) by the one definition the invoices page shows (invoicing.figures)."""
+
     rows: int = 0
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # currency -> minor
+    figures: dict[str, Figures] = field(default_factory=dict)
 
     def describe(self) -> str:
-        money = ", ".join(f"{c} {format_minor(v, c)}" for c, v in sorted(self.totals.items()))
+        if self.figures:
+            money = "; ".join(
+                f"billed {display(f.billed, c)}, paid {display(f.paid, c)}, "
+                f"outstanding {display(f.outstanding, c)}"
+                + (f", refunded {display(f.refunded, c)}" if f.refunded else "")
+                + (f", credited {display(f.credited, c)}" if f.credited else "")
+                for c, f in sorted(self.figures.items())
+            )
+        else:
+            money = ", ".join(f"{c} {format_minor(v, c)}" for c, v in sorted(self.totals.items()))
         return f"{self.rows} rows" + (f" ({money})" if money else "")
 
 
@@ -107,7 +122,7 @@ def _invoice_query(f: InvoiceFilter) -> Any:
             col(Invoice.id),
             col(Invoice.number),
             col(Invoice.customer_id),
-            col(Customer.name),
+            bill_to_name(),
             col(Invoice.period),
             col(Invoice.currency),
             col(Invoice.subtotal_minor),
@@ -152,6 +167,7 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
             paid_at,
             stripe_id,
         ) = row
+        shown = display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
         writer.writerow(
             (
                 iid,
@@ -165,7 +181,7 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
                 plain_amount(total, cur),
                 plain_amount(paid, cur),
                 plain_amount(refunded, cur),
-                display_status(status, outcome),
+                shown,
                 _iso(issued),
                 _iso(paid_at),
                 stripe_id or "",
@@ -173,6 +189,7 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
         )
         summary.rows += 1
         summary.totals[cur] += total
+        by_currency(summary.figures, cur).add(shown, total=total, paid=paid, refunded=refunded)
     return summary
 
 
@@ -181,7 +198,7 @@ def _lines_query(f: InvoiceFilter) -> Any:
         sa_select(
             col(InvoiceLine.invoice_id),
             col(Invoice.number),
-            col(Customer.name),
+            bill_to_name(),
             col(Invoice.period),
             col(Invoice.currency),
             col(InvoiceLine.position),
@@ -220,8 +237,8 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
                 safe_text(desc),
                 safe_text(service),
                 safe_text(metric),
-                str(qty.normalize()),
-                str(unit),
+                plain_decimal(qty),
+                plain_decimal(unit, _digits(cur)),
                 plain_amount(amount, cur),
             )
         )

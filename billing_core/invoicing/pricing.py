@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
+from billing_core.invoicing.line_text import month_label, overage_description, service_label
 from billing_core.money import Money, display, minimum_charge_minor, sum_money
 from billing_core.periods import Period
 from billing_core.states import LineKind
@@ -197,7 +198,7 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     fee = rates.convert(Money.from_minor(plan.base_fee_minor, plan.currency), inp.currency)
     return DraftLine(
         kind=LineKind.BASE_FEE,
-        description=f"{plan.name.title()} plan, {inp.period}",
+        description=f"{plan.name.title()} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
     )
@@ -215,7 +216,7 @@ def _aws_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
         out.append(
             DraftLine(
                 kind=LineKind.AWS,
-                description=f"AWS {service}, {inp.period}{note}",
+                description=f"{service_label(service)}, {month_label(inp.period)}{note}",
                 amount=amount.rounded(),
                 unit_amount=_unit(amount.amount),
                 service=service,
@@ -237,13 +238,11 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
         amount = overage_amount(
             used, terms.included, unit_price, currency=inp.currency, rates=rates
         )
-        unit = f" {terms.unit}" if terms.unit else ""
         out.append(
             DraftLine(
                 kind=LineKind.OVERAGE,
-                description=(
-                    f"{terms.metric}: {over.normalize():f}{unit} over the "
-                    f"{terms.included.normalize():f} included, {inp.period}"
+                description=overage_description(
+                    terms.metric, terms.unit, over, terms.included, inp.period
                 ),
                 amount=amount.rounded(),
                 quantity=over,

@@ -33,6 +33,7 @@ from billing_core.errors import (
     ValidationError,
 )
 from billing_core.invoicing.drafts import CustomerProblem
+from billing_core.invoicing.line_text import month_label
 from billing_core.models import (
     Customer,
     Invoice,
@@ -261,7 +262,7 @@ class Pusher:
                         period=inv.period,
                         install_id=self.ns,
                     ),
-                    description=f"Services for {inv.period}",
+                    description=f"Services for {month_label(inv.period)}",
                 )
                 self._mark(iid, "create")
                 inv = self._save(iid, stripe_invoice_id=obj.id, push_step=PushStep.CREATED)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from billing_core.invoicing.figures import BILLED_STATUSES as FIGURES_BILLED
 from billing_core.models import (
     Customer,
     Invoice,
@@ -27,7 +28,7 @@ from billing_core.reconciliation.diffing import (
     InvoiceLineRecord,
     InvoiceRecord,
 )
-from billing_core.states import CARRIED_OUTCOMES, DisplayStatus, InvoiceStatus
+from billing_core.states import CARRIED_OUTCOMES, InvoiceStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
@@ -40,13 +41,9 @@ log = logging.getLogger(__name__)
 STRIPE_WINDOW_AFTER = timedelta(days=45)
 
 
-# Invoices that were issued to the customer (drafts and voids billed nothing).
-BILLED_STATUSES = (
-    DisplayStatus.OPEN,
-    DisplayStatus.PAID,
-    DisplayStatus.FAILED,
-    DisplayStatus.UNCOLLECTIBLE,
-)
+# Invoices that were issued to the customer (drafts and voids billed nothing): the one
+# definition of billed, refunded invoices included.
+BILLED_STATUSES = FIGURES_BILLED
 
 
 DEMO_SCOPE = "demo/"

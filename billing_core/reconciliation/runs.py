@@ -215,7 +215,10 @@ def open_above_tolerance(session: Session, period: str) -> int:
 def open_diff_lines(session: Session, period: str) -> list[str]:
     """Each open diff above the tolerance of `period`, in words (invoice, customer, values)."""
     query = (
-        select(ReconciliationDiff, Invoice.number, Customer.name)
+        # An invoice's diff names the customer as invoiced; other diffs the customer as now.
+        select(
+            ReconciliationDiff, Invoice.number, func.coalesce(Invoice.customer_name, Customer.name)
+        )
         .outerjoin(Invoice, col(Invoice.id) == col(ReconciliationDiff.invoice_id))
         .outerjoin(Customer, col(Customer.id) == col(ReconciliationDiff.customer_id))
         .where(

@@ -167,6 +167,9 @@ class StripeInvoice:
     # never how many: the rest are read from /v1/invoices/{id}/lines when needed.
     all_lines_embedded: bool
     metadata: Metadata
+    # Bill-to details Stripe froze when it finalized the invoice (None/empty: not given).
+    customer_address: Mapping[str, Any] | None = None
+    customer_tax_ids: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def payment_outcome(self) -> InvoiceOutcome | None:
@@ -225,7 +228,20 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
         lines=lines,
         all_lines_embedded=not embedded.get("has_more"),
         metadata=read_metadata(obj),
+        customer_address=_address(obj.get("customer_address")),
+        customer_tax_ids=tuple(
+            {"type": t.get("type"), "value": t.get("value")}
+            for t in obj.get("customer_tax_ids") or []
+            if isinstance(t, Mapping)
+        ),
     )
+
+
+def _address(value: Any) -> Mapping[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    kept = {k: v for k, v in value.items() if v}
+    return kept or None
 
 
 def local_status(obj: Mapping[str, Any]) -> DisplayStatus:
@@ -250,12 +266,17 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
         local.last_error = None
     if remote.paying_intent:
         local.stripe_payment_intent_id = remote.paying_intent
+    # Only Stripe knows an address or tax ids; once kept they are history, never rewritten.
+    if local.customer_address is None and remote.customer_address:
+        local.customer_address = dict(remote.customer_address)
+    if local.customer_tax_ids is None and remote.customer_tax_ids:
+        local.customer_tax_ids = [dict(t) for t in remote.customer_tax_ids]
     failed = local.outcome == InvoiceOutcome.PAYMENT_FAILED
     if failed and (remote.payment_error or not local.last_error):
-        retry = remote.next_payment_attempt
-        when = f"next attempt {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled"
+        # The reason from the PaymentIntent; no retry date here: stored text would still promise
+        # it after it passed (pages show next_payment_attempt, and only while it is ahead).
         why = f": {remote.payment_error.describe()}" if remote.payment_error else ""
-        local.last_error = f"Payment attempt {local.attempt_count} failed{why}; {when}."
+        local.last_error = f"Payment attempt {local.attempt_count} failed{why}."
     local.updated_at = now
 
 

@@ -80,7 +80,7 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
     data = [
         {
             "invoice": inv.id,
-            "customer": cus.name,
+            "customer": inv.customer_name or cus.name,  # as invoiced (bill-to)
             "status": inv.display_status,
             "total": f"{inv.currency} {minor_to_decimal(inv.total_minor, inv.currency):,}",
             "step": inv.push_step,

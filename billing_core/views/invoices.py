@@ -6,7 +6,7 @@ with tens of thousands of invoices; money is never summed across currencies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,31 +16,43 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from billing_core.file_names import export_file_name
+from billing_core.invoicing.figures import Figures, by_currency
+from billing_core.invoicing.line_text import amount_text, quantity_text
 from billing_core.models import (
     AuditEntry,
     Customer,
     Invoice,
     InvoiceLine,
     StripeEvent,
+    bill_to_name,
     display_status_in,
+    refund_state,
+    shown_status,
 )
-from billing_core.money import display, minor_to_decimal
+from billing_core.money import display, exponent, minor_to_decimal
 from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
-from billing_core.states import DisplayStatus, display_status
+from billing_core.periods import utcnow
+from billing_core.states import DisplayStatus
 
 STATUSES = (
     DisplayStatus.DRAFT,
     DisplayStatus.OPEN,
     DisplayStatus.PAID,
+    DisplayStatus.PARTIALLY_REFUNDED,
+    DisplayStatus.REFUNDED,
     DisplayStatus.FAILED,
     DisplayStatus.VOID,
     DisplayStatus.UNCOLLECTIBLE,
+    DisplayStatus.CREDIT,
 )
 # Colours finance can read at a glance, the same on every chart.
 STATUS_COLOURS = {
     DisplayStatus.PAID: "#2e7d32",
+    DisplayStatus.PARTIALLY_REFUNDED: "#81c784",
+    DisplayStatus.REFUNDED: "#00838f",
+    DisplayStatus.CREDIT: "#ef6c00",
     DisplayStatus.OPEN: "#1565c0",
     DisplayStatus.FAILED: "#c62828",
     DisplayStatus.UNCOLLECTIBLE: "#6a1b9a",
@@ -119,53 +131,32 @@ def filter_options(session: Session) -> FilterOptions:
 # ------------------------------------------------------------------------------ headline
 
 
-@dataclass
-class Headline:
-    """One currency's figures for the selection (minor units of that currency)."""
-
-    currency: str
-    count: int = 0
-    billed: int = 0  # issued invoices: everything but drafts, voided and carried ones
-    paid: int = 0
-    open: int = 0  # still due, no failed attempt
-    failed: int = 0  # still due after a failed payment
-    uncollectible: int = 0
-    void: int = 0
-    refunded: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+# The page's figures are the one definition in invoicing.figures (the CSV summary uses it too).
+Headline = Figures
 
 
 def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
+    """Per currency, the selection's billed, paid, outstanding, refunded and credited amounts."""
     query = sa_select(
         col(Invoice.currency),
         col(Invoice.status),
         col(Invoice.outcome),
+        refund_state(),
         func.count(),
         func.sum(col(Invoice.total_minor)),
         func.sum(col(Invoice.amount_paid_minor)),
         func.sum(col(Invoice.amount_refunded_minor)),
-    ).group_by(col(Invoice.currency), col(Invoice.status), col(Invoice.outcome))
-    figures: dict[str, Headline] = {}
+    ).group_by(col(Invoice.currency), col(Invoice.status), col(Invoice.outcome), refund_state())
+    figures: dict[str, Figures] = {}
     rows = session.execute(apply_filter(query, f)).all()
-    for currency, stripe_status, outcome, count, total, paid, refunded in rows:
-        status = display_status(stripe_status, outcome)
-        h = figures.setdefault(currency, Headline(currency))
-        total, paid = int(total or 0), int(paid or 0)
-        h.count += count
-        h.counts[status] = h.counts.get(status, 0) + count
-        h.paid += paid
-        h.refunded += int(refunded or 0)
-        # A carried amount (below Stripe's minimum) is billed on the next month's invoice.
-        if status not in (DisplayStatus.DRAFT, DisplayStatus.VOID, DisplayStatus.CARRIED):
-            h.billed += total
-        if status == DisplayStatus.OPEN:
-            h.open += total - paid
-        elif status == DisplayStatus.FAILED:
-            h.failed += total - paid
-        elif status == DisplayStatus.UNCOLLECTIBLE:
-            h.uncollectible += total - paid
-        elif status == DisplayStatus.VOID:
-            h.void += total
+    for currency, stripe_status, outcome, state, count, total, paid, refunded in rows:
+        by_currency(figures, currency).add(
+            shown_status(stripe_status, outcome, state),
+            count=int(count),
+            total=int(total or 0),
+            paid=int(paid or 0),
+            refunded=int(refunded or 0),
+        )
     return [figures[c] for c in sorted(figures)]
 
 
@@ -180,14 +171,21 @@ def monthly_billed(session: Session, f: InvoiceFilter) -> pd.DataFrame:
             col(Invoice.currency),
             col(Invoice.status),
             col(Invoice.outcome),
+            refund_state(),
             func.sum(col(Invoice.total_minor)),
         )
-        .group_by(Invoice.period, Invoice.currency, col(Invoice.status), col(Invoice.outcome))
+        .group_by(
+            Invoice.period,
+            Invoice.currency,
+            col(Invoice.status),
+            col(Invoice.outcome),
+            refund_state(),
+        )
         .order_by(Invoice.period)
     )
     rows = session.execute(apply_filter(query, f)).all()
     frame = pd.DataFrame(
-        [(p, c, display_status(s, o), int(t or 0)) for p, c, s, o, t in rows],
+        [(p, c, shown_status(s, o, r), int(t or 0)) for p, c, s, o, r, t in rows],
         columns=["period", "currency", "status", "total_minor"],
     )
     # Two (status, outcome) pairs may show as one word: one row per shown word.
@@ -196,7 +194,8 @@ def monthly_billed(session: Session, f: InvoiceFilter) -> pd.DataFrame:
 
 
 def billed_chart(frame: pd.DataFrame) -> go.Figure:
-    """Stacked bars of billed amount per month by status, one panel per currency."""
+    """Stacked bars of invoice totals per month by status, one panel per currency; credits
+    carried forward (negative totals) stack below zero."""
     from plotly.subplots import make_subplots
 
     currencies = sorted(frame["currency"].unique()) if not frame.empty else []
@@ -204,7 +203,7 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
         rows=max(1, len(currencies)),
         cols=1,
         shared_xaxes=True,
-        subplot_titles=[f"Billed in {c}" for c in currencies] or ["No invoices"],
+        subplot_titles=[f"Invoiced in {c}, by status" for c in currencies] or ["No invoices"],
         vertical_spacing=0.12,
     )
     for row, currency in enumerate(currencies, 1):
@@ -226,7 +225,7 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
                 row=row,
                 col=1,
             )
-    fig.update_layout(barmode="stack", height=260 * max(1, len(currencies)), margin={"t": 40})
+    fig.update_layout(barmode="relative", height=260 * max(1, len(currencies)), margin={"t": 40})
     return fig
 
 
@@ -234,7 +233,8 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
 
 
 def _table_query(f: InvoiceFilter) -> Any:
-    query = select(Invoice, Customer.name).join(Customer, col(Customer.id) == Invoice.customer_id)
+    # The name each invoice was issued to, not the customer's current one.
+    query = select(Invoice, bill_to_name()).join(Customer, col(Customer.id) == Invoice.customer_id)
     query = apply_filter(query, f)
     return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
 
@@ -244,8 +244,24 @@ def count_invoices(session: Session, f: InvoiceFilter) -> int:
     return int(session.execute(query).scalar_one())
 
 
-def invoice_table(session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT) -> pd.DataFrame:
-    """The newest `limit` filtered invoices, money shown in each invoice's own currency."""
+def scheduled_retry(next_attempt: datetime | None, now: datetime) -> datetime | None:
+    """Stripe's next automatic attempt while it is still ahead; a date in the past (Stripe
+    gave up, or the row was not refreshed since) schedules nothing."""
+    return next_attempt if next_attempt is not None and next_attempt > now else None
+
+
+def retry_text(invoice: Invoice, now: datetime) -> str:
+    """'Next automatic attempt: 2026-11-25 06:00 UTC.' or 'No retry scheduled.'"""
+    when = scheduled_retry(invoice.next_payment_attempt, now)
+    return f"Next automatic attempt: {when:%Y-%m-%d %H:%M} UTC." if when else "No retry scheduled."
+
+
+def invoice_table(
+    session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT, *, now: datetime | None = None
+) -> pd.DataFrame:
+    """The newest `limit` filtered invoices, money shown in each invoice's own currency;
+    `next_attempt` only where a retry is still scheduled after `now` (default: the clock)."""
+    now = now or utcnow()
     rows: list[dict[str, Any]] = []
     for inv, name in session.execute(_table_query(f).limit(limit)).all():
         cur = inv.currency
@@ -262,7 +278,7 @@ def invoice_table(session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT) 
                 if inv.amount_refunded_minor
                 else "",
                 "attempts": inv.attempt_count,
-                "next_attempt": inv.next_payment_attempt,
+                "next_attempt": scheduled_retry(inv.next_payment_attempt, now),
                 "issued": inv.issued_at,
                 "paid_at": inv.paid_at,
                 "invoice_url": inv.hosted_invoice_url,
@@ -344,14 +360,15 @@ def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
         .order_by(col(InvoiceLine.position), col(InvoiceLine.id))
     ).all()
     cur = invoice.currency
+    digits = exponent(cur)
     return pd.DataFrame(
         [
             {
                 "position": line.position,
                 "kind": line.kind,
                 "description": line.description,
-                "quantity": str(line.quantity.normalize()),
-                "unit_amount": str(line.unit_amount.normalize()),
+                "quantity": quantity_text(line.quantity),
+                "unit_amount": amount_text(line.unit_amount, digits),
                 "amount": display(line.amount_minor, cur),
                 "amount_minor": line.amount_minor,
             }
@@ -431,7 +448,8 @@ def invoice_detail(session: Session, invoice_id: int) -> InvoiceDetail | None:
     timeline.sort(key=lambda item: item.at)
     return InvoiceDetail(
         invoice=invoice,
-        customer=customer.name if customer else f"customer #{invoice.customer_id}",
+        customer=invoice.customer_name
+        or (customer.name if customer else f"customer #{invoice.customer_id}"),
         lines=_lines_frame(session, invoice),
         attempts=_attempts(events, invoice.currency),
         timeline=timeline,

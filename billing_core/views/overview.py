@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
-from billing_core.models import Customer, Invoice, display_status_in
+from billing_core.invoicing.figures import BILLED_STATUSES
+from billing_core.models import Customer
 from billing_core.periods import Period
-from billing_core.states import DisplayStatus, display_status
-
-# Shown words of invoices that billed nothing (a carried amount is billed the month after).
-_NOT_BILLED = (DisplayStatus.DRAFT, DisplayStatus.VOID, DisplayStatus.CARRIED)
+from billing_core.states import DisplayStatus
+from billing_core.views.invoices import InvoiceFilter, headline_figures
 
 
 @dataclass
@@ -45,34 +42,23 @@ def build_overview(session: Session, now: datetime) -> Overview:
         days_elapsed=period.days_elapsed(now),
         days_in_month=period.days,
     )
-    # Per currency, never summed across currencies.
-    billed = session.exec(
-        select(Invoice.currency, func.count(), func.sum(Invoice.total_minor))
-        .where(Invoice.period == str(last), ~display_status_in(_NOT_BILLED))
-        .group_by(Invoice.currency)
-    ).all()
-    for currency, count, total in billed:
-        out.billed_last_month[currency] = int(total or 0)
-        out.invoices_last_month += count
-    by_status: dict[str, dict[str, int]] = defaultdict(dict)
-    rows = session.execute(
-        sa_select(
-            col(Invoice.status),
-            col(Invoice.outcome),
-            col(Invoice.currency),
-            func.count(),
-            func.sum(col(Invoice.total_minor)),
+    # Per currency, never summed across currencies; billed as the invoices page defines it.
+    last_month = headline_figures(
+        session, InvoiceFilter(period_from=str(last), period_to=str(last))
+    )
+    for fig in last_month:
+        out.billed_last_month[fig.currency] = fig.billed
+        out.invoices_last_month += sum(
+            n for word, n in fig.counts.items() if word in BILLED_STATUSES
         )
-        .where(display_status_in([DisplayStatus.OPEN, DisplayStatus.FAILED]))
-        .group_by(col(Invoice.status), col(Invoice.outcome), col(Invoice.currency))
-    ).all()
-    for stripe_status, outcome, currency, count, total in rows:
-        status = display_status(stripe_status, outcome)
-        by_status[status][currency] = by_status[status].get(currency, 0) + int(total or 0)
-        if status == DisplayStatus.OPEN:
-            out.open_count += count
-        else:
-            out.failed_count += count
-    out.open_minor = by_status[DisplayStatus.OPEN]
-    out.failed_minor = by_status[DisplayStatus.FAILED]
+    # What is still due, of any month: the unpaid remainder, as the invoices page shows it.
+    for fig in headline_figures(session, InvoiceFilter()):
+        opened = fig.counts.get(DisplayStatus.OPEN, 0)
+        failed = fig.counts.get(DisplayStatus.FAILED, 0)
+        out.open_count += opened
+        out.failed_count += failed
+        if opened:
+            out.open_minor[fig.currency] = fig.open
+        if failed:
+            out.failed_minor[fig.currency] = fig.failed
     return out

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from sqlmodel import Session, col, select
 
-from billing_core.models import Customer, ReconciliationDiff, ReconciliationRun
+from billing_core.models import Customer, Invoice, ReconciliationDiff, ReconciliationRun
 from billing_core.reconciliation.diffing import KINDS, TRUE_UP_KINDS, money_text
 from billing_core.reconciliation.runs import diffs, latest_run
 from billing_core.states import DiffStatus
@@ -102,13 +102,13 @@ def diff_frame(
         statuses=statuses,
         include_within_tolerance=include_within_tolerance,
     )
-    names = dict(session.exec(select(Customer.id, Customer.name)).all())
+    names = _customer_names(session, rows)
     records = [
         {
             "id": d.id,
             "period": d.period,
             "kind": d.kind,
-            "customer": names.get(d.customer_id, "") if d.customer_id else "",
+            "customer": names.get(d.id or 0, ""),
             "subject": d.subject,
             "local": d.local_value or "",
             "remote": d.remote_value or "",
@@ -153,20 +153,33 @@ class OpenDiff(NamedTuple):
 
 def resolvable(session: Session, period: str | None = None) -> list[OpenDiff]:
     """Open diffs for the resolve form, oldest first."""
-    names = dict(session.exec(select(Customer.id, Customer.name)).all())
     query = select(ReconciliationDiff).where(ReconciliationDiff.status == DiffStatus.OPEN)
     if period:
         query = query.where(ReconciliationDiff.period == period)
     rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()
+    names = _customer_names(session, rows)
     return [
-        OpenDiff(
-            d.id or 0,
-            diff_label(d, names.get(d.customer_id) if d.customer_id else None),
-            d.kind,
-            d.version,
-        )
-        for d in rows
+        OpenDiff(d.id or 0, diff_label(d, names.get(d.id or 0)), d.kind, d.version) for d in rows
     ]
+
+
+def _customer_names(session: Session, rows: Sequence[ReconciliationDiff]) -> dict[int, str]:
+    """Diff id -> customer name: an invoice's diff names the customer as invoiced (its bill-to
+    name), any other diff the customer as it is now."""
+    names = dict(session.exec(select(Customer.id, Customer.name)).all())
+    invoice_ids = {d.invoice_id for d in rows if d.invoice_id is not None}
+    billed_to = dict(
+        session.exec(
+            select(Invoice.id, Invoice.customer_name).where(col(Invoice.id).in_(invoice_ids))
+        ).all()
+    )
+    out: dict[int, str] = {}
+    for d in rows:
+        name = billed_to.get(d.invoice_id) if d.invoice_id is not None else None
+        name = name or (names.get(d.customer_id) if d.customer_id is not None else None)
+        if name:
+            out[d.id or 0] = name
+    return out
 
 
 def actions_for(kind: str) -> list[str]:
