@@ -149,14 +149,14 @@ def test_late_usage_for_a_closed_uninvoiced_month_alerts(session: Session) -> No
         UsageInput(b.email, "api_calls", "800", "2026-11-02"),
     ]
     record_usage(session, rows, now=NOW, actor="t")
-    new = check_alerts(session, now=NOW, thresholds=[80, 100])
+    new = check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])
     assert sorted((x.customer_id, x.period, x.metric, x.threshold_pct) for x in new) == [
         (a.id, "2026-10", "seats", 80),
         (a.id, "2026-10", "seats", 100),
         (b.id, "2026-11", "api_calls", 80),
     ]
     assert "Alpha reached 120% of its basic plan's seats limit in 2026-10" in new[0].message
-    assert check_alerts(session, now=NOW, thresholds=[80, 100]) == []
+    assert check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100]) == []
 
 
 # --- SNS through moto's server (real HTTP) -------------------------------------------------
@@ -254,7 +254,7 @@ def six_alerts(session: Session) -> None:
     rows = [UsageInput(c.email, "seats", "9", "2026-11-02") for c in (a, b)]
     rows += [UsageInput(a.email, "api_calls", "1000", "2026-11-02")]
     record_usage(session, rows, now=NOW, actor="t")
-    assert len(check_alerts(session, now=NOW, thresholds=[80, 100])) == 6
+    assert len(check_alerts(session, now=NOW, source=SOURCE, thresholds=[80, 100])) == 6
     session.commit()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from billing_core.db import _alembic_config, make_engine, migrate
+from billing_core.demo.costs import DEMO_COST_SOURCE
 from billing_core.invoicing.drafts import build_drafts, save_drafts
 from billing_core.invoicing.export_csv import write_invoices_csv, write_lines_csv
 from billing_core.models import Customer, Invoice, ReconciliationDiff
@@ -64,13 +65,13 @@ def test_renaming_a_customer_keeps_the_name_on_past_invoices(demo_session: Sessi
     assert lines and all(old_name in t and "Renamed" not in t for t in lines)
     shown = recon_view.diff_frame(s, DEMO_NOW, period=past.period)
     assert shown[shown["subject"] == f"invoice:{past.id}"]["customer"].tolist() == [old_name]
-    labels = [label for _, label, _ in recon_view.resolvable(s, past.period)]
+    labels = [d.label for d in recon_view.resolvable(s, past.period)]
     assert any(f"amount {old_name}" in label for label in labels)
     assert past.customer_email == old_email
 
     # The next month's draft is issued to the customer as it is now.
     period = previous_period(DEMO_NOW)
-    drafts = build_drafts(s, period, customer_id=customer.id)
+    drafts = build_drafts(s, period, source=DEMO_COST_SOURCE, customer_id=customer.id)
     [new_id] = save_drafts(s, drafts, run_id=None)
     new = s.get(Invoice, new_id)
     assert (new.customer_name, new.customer_email) == ("Renamed Holdings Ltd", "ap@renamed.example")

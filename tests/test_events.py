@@ -162,7 +162,7 @@ def test_failed_payment_reason_is_read_from_the_payment_intent(
     _store_and_apply(world, world.server.events(type="invoice.payment_failed"))
     assert world.server.request_count("/v1/", "GET") == before + 1
     row = world.local(local.id)
-    assert row.last_error is not None and f"attempt 1 failed: {reason};" in row.last_error
+    assert row.last_error is not None and f"attempt 1 failed: {reason}." in row.last_error
     with Session(world.engine) as s:
         detail = invoice_views.invoice_detail(s, local.id or 0)
     assert detail is not None

@@ -515,7 +515,9 @@ def test_a_saved_line_stripe_would_refuse_is_never_sent(
             s.add(cus)
         rates.set_rate(s, period=P, currency="KWD", rate="0.3071", source="ECB", actor="test")
     with session_scope(demo_engine) as s:
-        ids = invoicing_drafts.save_drafts(s, invoicing_runs.preview(s, P), run_id=None)
+        ids = invoicing_drafts.save_drafts(
+            s, invoicing_runs.preview(s, P, source=SOURCE), run_id=None
+        )
         # A draft saved before the rule (or edited by hand): KWD 0.001 more on its first line.
         line = s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == ids[0])).first()
         inv = s.get(Invoice, ids[0])
@@ -537,7 +539,11 @@ def test_total_below_stripes_minimum_is_not_charged_and_is_carried(
 ) -> None:
     with Session(demo_engine) as s:
         iris = s.exec(select(Customer).where(Customer.name == "Iris Labs SAS")).one()
-        draft = next(d for d in invoicing_runs.preview(s, P).drafts if d.customer_id == iris.id)
+        draft = next(
+            d
+            for d in invoicing_runs.preview(s, P, source=SOURCE).drafts
+            if d.customer_id == iris.id
+        )
     with session_scope(demo_engine) as s:
         s.add(
             TrueUp(
@@ -549,7 +555,11 @@ def test_total_below_stripes_minimum_is_not_charged_and_is_carried(
             )
         )
     with Session(demo_engine) as s:
-        draft = next(d for d in invoicing_runs.preview(s, P).drafts if d.customer_id == iris.id)
+        draft = next(
+            d
+            for d in invoicing_runs.preview(s, P, source=SOURCE).drafts
+            if d.customer_id == iris.id
+        )
     assert draft.total_minor == 30 and draft.below_minimum
     assert "below Stripe's minimum charge of EUR 0.50" in "; ".join(draft.warnings)
     said: list[str] = []

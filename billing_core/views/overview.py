@@ -47,10 +47,10 @@ def build_overview(session: Session, now: datetime) -> Overview:
         session, InvoiceFilter(period_from=str(last), period_to=str(last))
     )
     for fig in last_month:
-        out.billed_last_month[fig.currency] = fig.billed
-        out.invoices_last_month += sum(
-            n for word, n in fig.counts.items() if word in BILLED_STATUSES
-        )
+        billed = sum(n for word, n in fig.counts.items() if word in BILLED_STATUSES)
+        if billed:  # a currency with only drafts, voids or carried amounts billed nothing
+            out.billed_last_month[fig.currency] = fig.billed
+        out.invoices_last_month += billed
     # What is still due, of any month: the unpaid remainder, as the invoices page shows it.
     for fig in headline_figures(session, InvoiceFilter()):
         opened = fig.counts.get(DisplayStatus.OPEN, 0)

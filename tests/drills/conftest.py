@@ -500,10 +500,10 @@ def compare_ledgers(
             ledger.mismatches.append(f"{who}: total {inv.total_minor} here, {r['total']} Stripe")
         if r["currency"] != inv.currency.lower():
             ledger.mismatches.append(f"{who}: currency {inv.currency} here, {r['currency']}")
-        if r["status"] != "draft" and r["lines"]["total_count"] != len(lines.get(inv.id or 0, [])):
+        in_stripe = server.invoice_line_count(r["id"])
+        if r["status"] != "draft" and in_stripe != len(lines.get(inv.id or 0, [])):
             ledger.mismatches.append(
-                f"{who}: {len(lines.get(inv.id or 0, []))} lines here, "
-                f"{r['lines']['total_count']} in Stripe"
+                f"{who}: {len(lines.get(inv.id or 0, []))} lines here, {in_stripe} in Stripe"
             )
         if final:
             if inv.push_step not in DONE_STEPS:

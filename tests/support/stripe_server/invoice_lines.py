@@ -68,6 +68,11 @@ class InvoiceLinesMixin(ServerState):
         "discountable", "discounts", "tax_rates", "tax_amounts", "invoice_item",
     )  # fmt: skip
 
+    def invoice_line_count(self, invoice_id: str) -> int:
+        """How many lines an invoice holds (a test helper: Stripe's API sends no such count)."""
+        with self._lock:
+            return len(self._invoice_lines[invoice_id])
+
     def _add_line(self, inv: JSON, line: Any, param: str) -> JSON:
         if not isinstance(line, dict):
             raise _invalid("Invalid line", param)
