@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    literal_column,
     or_,
     text,
 )
@@ -320,7 +321,14 @@ def refund_state() -> Any:
     """SQL: 0 when nothing of an invoice's payment was refunded, 1 part of it, 2 all of it;
     `shown_status` turns (status, outcome, refund state) into the word people see."""
     refunded = col(Invoice.amount_refunded_minor)
-    return case((refunded <= 0, 0), (refunded >= col(Invoice.amount_paid_minor), 2), else_=1)
+    # Constants as SQL text, not bound parameters: the expression is grouped by, and PostgreSQL
+    # matches a GROUP BY expression to the selected one only when both render the same.
+    zero: Any = literal_column("0")
+    one: Any = literal_column("1")
+    two: Any = literal_column("2")
+    return case(
+        (refunded <= zero, zero), (refunded >= col(Invoice.amount_paid_minor), two), else_=one
+    )
 
 
 def shown_status(status: str, outcome: str | None, state: int) -> DisplayStatus:

@@ -282,7 +282,7 @@ def test_migration_keeps_each_customer_on_its_values_from_the_start(blank_db_url
             conn.execute(
                 text(
                     "INSERT INTO plan (name, currency, base_fee_minor, markup_pct, active, "
-                    "created_at, updated_at) VALUES (:n, 'EUR', 100, '0', 1, "
+                    "created_at, updated_at) VALUES (:n, 'EUR', 100, '0', true, "
                     "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
                 ),
                 {"n": name},
@@ -292,8 +292,8 @@ def test_migration_keeps_each_customer_on_its_values_from_the_start(blank_db_url
                 "INSERT INTO customer (name, email, currency, plan_id, next_plan_id, "
                 "next_plan_from, collection_method, days_until_due, cost_tag_value, active, "
                 "is_demo, created_at, updated_at) VALUES ('A', 'a@x.example', 'EUR', 1, 2, "
-                "'2026-12', 'charge_automatically', 30, 'acme', 1, 0, '2026-01-01 00:00:00', "
-                "'2026-01-01 00:00:00')"
+                "'2026-12', 'charge_automatically', 30, 'acme', true, false, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
             )
         )
         conn.execute(
