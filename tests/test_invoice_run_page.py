@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from billing_core.db import make_engine
 from billing_core.models import CostSnapshot, Invoice, InvoiceRun
+from billing_core.periods import Period, utcnow
 from tests.conftest import ROOT
 from tests.support.stripe_server import StripeTestServer
 
@@ -28,6 +29,17 @@ def _page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=60)
 
 
+# The demo world's last closed month: the test database is seeded at DEMO_NOW, while the page
+# offers months by the real clock, so the tests pick it instead of the page's default.
+DEMO_MONTH = Period(2026, 10)
+
+
+def _opened() -> AppTest:
+    at = _page().run()
+    at.selectbox(key="run_period").set_value(DEMO_MONTH).run()
+    return at
+
+
 def test_viewer_cannot_open_the_run_page(app_env: dict[str, str], monkeypatch) -> None:
     monkeypatch.setenv("VIEWER_EMAILS", "finance@example.com")
     monkeypatch.setenv("AUTH_PROXY_HEADER", "X-Email")
@@ -38,9 +50,10 @@ def test_viewer_cannot_open_the_run_page(app_env: dict[str, str], monkeypatch) -
 
 
 def test_preview_shows_drafts_and_saves_nothing(app_env: dict[str, str]) -> None:
-    at = _page().run()
+    default = _page().run().selectbox[0].value
+    assert default == Period.containing(utcnow()).previous()  # the last closed month
+    at = _opened()
     assert not at.exception
-    assert at.selectbox[0].value is not None and str(at.selectbox[0].value) == "2026-10"
     at.button[0].click().run()  # Preview
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
@@ -56,7 +69,7 @@ def test_preview_shows_drafts_and_saves_nothing(app_env: dict[str, str]) -> None
 
 
 def test_preview_shows_the_cost_figures_as_of_and_coverage(app_env: dict[str, str]) -> None:
-    at = _page().run()
+    at = _opened()
     at.button[0].click().run()  # Preview
     assert not at.exception
     frame = at.dataframe[0].value
@@ -71,7 +84,7 @@ def test_preview_shows_the_cost_figures_as_of_and_coverage(app_env: dict[str, st
             snap.fetched_at = datetime(2026, 10, 20, 14, tzinfo=UTC)
             s.add(snap)
         s.commit()
-    at = _page().run()
+    at = _opened()
     at.button[0].click().run()
     assert not at.exception
     frame = at.dataframe[0].value
@@ -85,7 +98,7 @@ def test_run_button_bills_every_customer_once(
 ) -> None:
     monkeypatch.setenv("STRIPE_API_BASE", stripe_server.url)
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_page")
-    at = _page().run()
+    at = _opened()
     assert not at.exception
     at.checkbox[0].check()
     run_button = next(b for b in at.button if b.label.startswith("Run invoicing"))
@@ -145,7 +158,7 @@ def test_progress_panel_follows_the_run_that_billed_not_a_refused_click(
             )
         )
     engine.dispose()
-    at = _page().run()
+    at = _opened()
     assert not at.exception
     assert [h.value for h in at.subheader if h.value.startswith("Run ") and ":" in h.value] == [
         "Run 1: succeeded"

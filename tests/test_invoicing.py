@@ -766,7 +766,17 @@ def test_cli_set_rate_and_demo_cards(
         )
         == 2
     )
-    code = _cli(monkeypatch, env, "invoice-run", "--demo-attach-test-cards", "--trigger", "cron")
+    # The demo world's last closed month (seeded at DEMO_NOW), whatever today's date is.
+    code = _cli(
+        monkeypatch,
+        env,
+        "invoice-run",
+        "--period",
+        "2026-10",
+        "--demo-attach-test-cards",
+        "--trigger",
+        "cron",
+    )
     assert code == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "9 pushed, 0 failed" in out
