@@ -78,7 +78,10 @@ def _world(root: Path, customers: int, server: StripeTestServer) -> str:
         s.add(PlanMetric(plan_id=plan.id or 0, metric="seats", included_quantity=Decimal(5)))
         s.add(ExchangeRate(period=str(PERIOD), quote="EUR", rate=Decimal("0.92"), source="bench"))
         snap = CostSnapshot(
-            period=str(PERIOD), granularity="MONTHLY", group_by="LINKED_ACCOUNT", metric="U"
+            period=str(PERIOD),
+            granularity="MONTHLY",
+            group_by="LINKED_ACCOUNT",
+            metric="UnblendedCost",
         )
         s.add(snap)
         s.flush()
