@@ -175,15 +175,7 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
         before = _assignment(customer)
         mirror(session, customer, now)
         if _assignment(customer) != before:
-            audit.record(
-                session,
-                actor=actor,
-                action="customer.plan_applied",
-                target=f"customer:{customer.id}",
-                before=before,
-                after=_assignment(customer),
-                at=now,
-            )
+            _record_applied(session, customer, before, actor=actor, now=now)
             changed += 1
     pending = session.exec(select(Customer).where(col(Customer.next_plan_id).is_not(None))).all()
     for customer in pending:
@@ -195,18 +187,25 @@ def apply_due_plan_changes(session: Session, *, now: datetime, actor: str = "sys
         _promote(customer)
         bump(customer, actor=actor, now=now)
         session.add(customer)
-        audit.record(
-            session,
-            actor=actor,
-            action="customer.plan_applied",
-            target=f"customer:{customer.id}",
-            before=before,
-            after=_assignment(customer),
-            at=now,
-        )
+        _record_applied(session, customer, before, actor=actor, now=now)
         changed += 1
     session.flush()
     return changed
+
+
+def _record_applied(
+    session: Session, customer: Customer, before: dict[str, Any], *, actor: str, now: datetime
+) -> None:
+    """Audit a plan change that took effect when its month started (cron's check-alerts)."""
+    audit.record(
+        session,
+        actor=actor,
+        action="customer.plan_applied",
+        target=f"customer:{customer.id}",
+        before=before,
+        after=_assignment(customer),
+        at=now,
+    )
 
 
 # --- creating and editing plans ---------------------------------------------------------
