@@ -23,8 +23,13 @@ if identity.can("admin"):
             "UTC) and optionally `idempotency_key`. Every row is checked first: one bad row "
             "imports nothing. Importing the same file again adds nothing."
         )
-        uploaded = st.file_uploader("Usage CSV", type=["csv"], key="usage_upload")
-        clicked = st.button("Import usage", type="primary", disabled=uploaded is None)
+        # A form sends the chosen file and the click together: outside one, a click made while
+        # the upload's own rerun is still running can be dropped and nothing happens.
+        with st.form("usage_import", border=False):
+            uploaded = st.file_uploader("Usage CSV", type=["csv"], key="usage_upload")
+            clicked = st.form_submit_button("Import usage", type="primary")
+        if clicked and uploaded is None:
+            st.warning("Choose a CSV file first, then press Import usage.")
         if clicked and uploaded is not None:
             try:
                 with ui.db() as session:

@@ -94,10 +94,12 @@ def test_upload_good_then_bad_file(app_env: dict[str, str]) -> None:
         b"billing@acme-analytics.example,api_calls,1000,2026-11-02T23:00:00Z\n"
         b"accounts@birch.example,seats,2,2026-11-02T23:00:00Z\n"
     )
-    at.file_uploader[0].set_value(("usage.csv", good, "text/csv")).run()
+    at.file_uploader[0].set_value(("usage.csv", good, "text/csv"))
     next(b for b in at.button if b.label == "Import usage").click().run()
     assert not at.exception
-    assert any("2 imported" in s.value for s in at.success), [e.value for e in at.error]
+    assert any("2 imported" in s.value for s in at.success), [
+        e.value for e in [*at.error, *at.warning]
+    ]
     assert usage_count(url) == before + 2
 
     bad = (
@@ -106,7 +108,7 @@ def test_upload_good_then_bad_file(app_env: dict[str, str]) -> None:
         b"billing@acme-analytics.example,api_calls,-5,2026-11-03T23:30:00Z\n"
         b"ghost@nowhere.example,api_calls,5,2026-11-03T23:00:00Z\n"
     )
-    at.file_uploader[0].set_value(("bad.csv", bad, "text/csv")).run()
+    at.file_uploader[0].set_value(("bad.csv", bad, "text/csv"))
     next(b for b in at.button if b.label == "Import usage").click().run()
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
@@ -114,3 +116,12 @@ def test_upload_good_then_bad_file(app_env: dict[str, str]) -> None:
     assert "line 3: quantity -5 is negative" in errors
     assert "line 4: customer 'ghost@nowhere.example' is not a known customer" in errors
     assert usage_count(url) == before + 2
+
+
+def test_import_without_a_file_says_what_to_do(app_env: dict[str, str]) -> None:
+    before = usage_count(app_env["DATABASE_URL"])
+    at = open_page()
+    next(b for b in at.button if b.label == "Import usage").click().run()
+    assert not at.exception
+    assert any("Choose a CSV file first" in w.value for w in at.warning)
+    assert usage_count(app_env["DATABASE_URL"]) == before
