@@ -296,6 +296,9 @@ class Invoice(SQLModel, table=True):
     run_id: int | None = Field(default=None, foreign_key="invoicerun.id", index=True)
     is_demo: bool = False
     issued_at: datetime | None = _time_field()
+    # When payment is due: Stripe's `due_date` for send-invoice invoices; for invoices charged
+    # automatically, the attempt date (finalization), since the charge is tried then.
+    due_at: datetime | None = _time_field()
     paid_at: datetime | None = _time_field()
     created_at: datetime = _now_field()
     updated_at: datetime = _now_field()

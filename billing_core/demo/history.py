@@ -91,6 +91,9 @@ def _add_invoice(
         number=f"DEMO-{period}-{seq:04d}",
         is_demo=True,
         issued_at=issued,
+        due_at=issued + timedelta(days=customer.days_until_due)
+        if customer.collection_method == "send_invoice"
+        else issued,
         created_at=issued,
         updated_at=issued,
     )

@@ -159,6 +159,7 @@ class StripeInvoice:
     created: datetime | None
     finalized_at: datetime | None
     paid_at: datetime | None
+    due_date: datetime | None  # send-invoice only; None when charged automatically
     next_payment_attempt: datetime | None
     paying_intent: str | None  # the PaymentIntent that paid it (when payments were expanded)
     payment_error: PaymentError | None  # why the open payment failed (PaymentIntents expanded)
@@ -222,6 +223,7 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
         created=_ts(obj.get("created")),
         finalized_at=_ts(transitions.get("finalized_at")),
         paid_at=_ts(transitions.get("paid_at")),
+        due_date=_ts(obj.get("due_date")),
         next_payment_attempt=_ts(obj.get("next_payment_attempt")),
         paying_intent=_paying_intent(obj),
         payment_error=_payment_error(obj),
@@ -261,6 +263,8 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
     local.attempt_count = remote.attempt_count
     local.next_payment_attempt = remote.next_payment_attempt
     local.issued_at = remote.finalized_at or local.issued_at
+    # Charged automatically, it is due when Stripe attempts it: at finalization.
+    local.due_at = remote.due_date or local.issued_at or local.due_at
     if local.status == InvoiceStatus.PAID:
         local.paid_at = remote.paid_at or local.paid_at or now
         local.last_error = None
