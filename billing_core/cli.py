@@ -509,6 +509,41 @@ def check_alerts_cmd(
         )
 
 
+# --- collections (dunning) -----------------------------------------------------------------
+
+
+@cli.command("collections")
+@click.option("--dry-run", is_flag=True, help="List the steps due; send and change nothing.")
+@actor_options
+@pass_app
+def collections_cmd(app: AppContext, dry_run: bool, trigger: str, actor: str | None) -> None:
+    """Send due payment reminders and final notices through Stripe; mark long-overdue invoices
+    uncollectible (COLLECTIONS_* settings). Each step once, also on two hosts; exit 1 if one
+    failed (the next run retries it)."""
+    from billing_core.payments.collections import planned_lines, run_collections
+    from billing_core.stripe.gateway import Gateway
+
+    settings = app.settings
+    gateway = None if dry_run and not settings.stripe_enabled else Gateway.from_settings(settings)
+    result = run_collections(
+        app.engine,
+        gateway,
+        settings.collections_policy,
+        now=utcnow(),
+        actor=actor_of(trigger, actor),
+        dry_run=dry_run,
+        workers=settings.stripe_concurrency,
+    )
+    if dry_run:
+        for line in planned_lines(result.planned):
+            click.echo(line)
+    click.echo(result.describe())
+    for failed in result.failed:
+        click.echo(f"error: {failed.action.describe()}: {failed.message}", err=True)
+    if result.exit_code:
+        click.get_current_context().exit(result.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (handy for tests)."""
     try:

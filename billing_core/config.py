@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing_core.errors import ConfigError
+from billing_core.payments.dunning import CollectionsPolicy
 
 #: Where the demo world lives unless DATABASE_URL says otherwise (live: the field default).
 DEMO_DATABASE_URL = "sqlite:///data/demo.db"
@@ -110,6 +111,16 @@ class Settings(BaseSettings):
     run_lock_stale_seconds: int = Field(
         300, ge=10, description="A run lock without heartbeat for this long may be taken over."
     )
+    collections_reminder_days: list[int] = Field(
+        default_factory=lambda: [-3, 7, 14],
+        description="Collections: reminder days from the due date (negative: before it).",
+    )
+    collections_final_notice_day: int = Field(
+        21, description="Collections: days past the due date when the final notice goes out."
+    )
+    collections_uncollectible_after_days: int = Field(
+        45, description="Collections: days past the due date when an invoice is uncollectible."
+    )
 
     @field_validator("admin_emails", "viewer_emails", mode="before")
     @classmethod
@@ -120,12 +131,37 @@ class Settings(BaseSettings):
             return [str(v).strip().lower() for v in value if str(v).strip()]
         return value
 
-    @field_validator("alert_thresholds_pct", mode="before")
+    @field_validator("alert_thresholds_pct", "collections_reminder_days", mode="before")
     @classmethod
     def _split_ints(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [int(v) for v in value.split(",") if v.strip()]
+            try:
+                return [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a comma-separated list of whole numbers"
+                ) from None
         return value
+
+    @model_validator(mode="after")
+    def _collections_policy_is_sound(self) -> Settings:
+        self.collections_policy  # noqa: B018  (raises ValueError with what to change)
+        return self
+
+    @property
+    def collections_policy(self) -> CollectionsPolicy:
+        """The dunning plan of `python -m billing_core collections` (payments/dunning.py)."""
+        try:
+            return CollectionsPolicy.of(
+                self.collections_reminder_days,
+                self.collections_final_notice_day,
+                self.collections_uncollectible_after_days,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"the collections policy (COLLECTIONS_REMINDER_DAYS, COLLECTIONS_FINAL_NOTICE_DAY, "
+                f"COLLECTIONS_UNCOLLECTIBLE_AFTER_DAYS) is not sound: {exc}"
+            ) from None
 
     @field_validator("stripe_api_key", "stripe_webhook_secret", mode="before")
     @classmethod
@@ -229,9 +265,7 @@ def load_settings(
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [_problem(err["loc"], err["msg"]) for err in exc.errors()]
         raise ConfigError("Invalid settings: " + "; ".join(problems) + ".") from None
     aws = any(env.get(hint) for hint in _AWS_CREDENTIAL_HINTS)
     object.__setattr__(settings, "_environ_aws", aws)
@@ -241,6 +275,12 @@ def load_settings(
         object.__setattr__(settings, "database_url", DEMO_DATABASE_URL)
     _check_demo_stripe(settings)
     return settings
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """'SETTING: what is wrong'; a check across settings names them in its message."""
+    where = ".".join(str(p) for p in loc).upper()
+    return f"{where}: {msg}" if where else msg.removeprefix("Value error, ")
 
 
 def _check_demo_stripe(settings: Settings) -> None:

@@ -490,3 +490,25 @@ class AuditEntry(SQLModel, table=True):
     target: str
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+# One step of collections (a reminder, the final notice, uncollectible) for one invoice. The
+# unique key is the claim: a pass inserts the row BEFORE calling Stripe, so two cron hosts never
+# both take the step, and a claim left by a crash (never `done`) is finished by a later pass.
+class CollectionStep(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "step", name="uq_collectionstep_invoice_step"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    step: str  # reminder-3, reminder+7, final_notice, uncollectible (payments/dunning.py)
+    status: str = "claimed"  # claimed, done, failed
+    day: int = 0  # the policy day the step belongs to
+    days_past_due: int = 0  # of the invoice when the step was claimed
+    idempotency_key: str
+    claimed_by: str  # host:pid of the pass holding the claim
+    claimed_at: datetime = Field(sa_type=UTCDateTime)
+    attempts: int = 1  # claims so far; a takeover compares and bumps it
+    done_at: datetime | None = _time_field(index=True)
+    actor: str = "cron"
+    error: str | None = Field(default=None, sa_column=Column(Text))

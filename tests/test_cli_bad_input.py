@@ -225,6 +225,19 @@ CASES = [
         "holds the demo world",
         env={"BILLING_MODE": "live"},
     ),
+    Case("collections-without-stripe", ["collections"], "STRIPE_API_KEY"),
+    Case(
+        "collections-unsound-policy",
+        ["collections", "--dry-run"],
+        "must come after the due date",
+        env={"COLLECTIONS_FINAL_NOTICE_DAY": "0"},
+    ),
+    Case(
+        "collections-policy-not-numbers",
+        ["collections"],
+        "COLLECTIONS_REMINDER_DAYS",
+        env={"COLLECTIONS_REMINDER_DAYS": "monday"},
+    ),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(

@@ -21,6 +21,7 @@ PURE = (
     "billing_core.invoicing.figures",
     "billing_core.reconciliation.diffing",
     "billing_core.usage.projections",
+    "billing_core.payments.dunning",
 )
 FORBIDDEN = ("sqlmodel", "sqlalchemy", "alembic", "stripe", "boto3", "streamlit")
 

@@ -94,16 +94,42 @@ def finalize(gw: Gateway, *, key: str, invoice_id: str) -> StripeInvoice:
     )
 
 
-def pay(gw: Gateway, *, key: str, invoice_id: str, off_session: bool = True) -> StripeInvoice:
-    """Charge an open invoice; after a decline the key must be new (Stripe replays a decline)."""
+def pay(
+    gw: Gateway,
+    *,
+    key: str,
+    invoice_id: str,
+    off_session: bool = True,
+    payment_method: str | None = None,
+) -> StripeInvoice:
+    """Charge an open invoice; after a decline the key must be new (Stripe replays a decline).
+
+    `payment_method`: a payment method saved on the customer to charge instead of its default.
+    """
     doing = f"charging Stripe invoice {invoice_id}"
-    params = {"off_session": True} if off_session else {}
+    params: dict[str, Any] = {"off_session": True} if off_session else {}
+    if payment_method:
+        params["payment_method"] = payment_method
     return parse_invoice(gw.request("post", _path(invoice_id, "pay"), params, key=key, doing=doing))
 
 
 def send(gw: Gateway, *, key: str, invoice_id: str) -> StripeInvoice:
     doing = f"sending Stripe invoice {invoice_id}"
     return parse_invoice(gw.request("post", _path(invoice_id, "send"), key=key, doing=doing))
+
+
+def mark_uncollectible(gw: Gateway, *, key: str, invoice_id: str) -> StripeInvoice:
+    """Write an open invoice off: Stripe stops collecting it (it can still be paid or voided)."""
+    doing = f"marking Stripe invoice {invoice_id} uncollectible"
+    path = _path(invoice_id, "mark_uncollectible")
+    return parse_invoice(gw.request("post", path, key=key, doing=doing))
+
+
+def customer_payment_methods(gw: Gateway, customer_id: str) -> list[JSON]:
+    """The payment methods saved on a Stripe customer (cards and others), newest first."""
+    doing = f"listing the payment methods of {customer_id}"
+    path = f"/v1/customers/{customer_id}/payment_methods"
+    return list(gw.pages(path, {"limit": PAGE_SIZE}, doing=doing))
 
 
 # -- bulk reads for reconciliation: plain JSON, customer expanded (a deleted one shows up

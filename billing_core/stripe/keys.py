@@ -59,6 +59,10 @@ class Keys:
         """Retiring a Stripe invoice left on a deleted customer (see customers/stripe_link)."""
         return f"{self.namespace}-{stripe_invoice_id}-{step}"
 
+    def collection_step(self, invoice_id: int, step: str, generation: int = 0) -> str:
+        """A collections step (payments/dunning.py names it): one send or mark per invoice."""
+        return f"{self.namespace}-inv-{invoice_id}{_gen(generation)}-collect-{step}"
+
     def customer_create(self, customer_id: int) -> str:
         return f"{self.namespace}-cus-{customer_id}-create"
 

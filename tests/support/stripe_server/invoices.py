@@ -436,15 +436,28 @@ class InvoicesMixin(ServerState):
         *,
         status: str = "open",
         description: str = "Invoice created outside the billing tool",
+        days_until_due: int | None = None,
+        due_date: int | None = None,
     ) -> JSON:
-        """An invoice made outside our tool: one line of ``amount``; status draft, open or paid."""
+        """An invoice made outside our tool: one line of ``amount``; status draft, open or paid.
+
+        With ``days_until_due`` (due that many days after finalizing) or ``due_date`` (a Unix
+        time) it is a send-invoice invoice.
+        """
         if status not in ("draft", "open", "paid"):
             raise ValueError("status must be draft, open or paid")
+        params: JSON = {
+            "currency": currency,
+            "metadata": metadata or {},
+            "description": description,
+        }
+        if days_until_due is not None:
+            params |= {"collection_method": "send_invoice", "days_until_due": days_until_due}
+        elif due_date is not None:
+            params |= {"collection_method": "send_invoice", "due_date": due_date}
         with self._lock:
             cus = self._get(customer_id, "customer")
-            inv = self._new_invoice(
-                cus, {"currency": currency, "metadata": metadata or {}, "description": description}
-            )
+            inv = self._new_invoice(cus, params)
             self._add_line(inv, {"amount": str(amount), "description": description}, "lines[0]")
             self._recompute(inv)
             if status in ("open", "paid"):
