@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
+from billing_core.cli import main
 from billing_core.config import load_settings
 from billing_core.db import session_scope
 from billing_core.errors import ConfigError
@@ -24,7 +25,7 @@ from billing_core.payments.dunning import (
 )
 from billing_core.stripe.keys import install_id
 from tests.support.stripe_server import StripeTestServer
-from tests.support.stripe_world import StripeWorld, make_world
+from tests.support.stripe_world import API_KEY, StripeWorld, make_world
 
 DUE = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 POLICY = CollectionsPolicy.of([-3, 7, 14], 21, 45)
@@ -46,11 +47,13 @@ def world(server: StripeTestServer, engine) -> StripeWorld:
     return make_world(server, engine)
 
 
-def open_invoice(world: StripeWorld, email: str = "ops@example.com", total: int = 12_345) -> int:
-    """A send-invoice invoice, open in Stripe and locally, due on DUE."""
+def open_invoice(
+    world: StripeWorld, email: str = "ops@example.com", total: int = 12_345, due: datetime = DUE
+) -> int:
+    """A send-invoice invoice, open in Stripe and locally, due on `due`."""
     cus = world.server.create_customer_directly(email=email, name=email.split("@")[0])
     remote = world.server.create_invoice_directly(
-        cus["id"], total, "eur", due_date=int(DUE.timestamp())
+        cus["id"], total, "eur", due_date=int(due.timestamp())
     )
     with session_scope(world.engine) as s:
         customer = Customer(
@@ -72,8 +75,8 @@ def open_invoice(world: StripeWorld, email: str = "ops@example.com", total: int 
             collection_method="send_invoice",
             stripe_invoice_id=remote["id"],
             number=remote["number"],
-            issued_at=DUE - timedelta(days=30),
-            due_at=DUE,
+            issued_at=due - timedelta(days=30),
+            due_at=due,
         )
         s.add(invoice)
         s.flush()
@@ -316,3 +319,40 @@ def test_demo_and_charged_automatically_invoices_are_not_chased(demo_engine, wor
         demo_engine, world.gateway, POLICY, now=day(60), actor="cron"
     )
     assert result.candidates == 0 and world.server.request_count() == 0
+
+
+def test_the_command_for_cron(
+    world: StripeWorld, db_url: str, monkeypatch, tmp_path, capsys
+) -> None:
+    # The command reads the clock: an invoice due years ago has its final notice due whatever
+    # today is, and the write-off waits the policy's grace after that notice.
+    invoice_id = open_invoice(world, due=datetime(2020, 1, 6, tzinfo=UTC))
+    for var in ("STRIPE_WEBHOOK_SECRET", "BILLING_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_SECRETS_FILE": str(tmp_path / "none.toml"),
+        "STRIPE_API_BASE": world.server.url,
+        "STRIPE_API_KEY": API_KEY,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["collections", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would take: invoice" in out and "final notice" in out and "nothing was sent" in out
+    assert sent(world) == [] and steps(world) == []
+    assert main(["collections", "--trigger", "cron"]) == 0
+    out = capsys.readouterr().out
+    assert "0 reminders and 1 final notices sent" in out
+    assert main(["collections", "--trigger", "cron"]) == 0
+    assert "0 reminders and 0 final notices sent" in capsys.readouterr().out
+    assert len(sent(world)) == 1 and steps(world) == [("final_notice", "done")]
+    with Session(world.engine) as s:
+        assert s.exec(select(AuditEntry)).one().actor == "cron"
+    world.server.fail_next(20, status=500, path_contains="/mark_uncollectible")
+    with session_scope(world.engine) as s:  # the final notice went out long ago
+        row = s.exec(select(CollectionStep)).one()
+        row.done_at = datetime(2020, 2, 1, tzinfo=UTC)
+    assert main(["collections"]) == 1
+    err = capsys.readouterr().err
+    assert f"invoice {world.local(invoice_id).number}" in err and API_KEY not in err

@@ -92,6 +92,43 @@ def create_setup_link(
     return url
 
 
+@dataclass(frozen=True)
+class SavedPaymentMethod:
+    """A payment method saved on the Stripe customer: what an admin may charge instead."""
+
+    id: str  # pm_...
+    label: str  # "card visa 4242, expires 12/2034"
+    default: bool
+
+
+def saved_payment_methods(
+    session: Session, gateway: Gateway, *, customer_id: int
+) -> list[SavedPaymentMethod]:
+    """The customer's payment methods in Stripe, its default first; [] with no Stripe customer."""
+    customer = session.get(Customer, customer_id)
+    if customer is None or not customer.stripe_customer_id:
+        return []
+    try:
+        found = stripe_invoices.customer_payment_methods(gateway, customer.stripe_customer_id)
+    except StripeFailure as exc:
+        raise exc.reworded(f"listing the payment methods of {customer.name}") from None
+    default = parse_payment_method(customer.default_payment_method)
+    out = []
+    for obj in found:
+        kind = str(obj.get("type") or "")
+        details = obj.get(kind) or {}
+        brand, last4 = str(details.get("brand") or ""), str(details.get("last4") or "")
+        expiry = (
+            f", expires {details['exp_month']:02d}/{details['exp_year']}"
+            if details.get("exp_month") and details.get("exp_year")
+            else ""
+        )
+        label = " ".join(p for p in (kind, brand, last4) if p) + expiry
+        is_default = bool(last4) and last4 == default.last4 and brand == default.brand
+        out.append(SavedPaymentMethod(str(obj["id"]), label, is_default))
+    return sorted(out, key=lambda m: not m.default)
+
+
 @dataclass
 class RetryResult:
     paid: bool
@@ -105,8 +142,13 @@ def retry_payment(
     *,
     invoice_id: int,
     now: datetime,
+    payment_method: str | None = None,
 ) -> RetryResult:
-    """Charge a failed or open invoice again with a new idempotency key; audited either way."""
+    """Charge a failed or open invoice again with a new idempotency key; audited either way.
+
+    `payment_method`: a payment method saved on the customer (pm_..., see
+    `saved_payment_methods`) to charge instead of the customer's default.
+    """
     require(identity, "admin", "retry a payment")
     invoice = session.get(Invoice, invoice_id)
     if invoice is None:
@@ -133,7 +175,11 @@ def retry_payment(
     declined: PaymentProviderError | None = None
     try:
         stripe_invoices.pay(
-            gateway, key=key, invoice_id=invoice.stripe_invoice_id, off_session=False
+            gateway,
+            key=key,
+            invoice_id=invoice.stripe_invoice_id,
+            off_session=False,
+            payment_method=payment_method,
         )
     except StripeFailure as exc:
         if exc.kind != "declined":
@@ -160,6 +206,7 @@ def retry_payment(
             "status": invoice.display_status,
             "attempt_count": invoice.attempt_count,
             "idempotency_key": key,
+            "payment_method": payment_method or "default",
             "outcome": "declined" if declined else "paid",
         },
         at=now,

@@ -15,6 +15,7 @@ PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/invoices.py", "Invoices", ":material/request_quote:", "viewer"),
     ("pages/usage.py", "Usage vs plan limits", ":material/speed:", "viewer"),
     ("pages/reconciliation.py", "Reconciliation", ":material/balance:", "viewer"),
+    ("pages/collections.py", "Collections", ":material/notifications_active:", "viewer"),
     ("pages/invoice_run.py", "Invoice run", ":material/receipt_long:", "admin"),
     ("pages/customers.py", "Customers and plans", ":material/group:", "admin"),
     ("pages/audit.py", "Audit log", ":material/history:", "admin"),

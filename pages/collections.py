@@ -1,0 +1,203 @@
+"""Collections: what customers owe by due date, the reminders Stripe sent for us, failed
+automatic payments with Stripe's retry schedule, and write-offs per month.
+
+Everyone with a role sees it; only admins retry a payment or create a card setup link (the
+actions check the role again in billing_core). Reminders and write-offs are taken by
+`python -m billing_core collections` from cron, never from this page.
+"""
+
+import streamlit as st
+
+from billing_core.auth import Identity
+from billing_core.payments import payment_methods as pm
+from billing_core.periods import utcnow
+from billing_core.views import collections as view
+from pages.common import ui
+
+identity = ui.page_setup("Collections")
+now = utcnow()
+policy = ui.settings().collections_policy
+
+
+def _flash() -> None:
+    flash = st.session_state.pop("collections_flash", None)
+    if flash is None:
+        return
+    kind, payload = flash
+    if kind == "exception":
+        ui.show_error(payload)
+    elif kind == "success":
+        st.success(payload)
+    else:
+        st.error(payload)
+
+
+def retry(who: Identity, invoice_id: int, payment_method: str | None) -> None:
+    # A callback: runs before the rerun, so the tables below already show the new state.
+    try:
+        with ui.db() as session:
+            result = pm.retry_payment(
+                session,
+                ui.stripe_gateway(),
+                who,
+                invoice_id=invoice_id,
+                now=utcnow(),
+                payment_method=payment_method,
+            )
+        st.session_state["collections_flash"] = (
+            "success" if result.paid else "error",
+            result.message,
+        )
+    except Exception as exc:
+        st.session_state["collections_flash"] = ("exception", exc)
+
+
+with ui.stop_on_error(), ui.db() as session:
+    receivables = view.receivables(session, now)
+    open_frame = view.open_invoices_frame(session, now, policy)
+    reminders = view.reminders_frame(session)
+    failed = view.failed_payments(session)
+    write_offs = view.write_offs_frame(session)
+    pending = view.pending_claims(session)
+
+st.caption(
+    f"Policy: {policy.describe()} (days from the due date; COLLECTIONS_* settings). "
+    "Reminders and final notices are sent by Stripe when `python -m billing_core collections` "
+    "runs from cron."
+)
+_flash()
+
+st.subheader("Receivables")
+if receivables:
+    cols = st.columns(max(1, len({r.currency for r in receivables})))
+    for col, currency in zip(cols, sorted({r.currency for r in receivables}), strict=False):
+        mine = {r.bucket: r for r in receivables if r.currency == currency}
+        overdue = mine.get("overdue")
+        col.metric(
+            f"Overdue ({currency})",
+            overdue.amount if overdue else ui.fmt(0, currency),
+            help="Open invoices past their due date: total less what was paid.",
+        )
+    st.dataframe(
+        view.receivables_frame(receivables),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "currency": st.column_config.TextColumn("Currency"),
+            "not yet due": st.column_config.TextColumn("Not yet due (invoices)"),
+            "overdue": st.column_config.TextColumn("Overdue (invoices)"),
+            "uncollectible": st.column_config.TextColumn("Uncollectible (invoices)"),
+        },
+    )
+else:
+    st.info("Nothing is owed: no open or uncollectible invoices.")
+
+st.subheader("Open invoices")
+st.dataframe(
+    open_frame,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD"),
+        "days past due": st.column_config.NumberColumn(
+            "Days past due", format="%d", help="Negative: days left before the due date."
+        ),
+        "amount due": st.column_config.TextColumn("Amount due"),
+    },
+)
+
+tab_sent, tab_failed, tab_written = st.tabs(
+    ["Reminders sent", f"Failed payments ({len(failed)})", "Write-offs"]
+)
+with tab_sent:
+    if reminders.empty:
+        st.info("No reminder has been sent yet.")
+    else:
+        st.dataframe(
+            reminders,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "when": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+                "days past due": st.column_config.NumberColumn("Days past due", format="%d"),
+            },
+        )
+    if pending:
+        st.warning(
+            f"{len(pending)} step(s) claimed but not finished (a run in flight, stopped, or "
+            "refused by Stripe); the next collections run finishes them: "
+            + "; ".join(
+                f"invoice #{p.invoice_id} {p.step}: {p.error or p.status}" for p in pending[:5]
+            )
+        )
+
+with tab_failed:
+    if not failed:
+        st.info("No failed automatic payment.")
+    else:
+        st.dataframe(
+            view.failed_payments_frame(failed, now),
+            hide_index=True,
+            width="stretch",
+            column_config={"attempts": st.column_config.NumberColumn("Attempts", format="%d")},
+        )
+        if identity.can("admin"):
+            st.markdown("**Retry a payment or ask for a new card**")
+            labels = {f.invoice_id: f"{f.number} · {f.customer} · {f.amount_due}" for f in failed}
+            chosen = st.selectbox(
+                "Invoice", list(labels), format_func=labels.__getitem__, key="col_failed"
+            )
+            picked = next(f for f in failed if f.invoice_id == chosen)
+            if not picked.in_stripe:
+                st.caption("This invoice is a demo record, not in Stripe: nothing to retry.")
+            else:
+                methods: list[pm.SavedPaymentMethod] = []
+                try:
+                    with ui.db() as session:
+                        methods = pm.saved_payment_methods(
+                            session, ui.stripe_gateway(), customer_id=picked.customer_id
+                        )
+                except Exception as exc:
+                    ui.show_error(exc)
+                choices: dict[str | None, str] = {None: "The customer's default payment method"}
+                choices |= {m.id: m.label + (" (default)" if m.default else "") for m in methods}
+                method = st.selectbox(
+                    "Charge", list(choices), format_func=choices.__getitem__, key="col_pm"
+                )
+                left, right = st.columns(2)
+                left.button(
+                    "Retry the payment now",
+                    key="col_retry",
+                    type="primary",
+                    on_click=retry,
+                    args=(identity, picked.invoice_id, method),
+                )
+                if right.button("Create a card setup link", key="col_setup"):
+                    try:
+                        with ui.db() as session:
+                            url = pm.create_setup_link(
+                                session,
+                                ui.stripe_gateway(),
+                                identity,
+                                customer_id=picked.customer_id,
+                                return_url=st.context.url or "http://localhost:8501",
+                                now=utcnow(),
+                            )
+                        st.success("Send this link to the customer (it expires in 24 hours):")
+                        st.code(url, language=None)
+                    except Exception as exc:
+                        ui.show_error(exc)
+        else:
+            st.caption("Admins can retry a payment or send a card setup link from here.")
+
+with tab_written:
+    if write_offs.empty:
+        st.info("Nothing written off: no invoice is uncollectible.")
+    else:
+        st.plotly_chart(view.write_offs_figure(write_offs), width="stretch")
+        st.dataframe(
+            write_offs.drop(columns="amount_minor"),
+            hide_index=True,
+            width="stretch",
+            column_config={"invoices": st.column_config.NumberColumn("Invoices", format="%d")},
+        )
