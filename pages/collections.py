@@ -98,11 +98,19 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
-        "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD"),
-        "days past due": st.column_config.NumberColumn(
-            "Days past due", format="%d", help="Negative: days left before the due date."
-        ),
+        "invoice": st.column_config.TextColumn("Invoice"),
+        "customer": st.column_config.TextColumn("Customer"),
         "amount due": st.column_config.TextColumn("Amount due"),
+        "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD", width="small"),
+        "days past due": st.column_config.NumberColumn(
+            "Days late",
+            format="%d",
+            width="small",
+            help="Calendar days past the due date; negative: days left before it.",
+        ),
+        "collection": st.column_config.TextColumn("Collection"),
+        "last step": st.column_config.TextColumn("Last step"),
+        "next step": st.column_config.TextColumn("Next step"),
     },
 )
 
@@ -119,7 +127,11 @@ with tab_sent:
             width="stretch",
             column_config={
                 "when": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+                "step": st.column_config.TextColumn("Step"),
+                "invoice": st.column_config.TextColumn("Invoice"),
+                "customer": st.column_config.TextColumn("Customer"),
                 "days past due": st.column_config.NumberColumn("Days past due", format="%d"),
+                "by": st.column_config.TextColumn("By"),
             },
         )
     if pending:
@@ -139,7 +151,14 @@ with tab_failed:
             view.failed_payments_frame(failed, now),
             hide_index=True,
             width="stretch",
-            column_config={"attempts": st.column_config.NumberColumn("Attempts", format="%d")},
+            column_config={
+                "invoice": st.column_config.TextColumn("Invoice"),
+                "customer": st.column_config.TextColumn("Customer"),
+                "amount due": st.column_config.TextColumn("Amount due"),
+                "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
+                "retry schedule": st.column_config.TextColumn("Stripe's retry schedule"),
+                "last error": st.column_config.TextColumn("Last error"),
+            },
         )
         if identity.can("admin"):
             st.markdown("**Retry a payment or ask for a new card**")
@@ -199,5 +218,10 @@ with tab_written:
             write_offs.drop(columns="amount_minor"),
             hide_index=True,
             width="stretch",
-            column_config={"invoices": st.column_config.NumberColumn("Invoices", format="%d")},
+            column_config={
+                "month": st.column_config.TextColumn("Month"),
+                "currency": st.column_config.TextColumn("Currency"),
+                "invoices": st.column_config.NumberColumn("Invoices", format="%d"),
+                "written off": st.column_config.TextColumn("Written off"),
+            },
         )

@@ -140,7 +140,9 @@ def test_uncollectible_waits_for_the_grace_after_the_final_notice() -> None:
 
 def test_days_past_due_and_names() -> None:
     assert days_past_due(DUE, DUE) == 0
-    assert days_past_due(DUE, DUE - timedelta(hours=1)) == -1
+    assert days_past_due(DUE, DUE - timedelta(hours=1)) == 0  # the due date, earlier that day
+    assert days_past_due(DUE, DUE - timedelta(hours=10)) == -1
+    assert days_past_due(DUE, DUE + timedelta(days=2, hours=15)) == 3
     assert describe_step("reminder-3") == "Reminder 3 days before the due date"
     assert describe_step("reminder+1") == "Reminder 1 day after the due date"
 

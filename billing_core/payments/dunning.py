@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 FINAL_NOTICE = "final_notice"
@@ -54,6 +54,15 @@ def describe_step(step: str) -> str:
         return "Reminder on the due date"
     unit = "day" if abs(day) == 1 else "days"
     return f"Reminder {abs(day)} {unit} {'before' if day < 0 else 'after'} the due date"
+
+
+def short_step(step: str) -> str:
+    """'Reminder -3 d', 'Reminder +7 d', 'Final notice', 'Uncollectible' (for narrow tables)."""
+    if step == FINAL_NOTICE:
+        return "Final notice"
+    if step == UNCOLLECTIBLE:
+        return "Uncollectible"
+    return f"Reminder {int(step.removeprefix('reminder')):+d} d"
 
 
 @dataclass(frozen=True)
@@ -117,8 +126,9 @@ def policy_problems(
 
 
 def days_past_due(due_at: datetime, now: datetime) -> int:
-    """Whole days since the due date (negative before it): the due moment counts as day 0."""
-    return (now - due_at) // timedelta(days=1)
+    """Calendar days (UTC) from the due date to `now`: 0 on the due date, -3 three days before
+    it, as a person reading the invoice counts them. Both times must be timezone-aware."""
+    return (now.astimezone(UTC).date() - due_at.astimezone(UTC).date()).days
 
 
 @dataclass(frozen=True)

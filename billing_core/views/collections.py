@@ -23,6 +23,7 @@ from billing_core.payments.dunning import (
     days_past_due,
     describe_step,
     next_step,
+    short_step,
 )
 from billing_core.states import InvoiceOutcome, InvoiceStatus
 
@@ -107,14 +108,14 @@ def open_invoices_frame(session: Session, now: datetime, policy: CollectionsPoli
         last = max(done.items(), key=lambda kv: kv[1], default=None)
         past = days_past_due(inv.due_at, now) if inv.due_at else None
         if inv.collection_method != "send_invoice":
-            plan_text = "charged automatically by Stripe"
+            plan_text = "charged by Stripe"
         elif inv.is_demo or not inv.stripe_invoice_id:
-            plan_text = "not in Stripe (demo record)" if inv.is_demo else "not in Stripe yet"
+            plan_text = "demo record" if inv.is_demo else "not in Stripe yet"
         elif inv.due_at is None:
             plan_text = "no due date yet"
         else:
             plan = next_step(policy, due_at=inv.due_at, now=now, done=done)
-            plan_text = describe_step(plan.step) + " (due now)" if plan else _upcoming(policy, past)
+            plan_text = short_step(plan.step) + ", due now" if plan else _upcoming(policy, past)
         records.append(
             {
                 "invoice": inv.number or f"#{inv.id}",
@@ -124,8 +125,8 @@ def open_invoices_frame(session: Session, now: datetime, policy: CollectionsPoli
                 "days past due": past,
                 "collection": "send invoice"
                 if inv.collection_method == "send_invoice"
-                else "charge automatically",
-                "last step": f"{describe_step(last[0])}, {last[1]:%Y-%m-%d}" if last else "—",
+                else "automatic",
+                "last step": f"{short_step(last[0])}, {last[1]:%b %d}" if last else "—",
                 "next step": plan_text,
             }
         )
@@ -148,7 +149,7 @@ def _upcoming(policy: CollectionsPolicy, past: int | None) -> str:
     later = [(d, s) for d, s in policy.send_steps if d > past]
     if later:
         day, step = later[0]
-        return f"{describe_step(step)} in {day - past} d"
+        return f"{short_step(step)} in {day - past} d"
     return f"uncollectible from day {policy.uncollectible_after_days}"
 
 
@@ -296,11 +297,12 @@ def write_offs_figure(frame: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         barmode="group",
         height=280,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
         title="Written off per month",
         xaxis_title="month marked uncollectible",
-        yaxis_title="amount written off (invoice currency)",
+        yaxis_title="written off (in the currency)",
         legend_title="currency",
+        showlegend=True,
     )
     fig.update_xaxes(type="category")
     return fig
