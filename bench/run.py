@@ -21,6 +21,7 @@ BENCHES: list[str] = [
     "bench.bench_reconcile",
     "bench.bench_invoices",
     "bench.bench_usage",
+    "bench.bench_collections",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
