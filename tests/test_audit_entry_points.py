@@ -112,6 +112,27 @@ def _button(ctx: Ctx) -> None:
     assert run_worker.execute_run(ctx.engine, settings, run.id or 0, attach_test_cards=True)
 
 
+def _overdue(ctx: Ctx) -> None:
+    """Billed, and the send-invoice invoices a week past their due date."""
+    from datetime import timedelta
+
+    from billing_core.models import Invoice
+
+    _billed(ctx)
+    with session_scope(ctx.engine) as s:
+        rows = s.exec(
+            select(Invoice).where(
+                Invoice.collection_method == "send_invoice",
+                Invoice.status == "open",
+                col(Invoice.stripe_invoice_id).is_not(None),
+            )
+        ).all()
+        assert rows
+        for row in rows:
+            row.due_at = utcnow() - timedelta(days=8)
+            s.add(row)
+
+
 def _nothing(ctx: Ctx) -> None:
     return None
 
@@ -168,6 +189,12 @@ CASES = [
         [("customer.plan_applied", "cron")],
     ),
     ("import-usage", _usage_file, _cli("import-usage"), [("usage.import", "cli")]),
+    (
+        "collections from cron",
+        _overdue,
+        _cli("collections", "--trigger", "cron"),
+        [("invoice.reminder_sent", "cron")],
+    ),
     ("import-customers", _customers_file, _cli("import-customers"), [("customer.import", "cli")]),
 ]
 
