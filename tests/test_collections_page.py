@@ -117,6 +117,25 @@ def frame_with(at: AppTest, column: str):
 
 def test_viewer_sees_everything_and_acts_on_nothing(page_env, server) -> None:
     failed_in_stripe(server, page_env["DATABASE_URL"])
+    with session_scope(make_engine(page_env["DATABASE_URL"])) as s:  # a pass that died
+        late = s.exec(
+            select(Invoice).where(
+                Invoice.collection_method == "send_invoice", Invoice.status == "open"
+            )
+        ).first()
+        assert late is not None and late.id is not None
+        s.add(
+            CollectionStep(
+                invoice_id=late.id,
+                step="reminder-3",
+                day=-3,
+                idempotency_key="k2",
+                claimed_by="host:2",
+                claimed_at=utcnow(),
+                error="Stripe answered 500",
+                status="failed",
+            )
+        )
     at = open_page(VIEWER)
     assert not at.exception, at.exception
     assert at.title[0].value == "Collections"
@@ -135,6 +154,9 @@ def test_viewer_sees_everything_and_acts_on_nothing(page_env, server) -> None:
     assert written["written off"].str.startswith("USD ").all()
     assert [b.key for b in at.button] == ["sign-out"] and not at.selectbox
     assert any("Admins can retry" in c.value for c in at.caption)
+    [warning] = at.warning
+    assert "1 step(s) claimed but not finished" in warning.value
+    assert f"invoice #{late.id} reminder-3: Stripe answered 500" in warning.value
     assert server.request_count() == 0
 
 

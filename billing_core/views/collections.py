@@ -179,8 +179,15 @@ def reminders_frame(session: Session, limit: int = 500) -> pd.DataFrame:
 
 
 def pending_claims(session: Session) -> list[CollectionStep]:
-    """Steps claimed but not done (a pass in flight, a crash, or a Stripe refusal)."""
-    return list(session.exec(select(CollectionStep).where(CollectionStep.status != "done")).all())
+    """Steps of open invoices claimed but not done (a pass in flight, a crash, a refusal)."""
+    return list(
+        session.exec(
+            select(CollectionStep)
+            .join(Invoice, col(Invoice.id) == col(CollectionStep.invoice_id))
+            .where(CollectionStep.status != "done", Invoice.status == InvoiceStatus.OPEN)
+            .order_by(col(CollectionStep.claimed_at))
+        ).all()
+    )
 
 
 @dataclass(frozen=True)
