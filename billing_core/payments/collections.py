@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from billing_core import audit
-from billing_core.models import CollectionStep, Customer, Invoice
+from billing_core.models import CollectionStep, Customer, Invoice, bill_to_name
 from billing_core.payments.dunning import (
     CollectionsPolicy,
     PlannedStep,
@@ -146,49 +147,68 @@ def pass_owner() -> str:
 def plan_collections(
     session: Session, policy: CollectionsPolicy, *, now: datetime, lease: timedelta = CLAIM_LEASE
 ) -> tuple[int, list[PlannedAction]]:
-    """(open send-invoice invoices in Stripe, the steps due now); reads only."""
-    rows = session.exec(
-        select(Invoice, Customer.name)
-        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
-        .where(
-            Invoice.collection_method == "send_invoice",
-            Invoice.status == InvoiceStatus.OPEN,
-            col(Invoice.stripe_invoice_id).is_not(None),
-            col(Invoice.due_at).is_not(None),
-            col(Invoice.is_demo).is_(False),
+    """(open send-invoice invoices in Stripe, the steps due now); reads only.
+
+    Plain columns rather than ORM objects: a pass plans over every open invoice each day.
+    """
+    chased = (
+        col(Invoice.collection_method) == "send_invoice",
+        col(Invoice.status) == InvoiceStatus.OPEN,
+        col(Invoice.stripe_invoice_id).is_not(None),
+        col(Invoice.due_at).is_not(None),
+        col(Invoice.is_demo).is_(False),
+    )
+    rows = session.execute(
+        sa_select(
+            col(Invoice.id),
+            col(Invoice.number),
+            bill_to_name(),
+            col(Invoice.currency),
+            col(Invoice.total_minor) - col(Invoice.amount_paid_minor),
+            col(Invoice.due_at),
+            col(Invoice.stripe_invoice_id),
+            col(Invoice.key_generation),
         )
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+        .where(*chased)
         .order_by(col(Invoice.due_at), col(Invoice.id))
     ).all()
-    steps: dict[int, dict[str, CollectionStep]] = {}
-    for step in session.exec(
-        select(CollectionStep)
+    steps: dict[int, dict[str, tuple[str, datetime, int, datetime | None]]] = {}
+    for invoice_id, step, status, claimed_at, attempts, done_at in session.execute(
+        sa_select(
+            col(CollectionStep.invoice_id),
+            col(CollectionStep.step),
+            col(CollectionStep.status),
+            col(CollectionStep.claimed_at),
+            col(CollectionStep.attempts),
+            col(CollectionStep.done_at),
+        )
         .join(Invoice, col(Invoice.id) == col(CollectionStep.invoice_id))
-        .where(Invoice.status == InvoiceStatus.OPEN, Invoice.collection_method == "send_invoice")
+        .where(*chased)
     ).all():
-        steps.setdefault(step.invoice_id, {})[step.step] = step
+        steps.setdefault(invoice_id, {})[step] = (status, claimed_at, attempts, done_at)
     planned: list[PlannedAction] = []
-    for invoice, customer in rows:
-        assert invoice.id is not None and invoice.due_at is not None
-        taken = steps.get(invoice.id, {})
-        done = {s.step: s.done_at for s in taken.values() if s.done_at is not None}
-        plan = next_step(policy, due_at=invoice.due_at, now=now, done=done)
+    for invoice_id, number, customer, currency, due_minor, due_at, stripe_id, generation in rows:
+        taken = steps.get(invoice_id, {})
+        done = {name: row[3] for name, row in taken.items() if row[3] is not None}
+        plan = next_step(policy, due_at=due_at, now=now, done=done)
         if plan is None:
             continue
         claim = taken.get(plan.step)
-        if claim is not None and claim.status == "claimed" and now - claim.claimed_at < lease:
+        if claim is not None and claim[0] == "claimed" and now - claim[1] < lease:
             continue  # another pass is on it right now
         planned.append(
             PlannedAction(
-                invoice_id=invoice.id,
-                number=invoice.number or f"#{invoice.id}",
-                customer=invoice.customer_name or customer,
-                currency=invoice.currency,
-                amount_due_minor=invoice.total_minor - invoice.amount_paid_minor,
-                due_at=invoice.due_at,
-                stripe_invoice_id=str(invoice.stripe_invoice_id),
-                key_generation=invoice.key_generation,
+                invoice_id=invoice_id,
+                number=number or f"#{invoice_id}",
+                customer=str(customer),
+                currency=currency,
+                amount_due_minor=int(due_minor),
+                due_at=due_at,
+                stripe_invoice_id=str(stripe_id),
+                key_generation=generation,
                 plan=plan,
-                seen_attempts=None if claim is None else claim.attempts,
+                seen_attempts=None if claim is None else claim[2],
             )
         )
     return len(rows), planned
