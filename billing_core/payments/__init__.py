@@ -1,2 +1,3 @@
-"""Stripe state after an invoice is out: events (sync and the webhook receiver) and
-payment methods (retry, setup links)."""
+"""Stripe state after an invoice is out: events (sync and the webhook receiver), payment
+methods (retry, setup links) and collections (the dunning policy, `dunning`, and the passes
+that send reminders and mark invoices uncollectible, `collections`)."""
