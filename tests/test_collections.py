@@ -358,3 +358,38 @@ def test_the_command_for_cron(
     assert main(["collections"]) == 1
     err = capsys.readouterr().err
     assert f"invoice {world.local(invoice_id).number}" in err and API_KEY not in err
+
+
+def test_two_cron_hosts_at_once_send_each_notice_once(
+    world: StripeWorld, db_url: str, tmp_path
+) -> None:
+    # Two processes, as two cron hosts would run them, on one database and one Stripe account.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    ids = [open_invoice(world, f"p{i}@example.com", due=datetime(2020, 1, 6, tzinfo=UTC))
+           for i in range(8)]  # fmt: skip
+    world.server.latency = 0.02
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+        "DATABASE_URL": db_url,
+        "BILLING_SECRETS_FILE": str(tmp_path / "none.toml"),
+        "STRIPE_API_BASE": world.server.url,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_REQUESTS_PER_SECOND": "1000",
+    }
+    command = [sys.executable, "-m", "billing_core", "collections", "--trigger", "cron"]
+    hosts = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [host.communicate(timeout=120) for host in hosts]
+    world.server.latency = 0.0
+    assert [host.returncode for host in hosts] == [0, 0], outputs
+    assert sorted(sent(world)) == sorted(world.local(i).stripe_invoice_id for i in ids)
+    assert steps(world) == [("final_notice", "done")] * 8
+    with Session(world.engine) as s:
+        assert len(s.exec(select(AuditEntry)).all()) == 8
