@@ -302,6 +302,15 @@ def test_an_invoice_paid_meanwhile_is_mirrored_not_chased(world: StripeWorld) ->
         assert s.exec(select(AuditEntry)).all() == []
 
 
+def test_an_invoice_voided_meanwhile_is_mirrored_not_failed(world: StripeWorld) -> None:
+    invoice_id = open_invoice(world)
+    world.server.void(world.local(invoice_id).stripe_invoice_id)
+    result = run(world, day(7))
+    assert [o.outcome for o in result.outcomes] == ["not_needed"] and result.exit_code == 0
+    assert world.local(invoice_id).status == "void" and sent(world) == []
+    assert run(world, day(8)).candidates == 0
+
+
 def test_dry_run_changes_nothing(world: StripeWorld) -> None:
     open_invoice(world)
     open_invoice(world, "second@example.com")

@@ -327,9 +327,10 @@ def _finish(
 
 def _failed(
     engine: Engine, gateway: Gateway, action: PlannedAction, exc: StripeFailure, now: datetime
-) -> str:
+) -> StepOutcome:
     """Keep Stripe's refusal on the claim (a later pass retries it) and mirror the invoice when
-    Stripe refused because it changed (paid or voided meanwhile), so it is not retried."""
+    Stripe refused because it changed (paid or voided meanwhile): then it is no longer chased,
+    and the step was not needed rather than failed."""
     message = str(exc.reworded(f"collecting invoice {action.number}"))
     remote: StripeInvoice | None = None
     if not exc.transient:
@@ -346,7 +347,10 @@ def _failed(
             mirror_invoice(invoice, remote, now)
             session.add(invoice)
         session.commit()
-    return message
+    if remote is not None and remote.status != InvoiceStatus.OPEN:
+        return StepOutcome(action, "not_needed", f"Stripe has the invoice as {remote.status}.")
+    log.warning("%s: failed: %s", action.describe(), message)
+    return StepOutcome(action, "failed", message)
 
 
 def take_step(
@@ -366,9 +370,7 @@ def take_step(
     try:
         remote = _call_stripe(gateway, action, key)
     except StripeFailure as exc:
-        message = _failed(engine, gateway, action, exc, now)
-        log.warning("%s: failed: %s", action.describe(), message)
-        return StepOutcome(action, "failed", message)
+        return _failed(engine, gateway, action, exc, now)
     outcome = _finish(engine, action, remote, key=key, actor=actor, now=now)
     log.debug("%s: %s", action.describe(), outcome)
     return StepOutcome(action, outcome)
