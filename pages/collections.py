@@ -170,14 +170,18 @@ with tab_failed:
             if not picked.in_stripe:
                 st.caption("This invoice is a demo record, not in Stripe: nothing to retry.")
             else:
-                methods: list[pm.SavedPaymentMethod] = []
-                try:
-                    with ui.db() as session:
-                        methods = pm.saved_payment_methods(
-                            session, ui.stripe_gateway(), customer_id=picked.customer_id
-                        )
-                except Exception as exc:
-                    ui.show_error(exc)
+                # Read from Stripe once per customer and session, not on every rerun.
+                cache_key = f"col_methods-{picked.customer_id}"
+                methods: list[pm.SavedPaymentMethod] = st.session_state.get(cache_key, [])
+                if cache_key not in st.session_state:
+                    try:
+                        with ui.db() as session:
+                            methods = pm.saved_payment_methods(
+                                session, ui.stripe_gateway(), customer_id=picked.customer_id
+                            )
+                        st.session_state[cache_key] = methods
+                    except Exception as exc:
+                        ui.show_error(exc)
                 choices: dict[str | None, str] = {None: "The customer's default payment method"}
                 choices |= {m.id: m.label + (" (default)" if m.default else "") for m in methods}
                 method = st.selectbox(

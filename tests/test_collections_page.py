@@ -178,5 +178,6 @@ def test_admin_retries_with_another_saved_card(page_env, server) -> None:
     assert audit.actor == ADMIN and audit.after["payment_method"] == good_card
     [paid] = server.invoices(status="paid")
     assert paid["id"] == invoice.stripe_invoice_id
+    assert server.request_count("/payment_methods") == 1  # read once, not on every rerun
     [pay] = [k for m, p, _s, k in server.request_log if p.endswith("/pay")]
     assert pay.endswith(f"-inv-{invoice_id}-pay-1")
