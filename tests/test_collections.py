@@ -163,6 +163,18 @@ def test_an_unsound_policy_is_refused_with_a_sentence(env: dict[str, str], messa
     assert message in str(err.value)
 
 
+def test_policy_from_the_secrets_file(tmp_path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("COLLECTIONS_REMINDER_DAYS = [-5, 10]\nCOLLECTIONS_FINAL_NOTICE_DAY = 20\n")
+    policy = load_settings(environ={}, secrets_path=secrets).collections_policy
+    assert (policy.reminder_days, policy.final_notice_day) == ((-5, 10), 20)
+    # The environment wins over the file, as for every setting.
+    env = {"COLLECTIONS_FINAL_NOTICE_DAY": "30"}
+    assert (
+        load_settings(environ=env, secrets_path=secrets).collections_policy.final_notice_day == 30
+    )
+
+
 def test_policy_from_settings() -> None:
     env = {"COLLECTIONS_REMINDER_DAYS": "10, -1, 3", "COLLECTIONS_FINAL_NOTICE_DAY": "15"}
     policy = load_settings(environ=env, secrets_path=None).collections_policy
