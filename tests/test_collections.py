@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
@@ -29,6 +30,7 @@ from tests.support.stripe_world import API_KEY, StripeWorld, make_world
 
 DUE = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 POLICY = CollectionsPolicy.of([-3, 7, 14], 21, 45)
+NO_SECRETS = Path("/nonexistent/secrets.toml")
 
 
 def day(n: int, hours: int = 1) -> datetime:
@@ -159,7 +161,7 @@ def test_days_past_due_and_names() -> None:
 )
 def test_an_unsound_policy_is_refused_with_a_sentence(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match="Invalid settings") as err:
-        load_settings(environ=env, secrets_path=None)
+        load_settings(environ=env, secrets_path=NO_SECRETS)
     assert message in str(err.value)
 
 
@@ -177,7 +179,7 @@ def test_policy_from_the_secrets_file(tmp_path) -> None:
 
 def test_policy_from_settings() -> None:
     env = {"COLLECTIONS_REMINDER_DAYS": "10, -1, 3", "COLLECTIONS_FINAL_NOTICE_DAY": "15"}
-    policy = load_settings(environ=env, secrets_path=None).collections_policy
+    policy = load_settings(environ=env, secrets_path=NO_SECRETS).collections_policy
     assert policy.reminder_days == (-1, 3, 10) and policy.final_notice_day == 15
     assert policy.uncollectible_after_days == 45
 
