@@ -12,6 +12,12 @@ A fetch asks two questions per period:
   Explorer itself lists tax as the service "Tax").
 Charges plus adjustments is the account's net bill, and nothing is counted twice.
 
+Grouped by tag, untagged spend (and AWS tax and credits, which AWS never tags) would say
+nothing about whose it is, so a TAG fetch asks both questions twice: by tag (tagged rows kept,
+the untagged group dropped) and, for untagged spend only (a `Tags` filter with `ABSENT`), by
+LINKED_ACCOUNT. Untagged rows thus carry their account (and an empty tag value), which
+attribution falls back on (costs/attribution.py); the total is unchanged.
+
 Parsing happens fully in memory before anything is stored, so a malformed page means nothing
 from that fetch is written.
 """
@@ -52,7 +58,10 @@ _FORECAST_METRICS = {
 }
 
 Granularity = Literal["DAILY", "MONTHLY"]
-QueryKind = Literal["usage", "adjustments"]
+QueryKind = Literal["usage", "adjustments", "untagged_usage", "untagged_adjustments"]
+#: The questions of a LINKED_ACCOUNT fetch; a TAG fetch asks `UNTAGGED_KINDS` too.
+KINDS: tuple[QueryKind, ...] = ("usage", "adjustments")
+UNTAGGED_KINDS: tuple[QueryKind, ...] = ("untagged_usage", "untagged_adjustments")
 Sleep = Callable[[float], None]
 
 
@@ -146,25 +155,37 @@ def make_client(settings: Settings, *, endpoint_url: str | None = None) -> Any:
     return boto3.session.Session().client("ce", **kwargs)
 
 
+def _by_account(query: CostQuery, kind: QueryKind) -> bool:
+    """Whether the first group key of this question is the linked account (else the tag)."""
+    return query.group_by == "LINKED_ACCOUNT" or kind in UNTAGGED_KINDS
+
+
 def _group_definitions(query: CostQuery, kind: QueryKind) -> list[dict[str, str]]:
     first = (
         {"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}
-        if query.group_by == "LINKED_ACCOUNT"
+        if _by_account(query, kind)
         else {"Type": "TAG", "Key": query.tag_key}
     )
-    second_key = "SERVICE" if kind == "usage" else "RECORD_TYPE"
+    second_key = "SERVICE" if kind in ("usage", "untagged_usage") else "RECORD_TYPE"
     return [first, {"Type": "DIMENSION", "Key": second_key}]
 
 
 def request_params(query: CostQuery, kind: QueryKind, token: str | None = None) -> dict[str, Any]:
-    """The GetCostAndUsage parameters for one page of charges or adjustments."""
+    """The GetCostAndUsage parameters for one page of charges or adjustments (untagged_*:
+    of untagged spend only, by linked account)."""
     adjustments = {"Dimensions": {"Key": "RECORD_TYPE", "Values": list(ADJUSTMENT_TYPES)}}
+    records: dict[str, Any] = (
+        {"Not": adjustments} if kind in ("usage", "untagged_usage") else adjustments
+    )
+    if kind in UNTAGGED_KINDS:
+        untagged = {"Tags": {"Key": query.tag_key, "MatchOptions": ["ABSENT"]}}
+        records = {"And": [records, untagged]}
     params: dict[str, Any] = {
         "TimePeriod": {"Start": query.start.isoformat(), "End": query.end.isoformat()},
         "Granularity": query.granularity,
         "Metrics": [query.metric],
         "GroupBy": _group_definitions(query, kind),
-        "Filter": {"Not": adjustments} if kind == "usage" else adjustments,
+        "Filter": records,
     }
     if token:
         params["NextPageToken"] = token
@@ -211,14 +232,14 @@ def _parse_unit(raw: object, query: CostQuery, expected: str) -> str:
     return unit
 
 
-def _parse_key(raw: object, query: CostQuery) -> tuple[str | None, str | None]:
-    """(account_id, tag_value) from the first group key."""
+def _parse_key(raw: object, query: CostQuery, kind: QueryKind) -> tuple[str | None, str | None]:
+    """(account_id, tag_value) from the first group key; untagged_* rows get tag value ''."""
     if not isinstance(raw, str):
         raise _bad(query, f"group key {raw!r} is not a string")
-    if query.group_by == "LINKED_ACCOUNT":
+    if _by_account(query, kind):
         if not raw:
             raise _bad(query, "empty linked account id")
-        return raw, None
+        return raw, None if query.group_by == "LINKED_ACCOUNT" else ""
     prefix = f"{query.tag_key}$"
     if not raw.startswith(prefix):
         raise _bad(query, f"tag group {raw!r} does not start with {prefix!r}")
@@ -258,7 +279,7 @@ def parse_page(
             metric = (group.get("Metrics") or {}).get(query.metric)
             if not isinstance(metric, Mapping):
                 raise _bad(query, f"metric {query.metric} missing for {keys!r}")
-            account, tag = _parse_key(keys[0], query)
+            account, tag = _parse_key(keys[0], query, kind)
             second = str(keys[1])
             rows.append(
                 CostRow(
@@ -266,7 +287,7 @@ def parse_page(
                     account_id=account,
                     tag_value=tag,
                     service=second,
-                    record_type=USAGE if kind == "usage" else second,
+                    record_type=USAGE if kind in ("usage", "untagged_usage") else second,
                     amount=parse_amount(metric.get("Amount"), query),
                     currency=_parse_unit(metric.get("Unit"), query, currency),
                     estimated=estimated,
@@ -282,16 +303,28 @@ def parse_responses(
     *,
     currency: str,
     request_count: int = 0,
+    untagged_pages: tuple[Iterable[Mapping[str, Any]], Iterable[Mapping[str, Any]]] | None = None,
 ) -> FetchResult:
-    """Turn all pages of both questions into one FetchResult (the demo uses this too)."""
+    """Turn all pages of every question into one FetchResult (the demo uses this too).
+
+    `untagged_pages` (TAG fetches): the untagged charges and adjustments by linked account;
+    when given, the tag questions' untagged group is dropped, since these rows replace it."""
     result = FetchResult(query=query, currency=currency, request_count=request_count)
     seen: set[tuple[date, str | None, str | None, str, str]] = set()
-    for kind, pages in (("usage", usage_pages), ("adjustments", adjustment_pages)):
+    questions: list[tuple[QueryKind, Iterable[Mapping[str, Any]]]] = [
+        ("usage", usage_pages),
+        ("adjustments", adjustment_pages),
+    ]
+    if untagged_pages is not None:
+        questions += list(zip(UNTAGGED_KINDS, untagged_pages, strict=True))
+    for kind, pages in questions:
         for page in pages:
             for result_by_time in page.get("ResultsByTime") or []:
                 if isinstance(result_by_time, Mapping) and result_by_time.get("Estimated"):
                     result.estimated = True
-            for row in parse_page(page, query, kind, currency):  # type: ignore[arg-type]
+            for row in parse_page(page, query, kind, currency):
+                if untagged_pages is not None and kind in KINDS and not row.tag_value:
+                    continue  # counted, with its account, by the untagged questions
                 key = (row.day, row.account_id, row.tag_value, row.service, row.record_type)
                 if key in seen:
                     # Summing would double count if AWS repeated a group across pages.
@@ -521,7 +554,25 @@ def fetch_costs(
         adjustments = fetch_pages(
             client, query, "adjustments", counter=counter, sleep=sleep, backoff=backoff
         )
-        result = parse_responses(query, usage, adjustments, currency=currency)
+        untagged = None
+        if query.group_by != "LINKED_ACCOUNT":
+            # Two more questions (USD 0.01 each per page): whose account the untagged spend is.
+            untagged = (
+                fetch_pages(
+                    client, query, "untagged_usage", counter=counter, sleep=sleep, backoff=backoff
+                ),
+                fetch_pages(
+                    client,
+                    query,
+                    "untagged_adjustments",
+                    counter=counter,
+                    sleep=sleep,
+                    backoff=backoff,
+                ),
+            )
+        result = parse_responses(
+            query, usage, adjustments, currency=currency, untagged_pages=untagged
+        )
     except CostSourceError as exc:
         raise FetchFailed(str(exc), request_count=counter.count) from None
     if forecast and query.granularity == "DAILY":

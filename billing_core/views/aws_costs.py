@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.costs.attribution import Attribution, _grouped_lines
+from billing_core.costs.attribution import Attribution, SharedScope, _grouped_lines
 from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
@@ -112,7 +112,7 @@ def build_costs_view(
     filters = filters or CostFilter()
     source = CostSource.of(settings)
     view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
-    who = Attribution.load(session, period)
+    who = Attribution.load(session, period, SharedScope.of(settings))
     view.customers = sorted(who.names.items(), key=lambda item: item[1])
     snap = latest_snapshot(session, period, source)
     if snap is None or snap.id is None:
@@ -133,7 +133,7 @@ def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Att
     rows = []
     services: set[str] = set()
     for account, tag, service, record_type, amount in _grouped_lines(session, info.id):
-        customer = who.customer_for(info.group_by, account, tag)
+        customer = who.customer_for(info.group_by, account, tag, service)
         view.account_total += amount
         if customer is None:
             view.unattributed += amount
