@@ -90,16 +90,21 @@ def shared_allocation(
 ) -> SharedAllocation:
     """The month's split of its shared pool (unattributed and shared spend) among the
     customers active in it, whoever this run invoices (invoicing/shared_costs.py)."""
-    active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
-    participants = [cid for cid in terms_in_force(session, period) if cid in active]
     charges = {cid: sum(by.values(), Decimal(0)) for cid, by in attributed.usage.items()}
     return allocate(
         attributed.unattributed_total,
         policy,
-        participants,
+        shared_participants(session, period),
         charges,
         currency=attributed.currency,
     )
+
+
+def shared_participants(session: Session, period: Period) -> list[int]:
+    """Ids of the customers the shared pool of `period` is split among: active ones with
+    terms in force in the month."""
+    active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
+    return [cid for cid in terms_in_force(session, period) if cid in active]
 
 
 def describe_shared(allocation: SharedAllocation) -> str:
