@@ -111,9 +111,11 @@ def describe_shared(allocation: SharedAllocation) -> str:
     """'Shared AWS costs USD 12.34: USD 12.30 allocated in proportion to ..., USD 0.04 left
     unbilled' (the preview and the dry run say it)."""
     cur = allocation.currency
-    pool = display(round_minor(allocation.pool, cur), cur)
-    allocated = display(round_minor(allocation.allocated, cur), cur)
-    left = display(round_minor(allocation.left_over, cur), cur)
+    pool_minor = round_minor(allocation.pool, cur)
+    allocated_minor = sum(allocation.shares_minor.values())
+    # In whole cents, as shown: the pool's sub-cent rounding is not "left unbilled".
+    pool, allocated = display(pool_minor, cur), display(allocated_minor, cur)
+    left = display(pool_minor - allocated_minor, cur)
     return (
         f"Shared AWS costs (unattributed and shared spend) {pool}: {allocated} allocated "
         f"{_RULE_WORDS[allocation.rule]}, {left} left unbilled"
