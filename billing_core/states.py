@@ -125,7 +125,7 @@ class SharedCostRule(StrEnum):
     PROPORTIONAL = "proportional"  # to each customer's attributed AWS charges
     EVEN = "even"  # the same to every active customer
     WEIGHTS = "weights"  # by SHARED_COST_WEIGHTS
-    UNBILLED = "unbilled"  # billed to nobody: the company bears it (visible in margin)
+    UNBILLED = "unbilled"  # billed to nobody: the company bears it
 
 
 class RunStatus(StrEnum):

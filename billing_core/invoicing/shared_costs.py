@@ -12,7 +12,7 @@ Rules (`SharedCostRule`, SHARED_COST_RULE):
   and tax left out, negative charges count as 0);
 - even: the same to every participant;
 - weights: by SHARED_COST_WEIGHTS (customer id -> weight; a participant without one gets 0);
-- unbilled (the default): nobody; the pool stays with the company and shows in margin.
+- unbilled (the default): nobody; the company bears the pool (the AWS costs page shows it).
 
 Participants are the customers active in the month (terms in force, customers/terms.py),
 whether or not this run invoices them, so every run and preview of a month computes the same
