@@ -84,6 +84,20 @@ def test_tag_fetch_asks_whose_account_the_untagged_spend_is() -> None:
         ("111111111111", "", "S3", "Usage", Decimal(3)),
         ("111111111111", "", "Tax", "Tax", Decimal(1)),
     ]
+    # What the accounts do not add up to stays untagged without an account: nothing is lost.
+    partial = ce.parse_responses(
+        q,
+        [page(result(*month, [group("team$", "S3", "3.0000000001")]))],
+        [page(result(*month, [group("team$", "Tax", "1")]))],
+        currency="USD",
+        untagged_pages=([page(result(*month, [group("111111111111", "S3", "3")]))], [page()]),
+    )
+    assert [(r.account_id, r.service, r.amount) for r in partial.rows] == [
+        ("111111111111", "S3", Decimal(3)),
+        (None, "S3", Decimal("1E-10")),
+        (None, "Tax", Decimal(1)),
+    ]
+    assert sum(r.amount for r in partial.rows) == Decimal("4.0000000001")
 
 
 @pytest.mark.parametrize(

@@ -307,10 +307,15 @@ def parse_responses(
 ) -> FetchResult:
     """Turn all pages of every question into one FetchResult (the demo uses this too).
 
-    `untagged_pages` (TAG fetches): the untagged charges and adjustments by linked account;
-    when given, the tag questions' untagged group is dropped, since these rows replace it."""
+    `untagged_pages` (TAG fetches): the untagged charges and adjustments by linked account.
+    They replace the tag questions' untagged group, which stays the measure of the total: what
+    the accounts do not add up to (AWS rounds every group to 10 decimals; an answer missing)
+    is kept as an untagged row without an account, so the fetch's total never changes."""
     result = FetchResult(query=query, currency=currency, request_count=request_count)
     seen: set[tuple[date, str | None, str | None, str, str]] = set()
+    # (day, service, record type) -> untagged amount by tag, and the same summed by account.
+    untagged_by_tag: dict[tuple[date, str, str], CostRow] = {}
+    by_account: dict[tuple[date, str, str], Decimal] = {}
     questions: list[tuple[QueryKind, Iterable[Mapping[str, Any]]]] = [
         ("usage", usage_pages),
         ("adjustments", adjustment_pages),
@@ -323,14 +328,35 @@ def parse_responses(
                 if isinstance(result_by_time, Mapping) and result_by_time.get("Estimated"):
                     result.estimated = True
             for row in parse_page(page, query, kind, currency):
-                if untagged_pages is not None and kind in KINDS and not row.tag_value:
-                    continue  # counted, with its account, by the untagged questions
                 key = (row.day, row.account_id, row.tag_value, row.service, row.record_type)
                 if key in seen:
                     # Summing would double count if AWS repeated a group across pages.
                     raise _bad(query, f"the group {key[1] or key[2]!r}/{key[3]} on {key[0]} twice")
                 seen.add(key)
+                bucket = (row.day, row.service, row.record_type)
+                if untagged_pages is not None and kind in KINDS and not row.tag_value:
+                    untagged_by_tag[bucket] = row  # replaced by the rows with their account
+                    continue
+                if kind in UNTAGGED_KINDS:
+                    by_account[bucket] = by_account.get(bucket, Decimal(0)) + row.amount
                 result.rows.append(row)
+    for bucket in sorted(untagged_by_tag.keys() | by_account.keys()):
+        whole = untagged_by_tag.get(bucket)
+        rest = (whole.amount if whole else Decimal(0)) - by_account.get(bucket, Decimal(0))
+        if rest:
+            if abs(rest) >= Decimal("0.01"):  # below a cent: AWS's rounding of each group
+                log.warning(
+                    "untagged %s on %s: %s %s not matched by a linked account; kept untagged",
+                    bucket[1],
+                    bucket[0],
+                    currency,
+                    rest,
+                )
+            day, service, record_type = bucket
+            estimated = whole.estimated if whole else False
+            result.rows.append(
+                CostRow(day, None, "", service, record_type, rest, currency, estimated)
+            )
     return result
 
 
