@@ -41,6 +41,8 @@ from billing_core.models import (
     ReconciliationDiff,
 )
 from billing_core.periods import Period
+from billing_core.reconciliation.diffing import Tolerance
+from billing_core.reconciliation.findings import aws_findings
 from billing_core.reconciliation.runs import make_reader, reconcile_period
 from billing_core.states import LineKind, SharedCostRule
 from billing_core.views import aws_costs
@@ -414,6 +416,14 @@ def test_reconciliation_is_clean_after_a_run_with_shared_lines(
     )
     assert done.status == "complete"
     assert done.counts.get("aws_restatement", 0) == 0 and done.open_above_tolerance == 0
+    # Reconciled with the rule since switched off: the shared lines are skipped, not diffs.
+    with Session(engine) as s:
+        found = aws_findings(s, OCT, Tolerance(), SOURCE)
+    assert found is not None and found[0] == []
+    assert found[1]["skipped"] == [
+        f"{name}: shared AWS costs not compared (SHARED_COST_RULE is now unbilled)"
+        for name in ("Acme", "Birch")
+    ]
     # AWS restates the pool (USD 100.005 -> 130.005): the shared lines differ, nothing else.
     restated = [
         (U, "Amazon S3", ce.USAGE, "120.005") if r[:2] == (U, "Amazon S3") else r for r in OCTOBER

@@ -37,7 +37,7 @@ from billing_core.reconciliation.diffing import (
     compare_usage,
 )
 from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice
-from billing_core.states import LineKind
+from billing_core.states import LineKind, SharedCostRule
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,30 @@ def aws_findings(
     """Section (b); None when the period has no snapshot of `source` (the section is skipped).
 
     `shared`: the shared accounts/services and split rule the run used (SharedCosts.of)."""
-    latest_usd = _latest_costs_by_customer_service(session, period, source, shared or SharedCosts())
+    shared = shared or SharedCosts()
+    latest_usd = _latest_costs_by_customer_service(session, period, source, shared)
     if latest_usd is None:
         return None
     invoices = billed_invoices(session, period)
     ids = [i.id for i in invoices.values() if i.id is not None]
     lines = _lines_by_invoice(session, ids)
     invoiced: dict[tuple[int, str], int] = defaultdict(int)
+    skipped: list[str] = []
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
             if line.kind == LineKind.AWS:
                 invoiced[(cid, line.service or line.description)] += line.amount_minor
             elif line.kind == LineKind.SHARED_COST:
+                if shared.policy.rule == SharedCostRule.UNBILLED:
+                    # Split by a rule since switched off: no split to compare with, and
+                    # "should be 0" would be the change of setting, not an AWS restatement.
+                    skipped.append(
+                        f"{inv.customer_name or cid}: shared AWS costs not compared "
+                        "(SHARED_COST_RULE is now unbilled)"
+                    )
+                    continue
                 invoiced[(cid, SHARED_KEY)] += line.amount_minor
     latest: dict[tuple[int, str], int] = {}
-    skipped: list[str] = []
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     plans = _plans_in_force(session, period)
     for cid, inv in invoices.items():
