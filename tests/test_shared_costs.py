@@ -355,6 +355,23 @@ def test_drafts_carry_each_customers_share(
     assert costs.adjustments[ids["Birch"]] == {"Tax": Decimal(50)}
 
 
+def test_only_customers_who_can_be_invoiced_share(session: Session) -> None:
+    """An inactive customer, or one without a plan in force, takes no share (it would be
+    billed to nobody): the pool is split among the other two."""
+    ids = _world(session)
+    cedar = session.get(Customer, ids["Cedar"])
+    assert cedar is not None
+    cedar.active = False
+    session.add(cedar)
+    session.add(Customer(name="Planless", email="planless@x.example", currency="USD", plan_id=None))
+    session.flush()
+    shared = SharedCosts.of(_settings(shared_cost_rule="even"))
+    drafts = build_drafts(session, OCT, source=SOURCE, shared=shared)
+    # 10001 / 2 = 5000.5 each: the cent to the lowest id (Acme). Birch 50.00 x 1.1 x 0.92
+    assert _shared_lines(drafts) == {"Acme": ("USD", 5001), "Birch": ("EUR", 5060)}
+    assert drafts.shared is not None and drafts.shared.left_over == Decimal("-0.005")
+
+
 def test_preview_dry_run_and_costs_page_state_the_split(session: Session) -> None:
     ids = _world(session)
     cfg = _settings(shared_cost_rule="even")

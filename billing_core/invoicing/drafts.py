@@ -101,10 +101,12 @@ def shared_allocation(
 
 
 def shared_participants(session: Session, period: Period) -> list[int]:
-    """Ids of the customers the shared pool of `period` is split among: active ones with
-    terms in force in the month."""
+    """Ids of the customers the shared pool of `period` is split among: active ones with a
+    plan in force in the month (a customer without one is never invoiced for it, so a share
+    of its would be billed to nobody without saying so)."""
     active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
-    return [cid for cid in terms_in_force(session, period) if cid in active]
+    in_force = terms_in_force(session, period)
+    return [cid for cid, t in in_force.items() if cid in active and t.plan_id is not None]
 
 
 def describe_shared(allocation: SharedAllocation) -> str:

@@ -14,7 +14,7 @@ Rules (`SharedCostRule`, SHARED_COST_RULE):
 - weights: by SHARED_COST_WEIGHTS (customer id -> weight; a participant without one gets 0);
 - unbilled (the default): nobody; the company bears the pool (the AWS costs page shows it).
 
-Participants are the customers active in the month (terms in force, customers/terms.py),
+Participants are the active customers with a plan in force in the month (customers/terms.py),
 whether or not this run invoices them, so every run and preview of a month computes the same
 split. The pool is rounded once to whole cents (half up) and those cents are split by the
 largest-remainder method in integers: each participant gets the floor of its exact quota, and
