@@ -295,6 +295,7 @@ def reconcile_cmd(
     """Compare local invoices with Stripe, AWS costs and usage; exit 1 if open diffs remain."""
     from billing_core.costs.snapshots import CostSource
     from billing_core.errors import MoneyError
+    from billing_core.invoicing.drafts import SharedCosts
     from billing_core.money import to_decimal
     from billing_core.reconciliation.diffing import Tolerance
     from billing_core.reconciliation.runs import make_reader, open_diff_lines, reconcile_period
@@ -316,6 +317,7 @@ def reconcile_cmd(
         reader=reader,
         actor=actor_of(trigger, actor),
         deep_lines=deep_lines,
+        shared=SharedCosts.of(app.settings),
     )
     for line in result.describe():
         click.echo(line, err=result.status != ReconciliationStatus.COMPLETE)

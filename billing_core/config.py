@@ -66,6 +66,22 @@ class Settings(BaseSettings):
         6 * 3600, ge=60, description="Age after which cost snapshots are refreshed."
     )
     cost_currency: str = Field("USD", description="Currency AWS bills in.")
+    shared_accounts: list[str] = Field(
+        default_factory=list,
+        description="Linked account ids whose spend no customer owns (comma-separated).",
+    )
+    shared_services: list[str] = Field(
+        default_factory=list,
+        description="Cost Explorer services whose spend no customer owns (comma-separated).",
+    )
+    shared_cost_rule: Literal["unbilled", "proportional", "even", "weights"] = Field(
+        "unbilled",
+        description="How unattributed and shared AWS spend is allocated to customers.",
+    )
+    shared_cost_weights: dict[int, Decimal] = Field(
+        default_factory=dict,
+        description="Customer id=weight pairs for SHARED_COST_RULE=weights (e.g. 3=2,7=1).",
+    )
     stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...).")
     stripe_api_base: str | None = Field(
         None, description="Stripe API address; set to a local Stripe emulator in tests."
@@ -129,6 +145,36 @@ class Settings(BaseSettings):
             return [v.strip().lower() for v in value.split(",") if v.strip()]
         if isinstance(value, list):
             return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
+    @field_validator("shared_accounts", "shared_services", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("shared_cost_weights", mode="before")
+    @classmethod
+    def _split_weights(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        out: dict[str, str] = {}
+        for pair in (p.strip() for p in value.split(",")):
+            if not pair:
+                continue
+            cid, sep, weight = pair.partition("=")
+            if not sep or not cid.strip() or not weight.strip():
+                raise ValueError(f"{pair!r} is not customer_id=weight; write pairs such as 3=2,7=1")
+            out[cid.strip()] = weight.strip()
+        return out
+
+    @field_validator("shared_cost_weights")
+    @classmethod
+    def _weights_not_negative(cls, value: dict[int, Decimal]) -> dict[int, Decimal]:
+        for cid, weight in value.items():
+            if not weight.is_finite() or weight < 0:
+                raise ValueError(f"the weight of customer {cid} must be a number of 0 or more")
         return value
 
     @field_validator("alert_thresholds_pct", "collections_reminder_days", mode="before")

@@ -115,6 +115,17 @@ class LineKind(StrEnum):
     OVERAGE = "overage"
     TRUE_UP = "true_up"
     CREDIT = "credit"
+    # The customer's share of AWS spend no customer owns (invoicing/shared_costs.py).
+    SHARED_COST = "shared_cost"
+
+
+class SharedCostRule(StrEnum):
+    """Ours: how the shared AWS pool (unattributed and shared spend) is split (SHARED_COST_RULE)."""
+
+    PROPORTIONAL = "proportional"  # to each customer's attributed AWS charges
+    EVEN = "even"  # the same to every active customer
+    WEIGHTS = "weights"  # by SHARED_COST_WEIGHTS
+    UNBILLED = "unbilled"  # billed to nobody: the company bears it
 
 
 class RunStatus(StrEnum):

@@ -165,8 +165,13 @@ m4.metric(
     money(view.unattributed),
     delta=f"{share:.1f} % of the account" if share is not None else None,
     delta_color="off",
-    help="Spend in accounts or tags that belong to no customer. Never dropped.",
+    help=(
+        "Spend in accounts or tags that belong to no customer, and spend of the shared "
+        "accounts and services. Never dropped: invoices split it by SHARED_COST_RULE."
+    ),
 )
+if view.shared_note:
+    st.caption(view.shared_note)
 if view.adjustments:
     st.caption(
         "Included in the total: "

@@ -4,6 +4,7 @@ import streamlit as st
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.invoicing import run_worker
+from billing_core.invoicing.drafts import SharedCosts, describe_shared
 from billing_core.invoicing.run_lock import lock_name, lock_status
 from billing_core.invoicing.runs import preview, test_cards_allowed
 from billing_core.periods import utcnow
@@ -65,11 +66,13 @@ if run_clicked:
 if st.session_state.get("preview_of") == str(period):
     st.subheader(f"Preview of {period}")
     with ui.stop_on_error(), ui.db() as session:
-        drafts = preview(session, period, source=CostSource.of(cfg))
+        drafts = preview(session, period, source=CostSource.of(cfg), shared=SharedCosts.of(cfg))
     if not drafts.costs_found:
         st.warning(f"No AWS costs to bill: {drafts.cost_coverage}.")
     else:
         st.caption(f"AWS costs: {drafts.cost_coverage}.")
+    if drafts.shared is not None and drafts.shared.pool:
+        st.caption(describe_shared(drafts.shared) + ".")
     if drafts.costs_incomplete:
         st.warning(
             f"This cost snapshot was taken before {period} ended. The run fetches {period} "

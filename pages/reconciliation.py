@@ -8,6 +8,7 @@ import streamlit as st
 
 from billing_core.auth import Identity
 from billing_core.costs.snapshots import CostSource
+from billing_core.invoicing.drafts import SharedCosts
 from billing_core.periods import Period, utcnow
 from billing_core.reconciliation import resolve
 from billing_core.reconciliation import runs as reconciliation_runs
@@ -196,6 +197,7 @@ if identity.can("admin"):
                     tolerance=Tolerance(tolerance_pct),
                     reader=reconciliation_runs.make_reader(ui.settings()),
                     actor=identity.actor,
+                    shared=SharedCosts.of(ui.settings()),
                 )
             show = st.success if result.status == ReconciliationStatus.COMPLETE else st.error
             show("\n\n".join(result.describe()))

@@ -185,3 +185,15 @@ def test_month_without_snapshot_says_what_to_do(app_env, monkeypatch) -> None:
 
 
 # The role guard is covered for every page and identity by tests/test_pages_access.py.
+
+
+def test_unattributed_card_says_how_invoices_split_it(app_env, monkeypatch) -> None:
+    """With a split rule the page states the pool, what is allocated and what is left."""
+    monkeypatch.setenv("SHARED_COST_RULE", "even")
+    at = run_page()
+    period = at.selectbox(key="costs_month").value
+    view = stored_view(app_env["DATABASE_URL"], period)
+    assert view.shared is not None and view.shared.pool == view.unattributed != 0
+    [said] = [c.value for c in at.caption if c.value.startswith("Shared AWS costs")]
+    assert said == view.shared_note
+    assert f"{usd(view.unattributed)} allocated evenly among the active customers" in said

@@ -54,6 +54,52 @@ def test_request_params_split_charges_from_credits_refunds_tax() -> None:
     assert usage["TimePeriod"] == {"Start": "2026-10-01", "End": "2026-11-01"}
 
 
+def test_tag_fetch_asks_whose_account_the_untagged_spend_is() -> None:
+    q = closed_query(group_by="TAG", tag_key="team")
+    untagged = {"Tags": {"Key": "team", "MatchOptions": ["ABSENT"]}}
+    records = {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit", "Refund", "Tax"]}}
+    usage = ce.request_params(q, "untagged_usage")
+    assert usage["GroupBy"] == [
+        {"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"},
+        {"Type": "DIMENSION", "Key": "SERVICE"},
+    ]
+    assert usage["Filter"] == {"And": [{"Not": records}, untagged]}
+    adjustments = ce.request_params(q, "untagged_adjustments")
+    assert adjustments["GroupBy"][1] == {"Type": "DIMENSION", "Key": "RECORD_TYPE"}
+    assert adjustments["Filter"] == {"And": [records, untagged]}
+    month = ("2026-10-01", "2026-11-01")
+    got = ce.parse_responses(
+        q,
+        [page(result(*month, [group("team$a", "S3", "2"), group("team$", "S3", "3")]))],
+        [page(result(*month, [group("team$", "Tax", "1")]))],
+        currency="USD",
+        untagged_pages=(
+            [page(result(*month, [group("111111111111", "S3", "3")]))],
+            [page(result(*month, [group("111111111111", "Tax", "1")]))],
+        ),
+    )
+    # The tag questions' untagged groups are replaced by the same spend with its account.
+    assert [(r.account_id, r.tag_value, r.service, r.record_type, r.amount) for r in got.rows] == [
+        (None, "a", "S3", "Usage", Decimal(2)),
+        ("111111111111", "", "S3", "Usage", Decimal(3)),
+        ("111111111111", "", "Tax", "Tax", Decimal(1)),
+    ]
+    # What the accounts do not add up to stays untagged without an account: nothing is lost.
+    partial = ce.parse_responses(
+        q,
+        [page(result(*month, [group("team$", "S3", "3.0000000001")]))],
+        [page(result(*month, [group("team$", "Tax", "1")]))],
+        currency="USD",
+        untagged_pages=([page(result(*month, [group("111111111111", "S3", "3")]))], [page()]),
+    )
+    assert [(r.account_id, r.service, r.amount) for r in partial.rows] == [
+        ("111111111111", "S3", Decimal(3)),
+        (None, "S3", Decimal("1E-10")),
+        (None, "Tax", Decimal(1)),
+    ]
+    assert sum(r.amount for r in partial.rows) == Decimal("4.0000000001")
+
+
 @pytest.mark.parametrize(
     ("key", "amount", "unit", "expect"),
     [

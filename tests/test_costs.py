@@ -105,10 +105,13 @@ def test_refresh_stores_a_snapshot_and_attributes_by_account(session, moto_ce) -
     )
 
 
-def test_attribution_by_tag_untagged_is_unattributed(session, moto_ce) -> None:
+def test_attribution_by_tag_falls_back_to_the_account_owner(session, moto_ce) -> None:
+    """Tag first; untagged spend, tax and credits go to the one owner of their account; a tag
+    value nobody has, or an account nobody owns, stays unattributed."""
     ids = add_customers(session)
     month = ("2026-10-01", "2026-11-01")
     moto_ce.queue(
+        # by tag: the untagged group ("customer$") is replaced by the untagged questions below
         page(
             result(
                 *month,
@@ -119,18 +122,49 @@ def test_attribution_by_tag_untagged_is_unattributed(session, moto_ce) -> None:
                 ],
             )
         ),
-        page(result(*month, [group("customer$birch", "Credit", "-2")])),
+        page(
+            result(
+                *month, [group("customer$birch", "Credit", "-2"), group("customer$", "Tax", "0.75")]
+            )
+        ),
+        # untagged charges by linked account
+        page(result(*month, [group("222222222223", "AWS Lambda", "4")])),
+        # untagged credits, refunds and tax by linked account (AWS never tags them)
+        page(
+            result(
+                *month, [group("111111111111", "Tax", "0.5"), group("999999999999", "Tax", "0.25")]
+            )
+        ),
     )
     cfg = settings(cost_group_by="TAG", cost_tag_key="customer")
-    assert refresh.refresh_period(session, cfg, OCT, now=NOW).error is None
+    outcome = refresh.refresh_period(session, cfg, OCT, now=NOW)
+    assert outcome.error is None and outcome.request_count == 4
     got = attribution.attributed_costs(session, OCT, CostSource("UnblendedCost", "TAG:customer"))
-    assert got.usage == {ids["Acme"]: {"AWS Lambda": Decimal(10)}}
-    assert got.adjustments == {ids["Birch"]: {"Credit": Decimal(-2)}}
-    assert got.unattributed_total == Decimal(5)
-    assert got.total == Decimal(13)
+    assert got.usage == {
+        ids["Acme"]: {"AWS Lambda": Decimal(10)},
+        ids["Birch"]: {"AWS Lambda": Decimal(4)},  # untagged, in Birch's account
+    }
+    assert got.adjustments == {
+        ids["Acme"]: {"Tax": Decimal("0.5")},
+        ids["Birch"]: {"Credit": Decimal(-2)},
+    }
+    assert got.unattributed_usage == {"Amazon S3": Decimal(1)}  # tag value nobody has
+    assert got.unattributed_adjustments == {"Tax": Decimal("0.25")}  # account nobody owns
+    assert got.total == Decimal("13.75")
     view = aws_costs.build_costs_view(session, cfg, OCT)
-    assert view.unattributed == Decimal(5)
-    assert sum(view.by_customer["amount"], Decimal(0)) == view.total == Decimal(13)
+    assert view.unattributed == Decimal("1.25")
+    assert sum(view.by_customer["amount"], Decimal(0)) == view.total == Decimal("13.75")
+    # The page's SQL filter (daily chart, last month) agrees with the attribution in Python.
+    who = attribution.Attribution.load(session, OCT)
+    for customer, expect in (
+        (ids["Acme"], Decimal("10.5")),
+        (ids["Birch"], Decimal(2)),
+        (snapshots.UNATTRIBUTED, Decimal("1.25")),
+    ):
+        condition = who.condition("TAG:customer", customer)
+        assert condition is not None
+        summed = session.exec(select(func.sum(CostLine.amount)).where(condition)).one()
+        assert summed == expect
 
 
 def test_snapshot_is_reused_within_ttl_and_refetched_after(session, moto_ce) -> None:

@@ -19,6 +19,7 @@ PURE = (
     "billing_core.invoicing.pricing",
     "billing_core.invoicing.line_text",
     "billing_core.invoicing.figures",
+    "billing_core.invoicing.shared_costs",
     "billing_core.reconciliation.diffing",
     "billing_core.usage.projections",
     "billing_core.payments.dunning",

@@ -1,26 +1,40 @@
 """Attribution of AWS spend to customers, by linked account or by cost-allocation tag.
 
-A line belongs to the customer owning its linked account (LINKED_ACCOUNT snapshots) or whose
-`cost_tag_value` equals its tag value (TAG snapshots; an empty tag value is untagged spend), as
-in force for the period (customers/terms.py: an account moved later stays with its old owner).
-Anything else is **unattributed**, never dropped, so the customers' totals plus unattributed
-equal the snapshot total exactly."""
+Who owns a cost line, first rule that applies (owners as in force for the period,
+customers/terms.py: an account moved later stays with its old owner):
+
+1. its service is a configured shared service (SHARED_SERVICES): **shared**, whoever's it is;
+2. TAG snapshots: its tag value is a customer's `cost_tag_value`: that customer;
+3. its linked account is a configured shared account (SHARED_ACCOUNTS): **shared**;
+4. it is untagged (or the snapshot is by LINKED_ACCOUNT) and its linked account belongs to
+   exactly one customer: that account's owner. This is how untagged spend, and AWS tax and
+   credits (which AWS never tags), reach the customer owning the account in TAG mode; the
+   fetch asks Cost Explorer for untagged spend by LINKED_ACCOUNT for exactly this;
+5. anything else (a tag value nobody has, an account nobody or several customers own,
+   untagged lines of old snapshots that carry no account) is **unattributed**.
+
+Shared and unattributed spend is one pool, never dropped: the customers' totals plus the pool
+equal the snapshot total exactly. Invoicing allocates the pool by the configured rule
+(invoicing/shared_costs.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import and_, false, not_, or_
+from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
+from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
 from billing_core.costs.snapshots import (
-    UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
     ZERO,
     CostSource,
@@ -36,52 +50,99 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SharedScope:
+    """Linked accounts and services whose spend no customer owns (SHARED_ACCOUNTS,
+    SHARED_SERVICES): it goes to the shared pool like unattributed spend."""
+
+    accounts: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, settings: Settings) -> SharedScope:
+        return cls(frozenset(settings.shared_accounts), frozenset(settings.shared_services))
+
+
+@dataclass(frozen=True)
 class Attribution:
-    """Who owns which linked account and tag value."""
+    """Who owns which linked account and tag value (see the module docstring for precedence).
+
+    `by_account` holds accounts with exactly one owner; `ambiguous` those several customers
+    list (their untagged spend is unattributed rather than guessed)."""
 
     by_account: dict[str, int]
     by_tag: dict[str, int]
     names: dict[int, str]
+    shared: SharedScope = SharedScope()
+    ambiguous: frozenset[str] = frozenset()
 
     @classmethod
-    def load(cls, session: Session, period: Period | None = None) -> Attribution:
+    def load(
+        cls, session: Session, period: Period | None = None, shared: SharedScope | None = None
+    ) -> Attribution:
         """The owners in force in `period` (default: the running month; customers/terms.py)."""
         in_force = terms_in_force(session, period or Period.containing(utcnow()))
-        by_account: dict[str, int] = {}
+        owners: dict[str, set[int]] = defaultdict(set)
         by_tag: dict[str, int] = {}
         for cid, terms in in_force.items():
-            by_account.update(dict.fromkeys(terms.account_ids, cid))
+            for account in terms.account_ids:
+                owners[account].add(cid)
             if terms.cost_tag_value:
                 by_tag[terms.cost_tag_value] = cid
+        by_account = {a: next(iter(c)) for a, c in owners.items() if len(c) == 1}
+        ambiguous = frozenset(a for a, c in owners.items() if len(c) > 1)
         names = {cid or 0: name for cid, name in session.exec(select(Customer.id, Customer.name))}
-        return cls(by_account, by_tag, names)
+        return cls(by_account, by_tag, names, shared or SharedScope(), ambiguous)
 
-    def customer_for(self, group_by: str, account_id: str | None, tag: str | None) -> int | None:
-        if group_by == "LINKED_ACCOUNT":
-            return self.by_account.get(account_id or "")
-        return self.by_tag.get(tag) if tag else None
+    def customer_for(
+        self, group_by: str, account_id: str | None, tag: str | None, service: str | None = None
+    ) -> int | None:
+        """The owner of one cost line, None for the shared/unattributed pool."""
+        if service is not None and service in self.shared.services:
+            return None
+        if group_by != "LINKED_ACCOUNT" and tag:
+            return self.by_tag.get(tag)
+        if not account_id or account_id in self.shared.accounts:
+            return None
+        return self.by_account.get(account_id)
 
     def owns_costs(self, group_by: str, customer_id: int) -> bool:
         """Whether an account (or, for TAG groupings, a tag value) is the customer's."""
-        mapping = self.by_account if group_by == "LINKED_ACCOUNT" else self.by_tag
-        return customer_id in mapping.values()
+        if customer_id in self.by_account.values():
+            return True
+        return group_by != "LINKED_ACCOUNT" and customer_id in self.by_tag.values()
 
     def name(self, customer_id: int | None) -> str:
         if customer_id is None:
             return UNATTRIBUTED_LABEL
         return self.names.get(customer_id, f"customer {customer_id}")
 
+    def _owned(self, group_by: str, customer: int | None) -> ColumnElement[bool]:
+        """SQL: the lines `customer` owns (None: the lines any customer owns)."""
+        account = sa_func.coalesce(col(CostLine.account_id), "")
+        tag = sa_func.coalesce(col(CostLine.tag_value), "")
+
+        def keys(mapping: dict[str, int]) -> list[str]:
+            return [k for k, owner in mapping.items() if customer is None or owner == customer]
+
+        accounts = [a for a in keys(self.by_account) if a not in self.shared.accounts]
+        by_account = account.in_(accounts) if accounts else false()
+        if group_by == "LINKED_ACCOUNT":
+            owned: ColumnElement[bool] = by_account
+        else:
+            tags = keys(self.by_tag)
+            by_tag = tag.in_(tags) if tags else false()
+            owned = or_(by_tag, and_(tag == "", by_account))
+        if self.shared.services:
+            owned = and_(owned, col(CostLine.service).not_in(sorted(self.shared.services)))
+        return owned
+
     def condition(self, group_by: str, customer: CustomerFilter) -> ColumnElement[bool] | None:
         """A SQL condition selecting one customer's (or the unattributed) lines."""
         if customer is None:
             return None
-        if group_by == "LINKED_ACCOUNT":
-            column, mapping = col(CostLine.account_id), self.by_account
-        else:
-            column, mapping = col(CostLine.tag_value), self.by_tag
-        if customer == UNATTRIBUTED:
-            return column.is_(None) | column.not_in(list(mapping))
-        return column.in_([key for key, owner in mapping.items() if owner == customer])
+        if isinstance(customer, int):
+            return self._owned(group_by, customer)
+        return not_(self._owned(group_by, None))
 
 
 @dataclass
@@ -152,9 +213,11 @@ def _grouped_lines(
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
 
 
-def attributed_costs(session: Session, period: Period, source: CostSource) -> AttributedCosts:
+def attributed_costs(
+    session: Session, period: Period, source: CostSource, shared: SharedScope | None = None
+) -> AttributedCosts:
     """Attributed cost per customer and service for a period (the invoicing/reconcile input),
-    from the latest snapshot of `source` only."""
+    from the latest snapshot of `source` only; `shared` names the shared accounts/services."""
     snap = latest_snapshot(session, period, source)
     out = AttributedCosts(period=period, source=source)
     if snap is None or snap.id is None:
@@ -162,9 +225,9 @@ def attributed_costs(session: Session, period: Period, source: CostSource) -> At
     out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
     out.snapshot = SnapshotInfo.of(snap)
     out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
-    who = Attribution.load(session, period)
+    who = Attribution.load(session, period, shared)
     for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):
-        customer = who.customer_for(snap.group_by, account, tag)
+        customer = who.customer_for(snap.group_by, account, tag, service)
         adjustment = record_type != ce.USAGE
         key = record_type if adjustment else service
         if customer is None:

@@ -12,6 +12,12 @@ A fetch asks two questions per period:
   Explorer itself lists tax as the service "Tax").
 Charges plus adjustments is the account's net bill, and nothing is counted twice.
 
+Grouped by tag, untagged spend (and AWS tax and credits, which AWS never tags) would say
+nothing about whose it is, so a TAG fetch asks both questions twice: by tag (tagged rows kept,
+the untagged group dropped) and, for untagged spend only (a `Tags` filter with `ABSENT`), by
+LINKED_ACCOUNT. Untagged rows thus carry their account (and an empty tag value), which
+attribution falls back on (costs/attribution.py); the total is unchanged.
+
 Parsing happens fully in memory before anything is stored, so a malformed page means nothing
 from that fetch is written.
 """
@@ -27,6 +33,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from billing_core.config import Settings
+
+# Re-exported: callers read the retry schedule and the error sentences as ce.<name>.
+from billing_core.costs.ce_errors import BACKOFF_SECONDS as BACKOFF_SECONDS
+from billing_core.costs.ce_errors import THROTTLING_CODES as THROTTLING_CODES
+from billing_core.costs.ce_errors import describe_error as describe_error
 from billing_core.errors import CostSourceError
 from billing_core.money import KNOWN
 from billing_core.periods import Period, as_utc
@@ -38,10 +49,6 @@ USD_PER_REQUEST = Decimal("0.01")
 #: Record types kept apart from usage (and netted with it).
 ADJUSTMENT_TYPES: tuple[str, ...] = ("Credit", "Refund", "Tax")
 USAGE = "Usage"
-#: Error codes AWS throttles Cost Explorer with (both are retried, both are explained).
-THROTTLING_CODES = frozenset({"LimitExceededException", "ThrottlingException"})
-#: Seconds to wait before each retry of a throttled request; then we give up.
-BACKOFF_SECONDS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 # Cost Explorer sends at most 10 decimals; the CostLine column holds exactly that many.
 _MAX_PLACES = 10
 _FORECAST_METRICS = {
@@ -52,7 +59,10 @@ _FORECAST_METRICS = {
 }
 
 Granularity = Literal["DAILY", "MONTHLY"]
-QueryKind = Literal["usage", "adjustments"]
+QueryKind = Literal["usage", "adjustments", "untagged_usage", "untagged_adjustments"]
+#: The questions of a LINKED_ACCOUNT fetch; a TAG fetch asks `UNTAGGED_KINDS` too.
+KINDS: tuple[QueryKind, ...] = ("usage", "adjustments")
+UNTAGGED_KINDS: tuple[QueryKind, ...] = ("untagged_usage", "untagged_adjustments")
 Sleep = Callable[[float], None]
 
 
@@ -146,25 +156,37 @@ def make_client(settings: Settings, *, endpoint_url: str | None = None) -> Any:
     return boto3.session.Session().client("ce", **kwargs)
 
 
+def _by_account(query: CostQuery, kind: QueryKind) -> bool:
+    """Whether the first group key of this question is the linked account (else the tag)."""
+    return query.group_by == "LINKED_ACCOUNT" or kind in UNTAGGED_KINDS
+
+
 def _group_definitions(query: CostQuery, kind: QueryKind) -> list[dict[str, str]]:
     first = (
         {"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}
-        if query.group_by == "LINKED_ACCOUNT"
+        if _by_account(query, kind)
         else {"Type": "TAG", "Key": query.tag_key}
     )
-    second_key = "SERVICE" if kind == "usage" else "RECORD_TYPE"
+    second_key = "SERVICE" if kind in ("usage", "untagged_usage") else "RECORD_TYPE"
     return [first, {"Type": "DIMENSION", "Key": second_key}]
 
 
 def request_params(query: CostQuery, kind: QueryKind, token: str | None = None) -> dict[str, Any]:
-    """The GetCostAndUsage parameters for one page of charges or adjustments."""
+    """The GetCostAndUsage parameters for one page of charges or adjustments (untagged_*:
+    of untagged spend only, by linked account)."""
     adjustments = {"Dimensions": {"Key": "RECORD_TYPE", "Values": list(ADJUSTMENT_TYPES)}}
+    records: dict[str, Any] = (
+        {"Not": adjustments} if kind in ("usage", "untagged_usage") else adjustments
+    )
+    if kind in UNTAGGED_KINDS:
+        untagged = {"Tags": {"Key": query.tag_key, "MatchOptions": ["ABSENT"]}}
+        records = {"And": [records, untagged]}
     params: dict[str, Any] = {
         "TimePeriod": {"Start": query.start.isoformat(), "End": query.end.isoformat()},
         "Granularity": query.granularity,
         "Metrics": [query.metric],
         "GroupBy": _group_definitions(query, kind),
-        "Filter": {"Not": adjustments} if kind == "usage" else adjustments,
+        "Filter": records,
     }
     if token:
         params["NextPageToken"] = token
@@ -211,14 +233,14 @@ def _parse_unit(raw: object, query: CostQuery, expected: str) -> str:
     return unit
 
 
-def _parse_key(raw: object, query: CostQuery) -> tuple[str | None, str | None]:
-    """(account_id, tag_value) from the first group key."""
+def _parse_key(raw: object, query: CostQuery, kind: QueryKind) -> tuple[str | None, str | None]:
+    """(account_id, tag_value) from the first group key; untagged_* rows get tag value ''."""
     if not isinstance(raw, str):
         raise _bad(query, f"group key {raw!r} is not a string")
-    if query.group_by == "LINKED_ACCOUNT":
+    if _by_account(query, kind):
         if not raw:
             raise _bad(query, "empty linked account id")
-        return raw, None
+        return raw, None if query.group_by == "LINKED_ACCOUNT" else ""
     prefix = f"{query.tag_key}$"
     if not raw.startswith(prefix):
         raise _bad(query, f"tag group {raw!r} does not start with {prefix!r}")
@@ -258,7 +280,7 @@ def parse_page(
             metric = (group.get("Metrics") or {}).get(query.metric)
             if not isinstance(metric, Mapping):
                 raise _bad(query, f"metric {query.metric} missing for {keys!r}")
-            account, tag = _parse_key(keys[0], query)
+            account, tag = _parse_key(keys[0], query, kind)
             second = str(keys[1])
             rows.append(
                 CostRow(
@@ -266,7 +288,7 @@ def parse_page(
                     account_id=account,
                     tag_value=tag,
                     service=second,
-                    record_type=USAGE if kind == "usage" else second,
+                    record_type=USAGE if kind in ("usage", "untagged_usage") else second,
                     amount=parse_amount(metric.get("Amount"), query),
                     currency=_parse_unit(metric.get("Unit"), query, currency),
                     estimated=estimated,
@@ -282,22 +304,60 @@ def parse_responses(
     *,
     currency: str,
     request_count: int = 0,
+    untagged_pages: tuple[Iterable[Mapping[str, Any]], Iterable[Mapping[str, Any]]] | None = None,
 ) -> FetchResult:
-    """Turn all pages of both questions into one FetchResult (the demo uses this too)."""
+    """Turn all pages of every question into one FetchResult (the demo uses this too).
+
+    `untagged_pages` (TAG fetches): the untagged charges and adjustments by linked account.
+    They replace the tag questions' untagged group, which stays the measure of the total: what
+    the accounts do not add up to (AWS rounds every group to 10 decimals; an answer missing)
+    is kept as an untagged row without an account, so the fetch's total never changes."""
     result = FetchResult(query=query, currency=currency, request_count=request_count)
     seen: set[tuple[date, str | None, str | None, str, str]] = set()
-    for kind, pages in (("usage", usage_pages), ("adjustments", adjustment_pages)):
+    # (day, service, record type) -> untagged amount by tag, and the same summed by account.
+    untagged_by_tag: dict[tuple[date, str, str], CostRow] = {}
+    by_account: dict[tuple[date, str, str], Decimal] = {}
+    questions: list[tuple[QueryKind, Iterable[Mapping[str, Any]]]] = [
+        ("usage", usage_pages),
+        ("adjustments", adjustment_pages),
+    ]
+    if untagged_pages is not None:
+        questions += list(zip(UNTAGGED_KINDS, untagged_pages, strict=True))
+    for kind, pages in questions:
         for page in pages:
             for result_by_time in page.get("ResultsByTime") or []:
                 if isinstance(result_by_time, Mapping) and result_by_time.get("Estimated"):
                     result.estimated = True
-            for row in parse_page(page, query, kind, currency):  # type: ignore[arg-type]
+            for row in parse_page(page, query, kind, currency):
                 key = (row.day, row.account_id, row.tag_value, row.service, row.record_type)
                 if key in seen:
                     # Summing would double count if AWS repeated a group across pages.
                     raise _bad(query, f"the group {key[1] or key[2]!r}/{key[3]} on {key[0]} twice")
                 seen.add(key)
+                bucket = (row.day, row.service, row.record_type)
+                if untagged_pages is not None and kind in KINDS and not row.tag_value:
+                    untagged_by_tag[bucket] = row  # replaced by the rows with their account
+                    continue
+                if kind in UNTAGGED_KINDS:
+                    by_account[bucket] = by_account.get(bucket, Decimal(0)) + row.amount
                 result.rows.append(row)
+    for bucket in sorted(untagged_by_tag.keys() | by_account.keys()):
+        whole = untagged_by_tag.get(bucket)
+        rest = (whole.amount if whole else Decimal(0)) - by_account.get(bucket, Decimal(0))
+        if rest:
+            if abs(rest) >= Decimal("0.01"):  # below a cent: AWS's rounding of each group
+                log.warning(
+                    "untagged %s on %s: %s %s not matched by a linked account; kept untagged",
+                    bucket[1],
+                    bucket[0],
+                    currency,
+                    rest,
+                )
+            day, service, record_type = bucket
+            estimated = whole.estimated if whole else False
+            result.rows.append(
+                CostRow(day, None, "", service, record_type, rest, currency, estimated)
+            )
     return result
 
 
@@ -321,77 +381,6 @@ class RequestCounter:
     @property
     def cost(self) -> Decimal:
         return USD_PER_REQUEST * self.count
-
-
-def describe_error(exc: BaseException, doing: str) -> CostSourceError:
-    """A botocore/boto3 failure as a sentence that says what to do."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-    )
-
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return CostSourceError(
-            f"No AWS credentials found while {doing}: configure the standard AWS chain "
-            "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an instance role), "
-            "or run in demo mode."
-        )
-    if isinstance(exc, NoRegionError):
-        return CostSourceError(f"No AWS region while {doing}: set AWS_REGION=us-east-1.")
-    if isinstance(exc, EndpointConnectionError):
-        return CostSourceError(
-            f"Cannot reach Cost Explorer while {doing} ({exc}); check the network, "
-            "AWS_REGION and AWS_ENDPOINT_URL_COST_EXPLORER."
-        )
-    if isinstance(exc, ClientError):
-        return _describe_client_error(exc, doing)
-    if isinstance(exc, BotoCoreError):
-        return CostSourceError(f"Cost Explorer failed while {doing}: {exc}.")
-    return CostSourceError(f"Cost Explorer failed while {doing}: {type(exc).__name__}: {exc}.")
-
-
-def _describe_client_error(exc: Any, doing: str) -> CostSourceError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    message = str(error.get("Message", "")).strip()
-    operation = getattr(exc, "operation_name", "GetCostAndUsage")
-    if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
-        if "not enabled" in message.lower():
-            return CostSourceError(
-                f"Cost Explorer is not enabled for this AWS account ({doing}): open the "
-                "Billing console, enable Cost Explorer, and try again after about 24 hours."
-            )
-        return CostSourceError(
-            f"Access denied while {doing}: the AWS identity in use needs the IAM permission "
-            f"ce:{operation} (and ce:GetCostForecast for the forecast). AWS said: {message}"
-        )
-    if code in ("UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"):
-        return CostSourceError(
-            f"AWS did not accept the credentials while {doing} ({code}); refresh or replace "
-            "them (AWS_PROFILE, AWS_ACCESS_KEY_ID)."
-        )
-    if code in THROTTLING_CODES:
-        return CostSourceError(
-            f"Cost Explorer kept throttling while {doing} ({code} after "
-            f"{len(BACKOFF_SECONDS)} retries); try again in a few minutes."
-        )
-    if code == "DataUnavailableException":
-        return CostSourceError(
-            f"Cost Explorer has no data yet while {doing} (DataUnavailableException): data "
-            "appears up to 24 hours after Cost Explorer is enabled or a month starts. Try later."
-        )
-    if code == "BillExpirationException":
-        return CostSourceError(f"Cost Explorer no longer holds that bill ({doing}): {message}")
-    if code in ("InvalidNextTokenException", "RequestChangedException"):
-        return CostSourceError(
-            f"Cost Explorer's paging broke off while {doing} ({code}); nothing was stored, "
-            "try the refresh again."
-        )
-    return CostSourceError(f"Cost Explorer refused the request while {doing}: {code}: {message}")
 
 
 def call(
@@ -521,7 +510,25 @@ def fetch_costs(
         adjustments = fetch_pages(
             client, query, "adjustments", counter=counter, sleep=sleep, backoff=backoff
         )
-        result = parse_responses(query, usage, adjustments, currency=currency)
+        untagged = None
+        if query.group_by != "LINKED_ACCOUNT":
+            # Two more questions (USD 0.01 each per page): whose account the untagged spend is.
+            untagged = (
+                fetch_pages(
+                    client, query, "untagged_usage", counter=counter, sleep=sleep, backoff=backoff
+                ),
+                fetch_pages(
+                    client,
+                    query,
+                    "untagged_adjustments",
+                    counter=counter,
+                    sleep=sleep,
+                    backoff=backoff,
+                ),
+            )
+        result = parse_responses(
+            query, usage, adjustments, currency=currency, untagged_pages=untagged
+        )
     except CostSourceError as exc:
         raise FetchFailed(str(exc), request_count=counter.count) from None
     if forecast and query.granularity == "DAILY":

@@ -9,11 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from billing_core.costs.attribution import Attribution, attributed_costs
+from billing_core.config import Settings
+from billing_core.costs.attribution import (
+    AttributedCosts,
+    Attribution,
+    SharedScope,
+    attributed_costs,
+)
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
 from billing_core.customers.terms import terms_in_force
 from billing_core.errors import (
@@ -31,6 +38,7 @@ from billing_core.invoicing.pricing import (
     TrueUpItem,
     price,
 )
+from billing_core.invoicing.shared_costs import SharedAllocation, SharedCostPolicy, allocate
 from billing_core.models import (
     Customer,
     Invoice,
@@ -39,9 +47,9 @@ from billing_core.models import (
     PlanMetric,
     TrueUp,
 )
-from billing_core.money import Money, display
+from billing_core.money import Money, display, round_minor
 from billing_core.periods import Period
-from billing_core.states import InvoiceOutcome, InvoiceStatus
+from billing_core.states import InvoiceOutcome, InvoiceStatus, SharedCostRule
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,71 @@ log = logging.getLogger(__name__)
 
 class CostsMissing(ConfigError):
     """No AWS cost snapshot exists for the period, so a run would under-bill every customer."""
+
+
+@dataclass(frozen=True)
+class SharedCosts:
+    """Which spend is shared (accounts, services) and how the pool is split (the rule);
+    the default bills shared spend to nobody, as before the rule existed."""
+
+    scope: SharedScope = field(default_factory=SharedScope)
+    policy: SharedCostPolicy = field(default_factory=SharedCostPolicy)
+
+    @classmethod
+    def of(cls, settings: Settings) -> SharedCosts:
+        return cls(
+            SharedScope.of(settings),
+            SharedCostPolicy(
+                SharedCostRule(settings.shared_cost_rule), dict(settings.shared_cost_weights)
+            ),
+        )
+
+
+_RULE_WORDS = {
+    SharedCostRule.PROPORTIONAL: "in proportion to each customer's AWS charges",
+    SharedCostRule.EVEN: "evenly among the active customers",
+    SharedCostRule.WEIGHTS: "by the weights in SHARED_COST_WEIGHTS",
+    SharedCostRule.UNBILLED: "to nobody (SHARED_COST_RULE=unbilled)",
+}
+
+
+def shared_allocation(
+    session: Session, period: Period, attributed: AttributedCosts, policy: SharedCostPolicy
+) -> SharedAllocation:
+    """The month's split of its shared pool (unattributed and shared spend) among the
+    customers active in it, whoever this run invoices (invoicing/shared_costs.py)."""
+    charges = {cid: sum(by.values(), Decimal(0)) for cid, by in attributed.usage.items()}
+    return allocate(
+        attributed.unattributed_total,
+        policy,
+        shared_participants(session, period),
+        charges,
+        currency=attributed.currency,
+    )
+
+
+def shared_participants(session: Session, period: Period) -> list[int]:
+    """Ids of the customers the shared pool of `period` is split among: active ones with a
+    plan in force in the month (a customer without one is never invoiced for it, so a share
+    of its would be billed to nobody without saying so)."""
+    active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
+    in_force = terms_in_force(session, period)
+    return [cid for cid, t in in_force.items() if cid in active and t.plan_id is not None]
+
+
+def describe_shared(allocation: SharedAllocation) -> str:
+    """'Shared AWS costs USD 12.34: USD 12.30 allocated in proportion to ..., USD 0.04 left
+    unbilled' (the preview and the dry run say it)."""
+    cur = allocation.currency
+    pool_minor = round_minor(allocation.pool, cur)
+    allocated_minor = sum(allocation.shares_minor.values())
+    # In whole cents, as shown: the pool's sub-cent rounding is not "left unbilled".
+    pool, allocated = display(pool_minor, cur), display(allocated_minor, cur)
+    left = display(pool_minor - allocated_minor, cur)
+    return (
+        f"Shared AWS costs (unattributed and shared spend) {pool}: {allocated} allocated "
+        f"{_RULE_WORDS[allocation.rule]}, {left} left unbilled"
+    )
 
 
 def _plan_terms(plan: Plan, metrics: Sequence[PlanMetric]) -> PlanTerms:
@@ -102,6 +175,7 @@ class DraftSet:
     costs_found: bool = True
     cost_snapshot: SnapshotInfo | None = None
     costs_incomplete: str | None = None
+    shared: SharedAllocation | None = None
 
     @property
     def cost_coverage(self) -> str:
@@ -126,15 +200,22 @@ def incomplete_costs_message(period: Period, reason: str) -> str:
 
 
 def build_drafts(
-    session: Session, period: Period, *, source: CostSource, customer_id: int | None = None
+    session: Session,
+    period: Period,
+    *,
+    source: CostSource,
+    customer_id: int | None = None,
+    shared: SharedCosts | None = None,
 ) -> DraftSet:
     """Price every active customer without an invoice for the period; writes nothing.
 
     AWS costs come from the latest snapshot of `source` (the configured metric and grouping).
-    A snapshot taken before the month ended refuses every customer owning AWS costs
-    (a `CustomerProblem` with step "costs"): billing it would under-bill the month.
+    A snapshot taken before the month ended refuses every customer owning AWS costs or a
+    share of shared costs (a `CustomerProblem` with step "costs"): billing it would under-bill
+    the month. `shared`: what is shared and how it is split (default: billed to nobody).
     """
-    attributed = attributed_costs(session, period, source)
+    shared = shared or SharedCosts()
+    attributed = attributed_costs(session, period, source, shared.scope)
     # Credits, refunds and tax are billed as their own negative or positive lines.
     costs = {
         cid: {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
@@ -151,7 +232,10 @@ def build_drafts(
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
     if reason is not None:
         result.costs_incomplete = incomplete_costs_message(period, reason)
-    who = Attribution.load(session, period)  # the owners of that month, not of today
+    who = Attribution.load(session, period, shared.scope)  # that month's owners, not today's
+    if attributed.snapshot_id is not None:
+        result.shared = shared_allocation(session, period, attributed, shared.policy)
+    shares = result.shared.shares_minor if result.shared else {}
     rates = load_rates(session, period)
     plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
     metrics: dict[int, list[PlanMetric]] = {}
@@ -182,7 +266,7 @@ def build_drafts(
         terms = in_force.get(cid)
         if terms is None:
             continue  # not a customer yet in that month
-        if result.costs_incomplete and who.owns_costs(source.group_by, cid):
+        if result.costs_incomplete and (who.owns_costs(source.group_by, cid) or shares.get(cid)):
             result.problems.append(
                 CustomerProblem(cid, customer.name, "costs", result.costs_incomplete)
             )
@@ -205,6 +289,7 @@ def build_drafts(
                 TrueUpItem(t.id or 0, t.description, Money.from_minor(t.amount_minor, t.currency))
                 for t in sorted(pending.get(cid, []), key=lambda t: t.id or 0)
             ),
+            shared_cost_usd=result.shared.share(cid) if result.shared else Decimal(0),
             costs_estimated=estimated,
             collection_method=customer.collection_method,
             has_payment_method=bool(customer.default_payment_method),

@@ -51,6 +51,12 @@ def service_label(service: str) -> str:
     return name if name.startswith(_SERVICE_PREFIXES) else f"AWS {name}"
 
 
+def shared_cost_description(period: str, markup_pct: Decimal = Decimal(0)) -> str:
+    """'Shared AWS costs, October 2026' (with the service fee note AWS lines carry)."""
+    note = f" (incl. {markup_pct.normalize():f}% service fee)" if markup_pct else ""
+    return f"Shared AWS costs, {month_label(period)}{note}"
+
+
 def metric_label(metric: str) -> str:
     """A metric's display name: the known table, else 'egress_gb' -> 'Egress (GB)'."""
     return METRIC_LABELS.get(metric) or _fallback_label(metric)

@@ -30,7 +30,12 @@ from decimal import Decimal
 from functools import cached_property
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
-from billing_core.invoicing.line_text import month_label, overage_description, service_label
+from billing_core.invoicing.line_text import (
+    month_label,
+    overage_description,
+    service_label,
+    shared_cost_description,
+)
 from billing_core.money import Money, display, minimum_charge_minor, sum_money
 from billing_core.periods import Period
 from billing_core.states import LineKind
@@ -82,6 +87,8 @@ class PricingInput:
     aws_costs: Mapping[str, Decimal] = field(default_factory=dict)  # service -> USD
     usage: Mapping[str, Decimal] = field(default_factory=dict)  # metric -> quantity
     true_ups: tuple[TrueUpItem, ...] = ()
+    # The customer's share of the month's shared AWS costs, USD (invoicing/shared_costs.py).
+    shared_cost_usd: Decimal = Decimal(0)
     costs_estimated: bool = False
     collection_method: str = "charge_automatically"
     has_payment_method: bool = True
@@ -153,6 +160,7 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         fx_source = f"{fx_source}; {plan.currency} via USD cross rate"
     lines = [_base_fee_line(inp, rates)]
     lines += _aws_lines(inp, rates)
+    lines += _shared_cost_lines(inp, rates)
     lines += _overage_lines(inp, rates)
     lines += [_true_up_line(item, cur, rates) for item in inp.true_ups]
     draft = Draft(
@@ -223,6 +231,22 @@ def _aws_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             )
         )
     return out
+
+
+def _shared_cost_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
+    """The share of shared AWS costs: priced like the other AWS costs (markup, FX)."""
+    if inp.shared_cost_usd == 0:
+        return []
+    markup = inp.plan.markup_pct
+    amount = aws_amount(inp.shared_cost_usd, markup, currency=inp.currency, rates=rates)
+    return [
+        DraftLine(
+            kind=LineKind.SHARED_COST,
+            description=shared_cost_description(inp.period, markup),
+            amount=amount.rounded(),
+            unit_amount=_unit(amount.amount),
+        )
+    ]
 
 
 def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:

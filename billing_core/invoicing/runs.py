@@ -34,7 +34,9 @@ from billing_core.invoicing.drafts import (
     CostsMissing,
     CustomerProblem,
     DraftSet,
+    SharedCosts,
     build_drafts,
+    describe_shared,
     save_drafts,
 )
 from billing_core.invoicing.pricing import below_minimum_note
@@ -137,14 +139,19 @@ def pending_invoice_ids(session: Session, period: Period, customer_id: int | Non
 
 
 def preview(
-    session: Session, period: Period, *, source: CostSource, customer_id: int | None = None
+    session: Session,
+    period: Period,
+    *,
+    source: CostSource,
+    customer_id: int | None = None,
+    shared: SharedCosts | None = None,
 ) -> DraftSet:
     """What a run would draft now (the CLI's --dry-run and the page's Preview); writes nothing.
 
     Never calls Cost Explorer: a snapshot taken before the month ended shows as refused
     customers here, while the run itself refreshes it first when AWS is configured.
     """
-    return build_drafts(session, period, source=source, customer_id=customer_id)
+    return build_drafts(session, period, source=source, customer_id=customer_id, shared=shared)
 
 
 def run_invoices(
@@ -171,7 +178,11 @@ def run_invoices(
     if opts.dry_run:
         with session_scope(engine) as s:
             drafts = preview(
-                s, opts.period, source=CostSource.of(settings), customer_id=opts.customer_id
+                s,
+                opts.period,
+                source=CostSource.of(settings),
+                customer_id=opts.customer_id,
+                shared=SharedCosts.of(settings),
             )
         return RunResult(period, None, "preview", drafts)
     gateway = gateway or Gateway.from_settings(settings)
@@ -416,7 +427,13 @@ def _run_locked(
         say(f"{period}: the {source} cost snapshot does not cover the month: {refresh_error}")
     try:
         with session_scope(engine) as s:
-            drafts = build_drafts(s, opts.period, source=source, customer_id=opts.customer_id)
+            drafts = build_drafts(
+                s,
+                opts.period,
+                source=source,
+                customer_id=opts.customer_id,
+                shared=SharedCosts.of(settings),
+            )
             _check_costs(drafts, refresh_error)
             saved = save_drafts(s, drafts, run_id=run_id)
             namespace = install_id(s)
@@ -541,6 +558,8 @@ def describe_drafts(drafts: DraftSet) -> list[str]:
         out.append(f"  WARNING {drafts.cost_coverage}")
     else:
         out.append(f"  AWS costs: {drafts.cost_coverage}")
+    if drafts.shared is not None and drafts.shared.pool:
+        out.append(f"  {describe_shared(drafts.shared)}")
     if drafts.costs_incomplete:
         out.append(
             "  WARNING the snapshot was taken before the month ended: the run refreshes it "

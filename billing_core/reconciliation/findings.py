@@ -17,6 +17,7 @@ from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
 from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.drafts import SharedCosts, shared_allocation
 from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_quantity
 from billing_core.models import (
     Customer,
@@ -36,22 +37,27 @@ from billing_core.reconciliation.diffing import (
     compare_usage,
 )
 from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice
-from billing_core.states import LineKind
+from billing_core.states import LineKind, SharedCostRule
 from billing_core.usage.totals import totals_by_metric
 
 log = logging.getLogger(__name__)
 
 
+#: The key invoiced and latest shared-cost amounts are compared under (one per customer).
+SHARED_KEY = "Shared AWS costs"
+
+
 def _latest_costs_by_customer_service(
-    session: Session, period: Period, source: CostSource
+    session: Session, period: Period, source: CostSource, shared: SharedCosts
 ) -> dict[tuple[int, str], Decimal] | None:
     """USD cost per (customer id, service or record type) from the latest snapshot of `source`
     (the configured metric and grouping); None if there is none.
 
     Every record type counts (usage, credits, refunds, support fees), since a restatement is
-    exactly AWS adding those later. Unattributed costs are left out: no customer was billed.
+    exactly AWS adding those later. The shared pool is split as a run splits it (same rule,
+    same participants) and each customer's share counts under `SHARED_KEY`.
     """
-    attributed = attributed_costs(session, period, source)
+    attributed = attributed_costs(session, period, source, shared.scope)
     if attributed.snapshot_id is None:
         return None
     out: dict[tuple[int, str], Decimal] = {}
@@ -59,6 +65,9 @@ def _latest_costs_by_customer_service(
         for cid, amounts in table.items():
             for key, amount in amounts.items():
                 out[(cid, key)] = out.get((cid, key), Decimal(0)) + amount
+    allocation = shared_allocation(session, period, attributed, shared.policy)
+    for cid in allocation.shares_minor:
+        out[(cid, SHARED_KEY)] = allocation.share(cid)
     return out
 
 
@@ -82,22 +91,39 @@ def _billed(invoices: Mapping[int, Invoice]) -> dict[int, BilledInvoice]:
 
 
 def aws_findings(
-    session: Session, period: Period, tolerance: Tolerance, source: CostSource
+    session: Session,
+    period: Period,
+    tolerance: Tolerance,
+    source: CostSource,
+    shared: SharedCosts | None = None,
 ) -> tuple[list[Finding], dict[str, Any]] | None:
-    """Section (b); None when the period has no snapshot of `source` (the section is skipped)."""
-    latest_usd = _latest_costs_by_customer_service(session, period, source)
+    """Section (b); None when the period has no snapshot of `source` (the section is skipped).
+
+    `shared`: the shared accounts/services and split rule the run used (SharedCosts.of)."""
+    shared = shared or SharedCosts()
+    latest_usd = _latest_costs_by_customer_service(session, period, source, shared)
     if latest_usd is None:
         return None
     invoices = billed_invoices(session, period)
     ids = [i.id for i in invoices.values() if i.id is not None]
-    lines = _lines_by_invoice(session, ids, LineKind.AWS)
+    lines = _lines_by_invoice(session, ids)
     invoiced: dict[tuple[int, str], int] = defaultdict(int)
+    skipped: list[str] = []
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, []):
             if line.kind == LineKind.AWS:
                 invoiced[(cid, line.service or line.description)] += line.amount_minor
+            elif line.kind == LineKind.SHARED_COST:
+                if shared.policy.rule == SharedCostRule.UNBILLED:
+                    # Split by a rule since switched off: no split to compare with, and
+                    # "should be 0" would be the change of setting, not an AWS restatement.
+                    skipped.append(
+                        f"{inv.customer_name or cid}: shared AWS costs not compared "
+                        "(SHARED_COST_RULE is now unbilled)"
+                    )
+                    continue
+                invoiced[(cid, SHARED_KEY)] += line.amount_minor
     latest: dict[tuple[int, str], int] = {}
-    skipped: list[str] = []
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     plans = _plans_in_force(session, period)
     for cid, inv in invoices.items():

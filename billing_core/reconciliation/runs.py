@@ -38,6 +38,7 @@ from billing_core.config import Settings
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import BillingError
+from billing_core.invoicing.drafts import SharedCosts
 from billing_core.models import (
     Customer,
     Invoice,
@@ -300,11 +301,13 @@ def reconcile_period(
     actor: str = "system",
     now: datetime | None = None,
     deep_lines: bool = False,
+    shared: SharedCosts | None = None,
 ) -> RunResult:
     """One reconciliation run; a Stripe failure leaves a failed run and the old diffs intact.
 
     AWS restatements (b) compare with the latest snapshot of `source` (the configured metric
-    and grouping); without one the section is skipped and the notes say so.
+    and grouping), attributed and shared as `shared` says (the settings' SharedCosts.of, as
+    the invoice run used); without a snapshot the section is skipped and the notes say so.
     """
     tolerance = tolerance or Tolerance()
     now = now or utcnow()
@@ -324,7 +327,7 @@ def reconcile_period(
                 counts["invoices_stripe"] = len(side.remote)
             else:
                 notes.append("Stripe not configured: local vs Stripe (a) was skipped")
-            aws = aws_findings(session, period, tolerance, source)
+            aws = aws_findings(session, period, tolerance, source, shared)
             if aws is None:
                 notes.append(f"{source.missing(period)}: AWS restatements (b) were skipped")
             else:

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.costs.attribution import Attribution, _grouped_lines
+from billing_core.costs.attribution import Attribution, SharedScope, _grouped_lines
 from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
@@ -32,6 +32,8 @@ from billing_core.costs.snapshots import (
     SnapshotInfo,
     latest_snapshot,
 )
+from billing_core.invoicing.drafts import SharedCosts, describe_shared, shared_participants
+from billing_core.invoicing.shared_costs import SharedAllocation, allocate
 from billing_core.models import CostLine
 from billing_core.periods import Period
 
@@ -59,8 +61,10 @@ class CostsView:
     currency: str = "USD"
     total: Decimal = ZERO  # net: charges + credits, refunds, tax
     adjustments: dict[str, Decimal] = field(default_factory=dict)
-    unattributed: Decimal = ZERO
+    unattributed: Decimal = ZERO  # unfiltered: unattributed and shared spend (the shared pool)
     account_total: Decimal = ZERO  # unfiltered, for the unattributed share
+    # How invoicing splits the pool by SHARED_COST_RULE at these figures (None: no snapshot).
+    shared: SharedAllocation | None = None
     previous_period: Period | None = None
     previous_total: Decimal | None = None
     previous_same_days: Decimal | None = None
@@ -95,6 +99,14 @@ class CostsView:
         return (self.total - base) / base * 100
 
     @property
+    def shared_note(self) -> str | None:
+        """How invoicing splits the unattributed/shared pool at these figures, or None."""
+        if self.shared is None or not self.shared.pool:
+            return None
+        when = " (at this month's figures so far)" if self.running else ""
+        return describe_shared(self.shared) + when + "."
+
+    @property
     def unattributed_share(self) -> Decimal | None:
         """Unattributed spend as a percentage of the whole account (never filtered)."""
         if self.account_total == 0:
@@ -112,14 +124,22 @@ def build_costs_view(
     filters = filters or CostFilter()
     source = CostSource.of(settings)
     view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
-    who = Attribution.load(session, period)
+    who = Attribution.load(session, period, SharedScope.of(settings))
     view.customers = sorted(who.names.items(), key=lambda item: item[1])
     snap = latest_snapshot(session, period, source)
     if snap is None or snap.id is None:
         return view
     info = SnapshotInfo.of(snap)
     view.snapshot, view.currency = info, info.currency
-    _fill_totals(session, view, info, who)
+    charges = _fill_totals(session, view, info, who)
+    policy = SharedCosts.of(settings).policy
+    view.shared = allocate(
+        view.unattributed,
+        policy,
+        shared_participants(session, period),
+        charges,
+        currency=view.currency,
+    )
     daily = latest_snapshot(session, period, source, granularity="DAILY")
     if daily is not None:
         view.daily_snapshot = SnapshotInfo.of(daily)
@@ -129,14 +149,21 @@ def build_costs_view(
     return view
 
 
-def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Attribution) -> None:
+def _fill_totals(
+    session: Session, view: CostsView, info: SnapshotInfo, who: Attribution
+) -> dict[int, Decimal]:
+    """Fill the month's totals; returns each customer's AWS charges (unfiltered, for the split
+    of the shared pool)."""
     rows = []
     services: set[str] = set()
+    charges: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for account, tag, service, record_type, amount in _grouped_lines(session, info.id):
-        customer = who.customer_for(info.group_by, account, tag)
+        customer = who.customer_for(info.group_by, account, tag, service)
         view.account_total += amount
         if customer is None:
             view.unattributed += amount
+        elif record_type == ce.USAGE:
+            charges[customer] += amount
         if record_type == ce.USAGE:
             services.add(service)
         rows.append((customer, who.name(customer), service, record_type, amount))
@@ -171,6 +198,7 @@ def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Att
             columns=["customer", "service", "record_type", "amount"],
         )
     )
+    return dict(charges)
 
 
 def _matches(filters: CostFilter, customer: int | None, service: str) -> bool:

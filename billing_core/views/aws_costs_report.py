@@ -155,6 +155,8 @@ def format_report(
         f"unattributed: {show(view.unattributed)}"
         + (f" ({share:.1f} % of the account)" if share is not None else "")
     )
+    if view.shared_note:
+        lines.append(view.shared_note)
     if view.previous_same_days is not None:
         lines.append(f"{view.previous_period} same days: {show(view.previous_same_days)}")
     if view.previous_total is not None:
