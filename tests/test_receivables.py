@@ -3,7 +3,7 @@ on a small world; the SQL bucket filters agree with the Python bucketing."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -53,8 +53,8 @@ WORLD.update(
 )
 
 
-@pytest.fixture
-def world(session: Session) -> dict[str, int]:
+def build_world(session: Session) -> dict[str, int]:
+    """WORLD in the database (paid ones paid two days after issue): invoice id by name."""
     ids: dict[str, int] = {}
     customers: dict[str, Customer] = {}
     for n, (name, row) in enumerate(WORLD.items()):
@@ -78,12 +78,18 @@ def world(session: Session) -> dict[str, int]:
             due_at=due,
             issued_at=issued,
             number=name,
+            paid_at=issued + timedelta(days=2) if issued and paid else None,
         )
         session.add(invoice)
         session.flush()
         ids[name] = invoice.id or 0
     session.commit()
     return ids
+
+
+@pytest.fixture
+def world(session: Session) -> dict[str, int]:
+    return build_world(session)
 
 
 @pytest.mark.parametrize(
