@@ -144,17 +144,18 @@ with right:
         hide_index=True,
         key="summary",
         column_config={
-            "period": st.column_config.TextColumn("Month", width="small"),
-            "kind": st.column_config.TextColumn("Kind"),
+            # Pixel widths: all six columns fit half the page at 1440 px.
+            "period": st.column_config.TextColumn("Month", width=70),
+            "kind": st.column_config.TextColumn("Kind", width=130),
             "open": st.column_config.NumberColumn(
-                "Open", width="small", help="Open, above the tolerance"
+                "Open", width=55, help="Open, above the tolerance"
             ),
             "within tolerance": st.column_config.NumberColumn(
-                "Within", width="small", help="Within the tolerance: counted, not raised"
+                "Within", width=60, help="Within the tolerance: counted, not raised"
             ),
-            "resolved": st.column_config.NumberColumn("Resolved", width="small"),
+            "resolved": st.column_config.NumberColumn("Resolved", width=75),
             "gone": st.column_config.NumberColumn(
-                "Gone", width="small", help="No longer found by a later run"
+                "Gone", width=55, help="No longer found by a later run"
             ),
         },
     )
@@ -168,6 +169,20 @@ else:
         table,
         hide_index=True,
         key="diffs",
+        # What differs comes before the detail, so the delta is on screen at 1440 px.
+        column_order=[
+            "id",
+            "period",
+            "kind",
+            "customer",
+            "subject",
+            "delta",
+            "local",
+            "remote",
+            "status",
+            "age (days)",
+            "resolution",
+        ],
         column_config=ui.headers(
             table.columns,
             id=st.column_config.NumberColumn("#", width="small"),

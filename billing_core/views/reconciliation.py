@@ -79,7 +79,7 @@ def trend_figure(session: Session) -> go.Figure:
         y="open",
         color="kind",
         category_orders={"kind": list(KINDS)},
-        labels={"open": "open diffs above tolerance", "period": "month"},
+        labels={"open": "open diffs above tolerance", "period": "Month", "kind": "Kind"},
     )
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 40}, legend_title=None)
     fig.update_yaxes(title_text="Open differences (count)", tickformat=",d", rangemode="tozero")
