@@ -20,7 +20,13 @@ from sqlmodel import Session, col, select
 from billing_core.db import make_engine
 from billing_core.models import Invoice, display_status_in
 from pages.common.registry import PAGES
-from tests.browser.conftest import StreamlitServer, assert_no_error_shown, go_to, open_page
+from tests.browser.conftest import (
+    StreamlitServer,
+    assert_no_error_shown,
+    go_to,
+    open_page,
+    wait_for_app,
+)
 
 Shot = Callable[[Page, str], Path]
 SCREEN = {"width": 1440, "height": 900}
@@ -74,7 +80,21 @@ def off_screen_columns(page: Page, wanted: list[str]) -> list[str]:
     return missing
 
 
+def settle(page: Page) -> None:
+    """Wait until the page is drawn as a person sees it: script done, no placeholder boxes,
+    web fonts loaded (a fallback font is narrower and would hide a cut-off value)."""
+    wait_for_app(page)
+    page.wait_for_function(
+        """() => document.fonts.status === 'loaded'
+                 && !document.querySelector('[data-testid=stSkeleton]')
+                 && [...document.querySelectorAll('[data-testid=stMetricValue]')]
+                      .every(v => v.getBoundingClientRect().width > 0)"""
+    )
+    page.wait_for_timeout(500)  # one more frame for the last layout pass
+
+
 def _check(page: Page, title: str, screenshot: Shot) -> list[str]:
+    settle(page)
     problems = [f"{title}: metric value cut off: {v!r}" for v in truncated_metrics(page)]
     for wanted in KEY_COLUMNS.get(title, []):
         missing = off_screen_columns(page, wanted)
@@ -112,6 +132,7 @@ def test_invoice_detail_reads_whole_at_1440(
         failed = s.exec(select(Invoice).where(display_status_in(["failed"]))).first()
     assert largest is not None and failed is not None
     problems: list[str] = []
+    open_page(screen, "/")
     for invoice in (largest, failed):
         open_page(screen, f"/invoices?invoice={invoice.number}")
         heading = screen.get_by_role("heading", level=3).filter(has_text=str(invoice.number))
