@@ -322,7 +322,7 @@ def _bar_range(amounts: Iterable[Decimal]) -> list[float]:
     zero: a credit's negative bar keeps its label inside the chart."""
     values = chart_values(amounts) or [0.0]
     low, high = min(0.0, *values), max(0.0, *values)
-    pad = (high - low) * 0.3 or 1.0
+    pad = (high - low) * 0.45 or 1.0
     return [low - pad if low < 0 else 0.0, high + pad if high > 0 else pad / 3]
 
 
