@@ -1,7 +1,8 @@
 """Tables (DESIGN.md section 4). Money is integer minor units; raw figures are exact decimals.
 
-Unique keys here are what stop double billing: one invoice per customer and period, one usage
-record per idempotency key, one stored Stripe event per event id.
+Unique keys here are what stop double billing: one live (not void) invoice per customer and
+period, one usage record per idempotency key, one stored Stripe event per event id, one credit
+note in flight per invoice.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from billing_core.sqltypes import ExactDecimal, StrEnumType, UTCDateTime
 from billing_core.states import (
     OUTCOME_DISPLAY,
     REFUND_DISPLAY,
+    CreditNoteReason,
+    CreditNoteStatus,
+    CreditSettlement,
+    CreditState,
     DiffResolution,
     DiffStatus,
     DisplayStatus,
@@ -42,6 +47,8 @@ from billing_core.states import (
     PushStep,
     ReconciliationStatus,
     RunStatus,
+    VoidStep,
+    credit_state,
     display_status,
 )
 
@@ -243,12 +250,33 @@ class RunLock(SQLModel, table=True):
     heartbeat_at: datetime = _now_field()
 
 
+# The invoices that bill a customer's month: all but void ones (the same SQL on SQLite and
+# PostgreSQL; the migration corrections_1 creates the index with it).
+LIVE_INVOICE_WHERE = "status <> 'void'"
+
+
 # An invoice, local first; Stripe ids are filled in as each push step succeeds.
 class Invoice(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("customer_id", "period", name="uq_invoice_customer_period"),)
+    # One live invoice per customer and month, enforced by the database; a void invoice may be
+    # followed by a new revision (void and reissue), each revision number once.
+    __table_args__ = (
+        UniqueConstraint("customer_id", "period", "revision", name="uq_invoice_revision"),
+        Index(
+            "uq_invoice_live_customer_period",
+            "customer_id",
+            "period",
+            unique=True,
+            sqlite_where=text(LIVE_INVOICE_WHERE),
+            postgresql_where=text(LIVE_INVOICE_WHERE),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     period: str = Field(index=True)
+    # 1 for the first invoice of the month; a reissue after a void is the next revision and
+    # names the invoice it replaces (Stripe's word for it: `from_invoice`, action revision).
+    revision: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    replaces_invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
     currency: str = Field(max_length=3)
     # Stripe's status as Stripe has it; what happened locally is the outcome (see states.py).
     status: InvoiceStatus = Field(
@@ -263,6 +291,12 @@ class Invoice(SQLModel, table=True):
     amount_paid_minor: int = 0
     # Refunded so far on the invoice's payment (mirrored from Stripe's charge.refunded).
     amount_refunded_minor: int = 0
+    # Credit notes as Stripe totals them on the invoice: what lowered the amount due (before
+    # payment) and what was credited after it (refund, customer balance, out of band).
+    pre_payment_credit_notes_minor: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    post_payment_credit_notes_minor: int = Field(
+        default=0, sa_column_kwargs={"server_default": "0"}
+    )
     cost_currency: str = "USD"
     fx_rate: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
     fx_source: str | None = None
@@ -312,6 +346,21 @@ class Invoice(SQLModel, table=True):
             paid_minor=self.amount_paid_minor,
             refunded_minor=self.amount_refunded_minor,
         )
+
+    @property
+    def credited_minor(self) -> int:
+        """What credit notes took back from the invoice, before and after payment."""
+        return self.pre_payment_credit_notes_minor + self.post_payment_credit_notes_minor
+
+    @property
+    def credit_state(self) -> CreditState:
+        """None, partially credited, credited or refunded, from Stripe's credit note totals."""
+        return credit_state(self.total_minor, self.credited_minor, self.amount_refunded_minor)
+
+    @property
+    def due_minor(self) -> int:
+        """What the customer is still asked for: total less payments and pre-payment credit."""
+        return max(0, self.total_minor - self.amount_paid_minor - self.pre_payment_credit_notes_minor)
 
 
 def bill_to_name() -> Any:
@@ -376,6 +425,78 @@ class InvoiceLine(SQLModel, table=True):
     quantity: Decimal = Field(default=Decimal(1), sa_type=ExactDecimal(6))
     unit_amount: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(10))
     amount_minor: int
+
+
+# The credit notes being issued per invoice: at most one at a time (see corrections/).
+ISSUING_CREDIT_NOTE_WHERE = "status = 'issuing'"
+
+
+# A credit note on a finalized invoice (Stripe's Credit Notes API), recorded before it is sent.
+class CreditNote(SQLModel, table=True):
+    __table_args__ = (
+        Index(
+            "uq_creditnote_issuing_invoice",
+            "invoice_id",
+            unique=True,
+            sqlite_where=text(ISSUING_CREDIT_NOTE_WHERE),
+            postgresql_where=text(ISSUING_CREDIT_NOTE_WHERE),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    currency: str = Field(max_length=3)
+    status: CreditNoteStatus = Field(
+        default=CreditNoteStatus.ISSUING, sa_type=StrEnumType(CreditNoteStatus)
+    )
+    reason: CreditNoteReason = Field(sa_type=StrEnumType(CreditNoteReason))
+    memo: str | None = Field(default=None, sa_column=Column(Text))
+    # How the paid part goes back; None when the invoice was unpaid (the credit lowers it).
+    settlement: CreditSettlement | None = Field(
+        default=None, sa_type=StrEnumType(CreditSettlement)
+    )
+    amount_minor: int  # the credit note's total; the sum of its lines
+    pre_payment_minor: int = 0  # lowered the amount due
+    post_payment_minor: int = 0  # refund + customer balance + out of band
+    refund_minor: int = 0
+    customer_balance_minor: int = 0
+    out_of_band_minor: int = 0
+    # What the admin asked for, digested: a repeat of the same request is this note again.
+    request_key: str = Field(unique=True, max_length=64)
+    stripe_credit_note_id: str | None = Field(default=None, unique=True, index=True)
+    number: str | None = None  # Stripe's, e.g. "ABCD1234-0001-CN-01"
+    pdf: str | None = None
+    created_by: str
+    created_at: datetime = _now_field()
+    issued_at: datetime | None = _time_field()
+    voided_at: datetime | None = _time_field()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# One line of a credit note: part of an invoice line, or a custom amount (no invoice line).
+class CreditNoteLine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    credit_note_id: int = Field(foreign_key="creditnote.id", index=True)
+    position: int = 0
+    invoice_line_id: int | None = Field(default=None, foreign_key="invoiceline.id")
+    description: str
+    quantity: Decimal | None = Field(default=None, sa_type=ExactDecimal(6))
+    amount_minor: int
+
+
+# A void (and reissue) of an invoice; one per invoice, so concurrent clicks share it and a
+# re-run resumes it from `step`.
+class InvoiceVoid(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", unique=True)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    reissue: bool = False
+    step: VoidStep = Field(default=VoidStep.REQUESTED, sa_type=StrEnumType(VoidStep))
+    replacement_invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
+    requested_by: str
+    requested_at: datetime = _now_field()
+    finished_at: datetime | None = _time_field()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 # An adjustment scheduled for a later invoice (e.g. AWS restated a closed month).
