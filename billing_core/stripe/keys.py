@@ -59,6 +59,17 @@ class Keys:
         """Retiring a Stripe invoice left on a deleted customer (see customers/stripe_link)."""
         return f"{self.namespace}-{stripe_invoice_id}-{step}"
 
+    def credit_note(self, credit_note_id: int) -> str:
+        """Issuing local credit note `credit_note_id` (one Stripe credit note, ever)."""
+        return f"{self.namespace}-cn-{credit_note_id}-create"
+
+    def credit_note_void(self, credit_note_id: int) -> str:
+        return f"{self.namespace}-cn-{credit_note_id}-void"
+
+    def invoice_void(self, invoice_id: int) -> str:
+        """Voiding local invoice `invoice_id` in Stripe (void and reissue)."""
+        return f"{self.namespace}-inv-{invoice_id}-void"
+
     def customer_create(self, customer_id: int) -> str:
         return f"{self.namespace}-cus-{customer_id}-create"
 
