@@ -360,7 +360,9 @@ class Invoice(SQLModel, table=True):
     @property
     def due_minor(self) -> int:
         """What the customer is still asked for: total less payments and pre-payment credit."""
-        return max(0, self.total_minor - self.amount_paid_minor - self.pre_payment_credit_notes_minor)
+        return max(
+            0, self.total_minor - self.amount_paid_minor - self.pre_payment_credit_notes_minor
+        )
 
 
 def bill_to_name() -> Any:
@@ -452,9 +454,7 @@ class CreditNote(SQLModel, table=True):
     reason: CreditNoteReason = Field(sa_type=StrEnumType(CreditNoteReason))
     memo: str | None = Field(default=None, sa_column=Column(Text))
     # How the paid part goes back; None when the invoice was unpaid (the credit lowers it).
-    settlement: CreditSettlement | None = Field(
-        default=None, sa_type=StrEnumType(CreditSettlement)
-    )
+    settlement: CreditSettlement | None = Field(default=None, sa_type=StrEnumType(CreditSettlement))
     amount_minor: int  # the credit note's total; the sum of its lines
     pre_payment_minor: int = 0  # lowered the amount due
     post_payment_minor: int = 0  # refund + customer balance + out of band
