@@ -225,6 +225,32 @@ CASES = [
         "holds the demo world",
         env={"BILLING_MODE": "live"},
     ),
+    Case(
+        "credit-note-says-nothing-to-credit",
+        ["credit-note", "--invoice", "X-0001", "--reason", "duplicate"],
+        "Say what to credit",
+    ),
+    Case(
+        "credit-note-two-ways",
+        ["credit-note", "--invoice", "X-0001", "--full", "--amount", "1", "--reason", "duplicate"],
+        "one of them",
+    ),
+    Case(
+        "credit-note-unknown-reason",
+        ["credit-note", "--invoice", "X-0001", "--full", "--reason", "because"],
+        "because",
+    ),
+    Case(
+        "credit-note-without-stripe",
+        ["credit-note", "--invoice", "X-0001", "--full", "--reason", "duplicate"],
+        "STRIPE_API_KEY",
+    ),
+    Case("void-invoice-without-reason", ["void-invoice", "--invoice", "X-0001"], "--reason"),
+    Case(
+        "void-invoice-without-stripe",
+        ["void-invoice", "--invoice", "X-0001", "--reason", "typo"],
+        "STRIPE_API_KEY",
+    ),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(
