@@ -22,6 +22,7 @@ FIGURES = [
     ("Failed", "failed", "Still due after a failed payment"),
     ("Refunded", "refunded", "Paid back to customers"),
     ("Credited", "credited", "Credits carried forward to the next invoice"),
+    ("Credit notes", "credit_notes", "Taken back from issued invoices by credit notes"),
 ]
 
 

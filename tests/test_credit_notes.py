@@ -4,6 +4,8 @@ concurrent requests that never over-credit, and a crash that the same request fi
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from billing_core.corrections import credit_notes as cn
 from billing_core.corrections.credit_plan import CreditAsk
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, PaymentProviderError, ValidationError
+from billing_core.invoicing import export_csv as exports
 from billing_core.invoicing import runs as invoicing_runs
 from billing_core.models import AuditEntry, CreditNote, Customer, Invoice, InvoiceLine
 from billing_core.periods import Period
@@ -25,6 +28,7 @@ from billing_core.states import CreditNoteStatus, CreditState
 from billing_core.stripe import gateway as gw
 from billing_core.stripe.client import make_client
 from billing_core.stripe.gateway import Gateway, RetryPolicy
+from billing_core.views.invoices import InvoiceFilter, headline_figures
 from tests.conftest import DEMO_NOW
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import settings_for as stripe_settings
@@ -322,3 +326,41 @@ def test_preview_shows_the_split_and_creates_nothing(
     plan, text = cn.preview(engine, gw_, CreditAsk(invoices[0].number or "", "full", "duplicate"))
     assert plan.amount_minor == invoices[0].total_minor and "off the amount due" in text
     assert server.credit_notes() == [] and server.request_count("/v1/credit_notes/preview") == 1
+
+
+def test_credit_notes_in_the_csv_exports_and_the_figures(
+    world: tuple[Engine, Gateway, list[Invoice]], server: StripeTestServer
+) -> None:
+    engine, gw_, invoices = world
+    opened, paid = invoices[0], invoices[1]
+    cn.issue(engine, gw_, ADMIN, CreditAsk(opened.number or "", "amount", "duplicate", "5.00"))
+    note = cn.issue(
+        engine,
+        gw_,
+        ADMIN,
+        CreditAsk(paid.number or "", "line", "order_change", "1.25", line=1, settlement="refund"),
+    )
+    selection = InvoiceFilter(period_from=str(P), period_to=str(P))
+    out, lines_out = io.StringIO(), io.StringIO()
+    with Session(engine) as s:
+        summary = exports.write_invoices_csv(s, selection, out)
+        exports.write_lines_csv(s, selection, lines_out)
+        (fig,) = [f for f in headline_figures(s, selection) if f.currency == paid.currency]
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    notes = [r for r in rows if r["document"] == "credit_note"]
+    assert {(r["number"], r["total"], r["credits_invoice"]) for r in notes} >= {
+        (note.number, "-1.25", paid.number)
+    }
+    assert next(r for r in notes if r["number"] == note.number)["amount_refunded"] == "1.25"
+    lines = list(csv.DictReader(io.StringIO(lines_out.getvalue())))
+    credit_lines = [r for r in lines if r["number"] == note.number]
+    assert [(r["amount"], r["document"]) for r in credit_lines] == [("-1.25", "credit_note")]
+    # The figures: billed stays what the invoices said; credit notes are counted apart, and
+    # the open invoice's outstanding amount is what Stripe still asks for.
+    same = [i for i in invoices if i.currency == paid.currency]
+    assert fig.credit_notes == 125 + (500 if opened.currency == paid.currency else 0)
+    assert summary.figures[paid.currency].credit_notes == fig.credit_notes
+    if opened.currency == paid.currency:
+        remote = server.invoice(opened.stripe_invoice_id or "")
+        assert fig.outstanding == remote["amount_remaining"]
+    assert fig.billed == sum(i.total_minor for i in same)
