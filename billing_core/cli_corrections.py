@@ -1,5 +1,6 @@
-"""Commands that correct issued invoices: `credit-note` and `void-invoice` (registered onto the
-CLI group of billing_core/cli.py, which imports this module; cli.py stays under its size cap).
+"""Commands that correct issued invoices: `credit-note`, `void-invoice` and `resolve-diff`
+(registered onto the CLI group of billing_core/cli.py, which imports this module; cli.py stays
+under its size cap).
 
 Both are safe to run again with the same arguments: the second run finishes what the first
 left (a crash, a Stripe outage) or, once done, changes nothing and says so. Audited as the
@@ -127,3 +128,54 @@ def void_invoice_cmd(
         source=CostSource.of(app.settings),
     )
     click.echo(result.message)
+
+
+@cli.command("resolve-diff")
+@click.option("--diff", "diff_id", type=int, required=True, help="Reconciliation difference id.")
+@click.option(
+    "--action",
+    required=True,
+    type=click.Choice(["accept", "true_up", "sync", "credit_note", "reissue", "push"]),
+    help="What resolves it; the Reconciliation page lists those a difference offers.",
+)
+@click.option("--note", help="Why (required to accept).")
+@click.option(
+    "--reason",
+    default=CreditNoteReason.ORDER_CHANGE.value,
+    show_default=True,
+    type=click.Choice([r.value for r in CreditNoteReason]),
+    help="With --action credit_note: Stripe's reason.",
+)
+@click.option("--refund", "settlement", flag_value=CreditSettlement.REFUND.value)
+@click.option("--credit-balance", "settlement", flag_value=CreditSettlement.CUSTOMER_BALANCE.value)
+@click.option("--out-of-band", "settlement", flag_value=CreditSettlement.OUT_OF_BAND.value)
+@actor_options
+@pass_app
+def resolve_diff_cmd(
+    app: AppContext,
+    diff_id: int,
+    action: str,
+    note: str | None,
+    reason: str,
+    settlement: str | None,
+    trigger: str,
+    actor: str | None,
+) -> None:
+    """Resolve a reconciliation difference by acting on it (a repeat changes nothing)."""
+    from billing_core.auth import cli_identity
+    from billing_core.costs.snapshots import CostSource
+    from billing_core.reconciliation.act import act_on_diff
+    from billing_core.reconciliation.runs import make_reader
+
+    message = act_on_diff(
+        app.engine,
+        make_reader(app.settings),
+        cli_identity(actor_of(trigger, actor)),
+        diff_id,
+        action,
+        note=note,
+        reason=reason,
+        settlement=settlement,
+        source=CostSource.of(app.settings),
+    )
+    click.echo(message)

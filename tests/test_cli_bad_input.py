@@ -247,6 +247,11 @@ CASES = [
     ),
     Case("void-invoice-without-reason", ["void-invoice", "--invoice", "X-0001"], "--reason"),
     Case(
+        "resolve-diff-unknown",
+        ["resolve-diff", "--diff", "999999", "--action", "accept", "--note", "x"],
+        "does not exist",
+    ),
+    Case(
         "void-invoice-without-stripe",
         ["void-invoice", "--invoice", "X-0001", "--reason", "typo"],
         "STRIPE_API_KEY",
