@@ -23,6 +23,7 @@ from billing_core.errors import BillingError, PaymentProviderError, ValidationEr
 from billing_core.invoicing import export_csv as exports
 from billing_core.invoicing import runs as invoicing_runs
 from billing_core.models import AuditEntry, CreditNote, Customer, Invoice, InvoiceLine
+from billing_core.payments import sync
 from billing_core.periods import Period
 from billing_core.states import CreditNoteStatus, CreditState
 from billing_core.stripe import gateway as gw
@@ -364,3 +365,27 @@ def test_credit_notes_in_the_csv_exports_and_the_figures(
         remote = server.invoice(opened.stripe_invoice_id or "")
         assert fig.outstanding == remote["amount_remaining"]
     assert fig.billed == sum(i.total_minor for i in same)
+
+
+def test_sync_takes_a_credit_note_voided_in_stripe(
+    world: tuple[Engine, Gateway, list[Invoice]], server: StripeTestServer
+) -> None:
+    engine, gw_, invoices = world
+    inv = invoices[0]
+    issued = cn.issue(engine, gw_, ADMIN, CreditAsk(inv.number or "", "amount", "duplicate", "4"))
+    with Session(engine) as s:
+        note = s.get(CreditNote, issued.credit_note_id)
+        assert note is not None and note.stripe_credit_note_id
+    # Voided in Stripe's dashboard: the events bring it back.
+    gw_.request(
+        "post",
+        f"/v1/credit_notes/{note.stripe_credit_note_id}/void",
+        key="dashboard-void",
+        doing="voiding in the dashboard",
+    )
+    result = sync.sync(engine, gw_)
+    assert not result.failed
+    with Session(engine) as s:
+        note = s.get(CreditNote, issued.credit_note_id)
+        assert note is not None and note.status == CreditNoteStatus.VOID
+    assert _local(engine, inv.id or 0).credited_minor == 0

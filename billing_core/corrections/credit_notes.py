@@ -444,3 +444,29 @@ def notes_of(session: Session, invoice_id: int) -> list[tuple[CreditNote, list[C
         ).all()
         out.append((note, list(lines)))
     return out
+
+
+def apply_stripe_credit_note(
+    session: Session, gw: Gateway, credit_note_id: str, now: datetime
+) -> int | None:
+    """A credit note event (credit_note.created, .updated, .voided): take the note's status and
+    its invoice's credit totals from Stripe. Returns the local invoice id, None when the
+    invoice is not ours (reconciliation reports notes made outside this tool)."""
+    remote = stripe_cn.read_credit_note(gw, credit_note_id)
+    note = session.exec(
+        select(CreditNote).where(CreditNote.stripe_credit_note_id == remote.id)
+    ).first()
+    if note is not None:
+        note.status = CreditNoteStatus(remote.status)
+        note.number = remote.number or note.number
+        if note.status == CreditNoteStatus.VOID and note.voided_at is None:
+            note.voided_at = now
+        session.add(note)
+    invoice = session.exec(
+        select(Invoice).where(Invoice.stripe_invoice_id == (remote.invoice or ""))
+    ).first()
+    if invoice is None:
+        return None
+    mirror_invoice(invoice, stripe_invoices.read_invoice(gw, invoice.stripe_invoice_id or ""), now)
+    session.add(invoice)
+    return invoice.id

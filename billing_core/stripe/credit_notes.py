@@ -105,6 +105,7 @@ class StripeCreditNote:
     local_id: int | None
     install_id: str | None
     lines: tuple[tuple[str, int], ...]
+    invoice: str | None = None  # the Stripe invoice it credits
 
 
 def parse_credit_note(obj: Mapping[str, Any]) -> StripeCreditNote:
@@ -133,7 +134,19 @@ def parse_credit_note(obj: Mapping[str, Any]) -> StripeCreditNote:
             (str(li.get("description") or ""), int(li.get("amount") or 0))
             for li in lines.get("data") or []
         ),
+        invoice=_id_of(obj.get("invoice")),
     )
+
+
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return str(value) if value else None
+
+
+def read_credit_note(gw: Gateway, credit_note: str) -> StripeCreditNote:
+    doing = f"reading Stripe credit note {credit_note}"
+    return parse_credit_note(gw.request("get", f"/v1/credit_notes/{credit_note}", doing=doing))
 
 
 def credit_note_metadata(
