@@ -11,13 +11,15 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from billing_core.corrections import credit_notes as cn
 from billing_core.corrections import void_reissue as vr
+from billing_core.corrections.credit_plan import CreditAsk
 from billing_core.costs.snapshots import CostSource
 from billing_core.customers.terms import terms_in_force
 from billing_core.db import session_scope
 from billing_core.errors import BillingError, PaymentProviderError, ValidationError
-from billing_core.models import AuditEntry, Invoice, InvoiceVoid, Plan
-from billing_core.states import InvoiceStatus, VoidStep
+from billing_core.models import AuditEntry, CreditNote, Invoice, InvoiceVoid, Plan
+from billing_core.states import CreditNoteReason, InvoiceStatus, VoidStep
 from billing_core.stripe.gateway import Gateway
 from tests.support.stripe_server import StripeTestServer
 from tests.test_credit_notes import ADMIN, P, billed_world, gateway, server, settings_for
@@ -183,3 +185,30 @@ def test_paid_and_draft_invoices_are_refused(
             source=CostSource.of(settings),
         )
     assert server.request_count("/void", "POST") == 0
+
+
+def test_a_credit_note_in_flight_blocks_a_void_and_a_void_blocks_a_credit_note(
+    world: tuple[Engine, Gateway, Invoice, CostSource], server: StripeTestServer
+) -> None:
+    engine, gw_, inv, source = world
+    with session_scope(engine) as s:
+        s.add(
+            CreditNote(
+                invoice_id=inv.id or 0,
+                customer_id=inv.customer_id,
+                currency=inv.currency,
+                reason=CreditNoteReason.DUPLICATE,
+                amount_minor=100,
+                request_key="in-flight",
+                created_by="ben@example.com",
+            )
+        )
+    with pytest.raises(ValidationError, match="credit note being issued by ben"):
+        vr.void_invoice(engine, gw_, ADMIN, inv.number or "", "x", reissue=False, source=source)
+    assert server.request_count("/void", "POST") == 0
+    with session_scope(engine) as s:
+        s.delete(s.exec(select(CreditNote)).one())
+        s.add(InvoiceVoid(invoice_id=inv.id or 0, reason="x", requested_by="ana@example.com"))
+    with pytest.raises(ValidationError, match="being voided"):
+        cn.issue(engine, gw_, ADMIN, CreditAsk(inv.number or "", "amount", "duplicate", "1"))
+    assert server.request_count("/v1/credit_notes", "POST") == 0
