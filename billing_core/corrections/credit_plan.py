@@ -192,6 +192,10 @@ def credited_by_line(session: Session, invoice_id: int) -> dict[int, int]:
 
 
 def refuse_state(invoice: Invoice, label: str) -> None:
+    if invoice.is_demo:
+        raise ValidationError(
+            f"Invoice {label} is a demo record, not a Stripe invoice: it cannot be corrected."
+        )
     if invoice.status == InvoiceStatus.DRAFT or not invoice.stripe_invoice_id:
         raise ValidationError(
             f"Invoice {label} is a draft that was never issued: there is nothing to credit; "

@@ -71,6 +71,10 @@ def _label(invoice: Invoice) -> str:
 
 def _refuse(session: Session, invoice: Invoice) -> None:
     label = _label(invoice)
+    if invoice.is_demo:
+        raise ValidationError(
+            f"Invoice {label} is a demo record, not a Stripe invoice: it cannot be voided."
+        )
     if invoice.status == InvoiceStatus.DRAFT or not invoice.stripe_invoice_id:
         raise ValidationError(
             f"Invoice {label} was never issued: there is nothing to void; the next invoice run "

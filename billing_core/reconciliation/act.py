@@ -148,8 +148,8 @@ def act_on_diff(
         if action not in actions_for(diff.kind, diff.delta_minor):
             offered = ", ".join(actions_for(diff.kind, diff.delta_minor))
             raise ValidationError(
-                f"{action.replace('_', ' ')} does not resolve a {diff.kind} difference; "
-                f"offered: {offered}."
+                f"{action.replace('_', ' ')} does not resolve differences of kind {diff.kind}; "
+                f"this one offers: {offered}."
             )
         kind, delta, invoice_id = diff.kind, diff.delta_minor, diff.invoice_id
         if diff.status != DiffStatus.OPEN:
