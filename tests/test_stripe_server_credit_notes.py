@@ -158,3 +158,30 @@ def test_a_replayed_key_issues_one_note_and_a_fault_issues_none(
     first = _post(client, "/v1/credit_notes", invoice=inv["id"], amount=100, **opts)
     second = _post(client, "/v1/credit_notes", invoice=inv["id"], amount=100, **opts)
     assert first["id"] == second["id"] and len(server.credit_notes()) == 1
+
+
+def test_the_server_takes_only_parameters_stripe_python_knows() -> None:
+    """The accepted parameter names are those of stripe-python's typed params (generated from
+    Stripe's OpenAPI specification), so a request the product builds that real Stripe would
+    refuse for an unknown parameter is refused here too."""
+    from stripe.params import (
+        CreditNoteCreateParams,
+        CreditNoteListParams,
+        CustomerBalanceTransactionCreateParams,
+    )
+    from stripe.params._credit_note_create_params import CreditNoteCreateParamsLine
+
+    from tests.support.stripe_server import credit_notes as server_cn
+
+    assert set(server_cn._CREATE_FIELDS) <= set(CreditNoteCreateParams.__annotations__)
+    assert set(server_cn._LINE_FIELDS) <= set(CreditNoteCreateParamsLine.__annotations__)
+    assert {"invoice", "customer", "created", "limit"} <= set(CreditNoteListParams.__annotations__)
+    assert {"amount", "currency", "description", "metadata"} <= set(
+        CustomerBalanceTransactionCreateParams.__annotations__
+    )
+    assert set(server_cn.REASONS) == {
+        "duplicate",
+        "fraudulent",
+        "order_change",
+        "product_unsatisfactory",
+    }

@@ -212,3 +212,22 @@ def test_a_credit_note_in_flight_blocks_a_void_and_a_void_blocks_a_credit_note(
     with pytest.raises(ValidationError, match="being voided"):
         cn.issue(engine, gw_, ADMIN, CreditAsk(inv.number or "", "amount", "duplicate", "1"))
     assert server.request_count("/v1/credit_notes", "POST") == 0
+
+
+def test_a_429_while_sending_the_new_revision_is_finished_by_a_re_run(
+    world: tuple[Engine, Gateway, Invoice, CostSource], server: StripeTestServer
+) -> None:
+    engine, gw_, inv, source = world
+    server.fail_next(1, 429, path_contains="/finalize")
+    with pytest.raises(PaymentProviderError, match="Run the same void again"):
+        vr.void_invoice(engine, gw_, ADMIN, inv.number or "", "x", reissue=True, source=source)
+    (live,) = _live(engine, inv)  # the new revision, drafted, not yet in Stripe
+    assert live.revision == 2 and live.status == InvoiceStatus.DRAFT
+    assert _live_in_stripe(server, inv) == [] or all(
+        i["status"] == "draft" for i in _live_in_stripe(server, inv)
+    )
+    vr.void_invoice(engine, gw_, ADMIN, inv.number or "", "x", reissue=True, source=source)
+    (live,) = _live(engine, inv)
+    assert live.status == InvoiceStatus.OPEN
+    (remote,) = _live_in_stripe(server, inv)
+    assert remote["id"] == live.stripe_invoice_id
