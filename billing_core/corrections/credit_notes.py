@@ -1,4 +1,5 @@
-"""Credit notes on finalized invoices: plan, preview, issue, void; stored locally with lines.
+"""Credit notes on finalized invoices: preview, issue, void; stored locally with their lines
+(the request and its checks: credit_plan.py).
 
 A request (`CreditAsk`) names the invoice and what to credit: the whole invoice, one line (an
 amount, or a whole quantity of it) or a custom amount, with Stripe's reason and a memo. On an
