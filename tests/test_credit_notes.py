@@ -27,6 +27,7 @@ from billing_core.payments import sync
 from billing_core.periods import Period
 from billing_core.states import CreditNoteStatus, CreditState
 from billing_core.stripe import gateway as gw
+from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.client import make_client
 from billing_core.stripe.gateway import Gateway, RetryPolicy
 from billing_core.views.invoices import InvoiceFilter, headline_figures
@@ -389,3 +390,22 @@ def test_sync_takes_a_credit_note_voided_in_stripe(
         note = s.get(CreditNote, issued.credit_note_id)
         assert note is not None and note.status == CreditNoteStatus.VOID
     assert _local(engine, inv.id or 0).credited_minor == 0
+
+
+def test_killed_after_the_claim_and_before_stripe_the_same_request_issues_it_once(
+    world: tuple[Engine, Gateway, list[Invoice]], server: StripeTestServer
+) -> None:
+    engine, gw_, invoices = world
+    ask = CreditAsk(
+        invoices[1].number or "", "line", "order_change", "2", line=1, settlement="refund"
+    )
+    remote = stripe_invoices.read_invoice(gw_, invoices[1].stripe_invoice_id or "")
+    with Session(engine) as s:
+        plan = cn.plan(s, ask, remote)
+    # The process dies right after recording the claim: Stripe never heard of it.
+    note, created = cn._claim(engine, plan, "ana@example.com", DEMO_NOW)
+    assert created and note.status == CreditNoteStatus.ISSUING and server.credit_notes() == []
+    done = cn.issue(engine, gw_, ADMIN, ask)
+    assert done.changed and done.credit_note_id == note.id
+    assert len(server.credit_notes()) == 1 and server.refunds()[0]["amount"] == 200
+    assert not cn.issue(engine, gw_, ADMIN, ask).changed
