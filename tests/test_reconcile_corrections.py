@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
 
 from billing_core.cli import main
 from billing_core.corrections import credit_notes as cn
@@ -17,15 +18,17 @@ from billing_core.corrections import void_reissue as vr
 from billing_core.corrections.credit_plan import CreditAsk
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
-from billing_core.models import AuditEntry, CreditNote, Invoice, ReconciliationDiff
+from billing_core.models import AuditEntry, CreditNote, Invoice, InvoiceLine, ReconciliationDiff
 from billing_core.reconciliation import act
 from billing_core.reconciliation.diffing import Tolerance
 from billing_core.reconciliation.runs import reconcile_period
 from billing_core.states import DiffStatus
+from tests.conftest import ROOT
 from tests.support.stripe_server import StripeTestServer
+from tests.test_corrections_page import stripe_env
 from tests.test_credit_notes import ADMIN, KEY, P, billed_world, gateway, server, settings_for
 
-__all__ = ["server"]
+__all__ = ["server", "stripe_env"]
 
 
 @pytest.fixture(autouse=True)
@@ -169,3 +172,68 @@ def test_an_action_that_does_not_fit_is_refused() -> None:
     assert act.actions_for("aws_restatement", -500) == ["accept", "true_up", "credit_note"]
     assert act.actions_for("aws_restatement", 500) == ["accept", "true_up"]
     assert act.actions_for("currency") == ["accept", "reissue"]
+
+
+def test_the_page_pushes_an_invoice_missing_in_stripe(
+    stripe_env: dict[str, str],
+    demo_engine: Engine,
+    server: StripeTestServer,
+    demo_db_url: str,
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(server, demo_db_url, tmp_path)
+    invoices = billed_world(demo_engine, server, settings)
+    gw_ = gateway(server)
+    # A local draft of the month that never reached Stripe (its customer had no Stripe link).
+    target = invoices[0]
+    with session_scope(demo_engine) as s:
+        row = s.get(Invoice, target.id)
+        assert row is not None
+        server.void(row.stripe_invoice_id or "")
+        row.status = "void"  # type: ignore[assignment]
+        s.add(row)
+        s.flush()
+        fresh = Invoice(
+            customer_id=row.customer_id,
+            period=row.period,
+            revision=2,
+            currency=row.currency,
+            subtotal_minor=row.total_minor,
+            total_minor=row.total_minor,
+        )
+        s.add(fresh)
+        s.flush()
+        for line in s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == row.id)).all():
+            s.add(
+                InvoiceLine(
+                    invoice_id=fresh.id or 0,
+                    position=line.position,
+                    kind=line.kind,
+                    description=line.description,
+                    service=line.service,
+                    metric=line.metric,
+                    quantity=line.quantity,
+                    unit_amount=line.unit_amount,
+                    amount_minor=line.amount_minor,
+                )
+            )
+        fresh_id = fresh.id
+    reconcile_period(
+        demo_engine, P, source=CostSource.of(settings), tolerance=Tolerance(), reader=gw_
+    )
+    (diff,) = [d for d in _open_diffs(demo_engine, {fresh_id or 0})]
+    assert diff.kind == "missing_in_stripe"
+    at = AppTest.from_file(str(ROOT / "pages/reconciliation.py"), default_timeout=60).run()
+    at.selectbox(key="resolve_diff").select(diff.id).run()
+    at.radio(key=f"resolve_action-{diff.id}").set_value("push").run()
+    at.button(key=f"resolve_apply-{diff.id}").click().run()
+    assert not at.exception, at.exception
+    assert any("resolved: push" in s.value for s in at.success), [e.value for e in at.error]
+    with Session(demo_engine) as s:
+        pushed = s.get(Invoice, fresh_id)
+        assert pushed is not None and pushed.stripe_invoice_id
+        assert s.exec(select(AuditEntry).where(AuditEntry.action == "reconcile.pushed")).one()
+    reconcile_period(
+        demo_engine, P, source=CostSource.of(settings), tolerance=Tolerance(), reader=gw_
+    )
+    assert _open_diffs(demo_engine, {fresh_id or 0, target.id or 0}) == []
