@@ -289,10 +289,13 @@ def _push(
         new_id = row.replacement_invoice_id
     pusher = Pusher(engine, gw, namespace=namespace, hook=(lambda _i, step: _mark(hook, step)))
     outcome = pusher.push(new_id)
-    if outcome.problem is not None:
+    with Session(engine) as s:
+        pushed = s.get(Invoice, new_id)
+        issued = pushed is not None and pushed.status != InvoiceStatus.DRAFT
+    if outcome.problem is not None and not issued:
         _note_error(engine, row_id, outcome.problem.message)
         raise PaymentProviderError(
-            f"The new revision (invoice {new_id}) is drafted but not yet in Stripe: "
+            f"The new revision (invoice {new_id}) is drafted but not yet issued in Stripe: "
             f"{outcome.problem.message} Run the same void again (or the next invoice run) to "
             "push it."
         )
@@ -301,7 +304,10 @@ def _push(
         row = s.get(InvoiceVoid, row_id)
         new = s.get(Invoice, new_id)
         assert row is not None and new is not None
-        row.step, row.finished_at, row.last_error = VoidStep.DONE, now, None
+        # Issued is done: a declined charge is collected like any failed invoice (retry,
+        # another payment method), not by reissuing again.
+        problem = outcome.problem.message if outcome.problem is not None else None
+        row.step, row.finished_at, row.last_error = VoidStep.DONE, now, problem
         s.add(row)
         audit.record(
             s,
