@@ -568,3 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # click returns ctx.exit()'s code instead of raising when standalone_mode is off.
     return result if isinstance(result, int) else 0
+
+
+# --- corrections --- (credit-note, void-invoice: their own module, registered onto `cli`)
+import billing_core.cli_corrections  # noqa: E402, F401

@@ -1,7 +1,8 @@
 """Tables (DESIGN.md section 4). Money is integer minor units; raw figures are exact decimals.
 
-Unique keys here are what stop double billing: one invoice per customer and period, one usage
-record per idempotency key, one stored Stripe event per event id.
+Unique keys here are what stop double billing: one live (not void) invoice per customer and
+period, one usage record per idempotency key, one stored Stripe event per event id, one credit
+note in flight per invoice.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from billing_core.sqltypes import ExactDecimal, StrEnumType, UTCDateTime
 from billing_core.states import (
     OUTCOME_DISPLAY,
     REFUND_DISPLAY,
+    CreditState,
     DiffResolution,
     DiffStatus,
     DisplayStatus,
@@ -42,6 +44,7 @@ from billing_core.states import (
     PushStep,
     ReconciliationStatus,
     RunStatus,
+    credit_state,
     display_status,
 )
 
@@ -243,12 +246,33 @@ class RunLock(SQLModel, table=True):
     heartbeat_at: datetime = _now_field()
 
 
+# The invoices that bill a customer's month: all but void ones (the same SQL on SQLite and
+# PostgreSQL; the migration corrections_1 creates the index with it).
+LIVE_INVOICE_WHERE = "status <> 'void'"
+
+
 # An invoice, local first; Stripe ids are filled in as each push step succeeds.
 class Invoice(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("customer_id", "period", name="uq_invoice_customer_period"),)
+    # One live invoice per customer and month, enforced by the database; a void invoice may be
+    # followed by a new revision (void and reissue), each revision number once.
+    __table_args__ = (
+        UniqueConstraint("customer_id", "period", "revision", name="uq_invoice_revision"),
+        Index(
+            "uq_invoice_live_customer_period",
+            "customer_id",
+            "period",
+            unique=True,
+            sqlite_where=text(LIVE_INVOICE_WHERE),
+            postgresql_where=text(LIVE_INVOICE_WHERE),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     period: str = Field(index=True)
+    # 1 for the first invoice of the month; a reissue after a void is the next revision and
+    # names the invoice it replaces (Stripe's word for it: `from_invoice`, action revision).
+    revision: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    replaces_invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
     currency: str = Field(max_length=3)
     # Stripe's status as Stripe has it; what happened locally is the outcome (see states.py).
     status: InvoiceStatus = Field(
@@ -263,6 +287,12 @@ class Invoice(SQLModel, table=True):
     amount_paid_minor: int = 0
     # Refunded so far on the invoice's payment (mirrored from Stripe's charge.refunded).
     amount_refunded_minor: int = 0
+    # Credit notes as Stripe totals them on the invoice: what lowered the amount due (before
+    # payment) and what was credited after it (refund, customer balance, out of band).
+    pre_payment_credit_notes_minor: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    post_payment_credit_notes_minor: int = Field(
+        default=0, sa_column_kwargs={"server_default": "0"}
+    )
     cost_currency: str = "USD"
     fx_rate: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
     fx_source: str | None = None
@@ -311,6 +341,23 @@ class Invoice(SQLModel, table=True):
             self.outcome,
             paid_minor=self.amount_paid_minor,
             refunded_minor=self.amount_refunded_minor,
+        )
+
+    @property
+    def credited_minor(self) -> int:
+        """What credit notes took back from the invoice, before and after payment."""
+        return self.pre_payment_credit_notes_minor + self.post_payment_credit_notes_minor
+
+    @property
+    def credit_state(self) -> CreditState:
+        """None, partially credited, credited or refunded, from Stripe's credit note totals."""
+        return credit_state(self.total_minor, self.credited_minor, self.amount_refunded_minor)
+
+    @property
+    def due_minor(self) -> int:
+        """What the customer is still asked for: total less payments and pre-payment credit."""
+        return max(
+            0, self.total_minor - self.amount_paid_minor - self.pre_payment_credit_notes_minor
         )
 
 
@@ -512,3 +559,15 @@ class CollectionStep(SQLModel, table=True):
     done_at: datetime | None = _time_field(index=True)
     actor: str = "cron"
     error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# Corrections (credit notes and their lines, invoice voids) live in their wing; imported here so
+# that every table is known wherever the models are (migrations, tests, `from ... import`).
+from billing_core.corrections.models import (  # noqa: E402
+    ISSUING_CREDIT_NOTE_WHERE,
+    CreditNote,
+    CreditNoteLine,
+    InvoiceVoid,
+)
+
+__all__ = ["ISSUING_CREDIT_NOTE_WHERE", "CreditNote", "CreditNoteLine", "InvoiceVoid"]

@@ -161,6 +161,9 @@ class DiffResolution(StrEnum):
     SYNCED = "synced"
     ACCEPTED = "accepted"
     TRUE_UP = "true_up"
+    CREDIT_NOTE = "credit_note"  # a credit note lowered what the invoice asks for
+    REISSUED = "reissued"  # the invoice was voided and drafted again (a new revision)
+    PUSHED = "pushed"  # a local invoice missing in Stripe was pushed to it
 
 
 class EventOutcome(StrEnum):
@@ -182,3 +185,56 @@ class AgeBucket(StrEnum):
     DAYS_31_60 = "31-60"
     DAYS_61_90 = "61-90"
     OVER_90 = "over-90"
+
+
+class CreditNoteStatus(StrEnum):
+    """A credit note's state: Stripe's `issued` and `void`, and ours before Stripe answered."""
+
+    ISSUING = "issuing"  # ours: claimed locally; the create call may be in flight
+    ISSUED = "issued"
+    VOID = "void"
+
+
+class CreditNoteReason(StrEnum):
+    """Stripe's credit note reasons, as Stripe spells them."""
+
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    ORDER_CHANGE = "order_change"
+    PRODUCT_UNSATISFACTORY = "product_unsatisfactory"
+
+
+class CreditSettlement(StrEnum):
+    """Ours: where the paid part of a credit note goes (Stripe's refund_amount, credit_amount,
+    out_of_band_amount). An open invoice needs none: the credit lowers what is due."""
+
+    REFUND = "refund"  # back to the payment method
+    CUSTOMER_BALANCE = "customer_balance"  # to the customer's Stripe balance: the next invoice
+    OUT_OF_BAND = "out_of_band"  # settled outside Stripe
+
+
+class CreditState(StrEnum):
+    """Ours: how much of an invoice credit notes took back, as Stripe reports it."""
+
+    NONE = "none"
+    PARTIALLY_CREDITED = "partially_credited"
+    CREDITED = "credited"
+    REFUNDED = "refunded"  # credited in full and all of the payment went back
+
+
+def credit_state(total_minor: int, credited_minor: int, refunded_minor: int = 0) -> CreditState:
+    """The word for an invoice's credit notes: none, partially credited, credited, refunded."""
+    if credited_minor <= 0:
+        return CreditState.NONE
+    if credited_minor < total_minor:
+        return CreditState.PARTIALLY_CREDITED
+    return CreditState.REFUNDED if refunded_minor >= total_minor else CreditState.CREDITED
+
+
+class VoidStep(StrEnum):
+    """Ours: how far a void (and reissue) got; each step is saved before the next."""
+
+    REQUESTED = "requested"  # recorded; Stripe not asked yet
+    VOIDED = "voided"  # void in Stripe and locally
+    DRAFTED = "drafted"  # the new revision is drafted locally
+    DONE = "done"  # the new revision is pushed (or no reissue was asked)

@@ -9,9 +9,10 @@ from billing_core.payments import payment_methods as pm
 from billing_core.payments import sync
 from billing_core.periods import utcnow
 from billing_core.states import DisplayStatus, EventOutcome
+from billing_core.views import corrections as corrections_view
 from billing_core.views import invoices as inv
 from billing_core.views import receivables as rcv
-from pages.common import ui, url_state
+from pages.common import corrections, ui, url_state
 
 identity = ui.page_setup("Invoices")
 is_admin = identity.can("admin")
@@ -24,6 +25,7 @@ FIGURES = [
     ("Failed", "failed", "Still due after a failed payment"),
     ("Refunded", "refunded", "Paid back to customers"),
     ("Credited", "credited", "Credits carried forward to the next invoice"),
+    ("Credit notes", "credit_notes", "Taken back from issued invoices by credit notes"),
 ]
 
 
@@ -267,9 +269,10 @@ with tab_invoices:
                 if chosen is None:
                     st.warning(f"No invoice {lookup!r}: check the number.")
             detail = inv.invoice_detail(session, chosen) if chosen is not None else None
+            panel = corrections_view.corrections_panel(session, detail.invoice) if detail else None
     except Exception as exc:
         ui.show_error(exc)
-        detail = None
+        detail = panel = None
 
     if detail is not None:
         i = detail.invoice
@@ -321,6 +324,8 @@ with tab_invoices:
             ),
             key="inv_lines",
         )
+        if panel is not None:
+            corrections.render(i, panel, identity)
         left, right = st.columns(2)
         left.markdown("**Payment attempts**")
         if detail.attempts:

@@ -25,7 +25,13 @@ st.subheader(f"Billed for {data.last_period}")
 if data.billed_last_month:
     cols = st.columns(len(data.billed_last_month))
     for col, (currency, minor) in zip(cols, sorted(data.billed_last_month.items()), strict=True):
-        col.metric(currency, ui.fmt(minor, currency))
+        credit = data.credit_notes_last_month.get(currency, 0)
+        col.metric(
+            currency,
+            ui.fmt(minor, currency),
+            delta=f"-{ui.fmt(credit, currency)} credit notes" if credit else None,
+            help="Totals of the invoices as issued; below, what credit notes took back since",
+        )
 else:
     st.info(f"No invoices for {data.last_period} yet: run the invoicing for that month.")
 

@@ -10,7 +10,7 @@ from billing_core.auth import Identity
 from billing_core.costs.snapshots import CostSource
 from billing_core.invoicing.drafts import SharedCosts
 from billing_core.periods import Period, utcnow
-from billing_core.reconciliation import resolve
+from billing_core.reconciliation import act, resolve
 from billing_core.reconciliation import runs as reconciliation_runs
 from billing_core.reconciliation.diffing import KINDS, Tolerance
 from billing_core.states import ReconciliationStatus
@@ -22,6 +22,15 @@ ACTION_LABELS = {
     "accept": "Accept with a note",
     "true_up": "Schedule a true-up on the next invoice",
     "sync": "Sync the status from Stripe",
+    "credit_note": "Issue a credit note for the difference",
+    "reissue": "Void and reissue the invoice",
+    "push": "Push the invoice to Stripe",
+}
+SETTLEMENTS = {
+    None: "Unpaid invoice: lower what is due",
+    "refund": "Paid: refund to the payment method",
+    "customer_balance": "Paid: credit the customer's balance",
+    "out_of_band": "Paid: settled outside Stripe",
 }
 
 
@@ -33,13 +42,34 @@ def ask_resolution(diff_id: int, seen_version: int) -> None:
         seen_version,
         st.session_state.get(f"resolve_action-{diff_id}", "accept"),
         st.session_state.get(f"resolve_note-{diff_id}", ""),
+        st.session_state.get(f"resolve_settlement-{diff_id}"),
     )
 
 
 def apply_resolution(
-    who: Identity, diff_id: int, seen_version: int, action: str, note: str
+    who: Identity,
+    diff_id: int,
+    seen_version: int,
+    action: str,
+    note: str,
+    settlement: str | None = None,
 ) -> None:
     try:
+        with ui.db() as session:
+            kind = reconcile_view.diff_kind(session, diff_id)
+        if action in act.STRIPE_ACTIONS or (action == "sync" and kind == "credit_notes"):
+            st.session_state["reconcile_message"] = act.act_on_diff(
+                ui.engine(),
+                reconciliation_runs.make_reader(ui.settings()),
+                who,
+                diff_id,
+                action,
+                seen_version=seen_version,
+                note=note or None,
+                settlement=settlement,
+                source=CostSource.of(ui.settings()),
+            )
+            return
         with ui.db() as session:
             if action == "accept":
                 resolve.accept_diff(session, who, diff_id, note, seen_version=seen_version)
@@ -214,13 +244,20 @@ if identity.can("admin"):
             key="resolve_diff",
         )
         shown = by_id[diff_id]
-        st.radio(
+        chosen_action = st.radio(
             "Resolution",
-            reconcile_view.actions_for(shown.kind),
+            reconcile_view.actions_for(shown.kind, shown.delta_minor),
             format_func=lambda a: ACTION_LABELS[a],
             key=f"resolve_action-{diff_id}",
             horizontal=True,
         )
+        if chosen_action == "credit_note":
+            st.selectbox(
+                "Where the credit goes",
+                list(SETTLEMENTS),
+                format_func=lambda k: SETTLEMENTS[k],
+                key=f"resolve_settlement-{diff_id}",
+            )
         st.text_input("Note (required to accept)", key=f"resolve_note-{diff_id}")
         st.button(
             "Apply resolution",

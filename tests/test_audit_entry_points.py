@@ -137,6 +137,27 @@ def _nothing(ctx: Ctx) -> None:
     return None
 
 
+def _billed_invoice(status: str) -> Callable[[Ctx], None]:
+    """Bill the month, then name one of its invoices in Stripe `status` (paid, open)."""
+
+    def prepare(ctx: Ctx) -> None:
+        _billed(ctx)
+        from billing_core.models import Invoice
+
+        with Session(ctx.engine) as s:
+            invoice = s.exec(
+                select(Invoice).where(
+                    Invoice.period == str(P),
+                    Invoice.status == status,
+                    col(Invoice.number).is_not(None),
+                )
+            ).first()
+        assert invoice is not None and invoice.number
+        ctx.argv = ["--invoice", invoice.number]
+
+    return prepare
+
+
 CASES = [
     # id, prepare, run, expected (action, actor) entries
     (
@@ -194,6 +215,20 @@ CASES = [
         _overdue,
         _cli("collections", "--trigger", "cron"),
         [("invoice.reminder_sent", "cron")],
+    ),
+    (
+        "credit-note from cron",
+        _billed_invoice("paid"),
+        _cli(
+            "credit-note", "--amount", "1", "--reason", "duplicate", "--refund", "--trigger", "cron"
+        ),
+        [("credit_note.issue", "cron")],
+    ),
+    (
+        "void-invoice by an operator",
+        _billed_invoice("open"),
+        _cli("void-invoice", "--reason", "wrong usage", "--reissue"),
+        [("invoice.void_request", "cli"), ("invoice.void", "cli"), ("invoice.reissue", "cli")],
     ),
     ("import-customers", _customers_file, _cli("import-customers"), [("customer.import", "cli")]),
 ]

@@ -238,6 +238,37 @@ CASES = [
         "COLLECTIONS_REMINDER_DAYS",
         env={"COLLECTIONS_REMINDER_DAYS": "monday"},
     ),
+    Case(
+        "credit-note-says-nothing-to-credit",
+        ["credit-note", "--invoice", "X-0001", "--reason", "duplicate"],
+        "Say what to credit",
+    ),
+    Case(
+        "credit-note-two-ways",
+        ["credit-note", "--invoice", "X-0001", "--full", "--amount", "1", "--reason", "duplicate"],
+        "one of them",
+    ),
+    Case(
+        "credit-note-unknown-reason",
+        ["credit-note", "--invoice", "X-0001", "--full", "--reason", "because"],
+        "because",
+    ),
+    Case(
+        "credit-note-without-stripe",
+        ["credit-note", "--invoice", "X-0001", "--full", "--reason", "duplicate"],
+        "STRIPE_API_KEY",
+    ),
+    Case("void-invoice-without-reason", ["void-invoice", "--invoice", "X-0001"], "--reason"),
+    Case(
+        "resolve-diff-unknown",
+        ["resolve-diff", "--diff", "999999", "--action", "accept", "--note", "x"],
+        "does not exist",
+    ),
+    Case(
+        "void-invoice-without-stripe",
+        ["void-invoice", "--invoice", "X-0001", "--reason", "typo"],
+        "STRIPE_API_KEY",
+    ),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(

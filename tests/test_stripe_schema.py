@@ -1,7 +1,8 @@
 """The local Stripe test server answers only fields Stripe's specification has.
 
 Every object the product reads (invoice, invoice line item, invoice payment, customer, payment
-intent, charge, refund, setup intent, checkout session, event, payment method, list objects) is
+intent, charge, refund, credit note, customer balance transaction, setup intent, checkout
+session, event, payment method, list objects) is
 produced through the real stripe-python client and checked against the typed classes
 stripe-python generates from Stripe's OpenAPI specification (tests/support/stripe_schema.py),
 so a field the server invents (and the product might read) fails here.
@@ -114,6 +115,25 @@ def _world(server: StripeTestServer) -> list[tuple[str, dict[str, Any]]]:
     refund = _post(client, "/v1/refunds", charge=charge["id"], amount=50)
     out.append(("refund", _get(client, f"/v1/refunds/{refund['id']}")))
     out.append(("refunded charge", _get(client, f"/v1/charges/{charge['id']}")))
+    note_params: dict[str, Any] = {
+        "invoice": paid["id"],
+        "amount": 30,
+        "refund_amount": 10,
+        "credit_amount": 10,
+        "out_of_band_amount": 10,
+        "reason": "order_change",
+    }
+    out.append(("credit note preview", _get(client, "/v1/credit_notes/preview", **note_params)))
+    note = _post(client, "/v1/credit_notes", **note_params)
+    out.append(("credit note", _get(client, f"/v1/credit_notes/{note['id']}")))
+    out.append(("credit note list", _get(client, "/v1/credit_notes", invoice=paid["id"])))
+    out.append(("credited invoice", _get(client, f"/v1/invoices/{paid['id']}")))
+    out.append(
+        (
+            "customer balance transactions",
+            _get(client, f"/v1/customers/{paying}/balance_transactions"),
+        )
+    )
     session = _post(
         client,
         "/v1/checkout/sessions",

@@ -1,8 +1,9 @@
 """Invoice drafts: price every active customer of a period and save the drafts in one transaction.
 
-The unique key (customer, period) refuses a second invoice. A customer that cannot be priced
-(missing exchange rate, no plan) is reported as a `CustomerProblem` and left out; the others go
-on. True-ups scheduled by reconciliation are billed as lines of the next draft."""
+The unique index over live invoices (customer, period) refuses a second one. A customer that
+cannot be priced (missing exchange rate, no plan) is reported as a `CustomerProblem` and left
+out; the others go on. True-ups scheduled by reconciliation are billed as lines of the next
+draft."""
 
 from __future__ import annotations
 
@@ -206,8 +207,12 @@ def build_drafts(
     source: CostSource,
     customer_id: int | None = None,
     shared: SharedCosts | None = None,
+    reissue: bool = False,
 ) -> DraftSet:
     """Price every active customer without an invoice for the period; writes nothing.
+
+    `reissue`: void invoices do not count as invoiced (void and reissue drafts the month again
+    for a customer whose invoice was voided; a run never does).
 
     AWS costs come from the latest snapshot of `source` (the configured metric and grouping).
     A snapshot taken before the month ended refuses every customer owning AWS costs or a
@@ -242,9 +247,10 @@ def build_drafts(
     for m in session.exec(select(PlanMetric)).all():
         metrics.setdefault(m.plan_id, []).append(m)
     usage = totals_by_metric(session, period, customer_id)
-    invoiced = set(
-        session.exec(select(Invoice.customer_id).where(Invoice.period == str(period))).all()
-    )
+    billed = select(Invoice.customer_id).where(Invoice.period == str(period))
+    if reissue:
+        billed = billed.where(Invoice.status != InvoiceStatus.VOID)
+    invoiced = set(session.exec(billed).all())
     pending: dict[int, list[TrueUp]] = {}
     for t in session.exec(select(TrueUp).where(col(TrueUp.applied_invoice_id).is_(None))).all():
         pending.setdefault(t.customer_id, []).append(t)
@@ -301,8 +307,18 @@ def build_drafts(
     return result
 
 
-def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> list[int]:
-    """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction."""
+def save_drafts(
+    session: Session,
+    drafts: DraftSet,
+    *,
+    run_id: int | None,
+    revision: int = 1,
+    replaces_invoice_id: int | None = None,
+) -> list[int]:
+    """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction.
+
+    `revision` and `replaces_invoice_id`: a reissue after a void (corrections/void_reissue.py).
+    """
     ids: list[int] = []
     next_period = str(Period.parse(drafts.period).next())
     for draft in drafts.drafts:
@@ -313,6 +329,8 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
             customer_name=draft.customer_name,
             customer_email=customer.email if customer is not None else None,
             period=draft.period,
+            revision=revision,
+            replaces_invoice_id=replaces_invoice_id,
             currency=draft.currency,
             status=InvoiceStatus.DRAFT,
             subtotal_minor=draft.total_minor,

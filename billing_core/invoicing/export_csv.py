@@ -4,6 +4,10 @@ Rows are streamed from the database (yield_per) and written as they come, so 50,
 with 500,000 lines never sit in memory as objects. Amounts are plain decimal strings with the
 currency's digits ('1234.50', JPY '1234'), equal to the database to the cent. No payment
 details, no secrets: only what accounting books.
+
+Credit notes are documents of their own: each issued credit note is a row of the invoices CSV
+(and each of its lines a row of the lines CSV) with its own number, negative amounts, document
+`credit_note` and the number of the invoice it credits, after the invoices of the selection.
 """
 
 from __future__ import annotations
@@ -25,9 +29,16 @@ from sqlmodel import Session, col
 from billing_core.errors import ConfigError
 from billing_core.invoicing.figures import Figures, by_currency
 from billing_core.invoicing.line_text import plain_decimal
-from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
+from billing_core.models import (
+    CreditNote,
+    CreditNoteLine,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    bill_to_name,
+)
 from billing_core.money import display, exponent, format_minor
-from billing_core.states import display_status
+from billing_core.states import CreditNoteStatus, display_status
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
 INVOICE_COLUMNS = (
@@ -46,6 +57,8 @@ INVOICE_COLUMNS = (
     "issued_at",
     "paid_at",
     "stripe_invoice_id",
+    "document",  # invoice or credit_note
+    "credits_invoice",  # a credit note's invoice number
 )
 LINE_COLUMNS = (
     "invoice_id",
@@ -61,6 +74,8 @@ LINE_COLUMNS = (
     "quantity",
     "unit_amount",
     "amount",
+    "document",
+    "credits_invoice",
 )
 # Rows fetched per round trip while streaming.
 BATCH = 2_000
@@ -108,6 +123,7 @@ class ExportSummary:
                 f"outstanding {display(f.outstanding, c)}"
                 + (f", refunded {display(f.refunded, c)}" if f.refunded else "")
                 + (f", credited {display(f.credited, c)}" if f.credited else "")
+                + (f", credit notes {display(f.credit_notes, c)}" if f.credit_notes else "")
                 for c, f in sorted(self.figures.items())
             )
         else:
@@ -135,6 +151,8 @@ def _invoice_query(f: InvoiceFilter) -> Any:
             col(Invoice.issued_at),
             col(Invoice.paid_at),
             col(Invoice.stripe_invoice_id),
+            col(Invoice.pre_payment_credit_notes_minor),
+            col(Invoice.post_payment_credit_notes_minor),
         )
         .join(Customer, col(Customer.id) == Invoice.customer_id)
         .order_by(col(Invoice.period), col(Invoice.id))
@@ -166,6 +184,8 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
             issued,
             paid_at,
             stripe_id,
+            pre,
+            post,
         ) = row
         shown = display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
         writer.writerow(
@@ -185,12 +205,70 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
                 _iso(issued),
                 _iso(paid_at),
                 stripe_id or "",
+                "invoice",
+                "",
             )
         )
         summary.rows += 1
         summary.totals[cur] += total
-        by_currency(summary.figures, cur).add(shown, total=total, paid=paid, refunded=refunded)
+        by_currency(summary.figures, cur).add(
+            shown,
+            total=total,
+            paid=paid,
+            refunded=refunded,
+            credit_notes_before=pre,
+            credit_notes_after=post,
+        )
+    for row in session.execute(_credit_note_query(f)):
+        (iid, number, cid, name, period, cur, amount, refund, issued, of_number) = row
+        writer.writerow(
+            (
+                iid,
+                safe_text(number),
+                cid,
+                safe_text(name),
+                period,
+                cur,
+                plain_amount(-amount, cur),
+                plain_amount(0, cur),
+                plain_amount(-amount, cur),
+                plain_amount(0, cur),
+                plain_amount(refund, cur),
+                "issued",
+                _iso(issued),
+                "",
+                "",
+                "credit_note",
+                safe_text(of_number),
+            )
+        )
+        summary.rows += 1
+        summary.totals[cur] -= amount
     return summary
+
+
+def _credit_note_query(f: InvoiceFilter) -> Any:
+    """Issued credit notes of the filtered invoices, by invoice then issue order."""
+    query = (
+        sa_select(
+            col(CreditNote.invoice_id),
+            col(CreditNote.number),
+            col(Invoice.customer_id),
+            bill_to_name(),
+            col(Invoice.period),
+            col(Invoice.currency),
+            col(CreditNote.amount_minor),
+            col(CreditNote.refund_minor),
+            col(CreditNote.issued_at),
+            col(Invoice.number),
+        )
+        .join(Invoice, col(Invoice.id) == CreditNote.invoice_id)
+        .join(Customer, col(Customer.id) == Invoice.customer_id)
+        .where(col(CreditNote.status) == CreditNoteStatus.ISSUED)
+        .order_by(col(Invoice.period), col(Invoice.id), col(CreditNote.id))
+        .execution_options(yield_per=BATCH)
+    )
+    return apply_filter(query, f)
 
 
 def _lines_query(f: InvoiceFilter) -> Any:
@@ -240,10 +318,61 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
                 plain_decimal(qty),
                 plain_decimal(unit, _digits(cur)),
                 plain_amount(amount, cur),
+                "invoice",
+                "",
             )
         )
         summary.rows += 1
         summary.totals[cur] += amount
+    notes = (
+        sa_select(
+            col(CreditNote.invoice_id),
+            col(CreditNote.number),
+            bill_to_name(),
+            col(Invoice.period),
+            col(Invoice.currency),
+            col(CreditNoteLine.position),
+            col(InvoiceLine.kind),
+            col(CreditNoteLine.description),
+            col(InvoiceLine.service),
+            col(InvoiceLine.metric),
+            col(CreditNoteLine.quantity),
+            col(CreditNoteLine.amount_minor),
+            col(Invoice.number),
+        )
+        .join(CreditNote, col(CreditNote.id) == CreditNoteLine.credit_note_id)
+        .join(Invoice, col(Invoice.id) == CreditNote.invoice_id)
+        .join(Customer, col(Customer.id) == Invoice.customer_id)
+        .outerjoin(InvoiceLine, col(InvoiceLine.id) == CreditNoteLine.invoice_line_id)
+        .where(col(CreditNote.status) == CreditNoteStatus.ISSUED)
+        .order_by(
+            col(Invoice.period), col(Invoice.id), col(CreditNote.id), col(CreditNoteLine.position)
+        )
+        .execution_options(yield_per=BATCH)
+    )
+    for row in session.execute(apply_filter(notes, f)):
+        (iid, number, name, period, cur, pos, kind, desc, service, metric, qty, amount, of) = row
+        writer.writerow(
+            (
+                iid,
+                safe_text(number),
+                safe_text(name),
+                period,
+                cur,
+                pos,
+                kind or "credit",
+                safe_text(desc),
+                safe_text(service),
+                safe_text(metric),
+                plain_decimal(qty) if qty is not None else "",
+                "",
+                plain_amount(-amount, cur),
+                "credit_note",
+                safe_text(of),
+            )
+        )
+        summary.rows += 1
+        summary.totals[cur] -= amount
     return summary
 
 

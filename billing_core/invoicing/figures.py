@@ -11,11 +11,15 @@ money is never summed across currencies.
   here would count it twice), not amounts below Stripe's minimum charge (`carried`: billed
   on the next invoice the same way).
 - paid: what customers paid (Stripe's `amount_paid`), before refunds.
-- outstanding: still due on open and failed invoices (`total - amount_paid`); uncollectible
-  invoices are written off and counted apart.
+- outstanding: still due on open and failed invoices (`total - amount_paid` less what credit
+  notes took off before payment, Stripe's `amount_remaining`); uncollectible invoices are
+  written off and counted apart.
 - refunded: paid back (Stripe's `amount_refunded` of the paying charge).
 - credited: the credits carried forward, as a positive amount (minus the negative totals of
   `credit` invoices).
+- credit notes: what credit notes took back from billed invoices (Stripe's pre- and
+  post-payment credit note amounts); billed stays what the invoices said, so billed less credit
+  notes is what the customers were finally charged.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Figures:
     outstanding: int = 0
     refunded: int = 0
     credited: int = 0
+    credit_notes: int = 0  # taken back by credit notes, before and after payment
     open: int = 0  # outstanding without a failed attempt
     failed: int = 0  # outstanding after a failed payment
     uncollectible: int = 0  # written off: total - paid
@@ -62,23 +67,28 @@ class Figures:
         paid: int = 0,
         refunded: int = 0,
         count: int = 1,
+        credit_notes_before: int = 0,
+        credit_notes_after: int = 0,
     ) -> None:
-        """Count `count` invoices of shown `status` whose amounts sum to total/paid/refunded."""
+        """Count `count` invoices of shown `status` whose amounts sum to total/paid/refunded;
+        `credit_notes_before`/`_after`: their credit notes before and after payment."""
         shown = DisplayStatus(status)
         self.count += count
         self.counts[shown] = self.counts.get(shown, 0) + count
         self.paid += paid
         self.refunded += refunded
+        due = total - paid - credit_notes_before
         if shown in BILLED_STATUSES:
             self.billed += total
+            self.credit_notes += credit_notes_before + credit_notes_after
         if shown in OUTSTANDING_STATUSES:
-            self.outstanding += total - paid
+            self.outstanding += due
         if shown == DisplayStatus.OPEN:
-            self.open += total - paid
+            self.open += due
         elif shown == DisplayStatus.FAILED:
-            self.failed += total - paid
+            self.failed += due
         elif shown == DisplayStatus.UNCOLLECTIBLE:
-            self.uncollectible += total - paid
+            self.uncollectible += due
         elif shown == DisplayStatus.VOID:
             self.void += total
         elif shown == DisplayStatus.CREDIT:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, and_, col, or_, select
 
+from billing_core.corrections.credit_notes import apply_stripe_credit_note
 from billing_core.db import session_scope
 from billing_core.errors import PaymentProviderError, ValidationError
 from billing_core.models import Customer, Invoice, StripeEvent
@@ -303,6 +304,15 @@ def _apply_charge_refunded(ctx: _Ctx) -> EventOutcome:
     return APPLIED
 
 
+def _apply_credit_note(ctx: _Ctx) -> EventOutcome:
+    found = apply_stripe_credit_note(ctx.session, ctx.gw, str(ctx.obj["id"]), ctx.now)
+    if found is None:
+        ctx.event.error = "The credit note's invoice is not a local invoice."
+        return UNMATCHED
+    ctx.event.invoice_id = found
+    return APPLIED
+
+
 _INVOICE_EVENTS = (
     "invoice.created",
     "invoice.updated",
@@ -322,6 +332,9 @@ HANDLERS: dict[str, Callable[[_Ctx], EventOutcome]] = {
     "payment_method.attached": _apply_payment_method,
     "setup_intent.succeeded": _apply_setup_intent,
     "charge.refunded": _apply_charge_refunded,
+    **dict.fromkeys(
+        ("credit_note.created", "credit_note.updated", "credit_note.voided"), _apply_credit_note
+    ),
 }
 
 

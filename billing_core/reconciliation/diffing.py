@@ -31,6 +31,7 @@ STRIPE_KINDS: tuple[str, ...] = (
     "status",
     "customer",
     "line",
+    "credit_notes",
 )
 # Section (b): invoiced AWS costs vs the latest Cost Explorer figures.
 AWS_KINDS: tuple[str, ...] = ("aws_restatement",)
@@ -101,6 +102,8 @@ class InvoiceRecord:
     # None: not every line is known (Stripe embeds only the first ten), so lines are skipped.
     lines: tuple[InvoiceLineRecord, ...] | None = None
     customer_deleted: bool = False
+    # Taken back by issued credit notes (Stripe: pre- plus post-payment credit note amounts).
+    credited_minor: int = 0
 
 
 def money_text(minor: int, currency: str | None) -> str:
@@ -245,6 +248,19 @@ def compare_pair(
     if found:
         out.append(found)
     out.extend(compare_lines(local, remote, subject, tolerance))
+    if local.credited_minor != remote.credited_minor:
+        # Exact: a credit note is a document, not an estimate; any difference is raised.
+        out.append(
+            Finding(
+                "credit_notes",
+                subject,
+                f"credit notes {money_text(local.credited_minor, local.currency)}",
+                f"credit notes {money_text(remote.credited_minor, remote.currency)}",
+                delta_minor=remote.credited_minor - local.credited_minor,
+                currency=local.currency,
+                **ids,
+            )
+        )
     return out
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from billing_core.invoicing.figures import BILLED_STATUSES as FIGURES_BILLED
 from billing_core.models import (
+    CreditNote,
     Customer,
     Invoice,
     InvoiceLine,
@@ -28,7 +29,7 @@ from billing_core.reconciliation.diffing import (
     InvoiceLineRecord,
     InvoiceRecord,
 )
-from billing_core.states import CARRIED_OUTCOMES, InvoiceStatus
+from billing_core.states import CARRIED_OUTCOMES, CreditNoteStatus, InvoiceStatus
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
@@ -75,6 +76,7 @@ def stripe_record(
         customer_id=customer_ids.get(remote.customer) if remote.customer else None,
         lines=None if pairs is None else tuple(InvoiceLineRecord(d, a) for d, a in pairs),
         customer_deleted=remote.customer_deleted,
+        credited_minor=remote.pre_payment_credit_notes + remote.post_payment_credit_notes,
     )
 
 
@@ -90,6 +92,7 @@ def local_record(
     stripe_customer: str | None,
     lines: Iterable[InvoiceLine],
     stripe_id: str | None = None,
+    credited_minor: int = 0,
 ) -> InvoiceRecord:
     return InvoiceRecord(
         local_id=invoice.id,
@@ -101,6 +104,7 @@ def local_record(
         period=invoice.period,
         customer_id=invoice.customer_id,
         lines=tuple(InvoiceLineRecord(li.description, li.amount_minor) for li in lines),
+        credited_minor=credited_minor,
     )
 
 
@@ -143,10 +147,31 @@ def _local_stripe_records(session: Session, period: Period) -> list[InvoiceRecor
     ]
     stripe_customers = dict(session.exec(select(Customer.id, Customer.stripe_customer_id)).all())
     lines = _lines_by_invoice(session, [i.id for i in invoices if i.id is not None])
+    credited = _credited_by_invoice(session, [i.id for i in invoices if i.id is not None])
     return [
-        local_record(inv, stripe_customers.get(inv.customer_id), lines.get(inv.id or 0, []))
+        local_record(
+            inv,
+            stripe_customers.get(inv.customer_id),
+            lines.get(inv.id or 0, []),
+            credited_minor=credited.get(inv.id or 0, 0),
+        )
         for inv in invoices
     ]
+
+
+def _credited_by_invoice(session: Session, invoice_ids: Sequence[int]) -> dict[int, int]:
+    """Issued credit notes per invoice, as recorded locally (minor units)."""
+    if not invoice_ids:
+        return {}
+    rows = session.exec(
+        select(CreditNote.invoice_id, func.sum(CreditNote.amount_minor))
+        .where(
+            col(CreditNote.invoice_id).in_(invoice_ids),
+            col(CreditNote.status) == CreditNoteStatus.ISSUED,
+        )
+        .group_by(col(CreditNote.invoice_id))
+    ).all()
+    return {int(iid): int(total or 0) for iid, total in rows}
 
 
 def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: bool) -> bool:

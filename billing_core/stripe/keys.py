@@ -63,6 +63,17 @@ class Keys:
         """A collections step (payments/dunning.py names it): one send or mark per invoice."""
         return f"{self.namespace}-inv-{invoice_id}{_gen(generation)}-collect-{step}"
 
+    def credit_note(self, credit_note_id: int) -> str:
+        """Issuing local credit note `credit_note_id` (one Stripe credit note, ever)."""
+        return f"{self.namespace}-cn-{credit_note_id}-create"
+
+    def credit_note_void(self, credit_note_id: int) -> str:
+        return f"{self.namespace}-cn-{credit_note_id}-void"
+
+    def invoice_void(self, invoice_id: int) -> str:
+        """Voiding local invoice `invoice_id` in Stripe (void and reissue)."""
+        return f"{self.namespace}-inv-{invoice_id}-void"
+
     def customer_create(self, customer_id: int) -> str:
         return f"{self.namespace}-cus-{customer_id}-create"
 

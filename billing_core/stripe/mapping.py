@@ -171,6 +171,10 @@ class StripeInvoice:
     # Bill-to details Stripe froze when it finalized the invoice (None/empty: not given).
     customer_address: Mapping[str, Any] | None = None
     customer_tax_ids: tuple[Mapping[str, Any], ...] = ()
+    # Credit notes as Stripe totals them on the invoice (minor units): before and after payment.
+    pre_payment_credit_notes: int = 0
+    post_payment_credit_notes: int = 0
+    amount_remaining: int = 0  # still asked for: due less paid and less pre-payment credit
 
     @property
     def payment_outcome(self) -> InvoiceOutcome | None:
@@ -236,6 +240,9 @@ def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
             for t in obj.get("customer_tax_ids") or []
             if isinstance(t, Mapping)
         ),
+        pre_payment_credit_notes=int(obj.get("pre_payment_credit_notes_amount") or 0),
+        post_payment_credit_notes=int(obj.get("post_payment_credit_notes_amount") or 0),
+        amount_remaining=int(obj.get("amount_remaining") or 0),
     )
 
 
@@ -261,6 +268,8 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
     local.hosted_invoice_url = remote.hosted_invoice_url or local.hosted_invoice_url
     local.invoice_pdf = remote.invoice_pdf or local.invoice_pdf
     local.attempt_count = remote.attempt_count
+    local.pre_payment_credit_notes_minor = remote.pre_payment_credit_notes
+    local.post_payment_credit_notes_minor = remote.post_payment_credit_notes
     local.next_payment_attempt = remote.next_payment_attempt
     local.issued_at = remote.finalized_at or local.issued_at
     # Charged automatically, it is due when Stripe attempts it: at finalization.

@@ -104,16 +104,20 @@ def headline_figures(session: Session, f: InvoiceFilter) -> list[Headline]:
         func.sum(col(Invoice.total_minor)),
         func.sum(col(Invoice.amount_paid_minor)),
         func.sum(col(Invoice.amount_refunded_minor)),
+        func.sum(col(Invoice.pre_payment_credit_notes_minor)),
+        func.sum(col(Invoice.post_payment_credit_notes_minor)),
     ).group_by(col(Invoice.currency), col(Invoice.status), col(Invoice.outcome), refund_state())
     figures: dict[str, Figures] = {}
     rows = session.execute(apply_filter(query, f)).all()
-    for currency, stripe_status, outcome, state, count, total, paid, refunded in rows:
+    for currency, stripe_status, outcome, state, count, total, paid, refunded, pre, post in rows:
         by_currency(figures, currency).add(
             shown_status(stripe_status, outcome, state),
             count=int(count),
             total=int(total or 0),
             paid=int(paid or 0),
             refunded=int(refunded or 0),
+            credit_notes_before=int(pre or 0),
+            credit_notes_after=int(post or 0),
         )
     return [figures[c] for c in sorted(figures)]
 

@@ -20,6 +20,8 @@ class Overview:
     last_period: Period
     active_customers: int
     billed_last_month: dict[str, int] = field(default_factory=dict)  # currency -> minor
+    # Taken back from last month's invoices by credit notes (billed less this: net revenue).
+    credit_notes_last_month: dict[str, int] = field(default_factory=dict)
     invoices_last_month: int = 0
     open_count: int = 0
     open_minor: dict[str, int] = field(default_factory=dict)
@@ -50,6 +52,8 @@ def build_overview(session: Session, now: datetime) -> Overview:
         billed = sum(n for word, n in fig.counts.items() if word in BILLED_STATUSES)
         if billed:  # a currency with only drafts, voids or carried amounts billed nothing
             out.billed_last_month[fig.currency] = fig.billed
+        if fig.credit_notes:
+            out.credit_notes_last_month[fig.currency] = fig.credit_notes
         out.invoices_last_month += billed
     # What is still due, of any month: the unpaid remainder, as the invoices page shows it.
     for fig in headline_figures(session, InvoiceFilter()):

@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 from sqlmodel import Session, col, select
 
 from billing_core.models import Customer, Invoice, ReconciliationDiff, ReconciliationRun
-from billing_core.reconciliation.diffing import KINDS, TRUE_UP_KINDS, money_text
+from billing_core.reconciliation import act
+from billing_core.reconciliation.diffing import KINDS, money_text
 from billing_core.reconciliation.runs import diffs, latest_run
 from billing_core.states import DiffStatus
 
@@ -186,6 +187,7 @@ class OpenDiff(NamedTuple):
     label: str
     kind: str
     version: int
+    delta_minor: int = 0
 
 
 def resolvable(
@@ -201,7 +203,8 @@ def resolvable(
     rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()
     names = _customer_names(session, rows)
     return [
-        OpenDiff(d.id or 0, diff_label(d, names.get(d.id or 0)), d.kind, d.version) for d in rows
+        OpenDiff(d.id or 0, diff_label(d, names.get(d.id or 0)), d.kind, d.version, d.delta_minor)
+        for d in rows
     ]
 
 
@@ -224,14 +227,14 @@ def _customer_names(session: Session, rows: Sequence[ReconciliationDiff]) -> dic
     return out
 
 
-def actions_for(kind: str) -> list[str]:
-    """Resolutions offered for a diff kind (the service refuses the others too)."""
-    out = ["accept"]
-    if kind in TRUE_UP_KINDS:
-        out.append("true_up")
-    if kind == "status":
-        out.append("sync")
-    return out
+def diff_kind(session: Session, diff_id: int) -> str | None:
+    diff = session.get(ReconciliationDiff, diff_id)
+    return diff.kind if diff is not None else None
+
+
+def actions_for(kind: str, delta_minor: int = 0) -> list[str]:
+    """Resolutions offered for a diff (reconciliation.act decides; it refuses the others)."""
+    return act.actions_for(kind, delta_minor)
 
 
 def run_rows(runs: Sequence[ReconciliationRun]) -> pd.DataFrame:

@@ -52,6 +52,8 @@ CSV_HEADER = [
     "issued_at",
     "paid_at",
     "stripe_invoice_id",
+    "document",
+    "credits_invoice",
 ]
 
 

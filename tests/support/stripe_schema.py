@@ -100,9 +100,13 @@ def _check_object(obj: Any, cls: type, path: str) -> list[str]:
     return out
 
 
+# Names stripe-python's classes import under another name (credit notes' refunds).
+_ALIASES: dict[str, Any] = {"RefundResource": stripe.Refund}
+
+
 def _check(value: Any, tp: Any, path: str) -> list[str]:
     if isinstance(tp, ForwardRef):  # left unresolved inside a generic: a stripe class
-        tp = getattr(stripe, tp.__forward_arg__)
+        tp = _ALIASES.get(tp.__forward_arg__) or getattr(stripe, tp.__forward_arg__)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:

@@ -3,7 +3,8 @@
 Pure standard library. It speaks enough of Stripe's v1 HTTP API for the real
 stripe-python client to create customers, attach test cards, create, fill,
 finalize, pay, send, void and search invoices, open checkout sessions in setup
-mode, refund charges and read events, with Stripe's idempotency rules and
+mode, refund charges, issue, preview and void credit notes, move customer balances and
+read events, with Stripe's idempotency rules and
 injectable faults (429, 5xx, latency, hangs, dropped responses, rate limits).
 
 Usage::
@@ -28,7 +29,8 @@ clock, rendering, pagination, search), with ``faults.py``, ``idempotency.py``, `
 server) and ``common.py`` (errors, ids). One mixin per resource family: ``customers.py``,
 ``payment_methods.py`` (test cards), ``checkout.py`` (sessions and setup intents),
 ``invoices.py``, ``invoice_lines.py``, ``payments.py`` (payment intents, charges, refunds),
-``events.py`` (and webhook delivery), ``web.py`` (hosted pages); ``cli.py`` runs it.
+``credit_notes.py`` (credit notes, customer balance transactions), ``events.py`` (and webhook
+delivery), ``web.py`` (hosted pages); ``cli.py`` runs it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .checkout import CheckoutMixin
 from .cli import main
 from .common import DEFAULT_API_VERSION, JSON, StripeAPIError
 from .core import ServerCore
+from .credit_notes import CreditNotesMixin
 from .customers import CustomersMixin
 from .events import EventsMixin
 from .invoice_lines import MAX_LINES_PER_INVOICE, InvoiceLinesMixin
@@ -65,6 +68,7 @@ class StripeTestServer(
     InvoicesMixin,
     InvoiceLinesMixin,
     PaymentsMixin,
+    CreditNotesMixin,
     CheckoutMixin,
     EventsMixin,
     WebPagesMixin,

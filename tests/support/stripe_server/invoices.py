@@ -322,6 +322,7 @@ class InvoicesMixin(ServerState):
         if inv["collection_method"] == "charge_automatically" and inv["auto_advance"]:
             inv["next_payment_attempt"] = now + 3600
         self._recompute(inv)
+        self._apply_balance(inv)  # a credit on the customer's balance pays what it can
         self._emit("invoice.finalized", inv)
         if inv["amount_due"] == 0:  # Stripe marks zero-amount invoices paid on finalization
             self._mark_paid(inv, out_of_band=False)

@@ -309,6 +309,17 @@ class PaymentsMixin(ServerState):
             ch = self._objects[pi["latest_charge"]]
         else:
             raise _missing("charge")
+        reason = p.get("reason")
+        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
+            raise _invalid(f"Invalid reason: {reason}", "reason")
+        amount = _as_int(p["amount"], "amount") if "amount" in p else None
+        refund = self._refund_charge(ch, amount, reason, p.get("metadata") or {})
+        return 200, self._render(refund)
+
+    def _refund_charge(
+        self, ch: JSON, amount: int | None, reason: str | None, metadata: JSON
+    ) -> JSON:
+        """Refund ``amount`` (None: all that is left) of a charge; emits charge.refunded."""
         if ch["status"] != "succeeded":
             raise _state_error(
                 "This charge cannot be refunded because it has not succeeded.",
@@ -319,7 +330,7 @@ class PaymentsMixin(ServerState):
             raise _state_error(
                 f"Charge {ch['id']} has already been refunded.", "charge_already_refunded"
             )
-        amount = _as_int(p["amount"], "amount") if "amount" in p else remaining
+        amount = remaining if amount is None else amount
         if amount <= 0:
             raise _invalid("Refund amount must be positive", "amount")
         if amount > remaining:
@@ -329,9 +340,6 @@ class PaymentsMixin(ServerState):
                 "amount_too_large",
                 "amount",
             )
-        reason = p.get("reason")
-        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
-            raise _invalid(f"Invalid reason: {reason}", "reason")
         refund: JSON = {
             "id": self._new_id("re"),
             "object": "refund",
@@ -340,7 +348,7 @@ class PaymentsMixin(ServerState):
             "charge": ch["id"],
             "created": self._now(),
             "currency": ch["currency"],
-            "metadata": _merge_metadata({}, p.get("metadata") or {}),
+            "metadata": _merge_metadata({}, metadata),
             "payment_intent": ch["payment_intent"],
             "reason": reason,
             "receipt_number": None,
@@ -352,7 +360,16 @@ class PaymentsMixin(ServerState):
         ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
         ch["refunds"]["data"].insert(0, copy.deepcopy(refund))
         self._emit("charge.refunded", ch, previous)
-        return 200, self._render(refund)
+        return refund
+
+    def _paid_charge(self, inv: JSON) -> JSON | None:
+        """The charge that paid an invoice through Stripe (None: paid out of band or unpaid)."""
+        for payment in self._invoice_payments.get(inv["id"], []):
+            if payment["status"] == "paid":
+                pi = self._objects.get(payment["payment"]["payment_intent"])
+                if pi is not None and pi.get("latest_charge"):
+                    return self._objects[pi["latest_charge"]]
+        return None
 
     @route("GET", "/v1/refunds/{id}")
     def _h_refund_retrieve(self, req: _Request, args: list[str]) -> tuple[int, JSON]:
