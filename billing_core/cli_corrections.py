@@ -115,6 +115,7 @@ def void_invoice_cmd(
     from billing_core.auth import cli_identity
     from billing_core.corrections.void_reissue import void_invoice
     from billing_core.costs.snapshots import CostSource
+    from billing_core.invoicing.drafts import SharedCosts
     from billing_core.stripe.gateway import Gateway
 
     gateway = Gateway.from_settings(app.settings)
@@ -126,6 +127,7 @@ def void_invoice_cmd(
         reason,
         reissue=reissue,
         source=CostSource.of(app.settings),
+        shared=SharedCosts.of(app.settings),
     )
     click.echo(result.message)
 
@@ -164,6 +166,7 @@ def resolve_diff_cmd(
     """Resolve a reconciliation difference by acting on it (a repeat changes nothing)."""
     from billing_core.auth import cli_identity
     from billing_core.costs.snapshots import CostSource
+    from billing_core.invoicing.drafts import SharedCosts
     from billing_core.reconciliation.act import act_on_diff
     from billing_core.reconciliation.runs import make_reader
 
@@ -177,5 +180,6 @@ def resolve_diff_cmd(
         reason=reason,
         settlement=settlement,
         source=CostSource.of(app.settings),
+        shared=SharedCosts.of(app.settings),
     )
     click.echo(message)

@@ -68,6 +68,7 @@ def apply_resolution(
                 note=note or None,
                 settlement=settlement,
                 source=CostSource.of(ui.settings()),
+                shared=SharedCosts.of(ui.settings()),
             )
             return
         with ui.db() as session:

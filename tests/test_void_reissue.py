@@ -231,3 +231,30 @@ def test_a_429_while_sending_the_new_revision_is_finished_by_a_re_run(
     assert live.status == InvoiceStatus.OPEN
     (remote,) = _live_in_stripe(server, inv)
     assert remote["id"] == live.stripe_invoice_id
+
+
+def test_a_reissue_is_priced_with_the_shared_cost_rule_like_a_run(
+    world: tuple[Engine, Gateway, Invoice, CostSource],
+) -> None:
+    from billing_core.invoicing.drafts import SharedCosts
+    from billing_core.invoicing.shared_costs import SharedCostPolicy
+    from billing_core.models import InvoiceLine
+    from billing_core.states import LineKind, SharedCostRule
+
+    engine, gw_, inv, source = world
+    shared = SharedCosts(policy=SharedCostPolicy(rule=SharedCostRule.EVEN))
+    done = vr.void_invoice(
+        engine,
+        gw_,
+        ADMIN,
+        inv.number or "",
+        "share the pool",
+        reissue=True,
+        source=source,
+        shared=shared,
+    )
+    with Session(engine) as s:
+        kinds = s.exec(
+            select(InvoiceLine.kind).where(InvoiceLine.invoice_id == done.replacement_id)
+        ).all()
+    assert LineKind.SHARED_COST in kinds

@@ -33,7 +33,7 @@ from billing_core.corrections.credit_plan import find_invoice
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import PaymentProviderError, ValidationError
-from billing_core.invoicing.drafts import build_drafts, save_drafts
+from billing_core.invoicing.drafts import SharedCosts, build_drafts, save_drafts
 from billing_core.invoicing.push import Pusher
 from billing_core.models import CreditNote, Invoice, InvoiceVoid, TrueUp
 from billing_core.money import display
@@ -205,7 +205,12 @@ def _note_error(engine: Engine, row_id: int, message: str) -> None:
 
 
 def _draft(
-    engine: Engine, identity: Identity, row_id: int, source: CostSource, now: datetime
+    engine: Engine,
+    identity: Identity,
+    row_id: int,
+    source: CostSource,
+    shared: SharedCosts | None,
+    now: datetime,
 ) -> None:
     """Price the month again and save it as the next revision (compare-and-set on the step)."""
     try:
@@ -231,6 +236,7 @@ def _draft(
                 Period.parse(old.period),
                 source=source,
                 customer_id=old.customer_id,
+                shared=shared,
                 reissue=True,
             )
             if not drafts.drafts:
@@ -334,14 +340,17 @@ def void_invoice(
     *,
     reissue: bool,
     source: CostSource,
+    shared: SharedCosts | None = None,
     now: datetime | None = None,
     hook: StepHook | None = None,
 ) -> VoidResult:
     """Void invoice `ref` (number or #id) in Stripe, and reissue the month if asked.
 
     Running the same request again finishes what a crash or an outage left, and changes nothing
-    once it is done. ValidationError (nothing changed) for a draft, a paid invoice or one with
-    a credit note in flight; PaymentProviderError when Stripe failed mid-way (run it again).
+    once it is done. `shared`: the shared-cost rule the reissue is priced with, as a run would
+    (SharedCosts.of(settings)). ValidationError (nothing changed) for a draft, a paid invoice
+    or one with a credit note in flight; PaymentProviderError when Stripe failed mid-way (run
+    it again).
     """
     require(identity, "admin", "void invoices")
     reason = (reason or "").strip()
@@ -364,7 +373,7 @@ def void_invoice(
         assert row is not None
         step, wants = row.step, row.reissue
     if wants and step == VoidStep.VOIDED:
-        _draft(engine, identity, row_id, source, now)
+        _draft(engine, identity, row_id, source, shared, now)
         _mark(hook, "drafted")
     with session_scope(engine) as s:
         row = s.get(InvoiceVoid, row_id)

@@ -31,6 +31,7 @@ from billing_core.corrections.void_reissue import void_invoice
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import PaymentProviderError, ValidationError
+from billing_core.invoicing.drafts import SharedCosts
 from billing_core.invoicing.push import Pusher
 from billing_core.models import CreditNote, Invoice, ReconciliationDiff
 from billing_core.money import display, format_minor
@@ -126,6 +127,7 @@ def act_on_diff(
     reason: str = CreditNoteReason.ORDER_CHANGE.value,
     settlement: str | None = None,
     source: CostSource | None = None,
+    shared: SharedCosts | None = None,
     now: datetime | None = None,
 ) -> str:
     """Run `action` on diff `diff_id` (seen at `seen_version`; None: as it is now, for the CLI).
@@ -206,6 +208,7 @@ def act_on_diff(
             f"Reconciliation difference #{diff_id} ({kind}): {note or 'reissued'}",
             reissue=True,
             source=source,
+            shared=shared,
             now=now,
         )
         extra = {"replacement_invoice_id": done.replacement_id}

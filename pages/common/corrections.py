@@ -11,6 +11,7 @@ from billing_core.corrections import credit_notes
 from billing_core.corrections.credit_plan import CreditAsk, Mode
 from billing_core.corrections.void_reissue import void_invoice
 from billing_core.costs.snapshots import CostSource
+from billing_core.invoicing.drafts import SharedCosts
 from billing_core.models import Invoice
 from billing_core.states import CreditNoteReason, CreditSettlement
 from billing_core.views.corrections import CorrectionsPanel
@@ -121,6 +122,7 @@ def _void_form(invoice: Invoice, identity: Identity) -> None:
             reason,
             reissue=reissue,
             source=CostSource.of(ui.settings()),
+            shared=SharedCosts.of(ui.settings()),
         )
         st.session_state["cn_flash"] = ("success" if result.changed else "info", result.message)
         st.rerun()
