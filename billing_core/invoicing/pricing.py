@@ -20,6 +20,13 @@ ExchangeRateMissing and the other customers carry on.
 
 `aws_amount` and `overage_amount` are the line arithmetic; the usage page's estimate and
 reconciliation call the same functions, so all three agree to the minor unit.
+
+Pricing rules (DESIGN.md section 13) live in pure modules of their own, composed here in this
+order: base fee; AWS lines grouped by service and the rule that priced them (`aws_rules`); usage
+lines by charge model (`charge_models`); the minimum commitment; discounts (`commitments`);
+true-ups. Each line carries `cost` (the AWS cost at AWS rates, USD) and `rule` (how it was
+priced), which the preview shows; a line of another kind (a shared-cost allocation) composes
+by adding its own function to `price`'s list.
 """
 
 from __future__ import annotations
@@ -30,6 +37,24 @@ from decimal import Decimal
 from functools import cached_property
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
+from billing_core.invoicing.aws_rules import (
+    AT_COST,
+    AwsRule,
+    CostItem,
+    KeptItem,
+    RuleSet,
+    Treatment,
+    group_costs,
+    items_from_mapping,
+)
+from billing_core.invoicing.charge_models import (
+    ChargeModel,
+    MetricTerms,
+    Tier,
+    billable_quantity,
+    usage_charge,
+)
+from billing_core.invoicing.commitments import Discount, DiscountKind
 from billing_core.invoicing.line_text import month_label, overage_description, service_label
 from billing_core.money import Money, display, minimum_charge_minor, sum_money
 from billing_core.periods import Period
@@ -38,27 +63,40 @@ from billing_core.states import LineKind
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
+AT_COST_RULE = AT_COST
 
 
-@dataclass(frozen=True)
-class MetricTerms:
-    """A plan's usage metric: included quantity and price per unit above it (plan currency)."""
-
-    metric: str
-    included: Decimal
-    unit_price: Decimal
-    unit: str = ""
+__all__ = [
+    "AwsRule",
+    "ChargeModel",
+    "CostItem",
+    "Discount",
+    "DiscountKind",
+    "MetricTerms",
+    "Tier",
+    "Treatment",
+]
 
 
 @dataclass(frozen=True)
 class PlanTerms:
-    """What a plan charges: base fee (minor units), markup on AWS costs, usage terms."""
+    """What a plan charges: base fee (minor units), markup on all AWS costs and scoped AWS
+    rules, what happens to each AWS adjustment record type, usage terms, and a monthly minimum
+    spend (minor units of the plan currency; None: no minimum)."""
 
     name: str
     currency: str
     base_fee_minor: int
     markup_pct: Decimal = Decimal(0)
     metrics: tuple[MetricTerms, ...] = ()
+    rules: tuple[AwsRule, ...] = ()
+    treatments: Mapping[str, Treatment] = field(default_factory=dict)
+    minimum_spend_minor: int | None = None
+
+    @cached_property
+    def rule_set(self) -> RuleSet:
+        """The plan's rules, shared (and memoised) by all its customers without overrides."""
+        return RuleSet.of(self.markup_pct, self.rules)
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,10 @@ class PricingInput:
     period: str
     plan: PlanTerms
     aws_costs: Mapping[str, Decimal] = field(default_factory=dict)  # service -> USD
+    # Costs with their account (and usage type): used instead of `aws_costs` when given.
+    aws_items: tuple[CostItem, ...] = ()
+    rule_overrides: tuple[AwsRule, ...] = ()  # the customer's, in force for the period
+    discounts: tuple[Discount, ...] = ()
     usage: Mapping[str, Decimal] = field(default_factory=dict)  # metric -> quantity
     true_ups: tuple[TrueUpItem, ...] = ()
     costs_estimated: bool = False
@@ -99,6 +141,9 @@ class DraftLine:
     service: str | None = None
     metric: str | None = None
     true_up_id: int | None = None
+    # How the line was priced, for the preview: the AWS cost at AWS rates (USD) and the rule.
+    cost: Decimal | None = None
+    rule: str = ""
 
     @property
     def amount_minor(self) -> int:
@@ -123,6 +168,8 @@ class Draft:
     # Stripe's minimum charge in the invoice currency (minor units); None when unknown (a
     # currency outside Stripe's table without a USD rate: USD invoices always know theirs).
     minimum_charge_minor: int | None = None
+    # Adjustments the plan keeps (not billed, in the margin), USD at AWS rates.
+    kept: tuple[KeptItem, ...] = ()
 
     @property
     def below_minimum(self) -> bool:
@@ -152,8 +199,11 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
     if plan.currency != cur and plan.currency != COST_CURRENCY and cur != COST_CURRENCY:
         fx_source = f"{fx_source}; {plan.currency} via USD cross rate"
     lines = [_base_fee_line(inp, rates)]
-    lines += _aws_lines(inp, rates)
+    aws, kept = _aws_lines(inp, rates)
+    lines += aws
     lines += _overage_lines(inp, rates)
+    lines += _minimum_lines(inp, rates, lines)
+    lines += _discount_lines(inp, rates, lines)
     lines += [_true_up_line(item, cur, rates) for item in inp.true_ups]
     draft = Draft(
         customer_id=inp.customer_id,
@@ -166,13 +216,23 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         costs_estimated=inp.costs_estimated,
         collection_method=inp.collection_method,
         minimum_charge_minor=minimum_charge_minor(cur, fx_rate),
+        kept=tuple(kept),
     )
     return _with_warnings(draft, inp)
 
 
 def overage_quantity(used: Decimal, included: Decimal) -> Decimal:
     """How much of `used` lies above the included quantity (never negative)."""
-    return max(Decimal(0), used - included)
+    return billable_quantity(used, included)
+
+
+def usage_amount(
+    terms: MetricTerms, used: Decimal, plan_currency: str, *, currency: str, rates: Rates
+) -> Money:
+    """A metric's charge under its charge model in the invoice currency, full precision (the
+    usage page and reconciliation call this too). Round once (`.rounded()`)."""
+    charge = usage_charge(terms, used)
+    return rates.convert(Money(charge.amount, plan_currency), currency)
 
 
 def overage_amount(
@@ -201,55 +261,146 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
         description=f"{plan.name.title()} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
+        rule=f"plan base fee {Money.from_minor(plan.base_fee_minor, plan.currency)}",
     )
 
 
-def _aws_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
-    markup = inp.plan.markup_pct
-    note = f" (incl. {markup.normalize():f}% service fee)" if markup else ""
+def aws_lines(
+    items: tuple[CostItem, ...],
+    rules: RuleSet,
+    treatments: Mapping[str, Treatment],
+    *,
+    currency: str,
+    period: str,
+    rates: Rates,
+) -> tuple[list[DraftLine], list[KeptItem]]:
+    """AWS lines: one per service and the rule that priced it (most specific rule wins), each
+    rounded once; plus the adjustments the plan keeps. Reconciliation reprices with this."""
+    groups, kept = group_costs(items, rules, treatments)
+    fx = rates.factor(COST_CURRENCY, currency)
+    month = month_label(period)
     out = []
-    for service in sorted(inp.aws_costs):
-        usd = inp.aws_costs[service]
-        if usd == 0:
-            continue
-        amount = aws_amount(usd, markup, currency=inp.currency, rates=rates)
+    for group in groups:
+        rule = group.rule
+        exact = group.usd * group.factor * fx
+        amount = Money._checked(exact, currency)
+        notes = []
+        if rule.account_id is not None:
+            notes.append(f"account {rule.account_id}")
+        if rule.usage_type is not None:
+            notes.append(rule.usage_type)
+        if rule is AT_COST_RULE:
+            notes.append("at cost")
+        elif rule.note:
+            notes.append(rule.note)
+        note = f" ({', '.join(notes)})" if notes else ""
         out.append(
             DraftLine(
                 kind=LineKind.AWS,
-                description=f"{service_label(service)}, {month_label(inp.period)}{note}",
+                description=f"{service_label(group.service)}, {month}{note}",
                 amount=amount.rounded(),
-                unit_amount=_unit(amount.amount),
-                service=service,
+                unit_amount=_unit(exact),
+                service=group.service,
+                cost=group.usd,
+                rule="at cost (the plan bills this record type at cost)"
+                if rule is AT_COST_RULE
+                else rule.label,
+            )
+        )
+    return out, kept
+
+
+def _aws_lines(inp: PricingInput, rates: Rates) -> tuple[list[DraftLine], list[KeptItem]]:
+    plan = inp.plan
+    rules = (
+        RuleSet.of(plan.markup_pct, plan.rules, inp.rule_overrides)
+        if inp.rule_overrides
+        else plan.rule_set
+    )
+    items = inp.aws_items or items_from_mapping(inp.aws_costs)
+    return aws_lines(
+        items, rules, plan.treatments, currency=inp.currency, period=inp.period, rates=rates
+    )
+
+
+def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
+    out = []
+    plan_cur = inp.plan.currency
+    for terms in sorted(inp.plan.metrics, key=lambda m: m.metric):
+        used = inp.usage.get(terms.metric)
+        if used is None:
+            continue
+        charge = usage_charge(terms, used)
+        if charge.quantity <= 0:
+            continue
+        amount = rates.convert(Money(charge.amount, plan_cur), inp.currency)
+        unit_price = rates.convert(Money(charge.unit_amount, plan_cur), inp.currency)
+        model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
+        out.append(
+            DraftLine(
+                kind=LineKind.OVERAGE,
+                description=overage_description(
+                    terms.metric, terms.unit, charge.quantity, terms.included, inp.period
+                ),
+                amount=amount.rounded(),
+                quantity=charge.quantity,
+                unit_amount=_unit(unit_price.amount),
+                metric=terms.metric,
+                rule=f"{model}{charge.explanation} {plan_cur}",
             )
         )
     return out
 
 
-def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
-    out = []
-    for terms in sorted(inp.plan.metrics, key=lambda m: m.metric):
-        used = inp.usage.get(terms.metric)
-        if used is None:
-            continue
-        over = overage_quantity(used, terms.included)
-        if over <= 0:
-            continue
-        unit_price = Money(terms.unit_price, inp.plan.currency)
-        amount = overage_amount(
-            used, terms.included, unit_price, currency=inp.currency, rates=rates
+def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> list[DraftLine]:
+    """The top-up to the plan's monthly minimum spend, when the charges fall short."""
+    plan = inp.plan
+    if plan.minimum_spend_minor is None:
+        return []
+    minimum = rates.convert(
+        Money.from_minor(plan.minimum_spend_minor, plan.currency), inp.currency
+    ).rounded()
+    charges = sum_money((line.amount for line in lines), inp.currency)
+    if charges >= minimum:
+        return []
+    short = minimum - charges
+    return [
+        DraftLine(
+            kind=LineKind.MINIMUM_COMMITMENT,
+            description=f"Minimum commitment of {minimum}, {month_label(inp.period)}",
+            amount=short,
+            unit_amount=_unit(short.amount),
+            rule=f"monthly minimum {minimum} less charges of {charges.rounded()}",
         )
+    ]
+
+
+def _discount_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> list[DraftLine]:
+    """One negative line per discount in force this month, never below zero in total."""
+    out: list[DraftLine] = []
+    left = sum_money((line.amount for line in lines), inp.currency)
+    for discount in inp.discounts:
+        if discount.month_number(inp.period) is None or left.amount <= 0:
+            continue
+        if discount.kind is DiscountKind.PERCENT:
+            off = (left * (discount.value / _HUNDRED)).rounded()
+        else:
+            fixed = Money(discount.value, discount.currency or inp.currency)
+            off = rates.convert(fixed, inp.currency).rounded()
+            off = off if off <= left else left
+        if off.amount <= 0:
+            continue
+        label = discount.label(inp.period)
         out.append(
             DraftLine(
-                kind=LineKind.OVERAGE,
-                description=overage_description(
-                    terms.metric, terms.unit, over, terms.included, inp.period
-                ),
-                amount=amount.rounded(),
-                quantity=over,
-                unit_amount=_unit(rates.convert(unit_price, inp.currency).amount),
-                metric=terms.metric,
+                kind=LineKind.DISCOUNT,
+                description=f"{discount.description or 'Discount'}, {month_label(inp.period)}",
+                amount=-off,
+                unit_amount=_unit(-off.amount),
+                rule=label,
             )
         )
+        left = left - off
     return out
 
 
