@@ -7,7 +7,6 @@ on. True-ups scheduled by reconciliation are billed as lines of the next draft."
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,18 +24,15 @@ from billing_core.exchange_rates.rates import load_rates
 from billing_core.invoicing.line_text import month_label
 from billing_core.invoicing.pricing import (
     Draft,
-    MetricTerms,
-    PlanTerms,
     PricingInput,
     TrueUpItem,
     price,
 )
+from billing_core.invoicing.pricing_book import PricingBook, cost_items
 from billing_core.models import (
     Customer,
     Invoice,
     InvoiceLine,
-    Plan,
-    PlanMetric,
     TrueUp,
 )
 from billing_core.money import Money, display
@@ -49,19 +45,6 @@ log = logging.getLogger(__name__)
 
 class CostsMissing(ConfigError):
     """No AWS cost snapshot exists for the period, so a run would under-bill every customer."""
-
-
-def _plan_terms(plan: Plan, metrics: Sequence[PlanMetric]) -> PlanTerms:
-    return PlanTerms(
-        name=plan.name,
-        currency=plan.currency,
-        base_fee_minor=plan.base_fee_minor,
-        markup_pct=plan.markup_pct,
-        metrics=tuple(
-            MetricTerms(m.metric, m.included_quantity, m.overage_unit_price, m.unit)
-            for m in metrics
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -153,10 +136,7 @@ def build_drafts(
         result.costs_incomplete = incomplete_costs_message(period, reason)
     who = Attribution.load(session, period)  # the owners of that month, not of today
     rates = load_rates(session, period)
-    plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
-    metrics: dict[int, list[PlanMetric]] = {}
-    for m in session.exec(select(PlanMetric)).all():
-        metrics.setdefault(m.plan_id, []).append(m)
+    book = PricingBook.load(session, period)  # plans, tiers, rules, overrides, discounts
     usage = totals_by_metric(session, period, customer_id)
     invoiced = set(
         session.exec(select(Invoice.customer_id).where(Invoice.period == str(period))).all()
@@ -187,7 +167,7 @@ def build_drafts(
                 CustomerProblem(cid, customer.name, "costs", result.costs_incomplete)
             )
             continue
-        plan = plans.get(terms.plan_id) if terms.plan_id is not None else None
+        plan = book.plans.get(terms.plan_id) if terms.plan_id is not None else None
         if plan is None:
             result.problems.append(
                 CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
@@ -198,8 +178,11 @@ def build_drafts(
             customer_name=customer.name,
             currency=terms.currency,
             period=str(period),
-            plan=_plan_terms(plan, metrics.get(plan.id or 0, [])),
+            plan=book.plan_terms(plan.id or 0),
             aws_costs=costs.get(cid, {}),
+            aws_items=cost_items(attributed.detail.get(cid, {})),
+            rule_overrides=book.overrides(cid),
+            discounts=book.discounts(cid),
             usage={m: q for (c, m), q in usage.items() if c == cid},
             true_ups=tuple(
                 TrueUpItem(t.id or 0, t.description, Money.from_minor(t.amount_minor, t.currency))
@@ -269,6 +252,8 @@ def save_drafts(session: Session, drafts: DraftSet, *, run_id: int | None) -> li
                     quantity=line.quantity,
                     unit_amount=line.unit_amount,
                     amount_minor=line.amount_minor,
+                    pricing_rule=line.rule or None,
+                    aws_cost=line.cost,
                 )
             )
             if line.true_up_id is not None:
