@@ -20,7 +20,7 @@ from billing_core.customers.pricing_tables import (
     PlanPricingRule,
     PlanTier,
 )
-from billing_core.invoicing.aws_rules import AwsRule, CostItem, Treatment
+from billing_core.invoicing.aws_rules import AwsRule, CostItem, RuleSet, Treatment
 from billing_core.invoicing.charge_models import ChargeModel, MetricTerms, Tier
 from billing_core.invoicing.commitments import Discount, DiscountKind
 from billing_core.invoicing.pricing import PlanTerms
@@ -37,8 +37,7 @@ def metric_terms(metric: PlanMetric, tiers: list[PlanTier]) -> MetricTerms:
         metric.unit,
         ChargeModel(metric.charge_model or ChargeModel.PER_UNIT),
         tuple(
-            Tier(t.up_to, t.unit_price, t.flat_fee)
-            for t in sorted(tiers, key=lambda t: t.position)
+            Tier(t.up_to, t.unit_price, t.flat_fee) for t in sorted(tiers, key=lambda t: t.position)
         ),
         metric.package_size,
     )
@@ -138,6 +137,12 @@ class PricingBook:
             if terms.metric == metric:
                 return terms
         return None
+
+    def rule_set(self, plan_id: int, customer_id: int) -> RuleSet:
+        """The AWS rules that price a customer: its plan's, with its overrides."""
+        terms = self.plan_terms(plan_id)
+        overrides = self.overrides(customer_id)
+        return RuleSet.of(terms.markup_pct, terms.rules, overrides) if overrides else terms.rule_set
 
     def overrides(self, customer_id: int) -> tuple[AwsRule, ...]:
         return self._overrides.get(customer_id, ())

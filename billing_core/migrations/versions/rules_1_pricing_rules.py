@@ -29,19 +29,19 @@ def _scope() -> list[sa.Column[object]]:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("plan", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("minimum_spend_minor", sa.Integer(), nullable=True))
-        batch_op.add_column(
-            sa.Column("adjustments", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
-        )
-    with op.batch_alter_table("planmetric", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("charge_model", sa.String(), nullable=False, server_default="per_unit")
-        )
-        batch_op.add_column(sa.Column("package_size", sa.BigInteger(), nullable=True))
-    with op.batch_alter_table("invoiceline", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("pricing_rule", sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column("aws_cost", sa.BigInteger(), nullable=True))
+    # Plain ADD COLUMN (no batch copy): SQLite adds these in place, and a copy of `plan` would
+    # be refused by the foreign keys pointing at it.
+    op.add_column("plan", sa.Column("minimum_spend_minor", sa.Integer(), nullable=True))
+    op.add_column(
+        "plan", sa.Column("adjustments", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
+    )
+    op.add_column(
+        "planmetric",
+        sa.Column("charge_model", sa.String(), nullable=False, server_default="per_unit"),
+    )
+    op.add_column("planmetric", sa.Column("package_size", sa.BigInteger(), nullable=True))
+    op.add_column("invoiceline", sa.Column("pricing_rule", sa.Text(), nullable=True))
+    op.add_column("invoiceline", sa.Column("aws_cost", sa.BigInteger(), nullable=True))
     op.create_table(
         "plantier",
         sa.Column("id", sa.Integer(), nullable=False),
