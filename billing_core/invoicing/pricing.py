@@ -346,7 +346,7 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
                 quantity=charge.quantity,
                 unit_amount=_unit(unit_price.amount),
                 metric=terms.metric,
-                rule=f"{model}{charge.explanation} {plan_cur}",
+                rule=f"{model}{charge.explanation} ({plan_cur} prices)",
             )
         )
     return out

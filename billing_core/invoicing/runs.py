@@ -37,6 +37,7 @@ from billing_core.invoicing.drafts import (
     build_drafts,
     save_drafts,
 )
+from billing_core.invoicing.explain import explain_text
 from billing_core.invoicing.pricing import below_minimum_note
 from billing_core.invoicing.push import (
     DONE_STEPS,
@@ -552,6 +553,7 @@ def describe_drafts(drafts: DraftSet) -> list[str]:
             f"  {d.customer_name}: {display(d.total_minor, d.currency)} in {len(d.lines)} lines"
             f"{flags}"
         )
+        out += explain_text(d)
     for p in drafts.problems:
         out.append(f"  REFUSED {p.customer}: {p.message}")
     for name in drafts.already_invoiced:
