@@ -223,8 +223,9 @@ def _rules(value: object, where: str, problems: _Problems) -> tuple[RuleSpec, ..
 
 
 def _metric(raw: object, where: str, problems: _Problems) -> MetricSpec | None:
+    name = _text(raw.get("metric")) if isinstance(raw, Mapping) else None
+    where = f"{where} ({name})" if name else where
     row = _mapping(raw, where, _METRIC_KEYS, problems)
-    name = _text(row.get("metric"))
     if name is None:
         problems.add(where, "a metric needs a name (metric: api_calls)")
         return None
@@ -254,12 +255,12 @@ def _metric(raw: object, where: str, problems: _Problems) -> MetricSpec | None:
 
 
 def _plan(raw: object, where: str, problems: _Problems) -> PlanSpec | None:
+    name = _text(raw.get("name")) if isinstance(raw, Mapping) else None
+    where = f"{where} ({name})" if name else where
     row = _mapping(raw, where, _PLAN_KEYS, problems)
-    name = _text(row.get("name"))
     if name is None:
         problems.add(where, "a plan needs a name")
         return None
-    where = f"{where} ({name})"
     try:
         currency = normalize_currency(str(row.get("currency") or ""))
     except MoneyError as exc:
@@ -330,12 +331,12 @@ def _discount(raw: object, where: str, problems: _Problems) -> DiscountSpec | No
 
 
 def _customer(raw: object, where: str, problems: _Problems) -> CustomerSpec | None:
+    email = _text(raw.get("email")) if isinstance(raw, Mapping) else None
+    where = f"{where} ({email})" if email else where
     row = _mapping(raw, where, _CUSTOMER_KEYS, problems)
-    email = _text(row.get("email"))
     if email is None:
         problems.add(where, "a customer needs its email")
         return None
-    where = f"{where} ({email})"
     rules = _rules(row.get("rules"), f"{where}.rules", problems)
     problems.items += [f"{where}: {p}" for p in rule_problems(rules, "override")]
     discounts = [

@@ -54,10 +54,14 @@ def explain(draft: Draft) -> list[LineExplanation]:
 def explain_text(draft: Draft) -> list[str]:
     """Plain lines for the CLI: '    AWS Lambda, October 2026: EUR 5.75 = USD 5.23 at AWS rates,
     plan rule for all AWS costs: +10% markup'."""
+    fx = ""
+    if draft.fx_rate is not None:
+        fx = f", at {draft.fx_rate.normalize():f} {draft.currency} per USD"
     out = []
     for e in explain(draft):
-        how = ", ".join(
-            x for x in (f"{e.aws_cost} at AWS rates" if e.aws_cost else "", e.rule) if x
-        )
+        parts = [f"{e.aws_cost} at AWS rates" if e.aws_cost else "", e.rule]
+        how = ", ".join(x for x in parts if x)
+        if e.aws_cost and e.amount_minor:
+            how += fx
         out.append(f"    {e.description}: {e.amount}" + (f" = {how}" if how else ""))
     return out
