@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
+from typing import NamedTuple
 
 USAGE = "Usage"
 #: AWS record types (Cost Explorer's RECORD_TYPE) a plan can decide about.
@@ -118,6 +120,34 @@ class AwsRule:
 AT_COST = AwsRule(Decimal(0), source="at_cost")
 
 
+@dataclass(frozen=True, slots=True)
+class RuleTexts:
+    """What a rule does to an amount and says about it, computed once per rule."""
+
+    factor: Decimal  # 1 + pct / 100
+    suffix: str  # after a line's name: " (account 1111..., incl. 10% service fee)"
+    label: str  # the preview's "rule applied"
+
+
+@lru_cache(maxsize=4096)
+def rule_texts(rule: AwsRule) -> RuleTexts:
+    """A rule's factor and texts (cached: a run prices many lines with the same few rules)."""
+    notes = []
+    if rule.account_id is not None:
+        notes.append(f"account {rule.account_id}")
+    if rule.usage_type is not None:
+        notes.append(rule.usage_type)
+    if rule.source == "at_cost":
+        notes.append("at cost")
+        label = "at cost (the plan bills this record type at cost)"
+    else:
+        label = rule.label
+        if rule.note:
+            notes.append(rule.note)
+    suffix = f" ({', '.join(notes)})" if notes else ""
+    return RuleTexts(_ONE + rule.pct / _HUNDRED, suffix, label)
+
+
 def _pct(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
@@ -192,8 +222,7 @@ class CostItem:
     record_type: str = USAGE
 
 
-@dataclass(frozen=True, slots=True)
-class PricedGroup:
+class PricedGroup(NamedTuple):
     """AWS costs priced by one rule into one line: `usd` at AWS rates, `factor` the rule's."""
 
     service: str
@@ -229,11 +258,17 @@ def group_costs(
 ) -> tuple[list[PricedGroup], list[KeptItem]]:
     """Group costs by (line, rule): one invoice line per service and rule that priced it,
     sorted by service then most specific rule first; plus the adjustments the plan keeps."""
-    sums: dict[tuple[str, AwsRule], Decimal] = {}
+    # Keyed by the rule's identity: a rule set hands out the same rule objects, and hashing
+    # a rule's fields for every cost was a tenth of pricing's time.
+    sums: dict[tuple[str, int], Decimal] = {}
+    by_id: dict[int, AwsRule] = {}
     kept: dict[str, Decimal] = {}
+    memo, match = rules._memo, rules.match
     for item in items:
         if item.record_type == USAGE:
-            rule = rules.match(item.account_id, item.service, item.usage_type)
+            rule = memo.get((item.account_id, item.service, item.usage_type)) or match(
+                item.account_id, item.service, item.usage_type
+            )
         else:
             treatment = treatments.get(item.record_type) if treatments else None
             if treatment is Treatment.KEEP:
@@ -243,8 +278,15 @@ def group_costs(
                 rule = AT_COST
             else:
                 rule = rules.match(item.account_id, None, None)
-        key = (item.service, rule)
-        sums[key] = sums.get(key, Decimal(0)) + item.usd
-    groups = [PricedGroup(service, rule, usd) for (service, rule), usd in sums.items() if usd]
-    groups.sort(key=lambda g: (g.service, -g.rule.specificity, g.rule.account_id or ""))
+        rid = id(rule)
+        by_id[rid] = rule
+        key = (item.service, rid)
+        found = sums.get(key)
+        sums[key] = item.usd if found is None else found + item.usd
+    ordered = sorted(
+        (service, -by_id[rid].specificity, by_id[rid].account_id or "", rid, usd)
+        for (service, rid), usd in sums.items()
+        if usd
+    )
+    groups = [PricedGroup(service, by_id[rid], usd) for service, _s, _a, rid, usd in ordered]
     return groups, [KeptItem(t, usd) for t, usd in sorted(kept.items()) if usd]

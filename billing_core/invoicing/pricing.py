@@ -34,11 +34,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
 from billing_core.invoicing.aws_rules import (
-    AT_COST,
     AwsRule,
     CostItem,
     KeptItem,
@@ -46,6 +46,7 @@ from billing_core.invoicing.aws_rules import (
     Treatment,
     group_costs,
     items_from_mapping,
+    rule_texts,
 )
 from billing_core.invoicing.charge_models import (
     ChargeModel,
@@ -63,7 +64,7 @@ from billing_core.states import LineKind
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
-AT_COST_RULE = AT_COST
+_ONE = Decimal(1)
 
 
 __all__ = [
@@ -129,9 +130,11 @@ class PricingInput:
     has_payment_method: bool = True
 
 
-@dataclass(frozen=True)
-class DraftLine:
-    """One invoice line; `amount` is the one rounded figure, in the invoice currency."""
+class DraftLine(NamedTuple):
+    """One invoice line; `amount` is the one rounded figure, in the invoice currency.
+
+    A named tuple rather than a frozen dataclass: a run builds tens of lines per customer and
+    a tuple is built several times faster (bench/: pricing with rules)."""
 
     kind: LineKind
     description: str
@@ -249,6 +252,11 @@ def aws_amount(usd: Decimal, markup_pct: Decimal, *, currency: str, rates: Rates
     return Money(marked_up * rates.factor(COST_CURRENCY, currency), currency)
 
 
+@lru_cache(maxsize=1024)
+def _fee_text(minor: int, currency: str) -> str:
+    return f"plan base fee {Money.from_minor(minor, currency)}"
+
+
 def _unit(value: Decimal) -> Decimal:
     return value.quantize(_UNIT_PLACES)
 
@@ -261,7 +269,7 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
         description=f"{plan.name.title()} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
-        rule=f"plan base fee {Money.from_minor(plan.base_fee_minor, plan.currency)}",
+        rule=_fee_text(plan.base_fee_minor, plan.currency),
     )
 
 
@@ -280,31 +288,26 @@ def aws_lines(
     fx = rates.factor(COST_CURRENCY, currency)
     month = month_label(period)
     out = []
+    texts_of: dict[int, tuple[Decimal, str, str]] = {}
     for group in groups:
-        rule = group.rule
-        exact = group.usd * group.factor * fx
-        amount = Money._checked(exact, currency)
-        notes = []
-        if rule.account_id is not None:
-            notes.append(f"account {rule.account_id}")
-        if rule.usage_type is not None:
-            notes.append(rule.usage_type)
-        if rule is AT_COST_RULE:
-            notes.append("at cost")
-        elif rule.note:
-            notes.append(rule.note)
-        note = f" ({', '.join(notes)})" if notes else ""
+        rid = id(group.rule)
+        texts = texts_of.get(rid)
+        if texts is None:
+            t = rule_texts(group.rule)
+            texts = texts_of[rid] = (t.factor * fx, t.suffix, t.label)
+        exact = group.usd * texts[0]
         out.append(
             DraftLine(
-                kind=LineKind.AWS,
-                description=f"{service_label(group.service)}, {month}{note}",
-                amount=amount.rounded(),
-                unit_amount=_unit(exact),
-                service=group.service,
-                cost=group.usd,
-                rule="at cost (the plan bills this record type at cost)"
-                if rule is AT_COST_RULE
-                else rule.label,
+                LineKind.AWS,
+                f"{service_label(group.service)}, {month}{texts[1]}",
+                Money._checked(exact, currency).rounded(),
+                _ONE,
+                exact.quantize(_UNIT_PLACES),
+                group.service,
+                None,
+                None,
+                group.usd,
+                texts[2],
             )
         )
     return out, kept
@@ -378,6 +381,8 @@ def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> l
 def _discount_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> list[DraftLine]:
     """One negative line per discount in force this month, never below zero in total."""
     out: list[DraftLine] = []
+    if not inp.discounts:
+        return out
     left = sum_money((line.amount for line in lines), inp.currency)
     for discount in inp.discounts:
         if discount.month_number(inp.period) is None or left.amount <= 0:
