@@ -96,6 +96,21 @@ if st.session_state.get("preview_of") == str(period):
     )
     if drafts.already_invoiced:
         st.caption("Already invoiced for this month: " + ", ".join(drafts.already_invoiced))
+    if drafts.drafts:
+        st.markdown("**How each line is priced**")
+        names = [d.customer_name for d in drafts.drafts]
+        shown = st.selectbox("Customer", names, key="explain_customer")
+        draft = drafts.drafts[names.index(shown)]
+        st.dataframe(
+            run_view.lines_frame(draft),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "line": st.column_config.TextColumn("line", width="large"),
+                "rule applied": st.column_config.TextColumn("rule applied", width="large"),
+            },
+        )
+        st.caption(f"Total {ui.fmt(draft.total_minor, draft.currency)}: the sum of the lines.")
 
 
 @st.fragment(run_every=POLL_SECONDS)

@@ -285,7 +285,10 @@ def _plan(raw: object, where: str, problems: _Problems) -> PlanSpec | None:
         ),
         metrics=tuple(m for m in metrics if m is not None),
         rules=_rules(row.get("rules"), f"{where}.rules", problems),
-        adjustments=tuple(sorted((str(k), str(v)) for k, v in adjustments.items())),
+        # pass_through is the default: not stored, so file and page describe a plan alike
+        adjustments=tuple(
+            sorted((str(k), str(v)) for k, v in adjustments.items() if v != "pass_through")
+        ),
         minimum_spend_minor=_amount(
             row.get("minimum_spend"), currency, f"{where}.minimum_spend", problems
         ),

@@ -7,7 +7,7 @@ one from the plan editor's text fields, exact decimals, never floats."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -217,8 +217,16 @@ def spec_from_form(
     markup_pct: str,
     aws_spend_limit: str,
     metrics: Sequence[dict[str, Any]],
+    minimum_spend: str = "",
+    rules: Sequence[dict[str, Any]] = (),
+    adjustments: Mapping[str, str] | None = None,
+    tiers: Mapping[str, tuple[Tier, ...]] | None = None,
 ) -> PlanSpec:
-    """A PlanSpec from the plan editor's text fields (exact decimals, never floats)."""
+    """A PlanSpec from the plan editor's text fields (exact decimals, never floats).
+
+    Metric rows may carry `model` and `package_size`; tiers are not edited on the page and
+    come in `tiers` by metric (the plan's, kept as they were); `rules` rows hold `service`,
+    `account`, `usage_type` and `pct` (positive: markup, negative: discount)."""
     problems: list[str] = []
     try:
         cur = normalize_currency(currency)
@@ -228,8 +236,9 @@ def spec_from_form(
     for key, label, text in (
         ("base", "base fee", base_fee),
         ("limit", "AWS spend limit", aws_spend_limit),
+        ("minimum", "minimum spend", minimum_spend),
     ):
-        if key == "limit" and not str(text or "").strip():
+        if key in ("limit", "minimum") and not str(text or "").strip():
             amounts[key] = None
             continue
         try:
@@ -249,6 +258,26 @@ def spec_from_form(
                 aggregation=str(row.get("aggregation") or default_aggregation(metric)),
                 included=_decimal(row.get("included"), f"{metric} included", problems),
                 unit_price=_decimal(row.get("unit_price"), f"{metric} unit price", problems),
+                model=str(row.get("model") or ChargeModel.PER_UNIT),
+                tiers=(tiers or {}).get(metric, ()),
+                package_size=_decimal(row.get("package_size"), f"{metric} package size", problems)
+                if str(row.get("package_size") or "").strip()
+                else None,
+            )
+        )
+    rule_specs = []
+    for row in rules:
+        scope = {
+            k: str(row.get(k) or "").strip() or None for k in ("service", "account", "usage_type")
+        }
+        if not str(row.get("pct") or "").strip() and not any(scope.values()):
+            continue  # an empty editor row
+        rule_specs.append(
+            RuleSpec(
+                _decimal(row.get("pct"), "rule percent", problems),
+                scope["service"],
+                scope["account"],
+                scope["usage_type"],
             )
         )
     if problems:
@@ -260,4 +289,9 @@ def spec_from_form(
         markup_pct=markup,
         aws_spend_limit_minor=amounts.get("limit"),
         metrics=tuple(specs),
+        rules=tuple(rule_specs),
+        adjustments=tuple(
+            sorted((k, v) for k, v in (adjustments or {}).items() if v != Treatment.PASS_THROUGH)
+        ),
+        minimum_spend_minor=amounts.get("minimum"),
     )
