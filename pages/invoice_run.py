@@ -105,9 +105,14 @@ if st.session_state.get("preview_of") == str(period):
             run_view.lines_frame(draft),
             hide_index=True,
             width="stretch",
+            column_order=["line", "amount", "cost at AWS rates", "rule applied"],
             column_config={
-                "line": st.column_config.TextColumn("line", width="large"),
-                "rule applied": st.column_config.TextColumn("rule applied", width="large"),
+                "line": st.column_config.TextColumn("line", width="medium"),
+                "amount": st.column_config.TextColumn("amount", width="small"),
+                "cost at AWS rates": st.column_config.TextColumn(
+                    "cost at AWS rates", width="small"
+                ),
+                "rule applied": st.column_config.TextColumn("rule applied", width="medium"),
             },
         )
         st.caption(f"Total {ui.fmt(draft.total_minor, draft.currency)}: the sum of the lines.")

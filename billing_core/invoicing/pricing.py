@@ -31,6 +31,7 @@ by adding its own function to `price`'s list.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -252,6 +253,16 @@ def aws_amount(usd: Decimal, markup_pct: Decimal, *, currency: str, rates: Rates
     return Money(marked_up * rates.factor(COST_CURRENCY, currency), currency)
 
 
+# A plan version billing its last months is renamed "studio (until 2026-12)" (customers/
+# plans.py); the customer reads the plan's name.
+_RETIRED = re.compile(r"\s*\(until \d{4}-\d{2}\)(\s*#\d+)?$")
+
+
+@lru_cache(maxsize=1024)
+def _plan_label(name: str) -> str:
+    return _RETIRED.sub("", name).title()
+
+
 @lru_cache(maxsize=1024)
 def _fee_text(minor: int, currency: str) -> str:
     return f"plan base fee {Money.from_minor(minor, currency)}"
@@ -266,7 +277,7 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     fee = rates.convert(Money.from_minor(plan.base_fee_minor, plan.currency), inp.currency)
     return DraftLine(
         kind=LineKind.BASE_FEE,
-        description=f"{plan.name.title()} plan, {month_label(inp.period)}",
+        description=f"{_plan_label(plan.name)} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
         rule=_fee_text(plan.base_fee_minor, plan.currency),
