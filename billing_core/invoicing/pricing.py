@@ -186,7 +186,7 @@ class Draft:
         """The exact sum of the rounded lines."""
         return sum_money((line.amount for line in self.lines), self.currency)
 
-    @property
+    @cached_property
     def total_minor(self) -> int:
         return self.total.to_minor()
 
