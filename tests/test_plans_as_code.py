@@ -35,6 +35,7 @@ from billing_core.models import (
 )
 from billing_core.periods import Period
 from billing_core.reconciliation.runs import reconcile_period
+from billing_core.views.invoices import invoice_detail
 from tests.conftest import ROOT
 
 EXAMPLE = (ROOT / "examples" / "plans.yaml").read_text()
@@ -56,7 +57,6 @@ def test_the_example_file_is_valid_and_complete() -> None:
         "clusters": "volume",
     }
     assert dict(studio.adjustments) == {
-        "Credit": "pass_through",
         "Refund": "at_cost",
         "Tax": "keep",
     }
@@ -201,6 +201,11 @@ def test_a_month_priced_with_every_rule_bills_as_by_hand_and_reconciles(engine: 
         stored = s.exec(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)).all()
         assert stored[1].pricing_rule == "customer override for AWS Lambda: no markup"
         assert stored[1].aws_cost == D(100)
+        detail = invoice_detail(s, invoice_id)
+        assert detail is not None
+        assert detail.lines["priced by"].iloc[4] == (
+            "USD 40.00 at AWS rates, plan rule for account 444444444444: +15% markup"
+        )
         cid = acme.id
     reconcile_period(engine, PERIOD, source=SOURCE)
     with session_scope(engine) as s:
