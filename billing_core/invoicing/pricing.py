@@ -96,6 +96,11 @@ class PlanTerms:
     minimum_spend_minor: int | None = None
 
     @cached_property
+    def sorted_metrics(self) -> tuple[MetricTerms, ...]:
+        """The metrics in line order (by name), sorted once per plan."""
+        return tuple(sorted(self.metrics, key=lambda m: m.metric))
+
+    @cached_property
     def rule_set(self) -> RuleSet:
         """The plan's rules, shared (and memoised) by all its customers without overrides."""
         return RuleSet.of(self.markup_pct, self.rules)
@@ -219,7 +224,7 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         fx_source=fx_source,
         costs_estimated=inp.costs_estimated,
         collection_method=inp.collection_method,
-        minimum_charge_minor=minimum_charge_minor(cur, fx_rate),
+        minimum_charge_minor=_minimum_charge(cur, fx_rate),
         kept=tuple(kept),
     )
     return _with_warnings(draft, inp)
@@ -264,6 +269,16 @@ def _plan_label(name: str) -> str:
 
 
 @lru_cache(maxsize=1024)
+def _fee_money(minor: int, currency: str) -> Money:
+    return Money.from_minor(minor, currency)
+
+
+@lru_cache(maxsize=1024)
+def _minimum_charge(currency: str, usd_rate: Decimal | None) -> int | None:
+    return minimum_charge_minor(currency, usd_rate)
+
+
+@lru_cache(maxsize=1024)
 def _fee_text(minor: int, currency: str) -> str:
     return f"plan base fee {Money.from_minor(minor, currency)}"
 
@@ -274,7 +289,7 @@ def _unit(value: Decimal) -> Decimal:
 
 def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     plan = inp.plan
-    fee = rates.convert(Money.from_minor(plan.base_fee_minor, plan.currency), inp.currency)
+    fee = rates.convert(_fee_money(plan.base_fee_minor, plan.currency), inp.currency)
     return DraftLine(
         kind=LineKind.BASE_FEE,
         description=f"{_plan_label(plan.name)} plan, {month_label(inp.period)}",
@@ -340,7 +355,7 @@ def _aws_lines(inp: PricingInput, rates: Rates) -> tuple[list[DraftLine], list[K
 def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
     out = []
     plan_cur = inp.plan.currency
-    for terms in sorted(inp.plan.metrics, key=lambda m: m.metric):
+    for terms in inp.plan.sorted_metrics:
         used = inp.usage.get(terms.metric)
         if used is None:
             continue
