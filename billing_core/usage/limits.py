@@ -218,7 +218,10 @@ def _spend_row(
     now: datetime,
     rates: Rates,
 ) -> MetricUsage | None:
-    """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency."""
+    """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency.
+
+    The daily figures carry no service or account, so scoped rules and adjustment treatments
+    do not apply here (the limit is a guard rail, not an invoice line)."""
     if plan.aws_spend_limit_minor is None:
         return None
     usd = sum((days or {}).values(), Decimal(0))
