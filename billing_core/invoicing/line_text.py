@@ -122,6 +122,7 @@ def _at_least(value: Decimal, places: int) -> Decimal:
     return value
 
 
+@lru_cache(maxsize=8192)  # customers share small overages (1 seat, 2 clusters) and months
 def overage_description(
     metric: str, unit: str, over: Decimal, included: Decimal, period: str
 ) -> str:

@@ -58,7 +58,13 @@ from billing_core.invoicing.charge_models import (
 )
 from billing_core.invoicing.commitments import Discount, DiscountKind
 from billing_core.invoicing.line_text import month_label, overage_description, service_label
-from billing_core.money import Money, display, minimum_charge_minor, sum_money
+from billing_core.money import (
+    Money,
+    display,
+    minimum_charge_minor,
+    normalize_currency,
+    sum_money,
+)
 from billing_core.periods import Period
 from billing_core.states import LineKind
 
@@ -198,7 +204,9 @@ class Draft:
 
 def price(inp: PricingInput, rates: Rates) -> Draft:
     """Price one customer's month; raises ExchangeRateMissing when a needed rate is absent."""
-    cur = inp.currency
+    cur = normalize_currency(inp.currency)  # checked once: the lines build money unchecked
+    if cur != inp.currency:
+        inp = replace(inp, currency=cur)
     plan = inp.plan
     fx_rate: Decimal | None = None
     fx_source: str | None = None
@@ -353,8 +361,10 @@ def _aws_lines(inp: PricingInput, rates: Rates) -> tuple[list[DraftLine], list[K
 
 
 def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
-    out = []
+    out: list[DraftLine] = []
     plan_cur = inp.plan.currency
+    cur = inp.currency
+    factor: Decimal | None = None  # plan -> invoice currency, asked for once it is needed
     for terms in inp.plan.sorted_metrics:
         used = inp.usage.get(terms.metric)
         if used is None:
@@ -362,8 +372,10 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
         charge = usage_charge(terms, used)
         if charge.quantity <= 0:
             continue
-        amount = rates.convert(Money(charge.amount, plan_cur), inp.currency)
-        unit_price = rates.convert(Money(charge.unit_amount, plan_cur), inp.currency)
+        if factor is None:
+            factor = rates.factor(plan_cur, cur)
+        amount = Money._checked(charge.amount * factor, cur)
+        unit_price = Money._checked(charge.unit_amount * factor, cur)
         model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
         out.append(
             DraftLine(
