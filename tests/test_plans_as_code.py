@@ -242,3 +242,12 @@ def test_cli_import_then_dry_run_explains_each_line(
     out = capsys.readouterr().out
     assert "at AWS rates, plan rule for all AWS costs: +10% markup, at " in out
     assert "plan base fee EUR 99.00" in out
+
+
+def test_a_new_discount_may_not_start_in_a_running_or_closed_month(session: Session) -> None:
+    session.add(Customer(name="Acme", email="billing@acme-analytics.example", currency="EUR"))
+    session.flush()
+    late = EXAMPLE.replace("starts: 2027-01", "starts: 2026-09")
+    with pytest.raises(ValidationError, match="changes apply from 2026-10 at the earliest"):
+        import_plans(session, late, identity=ADMIN, now=BEFORE)
+    assert session.exec(select(Plan)).all() == []  # refused before anything was written

@@ -212,6 +212,18 @@ def import_plans(session: Session, text: str, *, identity: Identity, now: dateti
         if found is None:
             missing.append(f"customers: no customer has the email {c.email}")
         customers[c.email] = found
+    nxt = str(first_changeable(now))
+    for c in parsed.customers:
+        found = customers[c.email]
+        if found is None:
+            continue
+        recorded = set(customer_spec(session, found, Period.parse(nxt)).discounts)
+        missing += [
+            f"customers ({c.email}): a new discount starts {d.starts}, but changes apply from "
+            f"{nxt} at the earliest (months before are running or closed)"
+            for d in c.discounts
+            if d not in recorded and d.starts < nxt
+        ]
     if missing:
         raise ValidationError("The plans file was not imported (nothing was changed):", missing)
     result = ImportResult()
