@@ -14,6 +14,9 @@ from billing_core.config import load_settings
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.exchange_rates.convert import Rates
 from billing_core.invoicing import runs
+from billing_core.invoicing.aws_rules import AwsRule, CostItem, Treatment
+from billing_core.invoicing.charge_models import ChargeModel, Tier
+from billing_core.invoicing.commitments import Discount, DiscountKind
 from billing_core.invoicing.pricing import MetricTerms, PlanTerms, PricingInput, price
 from billing_core.models import (
     CostLine,
@@ -64,6 +67,78 @@ def _bench_pricing(count: int) -> Figure:
         f"{count / elapsed:,.0f} customers/s ({elapsed:.2f} s)",
         "",
         f"{count:,} customers x 10 services + 4 metrics",
+    )
+
+
+def _rules_plan(n: int) -> PlanTerms:
+    """A plan with rules of every kind: scoped markups and discounts, adjustment treatments,
+    the four charge models and a minimum spend."""
+    tiers = (
+        Tier(Decimal(100), Decimal("0.30")),
+        Tier(Decimal(1000), Decimal("0.20")),
+        Tier(None, Decimal("0.10")),
+    )
+    return PlanTerms(
+        f"rules-{n}",
+        "EUR",
+        9900,
+        Decimal(10),
+        (
+            MetricTerms("a", Decimal(10), Decimal("0.25"), "u"),
+            MetricTerms("b", Decimal(10), Decimal(0), "u", ChargeModel.GRADUATED, tiers),
+            MetricTerms("c", Decimal(10), Decimal(0), "u", ChargeModel.VOLUME, tiers),
+            MetricTerms("d", Decimal(10), Decimal(5), "u", ChargeModel.PACKAGE, (), Decimal(50)),
+        ),
+        (
+            AwsRule(Decimal(5), service="S0"),
+            AwsRule(Decimal(-3), service="S1"),
+            AwsRule(Decimal(12), account_id="100000000001"),
+            AwsRule(Decimal(0), service="S2", account_id="100000000001"),
+            AwsRule(Decimal(50), service="S3", usage_type="Requests"),
+        ),
+        {"Credit": Treatment.AT_COST, "Tax": Treatment.KEEP, "Refund": Treatment.PASS_THROUGH},
+        50000,
+    )
+
+
+def _bench_rules(count: int, services: int = 30) -> Figure:
+    """Issue 17's figure: customers x 30 services (two accounts) x 4 metrics, every rule."""
+    plans = [_rules_plan(n) for n in range(4)]
+    rates = Rates(str(PERIOD), {"EUR": Decimal("0.9213")}, {"EUR": "bench"})
+    override = (AwsRule(Decimal(15), service="S4", source="customer"),)
+    discount = (Discount(DiscountKind.PERCENT, Decimal(10), str(PERIOD), 3),)
+    names = [f"S{j}" for j in range(services)]
+    inputs = []
+    for i in range(count):
+        items = [
+            CostItem(s, Decimal(i % 97 + j) / 7, f"10000000000{j % 2}") for j, s in enumerate(names)
+        ]
+        items.append(CostItem("Credit", Decimal(-5), "100000000000", record_type="Credit"))
+        items.append(CostItem("Tax", Decimal(3), "100000000001", record_type="Tax"))
+        inputs.append(
+            PricingInput(
+                customer_id=i,
+                customer_name=f"c{i}",
+                currency="EUR",
+                period=str(PERIOD),
+                plan=plans[i % 4],
+                aws_items=tuple(items),
+                usage={m: Decimal(i % 1500) for m in ("a", "b", "c", "d")},
+                rule_overrides=override if i % 10 == 0 else (),
+                discounts=discount if i % 7 == 0 else (),
+            )
+        )
+    started = time.perf_counter()
+    for inp in inputs:
+        price(inp, rates)
+    elapsed = time.perf_counter() - started
+    return Figure(
+        AREA,
+        "pricing with rules of every kind",
+        f"{count / elapsed:,.0f} customers/s ({elapsed:.2f} s)",
+        "< 1 s for 10,000",
+        f"{count:,} customers x {services} services (2 accounts) + credit, tax x 4 metrics "
+        "(per unit, graduated, volume, package); scoped rules, overrides, minimum, discounts",
     )
 
 
@@ -149,6 +224,7 @@ def _push(
 
 def run(quick: bool) -> list[Figure]:
     figures = [_bench_pricing(1_000 if quick else 10_000)]
+    figures.append(_bench_rules(1_000 if quick else 10_000))
     n = 8 if quick else 60
     elapsed, result, rejected = _push(n, latency=0.05, limit=25, client_rate=25, concurrency=4)
     rate = result.stripe_calls / elapsed

@@ -570,5 +570,6 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-# --- corrections --- (credit-note, void-invoice: their own module, registered onto `cli`)
+# Commands in their own modules (corrections; plans as code), registered onto `cli`.
 import billing_core.cli_corrections  # noqa: E402, F401
+import billing_core.cli_plans  # noqa: E402, F401

@@ -71,6 +71,14 @@ class Plan(SQLModel, table=True):
     base_fee_minor: int = 0
     markup_pct: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(6))
     aws_spend_limit_minor: int | None = None
+    # Monthly minimum spend (plan currency, minor units): a "minimum commitment" line tops up.
+    minimum_spend_minor: int | None = None
+    # AWS record type (Credit, Refund, Tax, ...) -> pass_through | at_cost | keep (absent:
+    # pass_through, the behaviour before pricing rules). See invoicing/aws_rules.py.
+    adjustments: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=text("'{}'")),
+    )
     active: bool = True
     created_at: datetime = _now_field()
     updated_at: datetime = _now_field()
@@ -91,6 +99,10 @@ class PlanMetric(SQLModel, table=True):
     # How the period's records become the billable quantity: "sum" for cumulative metrics
     # (API calls), "max" for levels (seats, storage): the period's peak.
     aggregation: str = Field(default="sum", sa_column_kwargs={"server_default": "sum"})
+    # How usage above the included quantity is priced (invoicing/charge_models.py): per_unit,
+    # graduated, volume (tiers in plantier) or package (overage_unit_price per package_size).
+    charge_model: str = Field(default="per_unit", sa_column_kwargs={"server_default": "per_unit"})
+    package_size: Decimal | None = Field(default=None, sa_type=ExactDecimal(6))
 
 
 # A customer we bill, with how its AWS costs are recognised.
@@ -423,6 +435,10 @@ class InvoiceLine(SQLModel, table=True):
     quantity: Decimal = Field(default=Decimal(1), sa_type=ExactDecimal(6))
     unit_amount: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(10))
     amount_minor: int
+    # How the line was priced (the rule, charge model or commitment) and, for AWS lines, the
+    # cost at AWS rates in USD: what the preview and the invoice detail explain.
+    pricing_rule: str | None = Field(default=None, sa_column=Column(Text))
+    aws_cost: Decimal | None = Field(default=None, sa_type=ExactDecimal(10))
 
 
 # An adjustment scheduled for a later invoice (e.g. AWS restated a closed month).
@@ -571,3 +587,8 @@ from billing_core.corrections.models import (  # noqa: E402
 )
 
 __all__ = ["ISSUING_CREDIT_NOTE_WHERE", "CreditNote", "CreditNoteLine", "InvoiceVoid"]
+
+
+# Pricing rules' tables (plan rules, tiers, customer overrides, discounts) live in the
+# customers wing; imported here so every table is registered wherever models is imported.
+from billing_core.customers import pricing_tables  # noqa: E402, F401

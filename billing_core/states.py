@@ -115,6 +115,8 @@ class LineKind(StrEnum):
     OVERAGE = "overage"
     TRUE_UP = "true_up"
     CREDIT = "credit"
+    MINIMUM_COMMITMENT = "minimum_commitment"  # tops the month up to the plan's minimum spend
+    DISCOUNT = "discount"  # a customer's time-limited discount (negative)
     # The customer's share of AWS spend no customer owns (invoicing/shared_costs.py).
     SHARED_COST = "shared_cost"
 

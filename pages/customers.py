@@ -16,6 +16,7 @@ from billing_core.errors import ValidationError
 from billing_core.models import Plan
 from billing_core.periods import Period, utcnow
 from billing_core.versions import changed_since
+from billing_core.views import pricing_rules
 from pages.common import ui
 
 identity = ui.page_setup("Customers and plans", "admin")
@@ -80,10 +81,12 @@ with ui.stop_on_error(), ui.db() as session:
     customers = plans.plan_overview(session, now)
     all_plans = plans.all_plans(session)
     details = {p.id: plans.describe_plan(session, p) for p in all_plans}
+    specs = {p.id: plans.plan_spec(session, p) for p in all_plans}
+    overrides = pricing_rules.override_rows(session, next_period)
     history = [
         e
         for e in audit.entries(session, limit=200)
-        if e.action.startswith(("plan.", "customer.plan", "customer.stripe"))
+        if e.action.startswith(("plan.", "customer.plan", "customer.stripe", "customer.pricing"))
     ][:30]
 
 active_plans = [p for p in all_plans if p.active]
@@ -196,8 +199,60 @@ with st.form(form_key):
         value=(current["aws_spend_limit"] or "") if current else "",
         key=f"{form_key}-limit",
     )
+    f, g = st.columns([1, 2])
+    minimum = f.text_input(
+        "Monthly minimum spend (empty: none)",
+        value=(current.get("minimum_spend") or "") if current else "",
+        key=f"{form_key}-minimum",
+        help="When the month's charges fall short, a 'minimum commitment' line tops them up.",
+    )
+    adjust_cols = g.columns(3)
+    treatments = {
+        record_type: column.selectbox(
+            {"Credit": "AWS credits", "Refund": "AWS refunds", "Tax": "AWS tax"}[record_type],
+            ["pass_through", "at_cost", "keep"],
+            index=["pass_through", "at_cost", "keep"].index(
+                (current.get("adjustments") or {}).get(record_type, "pass_through")
+                if current
+                else "pass_through"
+            ),
+            format_func=lambda t: t.replace("_", " "),
+            key=f"{form_key}-adjust-{record_type}",
+            help="pass through: billed with the rules; at cost: billed as AWS charged it; "
+            "keep: not billed (stays in the margin)",
+        )
+        for column, record_type in zip(adjust_cols, ("Credit", "Refund", "Tax"), strict=True)
+    }
+    rule_rows = st.data_editor(
+        [
+            {
+                "service": r.get("service"),
+                "account": r.get("account"),
+                "usage_type": r.get("usage_type"),
+                "pct": r["pct"],
+            }
+            for r in (current.get("rules") or [] if current else [])
+        ]
+        or [{"service": None, "account": None, "usage_type": None, "pct": None}],
+        num_rows="dynamic",
+        key=f"{form_key}-rules",
+        column_config={
+            "service": st.column_config.TextColumn("AWS service (empty: any)"),
+            "account": st.column_config.TextColumn("Linked account (empty: any)"),
+            "usage_type": st.column_config.TextColumn("Usage type (empty: any)"),
+            "pct": st.column_config.TextColumn(
+                "Percent (+ markup, - discount)",
+                help="The most specific rule wins: usage type, then service, then account, "
+                "then the markup above for all AWS costs.",
+            ),
+        },
+    )
     metric_rows = st.data_editor(
-        current["metrics"]
+        [
+            {k: v for k, v in m.items() if k != "tiers"}
+            | {"model": m.get("model", "per_unit"), "package_size": m.get("package_size")}
+            for m in current["metrics"]
+        ]
         if current
         else [
             {
@@ -220,7 +275,13 @@ with st.form(form_key):
                 help="sum: the month's total (API calls); max: the month's peak (seats, GB)",
             ),
             "included": st.column_config.TextColumn("Included quantity"),
-            "unit_price": st.column_config.TextColumn("Overage price per unit"),
+            "unit_price": st.column_config.TextColumn("Overage price per unit (or block)"),
+            "model": st.column_config.SelectboxColumn(
+                "Charge model",
+                options=["per_unit", "graduated", "volume", "package"],
+                help="graduated and volume tiers are set in a plans file (import-plans)",
+            ),
+            "package_size": st.column_config.TextColumn("Block size (package)"),
         },
     )
     st.caption(
@@ -236,6 +297,10 @@ with st.form(form_key):
                 markup_pct=markup,
                 aws_spend_limit=limit,
                 metrics=list(metric_rows),
+                minimum_spend=minimum,
+                rules=list(rule_rows),
+                adjustments=treatments,
+                tiers={m.metric: m.tiers for m in specs[choice].metrics} if choice else {},
             )
             with ui.db() as session:
                 if choice is None:
@@ -282,6 +347,15 @@ if choice is not None and current:
         )
         + f"; {sum(1 for c in customers if c['plan'] == plan.name)} customer(s) on it now."
     )
+
+if choice is not None and current:
+    st.markdown(f"**Pricing rules of {current['name']}**")
+    st.dataframe(pricing_rules.plan_rule_rows(current), hide_index=True, width="stretch")
+st.markdown(f"**Customer overrides and discounts** (in force from {next_period})")
+if overrides:
+    st.dataframe(overrides, hide_index=True, width="stretch")
+else:
+    st.caption("No customer has its own rules or discounts (set them in a plans file).")
 
 st.subheader("Stripe link")
 with st.form("relink"):

@@ -101,6 +101,26 @@ if st.session_state.get("preview_of") == str(period):
     )
     if drafts.already_invoiced:
         st.caption("Already invoiced for this month: " + ", ".join(drafts.already_invoiced))
+    if drafts.drafts:
+        st.markdown("**How each line is priced**")
+        names = [d.customer_name for d in drafts.drafts]
+        shown = st.selectbox("Customer", names, key="explain_customer")
+        draft = drafts.drafts[names.index(shown)]
+        st.dataframe(
+            run_view.lines_frame(draft),
+            hide_index=True,
+            width="stretch",
+            column_order=["line", "amount", "cost at AWS rates", "rule applied"],
+            column_config={
+                "line": st.column_config.TextColumn("line", width="medium"),
+                "amount": st.column_config.TextColumn("amount", width="small"),
+                "cost at AWS rates": st.column_config.TextColumn(
+                    "cost at AWS rates", width="small"
+                ),
+                "rule applied": st.column_config.TextColumn("rule applied", width="medium"),
+            },
+        )
+        st.caption(f"Total {ui.fmt(draft.total_minor, draft.currency)}: the sum of the lines.")
 
 
 @st.fragment(run_every=POLL_SECONDS)

@@ -269,6 +269,26 @@ CASES = [
         ["void-invoice", "--invoice", "X-0001", "--reason", "typo"],
         "STRIPE_API_KEY",
     ),
+    # Plans as code (issue 17): a bad file changes nothing and names each problem and where.
+    Case(
+        "plans-file-with-problems",
+        [
+            "import-plans",
+            _file(
+                "plans.yaml",
+                "plans:\n  - name: studio\n    currency: EUR\n    markup: 10\n"
+                "    metrics:\n      - {metric: api_calls, model: graduated}\n",
+            ),
+        ],
+        "plans[1] (studio): unknown key(s) markup",
+    ),
+    Case("plans-file-not-yaml", ["import-plans", _file("p.yaml", "plans: [\n")], "not valid YAML"),
+    Case(
+        "export-plans-to-a-folder",
+        ["export-plans", "--out", _same("")],
+        "is a directory",
+        exit_code=2,
+    ),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(

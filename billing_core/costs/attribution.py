@@ -167,6 +167,9 @@ class AttributedCosts:
     adjustments: dict[int, dict[str, Decimal]] = field(default_factory=dict)
     unattributed_usage: dict[str, Decimal] = field(default_factory=dict)
     unattributed_adjustments: dict[str, Decimal] = field(default_factory=dict)
+    # customer -> (account, service or record type, record type) -> USD: the same costs with
+    # their linked account, for pricing rules scoped to an account (invoicing/aws_rules.py).
+    detail: dict[int, dict[tuple[str | None, str, str], Decimal]] = field(default_factory=dict)
 
     def customer_total(self, customer_id: int) -> Decimal:
         """Net cost of one customer: charges plus adjustments."""
@@ -235,5 +238,8 @@ def attributed_costs(
         else:
             table = out.adjustments if adjustment else out.usage
             bucket = table.setdefault(customer, {})
+            detail = out.detail.setdefault(customer, {})
+            where = (account, key, record_type)
+            detail[where] = detail.get(where, ZERO) + amount
         bucket[key] = bucket.get(key, ZERO) + amount
     return out

@@ -7,12 +7,14 @@ one from the plan editor's text fields, exact decimals, never floats."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from billing_core.errors import MoneyError, ValidationError
+from billing_core.invoicing.aws_rules import ADJUSTMENT_TYPES, Treatment
+from billing_core.invoicing.charge_models import ChargeModel, Tier, tier_problems
 from billing_core.money import exponent, normalize_currency
 
 AGGREGATIONS = ("sum", "max")
@@ -51,11 +53,28 @@ class MetricSpec:
     unit_price: Decimal
     unit: str = ""
     aggregation: str = "sum"
+    model: str = ChargeModel.PER_UNIT
+    tiers: tuple[Tier, ...] = ()
+    package_size: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A scoped AWS rule: `pct` percent markup (positive) or discount (negative)."""
+
+    pct: Decimal
+    service: str | None = None
+    account_id: str | None = None
+    usage_type: str | None = None
 
 
 @dataclass(frozen=True)
 class PlanSpec:
-    """A whole plan as entered by an admin; money in minor units of `currency`."""
+    """A whole plan as entered by an admin; money in minor units of `currency`.
+
+    `rules` are the scoped AWS rules beyond `markup_pct` (all AWS costs); `adjustments` maps
+    an AWS record type to its treatment; `minimum_spend_minor` is the monthly minimum spend.
+    """
 
     name: str
     currency: str
@@ -63,6 +82,9 @@ class PlanSpec:
     markup_pct: Decimal
     aws_spend_limit_minor: int | None
     metrics: tuple[MetricSpec, ...] = field(default_factory=tuple)
+    rules: tuple[RuleSpec, ...] = ()
+    adjustments: tuple[tuple[str, str], ...] = ()
+    minimum_spend_minor: int | None = None
 
 
 def parse_major(text: str, currency: str, what: str) -> int:
@@ -123,6 +145,50 @@ def validate_plan(spec: PlanSpec) -> list[str]:
             problems.append(f"{where}: the overage unit price must be zero or more")
         elif _places(m.unit_price) > _PRICE_PLACES:
             problems.append(f"{where}: the overage unit price has more than 10 decimals")
+        try:
+            model = ChargeModel(m.model)
+        except ValueError:
+            models = ", ".join(ChargeModel)
+            problems.append(f"{where}: charge model {m.model!r} is not one of {models}")
+        else:
+            problems += [f"{where}: {p}" for p in tier_problems(model, m.tiers, m.package_size)]
+    problems += rule_problems(spec.rules, "rule")
+    if spec.minimum_spend_minor is not None and spec.minimum_spend_minor < 0:
+        problems.append("the minimum spend must be zero or more (or empty for none)")
+    for record_type, treatment in spec.adjustments:
+        if record_type not in ADJUSTMENT_TYPES:
+            problems.append(
+                f"adjustment {record_type!r} is not an AWS record type the plan can decide "
+                f"about ({', '.join(ADJUSTMENT_TYPES)})"
+            )
+        if treatment not in set(Treatment):
+            problems.append(
+                f"adjustment {record_type!r}: {treatment!r} is not one of {', '.join(Treatment)}"
+            )
+    return problems
+
+
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
+
+
+def rule_problems(rules: Sequence[RuleSpec], what: str) -> list[str]:
+    """What is wrong with scoped rules (numbered from 1 as `what` 1, 2, ...)."""
+    problems: list[str] = []
+    seen: set[tuple[str | None, str | None, str | None]] = set()
+    for i, rule in enumerate(rules, start=1):
+        where = f"{what} {i}"
+        scope = (rule.service, rule.account_id, rule.usage_type)
+        if scope == (None, None, None) and what == "rule":
+            problems.append(f"{where}: a plan's rule for all AWS costs is its markup_pct")
+        if scope in seen:
+            problems.append(f"{where}: another rule has the same scope")
+        seen.add(scope)
+        if rule.account_id is not None and not _ACCOUNT_RE.match(rule.account_id):
+            problems.append(f"{where}: account {rule.account_id!r} is not a 12-digit AWS id")
+        if not rule.pct.is_finite() or not -100 <= rule.pct <= _MAX_MARKUP_PCT:
+            problems.append(f"{where}: the percent must be between -100 and {_MAX_MARKUP_PCT}")
+        elif _places(rule.pct) > 6:
+            problems.append(f"{where}: the percent may have at most 6 decimals")
     return problems
 
 
@@ -151,8 +217,16 @@ def spec_from_form(
     markup_pct: str,
     aws_spend_limit: str,
     metrics: Sequence[dict[str, Any]],
+    minimum_spend: str = "",
+    rules: Sequence[dict[str, Any]] = (),
+    adjustments: Mapping[str, str] | None = None,
+    tiers: Mapping[str, tuple[Tier, ...]] | None = None,
 ) -> PlanSpec:
-    """A PlanSpec from the plan editor's text fields (exact decimals, never floats)."""
+    """A PlanSpec from the plan editor's text fields (exact decimals, never floats).
+
+    Metric rows may carry `model` and `package_size`; tiers are not edited on the page and
+    come in `tiers` by metric (the plan's, kept as they were); `rules` rows hold `service`,
+    `account`, `usage_type` and `pct` (positive: markup, negative: discount)."""
     problems: list[str] = []
     try:
         cur = normalize_currency(currency)
@@ -162,8 +236,9 @@ def spec_from_form(
     for key, label, text in (
         ("base", "base fee", base_fee),
         ("limit", "AWS spend limit", aws_spend_limit),
+        ("minimum", "minimum spend", minimum_spend),
     ):
-        if key == "limit" and not str(text or "").strip():
+        if key in ("limit", "minimum") and not str(text or "").strip():
             amounts[key] = None
             continue
         try:
@@ -183,6 +258,26 @@ def spec_from_form(
                 aggregation=str(row.get("aggregation") or default_aggregation(metric)),
                 included=_decimal(row.get("included"), f"{metric} included", problems),
                 unit_price=_decimal(row.get("unit_price"), f"{metric} unit price", problems),
+                model=str(row.get("model") or ChargeModel.PER_UNIT),
+                tiers=(tiers or {}).get(metric, ()),
+                package_size=_decimal(row.get("package_size"), f"{metric} package size", problems)
+                if str(row.get("package_size") or "").strip()
+                else None,
+            )
+        )
+    rule_specs = []
+    for row in rules:
+        scope = {
+            k: str(row.get(k) or "").strip() or None for k in ("service", "account", "usage_type")
+        }
+        if not str(row.get("pct") or "").strip() and not any(scope.values()):
+            continue  # an empty editor row
+        rule_specs.append(
+            RuleSpec(
+                _decimal(row.get("pct"), "rule percent", problems),
+                scope["service"],
+                scope["account"],
+                scope["usage_type"],
             )
         )
     if problems:
@@ -194,4 +289,9 @@ def spec_from_form(
         markup_pct=markup,
         aws_spend_limit_minor=amounts.get("limit"),
         metrics=tuple(specs),
+        rules=tuple(rule_specs),
+        adjustments=tuple(
+            sorted((k, v) for k, v in (adjustments or {}).items() if v != Treatment.PASS_THROUGH)
+        ),
+        minimum_spend_minor=amounts.get("minimum"),
     )

@@ -26,9 +26,11 @@ from billing_core.auth import Identity, require
 from billing_core.customers.plan_specs import (
     MetricSpec,
     PlanSpec,
+    RuleSpec,
     plain,
     validate_plan,
 )
+from billing_core.customers.pricing_tables import PlanPricingRule, PlanTier
 from billing_core.customers.terms import (
     first_plan,
     legacy_plan_id,
@@ -39,6 +41,7 @@ from billing_core.customers.terms import (
     terms_in_force,
 )
 from billing_core.errors import StaleVersion, ValidationError
+from billing_core.invoicing.charge_models import ChargeModel, Tier
 from billing_core.models import Customer, CustomerTerms, Plan, PlanMetric
 from billing_core.money import minor_to_decimal, normalize_currency
 from billing_core.periods import Period
@@ -219,16 +222,81 @@ class PlanChange:
     changed: bool = True  # False: the spec held the plan's values already, nothing written
 
 
-def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
-    """A plan and its metrics as plain values (audit before/after, page display)."""
+def plan_spec(session: Session, plan: Plan) -> PlanSpec:
+    """A stored plan as a spec: metrics with their charge models and tiers, scoped rules,
+    adjustment treatments and minimum spend (export-plans writes this)."""
+    tiers: dict[str, list[PlanTier]] = {}
+    for t in session.exec(
+        select(PlanTier).where(PlanTier.plan_id == plan.id).order_by(col(PlanTier.position))
+    ).all():
+        tiers.setdefault(t.metric, []).append(t)
     metrics = tuple(
-        MetricSpec(m.metric, m.included_quantity, m.overage_unit_price, m.unit, m.aggregation)
+        MetricSpec(
+            m.metric,
+            m.included_quantity,
+            m.overage_unit_price,
+            m.unit,
+            m.aggregation,
+            m.charge_model or ChargeModel.PER_UNIT,
+            tuple(Tier(t.up_to, t.unit_price, t.flat_fee) for t in tiers.get(m.metric, [])),
+            m.package_size,
+        )
         for m in plan_metrics(session, plan.id or 0)
     )
-    limit = plan.aws_spend_limit_minor
-    return _spec_view(
-        PlanSpec(plan.name, plan.currency, plan.base_fee_minor, plan.markup_pct, limit, metrics)
+    rules = tuple(
+        RuleSpec(r.pct, r.service, r.account_id, r.usage_type)
+        for r in session.exec(
+            select(PlanPricingRule)
+            .where(PlanPricingRule.plan_id == plan.id)
+            .order_by(col(PlanPricingRule.id))
+        ).all()
     )
+    return PlanSpec(
+        plan.name,
+        plan.currency,
+        plan.base_fee_minor,
+        plan.markup_pct,
+        plan.aws_spend_limit_minor,
+        metrics,
+        rules,
+        tuple(sorted((plan.adjustments or {}).items())),
+        plan.minimum_spend_minor,
+    )
+
+
+def describe_plan(session: Session, plan: Plan) -> dict[str, Any]:
+    """A plan and its metrics as plain values (audit before/after, page display)."""
+    return _spec_view(plan_spec(session, plan))
+
+
+def _metric_view(m: MetricSpec) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "metric": m.metric,
+        "unit": m.unit.strip(),
+        "aggregation": m.aggregation,
+        "included": plain(m.included),
+        "unit_price": plain(m.unit_price),
+    }
+    # Keys beyond the per-unit model only when used: plans from before rules read as before.
+    if m.model != ChargeModel.PER_UNIT:
+        view["model"] = str(m.model)
+    if m.package_size is not None:
+        view["package_size"] = plain(m.package_size)
+    if m.tiers:
+        view["tiers"] = [
+            {
+                "up_to": None if t.up_to is None else plain(t.up_to),
+                "unit_price": plain(t.unit_price),
+                "flat_fee": plain(t.flat_fee),
+            }
+            for t in m.tiers
+        ]
+    return view
+
+
+def _rule_view(rule: RuleSpec) -> dict[str, Any]:
+    scope = {"service": rule.service, "account": rule.account_id, "usage_type": rule.usage_type}
+    return {k: v for k, v in scope.items() if v is not None} | {"pct": plain(rule.pct)}
 
 
 def _spec_view(spec: PlanSpec) -> dict[str, Any]:
@@ -241,17 +309,20 @@ def _spec_view(spec: PlanSpec) -> dict[str, Any]:
         "base_fee": str(minor_to_decimal(spec.base_fee_minor, currency)),
         "markup_pct": plain(spec.markup_pct),
         "aws_spend_limit": None if limit is None else str(minor_to_decimal(limit, currency)),
-        "metrics": [
-            {
-                "metric": m.metric,
-                "unit": m.unit.strip(),
-                "aggregation": m.aggregation,
-                "included": plain(m.included),
-                "unit_price": plain(m.unit_price),
-            }
-            for m in spec.metrics
-        ],
-    }
+        "metrics": [_metric_view(m) for m in spec.metrics],
+    } | _rules_view(spec)
+
+
+def _rules_view(spec: PlanSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.rules:
+        out["rules"] = [_rule_view(r) for r in spec.rules]
+    if spec.adjustments:
+        out["adjustments"] = dict(sorted(spec.adjustments))
+    if spec.minimum_spend_minor is not None:
+        cur = normalize_currency(spec.currency)
+        out["minimum_spend"] = str(minor_to_decimal(spec.minimum_spend_minor, cur))
+    return out
 
 
 def _check(session: Session, spec: PlanSpec, *, except_id: int | None = None) -> None:
@@ -269,6 +340,8 @@ def _fill(session: Session, plan: Plan, spec: PlanSpec, now: datetime) -> None:
     plan.base_fee_minor = spec.base_fee_minor
     plan.markup_pct = spec.markup_pct
     plan.aws_spend_limit_minor = spec.aws_spend_limit_minor
+    plan.minimum_spend_minor = spec.minimum_spend_minor
+    plan.adjustments = dict(spec.adjustments)
     plan.updated_at = now
     session.add(plan)
     try:
@@ -279,18 +352,43 @@ def _fill(session: Session, plan: Plan, spec: PlanSpec, now: datetime) -> None:
             "The plan was not saved:",
             [f"a plan named {plan.name!r} already exists (just saved by another admin)"],
         ) from None
-    for old in plan_metrics(session, plan.id or 0):
-        session.delete(old)
+    pid = plan.id or 0
+    for table in (PlanMetric, PlanTier, PlanPricingRule):
+        for old in session.exec(select(table).where(table.plan_id == pid)).all():
+            session.delete(old)
     session.flush()
     for m in spec.metrics:
         session.add(
             PlanMetric(
-                plan_id=plan.id or 0,
+                plan_id=pid,
                 metric=m.metric,
                 unit=m.unit.strip(),
                 aggregation=m.aggregation,
                 included_quantity=m.included,
                 overage_unit_price=m.unit_price,
+                charge_model=str(m.model),
+                package_size=m.package_size,
+            )
+        )
+        for pos, tier in enumerate(m.tiers):
+            session.add(
+                PlanTier(
+                    plan_id=pid,
+                    metric=m.metric,
+                    position=pos,
+                    up_to=tier.up_to,
+                    unit_price=tier.unit_price,
+                    flat_fee=tier.flat_fee,
+                )
+            )
+    for rule in spec.rules:
+        session.add(
+            PlanPricingRule(
+                plan_id=pid,
+                service=rule.service,
+                account_id=rule.account_id,
+                usage_type=rule.usage_type,
+                pct=rule.pct,
             )
         )
     session.flush()

@@ -8,7 +8,6 @@ draft."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,19 +32,16 @@ from billing_core.exchange_rates.rates import load_rates
 from billing_core.invoicing.line_text import month_label
 from billing_core.invoicing.pricing import (
     Draft,
-    MetricTerms,
-    PlanTerms,
     PricingInput,
     TrueUpItem,
     price,
 )
+from billing_core.invoicing.pricing_book import PricingBook, cost_items
 from billing_core.invoicing.shared_costs import SharedAllocation, SharedCostPolicy, allocate
 from billing_core.models import (
     Customer,
     Invoice,
     InvoiceLine,
-    Plan,
-    PlanMetric,
     TrueUp,
 )
 from billing_core.money import Money, display, round_minor
@@ -122,19 +118,6 @@ def describe_shared(allocation: SharedAllocation) -> str:
     return (
         f"Shared AWS costs (unattributed and shared spend) {pool}: {allocated} allocated "
         f"{_RULE_WORDS[allocation.rule]}, {left} left unbilled"
-    )
-
-
-def _plan_terms(plan: Plan, metrics: Sequence[PlanMetric]) -> PlanTerms:
-    return PlanTerms(
-        name=plan.name,
-        currency=plan.currency,
-        base_fee_minor=plan.base_fee_minor,
-        markup_pct=plan.markup_pct,
-        metrics=tuple(
-            MetricTerms(m.metric, m.included_quantity, m.overage_unit_price, m.unit)
-            for m in metrics
-        ),
     )
 
 
@@ -242,10 +225,7 @@ def build_drafts(
         result.shared = shared_allocation(session, period, attributed, shared.policy)
     shares = result.shared.shares_minor if result.shared else {}
     rates = load_rates(session, period)
-    plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
-    metrics: dict[int, list[PlanMetric]] = {}
-    for m in session.exec(select(PlanMetric)).all():
-        metrics.setdefault(m.plan_id, []).append(m)
+    book = PricingBook.load(session, period)  # plans, tiers, rules, overrides, discounts
     usage = totals_by_metric(session, period, customer_id)
     billed = select(Invoice.customer_id).where(Invoice.period == str(period))
     if reissue:
@@ -277,7 +257,7 @@ def build_drafts(
                 CustomerProblem(cid, customer.name, "costs", result.costs_incomplete)
             )
             continue
-        plan = plans.get(terms.plan_id) if terms.plan_id is not None else None
+        plan = book.plans.get(terms.plan_id) if terms.plan_id is not None else None
         if plan is None:
             result.problems.append(
                 CustomerProblem(cid, customer.name, "draft", "has no plan: assign one first.")
@@ -288,8 +268,11 @@ def build_drafts(
             customer_name=customer.name,
             currency=terms.currency,
             period=str(period),
-            plan=_plan_terms(plan, metrics.get(plan.id or 0, [])),
+            plan=book.plan_terms(plan.id or 0),
             aws_costs=costs.get(cid, {}),
+            aws_items=cost_items(attributed.detail.get(cid, {})),
+            rule_overrides=book.overrides(cid),
+            discounts=book.discounts(cid),
             usage={m: q for (c, m), q in usage.items() if c == cid},
             true_ups=tuple(
                 TrueUpItem(t.id or 0, t.description, Money.from_minor(t.amount_minor, t.currency))
@@ -372,6 +355,8 @@ def save_drafts(
                     quantity=line.quantity,
                     unit_amount=line.unit_amount,
                     amount_minor=line.amount_minor,
+                    pricing_rule=line.rule or None,
+                    aws_cost=line.cost,
                 )
             )
             if line.true_up_id is not None:

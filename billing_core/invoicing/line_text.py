@@ -9,6 +9,7 @@ unit amounts stay exact; only their text changes (never exponent notation such a
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from billing_core.periods import Period
 
@@ -36,6 +37,9 @@ _SERVICE_PREFIXES = ("AWS ", "Amazon ")
 _SINGULAR = {"licences": "licence", "licenses": "license", "hours": "hour", "calls": "call"}
 
 
+# Cached: every line of every invoice asks for the same few months and services, and
+# parsing them each time was a quarter of pricing's time (bench/: pricing throughput).
+@lru_cache(maxsize=256)
 def month_label(period: str) -> str:
     """'2026-10' -> 'October 2026'; text that is not a period is returned unchanged."""
     try:
@@ -45,6 +49,7 @@ def month_label(period: str) -> str:
     return f"{p.start:%B} {p.year}"
 
 
+@lru_cache(maxsize=4096)
 def service_label(service: str) -> str:
     """A service as a customer reads it: 'AWS Lambda' stays, 'EC2 - Other' -> 'AWS EC2 - Other'."""
     name = service.strip()
@@ -123,6 +128,7 @@ def _at_least(value: Decimal, places: int) -> Decimal:
     return value
 
 
+@lru_cache(maxsize=8192)  # customers share small overages (1 seat, 2 clusters) and months
 def overage_description(
     metric: str, unit: str, over: Decimal, included: Decimal, period: str
 ) -> str:

@@ -20,50 +20,101 @@ ExchangeRateMissing and the other customers carry on.
 
 `aws_amount` and `overage_amount` are the line arithmetic; the usage page's estimate and
 reconciliation call the same functions, so all three agree to the minor unit.
+
+Pricing rules (DESIGN.md section 13) live in pure modules of their own, composed here in this
+order: base fee; AWS lines grouped by service and the rule that priced them (`aws_rules`); usage
+lines by charge model (`charge_models`); the minimum commitment; discounts (`commitments`);
+true-ups. Each line carries `cost` (the AWS cost at AWS rates, USD) and `rule` (how it was
+priced), which the preview shows; a line of another kind (a shared-cost allocation) composes
+by adding its own function to `price`'s list.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
+from billing_core.invoicing.aws_rules import (
+    AwsRule,
+    CostItem,
+    KeptItem,
+    RuleSet,
+    Treatment,
+    group_costs,
+    items_from_mapping,
+    rule_texts,
+)
+from billing_core.invoicing.charge_models import (
+    ChargeModel,
+    MetricTerms,
+    Tier,
+    billable_quantity,
+    usage_charge,
+)
+from billing_core.invoicing.commitments import Discount, DiscountKind
 from billing_core.invoicing.line_text import (
     month_label,
     overage_description,
     service_label,
     shared_cost_description,
 )
-from billing_core.money import Money, display, minimum_charge_minor, sum_money
+from billing_core.money import (
+    Money,
+    display,
+    minimum_charge_minor,
+    normalize_currency,
+    sum_money,
+)
 from billing_core.periods import Period
 from billing_core.states import LineKind
 
 # Stored unit amounts keep this many decimals (the InvoiceLine column's scale).
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
+_ONE = Decimal(1)
 
 
-@dataclass(frozen=True)
-class MetricTerms:
-    """A plan's usage metric: included quantity and price per unit above it (plan currency)."""
-
-    metric: str
-    included: Decimal
-    unit_price: Decimal
-    unit: str = ""
+__all__ = [
+    "AwsRule",
+    "ChargeModel",
+    "CostItem",
+    "Discount",
+    "DiscountKind",
+    "MetricTerms",
+    "Tier",
+    "Treatment",
+]
 
 
 @dataclass(frozen=True)
 class PlanTerms:
-    """What a plan charges: base fee (minor units), markup on AWS costs, usage terms."""
+    """What a plan charges: base fee (minor units), markup on all AWS costs and scoped AWS
+    rules, what happens to each AWS adjustment record type, usage terms, and a monthly minimum
+    spend (minor units of the plan currency; None: no minimum)."""
 
     name: str
     currency: str
     base_fee_minor: int
     markup_pct: Decimal = Decimal(0)
     metrics: tuple[MetricTerms, ...] = ()
+    rules: tuple[AwsRule, ...] = ()
+    treatments: Mapping[str, Treatment] = field(default_factory=dict)
+    minimum_spend_minor: int | None = None
+
+    @cached_property
+    def sorted_metrics(self) -> tuple[MetricTerms, ...]:
+        """The metrics in line order (by name), sorted once per plan."""
+        return tuple(sorted(self.metrics, key=lambda m: m.metric))
+
+    @cached_property
+    def rule_set(self) -> RuleSet:
+        """The plan's rules, shared (and memoised) by all its customers without overrides."""
+        return RuleSet.of(self.markup_pct, self.rules)
 
 
 @dataclass(frozen=True)
@@ -85,6 +136,10 @@ class PricingInput:
     period: str
     plan: PlanTerms
     aws_costs: Mapping[str, Decimal] = field(default_factory=dict)  # service -> USD
+    # Costs with their account (and usage type): used instead of `aws_costs` when given.
+    aws_items: tuple[CostItem, ...] = ()
+    rule_overrides: tuple[AwsRule, ...] = ()  # the customer's, in force for the period
+    discounts: tuple[Discount, ...] = ()
     usage: Mapping[str, Decimal] = field(default_factory=dict)  # metric -> quantity
     true_ups: tuple[TrueUpItem, ...] = ()
     # The customer's share of the month's shared AWS costs, USD (invoicing/shared_costs.py).
@@ -94,9 +149,11 @@ class PricingInput:
     has_payment_method: bool = True
 
 
-@dataclass(frozen=True)
-class DraftLine:
-    """One invoice line; `amount` is the one rounded figure, in the invoice currency."""
+class DraftLine(NamedTuple):
+    """One invoice line; `amount` is the one rounded figure, in the invoice currency.
+
+    A named tuple rather than a frozen dataclass: a run builds tens of lines per customer and
+    a tuple is built several times faster (bench/: pricing with rules)."""
 
     kind: LineKind
     description: str
@@ -106,6 +163,9 @@ class DraftLine:
     service: str | None = None
     metric: str | None = None
     true_up_id: int | None = None
+    # How the line was priced, for the preview: the AWS cost at AWS rates (USD) and the rule.
+    cost: Decimal | None = None
+    rule: str = ""
 
     @property
     def amount_minor(self) -> int:
@@ -130,6 +190,8 @@ class Draft:
     # Stripe's minimum charge in the invoice currency (minor units); None when unknown (a
     # currency outside Stripe's table without a USD rate: USD invoices always know theirs).
     minimum_charge_minor: int | None = None
+    # Adjustments the plan keeps (not billed, in the margin), USD at AWS rates.
+    kept: tuple[KeptItem, ...] = ()
 
     @property
     def below_minimum(self) -> bool:
@@ -142,14 +204,16 @@ class Draft:
         """The exact sum of the rounded lines."""
         return sum_money((line.amount for line in self.lines), self.currency)
 
-    @property
+    @cached_property
     def total_minor(self) -> int:
         return self.total.to_minor()
 
 
 def price(inp: PricingInput, rates: Rates) -> Draft:
     """Price one customer's month; raises ExchangeRateMissing when a needed rate is absent."""
-    cur = inp.currency
+    cur = normalize_currency(inp.currency)  # checked once: the lines build money unchecked
+    if cur != inp.currency:
+        inp = replace(inp, currency=cur)
     plan = inp.plan
     fx_rate: Decimal | None = None
     fx_source: str | None = None
@@ -159,9 +223,12 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
     if plan.currency != cur and plan.currency != COST_CURRENCY and cur != COST_CURRENCY:
         fx_source = f"{fx_source}; {plan.currency} via USD cross rate"
     lines = [_base_fee_line(inp, rates)]
-    lines += _aws_lines(inp, rates)
+    aws, kept = _aws_lines(inp, rates)
+    lines += aws
     lines += _shared_cost_lines(inp, rates)
     lines += _overage_lines(inp, rates)
+    lines += _minimum_lines(inp, rates, lines)
+    lines += _discount_lines(inp, rates, lines)
     lines += [_true_up_line(item, cur, rates) for item in inp.true_ups]
     draft = Draft(
         customer_id=inp.customer_id,
@@ -173,14 +240,24 @@ def price(inp: PricingInput, rates: Rates) -> Draft:
         fx_source=fx_source,
         costs_estimated=inp.costs_estimated,
         collection_method=inp.collection_method,
-        minimum_charge_minor=minimum_charge_minor(cur, fx_rate),
+        minimum_charge_minor=_minimum_charge(cur, fx_rate),
+        kept=tuple(kept),
     )
     return _with_warnings(draft, inp)
 
 
 def overage_quantity(used: Decimal, included: Decimal) -> Decimal:
     """How much of `used` lies above the included quantity (never negative)."""
-    return max(Decimal(0), used - included)
+    return billable_quantity(used, included)
+
+
+def usage_amount(
+    terms: MetricTerms, used: Decimal, plan_currency: str, *, currency: str, rates: Rates
+) -> Money:
+    """A metric's charge under its charge model in the invoice currency, full precision (the
+    usage page and reconciliation call this too). Round once (`.rounded()`)."""
+    charge = usage_charge(terms, used)
+    return rates.convert(Money(charge.amount, plan_currency), currency)
 
 
 def overage_amount(
@@ -197,37 +274,128 @@ def aws_amount(usd: Decimal, markup_pct: Decimal, *, currency: str, rates: Rates
     return Money(marked_up * rates.factor(COST_CURRENCY, currency), currency)
 
 
+# A plan version billing its last months is renamed "studio (until 2026-12)" (customers/
+# plans.py); the customer reads the plan's name.
+_RETIRED = re.compile(r"\s*\(until \d{4}-\d{2}\)(\s*#\d+)?$")
+
+
+@lru_cache(maxsize=1024)
+def _plan_label(name: str) -> str:
+    return _RETIRED.sub("", name).title()
+
+
+@lru_cache(maxsize=1024)
+def _fee_money(minor: int, currency: str) -> Money:
+    return Money.from_minor(minor, currency)
+
+
+@lru_cache(maxsize=1024)
+def _minimum_charge(currency: str, usd_rate: Decimal | None) -> int | None:
+    return minimum_charge_minor(currency, usd_rate)
+
+
+@lru_cache(maxsize=1024)
+def _fee_text(minor: int, currency: str) -> str:
+    return f"plan base fee {Money.from_minor(minor, currency)}"
+
+
 def _unit(value: Decimal) -> Decimal:
     return value.quantize(_UNIT_PLACES)
 
 
 def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     plan = inp.plan
-    fee = rates.convert(Money.from_minor(plan.base_fee_minor, plan.currency), inp.currency)
+    fee = rates.convert(_fee_money(plan.base_fee_minor, plan.currency), inp.currency)
     return DraftLine(
         kind=LineKind.BASE_FEE,
-        description=f"{plan.name.title()} plan, {month_label(inp.period)}",
+        description=f"{_plan_label(plan.name)} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
+        rule=_fee_text(plan.base_fee_minor, plan.currency),
     )
 
 
-def _aws_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
-    markup = inp.plan.markup_pct
-    note = f" (incl. {markup.normalize():f}% service fee)" if markup else ""
+def aws_lines(
+    items: tuple[CostItem, ...],
+    rules: RuleSet,
+    treatments: Mapping[str, Treatment],
+    *,
+    currency: str,
+    period: str,
+    rates: Rates,
+) -> tuple[list[DraftLine], list[KeptItem]]:
+    """AWS lines: one per service and the rule that priced it (most specific rule wins), each
+    rounded once; plus the adjustments the plan keeps. Reconciliation reprices with this."""
+    groups, kept = group_costs(items, rules, treatments)
+    fx = rates.factor(COST_CURRENCY, currency)
+    month = month_label(period)
     out = []
-    for service in sorted(inp.aws_costs):
-        usd = inp.aws_costs[service]
-        if usd == 0:
-            continue
-        amount = aws_amount(usd, markup, currency=inp.currency, rates=rates)
+    texts_of: dict[int, tuple[Decimal, str, str]] = {}
+    for group in groups:
+        rid = id(group.rule)
+        texts = texts_of.get(rid)
+        if texts is None:
+            t = rule_texts(group.rule)
+            texts = texts_of[rid] = (t.factor * fx, t.suffix, t.label)
+        exact = group.usd * texts[0]
         out.append(
             DraftLine(
-                kind=LineKind.AWS,
-                description=f"{service_label(service)}, {month_label(inp.period)}{note}",
+                LineKind.AWS,
+                f"{service_label(group.service)}, {month}{texts[1]}",
+                Money._checked(exact, currency).rounded(),
+                _ONE,
+                exact.quantize(_UNIT_PLACES),
+                group.service,
+                None,
+                None,
+                group.usd,
+                texts[2],
+            )
+        )
+    return out, kept
+
+
+def _aws_lines(inp: PricingInput, rates: Rates) -> tuple[list[DraftLine], list[KeptItem]]:
+    plan = inp.plan
+    rules = (
+        RuleSet.of(plan.markup_pct, plan.rules, inp.rule_overrides)
+        if inp.rule_overrides
+        else plan.rule_set
+    )
+    items = inp.aws_items or items_from_mapping(inp.aws_costs)
+    return aws_lines(
+        items, rules, plan.treatments, currency=inp.currency, period=inp.period, rates=rates
+    )
+
+
+def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
+    out: list[DraftLine] = []
+    plan_cur = inp.plan.currency
+    cur = inp.currency
+    factor: Decimal | None = None  # plan -> invoice currency, asked for once it is needed
+    for terms in inp.plan.sorted_metrics:
+        used = inp.usage.get(terms.metric)
+        if used is None:
+            continue
+        charge = usage_charge(terms, used)
+        if charge.quantity <= 0:
+            continue
+        if factor is None:
+            factor = rates.factor(plan_cur, cur)
+        amount = Money._checked(charge.amount * factor, cur)
+        unit_price = Money._checked(charge.unit_amount * factor, cur)
+        model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
+        out.append(
+            DraftLine(
+                kind=LineKind.OVERAGE,
+                description=overage_description(
+                    terms.metric, terms.unit, charge.quantity, terms.included, inp.period
+                ),
                 amount=amount.rounded(),
-                unit_amount=_unit(amount.amount),
-                service=service,
+                quantity=charge.quantity,
+                unit_amount=_unit(unit_price.amount),
+                metric=terms.metric,
+                rule=f"{model}{charge.explanation} ({plan_cur} prices)",
             )
         )
     return out
@@ -245,35 +413,63 @@ def _shared_cost_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             description=shared_cost_description(inp.period, markup),
             amount=amount.rounded(),
             unit_amount=_unit(amount.amount),
+            cost=inp.shared_cost_usd,
+            rule=f"share of shared AWS costs at the plan markup of {markup.normalize():f} %",
         )
     ]
 
 
-def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
-    out = []
-    for terms in sorted(inp.plan.metrics, key=lambda m: m.metric):
-        used = inp.usage.get(terms.metric)
-        if used is None:
-            continue
-        over = overage_quantity(used, terms.included)
-        if over <= 0:
-            continue
-        unit_price = Money(terms.unit_price, inp.plan.currency)
-        amount = overage_amount(
-            used, terms.included, unit_price, currency=inp.currency, rates=rates
+def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> list[DraftLine]:
+    """The top-up to the plan's monthly minimum spend, when the charges fall short."""
+    plan = inp.plan
+    if plan.minimum_spend_minor is None:
+        return []
+    minimum = rates.convert(
+        Money.from_minor(plan.minimum_spend_minor, plan.currency), inp.currency
+    ).rounded()
+    charges = sum_money((line.amount for line in lines), inp.currency)
+    if charges >= minimum:
+        return []
+    short = minimum - charges
+    return [
+        DraftLine(
+            kind=LineKind.MINIMUM_COMMITMENT,
+            description=f"Minimum commitment of {minimum}, {month_label(inp.period)}",
+            amount=short,
+            unit_amount=_unit(short.amount),
+            rule=f"monthly minimum {minimum} less charges of {charges.rounded()}",
         )
+    ]
+
+
+def _discount_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> list[DraftLine]:
+    """One negative line per discount in force this month, never below zero in total."""
+    out: list[DraftLine] = []
+    if not inp.discounts:
+        return out
+    left = sum_money((line.amount for line in lines), inp.currency)
+    for discount in inp.discounts:
+        if discount.month_number(inp.period) is None or left.amount <= 0:
+            continue
+        if discount.kind is DiscountKind.PERCENT:
+            off = (left * (discount.value / _HUNDRED)).rounded()
+        else:
+            fixed = Money(discount.value, discount.currency or inp.currency)
+            off = rates.convert(fixed, inp.currency).rounded()
+            off = off if off <= left else left
+        if off.amount <= 0:
+            continue
+        label = discount.label(inp.period)
         out.append(
             DraftLine(
-                kind=LineKind.OVERAGE,
-                description=overage_description(
-                    terms.metric, terms.unit, over, terms.included, inp.period
-                ),
-                amount=amount.rounded(),
-                quantity=over,
-                unit_amount=_unit(rates.convert(unit_price, inp.currency).amount),
-                metric=terms.metric,
+                kind=LineKind.DISCOUNT,
+                description=f"{discount.description or 'Discount'}, {month_label(inp.period)}",
+                amount=-off,
+                unit_amount=_unit(-off.amount),
+                rule=label,
             )
         )
+        left = left - off
     return out
 
 

@@ -39,6 +39,7 @@ from billing_core.invoicing.drafts import (
     describe_shared,
     save_drafts,
 )
+from billing_core.invoicing.explain import explain_text
 from billing_core.invoicing.pricing import below_minimum_note
 from billing_core.invoicing.push import (
     DONE_STEPS,
@@ -571,6 +572,7 @@ def describe_drafts(drafts: DraftSet) -> list[str]:
             f"  {d.customer_name}: {display(d.total_minor, d.currency)} in {len(d.lines)} lines"
             f"{flags}"
         )
+        out += explain_text(d)
     for p in drafts.problems:
         out.append(f"  REFUSED {p.customer}: {p.message}")
     for name in drafts.already_invoiced:

@@ -11,22 +11,24 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.attribution import AttributedCosts, attributed_costs
 from billing_core.costs.snapshots import CostSource
 from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
 from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.aws_rules import items_from_mapping
+from billing_core.invoicing.charge_models import usage_charge
 from billing_core.invoicing.drafts import SharedCosts, shared_allocation
-from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_quantity
+from billing_core.invoicing.pricing import aws_amount, aws_lines, usage_amount
+from billing_core.invoicing.pricing_book import PricingBook, cost_items
+from billing_core.invoicing.shared_costs import SharedAllocation
 from billing_core.models import (
     Customer,
     Invoice,
     Plan,
-    PlanMetric,
     display_status_in,
 )
-from billing_core.money import Money
 from billing_core.periods import Period
 from billing_core.reconciliation.diffing import (
     BilledInvoice,
@@ -47,11 +49,11 @@ log = logging.getLogger(__name__)
 SHARED_KEY = "Shared AWS costs"
 
 
-def _latest_costs_by_customer_service(
+def _latest_costs(
     session: Session, period: Period, source: CostSource, shared: SharedCosts
-) -> dict[tuple[int, str], Decimal] | None:
-    """USD cost per (customer id, service or record type) from the latest snapshot of `source`
-    (the configured metric and grouping); None if there is none.
+) -> tuple[AttributedCosts, SharedAllocation] | None:
+    """Attributed costs from the latest snapshot of `source` (the configured metric and
+    grouping) and the month's split of the shared pool; None if there is no snapshot.
 
     Every record type counts (usage, credits, refunds, support fees), since a restatement is
     exactly AWS adding those later. The shared pool is split as a run splits it (same rule,
@@ -60,15 +62,7 @@ def _latest_costs_by_customer_service(
     attributed = attributed_costs(session, period, source, shared.scope)
     if attributed.snapshot_id is None:
         return None
-    out: dict[tuple[int, str], Decimal] = {}
-    for table in (attributed.usage, attributed.adjustments):
-        for cid, amounts in table.items():
-            for key, amount in amounts.items():
-                out[(cid, key)] = out.get((cid, key), Decimal(0)) + amount
-    allocation = shared_allocation(session, period, attributed, shared.policy)
-    for cid in allocation.shares_minor:
-        out[(cid, SHARED_KEY)] = allocation.share(cid)
-    return out
+    return attributed, shared_allocation(session, period, attributed, shared.policy)
 
 
 def billed_invoices(session: Session, period: Period) -> dict[int, Invoice]:
@@ -101,9 +95,11 @@ def aws_findings(
 
     `shared`: the shared accounts/services and split rule the run used (SharedCosts.of)."""
     shared = shared or SharedCosts()
-    latest_usd = _latest_costs_by_customer_service(session, period, source, shared)
-    if latest_usd is None:
+    latest_costs = _latest_costs(session, period, source, shared)
+    if latest_costs is None:
         return None
+    attributed, allocation = latest_costs
+    book = PricingBook.load(session, period)
     invoices = billed_invoices(session, period)
     ids = [i.id for i in invoices.values() if i.id is not None]
     lines = _lines_by_invoice(session, ids)
@@ -147,10 +143,28 @@ def aws_findings(
             invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] != cid})
             continue
         rates = _invoice_rates(Rates(str(period)), inv)
-        for (c, service), usd in latest_usd.items():
-            if c == cid:
-                amount = aws_amount(usd, plan.markup_pct, currency=inv.currency, rates=rates)
-                latest[(cid, service)] = amount.to_minor()
+        # Repriced exactly as the run priced it: the plan's and the customer's rules and
+        # adjustment treatments (invoicing/pricing.py `aws_lines`), summed per service.
+        items = cost_items(attributed.detail.get(cid, {})) or items_from_mapping(
+            {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
+        )
+        repriced, _kept = aws_lines(
+            items,
+            book.rule_set(plan.id or 0, cid),
+            book.plan_terms(plan.id or 0).treatments,
+            currency=inv.currency,
+            period=str(period),
+            rates=rates,
+        )
+        for priced in repriced:
+            key = (cid, priced.service or "")
+            latest[key] = latest.get(key, 0) + priced.amount_minor
+        if cid in allocation.shares_minor:
+            # Priced as pricing's shared-cost line: the plan's markup, the invoice's rate.
+            share = aws_amount(
+                allocation.share(cid), plan.markup_pct, currency=inv.currency, rates=rates
+            )
+            latest[(cid, SHARED_KEY)] = share.to_minor()
     findings = compare_aws(_billed(invoices), invoiced, latest, tolerance, str(period))
     return findings, {"skipped": skipped}
 
@@ -182,9 +196,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
     period_rates = load_rates(session, period)
     customers = {c.id: c for c in session.exec(select(Customer)).all()}
     recorded: dict[tuple[int, str], UsageFigure] = {}
-    metrics_of: dict[int, list[PlanMetric]] = defaultdict(list)
-    for m in session.exec(select(PlanMetric)).all():
-        metrics_of[m.plan_id].append(m)
+    book = PricingBook.load(session, period)
     plans = _plans_in_force(session, period)
     for cid in sorted({c for c, _metric in used}):
         billed = invoices.get(cid)
@@ -194,7 +206,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
         quantities = {m: q for (c, m), q in used.items() if c == cid}
         try:
             for metric, figure in _priced_usage(
-                quantities, metrics_of[plan.id or 0], plan.currency, billed, period_rates
+                quantities, book, plan, billed, period_rates
             ).items():
                 recorded[(cid, metric)] = figure
         except ExchangeRateMissing as exc:
@@ -205,26 +217,21 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
 
 def _priced_usage(
     quantities: Mapping[str, Decimal],
-    metrics: list[PlanMetric],
-    plan_currency: str,
+    book: PricingBook,
+    plan: Plan,
     invoice: Invoice,
     rates: Rates,
 ) -> dict[str, UsageFigure]:
-    """Overage per metric priced as the invoice line is: the plan's price, converted to the
-    invoice currency at the invoice's rate, rounded once."""
+    """Usage charge per metric priced as the invoice line is: the plan's charge model,
+    converted to the invoice currency at the invoice's rate, rounded once."""
     rates = _invoice_rates(rates, invoice)
     out: dict[str, UsageFigure] = {}
-    for metric in metrics:
-        quantity = quantities.get(metric.metric, Decimal(0))
-        over = overage_quantity(quantity, metric.included_quantity)
-        if over > 0:
-            unit_price = Money(metric.overage_unit_price, plan_currency)
-            amount = overage_amount(
-                quantity,
-                metric.included_quantity,
-                unit_price,
-                currency=invoice.currency,
-                rates=rates,
+    for terms in book.plan_terms(plan.id or 0).metrics:
+        quantity = quantities.get(terms.metric, Decimal(0))
+        charge = usage_charge(terms, quantity)
+        if charge.quantity > 0:
+            amount = usage_amount(
+                terms, quantity, plan.currency, currency=invoice.currency, rates=rates
             )
-            out[metric.metric] = UsageFigure(over, amount.to_minor())
+            out[terms.metric] = UsageFigure(charge.quantity, amount.to_minor())
     return out

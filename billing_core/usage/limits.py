@@ -3,7 +3,8 @@
 Quantities are exact decimals. A plan metric is either cumulative (`sum`: API calls add up over
 the month) or a level (`max`: seats, storage; the month's peak is billed). Overage money is
 computed at full precision in the plan currency, converted when the customer pays in another
-currency, and rounded once, by the invoice line's own arithmetic (`pricing.overage_amount`)."""
+currency, and rounded once, by the invoice line's own arithmetic (`pricing.usage_amount`, under
+the metric's charge model: per unit, graduated, volume or package, read by `PricingBook`)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ from billing_core.customers.terms import terms_in_force
 from billing_core.errors import ExchangeRateMissing
 from billing_core.exchange_rates.convert import Rates
 from billing_core.exchange_rates.rates import load_rates
-from billing_core.invoicing.pricing import aws_amount, overage_amount, overage_quantity
+from billing_core.invoicing.charge_models import MetricTerms
+from billing_core.invoicing.pricing import aws_amount, overage_quantity, usage_amount
+from billing_core.invoicing.pricing_book import PricingBook, metric_terms
 from billing_core.models import (
     Alert,
     Customer,
     Plan,
-    PlanMetric,
 )
-from billing_core.money import Money, minor_to_decimal
+from billing_core.money import minor_to_decimal
 from billing_core.periods import Period, as_utc
 from billing_core.usage.projections import QUANTITY_PLACES, percent, project_month_end
 from billing_core.usage.totals import _usage_stats, aws_costs_by_day
@@ -117,13 +119,12 @@ def raised_alerts(session: Session, period: Period) -> dict[tuple[int, str], tup
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _charge(used: Decimal, pm: PlanMetric, plan: Plan, currency: str, rates: Rates) -> int | None:
-    """The overage as the invoice line would bill it; None without the exchange rate."""
-    unit_price = Money(pm.overage_unit_price, plan.currency)
+def _charge(
+    used: Decimal, terms: MetricTerms, plan: Plan, currency: str, rates: Rates
+) -> int | None:
+    """The usage charge as the invoice line would bill it; None without the exchange rate."""
     try:
-        amount = overage_amount(
-            used, pm.included_quantity, unit_price, currency=currency, rates=rates
-        )
+        amount = usage_amount(terms, used, plan.currency, currency=currency, rates=rates)
     except ExchangeRateMissing:
         return None
     return amount.to_minor()
@@ -144,6 +145,7 @@ def build_usage_report(
     report = UsageReport(period=period, now=now)
     plans = {p.id: p for p in session.exec(select(Plan)).all()}
     by_plan = metrics_by_plan(session)
+    book = PricingBook.load(session, period)
     stats = _usage_stats(session, period, customer_id)
     rates = load_rates(session, period, latest=not period.is_closed(now))
     alerts = raised_alerts(session, period)
@@ -163,6 +165,7 @@ def build_usage_report(
             continue
         currency = terms.currency  # in force for the month, as on its invoice
         for metric, pm in by_plan.get(plan.id or -1, {}).items():
+            terms_of = book.metric(plan.id or 0, metric) or metric_terms(pm, [])
             s = stats.get((cid, metric))
             used = Decimal(0) if s is None else (s.peak if pm.aggregation == "max" else s.total)
             last_at = s.last_at if s else None
@@ -173,7 +176,7 @@ def build_usage_report(
                 now=now,
                 last_day=as_utc(last_at).date() if last_at else None,
             )
-            charge = _charge(used, pm, plan, currency, rates)
+            charge = _charge(used, terms_of, plan, currency, rates)
             if charge is None:
                 report.missing_rates.add(f"{plan.currency}->{currency}")
             report.rows.append(
@@ -192,7 +195,7 @@ def build_usage_report(
                     projected=projected,
                     last_at=last_at,
                     overage_minor=charge,
-                    projected_overage_minor=_charge(projected, pm, plan, currency, rates),
+                    projected_overage_minor=_charge(projected, terms_of, plan, currency, rates),
                     alerts=alerts.get((cid, metric), ()),
                 )
             )
@@ -215,7 +218,10 @@ def _spend_row(
     now: datetime,
     rates: Rates,
 ) -> MetricUsage | None:
-    """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency."""
+    """The AWS spend limit as a metric: AWS cost with the plan's markup, in plan currency.
+
+    The daily figures carry no service or account, so scoped rules and adjustment treatments
+    do not apply here (the limit is a guard rail, not an invoice line)."""
     if plan.aws_spend_limit_minor is None:
         return None
     usd = sum((days or {}).values(), Decimal(0))

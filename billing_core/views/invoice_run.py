@@ -8,6 +8,8 @@ import pandas as pd
 from sqlmodel import Session, col, select
 
 from billing_core.invoicing.drafts import DraftSet
+from billing_core.invoicing.explain import explain
+from billing_core.invoicing.pricing import Draft
 from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import display, minor_to_decimal
 from billing_core.periods import Period
@@ -67,6 +69,36 @@ def preview_frame(drafts: DraftSet) -> pd.DataFrame:
         for p in drafts.problems
     ]
     return pd.DataFrame(rows, columns=PREVIEW_COLUMNS)
+
+
+LINE_COLUMNS = ["line", "cost at AWS rates", "rule applied", "amount"]
+
+
+def lines_frame(draft: Draft) -> pd.DataFrame:
+    """How each line of a draft was priced: the AWS cost at AWS rates (USD), the rule applied
+    (scoped rule, charge model, minimum, discount) and the result in the invoice currency;
+    adjustments the plan keeps are listed as not billed. Amounts are display text with their
+    currency (exact figures stay in the draft)."""
+    rows = [
+        {
+            "line": e.description,
+            "cost at AWS rates": e.aws_cost,
+            "rule applied": e.rule,
+            "amount": e.amount,
+        }
+        for e in explain(draft)
+    ]
+    if draft.fx_rate is not None:
+        rows.append(
+            {
+                "line": "Exchange rate",
+                "cost at AWS rates": "",
+                "rule applied": f"{draft.fx_rate.normalize():f} {draft.currency} per USD "
+                f"({draft.fx_source})",
+                "amount": "",
+            }
+        )
+    return pd.DataFrame(rows, columns=LINE_COLUMNS)
 
 
 def results_frame(session: Session, period: Period) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from billing_core.models import (
     refund_state,
     shown_status,
 )
-from billing_core.money import display, exponent, minor_to_decimal
+from billing_core.money import Money, display, exponent, minor_to_decimal
 from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
@@ -346,6 +346,12 @@ class InvoiceDetail:
         return int(self.lines["amount_minor"].sum()) if not self.lines.empty else 0
 
 
+def _priced_by(line: InvoiceLine) -> str:
+    """'USD 141.03 at AWS rates, plan rule for all AWS costs: +10% markup' ('' before rules)."""
+    cost = "" if line.aws_cost is None else f"{Money(line.aws_cost, 'USD')} at AWS rates"
+    return ", ".join(x for x in (cost, line.pricing_rule or "") if x)
+
+
 def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
     lines = session.exec(
         select(InvoiceLine)
@@ -363,6 +369,8 @@ def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
                 "quantity": quantity_text(line.quantity),
                 "unit_amount": amount_text(line.unit_amount, digits),
                 "amount": display(line.amount_minor, cur),
+                # How the line was priced (invoices drafted with pricing rules; issue 17)
+                "priced by": _priced_by(line),
                 "amount_minor": line.amount_minor,
             }
             for line in lines
@@ -374,6 +382,7 @@ def _lines_frame(session: Session, invoice: Invoice) -> pd.DataFrame:
             "quantity",
             "unit_amount",
             "amount",
+            "priced by",
             "amount_minor",
         ],
     )
