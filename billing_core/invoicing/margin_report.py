@@ -26,7 +26,7 @@ from billing_core.invoicing.margin import (
     months_between,
     totals,
 )
-from billing_core.money import display, format_minor, round_minor
+from billing_core.money import display, exponent, format_minor, round_minor
 from billing_core.periods import Period
 
 CSV_COLUMNS = (
@@ -71,8 +71,12 @@ def report_periods(
     return months
 
 
-def plain(value: Decimal) -> str:
-    """An exact decimal as plain text, never in exponent notation ('-0.5', '12.3400')."""
+def plain(value: Decimal, places: int = 2) -> str:
+    """An exact decimal as plain text with at least `places` decimals (more when it has them;
+    never rounded, never in exponent notation): '110.00', '-0.50', '99.0000000001'."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -places:
+        value = value.quantize(Decimal(1).scaleb(-places))  # adds zeros only: exact
     return f"{value:f}"
 
 
@@ -110,8 +114,8 @@ def _csv_row(row: Margin, currency: str) -> list[str]:
         *(format_minor(row.revenue_parts[p], currency) for p in REVENUE_PARTS),
         format_minor(row.revenue_minor, currency),
         plain(row.cost_usd),
-        plain(row.cost),
-        plain(row.margin),
+        plain(row.cost, exponent(currency)),
+        plain(row.margin, exponent(currency)),
         pct_text(row.margin_pct, 4),
     ]
 
