@@ -154,6 +154,8 @@ class MonthCosts:
     billed_usd: dict[str, Decimal] = field(default_factory=dict)  # invoice currency -> USD
     not_billed_usd: Decimal = ZERO
     unattributed_usd: Decimal = ZERO
+    # Every customer's cost (billed or not), USD at cost: what the costs page shows.
+    customer_usd: dict[int, Decimal] = field(default_factory=dict)
     # Billed invoices priced from another snapshot than `snapshot` (AWS restated the month).
     priced_from_older: int = 0
 
@@ -330,6 +332,7 @@ def _add_costs(
         for record_type, amount in costs.adjustments.get(cid, {}).items():
             by_service[record_type] = by_service.get(record_type, ZERO) + amount
         usd = sum(by_service.values(), ZERO)
+        month.customer_usd[cid] = usd
         inv = billed.get((str(period), cid))
         factor: Decimal | None = Decimal(1)
         if inv is not None and inv.currency != COST_CURRENCY:
