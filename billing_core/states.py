@@ -159,3 +159,15 @@ class EventOutcome(StrEnum):
     IGNORED = "ignored"  # a type we do not act on: stored and visible, nothing changed
     UNMATCHED = "unmatched"  # about an object we do not know locally (a finding is recorded)
     ERROR = "error"  # the object is gone from Stripe or the event cannot be applied
+
+
+class AgeBucket(StrEnum):
+    """Ours: how long an unpaid invoice is past its due date, in whole UTC calendar days
+    (the receivables aging of views/receivables.py; the values are the invoices page's
+    `?bucket=` words)."""
+
+    CURRENT = "current"  # not yet due (due today counts as not yet due)
+    DAYS_1_30 = "1-30"
+    DAYS_31_60 = "31-60"
+    DAYS_61_90 = "61-90"
+    OVER_90 = "over-90"

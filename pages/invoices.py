@@ -1,5 +1,7 @@
 """Invoices: history with filters, figures per currency, chart, table, detail, CSV, payments."""
 
+from typing import Any
+
 import streamlit as st
 
 from billing_core.invoicing import export_csv as exports
@@ -8,7 +10,8 @@ from billing_core.payments import sync
 from billing_core.periods import utcnow
 from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import invoices as inv
-from pages.common import ui
+from billing_core.views import receivables as rcv
+from pages.common import ui, url_state
 
 identity = ui.page_setup("Invoices")
 is_admin = identity.can("admin")
@@ -56,52 +59,100 @@ if not options.periods:
     st.info("No invoices yet: run the invoicing for a month (Invoice run page or CLI).")
     st.stop()
 
-# ---------------------------------------------------------------- filters
-f1, f2, f3, f4 = st.columns([2.2, 1.4, 2.2, 1])
-default_from = options.periods[max(0, len(options.periods) - 12)]
-if len(options.periods) > 1:
-    period_from, period_to = f1.select_slider(
-        "Periods",
-        options=options.periods,
-        value=(default_from, options.periods[-1]),
-        key="inv_periods",
-    )
-else:
-    period_from = period_to = options.periods[0]
-    f1.caption(f"Period {period_from}")
-statuses = f2.multiselect("Status", inv.STATUSES, key="inv_status", placeholder="All")
-customer_ids = f3.multiselect(
-    "Customer",
-    list(options.customers),
-    format_func=lambda cid: options.customers.get(cid, str(cid)),
-    key="inv_customer",
-    placeholder="All",
-)
-currencies = f4.multiselect("Currency", options.currencies, key="inv_currency", placeholder="All")
-selection = inv.InvoiceFilter(
-    period_from=period_from,
-    period_to=period_to,
-    statuses=tuple(statuses),
-    customer_ids=tuple(customer_ids),
-    currencies=tuple(currencies),
-)
-
 _flash()
 tab_invoices, tab_payments, tab_events = st.tabs(["Invoices", "Payment methods", "Stripe events"])
 
 # ---------------------------------------------------------------- invoices tab
+# The filters sit inside the tab they filter; they live in the URL (?period=, ?status=,
+# ?customer=, ?currency=, ?bucket=, ?overdue=1, ?q=, ?issued=, ?paid=, ?invoice=), so a
+# reload or a pasted link shows the same invoices.
+default_from = options.periods[max(0, len(options.periods) - 12)]
+BINDINGS = [
+    url_state.ordered_range(
+        "inv_periods", "period", options.periods, (default_from, options.periods[-1])
+    ),
+    url_state.choices("inv_status", "status", list(inv.STATUSES)),
+    url_state.choices("inv_customer", "customer", list(options.customers), cast=int),
+    url_state.choices("inv_currency", "currency", options.currencies),
+    url_state.choices("inv_bucket", "bucket", list(rcv.AGE_BUCKETS)),
+    url_state.flag("inv_overdue", "overdue"),
+    url_state.text("inv_search", "q"),
+    url_state.date_range("inv_issued", "issued"),
+    url_state.date_range("inv_paid", "paid"),
+    url_state.text("inv_lookup", "invoice"),
+]
+url_state.restore("invoices", BINDINGS)
+as_of = utcnow()
+
 with tab_invoices:
+    f1, f2, f3, f4 = st.columns([2.2, 1.4, 2.2, 1])
+    if len(options.periods) > 1:
+        # `value` makes it a range slider; the URL's range is in its session state already.
+        periods: Any = f1.select_slider(
+            "Periods", options=options.periods, value=BINDINGS[0].default, key="inv_periods"
+        )
+        period_from, period_to = periods
+    else:
+        period_from = period_to = options.periods[0]
+        f1.caption(f"Period {period_from}")
+    statuses = f2.multiselect("Status", inv.STATUSES, key="inv_status", placeholder="All")
+    customer_ids = f3.multiselect(
+        "Customer",
+        list(options.customers),
+        format_func=lambda cid: options.customers.get(cid, str(cid)),
+        key="inv_customer",
+        placeholder="All",
+    )
+    currencies = f4.multiselect(
+        "Currency", options.currencies, key="inv_currency", placeholder="All"
+    )
+    g1, g2, g3, g4, g5 = st.columns([2.2, 1.6, 1, 1.6, 1.6], vertical_alignment="bottom")
+    search = g1.text_input(
+        "Search",
+        key="inv_search",
+        placeholder="Number, customer, email or amount (123.45)",
+        help="Part of the invoice number, the customer's name or email, or the exact total.",
+    )
+    buckets = g2.multiselect(
+        "Days past due",
+        rcv.AGE_BUCKETS,
+        format_func=lambda b: rcv.BUCKET_LABELS[b],
+        key="inv_bucket",
+        placeholder="All",
+        help="Invoices still owing, by how late they are (current: not yet due).",
+    )
+    overdue = g3.checkbox("Overdue only", key="inv_overdue", help="Owing and past the due date.")
+    issued = g4.date_input("Issued between", value=[], key="inv_issued", format="YYYY-MM-DD")
+    paid_on = g5.date_input("Paid between", value=[], key="inv_paid", format="YYYY-MM-DD")
+    issued_from, issued_to = url_state.range_ends(issued)
+    paid_from, paid_to = url_state.range_ends(paid_on)
+    selection = inv.InvoiceFilter(
+        period_from=period_from,
+        period_to=period_to,
+        statuses=tuple(statuses),
+        customer_ids=tuple(customer_ids),
+        currencies=tuple(currencies),
+        buckets=tuple(buckets),
+        overdue=overdue,
+        search=search,
+        issued_from=issued_from,
+        issued_to=issued_to,
+        paid_from=paid_from,
+        paid_to=paid_to,
+        as_of=as_of,
+    )
+
     with ui.stop_on_error(), ui.db() as session:
         figures = inv.headline_figures(session, selection)
         monthly = inv.monthly_billed(session, selection)
         total_count = inv.count_invoices(session, selection)
-        table = inv.invoice_table(session, selection, now=utcnow())
+        table = inv.invoice_table(session, selection, now=as_of)
 
     if not figures:
         st.info("No invoice matches these filters.")
     for fig in figures:
         # Three figures a row: amounts in the thousands stay readable instead of truncated.
-        st.markdown(f"**{fig.currency}** · {fig.count} invoices")
+        st.markdown(f"**{fig.currency}** · {fig.count:,} invoices")
         for start in range(0, len(FIGURES), 3):
             cols = st.columns(3)
             for col, (label, attr, meaning) in zip(cols, FIGURES[start : start + 3], strict=False):
@@ -146,29 +197,52 @@ with tab_invoices:
             f"Showing the newest {len(table):,} of {total_count:,} invoices; "
             "the CSV holds all of them."
         )
+    # Links and what is owed come first: at 1440 px they must not scroll off to the right.
     event = st.dataframe(
         table,
         hide_index=True,
         key="inv_table",
         on_select="rerun",
         selection_mode="single-row",
+        column_order=[
+            "number",
+            "customer",
+            "period",
+            "status",
+            "total",
+            "paid",
+            "due",
+            "days_past_due",
+            "invoice_url",
+            "pdf_url",
+            "next_attempt",
+            "refunded",
+            "attempts",
+            "issued",
+            "paid_at",
+        ],
         column_config={
-            "id": None,
             "number": st.column_config.TextColumn("Number"),
             "customer": st.column_config.TextColumn("Customer"),
             "period": st.column_config.TextColumn("Period"),
             "status": st.column_config.TextColumn("Status"),
             "total": st.column_config.TextColumn("Total", help="In the invoice's currency"),
             "paid": st.column_config.TextColumn("Paid"),
+            "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD"),
+            "days_past_due": st.column_config.NumberColumn(
+                "Days late", format="%d", help="Days past the due date, on invoices still owing"
+            ),
+            "invoice_url": st.column_config.LinkColumn(
+                "Stripe invoice", display_text="Open", width="small"
+            ),
+            "pdf_url": st.column_config.LinkColumn("PDF", display_text="PDF", width="small"),
+            "next_attempt": st.column_config.DatetimeColumn(
+                "Next attempt", format="YYYY-MM-DD", help="Empty: no retry scheduled"
+            ),
             "refunded": st.column_config.TextColumn("Refunded"),
             "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
-            "next_attempt": st.column_config.DatetimeColumn(
-                "Next attempt", format="YYYY-MM-DD", help="None: no retry scheduled"
-            ),
             "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
             "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
-            "invoice_url": st.column_config.LinkColumn("Stripe invoice", display_text="Open"),
-            "pdf_url": st.column_config.LinkColumn("PDF", display_text="PDF"),
         },
     )
 
@@ -181,6 +255,11 @@ with tab_invoices:
     )
     rows = event.selection.rows if event is not None else []
     chosen: int | None = int(table.iloc[rows[0]]["id"]) if rows else None
+    # The open invoice goes in the URL (?invoice=), so a reload or a pasted link reopens it.
+    opened = str(table.iloc[rows[0]]["number"]) if rows else lookup.strip()
+    if opened.startswith("(local #"):
+        opened = str(chosen)
+    url_state.publish("invoices", BINDINGS, {"invoice": opened})
     try:
         with ui.db() as session:
             if chosen is None and lookup:
@@ -196,14 +275,23 @@ with tab_invoices:
         i = detail.invoice
         cur = i.currency
         st.markdown(f"### {i.number or f'Local invoice #{i.id}'} · {detail.customer} · {i.period}")
-        m1, m2, m3, m4, m5 = st.columns(5)
-        m1.metric("Status", i.display_status)
-        m2.metric("Total", ui.fmt(i.total_minor, cur))
-        m3.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
-        m4.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
-        m5.metric("Attempts", i.attempt_count)
+        # Money three to a row: a total in the tens of thousands is read whole at 1440 px.
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Total", ui.fmt(i.total_minor, cur))
+        m2.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
+        m3.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
+        n1, n2, n3 = st.columns(3)
+        n1.metric("Status", i.display_status)
+        late = inv.days_late(i, as_of)
+        n2.metric(
+            "Due",
+            f"{i.due_at:%Y-%m-%d}" if i.due_at else "No due date",
+            delta=f"{late} days past due" if late else None,
+            delta_color="inverse",
+        )
+        n3.metric("Attempts", f"{i.attempt_count:d}")
         if i.display_status == DisplayStatus.FAILED:
-            st.warning(f"{i.last_error or 'Payment failed.'} {inv.retry_text(i, utcnow())}")
+            st.warning(f"{i.last_error or 'Payment failed.'} {inv.retry_text(i, as_of)}")
         links = [
             f"[Stripe invoice]({i.hosted_invoice_url})" if i.hosted_invoice_url else "",
             f"[PDF]({i.invoice_pdf})" if i.invoice_pdf else "",

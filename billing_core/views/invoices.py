@@ -15,8 +15,7 @@ import plotly.graph_objects as go
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
-from billing_core.file_names import export_file_name
-from billing_core.invoicing.figures import Figures, by_currency
+from billing_core.invoicing.figures import OUTSTANDING_STATUSES, Figures, by_currency
 from billing_core.invoicing.line_text import amount_text, quantity_text
 from billing_core.models import (
     AuditEntry,
@@ -35,6 +34,10 @@ from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import utcnow
 from billing_core.states import DisplayStatus
+from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
+from billing_core.views.receivables import days_past_due
+
+__all__ = ["InvoiceFilter", "apply_filter"]  # their first address; the page imports them here
 
 STATUSES = (
     DisplayStatus.DRAFT,
@@ -61,51 +64,6 @@ STATUS_COLOURS = {
 }
 # Rows shown in the table; the CSV export always holds every filtered invoice.
 TABLE_LIMIT = 5_000
-
-
-@dataclass(frozen=True)
-class InvoiceFilter:
-    """What finance selected; empty tuples mean 'all'. Periods are inclusive YYYY-MM bounds."""
-
-    period_from: str | None = None
-    period_to: str | None = None
-    statuses: tuple[str, ...] = ()
-    customer_ids: tuple[int, ...] = ()
-    currencies: tuple[str, ...] = ()
-
-    def file_name(self, what: str) -> str:
-        """'invoices_2026-09_paid-open_EUR_customer-3.csv': what, then each filter set."""
-        if self.period_from and self.period_to and self.period_from != self.period_to:
-            months: str | None = f"{self.period_from}-to-{self.period_to}"
-        elif self.period_from or self.period_to:
-            bound = self.period_from or self.period_to
-            months = (
-                bound
-                if self.period_from == self.period_to
-                else (f"from-{bound}" if self.period_from else f"until-{bound}")
-            )
-        else:
-            months = None
-        customers = [f"customer-{c}" for c in self.customer_ids]
-        return export_file_name(what, months, self.statuses, self.currencies, customers)
-
-
-Q = Any  # a select() over Invoice (plain or multi-column)
-
-
-def apply_filter(query: Q, f: InvoiceFilter) -> Q:
-    """Add the filter's WHERE clauses to a query that selects from Invoice."""
-    if f.period_from:
-        query = query.where(col(Invoice.period) >= f.period_from)
-    if f.period_to:
-        query = query.where(col(Invoice.period) <= f.period_to)
-    if f.statuses:
-        query = query.where(display_status_in(f.statuses))
-    if f.customer_ids:
-        query = query.where(col(Invoice.customer_id).in_(f.customer_ids))
-    if f.currencies:
-        query = query.where(col(Invoice.currency).in_(f.currencies))
-    return query
 
 
 @dataclass
@@ -206,6 +164,10 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
         subplot_titles=[f"Invoiced in {c}, by status" for c in currencies] or ["No invoices"],
         vertical_spacing=0.12,
     )
+    # Every month of the selection on every panel, in order: a category axis keeps one bar per
+    # month (a date axis draws a single month as a hairline) and never clips year labels.
+    months = sorted(frame["period"].unique()) if not frame.empty else []
+    in_legend: set[str] = set()
     for row, currency in enumerate(currencies, 1):
         part = frame[frame["currency"] == currency]
         for status in STATUSES:
@@ -219,13 +181,24 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
                 y=amounts,
                 name=status,
                 legendgroup=status,
-                showlegend=row == 1,
+                # A status first seen in a later panel still gets its legend entry.
+                showlegend=status not in in_legend,
                 marker_color=STATUS_COLOURS[status],
                 hovertemplate=f"%{{x}} {status}: {currency} %{{y:,.2f}}<extra></extra>",
                 row=row,
                 col=1,
             )
-    fig.update_layout(barmode="relative", height=260 * max(1, len(currencies)), margin={"t": 40})
+            in_legend.add(status)
+        fig.update_yaxes(
+            title_text=f"{currency} (invoice totals)", tickformat=",.0f", row=row, col=1
+        )
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=months)
+    fig.update_layout(
+        barmode="relative",
+        height=280 * max(1, len(currencies)),
+        margin={"t": 40, "b": 40, "l": 80},
+        legend_title_text="Status",
+    )
     return fig
 
 
@@ -256,12 +229,24 @@ def retry_text(invoice: Invoice, now: datetime) -> str:
     return f"Next automatic attempt: {when:%Y-%m-%d %H:%M} UTC." if when else "No retry scheduled."
 
 
+def days_late(invoice: Invoice, now: datetime) -> int | None:
+    """Whole days past due of an invoice still owing something (None: not late, or owes
+    nothing: paid, void, written off, credit, draft)."""
+    if invoice.display_status not in OUTSTANDING_STATUSES:
+        return None
+    if invoice.total_minor <= invoice.amount_paid_minor:
+        return None
+    days = days_past_due(invoice.due_at, now)
+    return days if days is not None and days > 0 else None
+
+
 def invoice_table(
     session: Session, f: InvoiceFilter, limit: int = TABLE_LIMIT, *, now: datetime | None = None
 ) -> pd.DataFrame:
     """The newest `limit` filtered invoices, money shown in each invoice's own currency;
-    `next_attempt` only where a retry is still scheduled after `now` (default: the clock)."""
-    now = now or utcnow()
+    `next_attempt` only where a retry is still scheduled after `now` (default: the filter's
+    as_of, else the clock); `days_past_due` only on invoices still owing and late."""
+    now = now or f.as_of or utcnow()
     rows: list[dict[str, Any]] = []
     for inv, name in session.execute(_table_query(f).limit(limit)).all():
         cur = inv.currency
@@ -277,6 +262,8 @@ def invoice_table(
                 "refunded": display(inv.amount_refunded_minor, cur)
                 if inv.amount_refunded_minor
                 else "",
+                "due": inv.due_at,
+                "days_past_due": days_late(inv, now),
                 "attempts": inv.attempt_count,
                 "next_attempt": scheduled_retry(inv.next_payment_attempt, now),
                 "issued": inv.issued_at,
@@ -296,6 +283,8 @@ def invoice_table(
             "total",
             "paid",
             "refunded",
+            "due",
+            "days_past_due",
             "attempts",
             "next_attempt",
             "issued",
