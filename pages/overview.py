@@ -9,6 +9,7 @@ from billing_core.invoicing.margin import Margin
 from billing_core.money import display, round_minor
 from billing_core.periods import Period, utcnow
 from billing_core.views import overview as ov
+from billing_core.views import receivables as rcv
 from pages.common import ui
 from pages.common.links import link, page_url
 
@@ -112,7 +113,7 @@ else:
         f"Last month ({running.previous()})",
         "–" if mtd.last_month_total is None else _money(mtd.last_month_total, mtd.currency),
     )
-link("pages/aws_costs.py", "AWS costs by customer and service", where=a4)
+link("pages/aws_costs.py", "AWS costs page", where=a4)
 
 # --- revenue and gross margin, per currency ---------------------------------------------------
 st.subheader("Billed revenue, AWS cost and gross margin")
@@ -223,3 +224,63 @@ with billed_tab:
     for currency, movers in cockpit.invoice_movers.items():
         st.caption(f"Billed in {currency}")
         st.dataframe(_movers_table(movers), hide_index=True, width="stretch", column_config=_LINKS)
+
+# --- receivables ------------------------------------------------------------------------------
+st.subheader("Receivables")
+with ui.stop_on_error(), ui.db() as session:
+    receivables = rcv.receivables_summary(session, as_of=now)
+if not receivables:
+    st.info("Nobody owes anything and nothing was invoiced in the last 90 days.")
+for currency, r in receivables.items():
+    st.markdown(f"**{currency}**")
+    k1, k2, k3 = st.columns(3)
+    k1.metric("Open", ui.fmt(r.open_minor, currency), help=f"{r.open_count} invoice(s) still due")
+    k2.metric(
+        "Overdue",
+        ui.fmt(r.overdue_minor, currency),
+        help=f"{r.overdue_count} invoice(s) at least one day past the due date",
+    )
+    k3.metric(
+        "Failed payments",
+        ui.fmt(r.failed_minor, currency),
+        help=f"{r.failed_count} invoice(s) whose last charge was declined",
+    )
+    k4, k5, k6 = st.columns(3)
+    k4.metric(
+        "Collection rate",
+        "–" if r.collection_rate is None else f"{r.collection_rate * 100:.1f} %",
+        help=f"Paid of billed, invoices issued in the last {r.window_days} days",
+    )
+    k5.metric(
+        "DSO",
+        "–" if r.dso_days is None else f"{r.dso_days} days",
+        help=f"Days sales outstanding: open / billed in the last {r.window_days} days × "
+        f"{r.window_days}",
+    )
+    link("pages/invoices.py", "Open invoices", {"status": "open", "currency": currency}, where=k6)
+    link("pages/invoices.py", "Overdue invoices", {"overdue": "1", "currency": currency}, where=k6)
+    link(
+        "pages/invoices.py", "Failed payments", {"status": "failed", "currency": currency}, where=k6
+    )
+    left, right = st.columns(2)
+    buckets = pd.DataFrame(
+        [
+            {
+                "Days past due": b.label,
+                "Invoices": b.count,
+                "Amount due": ui.fmt(b.amount_minor, currency),
+                "Invoices page": "/"
+                + page_url("pages/invoices.py", {"bucket": str(b.bucket), "currency": currency}),
+            }
+            for b in r.buckets.values()
+        ]
+    )
+    left.dataframe(
+        buckets,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Invoices page": st.column_config.LinkColumn("Invoices page", display_text="Show")
+        },
+    )
+    right.plotly_chart(ov.aging_figure(r, currency), width="stretch", key=f"aging_{currency}")

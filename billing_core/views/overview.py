@@ -30,11 +30,12 @@ from billing_core.invoicing.margin import (
     months_between,
 )
 from billing_core.models import Customer, Invoice, display_status_in
-from billing_core.money import minor_to_decimal
+from billing_core.money import display, minor_to_decimal
 from billing_core.periods import Period
 from billing_core.states import DisplayStatus
 from billing_core.views.aws_costs import build_costs_view
 from billing_core.views.invoices import InvoiceFilter, headline_figures
+from billing_core.views.receivables import ReceivablesSummary
 
 #: Months of revenue the Overview charts: the chosen month and the twelve before it.
 CHART_MONTHS = 13
@@ -333,5 +334,32 @@ def revenue_figure(rows: list[Margin], currency: str) -> go.Figure:
             "rangemode": "tozero",
         },
         legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+AGE_COLOURS = ["#2e7d32", "#f9a825", "#ef6c00", "#d84315", "#b71c1c"]
+
+
+def aging_figure(summary: ReceivablesSummary, currency: str) -> go.Figure:
+    """Amount due per age bucket (current first), one bar each, in `currency`."""
+    buckets = list(summary.buckets.values())
+    fig = go.Figure(
+        go.Bar(
+            x=[b.label for b in buckets],
+            y=[float(minor_to_decimal(b.amount_minor, currency)) for b in buckets],
+            marker_color=AGE_COLOURS[: len(buckets)],
+            text=[display(b.amount_minor, currency) for b in buckets],
+            textposition="none",
+            hovertemplate="%{x}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=230,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title=f"Amount due by days past due, {currency}",
+        xaxis={"type": "category", "title": "Days past due"},
+        yaxis={"title": currency, "tickformat": ",.0f", "rangemode": "tozero"},
+        showlegend=False,
     )
     return fig
