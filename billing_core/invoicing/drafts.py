@@ -126,13 +126,23 @@ def incomplete_costs_message(period: Period, reason: str) -> str:
 
 
 def build_drafts(
-    session: Session, period: Period, *, source: CostSource, customer_id: int | None = None
+    session: Session,
+    period: Period,
+    *,
+    source: CostSource,
+    customer_id: int | None = None,
+    month_to_date: bool = False,
 ) -> DraftSet:
     """Price every active customer without an invoice for the period; writes nothing.
 
     AWS costs come from the latest snapshot of `source` (the configured metric and grouping).
     A snapshot taken before the month ended refuses every customer owning AWS costs
     (a `CustomerProblem` with step "costs"): billing it would under-bill the month.
+
+    `month_to_date` prices the running month as if it ended today (the Customer page's
+    upcoming invoice; never a run): its costs so far are priced, and while the month's
+    exchange rate is not recorded yet the newest recorded one stands in, as the usage page
+    estimates.
     """
     attributed = attributed_costs(session, period, source)
     # Credits, refunds and tax are billed as their own negative or positive lines.
@@ -149,10 +159,10 @@ def build_drafts(
         cost_snapshot=attributed.snapshot,
     )
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
-    if reason is not None:
+    if reason is not None and not month_to_date:
         result.costs_incomplete = incomplete_costs_message(period, reason)
     who = Attribution.load(session, period)  # the owners of that month, not of today
-    rates = load_rates(session, period)
+    rates = load_rates(session, period, latest=month_to_date)
     plans = {p.id: p for p in session.exec(select(Plan)).all() if p.id is not None}
     metrics: dict[int, list[PlanMetric]] = {}
     for m in session.exec(select(PlanMetric)).all():

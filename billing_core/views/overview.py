@@ -172,11 +172,7 @@ def build_cockpit(
     month = month or running.previous()
     months = months_between(month.shift(1 - CHART_MONTHS), month)
     facts = margin_facts(session, months, CostSource.of(settings))
-    by_month = group_margin(facts, "month")
-    for currency, rows in by_month.items():  # every month on the axis, billed or not
-        have = {row.key for row in rows}
-        rows += [Margin(currency, key=str(p), ref=str(p)) for p in months if str(p) not in have]
-        rows.sort(key=lambda m: m.key)
+    by_month = every_month(group_margin(facts, "month"), months)
     one_month = MarginFacts(
         [month],
         facts.source,
@@ -193,6 +189,15 @@ def build_cockpit(
         invoice_movers=invoice_movers(facts, month),
         facts=facts,
     )
+
+
+def every_month(by_month: dict[str, list[Margin]], months: list[Period]) -> dict[str, list[Margin]]:
+    """`by_month` with a zero row for each of `months` nothing was billed in (for charts)."""
+    for currency, rows in by_month.items():
+        have = {row.key for row in rows}
+        rows += [Margin(currency, key=str(p), ref=str(p)) for p in months if str(p) not in have]
+        rows.sort(key=lambda m: m.key)
+    return by_month
 
 
 def latest_billed_month(session: Session, at_most: Period) -> Period | None:
