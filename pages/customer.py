@@ -12,7 +12,6 @@ from billing_core.money import display, round_minor
 from billing_core.periods import utcnow
 from billing_core.views import customer as cv
 from billing_core.views import overview as ov
-from billing_core.views import usage as views_usage
 from pages.common import ui
 from pages.common.links import link
 
@@ -100,19 +99,14 @@ if upcoming.draft is not None:
 link("pages/aws_costs.py", "AWS costs page", where=m3)
 link("pages/usage.py", "Usage vs plan limits", where=m3)
 if view.usage:
-    frame = views_usage.report_frame(view.usage)
     st.dataframe(
-        frame,
+        cv.usage_frame(view.usage),
         hide_index=True,
         width="stretch",
-        column_order=["Metric", "Used", "Limit", "Used %", "Projected", "Overage cost", "Status"],
         column_config={
-            "Used": st.column_config.NumberColumn(format="localized"),
-            "Limit": st.column_config.NumberColumn(format="localized"),
             "Used %": st.column_config.ProgressColumn(
                 "Used %", min_value=0, max_value=100, format="%.0f%%"
             ),
-            "Projected": st.column_config.NumberColumn(format="localized"),
         },
     )
 else:

@@ -20,7 +20,7 @@ from billing_core.invoicing.pricing import aws_amount
 from billing_core.models import Customer, Invoice, Plan
 from billing_core.periods import Period
 from billing_core.states import LineKind
-from billing_core.views.customer import build_customer_view, stripe_customer_url
+from billing_core.views.customer import build_customer_view, stripe_customer_url, usage_frame
 from billing_core.views.invoices import InvoiceFilter, headline_figures
 from tests.conftest import DEMO_NOW, ROOT
 from tests.support.aws import settings
@@ -81,6 +81,10 @@ def test_profile_history_margin_and_lifetime(demo_session: Session) -> None:
     assert view.lifetime["EUR"] == everything[0]
     assert billed == everything[0].billed  # all twelve invoiced months are in the 13
     assert view.usage and {r.customer_id for r in view.usage} == {birch.id}
+    frame = usage_frame(view.usage).set_index("Metric")
+    assert frame.loc["AWS spend", "Included"] == "EUR 500.00"  # money, with its currency
+    assert frame.loc["AWS spend", "Used"].startswith("EUR ")
+    assert frame.loc["seats", "Included"] == "3 users"
 
 
 def test_stripe_link_follows_the_key_mode() -> None:

@@ -26,7 +26,7 @@ from billing_core.invoicing.figures import Figures
 from billing_core.invoicing.margin import Margin, group_margin, margin_facts, months_between
 from billing_core.invoicing.pricing import Draft
 from billing_core.models import Customer, Plan
-from billing_core.money import display
+from billing_core.money import display, round_minor
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import Period
 from billing_core.usage.limits import MetricUsage, build_usage_report
@@ -201,4 +201,38 @@ def build_customer_view(
         margin=every_month(group_margin(facts, "month"), months),
         months=months,
         lifetime={f.currency: f for f in headline_figures(session, mine)},
+    )
+
+
+def _quantity(row: MetricUsage, value: Decimal) -> str:
+    """A usage figure as people read it: money for the AWS spend limit, else the quantity."""
+    if row.is_spend:
+        return display(round_minor(value, row.plan_currency), row.plan_currency)
+    text = f"{value.normalize():,f}" if value == value.to_integral() else f"{value:,}"
+    return f"{text} {row.unit}".strip()
+
+
+def usage_frame(rows: list[MetricUsage]) -> pd.DataFrame:
+    """One row per plan metric (and the AWS spend limit): used, included, used % (a number
+    for a progress bar), projected month end, overage so far and status, as text people read."""
+    return pd.DataFrame(
+        [
+            {
+                "Metric": "AWS spend" if r.is_spend else r.metric,
+                "Used": _quantity(r, r.used),
+                "Included": _quantity(r, r.included),
+                "Used %": None if r.used_pct is None else float(r.used_pct),
+                "Projected": _quantity(r, r.projected),
+                "Overage so far": "—"
+                if r.is_spend
+                else (
+                    "no FX rate"
+                    if r.overage_minor is None
+                    else display(r.overage_minor, r.currency)
+                ),
+                "Status": r.status,
+            }
+            for r in sorted(rows, key=lambda r: (r.is_spend, r.metric))
+        ],
+        columns=["Metric", "Used", "Included", "Used %", "Projected", "Overage so far", "Status"],
     )
