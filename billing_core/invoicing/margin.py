@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
@@ -133,9 +133,9 @@ class Margin:
         self.cost += other.cost
 
 
-@dataclass(frozen=True)
-class Fact:
-    """The smallest piece: one currency, month, customer and service (None: not AWS)."""
+class Fact(NamedTuple):
+    """The smallest piece: one currency, month, customer and service (None: not AWS, or
+    services not asked for)."""
 
     currency: str
     period: str
@@ -180,9 +180,10 @@ class MarginFacts:
         return sorted({f.currency for f in self.facts})
 
     def _piece(self, fact: Fact) -> Margin:
-        if fact not in self.facts:
-            self.facts[fact] = Margin(fact.currency)
-        return self.facts[fact]
+        piece = self.facts.get(fact)
+        if piece is None:
+            piece = self.facts[fact] = Margin(fact.currency)
+        return piece
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,12 @@ def margin_facts(
     source: CostSource,
     *,
     customer_ids: Iterable[int] | None = None,
+    services: bool = True,
 ) -> MarginFacts:
     """Revenue and AWS cost of `periods` (and only `customer_ids` if given), by currency,
-    month, customer and service. Reads the database only (invoices, lines, cost snapshots)."""
+    month, customer and service (`services=False`: not split by service, which is quicker
+    when only months and customers are added up). Reads the database only (invoices, lines,
+    cost snapshots)."""
     wanted = sorted(set(periods))
     out = MarginFacts(periods=wanted, source=source)
     if not wanted:
@@ -233,7 +237,7 @@ def margin_facts(
         if period not in keep:
             continue
         is_aws = part_of(kind) == AWS_RESALE
-        piece = out._piece(Fact(currency, period, cid, service if is_aws else None))
+        piece = out._piece(Fact(currency, period, cid, service if is_aws and services else None))
         piece.revenue_parts[part_of(kind)] += amount
         lines_total[(period, cid)] += amount
     for inv in billed.values():
@@ -244,7 +248,7 @@ def margin_facts(
             inv.total_minor - lines_total[(inv.period, inv.customer_id)]
         )
     for month in wanted:
-        _add_costs(session, out, month, billed, only)
+        _add_costs(session, out, month, billed, only, services)
     return out
 
 
@@ -314,6 +318,7 @@ def _add_costs(
     period: Period,
     billed: dict[tuple[str, int], _Billed],
     only: set[int] | None,
+    services: bool,
 ) -> None:
     costs = attributed_costs(session, period, out.source)
     month = MonthCosts(period=period, snapshot=costs.snapshot)
@@ -328,7 +333,7 @@ def _add_costs(
     for cid in sorted(set(costs.usage) | set(costs.adjustments)):
         if only is not None and cid not in only:
             continue
-        by_service = {**costs.usage.get(cid, {})}
+        by_service: dict[str | None, Decimal] = dict(costs.usage.get(cid, {}).items())
         for record_type, amount in costs.adjustments.get(cid, {}).items():
             by_service[record_type] = by_service.get(record_type, ZERO) + amount
         usd = sum(by_service.values(), ZERO)
@@ -351,6 +356,8 @@ def _add_costs(
         if inv.cost_snapshot_id is not None and inv.cost_snapshot_id != costs.snapshot_id:
             month.priced_from_older += 1
         month.billed_usd[inv.currency] = month.billed_usd.get(inv.currency, ZERO) + usd
+        if not services:
+            by_service = {None: usd}
         for service, amount in by_service.items():
             piece = out._piece(Fact(inv.currency, str(period), cid, service))
             piece.cost_usd += amount

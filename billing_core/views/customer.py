@@ -187,7 +187,7 @@ def build_customer_view(
     coverage = costs.snapshot.coverage() if costs.snapshot is not None else source.missing(period)
     usage = build_usage_report(session, period, now, source=source, customer_id=customer_id)
     months = months_between(period.shift(-MARGIN_MONTHS), period.previous())
-    facts = margin_facts(session, months, source, customer_ids=[customer_id])
+    facts = margin_facts(session, months, source, customer_ids=[customer_id], services=False)
     mine = InvoiceFilter(customer_ids=(customer_id,))
     return CustomerView(
         profile=_profile(session, settings, customer, period),

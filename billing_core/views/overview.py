@@ -171,7 +171,7 @@ def build_cockpit(
     running = Period.containing(now)
     month = month or running.previous()
     months = months_between(month.shift(1 - CHART_MONTHS), month)
-    facts = margin_facts(session, months, CostSource.of(settings))
+    facts = margin_facts(session, months, CostSource.of(settings), services=False)
     by_month = every_month(group_margin(facts, "month"), months)
     one_month = MarginFacts(
         [month],
