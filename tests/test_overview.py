@@ -191,3 +191,17 @@ def test_month_picker_moves_the_url(app_env: dict[str, str]) -> None:
     assert not at.exception
     assert at.query_params["month"] == "2026-08"
     assert next(m.value for m in at.metric if m.label == "Billed 2026-08") == "EUR 7,881.07"
+
+
+def test_overview_and_customer_pages_on_an_empty_database(
+    app_env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception and not at.error
+    infos = " ".join(i.value for i in at.info)
+    assert "run the invoicing first" in infos and "Nobody owes anything" in infos
+    at = AppTest.from_file(str(ROOT / "pages/customer.py"), default_timeout=90).run()
+    assert not at.exception and not at.error
+    assert any("No customers yet" in i.value for i in at.info)
