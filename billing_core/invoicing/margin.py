@@ -35,8 +35,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+from sqlalchemy import literal_column
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
 
@@ -233,7 +234,9 @@ def margin_facts(
     }
     billed = _billed_invoices(session, low, high, keep, only)
     lines_total: dict[tuple[str, int], int] = defaultdict(int)
-    for period, cid, currency, kind, service, amount in _billed_lines(session, low, high, only):
+    for period, cid, currency, kind, service, amount in _billed_lines(
+        session, low, high, only, services
+    ):
         if period not in keep:
             continue
         is_aws = part_of(kind) == AWS_RESALE
@@ -279,31 +282,26 @@ def _billed_invoices(
 
 
 def _billed_lines(
-    session: Session, low: str, high: str, only: set[int] | None
+    session: Session, low: str, high: str, only: set[int] | None, services: bool
 ) -> list[tuple[str, int, str, str, str | None, int]]:
-    """(period, customer, currency, kind, service, amount) of billed invoices' lines, summed."""
+    """(period, customer, currency, kind, service, amount) of billed invoices' lines, summed
+    in SQL (service None for every line unless `services`)."""
+    service: Any = col(InvoiceLine.service) if services else literal_column("NULL")
+    keys: list[Any] = [
+        col(Invoice.period),
+        col(Invoice.customer_id),
+        col(Invoice.currency),
+        col(InvoiceLine.kind),
+    ]
     query = (
-        sa_select(
-            col(Invoice.period),
-            col(Invoice.customer_id),
-            col(Invoice.currency),
-            col(InvoiceLine.kind),
-            col(InvoiceLine.service),
-            func.sum(col(InvoiceLine.amount_minor)),
-        )
+        sa_select(*keys, service, func.sum(col(InvoiceLine.amount_minor)))
         .join(Invoice, col(Invoice.id) == col(InvoiceLine.invoice_id))
         .where(
             col(Invoice.period) >= low,
             col(Invoice.period) <= high,
             display_status_in(BILLED_STATUSES),
         )
-        .group_by(
-            col(Invoice.period),
-            col(Invoice.customer_id),
-            col(Invoice.currency),
-            col(InvoiceLine.kind),
-            col(InvoiceLine.service),
-        )
+        .group_by(*keys, *([service] if services else []))
     )
     if only is not None:
         query = query.where(col(Invoice.customer_id).in_(only))
