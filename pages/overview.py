@@ -241,7 +241,7 @@ for currency, r in receivables.items():
         help=f"{r.overdue_count} invoice(s) at least one day past the due date",
     )
     k3.metric(
-        "Failed payments",
+        "Declined, still due",
         ui.fmt(r.failed_minor, currency),
         help=f"{r.failed_count} invoice(s) whose last charge was declined",
     )

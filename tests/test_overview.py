@@ -158,7 +158,7 @@ def _check_demo_cockpit(at: AppTest) -> None:
     assert billed == ["EUR 8,231.76", "USD 28,287.14"]  # as margin-report prints them
     margins = [m.value for m in at.metric if m.label == "Gross margin"]
     assert margins == ["EUR 1,123.55", "USD 2,548.22"]
-    assert {"Open", "Overdue", "Failed payments", "Collection rate", "DSO"} <= set(metrics)
+    assert {"Open", "Overdue", "Declined, still due", "Collection rate", "DSO"} <= set(metrics)
     links = " ".join(m.value for m in at.markdown)
     assert "/invoices?status=open" in links and "/invoices?status=failed" in links
     assert "/invoices?overdue=1&currency=EUR" in links
