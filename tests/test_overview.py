@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from billing_core.models import CostLine, CostSnapshot
 from billing_core.periods import Period
 from billing_core.states import InvoiceStatus, LineKind
-from billing_core.views.overview import build_cockpit
+from billing_core.views.overview import build_cockpit, latest_billed_month
 from tests.conftest import ROOT
 from tests.support.aws import settings
 from tests.test_margin import SEP, add_invoice, add_snapshot, world  # noqa: F401  (fixture)
@@ -126,6 +126,12 @@ def test_cockpit_month_to_date_and_forecast(session: Session, two_months: dict[s
     assert mtd.forecast_source == "run rate" and mtd.forecast == Decimal(300)
     assert mtd.last_month_total == Decimal("410.50")  # October: 150 + 180.50 + 80
     assert mtd.forecast_change_pct == (Decimal(300) - Decimal("410.50")) / Decimal("410.50") * 100
+
+
+def test_latest_billed_month(session: Session, two_months: dict[str, int]) -> None:
+    assert latest_billed_month(session, NOV) == OCT  # November is not invoiced
+    assert latest_billed_month(session, SEP) == SEP
+    assert latest_billed_month(session, Period(2026, 8)) is None
 
 
 def test_cockpit_of_another_month(session: Session, two_months: dict[str, int]) -> None:
