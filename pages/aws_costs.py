@@ -14,7 +14,7 @@ from billing_core.money import minor_to_decimal, round_minor
 from billing_core.periods import Period, utcnow
 from billing_core.views import aws_costs
 from billing_core.views import aws_costs_report as report
-from pages.common import ui
+from pages.common import ui, url_state
 
 identity = ui.page_setup("AWS costs")
 cfg = ui.settings()
@@ -33,16 +33,17 @@ months = sorted({current, *stored}, reverse=True)
 # The newest month with figures first; the running month stays selectable for a refresh.
 default_month = stored[0] if stored else current
 
-# --- filters ---------------------------------------------------------------------------------
-f1, f2, f3 = st.columns([1, 2, 2])
-period = f1.selectbox(
-    "Month", months, index=months.index(default_month), format_func=str, key="costs_month"
-)
+# --- filters (kept in the URL: ?month=, ?customer=, ?service=) ---------------------------
 customer_options: list[object] = [
     ALL_CUSTOMERS,
     *sorted(customer_names, key=lambda c: customer_names[c]),
     snapshots.UNATTRIBUTED,
 ]
+MONTH = url_state.one("costs_month", "month", months, default_month)
+CUSTOMER = url_state.one("costs_customer", "customer", customer_options, ALL_CUSTOMERS)
+url_state.restore("aws_costs", [MONTH, CUSTOMER])
+f1, f2, f3 = st.columns([1, 2, 2])
+period = f1.selectbox("Month", months, format_func=str, key="costs_month")
 customer_choice = f2.selectbox(
     "Customer",
     customer_options,
@@ -55,7 +56,11 @@ customer_choice = f2.selectbox(
 )
 with ui.stop_on_error(), ui.db() as session:
     services = snapshots.available_services(session, cfg, period)
+SERVICE = url_state.one("costs_service", "service", [ALL_SERVICES, *services], ALL_SERVICES)
+url_state.restore("aws_costs_service", [SERVICE])
 service_choice = f3.selectbox("Service", [ALL_SERVICES, *services], key="costs_service")
+url_state.publish("aws_costs", [MONTH, CUSTOMER])
+url_state.publish("aws_costs_service", [SERVICE])
 filters = aws_costs.CostFilter(
     customer=None if customer_choice == ALL_CUSTOMERS else customer_choice,  # type: ignore[arg-type]
     service=None if service_choice == ALL_SERVICES else service_choice,
@@ -159,13 +164,19 @@ if view.forecast is not None:
     )
 else:
     m3.metric("Forecast month end", "n/a", help="Only for a running month.")
-share = view.unattributed_share
+# The card follows the filters: the unattributed part of what is selected.
+share = view.selected_unattributed_share if filters.any else view.unattributed_share
 m4.metric(
     "Unattributed",
-    money(view.unattributed),
-    delta=f"{share:.1f} % of the account" if share is not None else None,
+    money(view.selected_unattributed),
+    delta=(
+        f"{share:.1f} % of the {'selection' if filters.any else 'account'}"
+        if share is not None
+        else None
+    ),
     delta_color="off",
-    help="Spend in accounts or tags that belong to no customer. Never dropped.",
+    help="Spend in accounts or tags that belong to no customer (never dropped), within the "
+    "filters above; a single customer has none.",
 )
 if view.adjustments:
     st.caption(

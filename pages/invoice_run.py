@@ -86,13 +86,15 @@ if st.session_state.get("preview_of") == str(period):
     st.dataframe(
         run_view.preview_frame(drafts),
         hide_index=True,
-        column_config={
-            "total": st.column_config.NumberColumn("total", format="%.2f"),
-            "costs as of": st.column_config.DatetimeColumn(
-                "costs as of (UTC)", format="YYYY-MM-DD HH:mm"
-            ),
-            "warnings": st.column_config.TextColumn("warnings", width="large"),
-        },
+        column_config=ui.headers(
+            ["customer", "currency", "total", "lines", "collection", "days covered"],
+            **{
+                "costs as of": st.column_config.DatetimeColumn(
+                    "Costs as of (UTC)", format="YYYY-MM-DD HH:mm"
+                ),
+                "warnings": st.column_config.TextColumn("Warnings", width="large"),
+            },
+        ),
     )
     if drafts.already_invoiced:
         st.caption("Already invoiced for this month: " + ", ".join(drafts.already_invoiced))
@@ -138,11 +140,12 @@ else:
     st.dataframe(
         results,
         hide_index=True,
-        column_config={
-            "stripe": st.column_config.LinkColumn("Stripe", display_text="open invoice"),
-            "message": st.column_config.TextColumn("message", width="large"),
-        },
+        column_config=ui.headers(
+            results.columns,
+            stripe=st.column_config.LinkColumn("Stripe", display_text="open invoice"),
+            message=st.column_config.TextColumn("Message", width="large"),
+        ),
     )
 
 st.subheader("Run history")
-st.dataframe(history, hide_index=True)
+st.dataframe(history, hide_index=True, column_config=ui.headers(history.columns))

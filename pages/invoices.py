@@ -106,7 +106,7 @@ with tab_invoices:
     currencies = f4.multiselect(
         "Currency", options.currencies, key="inv_currency", placeholder="All"
     )
-    g1, g2, g3, g4, g5 = st.columns([2.2, 1.6, 1, 1.6, 1.6], vertical_alignment="bottom")
+    g1, g2, g3, g4, g5 = st.columns([1.8, 1.4, 1.3, 2.25, 2.25], vertical_alignment="bottom")
     search = g1.text_input(
         "Search",
         key="inv_search",
@@ -121,7 +121,7 @@ with tab_invoices:
         placeholder="All",
         help="Invoices still owing, by how late they are (current: not yet due).",
     )
-    overdue = g3.checkbox("Overdue only", key="inv_overdue", help="Owing and past the due date.")
+    overdue = g3.checkbox("Overdue only", key="inv_overdue")
     issued = g4.date_input("Issued between", value=[], key="inv_issued", format="YYYY-MM-DD")
     paid_on = g5.date_input("Paid between", value=[], key="inv_paid", format="YYYY-MM-DD")
     issued_from, issued_to = url_state.range_ends(issued)
@@ -152,7 +152,7 @@ with tab_invoices:
         st.info("No invoice matches these filters.")
     for fig in figures:
         # Three figures a row: amounts in the thousands stay readable instead of truncated.
-        st.markdown(f"**{fig.currency}** · {fig.count:,} invoices")
+        st.markdown(f"**{fig.currency}** · {fig.count:,} invoice{'' if fig.count == 1 else 's'}")
         for start in range(0, len(FIGURES), 3):
             cols = st.columns(3)
             for col, (label, attr, meaning) in zip(cols, FIGURES[start : start + 3], strict=False):
@@ -233,7 +233,7 @@ with tab_invoices:
                 "Days late", format="%d", help="Days past the due date, on invoices still owing"
             ),
             "invoice_url": st.column_config.LinkColumn(
-                "Stripe invoice", display_text="Open", width="small"
+                "Stripe", display_text="Open", width="small"
             ),
             "pdf_url": st.column_config.LinkColumn("PDF", display_text="PDF", width="small"),
             "next_attempt": st.column_config.DatetimeColumn(
@@ -313,10 +313,12 @@ with tab_invoices:
         st.dataframe(
             detail.lines.drop(columns=["amount_minor"]),
             hide_index=True,
-            column_config={
-                "position": st.column_config.NumberColumn("#", format="%d"),
-                "amount": st.column_config.TextColumn(f"Amount ({cur})"),
-            },
+            column_config=ui.headers(
+                detail.lines.columns,
+                position=st.column_config.NumberColumn("#", format="%d"),
+                unit_amount=f"Unit amount ({cur})",
+                amount=st.column_config.TextColumn(f"Amount ({cur})"),
+            ),
             key="inv_lines",
         )
         left, right = st.columns(2)
@@ -326,6 +328,7 @@ with tab_invoices:
                 [{"at": a.at, "outcome": a.outcome, "detail": a.detail} for a in detail.attempts],
                 hide_index=True,
                 key="inv_attempts",
+                column_config=ui.headers(["at", "outcome", "detail"]),
             )
         else:
             left.caption("No payment attempt recorded.")
@@ -334,6 +337,7 @@ with tab_invoices:
             [{"at": t.at, "source": t.source, "what": t.what} for t in detail.timeline],
             hide_index=True,
             key="inv_timeline",
+            column_config=ui.headers(["at", "source", "what"]),
         )
 
     # ------------------------------------------------------------ failed payments
@@ -350,9 +354,14 @@ with tab_invoices:
             hide_index=True,
             key="inv_failed",
             column_config={
+                "number": st.column_config.TextColumn("Number"),
+                "customer": st.column_config.TextColumn("Customer"),
+                "period": st.column_config.TextColumn("Period"),
+                "total": st.column_config.TextColumn("Total"),
+                "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
                 "next_attempt": st.column_config.DatetimeColumn(
-                    "Next attempt", format="YYYY-MM-DD HH:mm", help="None: no retry scheduled"
-                )
+                    "Next attempt", format="YYYY-MM-DD HH:mm", help="Empty: no retry scheduled"
+                ),
             },
         )
         st.caption("Open an invoice above to see its attempts; admins can retry the payment there.")
@@ -371,6 +380,7 @@ with tab_payments:
         hide_index=True,
         key="pm_table",
         column_config={
+            **ui.headers(methods.columns),
             "id": None,
             "has_payment_method": st.column_config.CheckboxColumn("Payment method"),
             "type": st.column_config.TextColumn("Type"),
@@ -436,5 +446,13 @@ with tab_events:
             ],
             hide_index=True,
             key="ev_failed",
+            column_config=ui.headers(["id", "type", "attempts", "next attempt", "error"], id="Id"),
         )
-    st.dataframe(tab.rows, hide_index=True, key="ev_table")
+    st.dataframe(
+        tab.rows,
+        hide_index=True,
+        key="ev_table",
+        column_config=ui.headers(
+            ["created", "type", "id", "source", "outcome", "attempts", "next_attempt", "note"]
+        ),
+    )

@@ -14,7 +14,7 @@ from billing_core.reconciliation import runs as reconciliation_runs
 from billing_core.reconciliation.diffing import KINDS, Tolerance
 from billing_core.states import ReconciliationStatus
 from billing_core.views import reconciliation as reconcile_view
-from pages.common import ui
+from pages.common import ui, url_state
 
 identity = ui.page_setup("Reconciliation")
 ACTION_LABELS = {
@@ -56,6 +56,8 @@ def apply_resolution(
                 )
                 message = f"Difference #{diff_id} synced from Stripe."
         st.session_state["reconcile_message"] = message
+        # Done: the note is cleared (the widgets are not drawn yet in this run).
+        st.session_state[f"resolve_note-{diff_id}"] = ""
     except Exception as exc:
         st.session_state["reconcile_error"] = exc
 
@@ -67,16 +69,23 @@ with ui.stop_on_error(), ui.db() as session:
     periods = reconciliation_runs.periods_with_diffs(session)
 
 # ---------------------------------------------------------------- filters
+# Kept in the URL (?month=, ?kind=, ?status=, ?within=1): a reload or a link shows the same diffs.
+BINDINGS = [
+    url_state.one("period", "month", ["All months", *periods], "All months"),
+    url_state.choices("kinds", "kind", list(KINDS)),
+    url_state.choices("statuses", "status", list(reconcile_view.STATUSES), default=["open"]),
+    url_state.flag("within", "within"),
+]
+url_state.restore("reconciliation", BINDINGS)
 with st.sidebar:
     st.subheader("Filters")
     period_choice = st.selectbox("Month", ["All months", *periods], key="period")
     kinds = st.multiselect(
         "Kind", list(KINDS), key="kinds", format_func=reconciliation_runs.kind_label
     )
-    statuses = st.multiselect(
-        "Status", list(reconcile_view.STATUSES), default=["open"], key="statuses"
-    )
+    statuses = st.multiselect("Status", list(reconcile_view.STATUSES), key="statuses")
     within = st.checkbox("Show differences within tolerance", key="within")
+url_state.publish("reconciliation", BINDINGS)
 period = None if period_choice == "All months" else period_choice
 
 with ui.stop_on_error(), ui.db() as session:
@@ -92,7 +101,8 @@ with ui.stop_on_error(), ui.db() as session:
         include_within_tolerance=within,
     )
     runs = reconcile_view.run_rows(reconciliation_runs.runs(session, limit=20))
-    open_diffs = reconcile_view.resolvable(session, period)
+    # The resolve list offers only the open rows the table shows.
+    open_diffs = reconcile_view.resolvable(session, period, ids=[int(i) for i in table["id"]])
 
 tolerance_pct = ui.settings().reconcile_tolerance_pct
 st.caption(
@@ -106,16 +116,21 @@ c1.metric("Open above tolerance", head.open_above)
 c2.metric("Within tolerance", head.within_tolerance)
 c3.metric("Resolved", head.resolved)
 if head.last_run is not None:
+    last = head.last_run
+    # The month alone is the value (it fits a quarter of the page); the status goes below.
     c4.metric(
         "Last run",
-        f"{head.last_run.period} {head.last_run.status}",
-        help=f"by {head.last_run.actor}, {head.last_run.stripe_requests} Stripe requests",
+        last.period,
+        delta=f"{last.status} · {last.started_at:%Y-%m-%d %H:%M} UTC",
+        delta_color="off",
+        delta_arrow="off",
+        help=f"by {last.actor}, {last.stripe_requests} Stripe requests",
     )
 else:
     c4.metric("Last run", "none yet")
 
 # ---------------------------------------------------------------- charts and summary
-left, right = st.columns([3, 2])
+left, right = st.columns([1, 1])
 with left:
     st.subheader("Open differences by month")
     if summary.empty:
@@ -124,7 +139,26 @@ with left:
         st.plotly_chart(trend, key="trend")
 with right:
     st.subheader("By kind")
-    st.dataframe(summary, hide_index=True, key="summary")
+    st.dataframe(
+        summary,
+        hide_index=True,
+        key="summary",
+        column_config={
+            # Pixel widths: all six columns fit half the page at 1440 px.
+            "period": st.column_config.TextColumn("Month", width=70),
+            "kind": st.column_config.TextColumn("Kind", width=130),
+            "open": st.column_config.NumberColumn(
+                "Open", width=55, help="Open, above the tolerance"
+            ),
+            "within tolerance": st.column_config.NumberColumn(
+                "Within", width=60, help="Within the tolerance: counted, not raised"
+            ),
+            "resolved": st.column_config.NumberColumn("Resolved", width=75),
+            "gone": st.column_config.NumberColumn(
+                "Gone", width=55, help="No longer found by a later run"
+            ),
+        },
+    )
 
 # ---------------------------------------------------------------- the diff table
 st.subheader("Differences")
@@ -135,17 +169,35 @@ else:
         table,
         hide_index=True,
         key="diffs",
-        column_config={
-            "id": st.column_config.NumberColumn("#", width="small"),
-            "local": st.column_config.TextColumn("local (what we billed)"),
-            "remote": st.column_config.TextColumn("remote (Stripe, AWS, usage)"),
-            "delta": st.column_config.TextColumn("delta (remote - local)"),
-            "age (days)": st.column_config.NumberColumn(format="%d"),
-        },
+        # What differs comes before the detail, so the delta is on screen at 1440 px.
+        column_order=[
+            "id",
+            "period",
+            "kind",
+            "customer",
+            "subject",
+            "delta",
+            "local",
+            "remote",
+            "status",
+            "age (days)",
+            "resolution",
+        ],
+        column_config=ui.headers(
+            table.columns,
+            id=st.column_config.NumberColumn("#", width="small"),
+            key=None,  # the stable internal key: for the tests and the log, not for people
+            local=st.column_config.TextColumn("Local (what we billed)"),
+            remote=st.column_config.TextColumn("Remote (Stripe, AWS, usage)"),
+            delta=st.column_config.TextColumn("Delta (remote − local)"),
+            **{"age (days)": st.column_config.NumberColumn("Age (days)", format="%d")},
+        ),
     )
 
 with st.expander("Runs"):
-    st.dataframe(runs, hide_index=True, key="runs")
+    st.dataframe(
+        runs, hide_index=True, key="runs", column_config=ui.headers(runs.columns, run="Run")
+    )
 
 # ---------------------------------------------------------------- admin: resolve, run
 if identity.can("admin"):
@@ -197,7 +249,13 @@ if identity.can("admin"):
                     reader=reconciliation_runs.make_reader(ui.settings()),
                     actor=identity.actor,
                 )
-            show = st.success if result.status == ReconciliationStatus.COMPLETE else st.error
-            show("\n\n".join(result.describe()))
+            complete = result.status == ReconciliationStatus.COMPLETE
+            st.session_state["run_result"] = (complete, "\n\n".join(result.describe()))
         except Exception as exc:
             ui.show_error(exc)
+        else:
+            # Draw the page again, so "Last run", the figures and the table include this run.
+            st.rerun()
+    if (outcome := st.session_state.pop("run_result", None)) is not None:
+        complete, text = outcome
+        (st.success if complete else st.error)(text)

@@ -10,7 +10,7 @@ from billing_core.periods import utcnow
 from billing_core.usage import alerts, limits
 from billing_core.usage.import_csv import import_usage_csv
 from billing_core.views import usage as views_usage
-from pages.common import ui
+from pages.common import ui, url_state
 
 identity = ui.page_setup("Usage vs plan limits")
 now = utcnow()
@@ -50,7 +50,12 @@ if identity.can("admin"):
 cost_source = CostSource.of(ui.settings())
 with ui.stop_on_error(), ui.db() as session:
     choices = views_usage.period_choices(session, now)
-period = st.selectbox("Period", choices, format_func=str)
+# Period, statuses shown and the customer drilled into live in the URL (?period=, ?show=,
+# ?customer=): a reload or a pasted link shows the same view.
+PERIOD = url_state.one("usage_period", "period", choices, choices[0])
+SHOW = url_state.choices("usage_show", "show", list(views_usage.STATUS_ORDER))
+url_state.restore("usage", [PERIOD, SHOW])
+period = st.selectbox("Period", choices, format_func=str, key="usage_period")
 with ui.stop_on_error(), ui.db() as session:
     report = limits.build_usage_report(session, period, now, source=cost_source)
     period_alerts = alerts.alerts_for_period(session, period)
@@ -76,10 +81,12 @@ c2.metric("Customers near a limit", counts.get("near", 0))
 c3.metric("Projected over", counts.get("projected over", 0))
 c4.metric("Alerts this period", len(period_alerts))
 left, right = st.columns(2)
-left.markdown(f"**Overage so far:** {ui.fmt_by_currency(views_usage.overage_totals(report.rows))}")
+so_far = views_usage.overage_totals(report.rows)
+projected = views_usage.overage_totals(report.rows, projected=True)
+left.markdown(f"**Overage so far:** {ui.fmt_by_currency(so_far) if so_far else 'none'}")
 right.markdown(
     "**Projected overage at month end:** "
-    + ui.fmt_by_currency(views_usage.overage_totals(report.rows, projected=True))
+    + (ui.fmt_by_currency(projected) if projected else "none")
 )
 if report.missing_rates:
     st.warning(
@@ -91,30 +98,34 @@ if report.cost_note:
     st.caption(report.cost_note[0].upper() + report.cost_note[1:])
 
 statuses = st.multiselect(
-    "Show", list(views_usage.STATUS_ORDER), default=[], placeholder="All statuses"
+    "Show", list(views_usage.STATUS_ORDER), placeholder="All statuses", key="usage_show"
 )
+url_state.publish("usage", [PERIOD, SHOW])
 frame = views_usage.report_frame(views_usage.iter_rows(report, statuses or None))
 st.dataframe(
     frame,
     hide_index=True,
     column_order=[c for c in views_usage.COLUMNS if c != "customer_id"],
     column_config={
-        "Used": st.column_config.NumberColumn(format="localized"),
-        "Limit": st.column_config.NumberColumn(format="localized"),
         "Used %": st.column_config.ProgressColumn(
-            "Used %", min_value=0, max_value=100, format="%.0f%%"
+            "Used %", min_value=0, max_value=100, format="%.0f%%", width="small"
         ),
-        "Projected": st.column_config.NumberColumn(format="localized"),
         "Projected %": st.column_config.ProgressColumn(
-            "Projected %", min_value=0, max_value=100, format="%.0f%%"
+            "Projected %", min_value=0, max_value=100, format="%.0f%%", width="small"
         ),
-        "Overage": st.column_config.NumberColumn(format="localized"),
+        "Used": st.column_config.TextColumn("Used", help="AWS spend in the plan's currency"),
+        "Overage cost": st.column_config.TextColumn("Overage cost", help="In the invoice currency"),
     },
 )
 
 st.subheader("Customer drill-down")
 names = {r.customer_id: r.customer for r in report.rows}
-chosen = st.selectbox("Customer", list(names), format_func=lambda cid: names[cid])
+DRILL = url_state.one("usage_customer", "customer", list(names), next(iter(names)))
+url_state.restore("usage_customer", [DRILL])
+chosen = st.selectbox(
+    "Customer", list(names), format_func=lambda cid: names[cid], key="usage_customer"
+)
+url_state.publish("usage_customer", [DRILL])
 rows = report.for_customer(chosen)
 with ui.stop_on_error(), ui.db() as session:
     daily = views_usage.daily_usage(

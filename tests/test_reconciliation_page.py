@@ -59,7 +59,8 @@ def test_page_shows_every_planted_discrepancy(app_env: dict[str, str]) -> None:
         "aws_restatement",
         "usage",
     }
-    support = table[table["subject"].str.endswith(":Support fee")].iloc[0]
+    support = table[table["key"].str.endswith(":Support fee")].iloc[0]
+    assert support["subject"] == "AWS service Support fee"  # human, not the internal key
     assert (support["delta"], support["customer"]) == ("USD 325.50", "Ember Health Ltd")
     harbor = table[(table["kind"] == "amount")].iloc[0]
     assert harbor["delta"] == "EUR 15.00" and harbor["customer"] == "Harbor Studio BV"

@@ -55,7 +55,13 @@ def test_demo_usage_page_as_admin(app_env: dict[str, str]) -> None:
         (table["Customer"] == "Acme Analytics GmbH") & (table["Metric"] == "api_calls (calls)")
     ]
     assert acme.iloc[0]["Status"] == "🟠 near"
-    assert acme.iloc[0]["Projected"] >= acme.iloc[0]["Used"]
+    assert int(acme.iloc[0]["Projected"].replace(",", "")) >= int(
+        acme.iloc[0]["Used"].replace(",", "")
+    )
+    spend = table[table["Metric"].str.startswith("AWS spend")]
+    # AWS spend reads as money, counts as whole numbers (never 3,456.173 or 1,234.7 calls).
+    assert spend["Used"].str.match(r"^(EUR|USD) [\d,]+\.\d\d$").all()
+    assert not table[table["Metric"] == "api_calls (calls)"]["Projected"].str.contains(r"\.").any()
     assert len(at.get("plotly_chart")) >= 3  # drill-down of the first customer
     assert len(at.file_uploader) == 1  # admins may import
     assert any("Overage so far" in m.value for m in at.markdown)

@@ -59,8 +59,11 @@ class CostsView:
     currency: str = "USD"
     total: Decimal = ZERO  # net: charges + credits, refunds, tax
     adjustments: dict[str, Decimal] = field(default_factory=dict)
-    unattributed: Decimal = ZERO
+    unattributed: Decimal = ZERO  # the whole account's, whatever the filters
     account_total: Decimal = ZERO  # unfiltered, for the unattributed share
+    # Unattributed spend inside the selection (the service filter applies; zero when one
+    # customer is selected): what the page's card shows, so it follows the filters.
+    selected_unattributed: Decimal = ZERO
     previous_period: Period | None = None
     previous_total: Decimal | None = None
     previous_same_days: Decimal | None = None
@@ -100,6 +103,13 @@ class CostsView:
         if self.account_total == 0:
             return None
         return self.unattributed / self.account_total * 100
+
+    @property
+    def selected_unattributed_share(self) -> Decimal | None:
+        """Unattributed spend of the selection as a percentage of the selection's total."""
+        if self.total == 0:
+            return None
+        return self.selected_unattributed / self.total * 100
 
 
 def build_costs_view(
@@ -147,6 +157,7 @@ def _fill_totals(session: Session, view: CostsView, info: SnapshotInfo, who: Att
     )
     frame["customer_id"] = frame["customer_id"].astype("Int64")
     view.total = sum(frame["amount"], ZERO)
+    view.selected_unattributed = sum((r[4] for r in wanted if r[0] is None), ZERO)
     for record_type, amount in _sum_by(frame, "record_type").items():
         if record_type != ce.USAGE:
             view.adjustments[str(record_type)] = amount
@@ -301,9 +312,26 @@ def _label(amount: Decimal, currency: str) -> str:
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(
-        title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False
+        title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 40}, showlegend=False
     )
     return fig
+
+
+def _bar_range(amounts: Iterable[Decimal]) -> list[float]:
+    """An axis range with room for the amount written past each bar's end, on both sides of
+    zero: a credit's negative bar keeps its label inside the chart."""
+    values = chart_values(amounts) or [0.0]
+    low, high = min(0.0, *values), max(0.0, *values)
+    pad = (high - low) * 0.45 or 1.0
+    return [low - pad if low < 0 else 0.0, high + pad if high > 0 else pad / 3]
+
+
+def _horizontal_bars(fig: go.Figure, amounts: Iterable[Decimal], currency: str) -> None:
+    fig.update_traces(textposition="outside", cliponaxis=False)
+    fig.update_xaxes(
+        title_text=f"{currency} (net cost)", range=_bar_range(amounts), tickformat=",.0f"
+    )
+    fig.update_yaxes(automargin=True)
 
 
 def by_service_figure(view: CostsView) -> go.Figure:
@@ -322,7 +350,8 @@ def by_service_figure(view: CostsView) -> go.Figure:
             hovertemplate="%{y}<br>%{text}<extra></extra>",
         )
     )
-    return _layout(fig, "By service", max(300, 26 * len(frame) + 80))
+    _horizontal_bars(fig, frame["amount"], view.currency)
+    return _layout(fig, "By service", max(300, 26 * len(frame) + 100))
 
 
 def by_customer_figure(view: CostsView) -> go.Figure:
@@ -341,7 +370,8 @@ def by_customer_figure(view: CostsView) -> go.Figure:
             hovertemplate="%{y}<br>%{text}<extra></extra>",
         )
     )
-    return _layout(fig, "By customer", max(300, 30 * len(frame) + 80))
+    _horizontal_bars(fig, frame["amount"], view.currency)
+    return _layout(fig, "By customer", max(300, 30 * len(frame) + 100))
 
 
 def daily_figure(view: CostsView) -> go.Figure:
@@ -368,7 +398,15 @@ def daily_figure(view: CostsView) -> go.Figure:
             hovertemplate=f"{name}<br>%{{x}}: %{{text}}<extra></extra>",
             textposition="none",
         )
-    fig.update_layout(barmode="relative", legend={"orientation": "h", "y": -0.2})
-    _layout(fig, "Daily, by service", 420)
-    fig.update_layout(showlegend=True)
+    _layout(fig, "Daily, by service", 460)
+    # The legend sits above the bars, so it never covers the dates (month and year included).
+    fig.update_layout(
+        barmode="relative",
+        showlegend=True,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"t": 90, "b": 50},
+        title={"y": 0.98},
+    )
+    fig.update_xaxes(tickformat="%b %d<br>%Y", title_text="Day (UTC)")
+    fig.update_yaxes(title_text=f"{view.currency} per day", tickformat=",.0f")
     return fig

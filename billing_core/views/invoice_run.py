@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.invoicing.drafts import DraftSet
 from billing_core.models import Customer, Invoice, InvoiceRun
-from billing_core.money import minor_to_decimal
+from billing_core.money import display, minor_to_decimal
 from billing_core.periods import Period
 from billing_core.states import RunStatus
 
@@ -44,7 +44,7 @@ def preview_frame(drafts: DraftSet) -> pd.DataFrame:
         {
             "customer": d.customer_name,
             "currency": d.currency,
-            "total": float(minor_to_decimal(d.total_minor, d.currency)),  # display only
+            "total": display(d.total_minor, d.currency),  # money with its currency
             "lines": len(d.lines),
             "collection": d.collection_method.replace("_", " "),
             "costs as of": as_of,
@@ -57,7 +57,7 @@ def preview_frame(drafts: DraftSet) -> pd.DataFrame:
         {
             "customer": p.customer,
             "currency": "",
-            "total": None,
+            "total": "",
             "lines": 0,
             "collection": "",
             "costs as of": as_of,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -78,11 +79,44 @@ def trend_figure(session: Session) -> go.Figure:
         y="open",
         color="kind",
         category_orders={"kind": list(KINDS)},
-        labels={"open": "open diffs above tolerance", "period": "month"},
+        labels={"open": "open diffs above tolerance", "period": "Month", "kind": "Kind"},
     )
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title=None)
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 40}, legend_title=None)
+    fig.update_yaxes(title_text="Open differences (count)", tickformat=",d", rangemode="tozero")
     fig.update_xaxes(type="category", categoryorder="category ascending")
     return fig
+
+
+_INVOICE = re.compile(r"^(?:[^/]*/)?invoice:(\d+)(?::line:(.*))?$")
+_STRIPE = re.compile(r"^(?:[^/]*/)?stripe:(.+)$")
+_CUSTOMER = re.compile(r"^customer:\d+:(service|metric):(.+)$")
+
+
+def subject_text(subject: str, numbers: Mapping[int, str]) -> str:
+    """What a diff is about, as finance names it: 'Invoice DEMO-2026-10-0001', 'Invoice
+    DEMO-2026-10-0001, line AWS Lambda, October 2026', 'Stripe invoice in_123', 'AWS service
+    Amazon S3', 'Usage of seats'; `numbers` maps invoice ids to their numbers (an invoice
+    without one reads 'local invoice #12'). A key of another shape is shown as it is."""
+    if match := _INVOICE.match(subject):
+        invoice_id, line = int(match.group(1)), match.group(2)
+        number = numbers.get(invoice_id)
+        name = f"Invoice {number}" if number else f"Local invoice #{invoice_id}"
+        return f"{name}, line {line}" if line else name
+    if match := _STRIPE.match(subject):
+        return f"Stripe invoice {match.group(1)}"
+    if match := _CUSTOMER.match(subject):
+        what, name = match.groups()
+        return f"AWS service {name}" if what == "service" else f"Usage of {name}"
+    return subject
+
+
+def _invoice_numbers(session: Session, rows: Sequence[ReconciliationDiff]) -> dict[int, str]:
+    ids = {d.invoice_id for d in rows if d.invoice_id is not None}
+    for d in rows:  # a line diff's key names its invoice even where invoice_id is not set
+        if match := _INVOICE.match(d.subject):
+            ids.add(int(match.group(1)))
+    found = session.exec(select(Invoice.id, Invoice.number).where(col(Invoice.id).in_(ids))).all()
+    return {int(i): n for i, n in found if i is not None and n}
 
 
 def diff_frame(
@@ -103,13 +137,15 @@ def diff_frame(
         include_within_tolerance=include_within_tolerance,
     )
     names = _customer_names(session, rows)
+    numbers = _invoice_numbers(session, rows)
     records = [
         {
             "id": d.id,
             "period": d.period,
             "kind": d.kind,
             "customer": names.get(d.id or 0, ""),
-            "subject": d.subject,
+            "subject": subject_text(d.subject, numbers),
+            "key": d.subject,
             "local": d.local_value or "",
             "remote": d.remote_value or "",
             "delta": money_text(d.delta_minor, d.currency) if d.delta_minor else "",
@@ -126,6 +162,7 @@ def diff_frame(
         "kind",
         "customer",
         "subject",
+        "key",
         "local",
         "remote",
         "delta",
@@ -151,11 +188,16 @@ class OpenDiff(NamedTuple):
     version: int
 
 
-def resolvable(session: Session, period: str | None = None) -> list[OpenDiff]:
-    """Open diffs for the resolve form, oldest first."""
+def resolvable(
+    session: Session, period: str | None = None, ids: Collection[int] | None = None
+) -> list[OpenDiff]:
+    """Open diffs for the resolve form, oldest first; `ids`: only these (the rows the page
+    shows), None: every open one."""
     query = select(ReconciliationDiff).where(ReconciliationDiff.status == DiffStatus.OPEN)
     if period:
         query = query.where(ReconciliationDiff.period == period)
+    if ids is not None:
+        query = query.where(col(ReconciliationDiff.id).in_(list(ids)))
     rows = session.exec(query.order_by(col(ReconciliationDiff.id))).all()
     names = _customer_names(session, rows)
     return [

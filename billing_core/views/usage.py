@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,7 +19,7 @@ from billing_core.costs.snapshots import CostSource
 from billing_core.models import (
     UsageRecord,
 )
-from billing_core.money import display
+from billing_core.money import display, round_minor
 from billing_core.periods import Period, as_utc
 from billing_core.usage.limits import MetricUsage, UsageReport
 from billing_core.usage.totals import aws_costs_by_day
@@ -96,20 +96,21 @@ STATUS_LABELS = {
 }
 
 
+# What a person reads first comes first, so status and cost are on screen at 1440 px.
 COLUMNS = [
     "customer_id",
     "Customer",
-    "Plan",
     "Metric",
+    "Status",
     "Used",
     "Limit",
     "Used %",
-    "Projected",
     "Projected %",
-    "Overage",
     "Overage cost",
     "Projected overage cost",
-    "Status",
+    "Projected",
+    "Overage",
+    "Plan",
     "Alerts",
 ]
 
@@ -126,6 +127,24 @@ def _money(minor: int | None, currency: str, spend: bool) -> str:
     if minor is None:
         return "no FX rate"
     return display(minor, currency)
+
+
+def is_count(row: MetricUsage) -> bool:
+    """A metric counted in whole units (calls, seats): its used and included figures are
+    whole, so a projection is shown whole as well, never as 1,234.7 calls."""
+    whole = (row.used, row.included)
+    return not row.is_spend and all(v == v.to_integral_value() for v in whole)
+
+
+def quantity_text(value: Decimal, row: MetricUsage) -> str:
+    """A used, limit or projected figure as people read it: AWS spend as money in the plan's
+    currency ('EUR 3,456.17'), counts whole ('1,234'), other quantities to 3 decimals."""
+    if row.is_spend:
+        return display(round_minor(value, row.plan_currency), row.plan_currency)
+    if is_count(row):
+        return f"{value.quantize(Decimal(1), rounding=ROUND_HALF_UP):,}"
+    shown = value.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP).normalize()
+    return f"{shown:,f}"
 
 
 def _pct(value: Decimal | None) -> float | None:
@@ -145,12 +164,12 @@ def report_frame(rows: Sequence[MetricUsage]) -> pd.DataFrame:
             "Customer": r.customer,
             "Plan": r.plan,
             "Metric": metric_label(r),
-            "Used": float(r.used),
-            "Limit": float(r.included),
+            "Used": quantity_text(r.used, r),
+            "Limit": quantity_text(r.included, r),
             "Used %": _pct(r.used_pct),
-            "Projected": float(r.projected),
+            "Projected": quantity_text(r.projected, r),
             "Projected %": _pct(r.projected_pct),
-            "Overage": float(r.overage),
+            "Overage": quantity_text(r.overage, r),
             "Overage cost": _money(r.overage_minor, r.currency, r.is_spend),
             "Projected overage cost": _money(r.projected_overage_minor, r.currency, r.is_spend),
             "Status": STATUS_LABELS[r.status],
@@ -218,11 +237,14 @@ def metric_figure(
         mode="lines",
         line={"dash": "dash", "color": "crimson"},
     )
+    unit = row.plan_currency if row.is_spend else (row.unit or row.metric)
+    # Legend above the plot: below it, it covered the dates and their year.
     fig.update_layout(
-        title=metric_label(row),
-        height=300,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h"},
-        xaxis={"range": [period.start, last_day]},
+        title={"text": metric_label(row), "y": 0.97},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        xaxis={"range": [period.start, last_day], "tickformat": "%b %d<br>%Y"},
+        yaxis={"title": {"text": unit}, "tickformat": ",.2f" if row.is_spend else ",~r"},
     )
     return fig

@@ -7,7 +7,7 @@ any data is read, because Streamlit serves every file in pages/ by URL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -264,3 +264,11 @@ def fmt_by_currency(amounts: dict[str, int]) -> str:
     if not amounts:
         return "0"
     return " · ".join(fmt(v, c) for c, v in sorted(amounts.items()))
+
+
+def headers(columns: Iterable[str], **config: Any) -> dict[str, Any]:
+    """A dataframe's column_config with every header in one style, sentence case
+    ('paid_at' -> 'Paid at'); `config` overrides a column (a label or a column config)."""
+    out: dict[str, Any] = {c: c.replace("_", " ").strip().capitalize() for c in columns}
+    out.update(config)
+    return out

@@ -89,12 +89,19 @@ def flag(key: str, name: str) -> Binding:
 
 
 def choices(
-    key: str, name: str, options: Sequence[Any], cast: Callable[[str], Any] = str
+    key: str,
+    name: str,
+    options: Sequence[Any],
+    cast: Callable[[str], Any] = str,
+    default: Sequence[Any] = (),
 ) -> Binding:
-    """A multiselect: comma-separated values, each one of `options` (others dropped)."""
+    """A multiselect: comma-separated values, each one of `options` (others dropped); an
+    empty selection that differs from `default` is written as '-'."""
 
     def decode(t: str) -> list[Any]:
-        out = []
+        out: list[Any] = []
+        if t == "-":
+            return out
         for part in t.split(","):
             try:
                 value = cast(part.strip())
@@ -104,7 +111,10 @@ def choices(
                 out.append(value)
         return out
 
-    return Binding(key, name, [], decode, lambda v: ",".join(str(x) for x in v or []))
+    def encode(v: Any) -> str:
+        return ",".join(str(x) for x in v or []) or ("-" if default else "")
+
+    return Binding(key, name, list(default), decode, encode)
 
 
 def one(key: str, name: str, options: Sequence[Any], default: Any = None) -> Binding:

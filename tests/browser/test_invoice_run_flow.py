@@ -74,9 +74,9 @@ def test_preview_run_and_every_customer_billed_once_in_stripe(
     preview_totals = {
         cur: shown_amount(metric_value(page, f"Total {cur}"), cur) for cur in ("EUR", "USD")
     }
-    drafts = dataframe_with_column(page, "warnings")
+    drafts = dataframe_with_column(page, "Warnings")
     assert grid_row_count(drafts) == 9
-    assert all(row["total"] for row in grid_rows(drafts))
+    assert all(row["Total"] for row in grid_rows(drafts))
     assert_no_error_shown(page)
     screenshot(page, "preview")
 
@@ -91,12 +91,12 @@ def test_preview_run_and_every_customer_billed_once_in_stripe(
         timeout=RUN_TIMEOUT_MS
     )
     expect(page.get_by_text("9 of 9 invoices pushed, 0 failed")).to_be_visible()
-    results = dataframe_with_column(page, "step")
+    results = dataframe_with_column(page, "Step")
     expect(results.locator("table[role=grid]")).to_have_attribute("aria-rowcount", "10")
     wait_for_app(page)
     shown = grid_rows(results)
-    assert {r["status"] for r in shown} <= {"open", "paid"}
-    assert "paid" in {r["status"] for r in shown}  # the test cards were charged
+    assert {r["Status"] for r in shown} <= {"open", "paid"}
+    assert "paid" in {r["Status"] for r in shown}  # the test cards were charged
     # The preview still on screen now has nothing left to draft.
     expect(page.get_by_text("Already invoiced for this month:")).to_be_visible()
     assert_no_error_shown(page)

@@ -35,7 +35,7 @@ from tests.browser.conftest import (
 
 Shot = Callable[[Page, str], Path]
 # "EUR · 9 invoices": the line above each currency's figures.
-COUNT_LINE = re.compile(r"^([A-Z]{3}) · (\d+) invoices$")
+COUNT_LINE = re.compile(r"^([A-Z]{3}) · ([\d,]+) invoices?$")
 CSV_HEADER = [
     "invoice_id",
     "number",
@@ -58,7 +58,7 @@ CSV_HEADER = [
 def counts_shown(page: Page) -> dict[str, int]:
     lines = page.locator("[data-testid=stMarkdownContainer] p").all_inner_texts()
     found = (COUNT_LINE.match(line.strip()) for line in lines)
-    return {m.group(1): int(m.group(2)) for m in found if m}
+    return {m.group(1): int(m.group(2).replace(",", "")) for m in found if m}
 
 
 def test_filter_failed_invoices_and_download_csv(

@@ -108,14 +108,14 @@ def test_accept_a_difference_and_see_it_in_the_audit_log(
     wait_for_app(page)
     page.get_by_role("button", name="Remove open").click()
     wait_for_app(page)
-    table = dataframe_with_column(page, "resolution")
+    table = dataframe_with_column(page, "Resolution")
     expect(table.locator("td", has_text=re.compile("^open$"))).to_have_count(0)
     expect(
         table.locator("td[aria-colindex='1']", has_text=re.compile(f"^{diff_id}$"))
     ).to_have_count(1)
     row = next(r for r in grid_rows(table) if r["#"] == str(diff_id))
-    assert row["status"] == "resolved"
-    assert row["resolution"] == f"accepted: {NOTE}"
+    assert row["Status"] == "resolved"
+    assert row["Resolution"] == f"accepted: {NOTE}"
     screenshot(page, "resolved-row")
 
     with Session(engine) as session:
