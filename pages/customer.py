@@ -96,7 +96,9 @@ if upcoming.draft is not None:
         _money(upcoming.draft.total_minor, upcoming.draft.currency),
         help="What the run would bill if the month ended today.",
     )
-link("pages/aws_costs.py", "AWS costs page", where=m3)
+link(
+    "pages/aws_costs.py", "AWS costs page", {"month": str(view.period), "customer": p.id}, where=m3
+)
 link("pages/usage.py", "Usage vs plan limits", where=m3)
 if view.usage:
     st.dataframe(

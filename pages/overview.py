@@ -113,7 +113,7 @@ else:
         f"Last month ({running.previous()})",
         "–" if mtd.last_month_total is None else _money(mtd.last_month_total, mtd.currency),
     )
-link("pages/aws_costs.py", "AWS costs page", where=a4)
+link("pages/aws_costs.py", "AWS costs page", {"month": str(running)}, where=a4)
 
 # --- revenue and gross margin, per currency ---------------------------------------------------
 st.subheader("Billed revenue, AWS cost and gross margin")
@@ -125,8 +125,10 @@ st.caption(
 currencies = cockpit.currencies
 if not currencies:
     st.info(f"No invoices billed in the 13 months up to {month}: run the invoicing first.")
-for currency, tab in zip(currencies, st.tabs(currencies) if currencies else [], strict=True):
-    with tab:
+for currency in currencies:
+    # One section per currency, one under the other (a tab would hide its figures).
+    with st.container(border=True):
+        st.markdown(f"#### {currency}")
         this: Margin = cockpit.margin_of(currency, month)
         before: Margin = cockpit.margin_of(currency, month.previous())
         m1, m2, m3, m4 = st.columns(4)
