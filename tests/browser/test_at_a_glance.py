@@ -33,7 +33,7 @@ SCREEN = {"width": 1440, "height": 900}
 
 # Page title -> tables' key columns; a table is the one whose drawn headers hold the first.
 KEY_COLUMNS: dict[str, list[list[str]]] = {
-    "Invoices": [["Days late", "Number", "Customer", "Status", "Total", "Due"]],
+    "Invoices": [["Days late", "Number", "Customer", "Status", "Total", "Due", "Stripe", "PDF"]],
     "Usage vs plan limits": [["Metric", "Customer", "Status", "Overage cost"]],
     "Reconciliation": [
         ["Gone", "Month", "Kind", "Open", "Within", "Resolved"],
