@@ -572,4 +572,5 @@ def main(argv: list[str] | None = None) -> int:
 
 # Commands in their own modules (corrections; plans as code), registered onto `cli`.
 import billing_core.cli_corrections  # noqa: E402
+import billing_core.cli_margin  # noqa: E402
 import billing_core.cli_plans  # noqa: E402, F401

@@ -289,6 +289,24 @@ CASES = [
         "is a directory",
         exit_code=2,
     ),
+    # --- margin ---
+    Case("margin-bad-period", ["margin-report", "--period", "2026-13"], "Month must be 1 to 12"),
+    Case(
+        "margin-period-and-range",
+        ["margin-report", "--period", "2026-09", "--from", "2026-08"],
+        "either --period or --from/--to",
+    ),
+    Case(
+        "margin-reversed-range",
+        ["margin-report", "--from", "2026-09", "--to", "2026-07"],
+        "--from 2026-09 is after --to 2026-07",
+    ),
+    Case(
+        "margin-range-too-long",
+        ["margin-report", "--from", "2001-01", "--to", "2026-09"],
+        "at most 120",
+    ),
+    Case("margin-bad-grouping", ["margin-report", "--by", "planet"], "planet"),
 ]
 if DB_BACKEND == "sqlite":
     CASES.append(

@@ -187,7 +187,7 @@ def test_domain_entry_grants_the_role(signed_in_env: dict[str, str]) -> None:
 
 def test_sign_out_returns_to_the_sign_in_screen(signed_in_env: dict[str, str]) -> None:
     at = open_page("pages/overview.py", IDENTITIES["viewer"])
-    assert len(at.metric) == 4
+    assert len(at.metric) >= 4  # the Overview shows data to a signed-in viewer
     at.sidebar.button[0].click().run()
     assert_shows_no_data(at)
     assert [b.label for b in at.button] == ["Sign in"]

@@ -191,6 +191,7 @@ def build_drafts(
     customer_id: int | None = None,
     shared: SharedCosts | None = None,
     reissue: bool = False,
+    month_to_date: bool = False,
 ) -> DraftSet:
     """Price every active customer without an invoice for the period; writes nothing.
 
@@ -201,6 +202,11 @@ def build_drafts(
     A snapshot taken before the month ended refuses every customer owning AWS costs or a
     share of shared costs (a `CustomerProblem` with step "costs"): billing it would under-bill
     the month. `shared`: what is shared and how it is split (default: billed to nobody).
+
+    `month_to_date` prices the running month as if it ended today (the Customer page's
+    upcoming invoice; never a run): its costs so far are priced, and while the month's
+    exchange rate is not recorded yet the newest recorded one stands in, as the usage page
+    estimates.
     """
     shared = shared or SharedCosts()
     attributed = attributed_costs(session, period, source, shared.scope)
@@ -218,13 +224,13 @@ def build_drafts(
         cost_snapshot=attributed.snapshot,
     )
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
-    if reason is not None:
+    if reason is not None and not month_to_date:
         result.costs_incomplete = incomplete_costs_message(period, reason)
     who = Attribution.load(session, period, shared.scope)  # that month's owners, not today's
     if attributed.snapshot_id is not None:
         result.shared = shared_allocation(session, period, attributed, shared.policy)
     shares = result.shared.shares_minor if result.shared else {}
-    rates = load_rates(session, period)
+    rates = load_rates(session, period, latest=month_to_date)
     book = PricingBook.load(session, period)  # plans, tiers, rules, overrides, discounts
     usage = totals_by_metric(session, period, customer_id)
     billed = select(Invoice.customer_id).where(Invoice.period == str(period))

@@ -149,7 +149,7 @@ def build_usage_report(
     stats = _usage_stats(session, period, customer_id)
     rates = load_rates(session, period, latest=not period.is_closed(now))
     alerts = raised_alerts(session, period)
-    costs = aws_costs_by_day(session, period, source)
+    costs = aws_costs_by_day(session, period, source, customer_id)
     report.has_cost_data = bool(costs)
     if not costs and latest_snapshot(session, period, source) is None:
         report.cost_note = f"{source.missing(period)}; AWS spend limits are not checked."

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plans import metrics_by_plan
@@ -75,10 +75,11 @@ def totals_by_metric(
 
 
 def aws_costs_by_day(
-    session: Session, period: Period, source: CostSource
+    session: Session, period: Period, source: CostSource, customer_id: int | None = None
 ) -> dict[int, dict[date, Decimal]]:
     """Month-to-date AWS cost (USD, full precision) per customer and day, from the latest
-    snapshot of `source` (the configured metric and grouping); {} when there is none."""
+    snapshot of `source` (the configured metric and grouping); {} when there is none. With
+    `customer_id`, that customer's lines only (selected in SQL by its attribution)."""
     from billing_core.costs.attribution import Attribution
     from billing_core.costs.snapshots import latest_snapshot
 
@@ -86,9 +87,24 @@ def aws_costs_by_day(
     if snapshot is None:
         return {}
     who = Attribution.load(session, period)
+    query = (
+        sa_select(
+            col(CostLine.account_id),
+            col(CostLine.tag_value),
+            col(CostLine.day),
+            func.sum(col(CostLine.amount)),
+        )
+        .where(col(CostLine.snapshot_id) == snapshot.id)
+        .group_by(col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.day))
+    )
+    if customer_id is not None:
+        condition = who.condition(snapshot.group_by, customer_id)
+        if condition is not None:
+            query = query.where(condition)
     out: dict[int, dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for line in session.exec(select(CostLine).where(CostLine.snapshot_id == snapshot.id)).all():
-        customer_id = who.customer_for(snapshot.group_by, line.account_id, line.tag_value)
-        if customer_id is not None:
-            out[customer_id][date.fromisoformat(line.day)] += line.amount
+    # Summed in SQL per account, tag and day: no row object per cost line.
+    for account_id, tag_value, day, amount in session.execute(query):
+        owner = who.customer_for(snapshot.group_by, account_id, tag_value)
+        if owner is not None:
+            out[owner][date.fromisoformat(day)] += Decimal(amount or 0)
     return {cid: dict(days) for cid, days in out.items()}

@@ -11,6 +11,7 @@ from billing_core.auth import Role
 # (file, title, icon, needed role)
 PAGES: list[tuple[str, str, str, Role]] = [
     ("pages/overview.py", "Overview", ":material/dashboard:", "viewer"),
+    ("pages/customer.py", "Customer", ":material/person:", "viewer"),
     ("pages/aws_costs.py", "AWS costs", ":material/cloud:", "viewer"),
     ("pages/invoices.py", "Invoices", ":material/request_quote:", "viewer"),
     ("pages/usage.py", "Usage vs plan limits", ":material/speed:", "viewer"),

@@ -328,7 +328,7 @@ def open_page(page: Page, path: str = "/") -> Page:
 
 def go_to(page: Page, title: str) -> None:
     """Navigate through the sidebar like a person: click the page's link, wait for its title."""
-    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=title).click()
+    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
     wait_for_app(page)
 

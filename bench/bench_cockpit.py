@@ -1,0 +1,218 @@
+"""Overview and Customer page data at 1,000 customers and 13 months (issue 15).
+
+A world of customers (EUR and USD, one linked account each), 13 invoiced months (six lines an
+invoice) with a MONTHLY cost snapshot each, and a DAILY snapshot of the running month. Times the
+Overview's data (`build_overview`, `build_cockpit`, `receivables_summary`) and one customer's
+(`build_customer_view`, upcoming invoice included). Printed, never asserted.
+
+`python -m bench.bench_cockpit [--quick]` runs it alone; `run(quick)` fits bench/run.py's BENCHES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bench.run import Figure
+from billing_core.config import load_settings
+from billing_core.db import make_engine, migrate, session_scope
+from billing_core.models import (
+    CostLine,
+    CostSnapshot,
+    Customer,
+    CustomerAccount,
+    ExchangeRate,
+    Invoice,
+    InvoiceLine,
+    Plan,
+)
+from billing_core.periods import Period
+from billing_core.states import InvoiceStatus, LineKind
+from billing_core.views.customer import build_customer_view
+from billing_core.views.overview import build_cockpit, build_overview
+from billing_core.views.receivables import receivables_summary
+
+AREA = "cockpit"
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+RUNNING = Period.containing(NOW)
+SERVICES = [f"Service {i}" for i in range(10)]
+MONTHS = 13
+
+
+def _account(i: int) -> str:
+    return f"{100000000000 + i}"
+
+
+def _populate(engine: Engine, customers: int) -> None:
+    rng = random.Random(15)
+    months = [RUNNING.shift(-m) for m in range(MONTHS, 0, -1)]
+    with session_scope(engine) as s:
+        plan = Plan(name="bench", currency="USD", base_fee_minor=9900, markup_pct=Decimal(10))
+        s.add(plan)
+        s.flush()
+        s.execute(
+            insert(Customer),
+            [
+                {
+                    "id": i + 1,
+                    "name": f"Customer {i:04d}",
+                    "email": f"c{i}@bench.example",
+                    "currency": ("EUR", "USD")[i % 2],
+                    "plan_id": plan.id,
+                    "default_payment_method": "card visa 4242",
+                }
+                for i in range(customers)
+            ],
+        )
+        s.execute(
+            insert(CustomerAccount),
+            [{"customer_id": i + 1, "account_id": _account(i)} for i in range(customers)],
+        )
+        for p in [*months, RUNNING]:
+            s.add(ExchangeRate(period=str(p), quote="EUR", rate=Decimal("0.92"), source="bench"))
+    invoice_id = 0
+    for p in months:
+        snap_rows: list[dict[str, Any]] = []
+        inv_rows: list[dict[str, Any]] = []
+        line_rows: list[dict[str, Any]] = []
+        with session_scope(engine) as s:
+            snap = CostSnapshot(
+                period=str(p),
+                granularity="MONTHLY",
+                group_by="LINKED_ACCOUNT",
+                metric="UnblendedCost",
+                fetched_at=p.end_at + timedelta(days=4),
+            )
+            s.add(snap)
+            s.flush()
+            for i in range(customers):
+                invoice_id += 1
+                eur = i % 2 == 0
+                costs = [Decimal(rng.randint(1_000, 90_000)) / 100 for _ in SERVICES[:5]]
+                for service, usd in zip(SERVICES, costs, strict=False):
+                    snap_rows.append(
+                        {
+                            "snapshot_id": snap.id,
+                            "period": str(p),
+                            "day": p.start.isoformat(),
+                            "account_id": _account(i),
+                            "service": service,
+                            "amount": usd,
+                        }
+                    )
+                rate = Decimal("0.92") if eur else Decimal(1)
+                amounts = [9900] + [int(usd * Decimal("1.1") * rate * 100) for usd in costs]
+                inv_rows.append(
+                    {
+                        "id": invoice_id,
+                        "customer_id": i + 1,
+                        "period": str(p),
+                        "currency": "EUR" if eur else "USD",
+                        "status": InvoiceStatus.PAID if i % 10 else InvoiceStatus.OPEN,
+                        "total_minor": sum(amounts),
+                        "subtotal_minor": sum(amounts),
+                        "amount_paid_minor": sum(amounts) if i % 10 else 0,
+                        "fx_rate": rate if eur else None,
+                        "issued_at": p.end_at + timedelta(days=3),
+                        "due_at": p.end_at + timedelta(days=33),
+                    }
+                )
+                for pos, amount in enumerate(amounts):
+                    line_rows.append(
+                        {
+                            "invoice_id": invoice_id,
+                            "position": pos,
+                            "kind": LineKind.BASE_FEE if pos == 0 else LineKind.AWS,
+                            "description": "bench",
+                            "service": None if pos == 0 else SERVICES[pos - 1],
+                            "amount_minor": amount,
+                        }
+                    )
+            s.execute(insert(CostLine), snap_rows)
+            s.execute(insert(Invoice), inv_rows)
+            s.execute(insert(InvoiceLine), line_rows)
+    with session_scope(engine) as s:
+        snap = CostSnapshot(
+            period=str(RUNNING),
+            granularity="DAILY",
+            group_by="LINKED_ACCOUNT",
+            metric="UnblendedCost",
+            estimated=True,
+            fetched_at=NOW,
+        )
+        s.add(snap)
+        s.flush()
+        days = RUNNING.days_elapsed(NOW) + 1
+        s.execute(
+            insert(CostLine),
+            [
+                {
+                    "snapshot_id": snap.id,
+                    "period": str(RUNNING),
+                    "day": (RUNNING.start + timedelta(days=d)).isoformat(),
+                    "account_id": _account(i),
+                    "service": service,
+                    "amount": Decimal(rng.randint(10, 3_000)) / 100,
+                }
+                for i in range(customers)
+                for d in range(days)
+                for service in SERVICES[:3]
+            ],
+        )
+
+
+def _time(fn: Any, repeat: int = 3) -> float:
+    """The best of `repeat` runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def run(quick: bool) -> list[Figure]:
+    customers = 100 if quick else 1_000
+    settings = load_settings({"BILLING_MODE": "live"}, secrets_path=Path("/nonexistent.toml"))
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/cockpit.db")
+        migrate(engine)
+        started = time.perf_counter()
+        _populate(engine, customers)
+        seeded = time.perf_counter() - started
+        dataset = f"{customers} customers, {MONTHS} months, {customers * MONTHS} invoices"
+
+        def overview() -> None:
+            with Session(engine) as s:
+                build_overview(s, NOW)
+                build_cockpit(s, settings, now=NOW)
+                receivables_summary(s, as_of=NOW)
+
+        def customer() -> None:
+            with Session(engine) as s:
+                build_customer_view(s, settings, customers // 2, now=NOW)
+
+        figures = [
+            Figure(AREA, "world seeded", f"{seeded:.1f} s", "", dataset),
+            Figure(AREA, "Overview data", f"{_time(overview):.2f} s", "< 0.5 s", dataset),
+            Figure(AREA, "Customer page data", f"{_time(customer):.2f} s", "< 0.5 s", dataset),
+        ]
+        engine.dispose()
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100 customers instead of 1,000")
+    for f in run(parser.parse_args().quick):
+        print(f"{f.area:8} {f.figure:22} {f.value:>10}  {f.goal:8} {f.dataset}")

@@ -1,0 +1,433 @@
+"""Gross margin: what we billed against what AWS charged us, per currency, exact.
+
+`margin_facts` reads one range of months and returns the smallest pieces (currency, month,
+customer, service); `group_margin` adds them up by month, customer or service. The Overview
+page, the Customer page and `margin-report` all read these two functions, so they agree.
+
+Definitions (every figure per invoice currency; money is never summed across currencies):
+
+- **Revenue** is the total of the invoices billed for the month, as `invoicing.figures`
+  defines billed (`BILLED_STATUSES`: open, paid, refunded, failed, uncollectible; not drafts,
+  voids, credits or amounts carried forward). It is split by invoice line kind
+  (`states.LineKind`): base fees, AWS resale (with markup), usage overage, and adjustments
+  (true-ups and credits carried in from earlier months, plus any part of an invoice total that
+  is on no line: none today, as totals are the sum of their lines). Integer minor units.
+- **AWS cost** is what AWS charged for the customer's month *at cost*, before markup: the
+  customer's attributed cost (`costs.attribution.attributed_costs`) in the month's latest
+  complete snapshot of the configured metric and grouping, i.e. the figures `costs-report`
+  prints. The latest figures, not those the invoice was priced from: when AWS restated a
+  month after it was invoiced, the margin shows what the month really cost (reconciliation
+  bills the difference as a true-up on a later invoice); a note names such months.
+  AWS cost is in USD; it is converted to the invoice currency with **the invoice's own**
+  `fx_rate` (the rate its AWS lines were priced at), so each margin is in one invoice
+  currency. Exact Decimal, never rounded here.
+- **Gross margin** = revenue - AWS cost (exact Decimal, invoice currency), and the percent of
+  revenue (None when revenue is zero).
+
+Cost that is on no billed invoice is counted apart, in USD: spend of customers whose month is
+not billed (not invoiced yet, draft, void, credit carried) and unattributed spend. Per month:
+billed customers' cost + not billed + unattributed = the snapshot's total, to the last digit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple
+
+from sqlalchemy import literal_column
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, func
+
+from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.snapshots import CostSource, SnapshotInfo
+from billing_core.exchange_rates.convert import COST_CURRENCY
+from billing_core.exchange_rates.rates import load_rates
+from billing_core.invoicing.figures import BILLED_STATUSES
+from billing_core.models import Customer, Invoice, InvoiceLine, display_status_in
+from billing_core.money import minor_to_decimal
+from billing_core.periods import Period
+from billing_core.states import LineKind
+
+ZERO = Decimal(0)
+HUNDRED = Decimal(100)
+
+MarginBy = Literal["month", "customer", "service"]
+
+# Revenue buckets, in the order reports show them.
+BASE_FEES = "base_fees"
+AWS_RESALE = "aws_resale"
+USAGE_OVERAGE = "usage_overage"
+ADJUSTMENTS = "adjustments"
+REVENUE_PARTS = (BASE_FEES, AWS_RESALE, USAGE_OVERAGE, ADJUSTMENTS)
+PART_LABELS = {
+    BASE_FEES: "Base fees",
+    AWS_RESALE: "AWS resale",
+    USAGE_OVERAGE: "Usage overage",
+    ADJUSTMENTS: "Adjustments",
+}
+_KIND_PART = {
+    LineKind.BASE_FEE: BASE_FEES,
+    LineKind.AWS: AWS_RESALE,
+    LineKind.OVERAGE: USAGE_OVERAGE,
+    LineKind.TRUE_UP: ADJUSTMENTS,
+    LineKind.CREDIT: ADJUSTMENTS,
+}
+
+
+def part_of(kind: str) -> str:
+    """The revenue bucket of an invoice line kind (an unknown kind counts as an adjustment)."""
+    try:
+        return _KIND_PART[LineKind(kind)]
+    except ValueError:
+        return ADJUSTMENTS
+
+
+@dataclass
+class Margin:
+    """Revenue, AWS cost and gross margin of some invoices in one currency.
+
+    Revenue parts are integer minor units of `currency`; `cost_usd` is USD at cost (exact, as
+    Cost Explorer reports it); `cost` is the same cost in `currency` at each invoice's rate.
+    """
+
+    currency: str
+    key: str = ""  # what a row is shown as: the month, customer name or service
+    ref: str = ""  # what it stands for: the month, customer id or service
+    invoices: int = 0
+    revenue_parts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REVENUE_PARTS, 0))
+    cost_usd: Decimal = ZERO
+    cost: Decimal = ZERO
+
+    @property
+    def revenue_minor(self) -> int:
+        """Billed revenue in minor units: the invoices' totals."""
+        return sum(self.revenue_parts.values())
+
+    @property
+    def revenue(self) -> Decimal:
+        """Billed revenue in major units of `currency` (exact)."""
+        return minor_to_decimal(self.revenue_minor, self.currency)
+
+    @property
+    def margin(self) -> Decimal:
+        """Gross margin in major units of `currency`, exact: revenue - AWS cost."""
+        return self.revenue - self.cost
+
+    @property
+    def margin_pct(self) -> Decimal | None:
+        """Gross margin as a percentage of revenue (exact quotient); None without revenue."""
+        if self.revenue_minor == 0:
+            return None
+        return self.margin / self.revenue * HUNDRED
+
+    def absorb(self, other: Margin) -> None:
+        """Add `other` (same currency) into this one."""
+        if other.currency != self.currency:
+            raise ValueError(f"cannot add {other.currency} margin to {self.currency}")
+        self.invoices += other.invoices
+        for part, amount in other.revenue_parts.items():
+            self.revenue_parts[part] = self.revenue_parts.get(part, 0) + amount
+        self.cost_usd += other.cost_usd
+        self.cost += other.cost
+
+
+class Fact(NamedTuple):
+    """The smallest piece: one currency, month, customer and service (None: not AWS, or
+    services not asked for)."""
+
+    currency: str
+    period: str
+    customer_id: int
+    service: str | None
+
+
+@dataclass
+class MonthCosts:
+    """One month's AWS cost in USD and where it went (billed + not billed + unattributed =
+    total, exactly). `snapshot` is None when the month has no snapshot of the source."""
+
+    period: Period
+    snapshot: SnapshotInfo | None = None
+    total_usd: Decimal = ZERO
+    billed_usd: dict[str, Decimal] = field(default_factory=dict)  # invoice currency -> USD
+    not_billed_usd: Decimal = ZERO
+    unattributed_usd: Decimal = ZERO
+    # Every customer's cost (billed or not), USD at cost: what the costs page shows.
+    customer_usd: dict[int, Decimal] = field(default_factory=dict)
+    # Billed invoices priced from another snapshot than `snapshot` (AWS restated the month).
+    priced_from_older: int = 0
+
+    @property
+    def attributed_usd(self) -> Decimal:
+        """Customers' cost, billed or not (what the costs page shows per customer)."""
+        return sum(self.billed_usd.values(), ZERO) + self.not_billed_usd
+
+
+@dataclass
+class MarginFacts:
+    """Everything the margin figures of a range of months are added up from."""
+
+    periods: list[Period]
+    source: CostSource
+    facts: dict[Fact, Margin] = field(default_factory=dict)
+    months: dict[str, MonthCosts] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def currencies(self) -> list[str]:
+        return sorted({f.currency for f in self.facts})
+
+    def _piece(self, fact: Fact) -> Margin:
+        piece = self.facts.get(fact)
+        if piece is None:
+            piece = self.facts[fact] = Margin(fact.currency)
+        return piece
+
+
+@dataclass(frozen=True)
+class _Billed:
+    """A billed invoice as the margin needs it."""
+
+    customer_id: int
+    period: str
+    currency: str
+    total_minor: int
+    fx_rate: Decimal | None
+    cost_snapshot_id: int | None
+
+
+def months_between(first: Period, last: Period) -> list[Period]:
+    """Every month from `first` to `last`, inclusive (empty when `last` is before `first`)."""
+    out: list[Period] = []
+    month = first
+    while month <= last:
+        out.append(month)
+        month = month.next()
+    return out
+
+
+def margin_facts(
+    session: Session,
+    periods: Iterable[Period],
+    source: CostSource,
+    *,
+    customer_ids: Iterable[int] | None = None,
+    services: bool = True,
+) -> MarginFacts:
+    """Revenue and AWS cost of `periods` (and only `customer_ids` if given), by currency,
+    month, customer and service (`services=False`: not split by service, which is quicker
+    when only months and customers are added up). Reads the database only (invoices, lines,
+    cost snapshots)."""
+    wanted = sorted(set(periods))
+    out = MarginFacts(periods=wanted, source=source)
+    if not wanted:
+        return out
+    only = None if customer_ids is None else set(customer_ids)
+    low, high = str(wanted[0]), str(wanted[-1])
+    keep = {str(p) for p in wanted}
+    out.names = {
+        int(cid): name
+        for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
+    }
+    billed = _billed_invoices(session, low, high, keep, only)
+    lines_total: dict[tuple[str, int], int] = defaultdict(int)
+    for period, cid, currency, kind, service, amount in _billed_lines(
+        session, low, high, only, services
+    ):
+        if period not in keep:
+            continue
+        is_aws = part_of(kind) == AWS_RESALE
+        piece = out._piece(Fact(currency, period, cid, service if is_aws and services else None))
+        piece.revenue_parts[part_of(kind)] += amount
+        lines_total[(period, cid)] += amount
+    for inv in billed.values():
+        piece = out._piece(Fact(inv.currency, inv.period, inv.customer_id, None))
+        piece.invoices += 1
+        # A total not on any line (none today) still counts, as an adjustment.
+        piece.revenue_parts[ADJUSTMENTS] += (
+            inv.total_minor - lines_total[(inv.period, inv.customer_id)]
+        )
+    for month in wanted:
+        _add_costs(session, out, month, billed, only, services)
+    return out
+
+
+def _billed_invoices(
+    session: Session, low: str, high: str, keep: set[str], only: set[int] | None
+) -> dict[tuple[str, int], _Billed]:
+    query = sa_select(
+        col(Invoice.customer_id),
+        col(Invoice.period),
+        col(Invoice.currency),
+        col(Invoice.total_minor),
+        col(Invoice.fx_rate),
+        col(Invoice.cost_snapshot_id),
+    ).where(
+        col(Invoice.period) >= low,
+        col(Invoice.period) <= high,
+        display_status_in(BILLED_STATUSES),
+    )
+    if only is not None:
+        query = query.where(col(Invoice.customer_id).in_(only))
+    out: dict[tuple[str, int], _Billed] = {}
+    for cid, period, currency, total, fx_rate, snapshot_id in session.execute(query):
+        if period in keep:  # one invoice per customer and month (a unique key)
+            out[(period, int(cid))] = _Billed(
+                int(cid), period, currency, int(total), fx_rate, snapshot_id
+            )
+    return out
+
+
+def _billed_lines(
+    session: Session, low: str, high: str, only: set[int] | None, services: bool
+) -> list[tuple[str, int, str, str, str | None, int]]:
+    """(period, customer, currency, kind, service, amount) of billed invoices' lines, summed
+    in SQL (service None for every line unless `services`)."""
+    service: Any = col(InvoiceLine.service) if services else literal_column("NULL")
+    keys: list[Any] = [
+        col(Invoice.period),
+        col(Invoice.customer_id),
+        col(Invoice.currency),
+        col(InvoiceLine.kind),
+    ]
+    query = (
+        sa_select(*keys, service, func.sum(col(InvoiceLine.amount_minor)))
+        .join(Invoice, col(Invoice.id) == col(InvoiceLine.invoice_id))
+        .where(
+            col(Invoice.period) >= low,
+            col(Invoice.period) <= high,
+            display_status_in(BILLED_STATUSES),
+        )
+        .group_by(*keys, *([service] if services else []))
+    )
+    if only is not None:
+        query = query.where(col(Invoice.customer_id).in_(only))
+    return [
+        (p, int(c), cur, str(k), s, int(a or 0)) for p, c, cur, k, s, a in session.execute(query)
+    ]
+
+
+def _add_costs(
+    session: Session,
+    out: MarginFacts,
+    period: Period,
+    billed: dict[tuple[str, int], _Billed],
+    only: set[int] | None,
+    services: bool,
+) -> None:
+    costs = attributed_costs(session, period, out.source)
+    month = MonthCosts(period=period, snapshot=costs.snapshot)
+    out.months[str(period)] = month
+    if costs.snapshot is None:
+        if any(key[0] == str(period) for key in billed):
+            out.notes.append(f"{period}: {out.source.missing(period)}; its AWS cost counts as 0.")
+        return
+    month.unattributed_usd = costs.unattributed_total
+    month.total_usd = costs.total
+    rates = None
+    for cid in sorted(set(costs.usage) | set(costs.adjustments)):
+        if only is not None and cid not in only:
+            continue
+        by_service: dict[str | None, Decimal] = dict(costs.usage.get(cid, {}).items())
+        for record_type, amount in costs.adjustments.get(cid, {}).items():
+            by_service[record_type] = by_service.get(record_type, ZERO) + amount
+        usd = sum(by_service.values(), ZERO)
+        month.customer_usd[cid] = usd
+        inv = billed.get((str(period), cid))
+        factor: Decimal | None = Decimal(1)
+        if inv is not None and inv.currency != COST_CURRENCY:
+            factor = inv.fx_rate
+            if factor is None:  # older rows: the month's recorded rate, as the run used
+                rates = rates or load_rates(session, period)
+                factor = rates.usd_to.get(inv.currency)
+        if inv is None or factor is None:
+            month.not_billed_usd += usd
+            if inv is not None:
+                out.notes.append(
+                    f"{period}: the {inv.currency} invoice of {out.names.get(cid, cid)} has no "
+                    f"exchange rate: its AWS cost (USD {usd:f}) is left out of its margin."
+                )
+            continue
+        if inv.cost_snapshot_id is not None and inv.cost_snapshot_id != costs.snapshot_id:
+            month.priced_from_older += 1
+        month.billed_usd[inv.currency] = month.billed_usd.get(inv.currency, ZERO) + usd
+        if not services:
+            by_service = {None: usd}
+        for service, amount in by_service.items():
+            piece = out._piece(Fact(inv.currency, str(period), cid, service))
+            piece.cost_usd += amount
+            piece.cost += amount * factor
+    if only is not None:  # a selection of customers: the month's total is theirs only
+        month.total_usd = month.attributed_usd
+        month.unattributed_usd = ZERO
+    if month.priced_from_older:
+        out.notes.append(
+            f"{period}: {month.priced_from_older} invoice(s) were priced from an earlier cost "
+            f"snapshot; AWS cost here is the latest one (snapshot {costs.snapshot_id}, fetched "
+            f"{costs.snapshot.fetched_at:%Y-%m-%d %H:%M} UTC)."
+        )
+
+
+def group_margin(facts: MarginFacts, by: MarginBy) -> dict[str, list[Margin]]:
+    """Currency -> one Margin per month, customer or service (`key`), in report order:
+    months ascending, customers and services by revenue, largest first."""
+    groups: dict[tuple[str, str], Margin] = {}
+    for fact, piece in facts.facts.items():
+        if by == "month":
+            ref = key = fact.period
+        elif by == "customer":
+            ref = str(fact.customer_id)
+            key = facts.names.get(fact.customer_id, f"customer {fact.customer_id}")
+        else:
+            ref = key = fact.service if fact.service is not None else "Other revenue"
+        if (fact.currency, ref) not in groups:
+            groups[(fact.currency, ref)] = Margin(fact.currency, key=key, ref=ref)
+        groups[(fact.currency, ref)].absorb(piece)
+    out: dict[str, list[Margin]] = defaultdict(list)
+    for (currency, _key), margin in groups.items():
+        out[currency].append(margin)
+    for rows in out.values():
+        if by == "month":
+            rows.sort(key=lambda m: m.key)
+        else:
+            rows.sort(key=lambda m: (-m.revenue_minor, m.key))
+    return dict(sorted(out.items()))
+
+
+def by_service(facts: MarginFacts) -> dict[str, list[Margin]]:
+    """Currency -> a Margin per AWS service (AWS resale against its cost), plus one row each
+    for base fees, usage overage and adjustments (revenue without AWS cost)."""
+    split = MarginFacts(facts.periods, facts.source, names=facts.names)
+    for fact, piece in facts.facts.items():
+        if fact.service is not None:
+            split.facts[fact] = piece
+            continue
+        for part in REVENUE_PARTS:
+            amount = piece.revenue_parts.get(part, 0)
+            if amount == 0 and not (part == BASE_FEES and piece.invoices):
+                continue
+            label = PART_LABELS[part]
+            target = split._piece(Fact(fact.currency, fact.period, fact.customer_id, label))
+            target.revenue_parts[part] += amount
+            if part == BASE_FEES:
+                target.invoices += piece.invoices
+    return group_margin(split, "service")
+
+
+def totals(rows_by_currency: dict[str, list[Margin]]) -> dict[str, Margin]:
+    """Currency -> the sum of its rows."""
+    out: dict[str, Margin] = {}
+    for currency, rows in rows_by_currency.items():
+        total = Margin(currency, key="total")
+        for row in rows:
+            total.absorb(row)
+        out[currency] = total
+    return out
+
+
+def grouped(facts: MarginFacts, by: MarginBy) -> dict[str, list[Margin]]:
+    """`group_margin`, with the service view's non-AWS revenue split into its own rows."""
+    return by_service(facts) if by == "service" else group_margin(facts, by)
