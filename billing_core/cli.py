@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-# Commands in their own modules (corrections; plans as code), registered onto `cli`.
+# Commands in their own modules (corrections, margin, plans as code), registered onto `cli`.
 import billing_core.cli_corrections  # noqa: E402
 import billing_core.cli_margin  # noqa: E402
 import billing_core.cli_plans  # noqa: E402, F401
