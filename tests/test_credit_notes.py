@@ -19,9 +19,11 @@ from billing_core.config import Settings, load_settings
 from billing_core.corrections import credit_notes as cn
 from billing_core.corrections.credit_plan import CreditAsk
 from billing_core.db import session_scope
+from billing_core.demo.costs import DEMO_COST_SOURCE
 from billing_core.errors import BillingError, PaymentProviderError, ValidationError
 from billing_core.invoicing import export_csv as exports
 from billing_core.invoicing import runs as invoicing_runs
+from billing_core.invoicing.margin import group_margin, margin_facts
 from billing_core.models import AuditEntry, CreditNote, Customer, Invoice, InvoiceLine
 from billing_core.payments import sync
 from billing_core.periods import Period
@@ -366,6 +368,12 @@ def test_credit_notes_in_the_csv_exports_and_the_figures(
         remote = server.invoice(opened.stripe_invoice_id or "")
         assert fig.outstanding == remote["amount_remaining"]
     assert fig.billed == sum(i.total_minor for i in same)
+    # The margin: revenue is what was billed less what credit notes took back.
+    with Session(engine) as s:
+        margin = group_margin(margin_facts(s, [P], DEMO_COST_SOURCE), "month")
+    (month,) = margin[paid.currency]
+    assert month.revenue_parts["credit_notes"] == -fig.credit_notes
+    assert month.revenue_minor == fig.billed - fig.credit_notes
 
 
 def test_sync_takes_a_credit_note_voided_in_stripe(

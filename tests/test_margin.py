@@ -174,6 +174,7 @@ def test_margin_by_customer_hand_computed(session: Session, world: dict[str, int
         "aws_resale": 11880 + 2376 - 990,
         "usage_overage": 1500,
         "adjustments": 250 - 100,
+        "credit_notes": 0,
     }
     assert aster.revenue == Decimal("199.16")
     assert aster.cost_usd == Decimal("110.00")  # 100 + 20 - 10, at cost
@@ -280,7 +281,8 @@ def test_report_agrees_with_export_invoices_and_costs_report(
             row["revenue"]
         )
         parts = sum(
-            Decimal(row[p]) for p in ("base_fees", "aws_resale", "usage_overage", "adjustments")
+            Decimal(row[p])
+            for p in ("base_fees", "aws_resale", "usage_overage", "adjustments", "credit_notes")
         )
         assert parts == Decimal(row["revenue"])
     assert revenue == exported

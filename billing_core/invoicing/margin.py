@@ -11,7 +11,9 @@ Definitions (every figure per invoice currency; money is never summed across cur
   voids, credits or amounts carried forward). It is split by invoice line kind
   (`states.LineKind`): base fees, AWS resale (with markup), usage overage, and adjustments
   (true-ups and credits carried in from earlier months, plus any part of an invoice total that
-  is on no line: none today, as totals are the sum of their lines). Integer minor units.
+  is on no line: none today, as totals are the sum of their lines), less the credit notes
+  issued on those invoices (a negative part of the month the invoice bills). Integer minor
+  units.
 - **AWS cost** is what AWS charged for the customer's month *at cost*, before markup: the
   customer's attributed cost (`costs.attribution.attributed_costs`) in the month's latest
   complete snapshot of the configured metric and grouping, i.e. the figures `costs-report`
@@ -46,10 +48,10 @@ from billing_core.costs.snapshots import CostSource, SnapshotInfo
 from billing_core.exchange_rates.convert import COST_CURRENCY
 from billing_core.exchange_rates.rates import load_rates
 from billing_core.invoicing.figures import BILLED_STATUSES
-from billing_core.models import Customer, Invoice, InvoiceLine, display_status_in
+from billing_core.models import CreditNote, Customer, Invoice, InvoiceLine, display_status_in
 from billing_core.money import minor_to_decimal
 from billing_core.periods import Period
-from billing_core.states import LineKind
+from billing_core.states import CreditNoteStatus, LineKind
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -61,16 +63,19 @@ BASE_FEES = "base_fees"
 AWS_RESALE = "aws_resale"
 USAGE_OVERAGE = "usage_overage"
 ADJUSTMENTS = "adjustments"
-REVENUE_PARTS = (BASE_FEES, AWS_RESALE, USAGE_OVERAGE, ADJUSTMENTS)
+CREDIT_NOTES = "credit_notes"
+REVENUE_PARTS = (BASE_FEES, AWS_RESALE, USAGE_OVERAGE, ADJUSTMENTS, CREDIT_NOTES)
 PART_LABELS = {
     BASE_FEES: "Base fees",
     AWS_RESALE: "AWS resale",
     USAGE_OVERAGE: "Usage overage",
     ADJUSTMENTS: "Adjustments",
+    CREDIT_NOTES: "Credit notes",
 }
 _KIND_PART = {
     LineKind.BASE_FEE: BASE_FEES,
     LineKind.AWS: AWS_RESALE,
+    LineKind.SHARED_COST: AWS_RESALE,
     LineKind.OVERAGE: USAGE_OVERAGE,
     LineKind.TRUE_UP: ADJUSTMENTS,
     LineKind.CREDIT: ADJUSTMENTS,
@@ -250,9 +255,34 @@ def margin_facts(
         piece.revenue_parts[ADJUSTMENTS] += (
             inv.total_minor - lines_total[(inv.period, inv.customer_id)]
         )
+    for period, cid, currency, credited in _credit_notes(session, low, high, only):
+        if (period, cid) in billed and period in keep:
+            out._piece(Fact(currency, period, cid, None)).revenue_parts[CREDIT_NOTES] -= credited
     for month in wanted:
         _add_costs(session, out, month, billed, only, services)
     return out
+
+
+def _credit_notes(
+    session: Session, low: str, high: str, only: set[int] | None
+) -> list[tuple[str, int, str, int]]:
+    """(period, customer, currency, credited minor units) of the credit notes issued on billed
+    invoices of the months (corrections/credit_notes.py), summed in SQL."""
+    keys: list[Any] = [col(Invoice.period), col(Invoice.customer_id), col(CreditNote.currency)]
+    query = (
+        sa_select(*keys, func.sum(col(CreditNote.amount_minor)))
+        .join(Invoice, col(Invoice.id) == col(CreditNote.invoice_id))
+        .where(
+            col(Invoice.period) >= low,
+            col(Invoice.period) <= high,
+            col(CreditNote.status) == CreditNoteStatus.ISSUED,
+            display_status_in(BILLED_STATUSES),
+        )
+        .group_by(*keys)
+    )
+    if only is not None:
+        query = query.where(col(Invoice.customer_id).in_(only))
+    return [(p, int(c), cur, int(a or 0)) for p, c, cur, a in session.execute(query)]
 
 
 def _billed_invoices(
