@@ -64,7 +64,7 @@ def test_renaming_a_customer_keeps_the_name_on_past_invoices(demo_session: Sessi
     lines = [t for t in open_diff_lines(s, past.period) if past.number in t]
     assert lines and all(old_name in t and "Renamed" not in t for t in lines)
     shown = recon_view.diff_frame(s, DEMO_NOW, period=past.period)
-    assert shown[shown["subject"] == f"invoice:{past.id}"]["customer"].tolist() == [old_name]
+    assert shown[shown["key"] == f"invoice:{past.id}"]["customer"].tolist() == [old_name]
     labels = [d.label for d in recon_view.resolvable(s, past.period)]
     assert any(f"amount {old_name}" in label for label in labels)
     assert past.customer_email == old_email
