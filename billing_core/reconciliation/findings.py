@@ -95,9 +95,15 @@ def _billed(invoices: Mapping[int, Any]) -> dict[int, BilledInvoice]:
 
 
 def aws_findings(
-    session: Session, period: Period, tolerance: Tolerance, source: CostSource
+    session: Session,
+    period: Period,
+    tolerance: Tolerance,
+    source: CostSource,
+    plans: Mapping[int, Plan] | None = None,
 ) -> tuple[list[Finding], dict[str, Any]] | None:
-    """Section (b); None when the period has no snapshot of `source` (the section is skipped)."""
+    """Section (b); None when the period has no snapshot of `source` (the section is skipped).
+
+    `plans`: plans_in_force(session, period) when the caller has it already."""
     latest_usd = _latest_costs_by_customer_service(session, period, source)
     if latest_usd is None:
         return None
@@ -115,7 +121,7 @@ def aws_findings(
     skipped: list[str] = []
     left_out: set[int] = set()
     customers = dict(session.exec(select(Customer.id, Customer.name)).all())
-    plans = _plans_in_force(session, period)
+    plans = plans_in_force(session, period) if plans is None else plans
     for cid, inv in invoices.items():
         name = customers[cid]
         if inv.cost_metric is not None and (inv.cost_metric, inv.cost_group_by) != (
@@ -146,7 +152,7 @@ def aws_findings(
     return findings, {"skipped": skipped}
 
 
-def _plans_in_force(session: Session, period: Period) -> dict[int, Plan]:
+def plans_in_force(session: Session, period: Period) -> dict[int, Plan]:
     """Customer id -> the plan that priced `period` (effective-dated, customers/terms.py)."""
     plans = {p.id: p for p in session.exec(select(Plan)).all()}
     return {
@@ -156,8 +162,15 @@ def _plans_in_force(session: Session, period: Period) -> dict[int, Plan]:
     }
 
 
-def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> list[Finding]:
-    """Section (c): overage lines on the invoices vs overage from the recorded usage."""
+def usage_findings(
+    session: Session,
+    period: Period,
+    tolerance: Tolerance,
+    plans: Mapping[int, Plan] | None = None,
+) -> list[Finding]:
+    """Section (c): overage lines on the invoices vs overage from the recorded usage.
+
+    `plans`: plans_in_force(session, period) when the caller has it already."""
     invoices = billed_invoices(session, period)
     lines = _lines_by_invoice(session, period, LineKind.OVERAGE)
     charged: dict[tuple[int, str], UsageFigure] = {}
@@ -178,7 +191,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
     metrics_of: dict[int, list[PlanMetric]] = defaultdict(list)
     for m in session.exec(select(PlanMetric)).all():
         metrics_of[m.plan_id].append(m)
-    plans = _plans_in_force(session, period)
+    plans = plans_in_force(session, period) if plans is None else plans
     unpriced: set[int] = set()
     for cid in sorted(used_by):
         billed = invoices.get(cid)

@@ -55,7 +55,7 @@ from billing_core.reconciliation.diffing import (
     compare_invoices,
     tally,
 )
-from billing_core.reconciliation.findings import aws_findings, usage_findings
+from billing_core.reconciliation.findings import aws_findings, plans_in_force, usage_findings
 from billing_core.reconciliation.gather import DEMO_SCOPE, read_stripe_side
 from billing_core.reconciliation.resolve import _section
 from billing_core.states import DiffStatus, ReconciliationStatus
@@ -324,14 +324,16 @@ def reconcile_period(
                 counts["invoices_stripe"] = len(side.remote)
             else:
                 notes.append("Stripe not configured: local vs Stripe (a) was skipped")
-            aws = aws_findings(session, period, tolerance, source)
+            # Read once for both sections (every customer's terms: a large read).
+            plans = plans_in_force(session, period)
+            aws = aws_findings(session, period, tolerance, source, plans)
             if aws is None:
                 notes.append(f"{source.missing(period)}: AWS restatements (b) were skipped")
             else:
                 findings += aws[0]
                 checked += AWS_KINDS
                 notes += aws[1]["skipped"]
-            findings += usage_findings(session, period, tolerance)
+            findings += usage_findings(session, period, tolerance, plans)
             checked += USAGE_KINDS
     except Exception as exc:
         requests = reader.calls if reader else 0
