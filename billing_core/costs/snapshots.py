@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.models import CostLine, CostSnapshot
+from billing_core.models import CostLine, CostSnapshot, Invoice, InvoiceRun
 from billing_core.periods import Period, as_utc
 
 log = logging.getLogger(__name__)
@@ -317,8 +317,12 @@ def _send(conn: Any, sql: str, names: Sequence[str] | None, chunk: list[tuple[An
 
 
 def _prune(session: Session, newest: CostSnapshot) -> None:
-    """Drop the lines of superseded snapshots beyond KEEP_SNAPSHOTS; keep their summary rows."""
-    old = session.exec(
+    """Drop the lines of superseded snapshots beyond KEEP_SNAPSHOTS; keep their summary rows.
+
+    A snapshot an invoice or an invoice run was priced from keeps its lines (they are what was
+    billed), so storage grows with the months and what was billed, not with the refreshes.
+    """
+    superseded = session.exec(
         select(CostSnapshot.id)
         .where(
             CostSnapshot.period == newest.period,
@@ -330,6 +334,18 @@ def _prune(session: Session, newest: CostSnapshot) -> None:
         .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
         .offset(KEEP_SNAPSHOTS)
     ).all()
+    old = [sid for sid in superseded if sid is not None]
+    if old:
+        billed = set(
+            session.exec(
+                select(Invoice.cost_snapshot_id).where(col(Invoice.cost_snapshot_id).in_(old))
+            ).all()
+        ) | set(
+            session.exec(
+                select(InvoiceRun.cost_snapshot_id).where(col(InvoiceRun.cost_snapshot_id).in_(old))
+            ).all()
+        )
+        old = [sid for sid in old if sid not in billed]
     if not old:
         return
     session.execute(delete(CostLine).where(col(CostLine.snapshot_id).in_(old)))
