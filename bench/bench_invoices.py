@@ -153,6 +153,36 @@ def _reference_lines(engine: Engine) -> int:
     return sink.chars
 
 
+def _lines_csv_figure(engine: Engine, area: str, dataset: str) -> Figure:
+    size = _export(engine, exports.write_lines_csv)
+    ours, ref = compare.against(
+        lambda: _export(engine, exports.write_lines_csv), lambda: _reference_lines(engine)
+    )
+    _, peak = _measure(lambda: _export(engine, exports.write_lines_csv))
+    return Figure(
+        area,
+        "lines CSV (streamed)",
+        f"{compare.seconds_vs(ours, ref)}; peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
+        "< 1.5 s, flat memory; reference: the csv module streaming the same rows",
+        dataset,
+    )
+
+
+def _postgres_figures(tmp: str, n_invoices: int, lines_per: int, dataset: str) -> list[Figure]:
+    """The lines CSV on PostgreSQL (make bench-postgres), beside SQLite's."""
+    figures: list[Figure] = []
+    for label, url in compare.backends(tmp, "invoices")[1:]:
+        engine = make_engine(url)
+        migrate(engine)
+        started = time.perf_counter()
+        _populate(engine, n_invoices, lines_per)
+        setup = f"{time.perf_counter() - started:.1f} s"
+        figures.append(Figure(AREA + label, "load dataset (setup)", setup, "", dataset))
+        figures.append(_lines_csv_figure(engine, AREA + label, dataset))
+        engine.dispose()
+    return figures
+
+
 def _sync_throughput(n_invoices: int) -> tuple[float, int]:
     from tests.support.stripe_server import StripeTestServer
     from tests.support.stripe_world import make_world
@@ -210,20 +240,7 @@ def run(quick: bool) -> list[Figure]:
                 dataset,
             )
         )
-        size = _export(engine, exports.write_lines_csv)
-        ours, ref = compare.against(
-            lambda: _export(engine, exports.write_lines_csv), lambda: _reference_lines(engine)
-        )
-        _, peak = _measure(lambda: _export(engine, exports.write_lines_csv))
-        figures.append(
-            Figure(
-                AREA,
-                "lines CSV (streamed)",
-                f"{compare.seconds_vs(ours, ref)}; peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
-                "< 1.5 s, flat memory; reference: the csv module streaming the same rows",
-                dataset,
-            )
-        )
+        figures.append(_lines_csv_figure(engine, AREA, dataset))
         build = exports.csv_builder(engine, inv.InvoiceFilter(), exports.write_invoices_csv)
         secs, peak = _measure(build)
         figures.append(
@@ -236,6 +253,7 @@ def run(quick: bool) -> list[Figure]:
             )
         )
         engine.dispose()
+        figures += _postgres_figures(tmp, n_invoices, lines_per, dataset)
     n_sync = 20 if quick else 200
     rate, applied = _sync_throughput(n_sync)
     figures.append(

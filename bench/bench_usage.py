@@ -320,5 +320,44 @@ def bench_page(quick: bool) -> list[Figure]:
     ]
 
 
+def bench_import_postgres(quick: bool) -> list[Figure]:
+    """The import and its reference on PostgreSQL (make bench-postgres), beside SQLite's."""
+    rows, customers = (20_000, 50) if quick else (1_000_000, 1_000)
+    period = Period.containing(utcnow()).previous()
+    dataset = f"{rows:,} rows, {customers} customers x 10 metrics"
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, url in compare.backends(tmp, "usage")[1:]:
+            emails = _world(url, customers)
+            path = Path(tmp) / "usage.csv"
+            _write_csv(path, emails, rows, period)
+            reference_url = compare.fresh_postgres_database(
+                os.environ[compare.POSTGRES_ENV], "usage_reference"
+            )
+            ref = _reference_import(reference_url, path)
+            first = _import(url, path)
+            again = _cli_import(url, path)
+            assert "0 imported" in again.out, again.out
+            figures.append(
+                Figure(
+                    "usage" + label,
+                    "CSV import rate (validated, idempotent) vs reference",
+                    compare.rate_vs(rows, "rows", first.job, ref.job),
+                    ">= 50 % of the reference",
+                    dataset,
+                )
+            )
+            figures.append(
+                Figure(
+                    "usage" + label,
+                    "CSV import peak memory (RSS of the import process)",
+                    f"{first.peak_kb / 1024:.0f} MiB (reference {ref.peak_kb / 1024:.0f} MiB)",
+                    "flat in the file size",
+                    dataset,
+                )
+            )
+    return figures
+
+
 def run(quick: bool) -> list[Figure]:
-    return bench_import(quick) + bench_page(quick)
+    return bench_import(quick) + bench_import_postgres(quick) + bench_page(quick)

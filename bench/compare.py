@@ -8,6 +8,7 @@ the cores, and CPU time of this process is the steadier of the two.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -65,3 +66,33 @@ def rate_vs(count: int, unit: str, ours: Timing, ref: Timing) -> str:
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (MiB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- PostgreSQL beside SQLite (`make bench-postgres`) ---------------------------------------
+
+POSTGRES_ENV = "BENCH_POSTGRES_URL"
+
+
+def backends(tmp: str, name: str) -> list[tuple[str, str]]:
+    """(label, database URL) to run a section on: SQLite in `tmp`, and when `make
+    bench-postgres` started a throwaway server (BENCH_POSTGRES_URL), a fresh database there.
+    The label is '' for SQLite and ' (PostgreSQL)' for the other, to suffix the area."""
+    found = [("", f"sqlite:///{tmp}/{name}.db")]
+    server = os.environ.get(POSTGRES_ENV)
+    if server:
+        found.append((" (PostgreSQL)", fresh_postgres_database(server, name)))
+    return found
+
+
+def fresh_postgres_database(server_url: str, name: str) -> str:
+    """Drop and create database `bench_<name>` on the server; its URL."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    database = f"bench_{name}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    admin.dispose()
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
