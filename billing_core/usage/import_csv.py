@@ -263,7 +263,12 @@ def _copy_new(conn: Any, *, source: str, now: datetime) -> int:
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
     )
-    # Both drivers count the rows an INSERT ... SELECT wrote (skipped conflicts not included).
+    if conn.dialect.name == "postgresql":
+        # psycopg's count of an INSERT ... SELECT does not come through SQLAlchemy (-1): the
+        # statement counts its own rows (WITH ins AS (INSERT ... RETURNING 1) SELECT count).
+        inserted = statement.returning(literal(1)).cte("inserted")
+        return int(conn.execute(select(func.count()).select_from(inserted)).scalar_one())
+    # SQLite's count of the rows written (skipped conflicts not included).
     return int(conn.execute(statement).rowcount)
 
 
