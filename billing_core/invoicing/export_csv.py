@@ -64,6 +64,8 @@ LINE_COLUMNS = (
 )
 # Rows fetched per round trip while streaming.
 BATCH = 2_000
+# Distinct quantity and unit amount texts kept while writing lines (memory stays flat).
+_TEXT_CACHE = 10_000
 # Spreadsheet apps run cells starting with these as formulas; text cells get a quote first.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -266,6 +268,11 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
     head: tuple[Any, ...] = ()
     digits = 0
     formula = _FORMULA_START
+    # Texts of quantities and unit amounts already made (most lines repeat a few: quantity 1,
+    # a plan's fee, a metric's price), per currency digits; emptied when large.
+    quantities: dict[int, str] = {}
+    units_by_digits: dict[int, dict[int, str]] = defaultdict(dict)
+    units: dict[int, str] = {}
     for batch in _stream(session, _lines_query(f)).partitions():
         out_rows = []
         for row in batch:
@@ -274,6 +281,16 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
                 last_invoice = iid
                 digits = _digits(cur)
                 head = (iid, safe_text(number), safe_text(name), period, cur)
+                units = units_by_digits[digits]
+                if len(units) > _TEXT_CACHE or len(quantities) > _TEXT_CACHE:
+                    units.clear()
+                    quantities.clear()
+            quantity = quantities.get(qty)
+            if quantity is None:
+                quantity = quantities[qty] = scaled_text(qty, QUANTITY_SCALE)
+            unit_text = units.get(unit)
+            if unit_text is None:
+                unit_text = units[unit] = scaled_text(unit, UNIT_SCALE, digits)
             # safe_text inlined: three cells on each of 500,000 lines.
             out_rows.append(
                 (
@@ -283,8 +300,8 @@ def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportS
                     "'" + desc if desc.startswith(formula) else desc,
                     ("'" + service if service.startswith(formula) else service) if service else "",
                     ("'" + metric if metric.startswith(formula) else metric) if metric else "",
-                    scaled_text(qty, QUANTITY_SCALE),
-                    scaled_text(unit, UNIT_SCALE, digits),
+                    quantity,
+                    unit_text,
                     scaled_text(amt, digits, digits) if digits else str(amt),
                 )
             )
