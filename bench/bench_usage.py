@@ -175,7 +175,8 @@ def reference_import(path: str, url: str) -> int:
         UniqueConstraint("customer", "metric", "timestamp"),
     )
     table.metadata.create_all(engine)
-    sql = str(insert(table).compile(dialect=engine.dialect))
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"  # positional on both drivers
+    sql = f"INSERT INTO usage_reference VALUES ({', '.join([mark] * 4)})"
     with engine.begin() as conn, open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         next(reader)
