@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test test-postgres test-browser lint fmt bench cron-example clean migration
+.PHONY: run test test-postgres test-browser lint fmt bench bench-postgres cron-example clean migration
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,14 @@ fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The benchmark again with PostgreSQL beside SQLite (sections that support it print a
+# "(PostgreSQL)" row under each SQLite one), on the same throwaway server as test-postgres.
+# BENCH_ARGS="--only usage" runs one section.
+bench-postgres: $(VENV)/.dev
+	$(BIN)/python -m tests.support.pg_cluster run -- \
+		sh -c 'BENCH_POSTGRES_URL="$$TEST_DATABASE_URL" exec $(BIN)/python -m bench.run $(BENCH_ARGS)'
 
 # New schema revision from the models: make migration MSG="add x"
 migration: $(VENV)/.dev

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing_core.costs import cost_explorer as ce
 from billing_core.errors import CostSourceError
@@ -329,3 +331,22 @@ def test_forecast_failure_keeps_the_actuals(ce_stub) -> None:
     )
     assert len(got.rows) == 1 and got.forecast is None
     assert "ce:GetCostForecast" in (got.forecast_note or "")
+
+
+@given(
+    st.one_of(
+        # Amounts of an AWS bill: well inside Decimal's 28 digits once quantized to 10 places.
+        st.decimals(-(10**12), 10**12, allow_nan=False, allow_infinity=False).map(str),
+        st.decimals(-(10**12), 10**12, places=12).map(lambda d: f" {d}\n"),
+        st.tuples(st.integers(-(10**9), 10**9), st.integers(0, 10**14)).map(
+            lambda p: f"{p[0]}.{p[1]:014d}"
+        ),
+    )
+)
+def test_amount_fast_path_keeps_ten_places_exactly(raw: str) -> None:
+    # Places are counted from the text for plain decimals; the result is the Decimal rule's.
+    value = Decimal(raw.strip())
+    exponent = value.as_tuple().exponent
+    expected = value.quantize(Decimal("1E-10")) if int(exponent) < -10 else value
+    got = ce.parse_amount(raw, closed_query())
+    assert got == expected and got.as_tuple() == expected.as_tuple()

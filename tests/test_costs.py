@@ -387,3 +387,42 @@ def test_cli_fetch_costs_failure_exits_1(app_env, ce_stub, monkeypatch, capsys) 
     assert main(["fetch-costs", "--period", "2026-10", "--force"]) == 1
     err = capsys.readouterr().err
     assert "ce:GetCostAndUsage" in err and "Traceback" not in err
+
+
+def test_pruning_keeps_the_lines_an_invoice_was_priced_from(demo_session) -> None:
+    from billing_core.costs import cost_explorer as ce
+    from billing_core.models import Invoice
+
+    billed = snapshots.latest_snapshot(demo_session, NOV, SOURCE)
+    lines = demo_session.exec(
+        select(func.count()).select_from(CostLine).where(CostLine.snapshot_id == billed.id)
+    ).one()
+    assert lines > 0
+    invoice = demo_session.exec(select(Invoice)).first()
+    invoice.cost_snapshot_id = billed.id
+    demo_session.add(invoice)
+    demo_session.flush()
+    for i in range(snapshots.KEEP_SNAPSHOTS + 2):
+        fetched = ce.FetchResult(query=ce.build_query(NOV, DEMO_NOW), estimated=True)
+        snapshots.store_snapshot(
+            demo_session, fetched, fetched_at=DEMO_NOW + timedelta(hours=i + 1), source="test"
+        )
+    demo_session.refresh(billed)
+    assert billed.status == "complete"
+    assert (
+        demo_session.exec(
+            select(func.count()).select_from(CostLine).where(CostLine.snapshot_id == billed.id)
+        ).one()
+        == lines
+    )
+    # Unreferenced superseded snapshots are still pruned to KEEP_SNAPSHOTS.
+    complete = demo_session.exec(
+        select(func.count())
+        .select_from(CostSnapshot)
+        .where(
+            CostSnapshot.period == str(NOV),
+            CostSnapshot.granularity == billed.granularity,
+            CostSnapshot.status == "complete",
+        )
+    ).one()
+    assert complete == snapshots.KEEP_SNAPSHOTS + 1

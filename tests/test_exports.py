@@ -19,9 +19,11 @@ from billing_core.invoicing.export_csv import (
     csv_builder,
     plain_amount,
     safe_text,
+    scaled_text,
     write_invoices_csv,
     write_lines_csv,
 )
+from billing_core.invoicing.line_text import plain_decimal
 from billing_core.models import Customer, Invoice, InvoiceLine, display_status_in
 from billing_core.money import format_minor, minor_to_decimal
 from billing_core.views.invoices import InvoiceFilter
@@ -219,3 +221,49 @@ def test_quantities_and_unit_amounts_never_show_an_exponent(session: Session) ->
     assert (lines.iloc[0]["quantity"], lines.iloc[0]["unit_amount"]) == ("1,200,000", "20.00")
     stored = session.exec(select(InvoiceLine)).one()
     assert stored.quantity == Decimal(1_200_000) and stored.unit_amount == Decimal(20)
+
+
+@given(
+    st.integers(min_value=-(10**17), max_value=10**17),
+    st.integers(min_value=1, max_value=10),
+    st.integers(min_value=0, max_value=4),
+)
+def test_scaled_text_is_plain_decimal(scaled: int, scale: int, min_places: int) -> None:
+    # The lines export formats stored scaled integers without Decimal; the text must not change.
+    value = Decimal(scaled).scaleb(-scale)
+    assert scaled_text(scaled, scale, min_places) == plain_decimal(value, min_places)
+
+
+def test_line_cells_a_spreadsheet_would_run_are_quoted(session: Session) -> None:
+    c = Customer(name="@Formula Co", email="f@x.example", currency="JPY")
+    session.add(c)
+    session.flush()
+    invoice = Invoice(customer_id=c.id, period="2026-10", currency="JPY", total_minor=-7)
+    session.add(invoice)
+    session.flush()
+    session.add(
+        InvoiceLine(
+            invoice_id=invoice.id,
+            kind="aws",
+            description="=HYPERLINK(1)",
+            service="+Service",
+            metric="-metric",
+            quantity=Decimal("0.5"),
+            unit_amount=Decimal("-14"),
+            amount_minor=-7,
+        )
+    )
+    session.flush()
+    [row] = _export(session, InvoiceFilter(), write_lines_csv)
+    assert (row["customer"], row["description"], row["service"], row["metric"]) == (
+        "'@Formula Co",
+        "'=HYPERLINK(1)",
+        "'+Service",
+        "'-metric",
+    )
+    assert (row["quantity"], row["unit_amount"], row["amount"], row["kind"]) == (
+        "0.5",
+        "-14",
+        "-7",
+        "aws",
+    )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlmodel import Session, func, select
 
@@ -28,7 +30,11 @@ from billing_core.money import Money
 from billing_core.periods import Period
 from billing_core.usage import limits, projections
 from billing_core.usage import totals as usage_totals
-from billing_core.usage.import_checks import UsageInput
+from billing_core.usage.import_checks import (
+    UsageInput,
+    _parse_quantity,
+    _parse_quantity_exactly,
+)
 from billing_core.usage.import_csv import import_usage_csv, record_usage
 from billing_core.views import usage as views_usage
 from tests.conftest import DEMO_NOW
@@ -421,3 +427,30 @@ def test_migration_adds_and_backfills_aggregation(tmp_path: Path) -> None:
     assert got == {"seats": "max", "api_calls": "sum"}
     with session_scope(engine) as s:
         assert s.exec(select(func.count()).select_from(UsageRecord)).one() == 0
+
+
+# --- import fast paths (bench: usage import near the plain csv + executemany reference) ----
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789.+-eE_ ,٣x", max_size=14),
+        st.decimals(allow_nan=True, allow_infinity=True, places=7).map(str),
+        st.integers(min_value=0, max_value=10**20).map(str),
+        st.tuples(st.integers(0, 10**13), st.integers(0, 10**7)).map(lambda p: f"{p[0]}.{p[1]}"),
+    )
+)
+def test_quantity_fast_path_agrees_with_decimal(text: str) -> None:
+    assert _parse_quantity(text) == _parse_quantity_exactly(text)
+
+
+@pytest.mark.sqlite_only
+def test_stored_moments_keep_their_text(session: Session) -> None:
+    # Rows stored by earlier imports hold sqlite3's adapter text; a re-import compares equal.
+    make_world(session)
+    data = (HEADER + "a@alpha.example,api_calls,5,2026-11-02T10:30:00+01:00\n").encode()
+    import_usage_csv(session, data, now=NOW, actor="t")
+    stored = session.exec(text("SELECT occurred_at FROM usagerecord")).scalar_one()
+    assert stored == "2026-11-02 09:30:00"
+    again = import_usage_csv(session, data, now=NOW, actor="t")
+    assert (again.imported, again.already_present) == (0, 1)

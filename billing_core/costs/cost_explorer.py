@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from billing_core.config import Settings
 
@@ -51,6 +51,7 @@ ADJUSTMENT_TYPES: tuple[str, ...] = ("Credit", "Refund", "Tax")
 USAGE = "Usage"
 # Cost Explorer sends at most 10 decimals; the CostLine column holds exactly that many.
 _MAX_PLACES = 10
+_SMALLEST = Decimal(1).scaleb(-_MAX_PLACES)
 _FORECAST_METRICS = {
     "UnblendedCost": "UNBLENDED_COST",
     "NetUnblendedCost": "NET_UNBLENDED_COST",
@@ -84,9 +85,11 @@ class CostQuery:
         return "LINKED_ACCOUNT" if self.group_by == "LINKED_ACCOUNT" else f"TAG:{self.tag_key}"
 
 
-@dataclass(frozen=True)
-class CostRow:
-    """One parsed figure: a bucket (day or month), an account or tag value, a service."""
+class CostRow(NamedTuple):
+    """One parsed figure: a bucket (day or month), an account or tag value, a service.
+
+    A named tuple: a running month is close to a million of them, and a tuple is built several
+    times faster than a frozen dataclass."""
 
     day: date
     account_id: str | None
@@ -209,15 +212,19 @@ def parse_amount(raw: object, query: CostQuery) -> Decimal:
     if not isinstance(raw, str):
         raise _bad(query, f"amount {raw!r} is not a string")
     try:
-        value = Decimal(raw.strip())
+        value = Decimal(raw)  # surrounding whitespace is allowed, as with strip()
     except InvalidOperation:
         raise _bad(query, f"amount {raw!r} is not a number") from None
     if not value.is_finite():
         raise _bad(query, f"amount {raw!r} is not a finite number")
-    exp = value.as_tuple().exponent
-    if isinstance(exp, int) and exp < -_MAX_PLACES:
-        # Below 1e-10 USD is noise no bill shows; the column holds 10 places exactly.
-        value = value.quantize(Decimal(1).scaleb(-_MAX_PLACES))
+    # The places are counted from the text when it is a plain decimal (the usual answer), from
+    # the Decimal's exponent otherwise: as_tuple() was a visible share of parsing a page.
+    dot = raw.find(".")
+    if dot < 0 or "e" in raw or "E" in raw or len(raw.rstrip()) - dot - 1 > _MAX_PLACES:
+        exp = value.as_tuple().exponent
+        if isinstance(exp, int) and exp < -_MAX_PLACES:
+            # Below 1e-10 USD is noise no bill shows; the column holds 10 places exactly.
+            value = value.quantize(_SMALLEST)
     return value
 
 
@@ -268,6 +275,10 @@ def parse_page(
     if not isinstance(results, list):
         raise _bad(query, "ResultsByTime missing")
     rows: list[CostRow] = []
+    append = rows.append
+    by_account = query.group_by == "LINKED_ACCOUNT"
+    metric_name = query.metric
+    checked_unit: object = None  # the last unit seen to be the expected one
     for result in results:
         if not isinstance(result, Mapping):
             raise _bad(query, "a result is not an object")
@@ -277,21 +288,30 @@ def parse_page(
             keys = group.get("Keys") if isinstance(group, Mapping) else None
             if not isinstance(keys, list) or len(keys) != 2:
                 raise _bad(query, f"group keys {keys!r} are not two values")
-            metric = (group.get("Metrics") or {}).get(query.metric)
+            metric = (group.get("Metrics") or {}).get(metric_name)
             if not isinstance(metric, Mapping):
-                raise _bad(query, f"metric {query.metric} missing for {keys!r}")
-            account, tag = _parse_key(keys[0], query, kind)
+                raise _bad(query, f"metric {metric_name} missing for {keys!r}")
+            first = keys[0]
+            account: str | None
+            tag: str | None
+            if by_account and isinstance(first, str) and first:
+                account, tag = first, None
+            else:
+                account, tag = _parse_key(first, query, kind)
             second = str(keys[1])
-            rows.append(
+            unit = metric.get("Unit")
+            if unit != checked_unit or unit is None:
+                checked_unit = unit if _parse_unit(unit, query, currency) == unit else None
+            append(
                 CostRow(
-                    day=day,
-                    account_id=account,
-                    tag_value=tag,
-                    service=second,
-                    record_type=USAGE if kind in ("usage", "untagged_usage") else second,
-                    amount=parse_amount(metric.get("Amount"), query),
-                    currency=_parse_unit(metric.get("Unit"), query, currency),
-                    estimated=estimated,
+                    day,
+                    account,
+                    tag,
+                    second,
+                    USAGE if kind in ("usage", "untagged_usage") else second,
+                    parse_amount(metric.get("Amount"), query),
+                    currency,
+                    estimated,
                 )
             )
     return rows

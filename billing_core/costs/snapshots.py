@@ -15,17 +15,18 @@ only their summary (`KEEP_SNAPSHOTS` keep their lines)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.models import CostLine, CostSnapshot
+from billing_core.models import CostLine, CostSnapshot, Invoice, InvoiceRun
 from billing_core.periods import Period, as_utc
 
 log = logging.getLogger(__name__)
@@ -224,35 +225,104 @@ def store_snapshot(
     session.add(snap)
     session.flush()
     if result.rows:
-        # Core executemany on the session's connection: far faster than ORM bulk inserts
-        # for hundreds of thousands of lines, and the column types still apply.
-        table = CostLine.__table__  # type: ignore[attr-defined]
-        session.connection().execute(
-            insert(table),
-            [
-                {
-                    "snapshot_id": snap.id,
-                    "period": str(query.period),
-                    "day": row.day.isoformat(),
-                    "account_id": row.account_id,
-                    "tag_value": row.tag_value,
-                    "service": row.service,
-                    "record_type": row.record_type,
-                    "amount": row.amount,
-                    "currency": row.currency,
-                    "estimated": row.estimated,
-                    "fetched_at": fetched_at,
-                }
-                for row in result.rows
-            ],
-        )
+        _insert_lines(session, snap.id or 0, str(query.period), result.rows, fetched_at)
     _prune(session, snap)
     return snap
 
 
+# Lines handed to the driver per executemany (bounds the parameter list's memory).
+_INSERT_CHUNK = 50_000
+
+
+def _insert_lines(
+    session: Session,
+    snapshot_id: int,
+    period: str,
+    rows: Sequence[ce.CostRow],
+    fetched_at: datetime,
+) -> None:
+    """The driver's executemany of plain tuples, in chunks.
+
+    The values are what the column types would bind, made here without SQLAlchemy's per-row
+    parameter processing (most of the store's time at a million lines): amounts as the scaled
+    integers ExactDecimal stores (exactness checked), the day's text once per day, the fetch
+    time through the column type's own processors once.
+    """
+    conn = session.connection()
+    table = CostLine.__table__  # type: ignore[attr-defined]
+    compiled = insert(table).compile(dialect=conn.dialect, column_keys=_LINE_COLUMNS)
+    names = compiled.positiontup if compiled.positional else None
+    amount_scale = table.c.amount.type.scale
+    # A TypeDecorator's processor runs its process_bind_param, then the dialect's own.
+    bind = table.c.fetched_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    when = bind(fetched_at) if bind else fetched_at
+    days: dict[date, str] = {}
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        day = days.get(row.day)
+        if day is None:
+            day = days[row.day] = row.day.isoformat()
+        scaled = row.amount.scaleb(amount_scale)
+        amount = int(scaled)
+        if amount != scaled:
+            raise ValueError(f"{row.amount} has more than {amount_scale} decimal places")
+        chunk.append(
+            (
+                snapshot_id,
+                period,
+                day,
+                row.account_id,
+                row.tag_value,
+                row.service,
+                row.record_type,
+                amount,
+                row.currency,
+                row.estimated,
+                when,
+            )
+        )
+        if len(chunk) >= _INSERT_CHUNK:
+            _send(conn, str(compiled), names, chunk)
+            chunk = []
+    _send(conn, str(compiled), names, chunk)
+
+
+_LINE_COLUMNS = [
+    "snapshot_id",
+    "period",
+    "day",
+    "account_id",
+    "tag_value",
+    "service",
+    "record_type",
+    "amount",
+    "currency",
+    "estimated",
+    "fetched_at",
+]
+
+
+def _send(conn: Any, sql: str, names: Sequence[str] | None, chunk: list[tuple[Any, ...]]) -> None:
+    """executemany of rows in _LINE_COLUMNS order: positional as they are (SQLite), named
+    (psycopg's pyformat) as dicts, reordered if a dialect numbers them otherwise."""
+    if not chunk:
+        return
+    params: list[Any] = chunk
+    if names is None:
+        params = [dict(zip(_LINE_COLUMNS, r, strict=True)) for r in chunk]
+    elif list(names) != _LINE_COLUMNS:
+        order = [_LINE_COLUMNS.index(n) for n in names]
+        params = [tuple(r[i] for i in order) for r in chunk]
+    conn.exec_driver_sql(sql, params)
+
+
 def _prune(session: Session, newest: CostSnapshot) -> None:
-    """Drop the lines of superseded snapshots beyond KEEP_SNAPSHOTS; keep their summary rows."""
-    old = session.exec(
+    """Drop the lines of superseded snapshots beyond KEEP_SNAPSHOTS; keep their summary rows.
+
+    A snapshot an invoice or an invoice run was priced from keeps its lines (they are what was
+    billed), so storage grows with the months and what was billed, not with the refreshes.
+    """
+    superseded = session.exec(
         select(CostSnapshot.id)
         .where(
             CostSnapshot.period == newest.period,
@@ -264,6 +334,18 @@ def _prune(session: Session, newest: CostSnapshot) -> None:
         .order_by(col(CostSnapshot.fetched_at).desc(), col(CostSnapshot.id).desc())
         .offset(KEEP_SNAPSHOTS)
     ).all()
+    old = [sid for sid in superseded if sid is not None]
+    if old:
+        billed = set(
+            session.exec(
+                select(Invoice.cost_snapshot_id).where(col(Invoice.cost_snapshot_id).in_(old))
+            ).all()
+        ) | set(
+            session.exec(
+                select(InvoiceRun.cost_snapshot_id).where(col(InvoiceRun.cost_snapshot_id).in_(old))
+            ).all()
+        )
+        old = [sid for sid in old if sid not in billed]
     if not old:
         return
     session.execute(delete(CostLine).where(col(CostLine.snapshot_id).in_(old)))

@@ -4,6 +4,7 @@ the valid rows are written to before the whole file is accepted (see `usage.impo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -43,6 +44,10 @@ MAX_QUANTITY = Decimal(9_000_000_000_000)
 
 
 MAX_KEY_LENGTH = 200
+
+
+# Distinct timestamp texts remembered while importing (a reading time repeats on many rows).
+_MOMENT_CACHE = 10_000
 
 
 _ALIASES = {
@@ -137,8 +142,35 @@ class _Errors:
         )
 
 
+_MILLION: int = 10**_QUANTITY_SCALE
+_MAX_MILLIONTHS: int = int(MAX_QUANTITY) * _MILLION
+# Millionths per unit of the last digit of a fraction of n digits.
+_FRACTION_FACTOR: list[int] = [10 ** (_QUANTITY_SCALE - n) for n in range(_QUANTITY_SCALE + 1)]
+
+
 def _parse_quantity(value: object) -> int | str:
     """The quantity in millionths (as stored), or why it is not a usable quantity."""
+    if type(value) is str:
+        # Fast path for what nearly every file holds, plain ASCII digits with at most six
+        # decimals ('12', '0.25'): integer arithmetic, no Decimal. Anything else (signs,
+        # spaces, exponents, underscores, more decimals, too large) takes the exact path below,
+        # so the accepted values and the messages stay the same.
+        whole, _, fraction = value.partition(".")
+        if (
+            whole.isascii()
+            and whole.isdigit()
+            and len(fraction) <= _QUANTITY_SCALE
+            and (not fraction or (fraction.isascii() and fraction.isdigit()))
+        ):
+            millionths = int(whole) * _MILLION + (
+                int(fraction) * _FRACTION_FACTOR[len(fraction)] if fraction else 0
+            )
+            if millionths <= _MAX_MILLIONTHS:
+                return millionths
+    return _parse_quantity_exactly(value)
+
+
+def _parse_quantity_exactly(value: object) -> int | str:
     if isinstance(value, (bool, float)):
         return f"quantity {value!r} must be given exactly (a string or Decimal), not a float"
     if isinstance(value, str) and ("e" in value or "E" in value):
@@ -167,9 +199,10 @@ def _parse_quantity(value: object) -> int | str:
 class _StagingWriter:
     """Bulk inserts into the staging table, chunk by chunk.
 
-    Rows are plain tuples run through the column types' own bind processors once, then
-    handed to the driver's executemany: the same values SQLAlchemy would send, without its
-    per-row parameter bookkeeping (the hot spot at a million rows).
+    Rows are plain tuples whose moment is run through the column type's own bind processor
+    (once per distinct moment), then handed to the driver's executemany: the same values
+    SQLAlchemy would send, without its per-row parameter bookkeeping (the hot spot at a
+    million rows).
     """
 
     def __init__(self, conn: Any) -> None:
@@ -178,25 +211,42 @@ class _StagingWriter:
         self.sql = str(compiled)
         self.names = [c.name for c in _staging.columns]
         positions = compiled.positiontup if compiled.positional else None
-        self.order = [self.names.index(n) for n in positions] if positions else None
-        self.when = _staging.c.occurred_at.type.bind_processor(conn.dialect)
+        order = [self.names.index(n) for n in positions] if positions else None
+        # None: rows go as they are (positional, in column order); else reordered or named.
+        self.order = None if order == list(range(len(self.names))) else order
+        self.named = not compiled.positional
+        # The generic DateTime has no bind processor, so the driver adapts the value: on
+        # SQLite the sqlite3 module's default adapter wrote isoformat(" ") text. That text is
+        # made here once per moment (the same text, so new rows compare equal to earlier
+        # imports'); other drivers take the datetime itself.
+        self.when: Callable[[datetime], Any] = (
+            (lambda moment: moment.isoformat(" "))
+            if conn.dialect.name == "sqlite"
+            else (lambda moment: moment)
+        )
+        self._bound: dict[datetime, Any] = {}
         self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        """Add (line, customer_id, metric, quantity, occurred_at, period, key)."""
-        if self.when is not None:
-            row = (*row[:4], self.when(row[4]), *row[5:])
-        self.rows.append(row)
+    def add(self, line: int, row: tuple[Any, ...]) -> None:
+        """Add a line's (customer_id, metric, quantity, aware UTC occurred_at, period, key)."""
+        customer_id, metric, quantity, moment, period, key = row
+        bound = self._bound.get(moment)
+        if bound is None:
+            if len(self._bound) >= _MOMENT_CACHE:
+                self._bound.clear()
+            bound = self._bound[moment] = self.when(moment.replace(tzinfo=None))
+        self.rows.append((line, customer_id, metric, quantity, bound, period, key))
         if len(self.rows) >= CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
         if not self.rows:
             return
-        if self.order is not None:
-            params: list[Any] = [tuple(r[i] for i in self.order) for r in self.rows]
-        else:
+        params: list[Any] = self.rows
+        if self.named:
             params = [dict(zip(self.names, r, strict=True)) for r in self.rows]
+        elif self.order is not None:
+            params = [tuple(r[i] for i in self.order) for r in self.rows]
         self.conn.exec_driver_sql(self.sql, params)
         self.rows = []
 
@@ -248,6 +298,7 @@ class _Validator:
             ).all()
         )
         self._targets: dict[tuple[str, int, int], _Target | str] = {}
+        self._moments: dict[str, tuple[datetime, str] | str] = {}
         self.periods: set[str] = set()
 
     def target(self, ref: str, year: int, month: int) -> _Target | str:
@@ -280,6 +331,25 @@ class _Validator:
             invoiced=(customer.id, str(period)) in self.invoiced,
         )
 
+    def moment(self, ts_raw: object) -> tuple[datetime, str] | str:
+        """(aware UTC moment, its ISO text) of a timestamp cell, or why it is not one.
+
+        Parsed once per distinct text: a usage file repeats each reading time for every
+        customer and metric. The cache is emptied when it grows, so memory stays flat.
+        """
+        if type(ts_raw) is not str:
+            parsed = _parse_timestamp(ts_raw)
+            return parsed if isinstance(parsed, str) else (parsed, parsed.isoformat())
+        cached = self._moments.get(ts_raw)
+        if cached is None:
+            if len(self._moments) >= _MOMENT_CACHE:
+                self._moments.clear()
+            parsed = _parse_timestamp(ts_raw)
+            cached = self._moments[ts_raw] = (
+                parsed if isinstance(parsed, str) else (parsed, parsed.isoformat())
+            )
+        return cached
+
     def check(
         self, customer_ref: object, metric: str, quantity_raw: object, ts_raw: object, key: str
     ) -> tuple[tuple[Any, ...], None] | tuple[None, list[str]]:
@@ -289,15 +359,16 @@ class _Validator:
         quantity = _parse_quantity(quantity_raw)
         if isinstance(quantity, str):
             errs.append(quantity)
-        moment = _parse_timestamp(ts_raw)
+        parsed = self.moment(ts_raw)
         target: _Target | str | None = None
-        if isinstance(moment, str):
-            errs.append(moment)
+        if isinstance(parsed, str):
+            errs.append(parsed)
             if ref not in self.by_key:
                 errs.append(f"customer {customer_ref!r} is not a known customer (email or id)")
         else:
+            moment, moment_iso = parsed
             if moment > self.now:
-                errs.append(f"timestamp {moment.isoformat()} is in the future")
+                errs.append(f"timestamp {moment_iso} is in the future")
             target = self.target(ref, moment.year, moment.month)
             if isinstance(target, str):
                 errs.append(target)
@@ -320,22 +391,15 @@ class _Validator:
             errs.append(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters")
         if errs or not isinstance(target, _Target) or not isinstance(quantity, int):
             return None, errs
-        assert isinstance(moment, datetime)
         if not key:
             digest = hashlib.sha256(
-                f"{target.customer_id}|{metric}|{moment.isoformat()}".encode()
+                f"{target.customer_id}|{metric}|{moment_iso}".encode()
             ).hexdigest()
             key = _AUTO_PREFIX + digest[:40]
         self.periods.add(target.period)
-        # Staging column order, without the line number (added by the caller).
-        return (
-            target.customer_id,
-            metric,
-            quantity,
-            moment.replace(tzinfo=None),
-            target.period,
-            key,
-        ), None
+        # Staging column order, without the line number (added by the caller). The moment is
+        # the aware one: the staging writer stores it as naive UTC.
+        return (target.customer_id, metric, quantity, moment, target.period, key), None
 
 
 RawRow = tuple[object, str, object, object, str]

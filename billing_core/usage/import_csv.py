@@ -27,14 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import (
-    exists,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-)
+from sqlalchemy import func, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel
 
 from billing_core import audit
@@ -132,7 +127,7 @@ def _ingest(
                 continue
             # Valid rows are staged even when others failed, so key clashes are reported too.
             assert row is not None
-            staging.add((line, *row))
+            staging.add(line, row)
         staging.flush()
         if not result.rows and not errors.count:
             raise ValidationError(f"The {what} has no usage rows; nothing was imported.")
@@ -227,29 +222,33 @@ def _what_key(key: str) -> str:
 
 
 def _copy_new(conn: Any, *, source: str, now: datetime) -> int:
-    """Copy staged rows whose key is new into usagerecord (one row per key)."""
+    """Copy staged rows whose key is new into usagerecord (one row per key); returns how many.
+
+    Every row of one key is identical here (checked above), so the unique key skipping the
+    ones already present (ON CONFLICT DO NOTHING) leaves exactly one row per key. Rows go in
+    key order, so the key's index grows at its end instead of at random pages.
+    """
     s = _staging.c
     usage = SQLModel.metadata.tables["usagerecord"]
-    already = exists().where(usage.c.idempotency_key == s.idempotency_key)
-    # All rows of one key are identical here (checked above), so min() just picks one.
     rows = (
         select(
-            func.min(s.customer_id),
-            func.min(s.metric),
-            func.min(s.quantity),
-            func.min(s.occurred_at),
-            func.min(s.period),
+            s.customer_id,
+            s.metric,
+            s.quantity,
+            s.occurred_at,
+            s.period,
             literal(source),
             s.idempotency_key,
             literal(as_utc(now), UTCDateTime()),
         )
-        .where(~already)
-        .group_by(s.idempotency_key)
+        # SQLite reads `FROM t ON CONFLICT` as a join's ON without a WHERE clause before it.
+        .where(true())
+        .order_by(s.idempotency_key)
     )
-    # Counted up front: an INSERT ... SELECT's rowcount is -1 on some drivers (psycopg).
-    new_rows = int(conn.execute(select(func.count()).select_from(rows.subquery())).scalar_one())
-    conn.execute(
-        insert(usage).from_select(
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(usage)
+        .from_select(
             [
                 "customer_id",
                 "metric",
@@ -262,8 +261,15 @@ def _copy_new(conn: Any, *, source: str, now: datetime) -> int:
             ],
             rows,
         )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
     )
-    return new_rows
+    if conn.dialect.name == "postgresql":
+        # psycopg's count of an INSERT ... SELECT does not come through SQLAlchemy (-1): the
+        # statement counts its own rows (WITH ins AS (INSERT ... RETURNING 1) SELECT count).
+        inserted = statement.returning(literal(1)).cte("inserted")
+        return int(conn.execute(select(func.count()).select_from(inserted)).scalar_one())
+    # SQLite's count of the rows written (skipped conflicts not included).
+    return int(conn.execute(statement).rowcount)
 
 
 def _decoded(stream: TextIO, what: str, errors: _Errors) -> Iterator[tuple[int, RawRow]]:

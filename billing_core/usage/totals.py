@@ -68,6 +68,8 @@ def totals_by_metric(
     Metrics outside the customer's plan are summed (they carry no price, so bill nothing).
     """
     stats = _usage_stats(session, period, customer_id)
+    if not stats:
+        return {}  # no usage: every customer's terms (a large read) are not needed
     kinds = _aggregations(session, period)
     return {
         key: (s.peak if kinds.get(key, "sum") == "max" else s.total) for key, s in stats.items()
