@@ -1,0 +1,167 @@
+"""`python -m billing_core.demo.serve`: the dashboard with the demo's own local Stripe (make run).
+
+In demo mode (no AWS or Stripe credentials) the whole month can be played offline: this
+launcher seeds the demo database, starts the local Stripe test server
+(`python -m tests.support.stripe_server`, standard library only) as a child process on a free
+loopback port, and runs the dashboard with `BILLING_MODE=demo`, `STRIPE_API_KEY=`DEMO_STRIPE_KEY
+and `STRIPE_API_BASE=http://127.0.0.1:<port>`; demo mode accepts a Stripe key only with a
+loopback address (config.py), so no request ever leaves the machine. The emulator keeps its
+objects in `<demo database>-stripe.json` beside a SQLite demo database, so invoices pushed to
+it survive a restart; a freshly seeded database starts with an empty local Stripe.
+
+In live mode (credentials configured) or when STRIPE_API_BASE is already set, it runs the
+dashboard alone, as `make run` always did. Stopping the dashboard (Ctrl-C) stops the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from billing_core.config import load_settings
+from billing_core.db import parse_database_url
+
+#: The key the dashboard sends to the local Stripe (test prefix; it never reaches Stripe).
+DEMO_STRIPE_KEY = "sk_test_demo_local_stripe"
+#: The emulator's port when free: invoice links stored in the database (hosted invoice pages)
+#: keep working across restarts. Another free port is used when it is taken.
+PREFERRED_STRIPE_PORT = 12111
+#: How long the emulator may take to print its address.
+START_TIMEOUT_SECONDS = 20.0
+_FALLBACK_STATE_FILE = Path("data/demo-stripe.json")
+
+
+class LocalStripe:
+    """The emulator child process; `url` is its address (http://127.0.0.1:<port>)."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    def stop(self) -> None:
+        """Stop the emulator (SIGTERM: it saves its state file first) and wait for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def state_file_for(database_url: str) -> Path:
+    """Where the local Stripe keeps its objects: beside a SQLite file, else data/."""
+    url = parse_database_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        db = Path(str(url.database))
+        return db.with_name(db.stem + "-stripe.json")
+    return _FALLBACK_STATE_FILE
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_local_stripe(
+    state_file: Path, *, port: int = PREFERRED_STRIPE_PORT, cwd: Path | None = None
+) -> LocalStripe:
+    """Start the emulator on `port` if free, else on any free loopback port (0: any).
+
+    Raises RuntimeError when it does not start.
+    """
+    if port and not _port_free(port):
+        port = 0
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.stripe_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            DEMO_STRIPE_KEY,
+            "--state-file",
+            str(state_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    assert process.stdout is not None  # stdout=PIPE
+    line = process.stdout.readline().strip()  # the server prints its address once it listens
+    if not line.startswith("http://127.0.0.1:"):
+        process.kill()
+        process.wait()
+        raise RuntimeError(
+            "The demo's local Stripe did not start (see the message above); delete "
+            f"{state_file} if it says the state file is damaged, then run `make run` again."
+        )
+    return LocalStripe(process, line)
+
+
+def demo_environ(base: Mapping[str, str], stripe_url: str) -> dict[str, str]:
+    """`base` plus the settings that point the dashboard and the CLI at the local Stripe."""
+    env = dict(base)
+    env.update(BILLING_MODE="demo", STRIPE_API_KEY=DEMO_STRIPE_KEY, STRIPE_API_BASE=stripe_url)
+    return env
+
+
+def seed(env: Mapping[str, str]) -> bool:
+    """Run `seed-demo --only-in-demo`; True when it seeded a fresh database just now."""
+    out = subprocess.run(
+        [sys.executable, "-m", "billing_core", "seed-demo", "--only-in-demo"],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    sys.stdout.write(out)
+    return out.startswith("Demo data seeded")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=8501, help="dashboard port")
+    parser.add_argument("streamlit_args", nargs="*", help="passed on to `streamlit run`")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    fresh = seed(os.environ)
+    dashboard = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "dashboard.py",
+        "--server.port",
+        str(args.port),
+        *args.streamlit_args,
+    ]
+    if settings.mode != "demo" or settings.stripe_api_base:
+        return subprocess.call(dashboard)
+    state_file = state_file_for(settings.database_url)
+    if fresh and state_file.exists():
+        state_file.unlink()  # the Stripe objects of an earlier demo database
+    stripe = start_local_stripe(state_file)
+    print(f"Demo: local Stripe at {stripe.url} (objects kept in {state_file}).", flush=True)
+    try:
+        return subprocess.call(dashboard, env=demo_environ(os.environ, stripe.url))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stripe.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
