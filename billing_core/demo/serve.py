@@ -73,7 +73,11 @@ def _port_free(port: int) -> bool:
 
 
 def start_local_stripe(
-    state_file: Path, *, port: int = PREFERRED_STRIPE_PORT, cwd: Path | None = None
+    state_file: Path,
+    *,
+    port: int = PREFERRED_STRIPE_PORT,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> LocalStripe:
     """Start the emulator on `port` if free, else on any free loopback port (0: any).
 
@@ -98,6 +102,7 @@ def start_local_stripe(
         stdout=subprocess.PIPE,
         text=True,
         cwd=cwd,
+        env=None if env is None else dict(env),
     )
     assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline().strip()  # the server prints its address once it listens
@@ -118,11 +123,12 @@ def demo_environ(base: Mapping[str, str], stripe_url: str) -> dict[str, str]:
     return env
 
 
-def seed(env: Mapping[str, str]) -> bool:
+def seed(env: Mapping[str, str], *, cwd: Path | None = None) -> bool:
     """Run `seed-demo --only-in-demo`; True when it seeded a fresh database just now."""
     out = subprocess.run(
         [sys.executable, "-m", "billing_core", "seed-demo", "--only-in-demo"],
         env=dict(env),
+        cwd=cwd,
         check=True,
         capture_output=True,
         text=True,
