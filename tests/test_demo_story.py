@@ -209,3 +209,35 @@ def test_local_stripe_state_sits_beside_the_demo_database(tmp_path: Path) -> Non
         "demo-stripe.json"
     )
     assert serve.state_file_for("postgresql://u@h/db") == Path("data/demo-stripe.json")
+
+
+def test_demo_run_history_and_audit_log_tell_twelve_months(demo_session: Session) -> None:
+    from billing_core.invoicing.run_worker import run_history
+    from billing_core.models import InvoiceRun, ReconciliationRun
+    from billing_core.reconciliation.runs import latest_run
+
+    runs = demo_session.exec(select(InvoiceRun)).all()
+    assert len({r.period for r in runs}) == 12 and len(runs) == 13
+    assert sorted(r.status for r in runs).count("partial") == 1
+    invoices = demo_session.exec(select(Invoice)).all()
+    for period in {r.period for r in runs}:
+        of_month = [i for i in invoices if i.period == period]
+        done = sum(r.done_count for r in runs if r.period == period)
+        assert done == len(of_month)  # the re-run billed what the partial run left
+    finishes = demo_session.exec(
+        select(AuditEntry).where(AuditEntry.action == "invoice_run.finish")
+    ).all()
+    billed: dict[str, int] = {}
+    for entry in finishes:
+        for cur, minor in (entry.after or {})["billed_minor"].items():
+            billed[cur] = billed.get(cur, 0) + minor
+    expected: dict[str, int] = {}
+    for inv in invoices:
+        expected[inv.currency] = expected.get(inv.currency, 0) + inv.total_minor
+    assert billed == expected  # the audit log agrees with the invoices to the cent
+    actions = set(demo_session.exec(select(AuditEntry.action)).all())
+    assert {"invoice_run.finish", "invoice_run.request", "stripe.sync", "reconcile.run"} <= actions
+    assert len(demo_session.exec(select(ReconciliationRun)).all()) == 12
+    newest = latest_run(demo_session)
+    assert newest is not None and newest.actor == "demo"  # the one with findings stays newest
+    assert len(run_history(demo_session)) >= 13

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlmodel import Session, func, select
 
 from billing_core.customers.plan_specs import default_aggregation
-from billing_core.demo import costs, discrepancies, history, payments
+from billing_core.demo import activity, costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.guard import mark_demo
@@ -82,6 +82,8 @@ SEEDERS: list[Seeder] = [
     costs.seed_costs,
     seed_last_closed_month,
     demo_usage.seed_usage,
+    # Before seed_discrepancies: the newest reconciliation run (with findings) comes last.
+    activity.seed_activity,
     discrepancies.seed_discrepancies,
     payments.seed_payments,
 ]
