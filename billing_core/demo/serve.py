@@ -9,6 +9,9 @@ loopback address (config.py), so no request ever leaves the machine. The emulato
 objects in `<demo database>-stripe.json` beside a SQLite demo database, so invoices pushed to
 it survive a restart; a freshly seeded database starts with an empty local Stripe.
 
+While the dashboard runs, a `sync` pass every SYNC_EVERY_SECONDS mirrors payments made on the
+local Stripe (what cron does in production).
+
 In live mode (credentials configured) or when STRIPE_API_BASE is already set, it runs the
 dashboard alone, as `make run` always did. Stopping the dashboard (Ctrl-C) stops the emulator.
 """
@@ -20,11 +23,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from billing_core.config import load_settings
-from billing_core.db import parse_database_url
+from billing_core.db import make_engine, parse_database_url
+from billing_core.errors import BillingError
 
 #: The key the dashboard sends to the local Stripe (test prefix; it never reaches Stripe).
 DEMO_STRIPE_KEY = "sk_test_demo_local_stripe"
@@ -33,6 +38,8 @@ DEMO_STRIPE_KEY = "sk_test_demo_local_stripe"
 PREFERRED_STRIPE_PORT = 12111
 #: How long the emulator may take to print its address.
 START_TIMEOUT_SECONDS = 20.0
+#: Seconds between the demo's sync passes (production runs `sync` from cron).
+SYNC_EVERY_SECONDS = 15.0
 _FALLBACK_STATE_FILE = Path("data/demo-stripe.json")
 
 
@@ -123,6 +130,48 @@ def demo_environ(base: Mapping[str, str], stripe_url: str) -> dict[str, str]:
     return env
 
 
+class DemoCron:
+    """Runs `sync` every `every` seconds against the local Stripe, as cron does in production.
+
+    A customer who pays on the local Stripe's hosted invoice page shows as paid on the
+    Invoices page within `every` seconds; each pass that changes invoices is audited as cron.
+    """
+
+    def __init__(self, env: Mapping[str, str], every: float = SYNC_EVERY_SECONDS) -> None:
+        self.settings = load_settings(env)
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="demo-cron", daemon=True)
+
+    def tick(self) -> int:
+        """One sync pass; the number of events applied (0 on a Stripe problem, printed)."""
+        from billing_core.payments.sync import sync
+        from billing_core.stripe.gateway import Gateway
+
+        engine = make_engine(self.settings.database_url)
+        try:
+            result = sync(engine, Gateway.from_settings(self.settings), actor="cron")
+        except BillingError as exc:
+            print(f"Demo sync: {exc}", flush=True)
+            return 0
+        finally:
+            engine.dispose()
+        if result.applied:
+            print(f"Demo sync: {result.describe()}", flush=True)
+        return result.applied
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.tick()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 def seed(env: Mapping[str, str], *, cwd: Path | None = None) -> bool:
     """Run `seed-demo --only-in-demo`; True when it seeded a fresh database just now."""
     out = subprocess.run(
@@ -140,6 +189,12 @@ def seed(env: Mapping[str, str], *, cwd: Path | None = None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8501, help="dashboard port")
+    parser.add_argument(
+        "--sync-every",
+        type=float,
+        default=SYNC_EVERY_SECONDS,
+        help="seconds between demo sync passes (0: never; sync by hand)",
+    )
     parser.add_argument("streamlit_args", nargs="*", help="passed on to `streamlit run`")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -161,11 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         state_file.unlink()  # the Stripe objects of an earlier demo database
     stripe = start_local_stripe(state_file)
     print(f"Demo: local Stripe at {stripe.url} (objects kept in {state_file}).", flush=True)
+    env = demo_environ(os.environ, stripe.url)
+    cron = DemoCron(env, args.sync_every) if args.sync_every > 0 else None
+    if cron is not None:
+        cron.start()
     try:
-        return subprocess.call(dashboard, env=demo_environ(os.environ, stripe.url))
+        return subprocess.call(dashboard, env=env)
     except KeyboardInterrupt:
         return 0
     finally:
+        if cron is not None:
+            cron.stop()
         stripe.stop()
 
 
