@@ -94,7 +94,7 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def local_stripe(offline_env: dict[str, str]) -> Iterator[serve.LocalStripe]:
-    assert serve.seed(offline_env, cwd=ROOT)  # what `make run` does first
+    assert serve.seed(offline_env)  # what `make run` does first
     state = serve.state_file_for(offline_env["DATABASE_URL"])
     stripe = serve.start_local_stripe(state, port=0, cwd=ROOT, env=offline_env)
     try:
@@ -213,10 +213,15 @@ def test_local_stripe_state_sits_beside_the_demo_database(tmp_path: Path) -> Non
     assert serve.state_file_for("postgresql://u@h/db") == Path("data/demo-stripe.json")
 
 
-def test_demo_run_history_and_audit_log_tell_twelve_months(demo_session: Session) -> None:
+def test_demo_run_history_and_audit_log_tell_twelve_months(session: Session) -> None:
+    from billing_core.demo import seed_demo
     from billing_core.invoicing.run_worker import run_history
     from billing_core.models import InvoiceRun, ReconciliationRun
     from billing_core.reconciliation.runs import latest_run
+    from tests.conftest import DEMO_NOW
+
+    assert seed_demo(session, now=DEMO_NOW, with_activity=True).seeded  # what `make run` seeds
+    demo_session = session
 
     runs = demo_session.exec(select(InvoiceRun)).all()
     assert len({r.period for r in runs}) == 12 and len(runs) == 13
@@ -238,7 +243,15 @@ def test_demo_run_history_and_audit_log_tell_twelve_months(demo_session: Session
         expected[inv.currency] = expected.get(inv.currency, 0) + inv.total_minor
     assert billed == expected  # the audit log agrees with the invoices to the cent
     actions = set(demo_session.exec(select(AuditEntry.action)).all())
-    assert {"invoice_run.finish", "invoice_run.request", "stripe.sync", "reconcile.run"} <= actions
+    assert {
+        "invoice_run.start",
+        "invoice_run.finish",
+        "invoice_run.request",
+        "stripe.sync",
+        "reconcile.run",
+    } <= actions
+    times = demo_session.exec(select(AuditEntry.at).order_by(col(AuditEntry.id))).all()
+    assert list(times) == sorted(times)  # the log reads in time order
     assert len(demo_session.exec(select(ReconciliationRun)).all()) == 12
     newest = latest_run(demo_session)
     assert newest is not None and newest.actor == "demo"  # the one with findings stays newest

@@ -25,6 +25,8 @@ from billing_core.states import DisplayStatus, ReconciliationStatus, RunStatus
 DEMO_ADMIN = "maria.keller@example.com"
 # Months before the newest demo month whose cron run lost one invoice to a Stripe timeout.
 _PARTIAL_RUN_AGE = 4
+# Audit entries (audit.record's keyword arguments), recorded in time order at the end.
+_Log = list[dict[str, Any]]
 _TIMEOUT = (
     "Stripe did not answer in time (request timed out after 3 retries); nothing was lost, "
     "the next run resumes this invoice."
@@ -38,19 +40,21 @@ def seed_activity(session: Session, now: datetime) -> dict[str, int]:
     by_period: dict[str, list[Invoice]] = defaultdict(list)
     for inv in session.exec(select(Invoice).order_by(col(Invoice.id))).all():
         by_period[inv.period].append(inv)
-    runs = recs = entries = 0
-    for age, period in enumerate(reversed(periods)):
+    log: _Log = []
+    runs = recs = 0
+    for index, period in enumerate(periods):  # oldest first: ids follow time
+        age = len(periods) - 1 - index
         invoices = by_period.get(str(period), [])
         if not invoices:
             continue
-        runs += _runs_of(session, period, invoices, partial=age == _PARTIAL_RUN_AGE)
-        entries += 1 + (2 if age == _PARTIAL_RUN_AGE else 0)
-        entries += _syncs_of(session, period, invoices)
+        runs += _runs_of(session, log, period, invoices, partial=age == _PARTIAL_RUN_AGE)
+        _syncs_of(log, invoices)
         if age > 0:  # the newest month's reconciliation comes with its findings
-            _reconciliation_of(session, period, invoices)
+            _reconciliation_of(session, log, period, invoices)
             recs += 1
-            entries += 1
-    return {"invoice runs": runs, "reconciliation runs": recs, "audit entries": entries}
+    for entry in sorted(log, key=lambda e: e["at"]):  # the audit log reads in time order
+        audit.record(session, **entry)
+    return {"invoice runs": runs, "reconciliation runs": recs, "audit entries": len(log)}
 
 
 def _billed(invoices: list[Invoice]) -> dict[str, int]:
@@ -62,6 +66,7 @@ def _billed(invoices: list[Invoice]) -> dict[str, int]:
 
 def _run(
     session: Session,
+    log: _Log,
     period: Period,
     invoices: list[Invoice],
     *,
@@ -93,6 +98,21 @@ def _run(
     )
     session.add(run)
     session.flush()
+    log.append(
+        {
+            "actor": actor,
+            "action": "invoice_run.start",
+            "target": f"run {run.id} {period}",
+            "after": {
+                "trigger": trigger,
+                "customer_id": None,
+                "executed_by": "worker" if trigger == "button" else "cli",
+                "took_over_lock_from": None,
+                "retired_runs": [],
+            },
+            "at": start,
+        }
+    )
     after: dict[str, Any] = {
         "status": run.status,
         "trigger": trigger,
@@ -107,13 +127,14 @@ def _run(
         "stripe_calls": sum(4 + _lines(i) for i in done),
         "fatal": None,
     }
-    audit.record(
-        session,
-        actor=actor,
-        action="invoice_run.finish",
-        target=f"run {run.id} {period}",
-        after=after,
-        at=run.finished_at,
+    log.append(
+        {
+            "actor": actor,
+            "action": "invoice_run.finish",
+            "target": f"run {run.id} {period}",
+            "after": after,
+            "at": run.finished_at,
+        }
     )
     return run
 
@@ -123,26 +144,31 @@ def _lines(invoice: Invoice) -> int:
     return 1 + (invoice.id or 0) % 8
 
 
-def _runs_of(session: Session, period: Period, invoices: list[Invoice], *, partial: bool) -> int:
+def _runs_of(
+    session: Session, log: _Log, period: Period, invoices: list[Invoice], *, partial: bool
+) -> int:
     start = period.end_at + timedelta(days=3, hours=6)
     failed = invoices[-1:] if partial else []
-    _run(session, period, invoices, start=start, trigger="cron", actor="cron", failed=failed)
+    _run(session, log, period, invoices, start=start, trigger="cron", actor="cron", failed=failed)
     if not failed:
         return 1
     again = start + timedelta(hours=2, minutes=41)
-    audit.record(
-        session,
-        actor=DEMO_ADMIN,
-        action="invoice_run.request",
-        target=f"run {period}",
-        after={"customer_id": None},
-        at=again,
+    rerun = _run(
+        session, log, period, failed, start=again, trigger="button", actor=DEMO_ADMIN, failed=[]
     )
-    _run(session, period, failed, start=again, trigger="button", actor=DEMO_ADMIN, failed=[])
+    log.append(
+        {
+            "actor": DEMO_ADMIN,
+            "action": "invoice_run.request",
+            "target": f"run {rerun.id} {period}",
+            "after": {"customer_id": None},
+            "at": again - timedelta(seconds=1),
+        }
+    )
     return 2
 
 
-def _syncs_of(session: Session, period: Period, invoices: list[Invoice]) -> int:
+def _syncs_of(log: _Log, invoices: list[Invoice]) -> None:
     """Payments arrive over the days after the run: one audited sync pass per day with news."""
     by_day: dict[datetime, list[Invoice]] = defaultdict(list)
     for inv in invoices:
@@ -156,22 +182,24 @@ def _syncs_of(session: Session, period: Period, invoices: list[Invoice]) -> int:
             day = inv.issued_at.replace(hour=6, minute=0, second=0, microsecond=0)
             by_day[day + timedelta(days=1)].append(inv)
     for at, changed in sorted(by_day.items()):
-        audit.record(
-            session,
-            actor="cron",
-            action="stripe.sync",
-            target=f"{len(changed)} invoices",
-            after={
-                "events_fetched": 3 * len(changed),
-                "invoices_updated": len(changed),
-                "invoices": {str(i.id): str(i.display_status) for i in changed},
-            },
-            at=at,
+        log.append(
+            {
+                "actor": "cron",
+                "action": "stripe.sync",
+                "target": f"{len(changed)} invoices",
+                "after": {
+                    "events_fetched": 3 * len(changed),
+                    "invoices_updated": len(changed),
+                    "invoices": {str(i.id): str(i.display_status) for i in changed},
+                },
+                "at": at,
+            }
         )
-    return len(by_day)
 
 
-def _reconciliation_of(session: Session, period: Period, invoices: list[Invoice]) -> None:
+def _reconciliation_of(
+    session: Session, log: _Log, period: Period, invoices: list[Invoice]
+) -> None:
     start = period.end_at + timedelta(days=10, hours=5)
     diffs = {"new": 0, "updated": 0, "reopened": 0, "gone": 0}
     run = ReconciliationRun(
@@ -185,17 +213,18 @@ def _reconciliation_of(session: Session, period: Period, invoices: list[Invoice]
     )
     session.add(run)
     session.flush()
-    audit.record(
-        session,
-        actor="cron",
-        action="reconcile.run",
-        target=f"reconciliation run {run.id} {period}",
-        after={
-            "status": run.status,
-            "stripe_requests": run.stripe_requests,
-            "diffs": diffs,
-            "open_above_tolerance": 0,
-            "tolerance_pct": run.tolerance_pct,
-        },
-        at=run.finished_at,
+    log.append(
+        {
+            "actor": "cron",
+            "action": "reconcile.run",
+            "target": f"reconciliation run {run.id} {period}",
+            "after": {
+                "status": run.status,
+                "stripe_requests": run.stripe_requests,
+                "diffs": diffs,
+                "open_above_tolerance": 0,
+                "tolerance_pct": run.tolerance_pct,
+            },
+            "at": run.finished_at,
+        }
     )

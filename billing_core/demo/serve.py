@@ -172,18 +172,27 @@ class DemoCron:
         self._thread.join(timeout=30)
 
 
-def seed(env: Mapping[str, str], *, cwd: Path | None = None) -> bool:
-    """Run `seed-demo --only-in-demo`; True when it seeded a fresh database just now."""
-    out = subprocess.run(
-        [sys.executable, "-m", "billing_core", "seed-demo", "--only-in-demo"],
-        env=dict(env),
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    sys.stdout.write(out)
-    return out.startswith("Demo data seeded")
+def seed(env: Mapping[str, str]) -> bool:
+    """`seed-demo --only-in-demo` plus the operating history; True when it seeded just now.
+
+    Raises ConfigError/DatabaseError with a sentence (bad settings, unusable database).
+    """
+    from billing_core.db import open_database, session_scope
+    from billing_core.demo import seed_demo
+    from billing_core.periods import utcnow
+
+    settings = load_settings(env)
+    if settings.mode != "demo":
+        print("live mode: demo data not seeded", flush=True)
+        return False
+    engine = open_database(settings.database_url)
+    try:
+        with session_scope(engine) as session:
+            summary = seed_demo(session, now=utcnow(), with_activity=True)
+    finally:
+        engine.dispose()
+    print(summary.describe(), flush=True)
+    return summary.seeded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("streamlit_args", nargs="*", help="passed on to `streamlit run`")
     args = parser.parse_args(argv)
     settings = load_settings()
-    fresh = seed(os.environ)
+    try:
+        fresh = seed(os.environ)
+    except BillingError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     dashboard = [
         sys.executable,
         "-m",
