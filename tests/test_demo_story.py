@@ -256,3 +256,50 @@ def test_demo_run_history_and_audit_log_tell_twelve_months(session: Session) -> 
     newest = latest_run(demo_session)
     assert newest is not None and newest.actor == "demo"  # the one with findings stays newest
     assert len(run_history(demo_session)) >= 13
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_make_run_starts_dashboard_local_stripe_and_stops_both(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = (tmp_path / "serve.log").open("w+")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "billing_core.demo.serve", "--port", str(port), "--sync-every", "1"],
+        cwd=ROOT,
+        env=offline_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    dashboard = f"http://127.0.0.1:{port}/_stcore/health"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _answers(dashboard):
+            assert launcher.poll() is None, Path(out.name).read_text()
+            time.sleep(0.5)
+        log = Path(out.name).read_text()
+        assert _answers(dashboard), log
+        assert "Demo data seeded" in log and "invoice runs" in log
+        stripe_url = log.split("Demo: local Stripe at ", 1)[1].split(" ", 1)[0]
+        assert stripe_url.startswith("http://127.0.0.1:") and _answers(stripe_url + "/")
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=60)
+    assert not _answers(dashboard) and not _answers(stripe_url + "/")  # both stopped with it
+    assert serve.state_file_for(offline_env["DATABASE_URL"]).exists()
+    log_file = Path(offline_env["OFFLINE_GUARD_LOG"])
+    assert not log_file.exists(), log_file.read_text()

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 
 from billing_core.config import load_settings
 from billing_core.db import make_engine, parse_database_url
@@ -195,6 +197,10 @@ def seed(env: Mapping[str, str]) -> bool:
     return summary.seeded
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8501, help="dashboard port")
@@ -230,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     stripe = start_local_stripe(state_file)
     print(f"Demo: local Stripe at {stripe.url} (objects kept in {state_file}).", flush=True)
     env = demo_environ(os.environ, stripe.url)
+    # `kill` (SIGTERM) stops the children too, like Ctrl-C: the finally below runs either way.
+    signal.signal(signal.SIGTERM, _interrupt)
     cron = DemoCron(env, args.sync_every) if args.sync_every > 0 else None
     if cron is not None:
         cron.start()
