@@ -303,3 +303,13 @@ def test_make_run_starts_dashboard_local_stripe_and_stops_both(
     assert serve.state_file_for(offline_env["DATABASE_URL"]).exists()
     log_file = Path(offline_env["OFFLINE_GUARD_LOG"])
     assert not log_file.exists(), log_file.read_text()
+
+
+def test_a_damaged_local_stripe_state_file_is_named_with_what_to_do(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    state = tmp_path / "demo-stripe.json"
+    state.write_text("{not json", encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"delete .*demo-stripe\.json"):
+        serve.start_local_stripe(state, port=0, cwd=ROOT, env=offline_env)
+    assert state.read_text(encoding="utf-8") == "{not json"  # nothing overwritten
