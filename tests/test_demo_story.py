@@ -313,3 +313,25 @@ def test_a_damaged_local_stripe_state_file_is_named_with_what_to_do(
     with pytest.raises(RuntimeError, match=r"delete .*demo-stripe\.json"):
         serve.start_local_stripe(state, port=0, cwd=ROOT, env=offline_env)
     assert state.read_text(encoding="utf-8") == "{not json"  # nothing overwritten
+
+
+def test_a_demo_database_whose_local_stripe_is_gone_is_pointed_out(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    from billing_core.db import session_scope
+
+    url = offline_env["DATABASE_URL"]
+    assert serve.seed(offline_env)
+    state = serve.state_file_for(url)
+    assert serve.pushed_without_state(url, state) is None  # nothing pushed yet
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        invoice = s.exec(select(Invoice)).first()
+        assert invoice is not None
+        invoice.stripe_invoice_id = "in_gone"
+        s.add(invoice)
+    engine.dispose()
+    warning = serve.pushed_without_state(url, state)
+    assert warning is not None and "make clean" in warning and "1 invoice(s)" in warning
+    state.write_text("{}", encoding="utf-8")
+    assert serve.pushed_without_state(url, state) is None

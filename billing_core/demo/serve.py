@@ -174,6 +174,33 @@ class DemoCron:
         self._thread.join(timeout=30)
 
 
+def pushed_without_state(database_url: str, state_file: Path) -> str | None:
+    """A warning when the demo database refers to local Stripe objects that are gone."""
+    from sqlmodel import Session, col, func, select
+
+    from billing_core.models import Invoice
+
+    if state_file.exists():
+        return None
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            pushed = session.exec(
+                select(func.count())
+                .select_from(Invoice)
+                .where(col(Invoice.stripe_invoice_id).is_not(None))
+            ).one()
+    finally:
+        engine.dispose()
+    if not pushed:
+        return None
+    return (
+        f"Warning: the demo database holds {pushed} invoice(s) pushed to a local Stripe whose "
+        f"objects are gone ({state_file} is missing), so sync and reconciliation will not find "
+        "them. Run `make clean` (or delete data/demo.db) to start the demo story over."
+    )
+
+
 def seed(env: Mapping[str, str]) -> bool:
     """`seed-demo --only-in-demo` plus the operating history; True when it seeded just now.
 
@@ -233,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     state_file = state_file_for(settings.database_url)
     if fresh and state_file.exists():
         state_file.unlink()  # the Stripe objects of an earlier demo database
+    if (warning := pushed_without_state(settings.database_url, state_file)) is not None:
+        print(warning, file=sys.stderr, flush=True)
     stripe = start_local_stripe(state_file)
     print(f"Demo: local Stripe at {stripe.url} (objects kept in {state_file}).", flush=True)
     env = demo_environ(os.environ, stripe.url)
