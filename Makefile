@@ -19,9 +19,9 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# Demo mode also starts the demo's own local Stripe (billing_core/demo/serve.py); Ctrl-C stops both.
 run: $(VENV)/.runtime
-	$(BIN)/python -m billing_core seed-demo --only-in-demo
-	$(BIN)/streamlit run dashboard.py --server.port $(PORT)
+	$(BIN)/python -m billing_core.demo.serve --port $(PORT)
 
 # Everything on SQLite: unit, integration, AppTest, and browser tests when chromium is installed.
 test: $(VENV)/.dev

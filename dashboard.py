@@ -1,12 +1,17 @@
 """Entry point: `streamlit run dashboard.py`. Page config, sign-in, role, navigation."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from billing_core.auth import Identity
 from pages.common import ui
 from pages.common.registry import PAGES
 
-st.set_page_config(page_title="AWS billing", page_icon=":material/receipt_long:", layout="wide")
+# A file of ours rather than a ":material/...:" icon: Streamlit's browser code fetches those
+# favicons from fonts.gstatic.com, and the dashboard loads everything without internet.
+FAVICON = str(Path(__file__).parent / "assets" / "favicon.png")
+st.set_page_config(page_title="AWS billing", page_icon=FAVICON, layout="wide")
 
 
 def sign_in() -> None:

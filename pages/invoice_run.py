@@ -32,7 +32,9 @@ if left.button("Preview", icon=":material/visibility:"):
 attach = False
 if test_cards_allowed(cfg):
     attach = right.checkbox(
-        "Give new Stripe customers a test card (local Stripe emulator)", key="attach_cards"
+        "Give new Stripe customers a test card (local Stripe emulator)",
+        value=cfg.mode == "demo",  # the demo's customers pay with it when their invoice is run
+        key="attach_cards",
     )
 if not cfg.stripe_enabled:
     right.caption("Running needs Stripe: set STRIPE_API_KEY (or STRIPE_API_BASE for an emulator).")

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlmodel import Session, func, select
 
 from billing_core.customers.plan_specs import default_aggregation
-from billing_core.demo import costs, discrepancies, history, payments
+from billing_core.demo import activity, costs, discrepancies, history, payments
 from billing_core.demo import usage as demo_usage
 from billing_core.demo.catalog import CUSTOMERS, PLANS
 from billing_core.demo.guard import mark_demo
@@ -93,12 +93,25 @@ def demo_history_periods(now: datetime, months: int = 12) -> list[Period]:
     return [last.shift(-i) for i in range(months - 1, -1, -1)]
 
 
-def seed_demo(session: Session, *, now: datetime) -> DemoSummary:
-    """Fill an empty database with the demo world; a database with customers is left alone."""
+def _seeders(with_activity: bool) -> list[Seeder]:
+    steps = list(SEEDERS)
+    if with_activity:
+        # Before the discrepancies: their reconciliation run (with findings) stays the newest.
+        steps.insert(steps.index(discrepancies.seed_discrepancies), activity.seed_activity)
+    return steps
+
+
+def seed_demo(session: Session, *, now: datetime, with_activity: bool = False) -> DemoSummary:
+    """Fill an empty database with the demo world; a database with customers is left alone.
+
+    `with_activity` adds the operating history (invoice runs, syncs, reconciliations and their
+    audit entries, demo/activity.py) that `make run` shows; tests start without it so that
+    the runs and audit entries they make are the only ones.
+    """
     if session.exec(select(func.count()).select_from(Customer)).one() > 0:
         return DemoSummary(seeded=False)
     counts: dict[str, int] = {}
-    for seeder in SEEDERS:
+    for seeder in _seeders(with_activity):
         counts.update(seeder(session, now))
         session.flush()
     mark_demo(session, now)  # live mode refuses this database from now on

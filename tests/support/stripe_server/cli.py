@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
+from pathlib import Path
+from types import FrameType
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rate-limit", type=float, default=None, help="requests per second (429 beyond)"
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="keep objects in this JSON file across restarts (default: memory only)",
+    )
     args = parser.parse_args(argv)
     from tests.support.stripe_server import StripeTestServer  # the package imports this module
 
@@ -29,12 +38,30 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit=args.rate_limit,
         verbose=args.verbose,
     )
+    keeper = None
+    if args.state_file is not None:
+        from tests.support.stripe_server.persist import StateKeeper, load_state
+
+        try:
+            load_state(server, args.state_file)
+        except ValueError as exc:
+            parser.error(str(exc))
+        keeper = StateKeeper(server, args.state_file)
+        keeper.start()
     server.start()
     print(server.url, flush=True)
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        threading.Event().wait()
+        done.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        if keeper is not None:
+            keeper.stop()  # the last changes reach the file
     return 0

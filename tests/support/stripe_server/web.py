@@ -6,8 +6,9 @@ import html
 import re
 from urllib.parse import parse_qsl
 
-from .common import JSON
+from .common import DEFAULT_API_VERSION, JSON, StripeAPIError
 from .payment_methods import TEST_CARDS
+from .routing import _Request
 from .state import ServerState
 from .transport import _Response
 
@@ -23,6 +24,9 @@ class WebPagesMixin(ServerState):
                     f"{len(self.invoices())} invoices, {len(self._events)} events\n"
                 )
                 return _Response(200, text.encode(), content_type="text/plain; charset=utf-8")
+            m = re.fullmatch(r"/i/([A-Za-z0-9_]+)", path)
+            if m and method == "POST":
+                return self._pay_on_hosted_page(m.group(1), body)
             m = re.fullmatch(r"/i/([A-Za-z0-9_]+)(/pdf)?", path)
             if m and method == "GET":
                 inv = self._objects.get(m.group(1))
@@ -61,6 +65,31 @@ class WebPagesMixin(ServerState):
                 )
             return _Response(404, b"Not found", content_type="text/plain")
 
+    def _pay_on_hosted_page(self, invoice_id: str, body: bytes) -> _Response:
+        """The customer pays an open invoice with a test card (a send_invoice invoice's story)."""
+        inv = self._objects.get(invoice_id)
+        if inv is None or inv.get("object") != "invoice":
+            return _Response(404, b"Not found", content_type="text/plain")
+        card = dict(parse_qsl(body.decode("utf-8", "replace"))).get("card", "pm_card_visa")
+        if inv["status"] == "open" and card in TEST_CARDS:
+            pm = self._attach(card, inv["customer"])
+            req = _Request(
+                "POST",
+                f"/v1/invoices/{invoice_id}/pay",
+                {"payment_method": pm["id"]},
+                "",
+                None,
+                DEFAULT_API_VERSION,
+                self._new_id("req"),
+            )
+            try:
+                self._h_invoice_pay(req, [invoice_id])  # type: ignore[attr-defined]
+            except StripeAPIError:
+                pass  # a declined test card: the page shows the invoice still open
+        return _Response(
+            303, b"", headers={"Location": f"/i/{invoice_id}"}, content_type="text/plain"
+        )
+
 
 def _tiny_pdf(text: str) -> bytes:
     safe = text.replace("\\", "").replace("(", "").replace(")", "")
@@ -98,7 +127,21 @@ def _invoice_html(inv: JSON, lines: list[JSON]) -> str:
         f"<table><tr><th>Description</th><th>Qty</th><th>Amount</th></tr>{rows}</table>"
         f"<p>Total: <b id='total'>{inv['total']}</b> {html.escape(inv['currency'])}"
         " (minor units)</p>"
+        f"{_pay_form(inv) if inv['status'] == 'open' else ''}"
         "</body></html>"
+    )
+
+
+def _pay_form(inv: JSON) -> str:
+    options = "".join(
+        f"<label><input type='radio' name='card' value='{token}'"
+        f"{' checked' if token == 'pm_card_visa' else ''}>"
+        f" {card.brand} •••• {card.last4}{' (declines)' if card.decline_code else ''}</label><br>"
+        for token, card in TEST_CARDS.items()
+    )
+    return (
+        f"<form method='post' action='/i/{html.escape(str(inv['id']))}'>{options}"
+        "<button type='submit' id='pay'>Pay with this test card</button></form>"
     )
 
 
