@@ -30,7 +30,7 @@ from sqlalchemy import and_, false, not_, or_
 from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func
 
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
@@ -42,7 +42,7 @@ from billing_core.costs.snapshots import (
     SnapshotInfo,
     latest_snapshot,
 )
-from billing_core.customers.terms import terms_in_force
+from billing_core.customers.terms import Terms, terms_by_period
 from billing_core.models import CostLine, Customer
 from billing_core.periods import Period, as_utc, utcnow
 
@@ -80,7 +80,28 @@ class Attribution:
         cls, session: Session, period: Period | None = None, shared: SharedScope | None = None
     ) -> Attribution:
         """The owners in force in `period` (default: the running month; customers/terms.py)."""
-        in_force = terms_in_force(session, period or Period.containing(utcnow()))
+        month = period or Period.containing(utcnow())
+        return cls.load_many(session, [month], shared)[month]
+
+    @classmethod
+    def load_many(
+        cls, session: Session, periods: Iterable[Period], shared: SharedScope | None = None
+    ) -> dict[Period, Attribution]:
+        """`load` for several months, reading customers and their terms once."""
+        names = {
+            int(cid): name
+            for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
+        }
+        return {
+            period: cls.of_terms(in_force, names, shared)
+            for period, in_force in terms_by_period(session, periods).items()
+        }
+
+    @classmethod
+    def of_terms(
+        cls, in_force: dict[int, Terms], names: dict[int, str], shared: SharedScope | None = None
+    ) -> Attribution:
+        """The owners given by one month's terms (`terms_in_force`)."""
         owners: dict[str, set[int]] = defaultdict(set)
         by_tag: dict[str, int] = {}
         for cid, terms in in_force.items():
@@ -90,7 +111,6 @@ class Attribution:
                 by_tag[terms.cost_tag_value] = cid
         by_account = {a: next(iter(c)) for a, c in owners.items() if len(c) == 1}
         ambiguous = frozenset(a for a, c in owners.items() if len(c) > 1)
-        names = {cid or 0: name for cid, name in session.exec(select(Customer.id, Customer.name))}
         return cls(by_account, by_tag, names, shared or SharedScope(), ambiguous)
 
     def customer_for(
@@ -116,13 +136,14 @@ class Attribution:
             return UNATTRIBUTED_LABEL
         return self.names.get(customer_id, f"customer {customer_id}")
 
-    def _owned(self, group_by: str, customer: int | None) -> ColumnElement[bool]:
-        """SQL: the lines `customer` owns (None: the lines any customer owns)."""
+    def _owned(self, group_by: str, customer: int | set[int] | None) -> ColumnElement[bool]:
+        """SQL: the lines `customer` (or any of a set) owns (None: the lines any customer owns)."""
         account = sa_func.coalesce(col(CostLine.account_id), "")
         tag = sa_func.coalesce(col(CostLine.tag_value), "")
 
         def keys(mapping: dict[str, int]) -> list[str]:
-            return [k for k, owner in mapping.items() if customer is None or owner == customer]
+            wanted = {customer} if isinstance(customer, int) else customer
+            return [k for k, owner in mapping.items() if wanted is None or owner in wanted]
 
         accounts = [a for a in keys(self.by_account) if a not in self.shared.accounts]
         by_account = account.in_(accounts) if accounts else false()
@@ -217,10 +238,20 @@ def _grouped_lines(
 
 
 def attributed_costs(
-    session: Session, period: Period, source: CostSource, shared: SharedScope | None = None
+    session: Session,
+    period: Period,
+    source: CostSource,
+    shared: SharedScope | None = None,
+    *,
+    who: Attribution | None = None,
+    customer_ids: Iterable[int] | None = None,
 ) -> AttributedCosts:
     """Attributed cost per customer and service for a period (the invoicing/reconcile input),
-    from the latest snapshot of `source` only; `shared` names the shared accounts/services."""
+    from the latest snapshot of `source` only; `shared` names the shared accounts/services.
+
+    `who` (the owners in force in `period`, `Attribution.load`) saves reading them again when
+    the caller already has them. `customer_ids`: only those customers' lines are read (their
+    costs are the same as in the full result; unattributed spend is then left empty)."""
     snap = latest_snapshot(session, period, source)
     out = AttributedCosts(period=period, source=source)
     if snap is None or snap.id is None:
@@ -228,9 +259,18 @@ def attributed_costs(
     out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
     out.snapshot = SnapshotInfo.of(snap)
     out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
-    who = Attribution.load(session, period, shared)
-    for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):
+    if who is None:
+        who = Attribution.load(session, period, shared)
+    conditions: list[ColumnElement[bool]] = []
+    only = None if customer_ids is None else set(customer_ids)
+    if only is not None:
+        conditions.append(who._owned(snap.group_by, only))
+    for account, tag, service, record_type, amount in _grouped_lines(
+        session, snap.id, conditions=conditions
+    ):
         customer = who.customer_for(snap.group_by, account, tag, service)
+        if only is not None and customer not in only:
+            continue  # the SQL condition already keeps only theirs; this keeps it exact
         adjustment = record_type != ce.USAGE
         key = record_type if adjustment else service
         if customer is None:

@@ -43,7 +43,7 @@ from sqlalchemy import literal_column
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
 
-from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.attribution import Attribution, attributed_costs
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
 from billing_core.exchange_rates.convert import COST_CURRENCY
 from billing_core.exchange_rates.rates import load_rates
@@ -258,8 +258,9 @@ def margin_facts(
     for period, cid, currency, credited in _credit_notes(session, low, high, only):
         if (period, cid) in billed and period in keep:
             out._piece(Fact(currency, period, cid, None)).revenue_parts[CREDIT_NOTES] -= credited
+    owners = Attribution.load_many(session, wanted)  # customers' terms read once, not monthly
     for month in wanted:
-        _add_costs(session, out, month, billed, only, services)
+        _add_costs(session, out, month, billed, only, services, owners[month])
     return out
 
 
@@ -347,8 +348,9 @@ def _add_costs(
     billed: dict[tuple[str, int], _Billed],
     only: set[int] | None,
     services: bool,
+    who: Attribution,
 ) -> None:
-    costs = attributed_costs(session, period, out.source)
+    costs = attributed_costs(session, period, out.source, who=who, customer_ids=only)
     month = MonthCosts(period=period, snapshot=costs.snapshot)
     out.months[str(period)] = month
     if costs.snapshot is None:
