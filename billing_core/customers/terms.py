@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -136,13 +136,24 @@ def terms_by_period(
     legacy_accounts: dict[int, list[str]] = defaultdict(list)
     for cid, account in session.execute(links):
         legacy_accounts[int(cid)].append(account)
-    read = list(session.execute(customers))
+    # customer -> (terms without a pending plan, (pending plan's first month, its terms) | None)
+    legacy: dict[int, tuple[Terms, tuple[Period, Terms] | None]] = {}
+    order: list[int] = []
+    for raw_id, plan_id, next_plan_id, next_from, currency, tag in session.execute(customers):
+        cid = raw_id or 0
+        order.append(cid)
+        if cid in history:
+            continue
+        base = Terms(cid, plan_id, currency, tag, tuple(sorted(legacy_accounts.get(cid, []))))
+        pending = None
+        if next_plan_id is not None and next_from:  # the pending plan once it starts
+            pending = (Period.parse(next_from), replace(base, plan_id=next_plan_id))
+        legacy[cid] = (base, pending)
     out: dict[Period, dict[int, Terms]] = {}
     for period in periods:
         month = str(period)
         in_force: dict[int, Terms] = {}
-        for raw_id, plan_id, next_plan_id, next_from, currency, tag in read:
-            cid = raw_id or 0
+        for cid in order:
             if cid in history:
                 found = None
                 for starts, terms in history[cid]:
@@ -151,11 +162,8 @@ def terms_by_period(
                 if found is not None:
                     in_force[cid] = found
                 continue
-            if next_plan_id is not None and next_from and period >= Period.parse(next_from):
-                plan_id = next_plan_id  # the pending plan once it starts (`legacy_plan_id`)
-            in_force[cid] = Terms(
-                cid, plan_id, currency, tag, tuple(sorted(legacy_accounts.get(cid, [])))
-            )
+            base, pending = legacy[cid]
+            in_force[cid] = pending[1] if pending and period >= pending[0] else base
         out[period] = in_force
     return out
 
