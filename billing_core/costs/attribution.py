@@ -25,8 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, false, not_, or_
+from sqlalchemy import and_, false, literal, not_, or_
 from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
@@ -216,23 +217,16 @@ def _grouped_lines(
     snapshot_id: int,
     *,
     conditions: Iterable[ColumnElement[bool]] = (),
+    by_service: bool = True,
 ) -> list[tuple[str | None, str | None, str, str, Decimal]]:
-    """(account, tag, service, record type, amount) summed in SQL over every day."""
+    """(account, tag, service, record type, amount) summed in SQL over every day
+    (`by_service=False`: over every service too, service ""; exact, amounts are integers)."""
+    service: Any = col(CostLine.service) if by_service else literal("")
+    keys: list[Any] = [col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.record_type)]
     query = (
-        sa_select(
-            col(CostLine.account_id),
-            col(CostLine.tag_value),
-            col(CostLine.service),
-            col(CostLine.record_type),
-            func.sum(CostLine.amount),
-        )
+        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostLine.amount))
         .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
-        .group_by(
-            col(CostLine.account_id),
-            col(CostLine.tag_value),
-            col(CostLine.service),
-            col(CostLine.record_type),
-        )
+        .group_by(*keys, *([service] if by_service else []))
     )
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
 
@@ -245,13 +239,16 @@ def attributed_costs(
     *,
     who: Attribution | None = None,
     customer_ids: Iterable[int] | None = None,
+    by_service: bool = True,
 ) -> AttributedCosts:
     """Attributed cost per customer and service for a period (the invoicing/reconcile input),
     from the latest snapshot of `source` only; `shared` names the shared accounts/services.
 
     `who` (the owners in force in `period`, `Attribution.load`) saves reading them again when
     the caller already has them. `customer_ids`: only those customers' lines are read (their
-    costs are the same as in the full result; unattributed spend is then left empty)."""
+    costs are the same as in the full result; unattributed spend is then left empty).
+    `by_service=False`: charges are not split by service (each customer's under service "",
+    summed in SQL: quicker when only totals are read); totals are the same to the digit."""
     snap = latest_snapshot(session, period, source)
     out = AttributedCosts(period=period, source=source)
     if snap is None or snap.id is None:
@@ -265,8 +262,10 @@ def attributed_costs(
     only = None if customer_ids is None else set(customer_ids)
     if only is not None:
         conditions.append(who._owned(snap.group_by, only))
+    # Shared services are recognised by their name, so they need the split by service.
+    split = by_service or bool(who.shared.services)
     for account, tag, service, record_type, amount in _grouped_lines(
-        session, snap.id, conditions=conditions
+        session, snap.id, conditions=conditions, by_service=split
     ):
         customer = who.customer_for(snap.group_by, account, tag, service)
         if only is not None and customer not in only:

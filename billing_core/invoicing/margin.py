@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import literal_column
+from sqlalchemy import String, literal_column, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
 
@@ -324,7 +324,8 @@ def _billed_lines(
         col(Invoice.period),
         col(Invoice.customer_id),
         col(Invoice.currency),
-        col(InvoiceLine.kind),
+        # As its plain string: no enum member built per row (part_of reads strings).
+        type_coerce(col(InvoiceLine.kind), String),
     ]
     query = (
         sa_select(*keys, service, func.sum(col(InvoiceLine.amount_minor)))
@@ -352,7 +353,9 @@ def _add_costs(
     services: bool,
     who: Attribution,
 ) -> None:
-    costs = attributed_costs(session, period, out.source, who=who, customer_ids=only)
+    costs = attributed_costs(
+        session, period, out.source, who=who, customer_ids=only, by_service=services
+    )
     month = MonthCosts(period=period, snapshot=costs.snapshot)
     out.months[str(period)] = month
     if costs.snapshot is None:
