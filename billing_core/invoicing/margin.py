@@ -357,9 +357,10 @@ def _add_costs(
         session, period, out.source, who=who, customer_ids=only, by_service=services
     )
     month = MonthCosts(period=period, snapshot=costs.snapshot)
-    out.months[str(period)] = month
+    key = str(period)  # once: this loop runs for every customer of every month
+    out.months[key] = month
     if costs.snapshot is None:
-        if any(key[0] == str(period) for key in billed):
+        if any(billed_key[0] == key for billed_key in billed):
             out.notes.append(f"{period}: {out.source.missing(period)}; its AWS cost counts as 0.")
         return
     month.unattributed_usd = costs.unattributed_total
@@ -373,7 +374,7 @@ def _add_costs(
             by_service[record_type] = by_service.get(record_type, ZERO) + amount
         usd = sum(by_service.values(), ZERO)
         month.customer_usd[cid] = usd
-        inv = billed.get((str(period), cid))
+        inv = billed.get((key, cid))
         factor: Decimal | None = Decimal(1)
         if inv is not None and inv.currency != COST_CURRENCY:
             factor = inv.fx_rate
@@ -394,7 +395,7 @@ def _add_costs(
         if not services:
             by_service = {None: usd}
         for service, amount in by_service.items():
-            piece = out._piece(Fact(inv.currency, str(period), cid, service))
+            piece = out._piece(Fact(inv.currency, key, cid, service))
             piece.cost_usd += amount
             piece.cost += amount * factor
     if only is not None:  # a selection of customers: the month's total is theirs only
