@@ -216,7 +216,7 @@ def latest_billed_month(session: Session, at_most: Period) -> Period | None:
 
 def month_to_date(session: Session, settings: Settings, running: Period) -> MonthToDate:
     """The AWS costs page's own figures of the running month (unfiltered)."""
-    view = build_costs_view(session, settings, running)
+    view = build_costs_view(session, settings, running, totals_only=True)
     out = MonthToDate(period=running, currency=view.currency)
     if view.snapshot is None:
         return out
