@@ -93,10 +93,14 @@ class Attribution:
             int(cid): name
             for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
         }
-        return {
-            period: cls.of_terms(in_force, names, shared)
-            for period, in_force in terms_by_period(session, periods).items()
-        }
+        out: dict[Period, Attribution] = {}
+        last: tuple[dict[int, Terms], Attribution] | None = None
+        for period, in_force in terms_by_period(session, periods).items():
+            # Terms rarely change from one month to the next: the same terms, the same owners.
+            if last is None or last[0] != in_force:
+                last = (in_force, cls.of_terms(in_force, names, shared))
+            out[period] = last[1]
+        return out
 
     @classmethod
     def of_terms(
