@@ -22,6 +22,7 @@ BENCHES: list[str] = [
     "bench.bench_invoices",
     "bench.bench_usage",
     "bench.bench_collections",
+    "bench.bench_cockpit",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

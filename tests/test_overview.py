@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from billing_core.models import CostLine, CostSnapshot
 from billing_core.periods import Period
 from billing_core.states import InvoiceStatus, LineKind
+from billing_core.views.aws_costs import build_costs_view
 from billing_core.views.overview import build_cockpit, latest_billed_month
 from tests.conftest import ROOT
 from tests.support.aws import settings
@@ -126,6 +127,21 @@ def test_cockpit_month_to_date_and_forecast(session: Session, two_months: dict[s
     assert mtd.forecast_source == "run rate" and mtd.forecast == Decimal(300)
     assert mtd.last_month_total == Decimal("410.50")  # October: 150 + 180.50 + 80
     assert mtd.forecast_change_pct == (Decimal(300) - Decimal("410.50")) / Decimal("410.50") * 100
+
+
+def test_month_to_date_totals_agree_with_the_costs_page(
+    session: Session, two_months: dict[str, int]
+) -> None:
+    # The Overview sums the month in SQL (totals_only); the AWS costs page adds its rows up.
+    full = build_costs_view(session, settings(), NOV)
+    quick = build_costs_view(session, settings(), NOV, totals_only=True)
+    assert quick.total == full.total == Decimal(110)
+    assert (quick.previous_total, quick.previous_same_days) == (
+        full.previous_total,
+        full.previous_same_days,
+    )
+    assert (quick.forecast, quick.forecast_source) == (full.forecast, full.forecast_source)
+    assert quick.by_customer.empty and not full.by_customer.empty  # no tables built
 
 
 def test_latest_billed_month(session: Session, two_months: dict[str, int]) -> None:

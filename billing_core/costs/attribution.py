@@ -25,12 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, false, not_, or_
+from sqlalchemy import and_, false, literal, not_, or_
 from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func
 
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
@@ -42,7 +43,7 @@ from billing_core.costs.snapshots import (
     SnapshotInfo,
     latest_snapshot,
 )
-from billing_core.customers.terms import terms_in_force
+from billing_core.customers.terms import Terms, terms_by_period
 from billing_core.models import CostLine, Customer
 from billing_core.periods import Period, as_utc, utcnow
 
@@ -80,7 +81,32 @@ class Attribution:
         cls, session: Session, period: Period | None = None, shared: SharedScope | None = None
     ) -> Attribution:
         """The owners in force in `period` (default: the running month; customers/terms.py)."""
-        in_force = terms_in_force(session, period or Period.containing(utcnow()))
+        month = period or Period.containing(utcnow())
+        return cls.load_many(session, [month], shared)[month]
+
+    @classmethod
+    def load_many(
+        cls, session: Session, periods: Iterable[Period], shared: SharedScope | None = None
+    ) -> dict[Period, Attribution]:
+        """`load` for several months, reading customers and their terms once."""
+        names = {
+            int(cid): name
+            for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
+        }
+        out: dict[Period, Attribution] = {}
+        last: tuple[dict[int, Terms], Attribution] | None = None
+        for period, in_force in terms_by_period(session, periods).items():
+            # Terms rarely change from one month to the next: the same terms, the same owners.
+            if last is None or last[0] != in_force:
+                last = (in_force, cls.of_terms(in_force, names, shared))
+            out[period] = last[1]
+        return out
+
+    @classmethod
+    def of_terms(
+        cls, in_force: dict[int, Terms], names: dict[int, str], shared: SharedScope | None = None
+    ) -> Attribution:
+        """The owners given by one month's terms (`terms_in_force`)."""
         owners: dict[str, set[int]] = defaultdict(set)
         by_tag: dict[str, int] = {}
         for cid, terms in in_force.items():
@@ -90,7 +116,6 @@ class Attribution:
                 by_tag[terms.cost_tag_value] = cid
         by_account = {a: next(iter(c)) for a, c in owners.items() if len(c) == 1}
         ambiguous = frozenset(a for a, c in owners.items() if len(c) > 1)
-        names = {cid or 0: name for cid, name in session.exec(select(Customer.id, Customer.name))}
         return cls(by_account, by_tag, names, shared or SharedScope(), ambiguous)
 
     def customer_for(
@@ -116,13 +141,14 @@ class Attribution:
             return UNATTRIBUTED_LABEL
         return self.names.get(customer_id, f"customer {customer_id}")
 
-    def _owned(self, group_by: str, customer: int | None) -> ColumnElement[bool]:
-        """SQL: the lines `customer` owns (None: the lines any customer owns)."""
+    def _owned(self, group_by: str, customer: int | set[int] | None) -> ColumnElement[bool]:
+        """SQL: the lines `customer` (or any of a set) owns (None: the lines any customer owns)."""
         account = sa_func.coalesce(col(CostLine.account_id), "")
         tag = sa_func.coalesce(col(CostLine.tag_value), "")
 
         def keys(mapping: dict[str, int]) -> list[str]:
-            return [k for k, owner in mapping.items() if customer is None or owner == customer]
+            wanted = {customer} if isinstance(customer, int) else customer
+            return [k for k, owner in mapping.items() if wanted is None or owner in wanted]
 
         accounts = [a for a in keys(self.by_account) if a not in self.shared.accounts]
         by_account = account.in_(accounts) if accounts else false()
@@ -195,32 +221,38 @@ def _grouped_lines(
     snapshot_id: int,
     *,
     conditions: Iterable[ColumnElement[bool]] = (),
+    by_service: bool = True,
 ) -> list[tuple[str | None, str | None, str, str, Decimal]]:
-    """(account, tag, service, record type, amount) summed in SQL over every day."""
+    """(account, tag, service, record type, amount) summed in SQL over every day
+    (`by_service=False`: over every service too, service ""; exact, amounts are integers)."""
+    service: Any = col(CostLine.service) if by_service else literal("")
+    keys: list[Any] = [col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.record_type)]
     query = (
-        sa_select(
-            col(CostLine.account_id),
-            col(CostLine.tag_value),
-            col(CostLine.service),
-            col(CostLine.record_type),
-            func.sum(CostLine.amount),
-        )
+        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostLine.amount))
         .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
-        .group_by(
-            col(CostLine.account_id),
-            col(CostLine.tag_value),
-            col(CostLine.service),
-            col(CostLine.record_type),
-        )
+        .group_by(*keys, *([service] if by_service else []))
     )
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
 
 
 def attributed_costs(
-    session: Session, period: Period, source: CostSource, shared: SharedScope | None = None
+    session: Session,
+    period: Period,
+    source: CostSource,
+    shared: SharedScope | None = None,
+    *,
+    who: Attribution | None = None,
+    customer_ids: Iterable[int] | None = None,
+    by_service: bool = True,
 ) -> AttributedCosts:
     """Attributed cost per customer and service for a period (the invoicing/reconcile input),
-    from the latest snapshot of `source` only; `shared` names the shared accounts/services."""
+    from the latest snapshot of `source` only; `shared` names the shared accounts/services.
+
+    `who` (the owners in force in `period`, `Attribution.load`) saves reading them again when
+    the caller already has them. `customer_ids`: only those customers' lines are read (their
+    costs are the same as in the full result; unattributed spend is then left empty).
+    `by_service=False`: charges are not split by service (each customer's under service "",
+    summed in SQL: quicker when only totals are read); totals are the same to the digit."""
     snap = latest_snapshot(session, period, source)
     out = AttributedCosts(period=period, source=source)
     if snap is None or snap.id is None:
@@ -228,9 +260,20 @@ def attributed_costs(
     out.snapshot_id, out.fetched_at = snap.id, as_utc(snap.fetched_at)
     out.snapshot = SnapshotInfo.of(snap)
     out.currency, out.estimated, out.granularity = snap.currency, snap.estimated, snap.granularity
-    who = Attribution.load(session, period, shared)
-    for account, tag, service, record_type, amount in _grouped_lines(session, snap.id):
+    if who is None:
+        who = Attribution.load(session, period, shared)
+    conditions: list[ColumnElement[bool]] = []
+    only = None if customer_ids is None else set(customer_ids)
+    if only is not None:
+        conditions.append(who._owned(snap.group_by, only))
+    # Shared services are recognised by their name, so they need the split by service.
+    split = by_service or bool(who.shared.services)
+    for account, tag, service, record_type, amount in _grouped_lines(
+        session, snap.id, conditions=conditions, by_service=split
+    ):
         customer = who.customer_for(snap.group_by, account, tag, service)
+        if only is not None and customer not in only:
+            continue  # the SQL condition already keeps only theirs; this keeps it exact
         adjustment = record_type != ce.USAGE
         key = record_type if adjustment else service
         if customer is None:

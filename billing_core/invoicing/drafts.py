@@ -209,7 +209,8 @@ def build_drafts(
     estimates.
     """
     shared = shared or SharedCosts()
-    attributed = attributed_costs(session, period, source, shared.scope)
+    who = Attribution.load(session, period, shared.scope)  # that month's owners, not today's
+    attributed = attributed_costs(session, period, source, shared.scope, who=who)
     # Credits, refunds and tax are billed as their own negative or positive lines.
     costs = {
         cid: {**attributed.usage.get(cid, {}), **attributed.adjustments.get(cid, {})}
@@ -226,7 +227,6 @@ def build_drafts(
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
     if reason is not None and not month_to_date:
         result.costs_incomplete = incomplete_costs_message(period, reason)
-    who = Attribution.load(session, period, shared.scope)  # that month's owners, not today's
     if attributed.snapshot_id is not None:
         result.shared = shared_allocation(session, period, attributed, shared.policy)
     shares = result.shared.shares_minor if result.shared else {}
@@ -238,7 +238,10 @@ def build_drafts(
         billed = billed.where(Invoice.status != InvoiceStatus.VOID)
     invoiced = set(session.exec(billed).all())
     pending: dict[int, list[TrueUp]] = {}
-    for t in session.exec(select(TrueUp).where(col(TrueUp.applied_invoice_id).is_(None))).all():
+    open_true_ups = select(TrueUp).where(col(TrueUp.applied_invoice_id).is_(None))
+    if customer_id is not None:  # one customer's upcoming invoice: only its true-ups
+        open_true_ups = open_true_ups.where(TrueUp.customer_id == customer_id)
+    for t in session.exec(open_true_ups).all():
         pending.setdefault(t.customer_id, []).append(t)
     query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
     if customer_id is not None:

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import literal_column
+from sqlalchemy import String, literal_column, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
 
-from billing_core.costs.attribution import attributed_costs
+from billing_core.costs.attribution import Attribution, attributed_costs
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
 from billing_core.exchange_rates.convert import COST_CURRENCY
 from billing_core.exchange_rates.rates import load_rates
@@ -82,12 +82,13 @@ _KIND_PART = {
 }
 
 
+# By plain string too: `part_of` runs once per summed line row (tens of thousands per Overview).
+_PART_BY_VALUE = {str(kind): part for kind, part in _KIND_PART.items()}
+
+
 def part_of(kind: str) -> str:
     """The revenue bucket of an invoice line kind (an unknown kind counts as an adjustment)."""
-    try:
-        return _KIND_PART[LineKind(kind)]
-    except ValueError:
-        return ADJUSTMENTS
+    return _PART_BY_VALUE.get(str(kind), ADJUSTMENTS)
 
 
 @dataclass
@@ -244,9 +245,10 @@ def margin_facts(
     ):
         if period not in keep:
             continue
-        is_aws = part_of(kind) == AWS_RESALE
+        part = part_of(kind)
+        is_aws = part == AWS_RESALE
         piece = out._piece(Fact(currency, period, cid, service if is_aws and services else None))
-        piece.revenue_parts[part_of(kind)] += amount
+        piece.revenue_parts[part] += amount
         lines_total[(period, cid)] += amount
     for inv in billed.values():
         piece = out._piece(Fact(inv.currency, inv.period, inv.customer_id, None))
@@ -258,8 +260,9 @@ def margin_facts(
     for period, cid, currency, credited in _credit_notes(session, low, high, only):
         if (period, cid) in billed and period in keep:
             out._piece(Fact(currency, period, cid, None)).revenue_parts[CREDIT_NOTES] -= credited
+    owners = Attribution.load_many(session, wanted)  # customers' terms read once, not monthly
     for month in wanted:
-        _add_costs(session, out, month, billed, only, services)
+        _add_costs(session, out, month, billed, only, services, owners[month])
     return out
 
 
@@ -267,22 +270,37 @@ def _credit_notes(
     session: Session, low: str, high: str, only: set[int] | None
 ) -> list[tuple[str, int, str, int]]:
     """(period, customer, currency, credited minor units) of the credit notes issued on billed
-    invoices of the months (corrections/credit_notes.py), summed in SQL."""
-    keys: list[Any] = [col(Invoice.period), col(Invoice.customer_id), col(CreditNote.currency)]
-    query = (
-        sa_select(*keys, func.sum(col(CreditNote.amount_minor)))
-        .join(Invoice, col(Invoice.id) == col(CreditNote.invoice_id))
-        .where(
+    invoices of the months (corrections/credit_notes.py), summed in SQL.
+
+    Read credit notes first (there are few), then their invoices by id: joined in one query,
+    SQLite walks every billed invoice of every month through the status index instead."""
+    issued = (
+        sa_select(
+            col(CreditNote.invoice_id),
+            col(CreditNote.currency),
+            func.sum(col(CreditNote.amount_minor)),
+        )
+        .where(col(CreditNote.status) == CreditNoteStatus.ISSUED)
+        .group_by(col(CreditNote.invoice_id), col(CreditNote.currency))
+    )
+    credited: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for invoice_id, currency, amount in session.execute(issued):
+        credited[int(invoice_id)].append((currency, int(amount or 0)))
+    sums: dict[tuple[str, int, str], int] = defaultdict(int)
+    ids = sorted(credited)
+    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+        query = sa_select(col(Invoice.id), col(Invoice.period), col(Invoice.customer_id)).where(
+            col(Invoice.id).in_(chunk),
             col(Invoice.period) >= low,
             col(Invoice.period) <= high,
-            col(CreditNote.status) == CreditNoteStatus.ISSUED,
             display_status_in(BILLED_STATUSES),
         )
-        .group_by(*keys)
-    )
-    if only is not None:
-        query = query.where(col(Invoice.customer_id).in_(only))
-    return [(p, int(c), cur, int(a or 0)) for p, c, cur, a in session.execute(query)]
+        if only is not None:
+            query = query.where(col(Invoice.customer_id).in_(only))
+        for invoice_id, period, cid in session.execute(query):
+            for currency, amount in credited[int(invoice_id)]:
+                sums[(period, int(cid), currency)] += amount
+    return [(p, c, cur, a) for (p, c, cur), a in sums.items()]
 
 
 def _billed_invoices(
@@ -321,7 +339,8 @@ def _billed_lines(
         col(Invoice.period),
         col(Invoice.customer_id),
         col(Invoice.currency),
-        col(InvoiceLine.kind),
+        # As its plain string: no enum member built per row (part_of reads strings).
+        type_coerce(col(InvoiceLine.kind), String),
     ]
     query = (
         sa_select(*keys, service, func.sum(col(InvoiceLine.amount_minor)))
@@ -347,12 +366,16 @@ def _add_costs(
     billed: dict[tuple[str, int], _Billed],
     only: set[int] | None,
     services: bool,
+    who: Attribution,
 ) -> None:
-    costs = attributed_costs(session, period, out.source)
+    costs = attributed_costs(
+        session, period, out.source, who=who, customer_ids=only, by_service=services
+    )
     month = MonthCosts(period=period, snapshot=costs.snapshot)
-    out.months[str(period)] = month
+    key = str(period)  # once: this loop runs for every customer of every month
+    out.months[key] = month
     if costs.snapshot is None:
-        if any(key[0] == str(period) for key in billed):
+        if any(billed_key[0] == key for billed_key in billed):
             out.notes.append(f"{period}: {out.source.missing(period)}; its AWS cost counts as 0.")
         return
     month.unattributed_usd = costs.unattributed_total
@@ -366,7 +389,7 @@ def _add_costs(
             by_service[record_type] = by_service.get(record_type, ZERO) + amount
         usd = sum(by_service.values(), ZERO)
         month.customer_usd[cid] = usd
-        inv = billed.get((str(period), cid))
+        inv = billed.get((key, cid))
         factor: Decimal | None = Decimal(1)
         if inv is not None and inv.currency != COST_CURRENCY:
             factor = inv.fx_rate
@@ -387,7 +410,7 @@ def _add_costs(
         if not services:
             by_service = {None: usd}
         for service, amount in by_service.items():
-            piece = out._piece(Fact(inv.currency, str(period), cid, service))
+            piece = out._piece(Fact(inv.currency, key, cid, service))
             piece.cost_usd += amount
             piece.cost += amount * factor
     if only is not None:  # a selection of customers: the month's total is theirs only

@@ -129,8 +129,13 @@ def build_costs_view(
     settings: Settings,
     period: Period,
     filters: CostFilter | None = None,
+    *,
+    totals_only: bool = False,
 ) -> CostsView:
-    """Page/report figures for a month from the stored snapshots only (no Cost Explorer)."""
+    """Page/report figures for a month from the stored snapshots only (no Cost Explorer).
+
+    `totals_only`: only `total`, the previous month's totals and the forecast, each summed in
+    SQL (the same figures; the Overview's month to date needs no tables, split or days)."""
     filters = filters or CostFilter()
     source = CostSource.of(settings)
     view = CostsView(period=period, filters=filters, currency=settings.cost_currency)
@@ -141,6 +146,11 @@ def build_costs_view(
         return view
     info = SnapshotInfo.of(snap)
     view.snapshot, view.currency = info, info.currency
+    if totals_only:
+        view.total = _sum_lines(session, info, who, filters)
+        _fill_previous(session, settings, view, who)
+        _fill_forecast(view)
+        return view
     charges = _fill_totals(session, view, info, who)
     policy = SharedCosts.of(settings).policy
     view.shared = allocate(
@@ -237,7 +247,8 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
     """Largest amounts first (Decimal-safe: sorts on the exact values)."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    order = sorted(range(len(frame)), key=lambda i: frame["amount"].iloc[i], reverse=True)
+    amounts = frame["amount"].tolist()  # one read; per-row .iloc is slow at 1,000s of rows
+    order = sorted(range(len(amounts)), key=amounts.__getitem__, reverse=True)
     return frame.iloc[order].reset_index(drop=True)
 
 

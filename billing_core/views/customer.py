@@ -185,7 +185,7 @@ def build_customer_view(
         raise ValidationError(f"There is no customer with id {customer_id}: choose one above.")
     period = Period.containing(now)
     source = CostSource.of(settings)
-    costs = attributed_costs(session, period, source)
+    costs = attributed_costs(session, period, source, customer_ids=[customer_id])
     aws_cost: Decimal | None = None
     by_service: dict[str, Decimal] = {}
     if costs.snapshot is not None:

@@ -216,7 +216,7 @@ def latest_billed_month(session: Session, at_most: Period) -> Period | None:
 
 def month_to_date(session: Session, settings: Settings, running: Period) -> MonthToDate:
     """The AWS costs page's own figures of the running month (unfiltered)."""
-    view = build_costs_view(session, settings, running)
+    view = build_costs_view(session, settings, running, totals_only=True)
     out = MonthToDate(period=running, currency=view.currency)
     if view.snapshot is None:
         return out
@@ -255,22 +255,23 @@ def cost_movers(facts: MarginFacts, month: Period) -> list[Mover]:
 def invoice_movers(facts: MarginFacts, month: Period) -> dict[str, list[Mover]]:
     """Per currency, customers whose billed total changed most from the month before `month`
     to `month` (major units), largest absolute change first."""
+    this, last = str(month), str(month.previous())
     billed: dict[tuple[str, int, str], int] = {}
     for fact, piece in facts.facts.items():
+        if fact.period != this and fact.period != last:
+            continue  # the other months' thousands of pieces play no part
         key = (fact.currency, fact.customer_id, fact.period)
         billed[key] = billed.get(key, 0) + piece.revenue_minor
     out: dict[str, list[Mover]] = {}
-    pairs = {
-        (cur, cid) for cur, cid, period in billed if period in (str(month), str(month.previous()))
-    }
+    pairs = {(cur, cid) for cur, cid, _period in billed}
     for currency in sorted({cur for cur, _ in pairs}):
         movers = [
             Mover(
                 cid,
                 facts.names.get(cid, f"customer {cid}"),
                 currency,
-                minor_to_decimal(billed.get((currency, cid, str(month.previous())), 0), currency),
-                minor_to_decimal(billed.get((currency, cid, str(month)), 0), currency),
+                minor_to_decimal(billed.get((currency, cid, last), 0), currency),
+                minor_to_decimal(billed.get((currency, cid, this), 0), currency),
             )
             for cur, cid in pairs
             if cur == currency
