@@ -79,7 +79,9 @@ def _fingerprint(server: StripeTestServer) -> tuple[int, int, int]:
 
 
 class StateKeeper:
-    """Saves the state every `interval` seconds when it changed, and once more on `stop`."""
+    """Saves the state every `interval` seconds when it changed, and always on `stop` (even
+    unchanged: the file then says this emulator ran for that database, which the launcher
+    checks on the next start)."""
 
     def __init__(self, server: StripeTestServer, path: Path, interval: float = 1.0) -> None:
         self.server = server
@@ -106,4 +108,5 @@ class StateKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self._save_if_changed()
+        save_state(self.server, self.path)
+        self._saved = _fingerprint(self.server)
