@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
 from operator import attrgetter
 
 from billing_core.errors import MoneyError
@@ -381,6 +382,25 @@ def rounded_money(amount: Decimal, currency: str) -> Money:
     _set_amount(money, rounded_amount(amount, currency))
     _set_currency(money, currency)
     return money
+
+
+@cache
+def line_rounder(currency: str) -> Callable[[Decimal], Money]:
+    """`rounded_money` for one checked currency, as a function of the amount alone: the
+    currency's step is looked up once (pricing rounds hundreds of thousands of lines a run)."""
+    step, digits = _ROUNDING[currency]
+    if digits is not None:
+        return lambda amount: rounded_money(amount, currency)
+
+    def rounder(amount: Decimal) -> Money:
+        # rounded_amount's rule where the step is the currency's digits (one quantize).
+        value = amount.quantize(step, ROUND_HALF_UP)
+        money = _new_object(Money)
+        _set_amount(money, value.copy_abs() if value.is_zero() else value)
+        _set_currency(money, currency)
+        return money
+
+    return rounder
 
 
 def rounded_amount(amount: Decimal, currency: str) -> Decimal:

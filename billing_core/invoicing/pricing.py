@@ -67,6 +67,7 @@ from billing_core.invoicing.line_text import (
 from billing_core.money import (
     Money,
     display,
+    line_rounder,
     minimum_charge_minor,
     normalize_currency,
     rounded_money,
@@ -375,7 +376,7 @@ def aws_lines(
     fx = rates.factor(COST_CURRENCY, cur)
     key = (period, cur, fx)
     out = []
-    aws, unit_places, new_line = LineKind.AWS, _UNIT_PLACES, _new_tuple
+    aws, unit_places, new_line, rounded = LineKind.AWS, _UNIT_PLACES, _new_tuple, line_rounder(cur)
     for slot, usd in summed:
         # What the line says and its factor (rule x FX), once per line slot and month:
         # the slot is shared by every customer of the rule set.
@@ -391,7 +392,7 @@ def aws_lines(
                 (
                     aws,
                     texts[1],
-                    rounded_money(exact, cur),
+                    rounded(exact),
                     _ONE,
                     exact.quantize(unit_places),
                     slot.service,
@@ -468,6 +469,17 @@ def _overage_line(
     )
 
 
+def _minimum_spend(minor: int, plan_cur: str, cur: str, rates: Rates) -> Money:
+    """A plan's minimum spend in the invoice currency, rounded (once per currency and rate)."""
+    factor = _ONE if plan_cur == cur else rates.factor(plan_cur, cur)
+    return _converted_minimum(minor, plan_cur, cur, factor)
+
+
+@lru_cache(maxsize=1024)
+def _converted_minimum(minor: int, plan_cur: str, cur: str, factor: Decimal) -> Money:
+    return Money(Money.from_minor(minor, plan_cur).amount * factor, cur).rounded()
+
+
 def _shared_cost_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
     """The share of shared AWS costs: priced like the other AWS costs (markup, FX)."""
     if inp.shared_cost_usd == 0:
@@ -491,9 +503,7 @@ def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> l
     plan = inp.plan
     if plan.minimum_spend_minor is None:
         return []
-    minimum = rates.convert(
-        Money.from_minor(plan.minimum_spend_minor, plan.currency), inp.currency
-    ).rounded()
+    minimum = _minimum_spend(plan.minimum_spend_minor, plan.currency, inp.currency, rates)
     charges = sum_money((line.amount for line in lines), inp.currency)
     if charges >= minimum:
         return []
