@@ -438,7 +438,8 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             factor = rates.factor(plan_cur, cur)
         # A metric's line depends only on the quantity (and currency, month): customers
         # with the same quantity share it, and its texts are written once.
-        key = (index, used, cur, factor, inp.period)
+        # The exponent too: 15 and 15.0 are equal but a line keeps the quantity as given.
+        key = (index, used, used.as_tuple().exponent, cur, factor, inp.period)
         line = memo.get(key)
         if line is None:
             line = _overage_line(terms, used, plan_cur, cur, factor, inp.period)
