@@ -254,7 +254,9 @@ class RuleSet:
         found = self._lines.get(line_key)
         if found is None:
             order = (service, -rule.specificity, rule.account_id or "", rule.usage_type or "")
-            found = self._lines[line_key] = LineSlot(service, rule, None, order)
+            # setdefault (atomic): two threads pricing with one plan still share one slot,
+            # so costs on one line are never split into two lines rounded apart.
+            found = self._lines.setdefault(line_key, LineSlot(service, rule, None, order))
         self.slots(treatments)[key] = found
         return found
 

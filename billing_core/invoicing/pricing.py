@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property, lru_cache
+from itertools import count
+from operator import attrgetter
 from typing import NamedTuple
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
@@ -83,6 +85,11 @@ _ONE = Decimal(1)
 # Entries a plan's memo holds before it starts again (bounds memory on long-lived plan terms).
 _MEMO_LIMIT = 50_000
 _new_tuple = tuple.__new__
+_line_amount = attrgetter("amount")
+# What AWS lines say depends on (month, currency, rate): each such triple gets a small int, the
+# key of the line texts memo (a tuple holding a Decimal would be hashed again on every line).
+_TEXT_KEYS: dict[tuple[str, str, Decimal], int] = {}
+_text_numbers = count()
 
 
 __all__ = [
@@ -141,8 +148,8 @@ class PlanTerms:
         if found is None:
             if len(self._override_sets) >= _MEMO_LIMIT:
                 self._override_sets.clear()
-            found = self._override_sets[overrides] = RuleSet.of(
-                self.markup_pct, self.rules, overrides
+            found = self._override_sets.setdefault(
+                overrides, RuleSet.of(self.markup_pct, self.rules, overrides)
             )
         return found
 
@@ -232,7 +239,7 @@ class Draft:
     @cached_property
     def total(self) -> Money:
         """The exact sum of the rounded lines."""
-        return sum_money((line.amount for line in self.lines), self.currency)
+        return sum_money(list(map(_line_amount, self.lines)), self.currency)
 
     @cached_property
     def total_minor(self) -> int:
@@ -374,7 +381,11 @@ def aws_lines(
     summed, kept = sum_by_line(items, rules, treatments)
     cur = normalize_currency(currency)
     fx = rates.factor(COST_CURRENCY, cur)
-    key = (period, cur, fx)
+    key = _TEXT_KEYS.get((period, cur, fx))
+    if key is None:
+        if len(_TEXT_KEYS) >= _MEMO_LIMIT:
+            _TEXT_KEYS.clear()  # numbers are never reused, so texts under old ones go unread
+        key = _TEXT_KEYS[(period, cur, fx)] = next(_text_numbers)
     out = []
     aws, unit_places, new_line, rounded = LineKind.AWS, _UNIT_PLACES, _new_tuple, line_rounder(cur)
     for slot, usd in summed:
@@ -505,7 +516,7 @@ def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> l
     if plan.minimum_spend_minor is None:
         return []
     minimum = _minimum_spend(plan.minimum_spend_minor, plan.currency, inp.currency, rates)
-    charges = sum_money((line.amount for line in lines), inp.currency)
+    charges = sum_money(list(map(_line_amount, lines)), inp.currency)
     if charges >= minimum:
         return []
     short = minimum - charges
@@ -525,7 +536,7 @@ def _discount_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> 
     out: list[DraftLine] = []
     if not inp.discounts:
         return out
-    left = sum_money((line.amount for line in lines), inp.currency)
+    left = sum_money(list(map(_line_amount, lines)), inp.currency)
     for discount in inp.discounts:
         if discount.month_number(inp.period) is None or left.amount <= 0:
             continue
