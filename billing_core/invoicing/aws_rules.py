@@ -300,9 +300,30 @@ def items_from_mapping(costs: Mapping[str, Decimal]) -> tuple[CostItem, ...]:
     """Costs keyed by service, with adjustments keyed by their record type (the shape drafts
     had before accounts were kept), as cost items without an account."""
     return tuple(
-        CostItem(key, usd, record_type=key if key in ADJUSTMENT_TYPES else USAGE)
+        _cost_item(key, usd, key if key in ADJUSTMENT_TYPES else USAGE)
         for key, usd in costs.items()
     )
+
+
+# CostItem's slot setters: items_from_mapping builds one item per cost of every customer, and
+# the frozen dataclass's __init__ (object.__setattr__ per field) was most of its time.
+_new_object = object.__new__
+_item_setters = tuple(
+    CostItem.__dict__[name].__set__
+    for name in ("service", "usd", "account_id", "usage_type", "record_type")
+)
+
+
+def _cost_item(service: str, usd: Decimal, record_type: str) -> CostItem:
+    """CostItem(service, usd, record_type=record_type), without an account or usage type."""
+    item = _new_object(CostItem)
+    set_service, set_usd, set_account, set_usage_type, set_record_type = _item_setters
+    set_service(item, service)
+    set_usd(item, usd)
+    set_account(item, None)
+    set_usage_type(item, None)
+    set_record_type(item, record_type)
+    return item
 
 
 def sum_by_line(
