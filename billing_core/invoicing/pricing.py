@@ -134,7 +134,7 @@ class PlanTerms:
         return {}
 
     @cached_property
-    def _line_memo(self) -> dict[object, DraftLine]:
+    def _line_memo(self) -> dict[object, DraftLine | None]:
         # Lines that depend only on the plan and a few values (the base fee per currency and
         # month; a metric's line per quantity): immutable, so customers share the object.
         return {}
@@ -361,7 +361,7 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     return line
 
 
-def _remember(memo: dict[object, DraftLine], key: object, line: DraftLine) -> None:
+def _remember(memo: dict[object, DraftLine | None], key: object, line: DraftLine | None) -> None:
     if len(memo) >= _MEMO_LIMIT:
         memo.clear()
     memo[key] = line
@@ -381,11 +381,7 @@ def aws_lines(
     summed, kept = sum_by_line(items, rules, treatments)
     cur = normalize_currency(currency)
     fx = rates.factor(COST_CURRENCY, cur)
-    key = _TEXT_KEYS.get((period, cur, fx))
-    if key is None:
-        if len(_TEXT_KEYS) >= _MEMO_LIMIT:
-            _TEXT_KEYS.clear()  # numbers are never reused, so texts under old ones go unread
-        key = _TEXT_KEYS[(period, cur, fx)] = next(_text_numbers)
+    key = _text_key(period, cur, fx)
     out = []
     aws, unit_places, new_line, rounded = LineKind.AWS, _UNIT_PLACES, _new_tuple, line_rounder(cur)
     for slot, usd in summed:
@@ -417,6 +413,16 @@ def aws_lines(
     return out, kept
 
 
+def _text_key(period: str, currency: str, factor: Decimal) -> int:
+    """The number standing for (month, currency, rate) in the memos of line texts."""
+    key = _TEXT_KEYS.get((period, currency, factor))
+    if key is None:
+        if len(_TEXT_KEYS) >= _MEMO_LIMIT:
+            _TEXT_KEYS.clear()  # numbers are never reused, so texts under old ones go unread
+        key = _TEXT_KEYS[(period, currency, factor)] = next(_text_numbers)
+    return key
+
+
 def _aws_texts(slot: LineSlot, period: str, fx: Decimal) -> tuple[Decimal, str, str]:
     """An AWS line's factor (rule x FX), description and rule label."""
     rule = slot.rule
@@ -439,6 +445,7 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
     plan_cur = inp.plan.currency
     cur = inp.currency
     factor: Decimal | None = None  # plan -> invoice currency, asked for once it is needed
+    context = 0
     memo = inp.plan._line_memo
     usage = inp.usage
     for index, terms in enumerate(inp.plan.sorted_metrics):
@@ -447,17 +454,19 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             continue
         if factor is None:
             factor = rates.factor(plan_cur, cur)
+            context = _text_key(inp.period, cur, factor)
         # A metric's line depends only on the quantity (and currency, month): customers
-        # with the same quantity share it, and its texts are written once.
-        # The exponent too: 15 and 15.0 are equal but a line keeps the quantity as given.
-        key = (index, used, used.as_tuple().exponent, cur, factor, inp.period)
-        line = memo.get(key)
-        if line is None:
+        # with the same quantity share it, and its texts are written once. The quantity as
+        # written (str): 15 and 15.0 are equal but a line keeps the quantity as given, and a
+        # short string hashes faster than a Decimal.
+        key = (index, str(used), context)
+        if key in memo:  # None there: no line (nothing above the included quantity)
+            line = memo[key]
+        else:
             line = _overage_line(terms, used, plan_cur, cur, factor, inp.period)
-            if line is None:
-                continue
             _remember(memo, key, line)
-        out.append(line)
+        if line is not None:
+            out.append(line)
     return out
 
 
@@ -468,16 +477,21 @@ def _overage_line(
     if charge.quantity <= 0:
         return None
     model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
-    return DraftLine(
-        kind=LineKind.OVERAGE,
-        description=overage_description(
-            terms.metric, terms.unit, charge.quantity, terms.included, period
+    # Built as a tuple in field order, as AWS lines are (DraftLine's __new__ is slow).
+    return _new_tuple(
+        DraftLine,
+        (
+            LineKind.OVERAGE,
+            overage_description(terms.metric, terms.unit, charge.quantity, terms.included, period),
+            rounded_money(charge.amount * factor, cur),
+            charge.quantity,
+            (charge.unit_amount * factor).quantize(_UNIT_PLACES),
+            None,
+            terms.metric,
+            None,
+            None,
+            f"{model}{charge.explanation} ({plan_cur} prices)",
         ),
-        amount=rounded_money(charge.amount * factor, cur),
-        quantity=charge.quantity,
-        unit_amount=_unit(charge.unit_amount * factor),
-        metric=terms.metric,
-        rule=f"{model}{charge.explanation} ({plan_cur} prices)",
     )
 
 
