@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property, lru_cache
-from itertools import count
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -66,6 +65,7 @@ from billing_core.invoicing.line_text import (
     service_label,
     shared_cost_description,
 )
+from billing_core.invoicing.pricing_memo import MEMO_LIMIT, remember, text_key
 from billing_core.money import (
     Money,
     display,
@@ -82,14 +82,8 @@ from billing_core.states import LineKind
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
 _ONE = Decimal(1)
-# Entries a plan's memo holds before it starts again (bounds memory on long-lived plan terms).
-_MEMO_LIMIT = 50_000
 _new_tuple = tuple.__new__
 _line_amount = attrgetter("amount")
-# What AWS lines say depends on (month, currency, rate): each such triple gets a small int, the
-# key of the line texts memo (a tuple holding a Decimal would be hashed again on every line).
-_TEXT_KEYS: dict[tuple[str, str, Decimal], int] = {}
-_text_numbers = count()
 
 
 __all__ = [
@@ -146,7 +140,7 @@ class PlanTerms:
             return self.rule_set
         found = self._override_sets.get(overrides)
         if found is None:
-            if len(self._override_sets) >= _MEMO_LIMIT:
+            if len(self._override_sets) >= MEMO_LIMIT:
                 self._override_sets.clear()
             found = self._override_sets.setdefault(
                 overrides, RuleSet.of(self.markup_pct, self.rules, overrides)
@@ -357,14 +351,8 @@ def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
         unit_amount=_unit(fee.amount),
         rule=_fee_text(plan.base_fee_minor, plan.currency),
     )
-    _remember(memo, key, line)
+    remember(memo, key, line)
     return line
-
-
-def _remember(memo: dict[object, DraftLine | None], key: object, line: DraftLine | None) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    memo[key] = line
 
 
 def aws_lines(
@@ -381,7 +369,7 @@ def aws_lines(
     summed, kept = sum_by_line(items, rules, treatments)
     cur = normalize_currency(currency)
     fx = rates.factor(COST_CURRENCY, cur)
-    key = _text_key(period, cur, fx)
+    key = text_key(period, cur, fx)
     out = []
     aws, unit_places, new_line, rounded = LineKind.AWS, _UNIT_PLACES, _new_tuple, line_rounder(cur)
     for slot, usd in summed:
@@ -411,16 +399,6 @@ def aws_lines(
             )
         )
     return out, kept
-
-
-def _text_key(period: str, currency: str, factor: Decimal) -> int:
-    """The number standing for (month, currency, rate) in the memos of line texts."""
-    key = _TEXT_KEYS.get((period, currency, factor))
-    if key is None:
-        if len(_TEXT_KEYS) >= _MEMO_LIMIT:
-            _TEXT_KEYS.clear()  # numbers are never reused, so texts under old ones go unread
-        key = _TEXT_KEYS[(period, currency, factor)] = next(_text_numbers)
-    return key
 
 
 def _aws_texts(slot: LineSlot, period: str, fx: Decimal) -> tuple[Decimal, str, str]:
@@ -454,7 +432,7 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             continue
         if factor is None:
             factor = rates.factor(plan_cur, cur)
-            context = _text_key(inp.period, cur, factor)
+            context = text_key(inp.period, cur, factor)
         # A metric's line depends only on the quantity (and currency, month): customers
         # with the same quantity share it, and its texts are written once. The quantity as
         # written (str): 15 and 15.0 are equal but a line keeps the quantity as given, and a
@@ -464,7 +442,7 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
             line = memo[key]
         else:
             line = _overage_line(terms, used, plan_cur, cur, factor, inp.period)
-            _remember(memo, key, line)
+            remember(memo, key, line)
         if line is not None:
             out.append(line)
     return out
