@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from bench.run import Figure
@@ -36,7 +37,11 @@ NOW = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
 SERVICES = ["EC2", "S3", "RDS", "Lambda", "CloudFront", "DynamoDB", "EKS", "ELB", "VPC", "KMS"]
 
 
-def _bench_pricing(count: int) -> Figure:
+REPEATS = 3
+FX = Decimal("0.9213")
+
+
+def _pricing_inputs(count: int) -> list[PricingInput]:
     plan = PlanTerms(
         "studio",
         "EUR",
@@ -44,8 +49,7 @@ def _bench_pricing(count: int) -> Figure:
         Decimal(10),
         tuple(MetricTerms(m, Decimal(10), Decimal("0.25"), "u") for m in ("a", "b", "c", "d")),
     )
-    rates = Rates(str(PERIOD), {"EUR": Decimal("0.9213")}, {"EUR": "bench"})
-    inputs = [
+    return [
         PricingInput(
             customer_id=i,
             customer_name=f"c{i}",
@@ -57,16 +61,41 @@ def _bench_pricing(count: int) -> Figure:
         )
         for i in range(count)
     ]
-    started = time.perf_counter()
-    for inp in inputs:
-        price(inp, rates)
-    elapsed = time.perf_counter() - started
+
+
+def _measure(build: Callable[[], list[PricingInput]]) -> tuple[float, float, float]:
+    """Best of REPEATS: (pricing CPU seconds, its wall seconds, plain-Decimal reference CPU
+    seconds), the two timed one after the other on the same inputs. CPU time of this process,
+    because the machine is shared: wall time under load varied by 2x between runs, CPU time
+    by a few percent. Each repeat prices fresh inputs and plans: nothing memoised by one repeat
+    helps the next, as a run builds its plans afresh."""
+    best, wall, floor = float("inf"), float("inf"), float("inf")
+    for _ in range(REPEATS):
+        inputs = build()
+        rates = Rates(str(PERIOD), {"EUR": FX}, {"EUR": "bench"})
+        started, cpu = time.perf_counter(), time.process_time()
+        for inp in inputs:
+            price(inp, rates)
+        best = min(best, time.process_time() - cpu)
+        wall = min(wall, time.perf_counter() - started)
+        floor = min(floor, _plain_decimal_reference(inputs, FX))
+    return best, wall, floor
+
+
+def _value(count: int, cpu: float, wall: float, floor: float) -> str:
+    return (
+        f"{count / cpu:,.0f} customers/s ({cpu:.2f} s CPU, {wall:.2f} s wall; plain Decimal "
+        f"reference {floor:.2f} s CPU, ratio {cpu / floor:.1f}x)"
+    )
+
+
+def _bench_pricing(count: int) -> Figure:
     return Figure(
         AREA,
         "pricing throughput",
-        f"{count / elapsed:,.0f} customers/s ({elapsed:.2f} s)",
+        _value(count, *_measure(lambda: _pricing_inputs(count))),
         "",
-        f"{count:,} customers x 10 services + 4 metrics",
+        f"{count:,} customers x 10 services + 4 metrics; best of {REPEATS}",
     )
 
 
@@ -101,10 +130,8 @@ def _rules_plan(n: int) -> PlanTerms:
     )
 
 
-def _bench_rules(count: int, services: int = 30) -> Figure:
-    """Issue 17's figure: customers x 30 services (two accounts) x 4 metrics, every rule."""
+def _rules_inputs(count: int, services: int) -> list[PricingInput]:
     plans = [_rules_plan(n) for n in range(4)]
-    rates = Rates(str(PERIOD), {"EUR": Decimal("0.9213")}, {"EUR": "bench"})
     override = (AwsRule(Decimal(15), service="S4", source="customer"),)
     discount = (Discount(DiscountKind.PERCENT, Decimal(10), str(PERIOD), 3),)
     names = [f"S{j}" for j in range(services)]
@@ -128,18 +155,38 @@ def _bench_rules(count: int, services: int = 30) -> Figure:
                 discounts=discount if i % 7 == 0 else (),
             )
         )
-    started = time.perf_counter()
-    for inp in inputs:
-        price(inp, rates)
-    elapsed = time.perf_counter() - started
+    return inputs
+
+
+def _bench_rules(count: int, services: int = 30) -> Figure:
+    """Issue 17's figure: customers x 30 services (two accounts) x 4 metrics, every rule."""
     return Figure(
         AREA,
         "pricing with rules of every kind",
-        f"{count / elapsed:,.0f} customers/s ({elapsed:.2f} s)",
+        _value(count, *_measure(lambda: _rules_inputs(count, services))),
         "< 1 s for 10,000",
         f"{count:,} customers x {services} services (2 accounts) + credit, tax x 4 metrics "
-        "(per unit, graduated, volume, package); scoped rules, overrides, minimum, discounts",
+        "(per unit, graduated, volume, package); scoped rules, overrides, minimum, discounts; "
+        f"best of {REPEATS}",
     )
+
+
+def _plain_decimal_reference(inputs: list[PricingInput], fx: Decimal) -> float:
+    """The floor pricing is compared with, timed in the same run on the same inputs: the bare
+    arithmetic of the lines in plain Decimal, without the product's types, rules or texts (per
+    cost: multiply by markup x FX and round once; per metric: quantity x price, round once;
+    the total as the sum). The ratio says what the product's work costs on top, whatever the
+    machine's load."""
+    cent = Decimal("0.01")
+    factor = Decimal("1.1") * fx
+    started = time.process_time()
+    for inp in inputs:
+        total = Decimal(0)
+        for usd in [item.usd for item in inp.aws_items] or inp.aws_costs.values():
+            total += (usd * factor).quantize(cent, rounding=ROUND_HALF_UP)
+        for quantity in inp.usage.values():
+            total += (quantity * Decimal("0.25")).quantize(cent, rounding=ROUND_HALF_UP)
+    return time.process_time() - started
 
 
 def _world(root: Path, customers: int, server: StripeTestServer) -> str:

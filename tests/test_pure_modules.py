@@ -17,6 +17,7 @@ PURE = (
     "billing_core.periods",
     "billing_core.exchange_rates.convert",
     "billing_core.invoicing.pricing",
+    "billing_core.invoicing.pricing_memo",
     "billing_core.invoicing.charge_models",
     "billing_core.invoicing.aws_rules",
     "billing_core.invoicing.commitments",

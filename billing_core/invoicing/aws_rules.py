@@ -47,6 +47,7 @@ ADJUSTMENT_TYPES: tuple[str, ...] = (
 )
 _HUNDRED = Decimal(100)
 _ONE = Decimal(1)
+_ZERO = Decimal(0)
 
 
 class Treatment(StrEnum):
@@ -160,16 +161,40 @@ _MASKS = sorted(
 )
 
 
+@dataclass(eq=False, slots=True)
+class LineSlot:
+    """The invoice line a cost lands on: its service and the rule that priced it (or, for an
+    adjustment the plan keeps, its record type in `kept` and no line). One object per
+    (service, rule) in a rule set, so costs of several accounts priced by one rule share it.
+
+    `order` sorts lines by service, then most specific rule first; `texts` is the caller's
+    cache of what the line says, per month and currency (pricing.py `aws_lines`)."""
+
+    service: str
+    rule: AwsRule | None
+    kept: str | None = None
+    order: tuple[str, int, str, str] = ("", 0, "", "")
+    texts: dict[object, tuple[Decimal, str, str]] = field(default_factory=dict)
+
+
+_CostKey = tuple[str | None, str, str | None, str]  # (account, service, usage type, record type)
+
+
 @dataclass
 class RuleSet:
     """A plan's rules with a customer's overrides, resolved for one customer.
 
-    `match` is memoised per (account, service, usage type): a plan's rule set is shared by
-    all its customers without overrides, so each cost key is resolved once per run.
+    `match` is memoised per (account, service, usage type), and `slot` per cost key and
+    treatments: a plan's rule set is shared by all its customers without overrides (and
+    `PlanTerms.rules_for` shares one per set of overrides), so each cost key is resolved once
+    per run rather than once per customer.
     """
 
     rules: dict[_Key, AwsRule]
     _memo: dict[_Key, AwsRule] = field(default_factory=dict)
+    # Per treatments mapping (held, so its id is not reused): cost key -> line slot.
+    _slots: dict[int, tuple[object, dict[_CostKey, LineSlot]]] = field(default_factory=dict)
+    _lines: dict[tuple[str, int], LineSlot] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -205,6 +230,35 @@ class RuleSet:
                 self._memo[key] = rule
                 return rule
         raise AssertionError("a rule set always has a rule for all AWS costs")
+
+    def slots(self, treatments: Mapping[str, Treatment] | None) -> dict[_CostKey, LineSlot]:
+        """The memo of `slot` for these treatments (cost key -> slot); fill misses by `slot`."""
+        entry = self._slots.get(id(treatments))
+        if entry is None or entry[0] is not treatments:
+            entry = self._slots[id(treatments)] = (treatments, {})
+        return entry[1]
+
+    def slot(self, key: _CostKey, treatments: Mapping[str, Treatment] | None) -> LineSlot:
+        """Where a cost with this (account, service, usage type, record type) goes: the line of
+        its service and the most specific rule, or kept (see the module docstring)."""
+        account, service, usage_type, record_type = key
+        if record_type == USAGE:
+            rule = self.match(account, service, usage_type)
+        else:
+            treatment = treatments.get(record_type) if treatments else None
+            if treatment is Treatment.KEEP:
+                kept = self.slots(treatments)[key] = LineSlot(service, None, record_type)
+                return kept
+            rule = AT_COST if treatment is Treatment.AT_COST else self.match(account, None, None)
+        line_key = (service, id(rule))  # rules are this set's objects (or AT_COST): stable ids
+        found = self._lines.get(line_key)
+        if found is None:
+            order = (service, -rule.specificity, rule.account_id or "", rule.usage_type or "")
+            # setdefault (atomic): two threads pricing with one plan still share one slot,
+            # so costs on one line are never split into two lines rounded apart.
+            found = self._lines.setdefault(line_key, LineSlot(service, rule, None, order))
+        self.slots(treatments)[key] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +300,60 @@ def items_from_mapping(costs: Mapping[str, Decimal]) -> tuple[CostItem, ...]:
     """Costs keyed by service, with adjustments keyed by their record type (the shape drafts
     had before accounts were kept), as cost items without an account."""
     return tuple(
-        CostItem(key, usd, record_type=key if key in ADJUSTMENT_TYPES else USAGE)
+        _cost_item(key, usd, key if key in ADJUSTMENT_TYPES else USAGE)
         for key, usd in costs.items()
     )
+
+
+# CostItem's slot setters: items_from_mapping builds one item per cost of every customer, and
+# the frozen dataclass's __init__ (object.__setattr__ per field) was most of its time.
+_new_object = object.__new__
+_item_setters = tuple(
+    CostItem.__dict__[name].__set__
+    for name in ("service", "usd", "account_id", "usage_type", "record_type")
+)
+
+
+def _cost_item(service: str, usd: Decimal, record_type: str) -> CostItem:
+    """CostItem(service, usd, record_type=record_type), without an account or usage type."""
+    item = _new_object(CostItem)
+    set_service, set_usd, set_account, set_usage_type, set_record_type = _item_setters
+    set_service(item, service)
+    set_usd(item, usd)
+    set_account(item, None)
+    set_usage_type(item, None)
+    set_record_type(item, record_type)
+    return item
+
+
+def sum_by_line(
+    items: Iterable[CostItem],
+    rules: RuleSet,
+    treatments: Mapping[str, Treatment] | None = None,
+) -> tuple[list[tuple[LineSlot, Decimal]], list[KeptItem]]:
+    """The costs summed per line (service and rule that priced it) in line order, lines that
+    sum to zero left out; plus the adjustments the plan keeps, by record type."""
+    memo = rules.slots(treatments)
+    sums: dict[LineSlot, Decimal] = {}
+    for item in items:
+        key = (item.account_id, item.service, item.usage_type, item.record_type)
+        slot = memo.get(key) or rules.slot(key, treatments)
+        found = sums.get(slot)
+        sums[slot] = item.usd if found is None else found + item.usd
+    lines: list[tuple[LineSlot, Decimal]] = []
+    kept: dict[str, Decimal] = {}
+    for slot, usd in sums.items():
+        if slot.kept is not None:
+            kept[slot.kept] = kept.get(slot.kept, _ZERO) + usd
+        elif usd:
+            lines.append((slot, usd))
+    if len(lines) > 1:
+        lines.sort(key=_line_order)
+    return lines, [KeptItem(t, usd) for t, usd in sorted(kept.items()) if usd]
+
+
+def _line_order(entry: tuple[LineSlot, Decimal]) -> tuple[str, int, str, str]:
+    return entry[0].order
 
 
 def group_costs(
@@ -258,35 +363,5 @@ def group_costs(
 ) -> tuple[list[PricedGroup], list[KeptItem]]:
     """Group costs by (line, rule): one invoice line per service and rule that priced it,
     sorted by service then most specific rule first; plus the adjustments the plan keeps."""
-    # Keyed by the rule's identity: a rule set hands out the same rule objects, and hashing
-    # a rule's fields for every cost was a tenth of pricing's time.
-    sums: dict[tuple[str, int], Decimal] = {}
-    by_id: dict[int, AwsRule] = {}
-    kept: dict[str, Decimal] = {}
-    memo, match = rules._memo, rules.match
-    for item in items:
-        if item.record_type == USAGE:
-            rule = memo.get((item.account_id, item.service, item.usage_type)) or match(
-                item.account_id, item.service, item.usage_type
-            )
-        else:
-            treatment = treatments.get(item.record_type) if treatments else None
-            if treatment is Treatment.KEEP:
-                kept[item.record_type] = kept.get(item.record_type, Decimal(0)) + item.usd
-                continue
-            if treatment is Treatment.AT_COST:
-                rule = AT_COST
-            else:
-                rule = rules.match(item.account_id, None, None)
-        rid = id(rule)
-        by_id[rid] = rule
-        key = (item.service, rid)
-        found = sums.get(key)
-        sums[key] = item.usd if found is None else found + item.usd
-    ordered = sorted(
-        (service, -by_id[rid].specificity, by_id[rid].account_id or "", rid, usd)
-        for (service, rid), usd in sums.items()
-        if usd
-    )
-    groups = [PricedGroup(service, by_id[rid], usd) for service, _s, _a, rid, usd in ordered]
-    return groups, [KeptItem(t, usd) for t, usd in sorted(kept.items()) if usd]
+    lines, kept = sum_by_line(items, rules, treatments)
+    return [PricedGroup(slot.service, slot.rule, usd) for slot, usd in lines if slot.rule], kept

@@ -78,11 +78,8 @@ def billable_quantity(used: Decimal, included: Decimal) -> Decimal:
 
 
 def _num(value: Decimal) -> str:
-    normal = value.normalize()
-    exp = normal.as_tuple().exponent
-    if isinstance(exp, int) and exp > 0:
-        normal = normal.quantize(Decimal(1))
-    return f"{normal:,f}"
+    # 'f' writes a normalized 1.2E+6 as 1,200,000: no exponent, no trailing zeros.
+    return f"{value.normalize():,f}"
 
 
 def usage_charge(terms: MetricTerms, used: Decimal) -> UsageCharge:

@@ -93,7 +93,7 @@ def unit_label(unit: str, quantity: Decimal) -> str:
 
 def quantity_text(value: Decimal) -> str:
     """A quantity for people: '1,200,000', '12.5': exact, thousands separators, no exponent."""
-    return f"{_plain(value):,f}"
+    return f"{value.normalize():,f}"  # 'f' writes a normalized 1.2E+6 without its exponent
 
 
 def plain_decimal(value: Decimal, min_places: int = 0) -> str:
@@ -128,18 +128,21 @@ def _at_least(value: Decimal, places: int) -> Decimal:
     return value
 
 
-@lru_cache(maxsize=8192)  # customers share small overages (1 seat, 2 clusters) and months
 def overage_description(
     metric: str, unit: str, over: Decimal, included: Decimal, period: str
 ) -> str:
     """'API calls: 1,200,000 calls over the 10,000,000 included, October 2026'."""
-    over_unit = unit_label(unit, over)
-    included_unit = unit_label(unit, included)
-    over_text = f"{quantity_text(over)} {over_unit}".rstrip()
+    head, tail = _overage_frame(metric, unit, included, period)
+    over_text = f"{quantity_text(over)} {unit_label(unit, over)}".rstrip()
+    return f"{head}{over_text}{tail}"
+
+
+# Cached: what stays the same for every customer of a plan's metric in a month (the quantity
+# differs per customer, so caching whole descriptions mostly missed).
+@lru_cache(maxsize=4096)
+def _overage_frame(metric: str, unit: str, included: Decimal, period: str) -> tuple[str, str]:
     included_text = f"{quantity_text(included)}"
     # Abbreviated units read better after both numbers: '5 GB over the 100 GB included'.
     if unit and not unit.islower():
-        included_text = f"{included_text} {included_unit}"
-    return f"{metric_label(metric)}: {over_text} over the {included_text} included, " + (
-        month_label(period)
-    )
+        included_text = f"{included_text} {unit_label(unit, included)}"
+    return f"{metric_label(metric)}: ", f" over the {included_text} included, {month_label(period)}"

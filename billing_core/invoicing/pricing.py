@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property, lru_cache
+from operator import attrgetter
 from typing import NamedTuple
 
 from billing_core.exchange_rates.convert import COST_CURRENCY, Rates
@@ -43,11 +44,12 @@ from billing_core.invoicing.aws_rules import (
     AwsRule,
     CostItem,
     KeptItem,
+    LineSlot,
     RuleSet,
     Treatment,
-    group_costs,
     items_from_mapping,
     rule_texts,
+    sum_by_line,
 )
 from billing_core.invoicing.charge_models import (
     ChargeModel,
@@ -63,11 +65,14 @@ from billing_core.invoicing.line_text import (
     service_label,
     shared_cost_description,
 )
+from billing_core.invoicing.pricing_memo import MEMO_LIMIT, remember, text_key
 from billing_core.money import (
     Money,
     display,
+    line_rounder,
     minimum_charge_minor,
     normalize_currency,
+    rounded_money,
     sum_money,
 )
 from billing_core.periods import Period
@@ -77,6 +82,8 @@ from billing_core.states import LineKind
 _UNIT_PLACES = Decimal("0.0000000001")
 _HUNDRED = Decimal(100)
 _ONE = Decimal(1)
+_new_tuple = tuple.__new__
+_line_amount = attrgetter("amount")
 
 
 __all__ = [
@@ -115,6 +122,30 @@ class PlanTerms:
     def rule_set(self) -> RuleSet:
         """The plan's rules, shared (and memoised) by all its customers without overrides."""
         return RuleSet.of(self.markup_pct, self.rules)
+
+    @cached_property
+    def _override_sets(self) -> dict[tuple[AwsRule, ...], RuleSet]:
+        return {}
+
+    @cached_property
+    def _line_memo(self) -> dict[object, DraftLine | None]:
+        # Lines that depend only on the plan and a few values (the base fee per currency and
+        # month; a metric's line per quantity): immutable, so customers share the object.
+        return {}
+
+    def rules_for(self, overrides: tuple[AwsRule, ...] = ()) -> RuleSet:
+        """The plan's rules with a customer's overrides, one rule set per distinct set of
+        overrides: customers with the same overrides share its memo of resolved costs."""
+        if not overrides:
+            return self.rule_set
+        found = self._override_sets.get(overrides)
+        if found is None:
+            if len(self._override_sets) >= MEMO_LIMIT:
+                self._override_sets.clear()
+            found = self._override_sets.setdefault(
+                overrides, RuleSet.of(self.markup_pct, self.rules, overrides)
+            )
+        return found
 
 
 @dataclass(frozen=True)
@@ -202,7 +233,7 @@ class Draft:
     @cached_property
     def total(self) -> Money:
         """The exact sum of the rounded lines."""
-        return sum_money((line.amount for line in self.lines), self.currency)
+        return sum_money(list(map(_line_amount, self.lines)), self.currency)
 
     @cached_property
     def total_minor(self) -> int:
@@ -305,14 +336,23 @@ def _unit(value: Decimal) -> Decimal:
 
 def _base_fee_line(inp: PricingInput, rates: Rates) -> DraftLine:
     plan = inp.plan
-    fee = rates.convert(_fee_money(plan.base_fee_minor, plan.currency), inp.currency)
-    return DraftLine(
+    cur = inp.currency
+    factor = _ONE if plan.currency == cur else rates.factor(plan.currency, cur)
+    memo = plan._line_memo
+    key = ("base fee", cur, factor, inp.period)
+    found = memo.get(key)
+    if found is not None:
+        return found
+    fee = rates.convert(_fee_money(plan.base_fee_minor, plan.currency), cur)
+    line = DraftLine(
         kind=LineKind.BASE_FEE,
         description=f"{_plan_label(plan.name)} plan, {month_label(inp.period)}",
         amount=fee.rounded(),
         unit_amount=_unit(fee.amount),
         rule=_fee_text(plan.base_fee_minor, plan.currency),
     )
+    remember(memo, key, line)
+    return line
 
 
 def aws_lines(
@@ -326,42 +366,52 @@ def aws_lines(
 ) -> tuple[list[DraftLine], list[KeptItem]]:
     """AWS lines: one per service and the rule that priced it (most specific rule wins), each
     rounded once; plus the adjustments the plan keeps. Reconciliation reprices with this."""
-    groups, kept = group_costs(items, rules, treatments)
-    fx = rates.factor(COST_CURRENCY, currency)
-    month = month_label(period)
+    summed, kept = sum_by_line(items, rules, treatments)
+    cur = normalize_currency(currency)
+    fx = rates.factor(COST_CURRENCY, cur)
+    key = text_key(period, cur, fx)
     out = []
-    texts_of: dict[int, tuple[Decimal, str, str]] = {}
-    for group in groups:
-        rid = id(group.rule)
-        texts = texts_of.get(rid)
+    aws, unit_places, new_line, rounded = LineKind.AWS, _UNIT_PLACES, _new_tuple, line_rounder(cur)
+    for slot, usd in summed:
+        # What the line says and its factor (rule x FX), once per line slot and month:
+        # the slot is shared by every customer of the rule set.
+        texts = slot.texts.get(key)
         if texts is None:
-            t = rule_texts(group.rule)
-            texts = texts_of[rid] = (t.factor * fx, t.suffix, t.label)
-        exact = group.usd * texts[0]
+            texts = slot.texts[key] = _aws_texts(slot, period, fx)
+        exact = usd * texts[0]
+        # A tuple built directly: DraftLine's generated __new__ with ten arguments was a
+        # large part of pricing's time. Same field order as the class.
         out.append(
-            DraftLine(
-                LineKind.AWS,
-                f"{service_label(group.service)}, {month}{texts[1]}",
-                Money._checked(exact, currency).rounded(),
-                _ONE,
-                exact.quantize(_UNIT_PLACES),
-                group.service,
-                None,
-                None,
-                group.usd,
-                texts[2],
+            new_line(
+                DraftLine,
+                (
+                    aws,
+                    texts[1],
+                    rounded(exact),
+                    _ONE,
+                    exact.quantize(unit_places),
+                    slot.service,
+                    None,
+                    None,
+                    usd,
+                    texts[2],
+                ),
             )
         )
     return out, kept
 
 
+def _aws_texts(slot: LineSlot, period: str, fx: Decimal) -> tuple[Decimal, str, str]:
+    """An AWS line's factor (rule x FX), description and rule label."""
+    rule = slot.rule
+    assert rule is not None  # a kept slot makes no line (sum_by_line)
+    t = rule_texts(rule)
+    return t.factor * fx, f"{service_label(slot.service)}, {month_label(period)}{t.suffix}", t.label
+
+
 def _aws_lines(inp: PricingInput, rates: Rates) -> tuple[list[DraftLine], list[KeptItem]]:
     plan = inp.plan
-    rules = (
-        RuleSet.of(plan.markup_pct, plan.rules, inp.rule_overrides)
-        if inp.rule_overrides
-        else plan.rule_set
-    )
+    rules = plan.rules_for(inp.rule_overrides)
     items = inp.aws_items or items_from_mapping(inp.aws_costs)
     return aws_lines(
         items, rules, plan.treatments, currency=inp.currency, period=inp.period, rates=rates
@@ -373,32 +423,65 @@ def _overage_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
     plan_cur = inp.plan.currency
     cur = inp.currency
     factor: Decimal | None = None  # plan -> invoice currency, asked for once it is needed
-    for terms in inp.plan.sorted_metrics:
-        used = inp.usage.get(terms.metric)
+    context = 0
+    memo = inp.plan._line_memo
+    usage = inp.usage
+    for index, terms in enumerate(inp.plan.sorted_metrics):
+        used = usage.get(terms.metric)
         if used is None:
-            continue
-        charge = usage_charge(terms, used)
-        if charge.quantity <= 0:
             continue
         if factor is None:
             factor = rates.factor(plan_cur, cur)
-        amount = Money._checked(charge.amount * factor, cur)
-        unit_price = Money._checked(charge.unit_amount * factor, cur)
-        model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
-        out.append(
-            DraftLine(
-                kind=LineKind.OVERAGE,
-                description=overage_description(
-                    terms.metric, terms.unit, charge.quantity, terms.included, inp.period
-                ),
-                amount=amount.rounded(),
-                quantity=charge.quantity,
-                unit_amount=_unit(unit_price.amount),
-                metric=terms.metric,
-                rule=f"{model}{charge.explanation} ({plan_cur} prices)",
-            )
-        )
+            context = text_key(inp.period, cur, factor)
+        # A metric's line depends only on the quantity (and currency, month): customers
+        # with the same quantity share it, and its texts are written once. The quantity as
+        # written (str): 15 and 15.0 are equal but a line keeps the quantity as given, and a
+        # short string hashes faster than a Decimal.
+        key = (index, str(used), context)
+        if key in memo:  # None there: no line (nothing above the included quantity)
+            line = memo[key]
+        else:
+            line = _overage_line(terms, used, plan_cur, cur, factor, inp.period)
+            remember(memo, key, line)
+        if line is not None:
+            out.append(line)
     return out
+
+
+def _overage_line(
+    terms: MetricTerms, used: Decimal, plan_cur: str, cur: str, factor: Decimal, period: str
+) -> DraftLine | None:
+    charge = usage_charge(terms, used)
+    if charge.quantity <= 0:
+        return None
+    model = "" if terms.model is ChargeModel.PER_UNIT else f"{terms.model}, "
+    # Built as a tuple in field order, as AWS lines are (DraftLine's __new__ is slow).
+    return _new_tuple(
+        DraftLine,
+        (
+            LineKind.OVERAGE,
+            overage_description(terms.metric, terms.unit, charge.quantity, terms.included, period),
+            rounded_money(charge.amount * factor, cur),
+            charge.quantity,
+            (charge.unit_amount * factor).quantize(_UNIT_PLACES),
+            None,
+            terms.metric,
+            None,
+            None,
+            f"{model}{charge.explanation} ({plan_cur} prices)",
+        ),
+    )
+
+
+def _minimum_spend(minor: int, plan_cur: str, cur: str, rates: Rates) -> Money:
+    """A plan's minimum spend in the invoice currency, rounded (once per currency and rate)."""
+    factor = _ONE if plan_cur == cur else rates.factor(plan_cur, cur)
+    return _converted_minimum(minor, plan_cur, cur, factor)
+
+
+@lru_cache(maxsize=1024)
+def _converted_minimum(minor: int, plan_cur: str, cur: str, factor: Decimal) -> Money:
+    return Money(Money.from_minor(minor, plan_cur).amount * factor, cur).rounded()
 
 
 def _shared_cost_lines(inp: PricingInput, rates: Rates) -> list[DraftLine]:
@@ -424,10 +507,8 @@ def _minimum_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> l
     plan = inp.plan
     if plan.minimum_spend_minor is None:
         return []
-    minimum = rates.convert(
-        Money.from_minor(plan.minimum_spend_minor, plan.currency), inp.currency
-    ).rounded()
-    charges = sum_money((line.amount for line in lines), inp.currency)
+    minimum = _minimum_spend(plan.minimum_spend_minor, plan.currency, inp.currency, rates)
+    charges = sum_money(list(map(_line_amount, lines)), inp.currency)
     if charges >= minimum:
         return []
     short = minimum - charges
@@ -447,7 +528,7 @@ def _discount_lines(inp: PricingInput, rates: Rates, lines: list[DraftLine]) -> 
     out: list[DraftLine] = []
     if not inp.discounts:
         return out
-    left = sum_money((line.amount for line in lines), inp.currency)
+    left = sum_money(list(map(_line_amount, lines)), inp.currency)
     for discount in inp.discounts:
         if discount.month_number(inp.period) is None or left.amount <= 0:
             continue
