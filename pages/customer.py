@@ -7,6 +7,7 @@ Viewers and admins see the same page; nothing on it acts. `?customer=<id>` opens
 import pandas as pd
 import streamlit as st
 
+from billing_core.invoicing.explain import explain
 from billing_core.invoicing.margin import Margin
 from billing_core.money import display, round_minor
 from billing_core.periods import utcnow
@@ -126,15 +127,16 @@ elif upcoming.problem:
     st.warning(f"{p.name} cannot be priced for {upcoming.period}: {upcoming.problem}")
 elif upcoming.draft is not None:
     draft = upcoming.draft
+    # Each line explains itself as the run preview does: cost at AWS rates, rule, result.
     lines = pd.DataFrame(
         [
             {
-                "Description": line.description,
-                "Kind": str(line.kind).replace("_", " "),
-                "Quantity": f"{line.quantity.normalize():f}",
-                "Amount": _money(line.amount_minor, draft.currency),
+                "Description": e.description,
+                "AWS cost (at AWS rates)": e.aws_cost,
+                "Rule applied": e.rule,
+                "Amount": e.amount,
             }
-            for line in draft.lines
+            for e in explain(draft)
         ]
     )
     st.dataframe(lines, hide_index=True, width="stretch")

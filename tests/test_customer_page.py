@@ -122,6 +122,15 @@ def _check_birch(at: AppTest) -> None:
     assert heads[:2] == ["Birch & Co", heads[1]] and "Upcoming invoice" in heads
     history = next(t.value for t in at.dataframe if "number" in t.value.columns)
     assert len(history) == 12
+    # The upcoming invoice explains each line as the run preview does.
+    upcoming = next(t.value for t in at.dataframe if "Rule applied" in t.value.columns)
+    assert list(upcoming.columns) == [
+        "Description",
+        "AWS cost (at AWS rates)",
+        "Rule applied",
+        "Amount",
+    ]
+    assert len(upcoming) >= 1 and all(r for r in upcoming["Rule applied"])  # every line says why
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Billed (EUR)"].startswith("EUR ")
     assert metrics["Outstanding (EUR)"] == "EUR 179.33"  # the failed September invoice
