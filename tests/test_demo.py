@@ -45,3 +45,14 @@ def test_demo_is_deterministic_and_not_reseeded(demo_session: Session, session: 
     b = sorted((i.period, i.total_minor) for i in session.exec(select(Invoice)).all())
     assert a == b
     assert not seed_demo(session, now=DEMO_NOW).seeded
+
+
+def test_demo_seeded_early_on_the_first_has_no_fetch_from_the_future(session: Session) -> None:
+    from datetime import UTC, datetime
+
+    from billing_core.models import CostSnapshot
+
+    early = datetime(2026, 12, 1, 2, 45, tzinfo=UTC)  # before the usual 03:00 final fetch
+    seed_demo(session, now=early, with_activity=True)
+    fetched = [s.fetched_at for s in session.exec(select(CostSnapshot)).all()]
+    assert fetched and max(fetched) <= early

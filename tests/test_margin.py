@@ -304,3 +304,12 @@ def test_report_text_names_the_basis(app_env: dict[str, str], capsys) -> None:
     assert "AWS cost at cost (before markup" in text
     assert "2026-10: not billed USD" in text  # the last closed month is not invoiced yet
     assert "EUR" in text and "USD" in text
+
+
+def test_report_text_has_each_column_once(app_env: dict[str, str], capsys) -> None:
+    text = _run(["margin-report", "--from", "2026-08", "--to", "2026-10"], capsys)
+    headers = [line.split() for line in text.splitlines() if line.startswith("month ")]
+    assert headers, text
+    for words in headers:
+        joined = " ".join(words)
+        assert joined.count("AWS cost USD") == 1, joined

@@ -191,13 +191,17 @@ def seed_costs(session: Session, now: datetime) -> dict[str, int]:
             session,
             period,
             "DAILY",
-            fetched_at=period.end_at + timedelta(hours=2),
+            # Never after `now`: a demo seeded early on the 1st has no fetch from the future.
+            fetched_at=min(period.end_at + timedelta(hours=2), now),
             estimated=True,
             adjustments=adjust,
         )
-        final_at = max(
-            min(period.end_at + timedelta(days=4), now - timedelta(hours=1)),
-            period.end_at + timedelta(hours=3),
+        final_at = min(
+            max(
+                min(period.end_at + timedelta(days=4), now - timedelta(hours=1)),
+                period.end_at + timedelta(hours=3),
+            ),
+            now,
         )
         lines += _snapshot(
             session, period, "MONTHLY", fetched_at=final_at, estimated=False, adjustments=adjust

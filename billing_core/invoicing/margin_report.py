@@ -133,7 +133,10 @@ def margin_text(facts: MarginFacts, by: MarginBy) -> str:
         lines.append("no invoices billed in these months")
     for currency, rows in groups.items():
         header = [by, "invoices", *(PART_LABELS[p] for p in REVENUE_PARTS), "revenue"]
-        header += ["AWS cost USD", f"AWS cost {currency}", "gross margin", "margin %"]
+        # USD invoices need no second AWS cost column: at cost and converted are the same.
+        in_usd = currency == "USD"
+        header += ["AWS cost USD", *([] if in_usd else [f"AWS cost {currency}"])]
+        header += ["gross margin", "margin %"]
         table = [header]
         for row in [*rows, totals({currency: rows})[currency]]:
             table.append(
@@ -143,7 +146,7 @@ def margin_text(facts: MarginFacts, by: MarginBy) -> str:
                     *(display(row.revenue_parts[p], currency) for p in REVENUE_PARTS),
                     display(row.revenue_minor, currency),
                     _major(row.cost_usd, "USD"),
-                    _major(row.cost, currency),
+                    *([] if in_usd else [_major(row.cost, currency)]),
                     _major(row.margin, currency),
                     pct_text(row.margin_pct),
                 ]
