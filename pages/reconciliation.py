@@ -150,14 +150,21 @@ c3.metric("Resolved", head.resolved)
 if head.last_run is not None:
     last = head.last_run
     # The month alone is the value (it fits a quarter of the page); the status goes below.
+    # A section that did not run (Stripe not configured, no cost snapshot) is said here: a
+    # "complete" run that never compared with Stripe must not read as a clean one.
+    skipped = (last.counts or {}).get("notes") or []
     c4.metric(
         "Last run",
         last.period,
-        delta=f"{last.status} · {last.started_at:%Y-%m-%d %H:%M} UTC",
+        delta=f"{last.status}{' (partly skipped)' if skipped else ''} · "
+        f"{last.started_at:%Y-%m-%d %H:%M} UTC",
         delta_color="off",
         delta_arrow="off",
-        help=f"by {last.actor}, {last.stripe_requests} Stripe requests",
+        help=f"by {last.actor}, {last.stripe_requests} Stripe requests"
+        + "".join(f"; {note}" for note in skipped),
     )
+    for note in skipped:
+        st.warning(f"The last run of {last.period} was incomplete: {note}.")
 else:
     c4.metric("Last run", "none yet")
 

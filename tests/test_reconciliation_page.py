@@ -124,6 +124,10 @@ def test_admin_runs_a_reconciliation(app_env: dict[str, str]) -> None:
     next(b for b in at.button if b.label == "Reconcile").click().run()
     assert not at.exception, at.exception
     assert any("open diffs above tolerance: 15" in s.value for s in at.success)
+    # No Stripe in this world: the run is complete, but the page says what it left out.
+    assert any(
+        "incomplete" in w.value and "Stripe not configured" in w.value for w in at.warning
+    ), [w.value for w in at.warning]
 
 
 def test_viewer_sees_diffs_but_cannot_resolve(
