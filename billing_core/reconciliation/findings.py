@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from billing_core.costs.attribution import AttributedCosts, attributed_costs
 from billing_core.costs.snapshots import CostSource
@@ -66,9 +66,12 @@ def _latest_costs(
 
 
 def billed_invoices(session: Session, period: Period) -> dict[int, Invoice]:
-    """Issued invoices of the period by customer id (demo invoices included)."""
+    """Issued invoices of the period by customer id (demo invoices included), in customer
+    order: what reconciliation reports reads the same on every database."""
     invoices = session.exec(
-        select(Invoice).where(Invoice.period == str(period), display_status_in(BILLED_STATUSES))
+        select(Invoice)
+        .where(Invoice.period == str(period), display_status_in(BILLED_STATUSES))
+        .order_by(col(Invoice.customer_id), col(Invoice.id))
     ).all()
     return {i.customer_id: i for i in invoices}
 
