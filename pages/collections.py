@@ -8,7 +8,6 @@ actions check the role again in billing_core). Reminders and write-offs are take
 
 import streamlit as st
 
-from billing_core.auth import Identity
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
 from billing_core.views import collections as view
@@ -17,39 +16,6 @@ from pages.common import ui
 identity = ui.page_setup("Collections")
 now = utcnow()
 policy = ui.settings().collections_policy
-
-
-def _flash() -> None:
-    flash = st.session_state.pop("collections_flash", None)
-    if flash is None:
-        return
-    kind, payload = flash
-    if kind == "exception":
-        ui.show_error(payload)
-    elif kind == "success":
-        st.success(payload)
-    else:
-        st.error(payload)
-
-
-def retry(who: Identity, invoice_id: int, payment_method: str | None) -> None:
-    # A callback: runs before the rerun, so the tables below already show the new state.
-    try:
-        with ui.db() as session:
-            result = pm.retry_payment(
-                session,
-                ui.stripe_gateway(),
-                who,
-                invoice_id=invoice_id,
-                now=utcnow(),
-                payment_method=payment_method,
-            )
-        st.session_state["collections_flash"] = (
-            "success" if result.paid else "error",
-            result.message,
-        )
-    except Exception as exc:
-        st.session_state["collections_flash"] = ("exception", exc)
 
 
 with ui.stop_on_error(), ui.db() as session:
@@ -65,7 +31,7 @@ st.caption(
     "Reminders and final notices are sent by Stripe when `python -m billing_core collections` "
     "runs from cron."
 )
-_flash()
+ui.show_flash("collections_flash")
 
 st.subheader("Receivables")
 if receivables:
@@ -192,8 +158,8 @@ with tab_failed:
                     "Retry the payment now",
                     key="col_retry",
                     type="primary",
-                    on_click=retry,
-                    args=(identity, picked.invoice_id, method),
+                    on_click=ui.retry_payment,
+                    args=("collections_flash", identity, picked.invoice_id, method),
                 )
                 if right.button("Create a card setup link", key="col_setup"):
                     try:

@@ -29,31 +29,6 @@ FIGURES = [
 ]
 
 
-def _retry(invoice_id: int) -> None:
-    # A callback runs before the script, so the page below already shows the new state.
-    try:
-        with ui.db() as session:
-            result = pm.retry_payment(
-                session, ui.stripe_gateway(), identity, invoice_id=invoice_id, now=utcnow()
-            )
-        st.session_state["inv_flash"] = ("success" if result.paid else "error", result.message)
-    except Exception as exc:
-        st.session_state["inv_flash"] = ("exception", exc)
-
-
-def _flash() -> None:
-    flash = st.session_state.pop("inv_flash", None)
-    if flash is None:
-        return
-    kind, payload = flash
-    if kind == "exception":
-        ui.show_error(payload)
-    elif kind == "success":
-        st.success(payload)
-    else:
-        st.error(payload)
-
-
 with ui.stop_on_error(), ui.db() as session:
     options = inv.filter_options(session)
 
@@ -61,7 +36,7 @@ if not options.periods:
     st.info("No invoices yet: run the invoicing for a month (Invoice run page or CLI).")
     st.stop()
 
-_flash()
+ui.show_flash("inv_flash")
 tab_invoices, tab_payments, tab_events = st.tabs(["Invoices", "Payment methods", "Stripe events"])
 
 # ---------------------------------------------------------------- invoices tab
@@ -307,8 +282,8 @@ with tab_invoices:
             st.button(
                 "Retry payment",
                 key="inv_retry",
-                on_click=_retry,
-                args=(i.id,),
+                on_click=ui.retry_payment,
+                args=("inv_flash", identity, i.id),
                 disabled=not i.stripe_invoice_id,
                 help="Charges the default payment method again (audited).",
             )

@@ -30,6 +30,8 @@ from billing_core.config import Settings, load_settings
 from billing_core.db import open_database, session_scope
 from billing_core.demo.guard import refuse_demo_database
 from billing_core.errors import BillingError, ConfigError
+from billing_core.payments import payment_methods
+from billing_core.periods import utcnow
 from billing_core.stripe.gateway import Gateway
 
 log = logging.getLogger("dashboard")
@@ -240,6 +242,41 @@ def show_error(exc: BaseException) -> None:
             f"Something went wrong ({type(exc).__name__}). The details are in the server log; "
             "reload the page or tell an admin."
         )
+
+
+def show_flash(key: str) -> None:
+    """Show, once, the message a callback left under `key`: (kind, text or exception), kind
+    "success", "error" or "exception" (callbacks run before the rerun that shows it)."""
+    flash = st.session_state.pop(key, None)
+    if flash is None:
+        return
+    kind, payload = flash
+    if kind == "exception":
+        show_error(payload)
+    elif kind == "success":
+        st.success(payload)
+    else:
+        st.error(payload)
+
+
+def retry_payment(
+    flash_key: str, who: Identity, invoice_id: int, payment_method: str | None = None
+) -> None:
+    """Button callback: retry an invoice's payment (payments/payment_methods.py, audited) and
+    leave the outcome under `flash_key` for `show_flash`."""
+    try:
+        with db() as session:
+            result = payment_methods.retry_payment(
+                session,
+                stripe_gateway(),
+                who,
+                invoice_id=invoice_id,
+                now=utcnow(),
+                payment_method=payment_method,
+            )
+        st.session_state[flash_key] = ("success" if result.paid else "error", result.message)
+    except Exception as exc:
+        st.session_state[flash_key] = ("exception", exc)
 
 
 @contextmanager
