@@ -113,7 +113,12 @@ st.dataframe(
         "Projected %": st.column_config.ProgressColumn(
             "Projected %", min_value=0, max_value=100, format="%.0f%%", width="small"
         ),
-        "Used": st.column_config.TextColumn("Used", help="AWS spend in the plan's currency"),
+        # Wide enough for money ("EUR 1,234.56"): the grid sizes columns by the first rows,
+        # where counts such as "0" would leave AWS spend cut off.
+        "Used": st.column_config.TextColumn(
+            "Used", help="AWS spend in the plan's currency", width=110
+        ),
+        "Projected": st.column_config.Column("Projected", width=110),
         "Overage cost": st.column_config.TextColumn("Overage cost", help="In the invoice currency"),
     },
 )
