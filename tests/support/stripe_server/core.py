@@ -113,6 +113,7 @@ class ServerCore(FaultsMixin, IdempotencyMixin, ServerState):
         with self._lock:
             self._objects = {}
             self._seq = {}
+            self._by_type = {}
             self._born = {}
             self._counter = 0
             self._deleted = set()

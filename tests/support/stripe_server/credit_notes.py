@@ -54,8 +54,8 @@ class CreditNotesMixin(ServerState):
     def _credited_by_line(self, inv: JSON) -> dict[str, int]:
         """What issued credit notes already took from each invoice line (by line id)."""
         out: dict[str, int] = {}
-        for cn in self._objects.values():
-            if cn.get("object") != "credit_note" or cn["invoice"] != inv["id"]:
+        for cn in self._of_type("credit_note"):
+            if cn["invoice"] != inv["id"]:
                 continue
             if cn["status"] != "issued":
                 continue
@@ -297,11 +297,7 @@ class CreditNotesMixin(ServerState):
     @route("POST", "/v1/credit_notes")
     def _h_credit_note_create(self, req: _Request, args: list[str]) -> tuple[int, JSON]:
         cn, inv, split = self._build_credit_note(req.params)
-        count = sum(
-            1
-            for o in self._objects.values()
-            if o.get("object") == "credit_note" and o["invoice"] == inv["id"]
-        )
+        count = sum(1 for o in self._of_type("credit_note") if o["invoice"] == inv["id"])
         cn["number"] = f"{inv['number']}-CN-{count + 1:02d}"
         base = self.url if self._httpd is not None else "http://127.0.0.1"
         cn["pdf"] = f"{base}/cn/{cn['id']}/pdf"
@@ -360,15 +356,15 @@ class CreditNotesMixin(ServerState):
             ),
         )
         created = _created_filter(p["created"], "created") if "created" in p else None
-        items = [
-            o
-            for o in self._objects.values()
-            if o.get("object") == "credit_note"
-            and ("invoice" not in p or o["invoice"] == p["invoice"])
-            and ("customer" not in p or o["customer"] == p["customer"])
-            and (created is None or created(o["created"]))
-        ]
-        return 200, self._paginate(items, p, "/v1/credit_notes")
+
+        def keep(o: JSON) -> bool:
+            return (
+                ("invoice" not in p or o["invoice"] == p["invoice"])
+                and ("customer" not in p or o["customer"] == p["customer"])
+                and (created is None or created(o["created"]))
+            )
+
+        return 200, self._page(self._of_type("credit_note"), keep, p, "/v1/credit_notes")
 
     @route("GET", "/v1/credit_notes/{id}")
     def _h_credit_note_retrieve(self, req: _Request, args: list[str]) -> tuple[int, JSON]:
@@ -479,14 +475,14 @@ class CreditNotesMixin(ServerState):
         cus = self._get(args[0], "customer")
         p = req.params
         _check_unknown(p, ("created", "invoice", "limit", "starting_after", "ending_before"))
-        items = [
-            o
-            for o in self._objects.values()
-            if o.get("object") == "customer_balance_transaction"
-            and o["customer"] == cus["id"]
-            and ("invoice" not in p or o["invoice"] == p["invoice"])
-        ]
-        return 200, self._paginate(items, p, f"/v1/customers/{cus['id']}/balance_transactions")
+
+        def keep(o: JSON) -> bool:
+            return o["customer"] == cus["id"] and (
+                "invoice" not in p or o["invoice"] == p["invoice"]
+            )
+
+        url = f"/v1/customers/{cus['id']}/balance_transactions"
+        return 200, self._page(self._of_type("customer_balance_transaction"), keep, p, url)
 
     @route("POST", "/v1/customers/{id}/balance_transactions")
     def _h_balance_create(self, req: _Request, args: list[str]) -> tuple[int, JSON]:

@@ -138,8 +138,8 @@ class CustomersMixin(ServerState):
     def _delete_customer(self, cus: JSON) -> None:
         snapshot = self._render(cus)
         self._deleted.add(cus["id"])
-        for pm in self._objects.values():
-            if pm.get("object") == "payment_method" and pm.get("customer") == cus["id"]:
+        for pm in self._of_type("payment_method"):
+            if pm.get("customer") == cus["id"]:
                 pm["customer"] = None
         event = self._emit("customer.deleted", cus)
         event["data"]["object"] = snapshot
@@ -157,15 +157,15 @@ class CustomersMixin(ServerState):
             p, ("email", "created", "limit", "starting_after", "ending_before", "test_clock")
         )
         created = _created_filter(p["created"], "created") if "created" in p else None
-        items = [
-            o
-            for oid, o in self._objects.items()
-            if o.get("object") == "customer"
-            and oid not in self._deleted
-            and ("email" not in p or o.get("email") == p["email"])
-            and (created is None or created(o["created"]))
-        ]
-        return 200, self._paginate(items, p, "/v1/customers")
+
+        def keep(o: JSON) -> bool:
+            return (
+                o["id"] not in self._deleted
+                and ("email" not in p or o.get("email") == p["email"])
+                and (created is None or created(o["created"]))
+            )
+
+        return 200, self._page(self._of_type("customer"), keep, p, "/v1/customers")
 
     @route("GET", "/v1/customers/search")
     def _h_customer_search(self, req: _Request, args: list[str]) -> tuple[int, JSON]:

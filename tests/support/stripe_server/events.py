@@ -46,14 +46,15 @@ class EventsMixin(ServerState):
         if types is not None and len(types) > 20:
             raise _invalid("types can contain at most 20 values", "types")
         created = _created_filter(p["created"], "created") if "created" in p else None
-        items = [
-            e
-            for e in self._events
-            if ("type" not in p or _type_matches(str(p["type"]), e["type"]))
-            and (types is None or any(_type_matches(t, e["type"]) for t in types))
-            and (created is None or created(e["created"]))
-        ]
-        page = self._paginate(items, p, "/v1/events")
+
+        def keep(e: JSON) -> bool:
+            return (
+                ("type" not in p or _type_matches(str(p["type"]), e["type"]))
+                and (types is None or any(_type_matches(t, e["type"]) for t in types))
+                and (created is None or created(e["created"]))
+            )
+
+        page = self._page(self._events, keep, p, "/v1/events")  # _events: oldest first
         page["data"] = [copy.deepcopy(e) for e in page["data"]]
         return 200, page
 

@@ -282,18 +282,20 @@ class InvoicesMixin(ServerState):
             raise _invalid(f"Invalid status: {p['status']}", "status")
         created = _created_filter(p["created"], "created") if "created" in p else None
         due = _created_filter(p["due_date"], "due_date") if "due_date" in p else None
-        items = [
-            o
-            for oid, o in self._objects.items()
-            if o.get("object") == "invoice"
-            and oid not in self._deleted
-            and ("customer" not in p or o["customer"] == p["customer"])
-            and ("status" not in p or o["status"] == p["status"])
-            and ("collection_method" not in p or o["collection_method"] == p["collection_method"])
-            and (created is None or created(o["created"]))
-            and (due is None or (o["due_date"] is not None and due(o["due_date"])))
-        ]
-        return 200, self._paginate(items, p, "/v1/invoices")
+
+        def keep(o: JSON) -> bool:
+            return (
+                o["id"] not in self._deleted
+                and ("customer" not in p or o["customer"] == p["customer"])
+                and ("status" not in p or o["status"] == p["status"])
+                and (
+                    "collection_method" not in p or o["collection_method"] == p["collection_method"]
+                )
+                and (created is None or created(o["created"]))
+                and (due is None or (o["due_date"] is not None and due(o["due_date"])))
+            )
+
+        return 200, self._page(self._of_type("invoice"), keep, p, "/v1/invoices")
 
     @route("GET", "/v1/invoices/search")
     def _h_invoice_search(self, req: _Request, args: list[str]) -> tuple[int, JSON]:

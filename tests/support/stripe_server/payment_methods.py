@@ -126,14 +126,11 @@ class PaymentMethodsMixin(ServerState):
 
     def _pm_list(self, customer: str, p: JSON, url: str) -> JSON:
         ptype = p.get("type")
-        items = [
-            o
-            for o in self._objects.values()
-            if o.get("object") == "payment_method"
-            and o.get("customer") == customer
-            and (ptype in (None, "card"))
-        ]
-        return self._paginate(items, p, url)
+
+        def keep(o: JSON) -> bool:
+            return o.get("customer") == customer and ptype in (None, "card")
+
+        return self._page(self._of_type("payment_method"), keep, p, url)
 
     @route("GET", "/v1/customers/{id}/payment_methods")
     def _h_customer_pms(self, req: _Request, args: list[str]) -> tuple[int, JSON]:

@@ -274,15 +274,15 @@ class PaymentsMixin(ServerState):
             p, ("customer", "payment_intent", "created", "limit", "starting_after", "ending_before")
         )
         created = _created_filter(p["created"], "created") if "created" in p else None
-        items = [
-            o
-            for o in self._objects.values()
-            if o.get("object") == "charge"
-            and ("customer" not in p or o["customer"] == p["customer"])
-            and ("payment_intent" not in p or o["payment_intent"] == p["payment_intent"])
-            and (created is None or created(o["created"]))
-        ]
-        return 200, self._paginate(items, p, "/v1/charges")
+
+        def keep(o: JSON) -> bool:
+            return (
+                ("customer" not in p or o["customer"] == p["customer"])
+                and ("payment_intent" not in p or o["payment_intent"] == p["payment_intent"])
+                and (created is None or created(o["created"]))
+            )
+
+        return 200, self._page(self._of_type("charge"), keep, p, "/v1/charges")
 
     @route("POST", "/v1/refunds")
     def _h_refund_create(self, req: _Request, args: list[str]) -> tuple[int, JSON]:

@@ -64,6 +64,7 @@ def load_state(server: StripeTestServer, path: Path) -> bool:
         server._objects = data["objects"]
         server._seq = {k: int(v) for k, v in data["seq"].items()}
         server._born = dict.fromkeys(server._objects, 0.0)  # old enough for any search lag
+        server._index_types()
         server._counter = int(data["counter"])
         server._deleted = set(data["deleted"])
         server._invoice_lines = data["invoice_lines"]

@@ -1,13 +1,18 @@
 """Shared state: objects by id, creation order, events, the clock; rendering, expansion,
-pagination and search over them."""
+pagination and search over them.
+
+Lists page in O(page size), not O(objects): every object is also kept in its type's list in
+creation order (``_by_type``), so a page is a binary search for the cursor and a walk from
+it that stops one match past the page. A benchmark lists 50,000 invoices 100 at a time."""
 
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .common import DEFAULT_API_VERSION, JSON, _invalid, _no_such, _rand
@@ -31,6 +36,7 @@ class ServerState:
     _search_lag: float
     _objects: dict[str, JSON]  # every object by id
     _seq: dict[str, int]  # creation order
+    _by_type: dict[str, list[JSON]]  # objects of each type, oldest first (ascending _seq)
     _born: dict[str, float]  # monotonic creation time (search lag)
     _counter: int
     _deleted: set[str]
@@ -89,7 +95,18 @@ class ServerState:
         self._seq[obj["id"]] = self._counter
         self._born[obj["id"]] = time.monotonic()
         self._objects[obj["id"]] = obj
+        self._by_type.setdefault(obj.get("object", ""), []).append(obj)
         return obj
+
+    def _index_types(self) -> None:
+        """Rebuild ``_by_type`` from ``_objects`` (after the state was loaded from a file)."""
+        self._by_type = {}
+        for obj in sorted(self._objects.values(), key=lambda o: self._seq[o["id"]]):
+            self._by_type.setdefault(obj.get("object", ""), []).append(obj)
+
+    def _of_type(self, obj_type: str) -> list[JSON]:
+        """Every stored object of `obj_type` (deleted ones too), oldest first."""
+        return self._by_type.get(obj_type, [])
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{_rand(24)}"
@@ -179,29 +196,64 @@ class ServerState:
 
     def _paginate(self, items: list[JSON], params: JSON, url: str) -> JSON:
         """Stripe cursor pagination over ``items`` (already filtered, any order)."""
+        ascending = sorted(items, key=lambda o: self._seq[o["id"]])
+        return self._page(ascending, None, params, url)
+
+    def _page(
+        self,
+        ascending: Sequence[JSON],
+        keep: Callable[[JSON], bool] | None,
+        params: JSON,
+        url: str,
+    ) -> JSON:
+        """Stripe cursor pagination, newest first, over the objects of ``ascending`` (oldest
+        first, as ``_of_type`` and ``_events`` hold them) that ``keep`` keeps (all if None).
+
+        The cursor (any object's id, as in Stripe) is found by binary search and the walk from
+        it stops one match past the page (that match only says ``has_more``): a page costs its
+        size plus the objects ``keep`` skips, whatever the number of objects before it.
+        """
         limit = _as_int(params.get("limit", 10), "limit")
         if not 1 <= limit <= 100:
             raise _invalid("Invalid limit: must be between 1 and 100", "limit")
-        ordered = sorted(items, key=lambda o: self._seq[o["id"]], reverse=True)  # newest first
         after, before = params.get("starting_after"), params.get("ending_before")
         if after is not None and before is not None:
             raise _invalid(
                 "You may only specify one of these parameters: ending_before, starting_after."
             )
-        if after is not None:
-            cursor = self._cursor(after, "starting_after")
-            rest = [o for o in ordered if self._seq[o["id"]] < cursor]
-            page, has_more = rest[:limit], len(rest) > limit
-        elif before is not None:
-            cursor = self._cursor(before, "ending_before")
-            rest = [o for o in ordered if self._seq[o["id"]] > cursor]
-            page, has_more = rest[-limit:], len(rest) > limit
+        seq = self._seq
+
+        def position(o: JSON) -> int:
+            return seq[o["id"]]
+
+        found: list[JSON] = []
+        if before is not None:
+            # The `limit` objects just newer than the cursor: walk forward (oldest first).
+            start = bisect.bisect_right(
+                ascending, self._cursor(before, "ending_before"), key=position
+            )
+            for i in range(start, len(ascending)):
+                if keep is None or keep(ascending[i]):
+                    found.append(ascending[i])
+                    if len(found) > limit:
+                        break
+            page = found[:limit][::-1]
         else:
-            page, has_more = ordered[:limit], len(ordered) > limit
+            end = len(ascending)
+            if after is not None:
+                end = bisect.bisect_left(
+                    ascending, self._cursor(after, "starting_after"), key=position
+                )
+            for i in range(end - 1, -1, -1):
+                if keep is None or keep(ascending[i]):
+                    found.append(ascending[i])
+                    if len(found) > limit:
+                        break
+            page = found[:limit]
         return {
             "object": "list",
             "data": [self._render(o) for o in page],
-            "has_more": has_more,
+            "has_more": len(found) > limit,
             "url": url,
         }
 
@@ -228,13 +280,11 @@ class ServerState:
         visible_before = time.monotonic() - self._search_lag
         hits = [
             o
-            for oid, o in self._objects.items()
-            if o.get("object") == obj_type
-            and oid not in self._deleted
-            and self._born[oid] <= visible_before
+            for o in reversed(self._of_type(obj_type))  # newest first
+            if o["id"] not in self._deleted
+            and self._born[o["id"]] <= visible_before
             and match(self._render(o))
         ]
-        hits.sort(key=lambda o: self._seq[o["id"]], reverse=True)
         page = hits[offset : offset + limit]
         has_more = len(hits) > offset + limit
         next_page = (
@@ -254,14 +304,11 @@ class ServerState:
 
     def _list_of(self, obj_type: str, pred: Callable[[JSON], bool] | None = None) -> list[JSON]:
         with self._lock:
-            out = [
+            return [
                 self._render(o)
-                for oid, o in self._objects.items()
-                if o.get("object") == obj_type
-                and oid not in self._deleted
-                and (pred is None or pred(o))
+                for o in self._of_type(obj_type)  # oldest first
+                if o["id"] not in self._deleted and (pred is None or pred(o))
             ]
-            return sorted(out, key=lambda o: self._seq[o["id"]])
 
     @property
     def request_log(self) -> list[tuple[str, str, int, str | None]]:
