@@ -19,8 +19,25 @@ def _rand(n: int = 24) -> str:
     return "".join(secrets.choice(_ALNUM) for _ in range(n))
 
 
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), several times quicker than
+    copy.deepcopy, which rendering every object of a list page spends most of its time in."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_json(v) for v in value)
+    return value
+
+
 def _dumps(payload: JSON) -> bytes:
-    return json.dumps(payload, indent=2, sort_keys=False).encode()
+    """Stripe's JSON: indented like Stripe's for one object (people read it with curl); lists
+    compact, since indenting takes Python's slow encoder instead of the C one and a page of
+    100 invoices took longer to indent than to find and copy."""
+    if payload.get("object") in ("list", "search_result"):
+        return json.dumps(payload, separators=(",", ":")).encode()
+    return json.dumps(payload, indent=2).encode()
 
 
 class StripeAPIError(Exception):

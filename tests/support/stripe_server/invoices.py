@@ -5,10 +5,9 @@ Lines live in invoice_lines.py, paying in payments.py.
 
 from __future__ import annotations
 
-import copy
 import re
 
-from .common import JSON, _invalid, _missing, _state_error
+from .common import JSON, _copy_json, _invalid, _missing, _state_error
 from .params import _as_bool, _as_int, _as_str, _check_unknown, _created_filter, _merge_metadata
 from .routing import _Request, route
 from .state import ServerState
@@ -162,11 +161,11 @@ class InvoicesMixin(ServerState):
         return inv
 
     def _render_invoice(self, inv: JSON) -> JSON:
-        out = {k: copy.deepcopy(v) for k, v in inv.items() if not k.startswith("_")}
+        out = {k: _copy_json(v) for k, v in inv.items() if not k.startswith("_")}
         lines = self._invoice_lines.get(inv["id"], [])
         out["lines"] = {
             "object": "list",
-            "data": copy.deepcopy(lines[:EMBEDDED_LINES]),
+            "data": _copy_json(lines[:EMBEDDED_LINES]),
             "has_more": len(lines) > EMBEDDED_LINES,  # Stripe sends no count: page on to learn it
             "url": f"/v1/invoices/{inv['id']}/lines",
         }

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .common import DEFAULT_API_VERSION, JSON, _invalid, _no_such, _rand
+from .common import DEFAULT_API_VERSION, JSON, _copy_json, _invalid, _no_such, _rand
 from .params import _as_int, _as_str, _check_unknown, _parse_query
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class ServerState:
             return {"id": obj["id"], "object": "customer", "deleted": True}
         if obj.get("object") == "invoice":
             return self._render_invoice(obj)
-        return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+        return {k: _copy_json(v) for k, v in obj.items() if not k.startswith("_")}
 
     def _emit(self, event_type: str, obj: JSON, previous: JSON | None = None) -> JSON:
         data: JSON = {"object": self._render(obj)}
