@@ -107,8 +107,16 @@ def _invoice_rates(rates: Rates, invoice: BilledRow) -> Rates:
     return rates.with_rate(invoice.currency, invoice.fx_rate)
 
 
-def _billed(invoices: Mapping[int, BilledRow]) -> dict[int, BilledInvoice]:
-    return {cid: BilledInvoice(inv.id or 0, cid, inv.currency) for cid, inv in invoices.items()}
+def _billed(
+    invoices: Mapping[int, BilledRow], *compared: Mapping[tuple[int, str], Any]
+) -> dict[int, BilledInvoice]:
+    """The billed invoices of the customers `compared` names (keys (customer id, ...))."""
+    customers = {cid for figures in compared for cid, _ in figures}
+    return {
+        cid: BilledInvoice(inv.id or 0, cid, inv.currency)
+        for cid, inv in invoices.items()
+        if cid in customers
+    }
 
 
 def aws_findings(
@@ -193,7 +201,9 @@ def aws_findings(
             latest[(cid, SHARED_KEY)] = share.to_minor()
     if left_out:
         invoiced = defaultdict(int, {k: v for k, v in invoiced.items() if k[0] not in left_out})
-    findings = compare_aws(_billed(invoices), invoiced, latest, tolerance, str(period))
+    findings = compare_aws(
+        _billed(invoices, invoiced, latest), invoiced, latest, tolerance, str(period)
+    )
     return findings, {"skipped": skipped}
 
 
@@ -209,8 +219,13 @@ def _plans_in_force(session: Session, period: Period) -> dict[int, Plan]:
 
 def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> list[Finding]:
     """Section (c): overage lines on the invoices vs overage from the recorded usage."""
-    invoices = billed_invoices(session, period)
     lines = _lines_by_invoice(session, period, LineKind.OVERAGE)
+    used: dict[int, dict[str, Decimal]] = defaultdict(dict)  # customer -> metric -> quantity
+    for (c, metric), quantity in totals_by_metric(session, period).items():
+        used[c][metric] = quantity
+    if not lines and not used:
+        return []  # nothing billed or recorded to compare (the month's invoices are not read)
+    invoices = billed_invoices(session, period)
     charged: dict[tuple[int, str], UsageFigure] = {}
     for cid, inv in invoices.items():
         for line in lines.get(inv.id or 0, ()):
@@ -219,11 +234,6 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
                 charged[(cid, line.metric)] = UsageFigure(
                     prev.quantity + line.quantity, prev.amount_minor + line.amount_minor
                 )
-    used: dict[int, dict[str, Decimal]] = defaultdict(dict)  # customer -> metric -> quantity
-    for (c, metric), quantity in totals_by_metric(session, period).items():
-        used[c][metric] = quantity
-    if not used:
-        return compare_usage(_billed(invoices), charged, {}, tolerance)
     period_rates = load_rates(session, period)
     recorded: dict[tuple[int, str], UsageFigure] = {}
     book = PricingBook.load(session, period)
@@ -244,7 +254,7 @@ def usage_findings(session: Session, period: Period, tolerance: Tolerance) -> li
             unpriced.add(cid)
     if unpriced:
         charged = {k: v for k, v in charged.items() if k[0] not in unpriced}
-    return compare_usage(_billed(invoices), charged, recorded, tolerance)
+    return compare_usage(_billed(invoices, charged, recorded), charged, recorded, tolerance)
 
 
 def _priced_usage(

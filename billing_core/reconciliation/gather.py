@@ -36,7 +36,12 @@ from billing_core.states import CARRIED_OUTCOMES, CreditNoteStatus, InvoiceStatu
 from billing_core.stripe import invoices as stripe_invoices
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
-from billing_core.stripe.mapping import StripeInvoice, line_pairs, parse_invoice
+from billing_core.stripe.mapping import (
+    InvoiceFigures,
+    StripeInvoice,
+    invoice_figures,
+    line_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +64,13 @@ def stripe_window(period: Period) -> tuple[int, int]:
 
 
 def stripe_record(
-    obj: Mapping[str, Any] | StripeInvoice,
+    obj: Mapping[str, Any] | StripeInvoice | InvoiceFigures,
     customer_ids: Mapping[str, int],
     lines: Sequence[Mapping[str, Any]] | None = None,
 ) -> InvoiceRecord:
-    """A Stripe invoice as an InvoiceRecord; `lines` (Stripe's JSON) when all were read."""
-    remote = obj if isinstance(obj, StripeInvoice) else parse_invoice(obj)
+    """A Stripe invoice (its JSON, or as read already) as an InvoiceRecord; `lines` (Stripe's
+    JSON) when all were read."""
+    remote = obj if isinstance(obj, StripeInvoice | InvoiceFigures) else invoice_figures(obj)
     pairs: Sequence[tuple[str, int]] | None = remote.lines if remote.all_lines_embedded else None
     if lines is not None:
         pairs = line_pairs(lines)
@@ -232,7 +238,7 @@ def _credited_by_invoice(session: Session, period: Period) -> dict[int, int]:
     return {int(iid): int(total or 0) for iid, total in rows}
 
 
-def _needs_all_lines(loc: InvoiceRecord | None, remote: StripeInvoice, deep: bool) -> bool:
+def _needs_all_lines(loc: InvoiceRecord | None, remote: InvoiceFigures, deep: bool) -> bool:
     """Read the remaining lines only where they can explain something (or when asked to)."""
     if remote.all_lines_embedded:
         return False
@@ -258,10 +264,10 @@ def _record(
     obj: Mapping[str, Any],
     customer_ids: Mapping[str, int],
     deep_lines: bool,
-    remote: StripeInvoice | None = None,
+    remote: InvoiceFigures | None = None,
 ) -> InvoiceRecord:
-    """`obj` (parsed as `remote` when the caller did) as a record; lines read when needed."""
-    remote = remote or parse_invoice(obj)
+    """`obj` (read as `remote` when the caller did) as a record; lines read when needed."""
+    remote = remote or invoice_figures(obj)
     lines = None
     if _needs_all_lines(loc, remote, deep_lines):
         embedded = list((obj.get("lines") or {}).get("data") or [])
@@ -291,9 +297,10 @@ def read_stripe_side(
     gte, lt = stripe_window(period)
     remote: list[InvoiceRecord] = []
     seen: set[str] = set()
+    wanted = str(period)
     for obj in stripe_invoices.invoices_created(reader, gte, lt):
-        found = parse_invoice(obj)
-        if found.period != str(period) or not found.metadata.mine(install):
+        found = invoice_figures(obj)  # read once (each invoice of 50,000 counts)
+        if found.period != wanted or not found.metadata.mine(install):
             continue
         seen.add(found.id)
         loc = by_stripe.get(found.id) or by_local.get(found.metadata.local_invoice_id)

@@ -69,6 +69,9 @@ class Gateway:
         self.calls = 0  # requests sent, retries included
         self.rate_limited = 0  # of which answered 429
         self.seconds = 0.0  # time spent waiting on Stripe
+        # CPU time the calling threads spent inside requests (HTTP, JSON decoding): what a
+        # caller subtracts from its own CPU time to know its compute apart from Stripe's.
+        self.cpu_seconds = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, policy: RetryPolicy | None = None) -> Gateway:
@@ -79,22 +82,25 @@ class Gateway:
             policy=policy,
         )
 
-    def _count(self, *, calls: int = 0, rate_limited: int = 0, seconds: float = 0.0) -> None:
+    def _count(
+        self, *, calls: int = 0, rate_limited: int = 0, seconds: float = 0.0, cpu: float = 0.0
+    ) -> None:
         with self._lock:
             self.calls += calls
             self.rate_limited += rate_limited
             self.seconds += seconds
+            self.cpu_seconds += cpu
 
     def _send(self, method: Method, path: str, params: Mapping[str, Any], key: str | None) -> JSON:
         self.bucket.acquire()
         self._count(calls=1)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         options = {"idempotency_key": key} if key else {}
         try:
             data: JSON = self.client.raw_request(method, path, **params, **options).data
             return data
         finally:
-            self._count(seconds=time.perf_counter() - started)
+            self._count(seconds=time.perf_counter() - started, cpu=time.thread_time() - cpu_started)
 
     def request(
         self,

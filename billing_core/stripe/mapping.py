@@ -3,12 +3,14 @@
 `parse_invoice` reads a Stripe invoice, metadata included, into a `StripeInvoice`; nothing
 outside this module knows Stripe's field or metadata names. `mirror_invoice` copies Stripe's
 state onto the local Invoice row (the invoice push, events and the payment retry all use it);
-reconciliation builds its records from `StripeInvoice`. The metadata we write on Stripe objects
+reconciliation builds its records from `invoice_figures`, the part of an invoice it compares
+(read alone: a run lists tens of thousands). The metadata we write on Stripe objects
 is spelled here too, install id included, so lookups never match another database's objects.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,7 +53,12 @@ def _int(value: Any) -> int | None:
 
 def read_metadata(obj: Mapping[str, Any]) -> Metadata:
     meta: Mapping[str, Any] = obj.get("metadata") or {}
-    local_id = next((_int(meta.get(k)) for k in LOCAL_INVOICE_KEYS if _int(meta.get(k))), None)
+    local_id = None
+    for key in LOCAL_INVOICE_KEYS:  # the first key holding an id other than 0
+        found = _int(meta.get(key))
+        if found:
+            local_id = found
+            break
     return Metadata(
         local_invoice_id=local_id,
         local_customer_id=_int(meta.get("local_customer_id")),
@@ -192,10 +199,74 @@ class StripeInvoice:
     @property
     def period(self) -> str:
         """The period it bills: its metadata, else the month it was created in."""
-        try:
-            return str(Period.parse(self.metadata.period or ""))
-        except ConfigError:
-            return str(Period.containing(self.created or datetime.fromtimestamp(0, UTC)))
+        return _billing_period(self.metadata.period, self.created)
+
+
+@functools.lru_cache(maxsize=1024)
+def _period_text(text: str) -> str | None:
+    """`text` as a period ('2026-01'), None if it is not one (a run parses the same few)."""
+    try:
+        return str(Period.parse(text))
+    except ConfigError:
+        return None
+
+
+def _billing_period(metadata_period: str | None, created: datetime | None) -> str:
+    """The period an invoice bills: its metadata, else the month it was created in."""
+    return _period_text(metadata_period or "") or str(
+        Period.containing(created or datetime.fromtimestamp(0, UTC))
+    )
+
+
+def _customer_of(obj: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The invoice's customer id (expanded or not) and whether it was deleted (if expanded)."""
+    customer = obj.get("customer")
+    deleted = False
+    if isinstance(customer, Mapping):
+        deleted = bool(customer.get("deleted"))
+        customer = customer.get("id")
+    return (str(customer) if customer else None), deleted
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceFigures:
+    """What reconciliation compares of a Stripe invoice (`invoice_figures`); the fields
+    mean what StripeInvoice's of the same name mean."""
+
+    id: str
+    status: str
+    customer: str | None
+    customer_deleted: bool
+    currency: str  # upper case
+    total: int
+    lines: tuple[tuple[str, int], ...]  # (description, amount) of the embedded lines
+    all_lines_embedded: bool
+    metadata: Metadata
+    period: str  # the period it bills (StripeInvoice.period)
+    pre_payment_credit_notes: int
+    post_payment_credit_notes: int
+
+
+def invoice_figures(obj: Mapping[str, Any]) -> InvoiceFigures:
+    """A Stripe invoice read as reconciliation compares it: parse_invoice without the
+    payment, date and bill-to fields (several times quicker, for a run's 50,000 invoices)."""
+    customer, deleted = _customer_of(obj)
+    embedded: Mapping[str, Any] = obj.get("lines") or {}
+    metadata = read_metadata(obj)
+    return InvoiceFigures(
+        id=str(obj.get("id") or ""),
+        status=str(obj.get("status") or "draft"),
+        customer=customer,
+        customer_deleted=deleted,
+        currency=str(obj.get("currency") or "").upper(),
+        total=int(obj.get("total") or 0),
+        lines=line_pairs(embedded.get("data") or []),
+        all_lines_embedded=not embedded.get("has_more"),
+        metadata=metadata,
+        period=_billing_period(metadata.period, _ts(obj.get("created"))),
+        pre_payment_credit_notes=int(obj.get("pre_payment_credit_notes_amount") or 0),
+        post_payment_credit_notes=int(obj.get("post_payment_credit_notes_amount") or 0),
+    )
 
 
 def line_pairs(lines: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, int], ...]:
@@ -204,18 +275,14 @@ def line_pairs(lines: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, int], ...
 
 
 def parse_invoice(obj: Mapping[str, Any]) -> StripeInvoice:
-    customer = obj.get("customer")
-    deleted = False
-    if isinstance(customer, Mapping):
-        deleted = bool(customer.get("deleted"))
-        customer = customer.get("id")
+    customer, deleted = _customer_of(obj)
     embedded: Mapping[str, Any] = obj.get("lines") or {}
     lines = line_pairs(embedded.get("data") or [])
     transitions: Mapping[str, Any] = obj.get("status_transitions") or {}
     return StripeInvoice(
         id=str(obj.get("id") or ""),
         status=str(obj.get("status") or "draft"),
-        customer=str(customer) if customer else None,
+        customer=customer,
         customer_deleted=deleted,
         currency=str(obj.get("currency") or "").upper(),
         total=int(obj.get("total") or 0),
