@@ -2,6 +2,10 @@
 
 The invoices are put straight into the server's memory (`create_invoice_directly`), not over
 HTTP, so only the reconciliation's own requests are measured. One invoice in a hundred differs.
+
+Compute is printed twice: as wall time less the wait on Stripe (inflated when the machine is
+busy) and as the run's CPU time less the CPU time its requests took (HTTP, JSON decoding),
+which a busy machine barely moves. The server runs in this process: its work is in the wait.
 """
 
 from __future__ import annotations
@@ -114,6 +118,13 @@ def run(quick: bool) -> list[Figure]:
             "reconcile",
             "compute time (diffing, database; not waiting on Stripe)",
             f"{result.counts['timings']['compute_s']:.2f} s",
+            "< 5 s",
+            dataset,
+        ),
+        Figure(
+            "reconcile",
+            "compute CPU time (the run's thread, Stripe's requests taken out)",
+            f"{result.counts['timings']['compute_cpu_s']:.2f} s",
             "< 5 s",
             dataset,
         ),
