@@ -44,10 +44,14 @@ from billing_core.costs.snapshots import (
     latest_snapshot,
 )
 from billing_core.customers.terms import Terms, terms_by_period
-from billing_core.models import CostLine, Customer
+from billing_core.models import CostLine, CostRollup, Customer
 from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
+
+
+#: A table attribution conditions apply to: both have account_id, tag_value and service.
+CostTable = type[CostRollup] | type[CostLine]
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,13 @@ class Attribution:
             return UNATTRIBUTED_LABEL
         return self.names.get(customer_id, f"customer {customer_id}")
 
-    def _owned(self, group_by: str, customer: int | set[int] | None) -> ColumnElement[bool]:
-        """SQL: the lines `customer` (or any of a set) owns (None: the lines any customer owns)."""
-        account = sa_func.coalesce(col(CostLine.account_id), "")
-        tag = sa_func.coalesce(col(CostLine.tag_value), "")
+    def _owned(
+        self, group_by: str, customer: int | set[int] | None, table: CostTable = CostLine
+    ) -> ColumnElement[bool]:
+        """SQL: the rows of `table` (a rollup by account, or the lines) `customer` (or any of a
+        set) owns (None: the rows any customer owns)."""
+        account = sa_func.coalesce(col(table.account_id), "")
+        tag = sa_func.coalesce(col(table.tag_value), "")
 
         def keys(mapping: dict[str, int]) -> list[str]:
             wanted = {customer} if isinstance(customer, int) else customer
@@ -159,16 +166,18 @@ class Attribution:
             by_tag = tag.in_(tags) if tags else false()
             owned = or_(by_tag, and_(tag == "", by_account))
         if self.shared.services:
-            owned = and_(owned, col(CostLine.service).not_in(sorted(self.shared.services)))
+            owned = and_(owned, col(table.service).not_in(sorted(self.shared.services)))
         return owned
 
-    def condition(self, group_by: str, customer: CustomerFilter) -> ColumnElement[bool] | None:
-        """A SQL condition selecting one customer's (or the unattributed) lines."""
+    def condition(
+        self, group_by: str, customer: CustomerFilter, table: CostTable = CostLine
+    ) -> ColumnElement[bool] | None:
+        """A SQL condition selecting one customer's (or the unattributed) rows of `table`."""
         if customer is None:
             return None
         if isinstance(customer, int):
-            return self._owned(group_by, customer)
-        return not_(self._owned(group_by, None))
+            return self._owned(group_by, customer, table)
+        return not_(self._owned(group_by, None, table))
 
 
 @dataclass
@@ -223,13 +232,19 @@ def _grouped_lines(
     conditions: Iterable[ColumnElement[bool]] = (),
     by_service: bool = True,
 ) -> list[tuple[str | None, str | None, str, str, Decimal]]:
-    """(account, tag, service, record type, amount) summed in SQL over every day
-    (`by_service=False`: over every service too, service ""; exact, amounts are integers)."""
-    service: Any = col(CostLine.service) if by_service else literal("")
-    keys: list[Any] = [col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.record_type)]
+    """(account, tag, service, record type, amount) summed over every day: read from the
+    snapshot's CostRollup (the lines already summed by day), never from the lines
+    (`by_service=False`: summed over every service too, service ""; exact, amounts are
+    integers). `conditions` are on CostRollup's columns (`Attribution.condition`)."""
+    service: Any = col(CostRollup.service) if by_service else literal("")
+    keys: list[Any] = [
+        col(CostRollup.account_id),
+        col(CostRollup.tag_value),
+        col(CostRollup.record_type),
+    ]
     query = (
-        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostLine.amount))
-        .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
+        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostRollup.amount))
+        .where(col(CostRollup.snapshot_id) == snapshot_id, *conditions)
         .group_by(*keys, *([service] if by_service else []))
     )
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
@@ -265,7 +280,7 @@ def attributed_costs(
     conditions: list[ColumnElement[bool]] = []
     only = None if customer_ids is None else set(customer_ids)
     if only is not None:
-        conditions.append(who._owned(snap.group_by, only))
+        conditions.append(who._owned(snap.group_by, only, CostRollup))
     # Shared services are recognised by their name, so they need the split by service.
     split = by_service or bool(who.shared.services)
     for account, tag, service, record_type, amount in _grouped_lines(

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.costs.attribution import Attribution, SharedScope, _grouped_lines
+from billing_core.costs.attribution import Attribution, CostTable, SharedScope, _grouped_lines
 from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
@@ -34,7 +34,7 @@ from billing_core.costs.snapshots import (
 )
 from billing_core.invoicing.drafts import SharedCosts, describe_shared, shared_participants
 from billing_core.invoicing.shared_costs import SharedAllocation, allocate
-from billing_core.models import CostLine
+from billing_core.models import CostDailyRollup, CostLine, CostRollup
 from billing_core.periods import Period
 
 log = logging.getLogger(__name__)
@@ -253,12 +253,13 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sql_conditions(
-    info: SnapshotInfo, who: Attribution, filters: CostFilter
+    info: SnapshotInfo, who: Attribution, filters: CostFilter, table: CostTable
 ) -> list[ColumnElement[bool]]:
+    """The filters as SQL on `table` (a rollup by account, or the lines)."""
     conditions: list[ColumnElement[bool]] = []
     if filters.service is not None:
-        conditions.append(col(CostLine.service) == filters.service)
-    condition = who.condition(info.group_by, filters.customer)
+        conditions.append(col(table.service) == filters.service)
+    condition = who.condition(info.group_by, filters.customer, table)
     if condition is not None:
         conditions.append(condition)
     return conditions
@@ -267,12 +268,23 @@ def _sql_conditions(
 def _daily(
     session: Session, info: SnapshotInfo, who: Attribution, filters: CostFilter
 ) -> pd.DataFrame:
-    """Amount per day and service (adjustments under their record type), filtered in SQL."""
+    """Amount per day and service (adjustments under their record type), filtered in SQL.
+
+    The whole account or one service: from the daily rollup (days x services rows). One
+    customer or the unattributed spend: attribution is by account, which the daily rollup
+    does not keep, so this drill-down reads the snapshot's lines."""
+    table: type[CostDailyRollup] | type[CostLine]
+    if filters.customer is None:
+        table = CostDailyRollup
+        conditions = [col(table.service) == filters.service] if filters.service else []
+    else:
+        table = CostLine
+        conditions = _sql_conditions(info, who, filters, CostLine)
     rows = session.exec(
-        select(CostLine.day, CostLine.service, func.sum(CostLine.amount))
-        .where(CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters))
-        .group_by(col(CostLine.day), col(CostLine.service))
-        .order_by(col(CostLine.day), col(CostLine.service))
+        select(table.day, table.service, func.sum(table.amount))
+        .where(table.snapshot_id == info.id, *conditions)
+        .group_by(col(table.day), col(table.service))
+        .order_by(col(table.day), col(table.service))
     ).all()
     frame = pd.DataFrame(
         [(date.fromisoformat(d), s, Decimal(v or 0)) for d, s, v in rows],
@@ -289,11 +301,23 @@ def _sum_lines(
     *,
     before: date | None = None,
 ) -> Decimal:
-    query = select(func.sum(CostLine.amount)).where(
-        CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters)
-    )
+    """The snapshot's net total within the filters (days before `before` only, if given).
+
+    Whole month: from the rollup by account. Days before a date: from the daily rollup for
+    the whole account or one service, from the lines for one customer or the unattributed
+    spend (the same drill-down as `_daily`)."""
+    if before is None:
+        table: CostTable | type[CostDailyRollup] = CostRollup
+        conditions = _sql_conditions(info, who, filters, CostRollup)
+    elif filters.customer is None:
+        table = CostDailyRollup
+        conditions = [col(table.service) == filters.service] if filters.service else []
+    else:
+        table = CostLine
+        conditions = _sql_conditions(info, who, filters, CostLine)
+    query = select(func.sum(table.amount)).where(table.snapshot_id == info.id, *conditions)
     if before is not None:
-        query = query.where(col(CostLine.day) < before.isoformat())
+        query = query.where(col(table.day) < before.isoformat())  # type: ignore[union-attr]
     return Decimal(session.exec(query).one() or 0)
 
 
@@ -336,6 +360,29 @@ def chart_values(amounts: Iterable[Decimal]) -> list[float]:
 TOP_SERVICES = 8
 
 
+#: Bars drawn per bar chart (services, customers); the rest are summed in one "Other" bar, so
+#: the browser draws a few dozen bars however many customers and services there are.
+TOP_BARS = 20
+
+
+def top_rows(
+    frame: pd.DataFrame, key: str, limit: int, other: str, *, keep: str | None = None
+) -> pd.DataFrame:
+    """The `limit` largest rows of a (key, amount) frame sorted largest first, the rest summed
+    exactly into one row named `other` (with "(N)" for how many it sums); the row named
+    `keep` is always shown on its own. Amounts of the result add up to the frame's."""
+    if len(frame) <= limit:
+        return frame[[key, "amount"]]
+    names, amounts = list(frame[key]), list(frame["amount"])
+    shown = [i for i in range(len(names)) if names[i] == keep][:1]
+    shown += [i for i in range(len(names)) if names[i] != keep][: limit - 1 - len(shown)]
+    chosen = set(shown)
+    rest = [i for i in range(len(names)) if i not in chosen]
+    rows = [(names[i], amounts[i]) for i in sorted(shown)]
+    rows.append((f"{other} ({len(rest)})", sum((amounts[i] for i in rest), ZERO)))
+    return pd.DataFrame(rows, columns=[key, "amount"])
+
+
 _UNATTRIBUTED_COLOUR = "#d62728"
 
 
@@ -374,8 +421,9 @@ def _horizontal_bars(fig: go.Figure, amounts: Iterable[Decimal], currency: str) 
 
 
 def by_service_figure(view: CostsView) -> go.Figure:
-    """Horizontal bars per service, largest on top; credits and refunds in their own colour."""
-    frame = view.by_service.iloc[::-1]
+    """Horizontal bars per service, largest on top, at most TOP_BARS (the rest summed as
+    "Other services"); credits and refunds in their own colour."""
+    frame = top_rows(view.by_service, "service", TOP_BARS, "Other services").iloc[::-1]
     adjustments = set(view.adjustments)
     fig = go.Figure(
         go.Bar(
@@ -394,8 +442,11 @@ def by_service_figure(view: CostsView) -> go.Figure:
 
 
 def by_customer_figure(view: CostsView) -> go.Figure:
-    """Bars per customer; unattributed spend stands out in red."""
-    frame = view.by_customer.iloc[::-1]
+    """Bars per customer, at most TOP_BARS (the rest summed as "Other customers"; unattributed
+    spend always has its bar and stands out in red): thousands of customers draw ~20 bars."""
+    frame = top_rows(
+        view.by_customer, "customer", TOP_BARS, "Other customers", keep=UNATTRIBUTED_LABEL
+    ).iloc[::-1]
     colours = [
         _UNATTRIBUTED_COLOUR if c == UNATTRIBUTED_LABEL else _COLOUR for c in frame["customer"]
     ]

@@ -1,0 +1,76 @@
+"""cost rollups: each snapshot's lines summed by account and by day, built for stored snapshots
+
+Revision ID: rollup_1
+Revises: 0005
+
+Pages read these sums instead of the lines (billing_core/costs/rollups.py). New snapshots get
+them in the transaction that stores their lines; this revision builds them once for every
+snapshot already stored that keeps its lines (pruned ones have none), with the same
+INSERT ... SELECT ... GROUP BY the application runs, so the figures are the same to the digit.
+`billing_core.costs.rollups.rebuild_all_rollups` does it again if ever needed.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "rollup_1"
+down_revision: str | Sequence[str] | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_MONTH_KEYS = "account_id, tag_value, service, record_type, currency"
+_DAY_KEYS = "day, service, record_type, currency"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "costrollup",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("snapshot_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.String(), nullable=True),
+        sa.Column("tag_value", sa.String(), nullable=True),
+        sa.Column("service", sa.String(), nullable=False),
+        sa.Column("record_type", sa.String(), nullable=False),
+        sa.Column("currency", sa.String(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["snapshot_id"], ["costsnapshot.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("costrollup", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_costrollup_snapshot_account", ["snapshot_id", "account_id"], unique=False
+        )
+    op.create_table(
+        "costdailyrollup",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("snapshot_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.String(), nullable=False),
+        sa.Column("service", sa.String(), nullable=False),
+        sa.Column("record_type", sa.String(), nullable=False),
+        sa.Column("currency", sa.String(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["snapshot_id"], ["costsnapshot.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("costdailyrollup", schema=None) as batch_op:
+        batch_op.create_index("ix_costdailyrollup_snapshot_day", ["snapshot_id", "day"], unique=False)
+    # The backfill: amounts are scaled integers, so the database's SUM is exact.
+    for table, keys in (("costrollup", _MONTH_KEYS), ("costdailyrollup", _DAY_KEYS)):
+        op.execute(
+            f"INSERT INTO {table} (snapshot_id, {keys}, amount, lines) "
+            f"SELECT snapshot_id, {keys}, SUM(amount), COUNT(*) FROM costline "
+            f"GROUP BY snapshot_id, {keys}"
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("costdailyrollup", schema=None) as batch_op:
+        batch_op.drop_index("ix_costdailyrollup_snapshot_day")
+    op.drop_table("costdailyrollup")
+    with op.batch_alter_table("costrollup", schema=None) as batch_op:
+        batch_op.drop_index("ix_costrollup_snapshot_account")
+    op.drop_table("costrollup")
