@@ -592,7 +592,11 @@ __all__ = ["ISSUING_CREDIT_NOTE_WHERE", "CreditNote", "CreditNoteLine", "Invoice
 # Pricing rules' tables (plan rules, tiers, customer overrides, discounts) live in the
 # customers wing, cost rollups (each snapshot's lines summed) in the costs wing; imported here
 # so every table is registered wherever models is imported.
-from billing_core.costs.rollup_tables import CostDailyRollup, CostRollup  # noqa: E402
+from billing_core.costs.rollup_tables import (  # noqa: E402
+    CostAccountDailyRollup,
+    CostDailyRollup,
+    CostRollup,
+)
 from billing_core.customers import pricing_tables  # noqa: E402, F401
 
-__all__ += ["CostDailyRollup", "CostRollup"]
+__all__ += ["CostAccountDailyRollup", "CostDailyRollup", "CostRollup"]

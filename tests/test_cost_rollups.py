@@ -19,6 +19,7 @@ from billing_core.costs.attribution import Attribution, SharedScope, attributed_
 from billing_core.costs.snapshots import UNATTRIBUTED, UNATTRIBUTED_LABEL, CostSource
 from billing_core.db import _alembic_config, make_engine, migrate
 from billing_core.models import (
+    CostAccountDailyRollup,
     CostDailyRollup,
     CostLine,
     CostRollup,
@@ -94,24 +95,16 @@ def line_sums(session: Session, snapshot_id: int) -> Decimal:
     )
 
 
-def rollup_sum(
-    session: Session, table: type[CostRollup] | type[CostDailyRollup], sid: int
-) -> Decimal:
+def rollup_sum(session: Session, table: rollups.RollupTable, sid: int) -> Decimal:
     return Decimal(
         session.exec(select(func.sum(table.amount)).where(table.snapshot_id == sid)).one() or 0
     )
 
 
 def rollup_rows(session: Session, sid: int) -> int:
-    return (
-        session.exec(
-            select(func.count()).select_from(CostRollup).where(CostRollup.snapshot_id == sid)
-        ).one()
-        + session.exec(
-            select(func.count())
-            .select_from(CostDailyRollup)
-            .where(CostDailyRollup.snapshot_id == sid)
-        ).one()
+    return sum(
+        session.exec(select(func.count()).select_from(table).where(table.snapshot_id == sid)).one()
+        for table, _keys in rollups.ROLLUPS
     )
 
 
@@ -139,6 +132,7 @@ def test_rollups_equal_the_lines_for_every_snapshot(session: Session) -> None:
         assert total != 0
         assert rollup_sum(session, CostRollup, sid) == total
         assert rollup_sum(session, CostDailyRollup, sid) == total
+        assert rollup_sum(session, CostAccountDailyRollup, sid) == total
     # Several currencies stay apart in the rollups, and each keeps the count of its lines.
     currencies = session.exec(
         select(CostRollup.currency).where(CostRollup.snapshot_id == ids[0]).distinct()
@@ -307,7 +301,8 @@ def test_migration_builds_the_rollups_of_stored_snapshots(blank_db_url: str) -> 
         assert rollups.check_rollups(session, 1) == []
         assert rollup_sum(session, CostRollup, 1) == Decimal("17.0000000001")
         assert rollup_sum(session, CostDailyRollup, 1) == Decimal("17.0000000001")
-        assert rollup_rows(session, 1) == 2 + 3  # (EC2, Credit) by account; 3 (day, service)
+        # (EC2, Credit) by account; 3 (day, service); 2 (day, account)
+        assert rollup_rows(session, 1) == 2 + 3 + 2
     command.downgrade(cfg, "0005")
     engine.dispose()
 

@@ -44,14 +44,15 @@ from billing_core.costs.snapshots import (
     latest_snapshot,
 )
 from billing_core.customers.terms import Terms, terms_by_period
-from billing_core.models import CostLine, CostRollup, Customer
+from billing_core.models import CostAccountDailyRollup, CostLine, CostRollup, Customer
 from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 
-#: A table attribution conditions apply to: both have account_id, tag_value and service.
-CostTable = type[CostRollup] | type[CostLine]
+#: A table attribution conditions apply to: each has account_id and tag_value (the account
+#: and day rollup has no service, so it takes no shared services).
+CostTable = type[CostRollup] | type[CostLine] | type[CostAccountDailyRollup]
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,10 @@ class Attribution:
             by_tag = tag.in_(tags) if tags else false()
             owned = or_(by_tag, and_(tag == "", by_account))
         if self.shared.services:
-            owned = and_(owned, col(table.service).not_in(sorted(self.shared.services)))
+            if table is CostAccountDailyRollup:
+                raise ValueError("shared services need a table with the service")
+            service = col(table.service)  # type: ignore[union-attr]
+            owned = and_(owned, service.not_in(sorted(self.shared.services)))
         return owned
 
     def condition(

@@ -45,3 +45,19 @@ class CostDailyRollup(SQLModel, table=True):
     currency: str
     amount: Decimal = Field(sa_type=ExactDecimal(10))
     lines: int
+
+
+# One row per day, account or tag value and currency: the lines summed over services and record
+# types. What the AWS spend per customer and day reads (usage limits, the Customer page).
+class CostAccountDailyRollup(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_costaccountdailyrollup_snapshot_account", "snapshot_id", "account_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: int = Field(foreign_key="costsnapshot.id")
+    day: str
+    account_id: str | None = None
+    tag_value: str | None = None
+    currency: str
+    amount: Decimal = Field(sa_type=ExactDecimal(10))
+    lines: int

@@ -6,6 +6,8 @@ sum the lines again (tables in rollup_tables.py).
   with the customers' terms), so the rollup keeps the account and tag value and readers
   attribute its rows exactly as they attributed the lines (costs/attribution.py).
 - `CostDailyRollup`: per snapshot, day, service, record type and currency, over every account.
+- `CostAccountDailyRollup`: per snapshot, day, account or tag value and currency, over every
+  service and record type (the AWS spend per customer and day of the usage limits).
 
 Kept in step: `store_snapshot` calls `write_rollups` in the transaction that inserts the lines,
 `_prune` calls `drop_rollups` with the lines it deletes, and the migration rollup_1 built them
@@ -24,11 +26,19 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlmodel import Session, col
 
-from billing_core.costs.rollup_tables import CostDailyRollup, CostRollup
+from billing_core.costs.rollup_tables import CostAccountDailyRollup, CostDailyRollup, CostRollup
 from billing_core.models import CostLine, CostSnapshot
 
+RollupTable = type[CostRollup] | type[CostDailyRollup] | type[CostAccountDailyRollup]
 _MONTH_KEYS = ("account_id", "tag_value", "service", "record_type", "currency")
 _DAY_KEYS = ("day", "service", "record_type", "currency")
+_ACCOUNT_DAY_KEYS = ("day", "account_id", "tag_value", "currency")
+#: Each rollup table with the line columns it keeps (the lines summed over the others).
+ROLLUPS: tuple[tuple[RollupTable, tuple[str, ...]], ...] = (
+    (CostRollup, _MONTH_KEYS),
+    (CostDailyRollup, _DAY_KEYS),
+    (CostAccountDailyRollup, _ACCOUNT_DAY_KEYS),
+)
 
 
 def _from_lines(snapshot_ids: list[int], keys: tuple[str, ...]) -> Any:
@@ -48,7 +58,7 @@ def write_rollups(session: Session, snapshot_ids: Iterable[int]) -> None:
     if not ids:
         return
     drop_rollups(session, ids)
-    for table, keys in ((CostRollup, _MONTH_KEYS), (CostDailyRollup, _DAY_KEYS)):
+    for table, keys in ROLLUPS:
         target = table.__table__  # type: ignore[union-attr]
         columns = ["snapshot_id", *keys, "amount", "lines"]
         session.execute(insert(target).from_select(columns, _from_lines(ids, keys)))
@@ -58,8 +68,8 @@ def drop_rollups(session: Session, snapshot_ids: Iterable[int]) -> None:
     """Delete both rollups of these snapshots (their lines are being deleted)."""
     ids = sorted(set(snapshot_ids))
     if ids:
-        session.execute(delete(CostRollup).where(col(CostRollup.snapshot_id).in_(ids)))
-        session.execute(delete(CostDailyRollup).where(col(CostDailyRollup.snapshot_id).in_(ids)))
+        for table, _keys in ROLLUPS:
+            session.execute(delete(table).where(col(table.snapshot_id).in_(ids)))
 
 
 def rebuild_all_rollups(session: Session) -> int:
@@ -80,7 +90,7 @@ def rebuild_all_rollups(session: Session) -> int:
 def check_rollups(session: Session, snapshot_id: int) -> list[str]:
     """Where the rollups of a snapshot differ from its lines' sums (empty: they agree)."""
     problems: list[str] = []
-    for table, keys in ((CostRollup, _MONTH_KEYS), (CostDailyRollup, _DAY_KEYS)):
+    for table, keys in ROLLUPS:
         target = table.__table__.c  # type: ignore[union-attr]
         stored = {
             tuple(row[:-2]): (Decimal(row[-2]), int(row[-1]))

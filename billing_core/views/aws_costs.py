@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.costs.attribution import Attribution, CostTable, SharedScope, _grouped_lines
+from billing_core.costs.attribution import Attribution, SharedScope, _grouped_lines
 from billing_core.costs.snapshots import (
     UNATTRIBUTED,
     UNATTRIBUTED_LABEL,
@@ -38,6 +38,10 @@ from billing_core.models import CostDailyRollup, CostLine, CostRollup
 from billing_core.periods import Period
 
 log = logging.getLogger(__name__)
+
+
+#: Tables with the account, the tag value and the service: filters apply to them as they are.
+ByService = type[CostRollup] | type[CostLine]
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sql_conditions(
-    info: SnapshotInfo, who: Attribution, filters: CostFilter, table: CostTable
+    info: SnapshotInfo, who: Attribution, filters: CostFilter, table: ByService
 ) -> list[ColumnElement[bool]]:
     """The filters as SQL on `table` (a rollup by account, or the lines)."""
     conditions: list[ColumnElement[bool]] = []
@@ -307,7 +311,7 @@ def _sum_lines(
     the whole account or one service, from the lines for one customer or the unattributed
     spend (the same drill-down as `_daily`)."""
     if before is None:
-        table: CostTable | type[CostDailyRollup] = CostRollup
+        table: ByService | type[CostDailyRollup] = CostRollup
         conditions = _sql_conditions(info, who, filters, CostRollup)
     elif filters.customer is None:
         table = CostDailyRollup

@@ -1,4 +1,4 @@
-"""cost rollups: each snapshot's lines summed by account and by day, built for stored snapshots
+"""cost rollups: each snapshot's lines summed by account, by day and by account and day
 
 Revision ID: rollup_1
 Revises: 0005
@@ -22,6 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 _MONTH_KEYS = "account_id, tag_value, service, record_type, currency"
 _DAY_KEYS = "day, service, record_type, currency"
+_ACCOUNT_DAY_KEYS = "day, account_id, tag_value, currency"
 
 
 def upgrade() -> None:
@@ -58,8 +59,31 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("costdailyrollup", schema=None) as batch_op:
         batch_op.create_index("ix_costdailyrollup_snapshot_day", ["snapshot_id", "day"], unique=False)
+    op.create_table(
+        "costaccountdailyrollup",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("snapshot_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.String(), nullable=False),
+        sa.Column("account_id", sa.String(), nullable=True),
+        sa.Column("tag_value", sa.String(), nullable=True),
+        sa.Column("currency", sa.String(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["snapshot_id"], ["costsnapshot.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("costaccountdailyrollup", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_costaccountdailyrollup_snapshot_account",
+            ["snapshot_id", "account_id"],
+            unique=False,
+        )
     # The backfill: amounts are scaled integers, so the database's SUM is exact.
-    for table, keys in (("costrollup", _MONTH_KEYS), ("costdailyrollup", _DAY_KEYS)):
+    for table, keys in (
+        ("costrollup", _MONTH_KEYS),
+        ("costdailyrollup", _DAY_KEYS),
+        ("costaccountdailyrollup", _ACCOUNT_DAY_KEYS),
+    ):
         op.execute(
             f"INSERT INTO {table} (snapshot_id, {keys}, amount, lines) "
             f"SELECT snapshot_id, {keys}, SUM(amount), COUNT(*) FROM costline "
@@ -68,6 +92,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("costaccountdailyrollup", schema=None) as batch_op:
+        batch_op.drop_index("ix_costaccountdailyrollup_snapshot_account")
+    op.drop_table("costaccountdailyrollup")
     with op.batch_alter_table("costdailyrollup", schema=None) as batch_op:
         batch_op.drop_index("ix_costdailyrollup_snapshot_day")
     op.drop_table("costdailyrollup")
