@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, false, literal, not_, or_
+from sqlalchemy import and_, event, false, literal, not_, or_
 from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
@@ -68,6 +68,24 @@ class SharedScope:
         return cls(frozenset(settings.shared_accounts), frozenset(settings.shared_services))
 
 
+_CACHE = "billing_core.costs.attribution"
+
+
+def _session_cache(session: Session) -> dict[tuple[Period, SharedScope | None], Attribution]:
+    """Owners already read in this session's transaction, keyed by month and shared scope;
+    emptied when the session flushes, commits or rolls back, so a change is never missed."""
+    cache: dict[tuple[Period, SharedScope | None], Attribution] | None = session.info.get(_CACHE)
+    if cache is None:
+        cache = session.info[_CACHE] = {}
+
+        def forget(*_args: Any) -> None:
+            cache.clear()
+
+        for name in ("after_flush", "after_commit", "after_rollback", "after_soft_rollback"):
+            event.listen(session, name, forget)
+    return cache
+
+
 @dataclass(frozen=True)
 class Attribution:
     """Who owns which linked account and tag value (see the module docstring for precedence).
@@ -93,19 +111,26 @@ class Attribution:
     def load_many(
         cls, session: Session, periods: Iterable[Period], shared: SharedScope | None = None
     ) -> dict[Period, Attribution]:
-        """`load` for several months, reading customers and their terms once."""
-        names = {
-            int(cid): name
-            for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
-        }
-        out: dict[Period, Attribution] = {}
-        last: tuple[dict[int, Terms], Attribution] | None = None
-        for period, in_force in terms_by_period(session, periods).items():
-            # Terms rarely change from one month to the next: the same terms, the same owners.
-            if last is None or last[0] != in_force:
-                last = (in_force, cls.of_terms(in_force, names, shared))
-            out[period] = last[1]
-        return out
+        """`load` for several months, reading customers and their terms once.
+
+        Kept for the session's current transaction (`_session_cache`): one page build asks for
+        the same months' owners several times (totals, drafts, margin, usage), and reads them
+        once; anything flushed, committed or rolled back in the session forgets them."""
+        cache = _session_cache(session)
+        wanted = list(periods)
+        missing = [p for p in wanted if (p, shared) not in cache]
+        if missing:
+            names = {
+                int(cid): name
+                for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
+            }
+            last: tuple[dict[int, Terms], Attribution] | None = None
+            for period, in_force in terms_by_period(session, missing).items():
+                # Terms rarely change from one month to the next: the same terms, the same owners.
+                if last is None or last[0] != in_force:
+                    last = (in_force, cls.of_terms(in_force, names, shared))
+                cache[(period, shared)] = last[1]
+        return {p: cache[(p, shared)] for p in wanted}
 
     @classmethod
     def of_terms(
