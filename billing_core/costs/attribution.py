@@ -185,6 +185,11 @@ class Attribution:
 
         accounts = [a for a in keys(self.by_account) if a not in self.shared.accounts]
         by_account = account.in_(accounts) if accounts else false()
+        if accounts and customer is not None and "" not in accounts:
+            # The same rows, and the form an index on (snapshot_id, account_id) serves: one
+            # customer's lines are read, not the snapshot's. (Not for None: it is negated for
+            # the unattributed spend, where NULL accounts must count, hence the coalesce.)
+            by_account = col(table.account_id).in_(accounts)
         if group_by == "LINKED_ACCOUNT":
             owned: ColumnElement[bool] = by_account
         else:

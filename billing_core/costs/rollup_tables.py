@@ -16,6 +16,8 @@ from sqlmodel import Field, SQLModel
 
 from billing_core.sqltypes import ExactDecimal
 
+__all__ = ["CostAccountDailyRollup", "CostDailyRollup", "CostRollup"]
+
 
 # One row per account or tag value, service, record type and currency: the lines summed over
 # their days. What every month figure reads (page totals, invoicing, margin, customer page).
