@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -192,31 +191,30 @@ def _fill_totals(
             services.add(service)
         rows.append((customer, who.name(customer), service, record_type, amount))
     view.services = sorted(services)
-    wanted = [r for r in rows if _matches(view.filters, r[0], r[2])]
-    frame = pd.DataFrame(
-        wanted, columns=["customer_id", "customer", "service", "record_type", "amount"]
-    )
-    frame["customer_id"] = frame["customer_id"].astype("Int64")
-    view.total = sum(frame["amount"], ZERO)
-    view.selected_unattributed = sum((r[4] for r in wanted if r[0] is None), ZERO)
-    for record_type, amount in _sum_by(frame, "record_type").items():
-        if record_type != ce.USAGE:
-            view.adjustments[str(record_type)] = amount
-    view.by_service = _frame(_sum_by(frame, "service"), "service")
-    customer_sums: dict[tuple[Any, str], Decimal] = defaultdict(lambda: ZERO)
-    for cid, name, amount in zip(
-        frame["customer_id"], frame["customer"], frame["amount"], strict=True
-    ):
-        customer_sums[(None if pd.isna(cid) else int(cid), name)] += amount
+    # One pass over the selected rows into plain dicts (thousands of accounts x services: a
+    # pandas frame per step cost more than the sums); frames only for what is shown.
+    by_type: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    by_service: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    customer_sums: dict[tuple[int | None, str], Decimal] = defaultdict(lambda: ZERO)
+    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    for cid, name, service, record_type, amount in rows:
+        if not _matches(view.filters, cid, service):
+            continue
+        view.total += amount
+        if cid is None:
+            view.selected_unattributed += amount
+        by_type[record_type] += amount
+        by_service[service] += amount
+        customer_sums[(cid, name)] += amount
+        detail[(name, service, record_type)] += amount
+    view.adjustments = {t: a for t, a in by_type.items() if t != ce.USAGE}
+    view.by_service = _frame(dict(by_service), "service")
     view.by_customer = pd.DataFrame(
         [(cid, name, amount) for (cid, name), amount in customer_sums.items()],
         columns=["customer_id", "customer", "amount"],
     )
     view.by_customer["customer_id"] = view.by_customer["customer_id"].astype("Int64")
     view.by_customer = _sort(view.by_customer)
-    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
-    for _cid, name, service, record_type, amount in wanted:
-        detail[(name, service, record_type)] += amount
     view.breakdown = _sort(
         pd.DataFrame(
             [(*key, amount) for key, amount in sorted(detail.items())],
@@ -234,13 +232,6 @@ def _matches(filters: CostFilter, customer: int | None, service: str) -> bool:
     if filters.customer == UNATTRIBUTED:
         return customer is None
     return customer == filters.customer
-
-
-def _sum_by(frame: pd.DataFrame, column: str) -> dict[str, Decimal]:
-    sums: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for key, amount in zip(frame[column], frame["amount"], strict=True):
-        sums[str(key)] += amount
-    return dict(sums)
 
 
 def _frame(sums: dict[str, Decimal], key: str) -> pd.DataFrame:
