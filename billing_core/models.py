@@ -596,4 +596,4 @@ __all__ = ["ISSUING_CREDIT_NOTE_WHERE", "CreditNote", "CreditNoteLine", "Invoice
 from billing_core.costs.rollup_tables import *  # noqa: E402, F403
 from billing_core.customers import pricing_tables  # noqa: E402, F401
 
-__all__ += ["CostAccountDailyRollup", "CostDailyRollup", "CostRollup"]  # noqa: F405
+__all__ += ["CostAccountDailyRollup", "CostAccountRollup", "CostDailyRollup", "CostRollup"]  # noqa: F405

@@ -20,6 +20,7 @@ from billing_core.costs.snapshots import UNATTRIBUTED, UNATTRIBUTED_LABEL, CostS
 from billing_core.db import _alembic_config, make_engine, migrate
 from billing_core.models import (
     CostAccountDailyRollup,
+    CostAccountRollup,
     CostDailyRollup,
     CostLine,
     CostRollup,
@@ -133,6 +134,7 @@ def test_rollups_equal_the_lines_for_every_snapshot(session: Session) -> None:
         assert rollup_sum(session, CostRollup, sid) == total
         assert rollup_sum(session, CostDailyRollup, sid) == total
         assert rollup_sum(session, CostAccountDailyRollup, sid) == total
+        assert rollup_sum(session, CostAccountRollup, sid) == total
     # Several currencies stay apart in the rollups, and each keeps the count of its lines.
     currencies = session.exec(
         select(CostRollup.currency).where(CostRollup.snapshot_id == ids[0]).distinct()
@@ -183,6 +185,18 @@ def test_restated_and_pruned_snapshots_keep_the_rollups_in_step(session: Session
     for cid in ids.values():
         assert got.customer_total(cid) == expected[cid]
     assert got.unattributed_total == expected[None]
+    # Totals only (the Overview's months: the rollup by account alone), and one customer's.
+    totals = attributed_costs(session, NOV, SOURCE, who=who, by_service=False)
+    birch = attributed_costs(session, NOV, SOURCE, who=who, customer_ids=[ids["Birch"]])
+    birch_totals = attributed_costs(
+        session, NOV, SOURCE, who=who, customer_ids=[ids["Birch"]], by_service=False
+    )
+    for cid in ids.values():
+        assert totals.customer_total(cid) == expected[cid]
+    assert totals.unattributed_total == expected[None]
+    assert birch.customer_total(ids["Birch"]) == expected[ids["Birch"]]
+    assert birch_totals.customer_total(ids["Birch"]) == expected[ids["Birch"]]
+    assert birch.customer_total(ids["Acme"]) == 0
     shown = dict(zip(view.by_customer["customer"], view.by_customer["amount"], strict=True))
     assert shown["Acme"] == expected[ids["Acme"]]
     assert shown[UNATTRIBUTED_LABEL] == expected[None]
@@ -301,8 +315,9 @@ def test_migration_builds_the_rollups_of_stored_snapshots(blank_db_url: str) -> 
         assert rollups.check_rollups(session, 1) == []
         assert rollup_sum(session, CostRollup, 1) == Decimal("17.0000000001")
         assert rollup_sum(session, CostDailyRollup, 1) == Decimal("17.0000000001")
-        # (EC2, Credit) by account; 3 (day, service); 2 (day, account)
-        assert rollup_rows(session, 1) == 2 + 3 + 2
+        # (EC2, Credit) by account; 3 (day, service); 2 (day, account); (Usage, Credit)
+        assert rollup_rows(session, 1) == 2 + 3 + 2 + 2
+        assert rollup_sum(session, CostAccountRollup, 1) == Decimal("17.0000000001")
     command.downgrade(cfg, "0005")
     engine.dispose()
 

@@ -44,15 +44,23 @@ from billing_core.costs.snapshots import (
     latest_snapshot,
 )
 from billing_core.customers.terms import Terms, terms_by_period
-from billing_core.models import CostAccountDailyRollup, CostLine, CostRollup, Customer
+from billing_core.models import (
+    CostAccountDailyRollup,
+    CostAccountRollup,
+    CostLine,
+    CostRollup,
+    Customer,
+)
 from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 
-#: A table attribution conditions apply to: each has account_id and tag_value (the account
-#: and day rollup has no service, so it takes no shared services).
-CostTable = type[CostRollup] | type[CostLine] | type[CostAccountDailyRollup]
+#: A table attribution conditions apply to: each has account_id and tag_value (the rollups by
+#: account alone have no service, so they take no shared services).
+CostTable = (
+    type[CostRollup] | type[CostLine] | type[CostAccountDailyRollup] | type[CostAccountRollup]
+)
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ class Attribution:
             by_tag = tag.in_(tags) if tags else false()
             owned = or_(by_tag, and_(tag == "", by_account))
         if self.shared.services:
-            if table is CostAccountDailyRollup:
+            if not hasattr(table, "service"):
                 raise ValueError("shared services need a table with the service")
             service = col(table.service)  # type: ignore[union-attr]
             owned = and_(owned, service.not_in(sorted(self.shared.services)))
@@ -259,6 +267,11 @@ class AttributedCosts:
         return sum((self.customer_total(c) for c in customers), ZERO) + self.unattributed_total
 
 
+def _rollup_for(by_service: bool) -> type[CostRollup] | type[CostAccountRollup]:
+    """The rollup `_grouped_lines` reads: by account and service, or by account alone."""
+    return CostRollup if by_service else CostAccountRollup
+
+
 def _grouped_lines(
     session: Session,
     snapshot_id: int,
@@ -269,16 +282,14 @@ def _grouped_lines(
     """(account, tag, service, record type, amount) summed over every day: read from the
     snapshot's CostRollup (the lines already summed by day), never from the lines
     (`by_service=False`: summed over every service too, service ""; exact, amounts are
-    integers). `conditions` are on CostRollup's columns (`Attribution.condition`)."""
+    integers; from CostAccountRollup, the same sums over services). `conditions` are on that
+    table's columns (`Attribution.condition(..., table=_rollup_for(by_service))`)."""
+    table = _rollup_for(by_service)
     service: Any = col(CostRollup.service) if by_service else literal("")
-    keys: list[Any] = [
-        col(CostRollup.account_id),
-        col(CostRollup.tag_value),
-        col(CostRollup.record_type),
-    ]
+    keys: list[Any] = [col(table.account_id), col(table.tag_value), col(table.record_type)]
     query = (
-        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostRollup.amount))
-        .where(col(CostRollup.snapshot_id) == snapshot_id, *conditions)
+        sa_select(keys[0], keys[1], service, keys[2], func.sum(table.amount))
+        .where(col(table.snapshot_id) == snapshot_id, *conditions)
         .group_by(*keys, *([service] if by_service else []))
     )
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
@@ -313,10 +324,10 @@ def attributed_costs(
         who = Attribution.load(session, period, shared)
     conditions: list[ColumnElement[bool]] = []
     only = None if customer_ids is None else set(customer_ids)
-    if only is not None:
-        conditions.append(who._owned(snap.group_by, only, CostRollup))
     # Shared services are recognised by their name, so they need the split by service.
     split = by_service or bool(who.shared.services)
+    if only is not None:
+        conditions.append(who._owned(snap.group_by, only, _rollup_for(split)))
     for account, tag, service, record_type, amount in _grouped_lines(
         session, snap.id, conditions=conditions, by_service=split
     ):

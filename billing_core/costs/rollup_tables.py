@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 
 from billing_core.sqltypes import ExactDecimal
 
-__all__ = ["CostAccountDailyRollup", "CostDailyRollup", "CostRollup"]
+__all__ = ["CostAccountDailyRollup", "CostAccountRollup", "CostDailyRollup", "CostRollup"]
 
 
 # One row per account or tag value, service, record type and currency: the lines summed over
@@ -60,6 +60,20 @@ class CostAccountDailyRollup(SQLModel, table=True):
     day: str
     account_id: str | None = None
     tag_value: str | None = None
+    currency: str
+    amount: Decimal = Field(sa_type=ExactDecimal(10))
+    lines: int
+
+
+# One row per account or tag value, record type and currency: CostRollup summed over services.
+# What month totals per customer read when no service is needed (the Overview's 13 months).
+class CostAccountRollup(SQLModel, table=True):
+    __table_args__ = (Index("ix_costaccountrollup_snapshot_account", "snapshot_id", "account_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: int = Field(foreign_key="costsnapshot.id")
+    account_id: str | None = None
+    tag_value: str | None = None
+    record_type: str
     currency: str
     amount: Decimal = Field(sa_type=ExactDecimal(10))
     lines: int

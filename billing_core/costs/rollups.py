@@ -8,6 +8,8 @@ sum the lines again (tables in rollup_tables.py).
 - `CostDailyRollup`: per snapshot, day, service, record type and currency, over every account.
 - `CostAccountDailyRollup`: per snapshot, day, account or tag value and currency, over every
   service and record type (the AWS spend per customer and day of the usage limits).
+- `CostAccountRollup`: per snapshot, account or tag value, record type and currency, over
+  every day and service (month totals per customer: the Overview's 13 months, margins).
 
 Kept in step: `store_snapshot` calls `write_rollups` in the transaction that inserts the lines,
 `_prune` calls `drop_rollups` with the lines it deletes, and the migration rollup_1 built them
@@ -26,46 +28,64 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlmodel import Session, col
 
-from billing_core.costs.rollup_tables import CostAccountDailyRollup, CostDailyRollup, CostRollup
+from billing_core.costs.rollup_tables import (
+    CostAccountDailyRollup,
+    CostAccountRollup,
+    CostDailyRollup,
+    CostRollup,
+)
 from billing_core.models import CostLine, CostSnapshot
 
-RollupTable = type[CostRollup] | type[CostDailyRollup] | type[CostAccountDailyRollup]
+RollupTable = (
+    type[CostRollup]
+    | type[CostDailyRollup]
+    | type[CostAccountDailyRollup]
+    | type[CostAccountRollup]
+)
 _MONTH_KEYS = ("account_id", "tag_value", "service", "record_type", "currency")
 _DAY_KEYS = ("day", "service", "record_type", "currency")
 _ACCOUNT_DAY_KEYS = ("day", "account_id", "tag_value", "currency")
-#: Each rollup table with the line columns it keeps (the lines summed over the others).
+_ACCOUNT_KEYS = ("account_id", "tag_value", "record_type", "currency")
+#: Each rollup table with the line columns it keeps (the lines summed over the others), in the
+#: order they are written: the account totals are summed from the first, not from the lines.
 ROLLUPS: tuple[tuple[RollupTable, tuple[str, ...]], ...] = (
     (CostRollup, _MONTH_KEYS),
     (CostDailyRollup, _DAY_KEYS),
     (CostAccountDailyRollup, _ACCOUNT_DAY_KEYS),
+    (CostAccountRollup, _ACCOUNT_KEYS),
 )
 
 
-def _from_lines(snapshot_ids: list[int], keys: tuple[str, ...]) -> Any:
-    line = CostLine.__table__.c  # type: ignore[attr-defined]
-    group = [line[k] for k in keys]
+def _summed(snapshot_ids: list[int], keys: tuple[str, ...], source: Any) -> Any:
+    """SELECT snapshot_id, keys..., amount, lines FROM source (the lines or a finer rollup)
+    GROUP BY snapshot_id, keys."""
+    c = source.__table__.c
+    group = [c[k] for k in keys]
+    lines = func.count() if source is CostLine else func.sum(c.lines)
     return (
-        select(line.snapshot_id, *group, func.sum(line.amount), func.count())
-        .where(line.snapshot_id.in_(snapshot_ids))
-        .group_by(line.snapshot_id, *group)
+        select(c.snapshot_id, *group, func.sum(c.amount), lines)
+        .where(c.snapshot_id.in_(snapshot_ids))
+        .group_by(c.snapshot_id, *group)
     )
 
 
 def write_rollups(session: Session, snapshot_ids: Iterable[int]) -> None:
-    """(Re)build both rollups of these snapshots from their stored lines, in the caller's
-    transaction: one INSERT ... SELECT ... GROUP BY per table, summed by the database."""
+    """(Re)build every rollup of these snapshots from their stored lines, in the caller's
+    transaction: one INSERT ... SELECT ... GROUP BY per table, summed by the database (the
+    account totals from the account x service rollup just written: 10x fewer rows to read)."""
     ids = sorted(set(snapshot_ids))
     if not ids:
         return
     drop_rollups(session, ids)
     for table, keys in ROLLUPS:
+        source = CostRollup if table is CostAccountRollup else CostLine
         target = table.__table__  # type: ignore[union-attr]
         columns = ["snapshot_id", *keys, "amount", "lines"]
-        session.execute(insert(target).from_select(columns, _from_lines(ids, keys)))
+        session.execute(insert(target).from_select(columns, _summed(ids, keys, source)))
 
 
 def drop_rollups(session: Session, snapshot_ids: Iterable[int]) -> None:
-    """Delete both rollups of these snapshots (their lines are being deleted)."""
+    """Delete every rollup of these snapshots (their lines are being deleted)."""
     ids = sorted(set(snapshot_ids))
     if ids:
         for table, _keys in ROLLUPS:

@@ -26,6 +26,7 @@ depends_on: str | Sequence[str] | None = None
 _MONTH_KEYS = "account_id, tag_value, service, record_type, currency"
 _DAY_KEYS = "day, service, record_type, currency"
 _ACCOUNT_DAY_KEYS = "day, account_id, tag_value, currency"
+_ACCOUNT_KEYS = "account_id, tag_value, record_type, currency"
 
 
 def upgrade() -> None:
@@ -85,6 +86,23 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_costline_snapshot_account", ["snapshot_id", "account_id"], unique=False
         )
+    op.create_table(
+        "costaccountrollup",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("snapshot_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.String(), nullable=True),
+        sa.Column("tag_value", sa.String(), nullable=True),
+        sa.Column("record_type", sa.String(), nullable=False),
+        sa.Column("currency", sa.String(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("lines", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["snapshot_id"], ["costsnapshot.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("costaccountrollup", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_costaccountrollup_snapshot_account", ["snapshot_id", "account_id"], unique=False
+        )
     # The backfill: amounts are scaled integers, so the database's SUM is exact.
     for table, keys in (
         ("costrollup", _MONTH_KEYS),
@@ -96,9 +114,17 @@ def upgrade() -> None:
             f"SELECT snapshot_id, {keys}, SUM(amount), COUNT(*) FROM costline "
             f"GROUP BY snapshot_id, {keys}"
         )
+    op.execute(
+        f"INSERT INTO costaccountrollup (snapshot_id, {_ACCOUNT_KEYS}, amount, lines) "
+        f"SELECT snapshot_id, {_ACCOUNT_KEYS}, SUM(amount), SUM(lines) FROM costrollup "
+        f"GROUP BY snapshot_id, {_ACCOUNT_KEYS}"
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("costaccountrollup", schema=None) as batch_op:
+        batch_op.drop_index("ix_costaccountrollup_snapshot_account")
+    op.drop_table("costaccountrollup")
     with op.batch_alter_table("costline", schema=None) as batch_op:
         batch_op.drop_index("ix_costline_snapshot_account")
     with op.batch_alter_table("costaccountdailyrollup", schema=None) as batch_op:
