@@ -390,16 +390,24 @@ def _store_month(engine: Any, period: Period, accounts: int, days: int, at: date
     return len(rows)
 
 
-def _best(fn: Any, repeat: int = 3) -> float:
-    best = float("inf")
+class Took(tuple[float, float]):
+    """(wall, CPU) seconds of the best run; shown as '0.21 s (CPU 0.18 s)'. The machine is
+    shared, so the CPU time is the figure to judge by."""
+
+    def __str__(self) -> str:
+        return f"{self[0]:.2f} s (CPU {self[1]:.2f} s)"
+
+
+def _best(fn: Any, repeat: int = 3) -> Took:
+    best = (float("inf"), float("inf"))
     for _ in range(repeat):
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return Took(best)
 
 
-def _page_times(engine: Any, period: Period, customer_id: int) -> dict[str, float]:
+def _page_times(engine: Any, period: Period, customer_id: int) -> dict[str, Took]:
     """Best of 3, each in a fresh session as a page rerun has: the AWS costs page (whole account
     and one customer), the Overview and one Customer page."""
     cfg = load_settings({"BILLING_MODE": "live"}, Path("/nonexistent"))
@@ -469,8 +477,9 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
     engine.dispose()
     full = accounts * len(SCALE_SERVICES) * 395
     note = (
-        f"{months} months of daily costs, {lines:,} lines ({month:,} this month); {accounts} accounts "
-        f"x {SERVICES_PER_ACCOUNT} of {len(SCALE_SERVICES)} services, {customers} customers"
+        f"{months} months of daily costs, {lines:,} lines ({month:,} this month); "
+        f"{accounts} accounts x {SERVICES_PER_ACCOUNT} of {len(SCALE_SERVICES)} services, "
+        f"{customers} customers"
     )
     per_line = stored / lines
     sparse = (
@@ -488,28 +497,28 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
         Figure(
             "costs",
             "page data build from the database",
-            f"{times['costs']:.2f} s",
+            str(times["costs"]),
             PAGE_GOAL,
             f"AWS costs page, running month; {note}",
         ),
         Figure(
             "costs",
             "page data build, one customer",
-            f"{times['one customer']:.2f} s",
+            str(times["one customer"]),
             PAGE_GOAL,
             f"AWS costs page filtered to a customer; {note}",
         ),
         Figure(
             "costs",
             "Overview data",
-            f"{times['overview']:.2f} s",
+            str(times["overview"]),
             PAGE_GOAL,
             f"Overview's figures (no invoices in this world); {note}",
         ),
         Figure(
             "costs",
             "Customer page data",
-            f"{times['customer']:.2f} s",
+            str(times["customer"]),
             PAGE_GOAL,
             f"one customer's page; {note}",
         ),
@@ -517,7 +526,7 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
             "costs",
             "page data at two line counts (day 8 vs day 31 of the month)",
             ", ".join(
-                f"{name} {at_day_8[name]:.2f} s vs {times[name]:.2f} s"
+                f"{name} {at_day_8[name]} vs {times[name]}"
                 for name in ("costs", "overview", "customer")
             ),
             "flat: pages read rollups, not lines",
