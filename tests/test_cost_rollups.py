@@ -333,3 +333,16 @@ def test_bar_charts_draw_the_top_rows_and_one_other_bar() -> None:
     assert UNATTRIBUTED_LABEL in list(top["customer"])
     assert list(top["customer"])[-1] == "Other customers (482)"
     assert sum(top["amount"], ZERO) == sum(amounts, ZERO)  # exact: nothing lost in "Other"
+
+
+def test_owners_are_read_once_per_session_and_never_stale(session: Session) -> None:
+    ids = add_customers(session)
+    first = Attribution.load(session, NOV)
+    assert Attribution.load(session, NOV) is first  # one page build reads the owners once
+    assert first.by_account.get(ACCOUNTS[4]) is None
+    session.add(CustomerAccount(customer_id=ids["Acme"], account_id=ACCOUNTS[4]))
+    session.flush()  # a change in the session: the owners are read again
+    again = Attribution.load(session, NOV)
+    assert again is not first and again.by_account[ACCOUNTS[4]] == ids["Acme"]
+    session.commit()
+    assert Attribution.load(session, NOV) is not again  # a new transaction reads them afresh
