@@ -29,6 +29,7 @@ from sqlmodel import Session, col
 
 from bench.run import Figure
 from billing_core.config import load_settings
+from billing_core.costs.rollups import write_rollups
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.models import (
@@ -153,6 +154,7 @@ def _populate(engine: Engine, customers: int) -> None:
                     )
             if snap_rows:
                 s.execute(insert(CostLine), snap_rows)
+                write_rollups(s, [snap_id or 0])  # as store_snapshot does with its lines
             s.execute(insert(Invoice), inv_rows)
             s.execute(insert(InvoiceLine), line_rows)
     with session_scope(engine) as s:
@@ -183,6 +185,7 @@ def _populate(engine: Engine, customers: int) -> None:
                 for service in SERVICES[:3]
             ],
         )
+        write_rollups(s, [snap.id or 0])
 
 
 def _time(fn: Any, repeat: int = 3) -> float:

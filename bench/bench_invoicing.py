@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.run import Figure
 from billing_core.config import load_settings
+from billing_core.costs.rollups import write_rollups
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.exchange_rates.convert import Rates
 from billing_core.invoicing import runs
@@ -235,6 +236,8 @@ def _world(root: Path, customers: int, server: StripeTestServer) -> str:
                         amount=Decimal(i % 50 + j) + Decimal("0.1234567891"),
                     )
                 )
+        s.flush()
+        write_rollups(s, [snap.id or 0])  # the sums invoicing reads, as store_snapshot writes
     engine.dispose()
     return url
 

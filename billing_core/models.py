@@ -167,7 +167,10 @@ class CostSnapshot(SQLModel, table=True):
 
 # One Cost Explorer figure: a day (or month), an account or tag value, a service, a record type.
 class CostLine(SQLModel, table=True):
-    __table_args__ = (Index("ix_costline_snapshot_day", "snapshot_id", "day"),)
+    __table_args__ = (
+        Index("ix_costline_snapshot_day", "snapshot_id", "day"),
+        Index("ix_costline_snapshot_account", "snapshot_id", "account_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     snapshot_id: int = Field(foreign_key="costsnapshot.id")
     period: str = Field(index=True)
@@ -589,6 +592,8 @@ from billing_core.corrections.models import (  # noqa: E402
 __all__ = ["ISSUING_CREDIT_NOTE_WHERE", "CreditNote", "CreditNoteLine", "InvoiceVoid"]
 
 
-# Pricing rules' tables (plan rules, tiers, customer overrides, discounts) live in the
-# customers wing; imported here so every table is registered wherever models is imported.
+# Pricing rules' tables (customers wing) and cost rollups (costs wing): registered here too.
+from billing_core.costs.rollup_tables import *  # noqa: E402, F403
 from billing_core.customers import pricing_tables  # noqa: E402, F401
+
+__all__ += ["CostAccountDailyRollup", "CostAccountRollup", "CostDailyRollup", "CostRollup"]  # noqa: F405

@@ -234,4 +234,4 @@ def test_models_and_migrations_agree(engine) -> None:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": False})
         assert compare_metadata(context, SQLModel.metadata) == []
-    assert current_revisions(engine) == {"0005"}
+    assert current_revisions(engine) == {"rollup_1"}

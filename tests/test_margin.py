@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from billing_core.cli import main
+from billing_core.costs.rollups import write_rollups
 from billing_core.costs.snapshots import CostSource
 from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.invoicing.margin import grouped, margin_facts, totals
@@ -57,6 +58,7 @@ def add_snapshot(session: Session, period: Period, rows: list[tuple[str, str, st
             )
         )
     session.flush()
+    write_rollups(session, [snap.id or 0])
     return snap.id or 0
 
 

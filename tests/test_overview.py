@@ -12,6 +12,7 @@ import streamlit as st
 from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
+from billing_core.costs.rollups import write_rollups
 from billing_core.models import CostLine, CostSnapshot
 from billing_core.periods import Period
 from billing_core.states import InvoiceStatus, LineKind
@@ -79,6 +80,7 @@ def two_months(session: Session, world: dict[str, int]) -> dict[str, int]:  # no
             )
         )
     session.flush()
+    write_rollups(session, [running.id or 0])
     return world
 
 

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from billing_core.auth import Identity
 from billing_core.cli import main
+from billing_core.costs.rollups import write_rollups
 from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plan_files import parse_plans
 from billing_core.customers.plan_import import export_plans, import_plans
@@ -156,6 +157,8 @@ def _world(session: Session) -> Customer:
                 amount=D(usd),
             )
         )
+    session.flush()
+    write_rollups(session, [snap.id or 0])
     for metric, quantity in [("api_calls", 16_000_000), ("storage_gb", 701), ("clusters", 4)]:
         session.add(
             UsageRecord(

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from billing_core.auth import Identity
 from billing_core.config import load_settings
+from billing_core.costs.rollups import write_rollups
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.demo import demo_history_periods
@@ -518,6 +519,8 @@ def test_late_credit_in_newer_snapshot_is_a_restatement(demo_engine: Engine) -> 
                 amount=Decimal("-50"),
             )
         )
+        s.flush()
+        write_rollups(s, [snap.id or 0])
     result = reconcile_period(demo_engine, period, source=SOURCE)
     found = [d for d in diffs_of(demo_engine) if d.period == str(period)]
     # Credits are billed as their own line (keyed by record type), so the restatement is too.

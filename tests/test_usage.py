@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from billing_core.cli import main
+from billing_core.costs.rollups import write_rollups
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import _alembic_config, make_engine, session_scope
 from billing_core.errors import ValidationError
@@ -392,6 +393,7 @@ def test_spend_limit_from_cost_snapshot(session: Session) -> None:
         )
     session.add(ExchangeRate(period="2026-11", quote="EUR", rate=Decimal("0.9"), source="t"))
     session.flush()
+    write_rollups(session, [snap.id or 0])
     report = limits.build_usage_report(session, NOV, NOW, source=SOURCE)
     spend = next(r for r in report.rows if r.is_spend and r.customer_id == a.id)
     assert spend.used == Decimal("81.000000")  # 20 * 4.5 USD * 0.9

@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, false, literal, not_, or_
+from sqlalchemy import and_, event, false, literal, not_, or_
 from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
@@ -44,10 +44,23 @@ from billing_core.costs.snapshots import (
     latest_snapshot,
 )
 from billing_core.customers.terms import Terms, terms_by_period
-from billing_core.models import CostLine, Customer
+from billing_core.models import (
+    CostAccountDailyRollup,
+    CostAccountRollup,
+    CostLine,
+    CostRollup,
+    Customer,
+)
 from billing_core.periods import Period, as_utc, utcnow
 
 log = logging.getLogger(__name__)
+
+
+#: A table attribution conditions apply to: each has account_id and tag_value (the rollups by
+#: account alone have no service, so they take no shared services).
+CostTable = (
+    type[CostRollup] | type[CostLine] | type[CostAccountDailyRollup] | type[CostAccountRollup]
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,24 @@ class SharedScope:
     @classmethod
     def of(cls, settings: Settings) -> SharedScope:
         return cls(frozenset(settings.shared_accounts), frozenset(settings.shared_services))
+
+
+_CACHE = "billing_core.costs.attribution"
+
+
+def _session_cache(session: Session) -> dict[tuple[Period, SharedScope | None], Attribution]:
+    """Owners already read in this session's transaction, keyed by month and shared scope;
+    emptied when the session flushes, commits or rolls back, so a change is never missed."""
+    cache: dict[tuple[Period, SharedScope | None], Attribution] | None = session.info.get(_CACHE)
+    if cache is None:
+        cache = session.info[_CACHE] = {}
+
+        def forget(*_args: Any) -> None:
+            cache.clear()
+
+        for name in ("after_flush", "after_commit", "after_rollback", "after_soft_rollback"):
+            event.listen(session, name, forget)
+    return cache
 
 
 @dataclass(frozen=True)
@@ -88,19 +119,26 @@ class Attribution:
     def load_many(
         cls, session: Session, periods: Iterable[Period], shared: SharedScope | None = None
     ) -> dict[Period, Attribution]:
-        """`load` for several months, reading customers and their terms once."""
-        names = {
-            int(cid): name
-            for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
-        }
-        out: dict[Period, Attribution] = {}
-        last: tuple[dict[int, Terms], Attribution] | None = None
-        for period, in_force in terms_by_period(session, periods).items():
-            # Terms rarely change from one month to the next: the same terms, the same owners.
-            if last is None or last[0] != in_force:
-                last = (in_force, cls.of_terms(in_force, names, shared))
-            out[period] = last[1]
-        return out
+        """`load` for several months, reading customers and their terms once.
+
+        Kept for the session's current transaction (`_session_cache`): one page build asks for
+        the same months' owners several times (totals, drafts, margin, usage), and reads them
+        once; anything flushed, committed or rolled back in the session forgets them."""
+        cache = _session_cache(session)
+        wanted = list(periods)
+        missing = [p for p in wanted if (p, shared) not in cache]
+        if missing:
+            names = {
+                int(cid): name
+                for cid, name in session.execute(sa_select(col(Customer.id), col(Customer.name)))
+            }
+            last: tuple[dict[int, Terms], Attribution] | None = None
+            for period, in_force in terms_by_period(session, missing).items():
+                # Terms rarely change from one month to the next: the same terms, the same owners.
+                if last is None or last[0] != in_force:
+                    last = (in_force, cls.of_terms(in_force, names, shared))
+                cache[(period, shared)] = last[1]
+        return {p: cache[(p, shared)] for p in wanted}
 
     @classmethod
     def of_terms(
@@ -141,10 +179,13 @@ class Attribution:
             return UNATTRIBUTED_LABEL
         return self.names.get(customer_id, f"customer {customer_id}")
 
-    def _owned(self, group_by: str, customer: int | set[int] | None) -> ColumnElement[bool]:
-        """SQL: the lines `customer` (or any of a set) owns (None: the lines any customer owns)."""
-        account = sa_func.coalesce(col(CostLine.account_id), "")
-        tag = sa_func.coalesce(col(CostLine.tag_value), "")
+    def _owned(
+        self, group_by: str, customer: int | set[int] | None, table: CostTable = CostLine
+    ) -> ColumnElement[bool]:
+        """SQL: the rows of `table` (a rollup by account, or the lines) `customer` (or any of a
+        set) owns (None: the rows any customer owns)."""
+        account = sa_func.coalesce(col(table.account_id), "")
+        tag = sa_func.coalesce(col(table.tag_value), "")
 
         def keys(mapping: dict[str, int]) -> list[str]:
             wanted = {customer} if isinstance(customer, int) else customer
@@ -152,6 +193,11 @@ class Attribution:
 
         accounts = [a for a in keys(self.by_account) if a not in self.shared.accounts]
         by_account = account.in_(accounts) if accounts else false()
+        if accounts and customer is not None and "" not in accounts:
+            # The same rows, and the form an index on (snapshot_id, account_id) serves: one
+            # customer's lines are read, not the snapshot's. (Not for None: it is negated for
+            # the unattributed spend, where NULL accounts must count, hence the coalesce.)
+            by_account = col(table.account_id).in_(accounts)
         if group_by == "LINKED_ACCOUNT":
             owned: ColumnElement[bool] = by_account
         else:
@@ -159,16 +205,21 @@ class Attribution:
             by_tag = tag.in_(tags) if tags else false()
             owned = or_(by_tag, and_(tag == "", by_account))
         if self.shared.services:
-            owned = and_(owned, col(CostLine.service).not_in(sorted(self.shared.services)))
+            if not hasattr(table, "service"):
+                raise ValueError("shared services need a table with the service")
+            service = col(table.service)  # type: ignore[union-attr]
+            owned = and_(owned, service.not_in(sorted(self.shared.services)))
         return owned
 
-    def condition(self, group_by: str, customer: CustomerFilter) -> ColumnElement[bool] | None:
-        """A SQL condition selecting one customer's (or the unattributed) lines."""
+    def condition(
+        self, group_by: str, customer: CustomerFilter, table: CostTable = CostLine
+    ) -> ColumnElement[bool] | None:
+        """A SQL condition selecting one customer's (or the unattributed) rows of `table`."""
         if customer is None:
             return None
         if isinstance(customer, int):
-            return self._owned(group_by, customer)
-        return not_(self._owned(group_by, None))
+            return self._owned(group_by, customer, table)
+        return not_(self._owned(group_by, None, table))
 
 
 @dataclass
@@ -216,6 +267,11 @@ class AttributedCosts:
         return sum((self.customer_total(c) for c in customers), ZERO) + self.unattributed_total
 
 
+def _rollup_for(by_service: bool) -> type[CostRollup] | type[CostAccountRollup]:
+    """The rollup `_grouped_lines` reads: by account and service, or by account alone."""
+    return CostRollup if by_service else CostAccountRollup
+
+
 def _grouped_lines(
     session: Session,
     snapshot_id: int,
@@ -223,13 +279,17 @@ def _grouped_lines(
     conditions: Iterable[ColumnElement[bool]] = (),
     by_service: bool = True,
 ) -> list[tuple[str | None, str | None, str, str, Decimal]]:
-    """(account, tag, service, record type, amount) summed in SQL over every day
-    (`by_service=False`: over every service too, service ""; exact, amounts are integers)."""
-    service: Any = col(CostLine.service) if by_service else literal("")
-    keys: list[Any] = [col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.record_type)]
+    """(account, tag, service, record type, amount) summed over every day: read from the
+    snapshot's CostRollup (the lines already summed by day), never from the lines
+    (`by_service=False`: summed over every service too, service ""; exact, amounts are
+    integers; from CostAccountRollup, the same sums over services). `conditions` are on that
+    table's columns (`Attribution.condition(..., table=_rollup_for(by_service))`)."""
+    table = _rollup_for(by_service)
+    service: Any = col(CostRollup.service) if by_service else literal("")
+    keys: list[Any] = [col(table.account_id), col(table.tag_value), col(table.record_type)]
     query = (
-        sa_select(keys[0], keys[1], service, keys[2], func.sum(CostLine.amount))
-        .where(col(CostLine.snapshot_id) == snapshot_id, *conditions)
+        sa_select(keys[0], keys[1], service, keys[2], func.sum(table.amount))
+        .where(col(table.snapshot_id) == snapshot_id, *conditions)
         .group_by(*keys, *([service] if by_service else []))
     )
     return [(a, t, s, r, Decimal(v or 0)) for a, t, s, r, v in session.execute(query).all()]
@@ -264,10 +324,10 @@ def attributed_costs(
         who = Attribution.load(session, period, shared)
     conditions: list[ColumnElement[bool]] = []
     only = None if customer_ids is None else set(customer_ids)
-    if only is not None:
-        conditions.append(who._owned(snap.group_by, only))
     # Shared services are recognised by their name, so they need the split by service.
     split = by_service or bool(who.shared.services)
+    if only is not None:
+        conditions.append(who._owned(snap.group_by, only, _rollup_for(split)))
     for account, tag, service, record_type, amount in _grouped_lines(
         session, snap.id, conditions=conditions, by_service=split
     ):

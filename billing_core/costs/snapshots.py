@@ -26,7 +26,8 @@ from sqlmodel import Session, col, select
 
 from billing_core.config import Settings
 from billing_core.costs import cost_explorer as ce
-from billing_core.models import CostLine, CostSnapshot, Invoice, InvoiceRun
+from billing_core.costs.rollups import drop_rollups, write_rollups
+from billing_core.models import CostLine, CostRollup, CostSnapshot, Invoice, InvoiceRun
 from billing_core.periods import Period, as_utc
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,8 @@ def store_snapshot(
     session.flush()
     if result.rows:
         _insert_lines(session, snap.id or 0, str(query.period), result.rows, fetched_at)
+        # The sums every page reads, in the same transaction as the lines they sum.
+        write_rollups(session, [snap.id or 0])
     _prune(session, snap)
     return snap
 
@@ -348,6 +351,7 @@ def _prune(session: Session, newest: CostSnapshot) -> None:
         old = [sid for sid in old if sid not in billed]
     if not old:
         return
+    drop_rollups(session, old)
     session.execute(delete(CostLine).where(col(CostLine.snapshot_id).in_(old)))
     for snap in session.exec(select(CostSnapshot).where(col(CostSnapshot.id).in_(old))).all():
         snap.status = "pruned"
@@ -364,6 +368,6 @@ def available_services(session: Session, settings: Settings, period: Period) -> 
     if snap is None:
         return []
     rows = session.exec(
-        select(CostLine.service).where(CostLine.snapshot_id == snap.id).distinct()
+        select(CostRollup.service).where(CostRollup.snapshot_id == snap.id).distinct()
     ).all()
     return sorted(rows)

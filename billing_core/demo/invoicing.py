@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
+from billing_core.costs.rollups import write_rollups
 from billing_core.demo.catalog import CUSTOMERS, FX_SOURCE, monthly_service_costs, usd_to
 from billing_core.models import CostLine, CostSnapshot, ExchangeRate
 from billing_core.periods import previous_period
@@ -59,4 +60,6 @@ def seed_last_closed_month(session: Session, now: datetime) -> dict[str, int]:
                 )
             )
             lines += 1
+    session.flush()
+    write_rollups(session, [snapshot.id or 0])  # lines stored by hand: their sums likewise
     return {"run-month exchange rates": rates, "run-month cost lines": lines}

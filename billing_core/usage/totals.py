@@ -15,7 +15,7 @@ from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plans import metrics_by_plan
 from billing_core.customers.terms import terms_in_force
 from billing_core.models import (
-    CostLine,
+    CostAccountDailyRollup,
     UsageRecord,
 )
 from billing_core.periods import Period
@@ -81,7 +81,8 @@ def aws_costs_by_day(
 ) -> dict[int, dict[date, Decimal]]:
     """Month-to-date AWS cost (USD, full precision) per customer and day, from the latest
     snapshot of `source` (the configured metric and grouping); {} when there is none. With
-    `customer_id`, that customer's lines only (selected in SQL by its attribution)."""
+    `customer_id`, that customer's accounts only (selected in SQL by its attribution). Read
+    from the snapshot's rollup by account and day (costs/rollups.py), not its lines."""
     from billing_core.costs.attribution import Attribution
     from billing_core.costs.snapshots import latest_snapshot
 
@@ -89,22 +90,24 @@ def aws_costs_by_day(
     if snapshot is None:
         return {}
     who = Attribution.load(session, period)
+    rollup = CostAccountDailyRollup
     query = (
         sa_select(
-            col(CostLine.account_id),
-            col(CostLine.tag_value),
-            col(CostLine.day),
-            func.sum(col(CostLine.amount)),
+            col(rollup.account_id),
+            col(rollup.tag_value),
+            col(rollup.day),
+            func.sum(col(rollup.amount)),
         )
-        .where(col(CostLine.snapshot_id) == snapshot.id)
-        .group_by(col(CostLine.account_id), col(CostLine.tag_value), col(CostLine.day))
+        .where(col(rollup.snapshot_id) == snapshot.id)
+        .group_by(col(rollup.account_id), col(rollup.tag_value), col(rollup.day))
     )
     if customer_id is not None:
-        condition = who.condition(snapshot.group_by, customer_id)
+        condition = who.condition(snapshot.group_by, customer_id, rollup)
         if condition is not None:
             query = query.where(condition)
     out: dict[int, dict[date, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    # Summed in SQL per account, tag and day: no row object per cost line.
+    # Summed in SQL per account, tag and day (currencies of the rollup rows added up, as the
+    # lines were): no row object per cost line.
     for account_id, tag_value, day, amount in session.execute(query):
         owner = who.customer_for(snapshot.group_by, account_id, tag_value)
         if owner is not None:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -34,10 +33,14 @@ from billing_core.costs.snapshots import (
 )
 from billing_core.invoicing.drafts import SharedCosts, describe_shared, shared_participants
 from billing_core.invoicing.shared_costs import SharedAllocation, allocate
-from billing_core.models import CostLine
+from billing_core.models import CostDailyRollup, CostLine, CostRollup
 from billing_core.periods import Period
 
 log = logging.getLogger(__name__)
+
+
+#: Tables with the account, the tag value and the service: filters apply to them as they are.
+ByService = type[CostRollup] | type[CostLine]
 
 
 @dataclass(frozen=True)
@@ -188,31 +191,30 @@ def _fill_totals(
             services.add(service)
         rows.append((customer, who.name(customer), service, record_type, amount))
     view.services = sorted(services)
-    wanted = [r for r in rows if _matches(view.filters, r[0], r[2])]
-    frame = pd.DataFrame(
-        wanted, columns=["customer_id", "customer", "service", "record_type", "amount"]
-    )
-    frame["customer_id"] = frame["customer_id"].astype("Int64")
-    view.total = sum(frame["amount"], ZERO)
-    view.selected_unattributed = sum((r[4] for r in wanted if r[0] is None), ZERO)
-    for record_type, amount in _sum_by(frame, "record_type").items():
-        if record_type != ce.USAGE:
-            view.adjustments[str(record_type)] = amount
-    view.by_service = _frame(_sum_by(frame, "service"), "service")
-    customer_sums: dict[tuple[Any, str], Decimal] = defaultdict(lambda: ZERO)
-    for cid, name, amount in zip(
-        frame["customer_id"], frame["customer"], frame["amount"], strict=True
-    ):
-        customer_sums[(None if pd.isna(cid) else int(cid), name)] += amount
+    # One pass over the selected rows into plain dicts (thousands of accounts x services: a
+    # pandas frame per step cost more than the sums); frames only for what is shown.
+    by_type: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    by_service: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    customer_sums: dict[tuple[int | None, str], Decimal] = defaultdict(lambda: ZERO)
+    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+    for cid, name, service, record_type, amount in rows:
+        if not _matches(view.filters, cid, service):
+            continue
+        view.total += amount
+        if cid is None:
+            view.selected_unattributed += amount
+        by_type[record_type] += amount
+        by_service[service] += amount
+        customer_sums[(cid, name)] += amount
+        detail[(name, service, record_type)] += amount
+    view.adjustments = {t: a for t, a in by_type.items() if t != ce.USAGE}
+    view.by_service = _frame(dict(by_service), "service")
     view.by_customer = pd.DataFrame(
         [(cid, name, amount) for (cid, name), amount in customer_sums.items()],
         columns=["customer_id", "customer", "amount"],
     )
     view.by_customer["customer_id"] = view.by_customer["customer_id"].astype("Int64")
     view.by_customer = _sort(view.by_customer)
-    detail: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
-    for _cid, name, service, record_type, amount in wanted:
-        detail[(name, service, record_type)] += amount
     view.breakdown = _sort(
         pd.DataFrame(
             [(*key, amount) for key, amount in sorted(detail.items())],
@@ -232,13 +234,6 @@ def _matches(filters: CostFilter, customer: int | None, service: str) -> bool:
     return customer == filters.customer
 
 
-def _sum_by(frame: pd.DataFrame, column: str) -> dict[str, Decimal]:
-    sums: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for key, amount in zip(frame[column], frame["amount"], strict=True):
-        sums[str(key)] += amount
-    return dict(sums)
-
-
 def _frame(sums: dict[str, Decimal], key: str) -> pd.DataFrame:
     return _sort(pd.DataFrame(list(sums.items()), columns=[key, "amount"]))
 
@@ -253,12 +248,13 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sql_conditions(
-    info: SnapshotInfo, who: Attribution, filters: CostFilter
+    info: SnapshotInfo, who: Attribution, filters: CostFilter, table: ByService
 ) -> list[ColumnElement[bool]]:
+    """The filters as SQL on `table` (a rollup by account, or the lines)."""
     conditions: list[ColumnElement[bool]] = []
     if filters.service is not None:
-        conditions.append(col(CostLine.service) == filters.service)
-    condition = who.condition(info.group_by, filters.customer)
+        conditions.append(col(table.service) == filters.service)
+    condition = who.condition(info.group_by, filters.customer, table)
     if condition is not None:
         conditions.append(condition)
     return conditions
@@ -267,12 +263,23 @@ def _sql_conditions(
 def _daily(
     session: Session, info: SnapshotInfo, who: Attribution, filters: CostFilter
 ) -> pd.DataFrame:
-    """Amount per day and service (adjustments under their record type), filtered in SQL."""
+    """Amount per day and service (adjustments under their record type), filtered in SQL.
+
+    The whole account or one service: from the daily rollup (days x services rows). One
+    customer or the unattributed spend: attribution is by account, which the daily rollup
+    does not keep, so this drill-down reads the snapshot's lines."""
+    table: type[CostDailyRollup] | type[CostLine]
+    if filters.customer is None:
+        table = CostDailyRollup
+        conditions = [col(table.service) == filters.service] if filters.service else []
+    else:
+        table = CostLine
+        conditions = _sql_conditions(info, who, filters, CostLine)
     rows = session.exec(
-        select(CostLine.day, CostLine.service, func.sum(CostLine.amount))
-        .where(CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters))
-        .group_by(col(CostLine.day), col(CostLine.service))
-        .order_by(col(CostLine.day), col(CostLine.service))
+        select(table.day, table.service, func.sum(table.amount))
+        .where(table.snapshot_id == info.id, *conditions)
+        .group_by(col(table.day), col(table.service))
+        .order_by(col(table.day), col(table.service))
     ).all()
     frame = pd.DataFrame(
         [(date.fromisoformat(d), s, Decimal(v or 0)) for d, s, v in rows],
@@ -289,11 +296,23 @@ def _sum_lines(
     *,
     before: date | None = None,
 ) -> Decimal:
-    query = select(func.sum(CostLine.amount)).where(
-        CostLine.snapshot_id == info.id, *_sql_conditions(info, who, filters)
-    )
+    """The snapshot's net total within the filters (days before `before` only, if given).
+
+    Whole month: from the rollup by account. Days before a date: from the daily rollup for
+    the whole account or one service, from the lines for one customer or the unattributed
+    spend (the same drill-down as `_daily`)."""
+    if before is None:
+        table: ByService | type[CostDailyRollup] = CostRollup
+        conditions = _sql_conditions(info, who, filters, CostRollup)
+    elif filters.customer is None:
+        table = CostDailyRollup
+        conditions = [col(table.service) == filters.service] if filters.service else []
+    else:
+        table = CostLine
+        conditions = _sql_conditions(info, who, filters, CostLine)
+    query = select(func.sum(table.amount)).where(table.snapshot_id == info.id, *conditions)
     if before is not None:
-        query = query.where(col(CostLine.day) < before.isoformat())
+        query = query.where(col(table.day) < before.isoformat())  # type: ignore[union-attr]
     return Decimal(session.exec(query).one() or 0)
 
 
@@ -336,6 +355,29 @@ def chart_values(amounts: Iterable[Decimal]) -> list[float]:
 TOP_SERVICES = 8
 
 
+#: Bars drawn per bar chart (services, customers); the rest are summed in one "Other" bar, so
+#: the browser draws a few dozen bars however many customers and services there are.
+TOP_BARS = 20
+
+
+def top_rows(
+    frame: pd.DataFrame, key: str, limit: int, other: str, *, keep: str | None = None
+) -> pd.DataFrame:
+    """The `limit` largest rows of a (key, amount) frame sorted largest first, the rest summed
+    exactly into one row named `other` (with "(N)" for how many it sums); the row named
+    `keep` is always shown on its own. Amounts of the result add up to the frame's."""
+    if len(frame) <= limit:
+        return frame[[key, "amount"]]
+    names, amounts = list(frame[key]), list(frame["amount"])
+    shown = [i for i in range(len(names)) if names[i] == keep][:1]
+    shown += [i for i in range(len(names)) if names[i] != keep][: limit - 1 - len(shown)]
+    chosen = set(shown)
+    rest = [i for i in range(len(names)) if i not in chosen]
+    rows = [(names[i], amounts[i]) for i in sorted(shown)]
+    rows.append((f"{other} ({len(rest)})", sum((amounts[i] for i in rest), ZERO)))
+    return pd.DataFrame(rows, columns=[key, "amount"])
+
+
 _UNATTRIBUTED_COLOUR = "#d62728"
 
 
@@ -374,8 +416,9 @@ def _horizontal_bars(fig: go.Figure, amounts: Iterable[Decimal], currency: str) 
 
 
 def by_service_figure(view: CostsView) -> go.Figure:
-    """Horizontal bars per service, largest on top; credits and refunds in their own colour."""
-    frame = view.by_service.iloc[::-1]
+    """Horizontal bars per service, largest on top, at most TOP_BARS (the rest summed as
+    "Other services"); credits and refunds in their own colour."""
+    frame = top_rows(view.by_service, "service", TOP_BARS, "Other services").iloc[::-1]
     adjustments = set(view.adjustments)
     fig = go.Figure(
         go.Bar(
@@ -394,8 +437,11 @@ def by_service_figure(view: CostsView) -> go.Figure:
 
 
 def by_customer_figure(view: CostsView) -> go.Figure:
-    """Bars per customer; unattributed spend stands out in red."""
-    frame = view.by_customer.iloc[::-1]
+    """Bars per customer, at most TOP_BARS (the rest summed as "Other customers"; unattributed
+    spend always has its bar and stands out in red): thousands of customers draw ~20 bars."""
+    frame = top_rows(
+        view.by_customer, "customer", TOP_BARS, "Other customers", keep=UNATTRIBUTED_LABEL
+    ).iloc[::-1]
     colours = [
         _UNATTRIBUTED_COLOUR if c == UNATTRIBUTED_LABEL else _COLOUR for c in frame["customer"]
     ]
