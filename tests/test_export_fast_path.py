@@ -125,7 +125,7 @@ ODD_TEXTS = [
     "'already quoted",
     'only "quotes"',
 ]
-AMOUNTS = [0, 1, 5, -5, 99, 100, 101, -100, -123_456, 10**12 + 7, 450_000]
+AMOUNTS = [0, 1, 5, -5, 99, 100, 101, -100, -123_456, 2_147_483_647, 450_000]
 QUANTITIES = [Decimal(1), Decimal("0.000001"), Decimal("1234567.5"), Decimal(-2), Decimal(0)]
 UNITS = [Decimal(0), Decimal("0.0000000001"), Decimal(-14), Decimal("20.5"), Decimal("3.1234")]
 
