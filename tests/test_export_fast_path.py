@@ -15,13 +15,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 
 from billing_core.corrections.models import CreditNote, CreditNoteLine
+from billing_core.errors import MoneyError
 from billing_core.invoicing import export_csv as exports
 from billing_core.invoicing.line_text import plain_decimal
 from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
-from billing_core.money import exponent, format_minor
+from billing_core.money import display, exponent, format_minor, minor_to_decimal
 from billing_core.states import CreditNoteReason, CreditNoteStatus, InvoiceStatus, LineKind
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
@@ -241,3 +244,22 @@ def test_lines_csv_is_what_the_plain_path_writes(
     for needle in (",EUR,", ",JPY,", ",KWD,", ",USD,", ",credit_note,", "'=SUM", '"line one\nline'):
         assert needle in everything, needle
     assert everything.splitlines()[1].split(",")[3] == "2025-12"
+
+
+@given(
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.sampled_from(["EUR", "JPY", "KWD", "usd", "ISK"]),
+)
+def test_display_is_the_decimal_text(minor: int, currency: str) -> None:
+    # The invoices table shows thousands of amounts: display() formats the integer; the text
+    # is the exact Decimal's, grouped.
+    value = minor_to_decimal(minor, currency)
+    assert display(minor, currency) == f"{currency.upper()} {value:,.{exponent(currency)}f}"
+
+
+def test_display_refuses_what_is_not_minor_units() -> None:
+    for bad in (1.5, True, Decimal(1), "12"):
+        with pytest.raises(MoneyError, match="Minor units must be an integer"):
+            display(bad, "EUR")  # type: ignore[arg-type]
+    with pytest.raises(MoneyError, match="Unknown currency"):
+        display(100, "XXX")
