@@ -13,6 +13,7 @@ import csv
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,10 +23,17 @@ from sqlmodel import Session, col, select
 from billing_core.corrections.models import CreditNote, CreditNoteLine
 from billing_core.errors import MoneyError
 from billing_core.invoicing import export_csv as exports
+from billing_core.invoicing.figures import by_currency
 from billing_core.invoicing.line_text import plain_decimal
 from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
 from billing_core.money import display, exponent, format_minor, minor_to_decimal
-from billing_core.states import CreditNoteReason, CreditNoteStatus, InvoiceStatus, LineKind
+from billing_core.states import (
+    CreditNoteReason,
+    CreditNoteStatus,
+    InvoiceOutcome,
+    InvoiceStatus,
+    LineKind,
+)
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
 safe = exports.safe_text
@@ -111,6 +119,88 @@ def _plain_lines_csv(session: Session, f: InvoiceFilter) -> tuple[str, int, dict
     return out.getvalue(), rows, totals
 
 
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else ""
+
+
+def _plain_invoices_csv(session: Session, f: InvoiceFilter) -> tuple[str, Any]:
+    """The invoices CSV as the plainest code writes it: (text, the export's summary)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(exports.INVOICE_COLUMNS)
+    summary = exports.ExportSummary()
+    invoices = apply_filter(
+        select(Invoice, bill_to_name()).join(Customer, col(Customer.id) == Invoice.customer_id),
+        f,
+    ).order_by(col(Invoice.period), col(Invoice.id))
+    for invoice, name in session.exec(invoices).all():
+        cur = invoice.currency
+        writer.writerow(
+            (
+                invoice.id,
+                safe(invoice.number),
+                invoice.customer_id,
+                safe(name),
+                invoice.period,
+                cur,
+                format_minor(invoice.subtotal_minor, cur),
+                format_minor(invoice.tax_minor, cur),
+                format_minor(invoice.total_minor, cur),
+                format_minor(invoice.amount_paid_minor, cur),
+                format_minor(invoice.amount_refunded_minor, cur),
+                invoice.display_status,
+                _iso(invoice.issued_at),
+                _iso(invoice.paid_at),
+                invoice.stripe_invoice_id or "",
+                "invoice",
+                "",
+            )
+        )
+        summary.rows += 1
+        summary.totals[cur] += invoice.total_minor
+        by_currency(summary.figures, cur).add(
+            invoice.display_status,
+            total=invoice.total_minor,
+            paid=invoice.amount_paid_minor,
+            refunded=invoice.amount_refunded_minor,
+            credit_notes_before=invoice.pre_payment_credit_notes_minor,
+            credit_notes_after=invoice.post_payment_credit_notes_minor,
+        )
+    notes = apply_filter(
+        select(CreditNote, Invoice, bill_to_name())
+        .join(Invoice, col(Invoice.id) == CreditNote.invoice_id)
+        .join(Customer, col(Customer.id) == Invoice.customer_id)
+        .where(CreditNote.status == CreditNoteStatus.ISSUED),
+        f,
+    ).order_by(col(Invoice.period), col(Invoice.id), col(CreditNote.id))
+    for note, invoice, name in session.exec(notes).all():
+        cur = invoice.currency
+        writer.writerow(
+            (
+                invoice.id,
+                safe(note.number),
+                invoice.customer_id,
+                safe(name),
+                invoice.period,
+                cur,
+                format_minor(-note.amount_minor, cur),
+                format_minor(0, cur),
+                format_minor(-note.amount_minor, cur),
+                format_minor(0, cur),
+                format_minor(note.refund_minor, cur),
+                "issued",
+                _iso(note.issued_at),
+                "",
+                "",
+                "credit_note",
+                safe(invoice.number),
+            )
+        )
+        summary.rows += 1
+        summary.totals[cur] -= note.amount_minor
+    return out.getvalue(), summary
+
+
 # Descriptions, services and metrics a customer or an import could have typed.
 ODD_TEXTS = [
     "Plain service",
@@ -130,6 +220,17 @@ ODD_TEXTS = [
 ]
 AMOUNTS = [0, 1, 5, -5, 99, 100, 101, -100, -123_456, 2_147_483_647, 450_000]
 QUANTITIES = [Decimal(1), Decimal("0.000001"), Decimal("1234567.5"), Decimal(-2), Decimal(0)]
+STATES = [
+    (InvoiceStatus.PAID, None),
+    (InvoiceStatus.OPEN, None),
+    (InvoiceStatus.OPEN, InvoiceOutcome.PAYMENT_FAILED),
+    (InvoiceStatus.DRAFT, InvoiceOutcome.CREDIT_CARRIED),
+    (InvoiceStatus.DRAFT, InvoiceOutcome.BELOW_MINIMUM),
+    (InvoiceStatus.VOID, None),
+    (InvoiceStatus.UNCOLLECTIBLE, None),
+    (InvoiceStatus.PAID, None),
+    (InvoiceStatus.DRAFT, None),
+]
 UNITS = [Decimal(0), Decimal("0.0000000001"), Decimal(-14), Decimal("20.5"), Decimal("3.1234")]
 
 
@@ -148,14 +249,29 @@ def _world(session: Session) -> None:
     invoices: list[Invoice] = []
     for month, period in enumerate(periods):
         for c in customers:
+            k = len(invoices)
+            status, outcome = STATES[k % len(STATES)]
+            total = AMOUNTS[k % len(AMOUNTS)]
+            paid = abs(total) if status == InvoiceStatus.PAID else 0
             invoice = Invoice(
                 customer_id=c.id or 0,
                 period=period,
                 currency=c.currency,
-                status=InvoiceStatus.PAID if month % 2 else InvoiceStatus.OPEN,
+                status=status,
+                outcome=outcome,
+                subtotal_minor=total - 7,
+                tax_minor=7,
+                total_minor=total,
+                amount_paid_minor=paid,
+                # None, part or all of the payment refunded.
+                amount_refunded_minor=(0, paid // 3, paid, paid)[k % 4],
+                pre_payment_credit_notes_minor=k % 4,
+                post_payment_credit_notes_minor=k % 5,
                 number=None if month == 4 else f"{'-' if month == 3 else ''}INV-{period}-{c.id}",
                 customer_name="Renamed, later" if month == 1 else None,
-                issued_at=datetime(2026, 1, 1, tzinfo=UTC),
+                issued_at=datetime(2026, 1, 1, 12, 30, 15, 999_999, tzinfo=UTC) if k % 6 else None,
+                paid_at=datetime(2026, 1, 2, tzinfo=UTC) if paid else None,
+                stripe_invoice_id=f"in_{k}" if k % 2 else None,
             )
             session.add(invoice)
             session.flush()
@@ -189,6 +305,7 @@ def _world(session: Session) -> None:
             status=statuses[k],
             reason=CreditNoteReason.ORDER_CHANGE,
             amount_minor=150,
+            refund_minor=40 * k,
             request_key=f"key-{k}",
             number=f"=CN-{k}" if k else f"CN-{k}",
             created_by="test",
@@ -244,6 +361,25 @@ def test_lines_csv_is_what_the_plain_path_writes(
     for needle in (",EUR,", ",JPY,", ",KWD,", ",USD,", ",credit_note,", "'=SUM", '"line one\nline'):
         assert needle in everything, needle
     assert everything.splitlines()[1].split(",")[3] == "2025-12"
+
+
+@pytest.mark.parametrize("batch", [2, exports.BATCH])
+def test_invoices_csv_is_what_the_plain_path_writes(
+    session: Session, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    _world(session)
+    monkeypatch.setattr(exports, "BATCH", batch)
+    for selection in SELECTIONS:
+        fast = io.StringIO()
+        summary = exports.write_invoices_csv(session, selection, fast)
+        plain, expected = _plain_invoices_csv(session, selection)
+        assert fast.getvalue() == plain, selection
+        assert summary == expected
+        assert summary.describe() == expected.describe()
+    text, everything = _plain_invoices_csv(session, InvoiceFilter())
+    shown = {word for f in everything.figures.values() for word in f.counts}
+    assert {"paid", "refunded", "partially_refunded", "failed", "credit", "carried"} <= shown
+    assert ",credit_note," in text and "+00:00" in text
 
 
 @given(

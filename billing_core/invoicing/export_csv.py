@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import BigInteger, String, type_coerce
+from sqlalchemy import BigInteger, DateTime, String, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
@@ -37,9 +37,10 @@ from billing_core.models import (
     Invoice,
     InvoiceLine,
     bill_to_name,
+    shown_status,
 )
 from billing_core.money import display, exponent, format_minor
-from billing_core.states import CreditNoteStatus, display_status
+from billing_core.states import CreditNoteStatus, DisplayStatus
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
 INVOICE_COLUMNS = (
@@ -99,17 +100,38 @@ def _digits(currency: str) -> int:
     return exponent(currency)
 
 
+@lru_cache(maxsize=64)
+def _money(currency: str) -> tuple[int, str, int]:
+    """(digits, format, scale) of a currency's amounts: ('%d.%02d', 100) for two decimals, so
+    `format % divmod(minor, scale)` is format_minor's text of a minor amount >= 0, exactly and
+    without Decimal; ('', 1) for zero-decimal currencies (the text is str(minor))."""
+    digits = _digits(currency)
+    return (digits, f"%d.%0{digits}d", 10**digits) if digits else (0, "", 1)
+
+
+def money_text(minor: int, amount_format: str, scale: int) -> str:
+    """A minor amount's text with `_money`'s (format, scale) of its currency."""
+    if not amount_format:
+        return str(minor)
+    if minor >= 0:
+        return amount_format % divmod(minor, scale)
+    return "-" + amount_format % divmod(-minor, scale)
+
+
 def plain_amount(minor: int, currency: str) -> str:
     """money.format_minor without Decimal arithmetic: the same text, fast enough for 500k rows."""
-    digits = _digits(currency)
-    if digits == 0:
-        return str(minor)
-    whole, fraction = divmod(abs(minor), 10**digits)
-    return f"{'-' if minor < 0 else ''}{whole}.{fraction:0{digits}d}"
+    _, amount_format, scale = _money(currency)
+    return money_text(minor, amount_format, scale)
 
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds") if moment else ""
+
+
+def _iso_utc(stored: datetime | None) -> str:
+    """_iso of a UTCDateTime read as stored (naive UTC, type_coerce'd to DateTime): the same
+    text, without making an aware datetime first."""
+    return stored.isoformat(timespec="seconds") + "+00:00" if stored else ""
 
 
 @dataclass
@@ -136,8 +158,25 @@ class ExportSummary:
         return f"{self.rows} rows" + (f" ({money})" if money else "")
 
 
+class _Chunk:
+    """What csv.writer writes for one batch, kept as a list of texts (list.append is the
+    write method: no Python call per row), then handed to the output in one write."""
+
+    __slots__ = ("parts", "write")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.write = self.parts.append
+
+    def flush_to(self, out: IO[str]) -> None:
+        out.write("".join(self.parts))
+        self.parts.clear()
+
+
 def _invoice_query(f: InvoiceFilter) -> Any:
     # Plain columns, not ORM objects: nothing accumulates in the session while streaming.
+    # Status and outcome as their stored text, dates as stored (naive UTC): made into enum
+    # members and aware datetimes only to be printed again, they were most of the time.
     query = (
         sa_select(
             col(Invoice.id),
@@ -151,28 +190,36 @@ def _invoice_query(f: InvoiceFilter) -> Any:
             col(Invoice.total_minor),
             col(Invoice.amount_paid_minor),
             col(Invoice.amount_refunded_minor),
-            col(Invoice.status),
-            col(Invoice.outcome),
-            col(Invoice.issued_at),
-            col(Invoice.paid_at),
+            type_coerce(col(Invoice.status), String),
+            type_coerce(col(Invoice.outcome), String),
+            type_coerce(col(Invoice.issued_at), DateTime),
+            type_coerce(col(Invoice.paid_at), DateTime),
             col(Invoice.stripe_invoice_id),
             col(Invoice.pre_payment_credit_notes_minor),
             col(Invoice.post_payment_credit_notes_minor),
         )
         .join(Customer, col(Customer.id) == Invoice.customer_id)
         .order_by(col(Invoice.period), col(Invoice.id))
-        .execution_options(yield_per=BATCH)
     )
     return apply_filter(query, f)
 
 
 def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportSummary:
     """One row per filtered invoice; returns the row count and totals per currency."""
-    writer = csv.writer(out, lineterminator="\n")
+    chunk = _Chunk()
+    writer = csv.writer(chunk, lineterminator="\n")
     writer.writerow(INVOICE_COLUMNS)
+    chunk.flush_to(out)
     summary = ExportSummary()
-    for row in session.execute(_invoice_query(f)):
-        (
+    totals = summary.totals
+    # The shown status of each (status, outcome, refund state) met: a few words for 50,000 rows.
+    words: dict[tuple[str, str | None, int], DisplayStatus] = {}
+    # Per (currency, shown status): [count, total, paid, refunded, credit notes before and
+    # after payment], added to the figures once at the end (Figures.add sums them the same).
+    groups: dict[tuple[str, DisplayStatus], list[int]] = {}
+    for batch in _stream(session, _invoice_query(f)).partitions():
+        out_rows = []
+        for (
             iid,
             number,
             cid,
@@ -191,39 +238,58 @@ def write_invoices_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> Expo
             stripe_id,
             pre,
             post,
-        ) = row
-        shown = display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
-        writer.writerow(
-            (
-                iid,
-                safe_text(number),
-                cid,
-                safe_text(name),
-                period,
-                cur,
-                plain_amount(subtotal, cur),
-                plain_amount(tax, cur),
-                plain_amount(total, cur),
-                plain_amount(paid, cur),
-                plain_amount(refunded, cur),
-                shown,
-                _iso(issued),
-                _iso(paid_at),
-                stripe_id or "",
-                "invoice",
-                "",
+        ) in batch:
+            state = 0 if refunded <= 0 else (2 if refunded >= paid else 1)
+            shown = words.get((status, outcome, state))
+            if shown is None:
+                shown = words[(status, outcome, state)] = shown_status(status, outcome, state)
+            _, amount_format, scale = _money(cur)
+            out_rows.append(
+                (
+                    iid,
+                    safe_text(number),
+                    cid,
+                    safe_text(name),
+                    period,
+                    cur,
+                    money_text(subtotal, amount_format, scale),
+                    money_text(tax, amount_format, scale),
+                    money_text(total, amount_format, scale),
+                    money_text(paid, amount_format, scale),
+                    money_text(refunded, amount_format, scale),
+                    shown,
+                    _iso_utc(issued),
+                    _iso_utc(paid_at),
+                    stripe_id or "",
+                    "invoice",
+                    "",
+                )
             )
-        )
-        summary.rows += 1
-        summary.totals[cur] += total
+            totals[cur] += total
+            sums = groups.get((cur, shown))
+            if sums is None:
+                sums = groups[(cur, shown)] = [0, 0, 0, 0, 0, 0]
+            sums[0] += 1
+            sums[1] += total
+            sums[2] += paid
+            sums[3] += refunded
+            sums[4] += pre
+            sums[5] += post
+        summary.rows += len(out_rows)
+        writer.writerows(out_rows)
+        chunk.flush_to(out)
+    for (cur, shown), (count, total, paid, refunded, pre, post) in groups.items():
         by_currency(summary.figures, cur).add(
             shown,
+            count=count,
             total=total,
             paid=paid,
             refunded=refunded,
             credit_notes_before=pre,
             credit_notes_after=post,
         )
+    # Credit notes are few: written as they come, straight to the output.
+    writer = csv.writer(out, lineterminator="\n")
     for row in session.execute(_credit_note_query(f)):
         (iid, number, cid, name, period, cur, amount, refund, issued, of_number) = row
         writer.writerow(
@@ -390,30 +456,6 @@ def _lines_of(session: Session, invoice_ids: list[int]) -> Iterator[Sequence[Any
             yield batch
     finally:
         cursor.close()
-
-
-class _Chunk:
-    """What csv.writer writes for one batch, kept as a list of texts (list.append is the
-    write method: no Python call per row), then handed to the output in one write."""
-
-    __slots__ = ("parts", "write")
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.write = self.parts.append
-
-    def flush_to(self, out: IO[str]) -> None:
-        out.write("".join(self.parts))
-        self.parts.clear()
-
-
-@lru_cache(maxsize=64)
-def _money(currency: str) -> tuple[int, str, int]:
-    """(digits, format, scale) of a currency's amounts: ('%d.%02d', 100) for two decimals, so
-    `format % divmod(minor, scale)` is format_minor's text of a minor amount >= 0, exactly and
-    without Decimal; ('', 1) for zero-decimal currencies (the text is str(minor))."""
-    digits = _digits(currency)
-    return (digits, f"%d.%0{digits}d", 10**digits) if digits else (0, "", 1)
 
 
 def write_lines_csv(session: Session, f: InvoiceFilter, out: IO[str]) -> ExportSummary:
