@@ -101,16 +101,19 @@ def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
             s.execute(insert(InvoiceLine), line_rows)
 
 
-def _measure(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(seconds, peak MiB): one plain timed pass, one traced pass."""
-    started = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - started
+def _measure(fn: Callable[[], Any]) -> tuple[compare.Timing, float]:
+    """(timing of one plain pass: wall and CPU, peak MiB of a second, traced pass)."""
+    _, timing = compare.timed(fn)
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return seconds, peak / 2**20
+    return timing, peak / 2**20
+
+
+def _seconds(timing: compare.Timing) -> str:
+    """'1.21 s (CPU 0.80 s)': on a shared machine the CPU time is the steadier figure."""
+    return f"{timing.wall:.2f} s (CPU {timing.cpu:.2f} s)"
 
 
 class _CountingSink(io.TextIOBase):
@@ -176,17 +179,28 @@ def _reference_lines(engine: Engine) -> int:
     return sink.chars
 
 
+# The lines CSV's goal, in seconds.
+LINES_GOAL = 1.5
+
+
 def _lines_csv_figure(engine: Engine, area: str, dataset: str) -> Figure:
     size = _export(engine, exports.write_lines_csv)
     ours, ref = compare.against(
         lambda: _export(engine, exports.write_lines_csv), lambda: _reference_lines(engine)
     )
     _, peak = _measure(lambda: _export(engine, exports.write_lines_csv))
+    goal = f"< {LINES_GOAL} s, flat memory; reference: the csv module streaming the same rows"
+    if min(ref.wall, ref.cpu) > LINES_GOAL:
+        # The plainest code cannot meet the goal here: only the ratio says how we do.
+        goal += (
+            f". THE REFERENCE ITSELF TAKES {ref.cpu:.2f} s CPU ({ref.wall:.2f} s wall) > "
+            f"{LINES_GOAL} s on this machine: judged by the ratio"
+        )
     return Figure(
         area,
         "lines CSV (streamed)",
         f"{compare.seconds_vs(ours, ref)}; peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
-        "< 1.5 s, flat memory; reference: the csv module streaming the same rows",
+        goal,
         dataset,
     )
 
@@ -242,55 +256,55 @@ def run(quick: bool) -> list[Figure]:
                 AREA, "load dataset (setup)", f"{time.perf_counter() - started:.1f} s", "", dataset
             )
         )
-        secs, peak = _measure(lambda: _page_data(engine))
+        timing, peak = _measure(lambda: _page_data(engine))
         figures.append(
             Figure(
                 AREA,
                 "page data (figures, chart, table, detail)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "< 2 s",
                 dataset,
             )
         )
-        secs, peak = _measure(lambda: _receivables(engine))
+        timing, peak = _measure(lambda: _receivables(engine))
         figures.append(
             Figure(
                 AREA,
                 "receivables summary (aging, DSO, collection rate)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "< 0.5 s",
                 dataset,
             )
         )
-        secs, peak = _measure(lambda: _filtered_page_data(engine))
+        timing, peak = _measure(lambda: _filtered_page_data(engine))
         figures.append(
             Figure(
                 AREA,
                 "page data x4 filters (overdue, bucket, name, amount)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "",
                 dataset,
             )
         )
         size = _export(engine, exports.write_invoices_csv)
-        secs, peak = _measure(lambda: _export(engine, exports.write_invoices_csv))
+        timing, peak = _measure(lambda: _export(engine, exports.write_invoices_csv))
         figures.append(
             Figure(
                 AREA,
                 "invoices CSV (streamed)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
                 "flat memory",
                 dataset,
             )
         )
         figures.append(_lines_csv_figure(engine, AREA, dataset))
         build = exports.csv_builder(engine, inv.InvoiceFilter(), exports.write_invoices_csv)
-        secs, peak = _measure(build)
+        timing, peak = _measure(build)
         figures.append(
             Figure(
                 AREA,
                 "invoices CSV download (on click, in memory)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "",
                 dataset,
             )
