@@ -342,35 +342,6 @@ def _credit_note_query(f: InvoiceFilter) -> Any:
     return apply_filter(query, f)
 
 
-def _lines_query(f: InvoiceFilter) -> Any:
-    # Stored values as the database holds them: quantity and unit amount as their scaled
-    # integers (ExactDecimal), kind as text. Turning 1,000,000 of them into Decimals and enum
-    # members only to print them again was most of the export's time.
-    raw_quantity = type_coerce(col(InvoiceLine.quantity), BigInteger)
-    raw_unit = type_coerce(col(InvoiceLine.unit_amount), BigInteger)
-    query = (
-        sa_select(
-            col(InvoiceLine.invoice_id),
-            col(Invoice.number),
-            bill_to_name(),
-            col(Invoice.period),
-            col(Invoice.currency),
-            col(InvoiceLine.position),
-            type_coerce(col(InvoiceLine.kind), String),
-            col(InvoiceLine.description),
-            col(InvoiceLine.service),
-            col(InvoiceLine.metric),
-            raw_quantity,
-            raw_unit,
-            col(InvoiceLine.amount_minor),
-        )
-        .join(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
-        .join(Customer, col(Customer.id) == Invoice.customer_id)
-        .order_by(col(Invoice.period), col(Invoice.id), col(InvoiceLine.position))
-    )
-    return apply_filter(query, f)
-
-
 def _column_scale(column: Any) -> int:
     scale: int = column.type.scale
     return scale
