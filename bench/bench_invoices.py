@@ -17,15 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import BigInteger, String, insert, type_coerce
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bench import compare
 from bench.run import Figure
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.invoicing import export_csv as exports
-from billing_core.models import Customer, Invoice, InvoiceLine
+from billing_core.models import Customer, Invoice, InvoiceLine, bill_to_name
 from billing_core.payments import sync
 from billing_core.states import DisplayStatus, LineKind, split_display_status
 from billing_core.views import invoices as inv
@@ -101,16 +102,19 @@ def _populate(engine: Engine, n_invoices: int, lines_per: int) -> None:
             s.execute(insert(InvoiceLine), line_rows)
 
 
-def _measure(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(seconds, peak MiB): one plain timed pass, one traced pass."""
-    started = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - started
+def _measure(fn: Callable[[], Any]) -> tuple[compare.Timing, float]:
+    """(timing of one plain pass: wall and CPU, peak MiB of a second, traced pass)."""
+    _, timing = compare.timed(fn)
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return seconds, peak / 2**20
+    return timing, peak / 2**20
+
+
+def _seconds(timing: compare.Timing) -> str:
+    """'1.21 s (CPU 0.80 s)': on a shared machine the CPU time is the steadier figure."""
+    return f"{timing.wall:.2f} s (CPU {timing.cpu:.2f} s)"
 
 
 class _CountingSink(io.TextIOBase):
@@ -163,17 +167,46 @@ def _export(engine: Engine, writer: exports.Writer) -> int:
     return sink.chars
 
 
+def _reference_query() -> Any:
+    """The lines CSV's rows as one query (every line joined to its invoice and customer, in the
+    export's order), their values as stored: quantity and unit amount as scaled integers."""
+    return (
+        sa_select(
+            col(InvoiceLine.invoice_id),
+            col(Invoice.number),
+            bill_to_name(),
+            col(Invoice.period),
+            col(Invoice.currency),
+            col(InvoiceLine.position),
+            type_coerce(col(InvoiceLine.kind), String),
+            col(InvoiceLine.description),
+            col(InvoiceLine.service),
+            col(InvoiceLine.metric),
+            type_coerce(col(InvoiceLine.quantity), BigInteger),
+            type_coerce(col(InvoiceLine.unit_amount), BigInteger),
+            col(InvoiceLine.amount_minor),
+        )
+        .join(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
+        .join(Customer, col(Customer.id) == Invoice.customer_id)
+        .order_by(col(Invoice.period), col(Invoice.id), col(InvoiceLine.position))
+    )
+
+
 def _reference_lines(engine: Engine) -> int:
     """The plainest correct lines CSV: the same rows streamed, written as they come by the
     csv module (no formatting of amounts, no formula quoting)."""
     sink = _CountingSink()
     writer = csv.writer(sink, lineterminator="\n")
     writer.writerow(exports.LINE_COLUMNS)
-    query = exports._lines_query(inv.InvoiceFilter()).execution_options(yield_per=exports.BATCH)
+    query = _reference_query().execution_options(yield_per=exports.BATCH)
     with engine.connect() as connection:
         for batch in connection.execute(query).partitions():
             writer.writerows(batch)
     return sink.chars
+
+
+# The lines CSV's goal, in seconds.
+LINES_GOAL = 1.5
 
 
 def _lines_csv_figure(engine: Engine, area: str, dataset: str) -> Figure:
@@ -182,11 +215,18 @@ def _lines_csv_figure(engine: Engine, area: str, dataset: str) -> Figure:
         lambda: _export(engine, exports.write_lines_csv), lambda: _reference_lines(engine)
     )
     _, peak = _measure(lambda: _export(engine, exports.write_lines_csv))
+    goal = f"< {LINES_GOAL} s, flat memory; reference: the csv module streaming the same rows"
+    if min(ref.wall, ref.cpu) > LINES_GOAL:
+        # The plainest code cannot meet the goal here: only the ratio says how we do.
+        goal += (
+            f". THE REFERENCE ITSELF TAKES {ref.cpu:.2f} s CPU ({ref.wall:.2f} s wall) > "
+            f"{LINES_GOAL} s on this machine: judged by the ratio"
+        )
     return Figure(
         area,
         "lines CSV (streamed)",
         f"{compare.seconds_vs(ours, ref)}; peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
-        "< 1.5 s, flat memory; reference: the csv module streaming the same rows",
+        goal,
         dataset,
     )
 
@@ -242,55 +282,55 @@ def run(quick: bool) -> list[Figure]:
                 AREA, "load dataset (setup)", f"{time.perf_counter() - started:.1f} s", "", dataset
             )
         )
-        secs, peak = _measure(lambda: _page_data(engine))
+        timing, peak = _measure(lambda: _page_data(engine))
         figures.append(
             Figure(
                 AREA,
                 "page data (figures, chart, table, detail)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "< 2 s",
                 dataset,
             )
         )
-        secs, peak = _measure(lambda: _receivables(engine))
+        timing, peak = _measure(lambda: _receivables(engine))
         figures.append(
             Figure(
                 AREA,
                 "receivables summary (aging, DSO, collection rate)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "< 0.5 s",
                 dataset,
             )
         )
-        secs, peak = _measure(lambda: _filtered_page_data(engine))
+        timing, peak = _measure(lambda: _filtered_page_data(engine))
         figures.append(
             Figure(
                 AREA,
                 "page data x4 filters (overdue, bucket, name, amount)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "",
                 dataset,
             )
         )
         size = _export(engine, exports.write_invoices_csv)
-        secs, peak = _measure(lambda: _export(engine, exports.write_invoices_csv))
+        timing, peak = _measure(lambda: _export(engine, exports.write_invoices_csv))
         figures.append(
             Figure(
                 AREA,
                 "invoices CSV (streamed)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB, {size / 2**20:.1f} MiB",
                 "flat memory",
                 dataset,
             )
         )
         figures.append(_lines_csv_figure(engine, AREA, dataset))
         build = exports.csv_builder(engine, inv.InvoiceFilter(), exports.write_invoices_csv)
-        secs, peak = _measure(build)
+        timing, peak = _measure(build)
         figures.append(
             Figure(
                 AREA,
                 "invoices CSV download (on click, in memory)",
-                f"{secs:.2f} s, peak {peak:.0f} MiB",
+                f"{_seconds(timing)}, peak {peak:.0f} MiB",
                 "",
                 dataset,
             )

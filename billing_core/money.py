@@ -264,9 +264,15 @@ def format_minor(minor: int, currency: str) -> str:
 
 def display(minor: int, currency: str) -> str:
     """Human display with thousands separators: 'EUR 1,234.50'."""
-    exp = exponent(currency)
-    value = minor_to_decimal(minor, currency)
-    return f"{normalize_currency(currency)} {value:,.{exp}f}"
+    cur = normalize_currency(currency)
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise MoneyError(f"Minor units must be an integer, got {minor!r}.")
+    exp = _EXPONENTS.get(cur, 2)
+    # Whole units and the fraction's digits from the integer: the text of the exact Decimal,
+    # without building one (tables show thousands of amounts).
+    whole, fraction = divmod(-minor if minor < 0 else minor, 10**exp)
+    sign = "-" if minor < 0 else ""
+    return f"{cur} {sign}{whole:,}.{fraction:0{exp}d}" if exp else f"{cur} {sign}{whole:,}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import utcnow
-from billing_core.states import DisplayStatus
+from billing_core.states import DisplayStatus, display_status
 from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
 from billing_core.views.receivables import days_past_due
 
@@ -210,8 +210,27 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
 
 
 def _table_query(f: InvoiceFilter) -> Any:
+    # Only the columns the table shows, not Invoice objects: 5,000 rows read as plain values.
     # The name each invoice was issued to, not the customer's current one.
-    query = select(Invoice, bill_to_name()).join(Customer, col(Customer.id) == Invoice.customer_id)
+    query = sa_select(
+        col(Invoice.id),
+        col(Invoice.number),
+        bill_to_name(),
+        col(Invoice.period),
+        col(Invoice.currency),
+        col(Invoice.status),
+        col(Invoice.outcome),
+        col(Invoice.total_minor),
+        col(Invoice.amount_paid_minor),
+        col(Invoice.amount_refunded_minor),
+        col(Invoice.due_at),
+        col(Invoice.attempt_count),
+        col(Invoice.next_payment_attempt),
+        col(Invoice.issued_at),
+        col(Invoice.paid_at),
+        col(Invoice.hosted_invoice_url),
+        col(Invoice.invoice_pdf),
+    ).join(Customer, col(Customer.id) == Invoice.customer_id)
     query = apply_filter(query, f)
     return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
 
@@ -236,11 +255,17 @@ def retry_text(invoice: Invoice, now: datetime) -> str:
 def days_late(invoice: Invoice, now: datetime) -> int | None:
     """Whole days past due of an invoice still owing something (None: not late, or owes
     nothing: paid, void, written off, credit, draft)."""
-    if invoice.display_status not in OUTSTANDING_STATUSES:
+    return _days_late(
+        invoice.display_status, invoice.total_minor, invoice.amount_paid_minor, invoice.due_at, now
+    )
+
+
+def _days_late(
+    shown: DisplayStatus, total_minor: int, paid_minor: int, due_at: datetime | None, now: datetime
+) -> int | None:
+    if shown not in OUTSTANDING_STATUSES or total_minor <= paid_minor:
         return None
-    if invoice.total_minor <= invoice.amount_paid_minor:
-        return None
-    days = days_past_due(invoice.due_at, now)
+    days = days_past_due(due_at, now)
     return days if days is not None and days > 0 else None
 
 
@@ -252,28 +277,44 @@ def invoice_table(
     as_of, else the clock); `days_past_due` only on invoices still owing and late."""
     now = now or f.as_of or utcnow()
     rows: list[dict[str, Any]] = []
-    for inv, name in session.execute(_table_query(f).limit(limit)).all():
-        cur = inv.currency
+    for (
+        iid,
+        number,
+        name,
+        period,
+        cur,
+        status,
+        outcome,
+        total,
+        paid,
+        refunded,
+        due_at,
+        attempts,
+        next_attempt,
+        issued_at,
+        paid_at,
+        invoice_url,
+        pdf_url,
+    ) in session.execute(_table_query(f).limit(limit)).all():
+        shown = display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
         rows.append(
             {
-                "id": inv.id,
-                "number": inv.number or f"(local #{inv.id})",
+                "id": iid,
+                "number": number or f"(local #{iid})",
                 "customer": name,
-                "period": inv.period,
-                "status": inv.display_status,
-                "total": display(inv.total_minor, cur),
-                "paid": display(inv.amount_paid_minor, cur),
-                "refunded": display(inv.amount_refunded_minor, cur)
-                if inv.amount_refunded_minor
-                else "",
-                "due": inv.due_at,
-                "days_past_due": days_late(inv, now),
-                "attempts": inv.attempt_count,
-                "next_attempt": scheduled_retry(inv.next_payment_attempt, now),
-                "issued": inv.issued_at,
-                "paid_at": inv.paid_at,
-                "invoice_url": inv.hosted_invoice_url,
-                "pdf_url": inv.invoice_pdf,
+                "period": period,
+                "status": shown,
+                "total": display(total, cur),
+                "paid": display(paid, cur),
+                "refunded": display(refunded, cur) if refunded else "",
+                "due": due_at,
+                "days_past_due": _days_late(shown, total, paid, due_at, now),
+                "attempts": attempts,
+                "next_attempt": scheduled_retry(next_attempt, now),
+                "issued": issued_at,
+                "paid_at": paid_at,
+                "invoice_url": invoice_url,
+                "pdf_url": pdf_url,
             }
         )
     return pd.DataFrame(
