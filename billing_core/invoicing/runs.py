@@ -46,6 +46,7 @@ from billing_core.invoicing.push import (
     FINAL_STATUSES,
     Progress,
     Pusher,
+    PushMeter,
     PushOutcome,
     StepHook,
 )
@@ -484,7 +485,11 @@ def _run_locked(
     pusher = Pusher(
         engine, gateway, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
     )
-    say(f"pushing {len(todo)} invoices to Stripe ({settings.stripe_concurrency} at a time)")
+    say(
+        f"pushing {len(todo)} invoices to Stripe ({settings.stripe_concurrency} at a time, at "
+        f"most {gateway.bucket.rate:g} requests/s)"
+    )
+    meter = PushMeter(say, gateway, len(todo))
     with ThreadPoolExecutor(max_workers=settings.stripe_concurrency) as pool:
         futures = [pool.submit(pusher.push, iid) for iid in todo]
         for future in as_completed(futures):
@@ -501,6 +506,8 @@ def _run_locked(
                     f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
                     f"{outcome.problem.message}"
                 )
+            meter.tick(failed=outcome.problem is not None)
+    meter.report()
     result.stripe_calls = gateway.calls
     if pusher.abort_reason and not result.pushed:
         result.fatal = pusher.abort_reason
