@@ -8,6 +8,7 @@ draft."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,7 +25,7 @@ from billing_core.costs.attribution import (
     attributed_costs,
 )
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
-from billing_core.customers.terms import terms_in_force
+from billing_core.customers.terms import Terms, terms_in_force
 from billing_core.errors import (
     ConfigError,
     ExchangeRateMissing,
@@ -85,26 +86,34 @@ _RULE_WORDS = {
 
 
 def shared_allocation(
-    session: Session, period: Period, attributed: AttributedCosts, policy: SharedCostPolicy
+    session: Session,
+    period: Period,
+    attributed: AttributedCosts,
+    policy: SharedCostPolicy,
+    in_force: Mapping[int, Terms] | None = None,
 ) -> SharedAllocation:
     """The month's split of its shared pool (unattributed and shared spend) among the
-    customers active in it, whoever this run invoices (invoicing/shared_costs.py)."""
+    customers active in it, whoever this run invoices (invoicing/shared_costs.py).
+    `in_force`: every customer's terms for the month, if the caller read them already."""
     charges = {cid: sum(by.values(), Decimal(0)) for cid, by in attributed.usage.items()}
     return allocate(
         attributed.unattributed_total,
         policy,
-        shared_participants(session, period),
+        shared_participants(session, period, in_force),
         charges,
         currency=attributed.currency,
     )
 
 
-def shared_participants(session: Session, period: Period) -> list[int]:
+def shared_participants(
+    session: Session, period: Period, in_force: Mapping[int, Terms] | None = None
+) -> list[int]:
     """Ids of the customers the shared pool of `period` is split among: active ones with a
     plan in force in the month (a customer without one is never invoiced for it, so a share
     of its would be billed to nobody without saying so)."""
     active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
-    in_force = terms_in_force(session, period)
+    if in_force is None:
+        in_force = terms_in_force(session, period)
     return [cid for cid, t in in_force.items() if cid in active and t.plan_id is not None]
 
 
@@ -229,13 +238,17 @@ def build_drafts(
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
     if reason is not None and not month_to_date:
         result.costs_incomplete = incomplete_costs_message(period, reason)
+    # Every customer's plan and currency in force for the period, whenever the run happens:
+    # read once for the shared split, the usage aggregations and the drafts.
+    everyone = terms_in_force(session, period) if customer_id is None else None
     if attributed.snapshot_id is not None:
-        result.shared = shared_allocation(session, period, attributed, shared.policy)
+        result.shared = shared_allocation(session, period, attributed, shared.policy, everyone)
     shares = result.shared.shares_minor if result.shared else {}
     rates = load_rates(session, period, latest=month_to_date)
     book = PricingBook.load(session, period)  # plans, tiers, rules, overrides, discounts
     usage: dict[int, dict[str, Decimal]] = {}  # customer id -> metric -> quantity
-    for (cid, metric), quantity in totals_by_metric(session, period, customer_id).items():
+    totals = totals_by_metric(session, period, customer_id, in_force=everyone)
+    for (cid, metric), quantity in totals.items():
         usage.setdefault(cid, {})[metric] = quantity
     billed = select(Invoice.customer_id).where(Invoice.period == str(period))
     if reissue:
@@ -247,15 +260,26 @@ def build_drafts(
         open_true_ups = open_true_ups.where(TrueUp.customer_id == customer_id)
     for t in session.exec(open_true_ups).all():
         pending.setdefault(t.customer_id, []).append(t)
-    query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
+    # Plain columns, not ORM objects: a run reads thousands of customers.
+    query = (
+        sa_select(
+            col(Customer.id),
+            col(Customer.name),
+            col(Customer.collection_method),
+            col(Customer.default_payment_method),
+        )
+        .where(col(Customer.active).is_(True))
+        .order_by(col(Customer.name))
+    )
     if customer_id is not None:
-        query = query.where(Customer.id == customer_id)
-    customers = session.exec(query).all()
+        query = query.where(col(Customer.id) == customer_id)
+    customers = session.execute(query).all()
     if customer_id is not None and not customers:
         raise ValidationError(f"There is no active customer with id {customer_id}.")
-    # The plan and currency in force for the period, whenever the run happens.
-    in_force = terms_in_force(
-        session, period, customer_ids=None if customer_id is None else [customer_id]
+    in_force = (
+        everyone
+        if everyone is not None
+        else terms_in_force(session, period, customer_ids=[customer_id or 0])
     )
     for customer in customers:
         cid = customer.id or 0
