@@ -338,8 +338,8 @@ def save_drafts(
     """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction;
     returns the new invoice ids in the order of `drafts.drafts`.
 
-    Invoices and lines go in as two multi-row inserts (one statement each, not one ORM flush
-    per invoice): 5,000 drafts save in about a second (bench/: drafts built and saved).
+    Invoices and lines go in as two executemany inserts, not one ORM flush per invoice: 5,000
+    drafts of 16 lines save in about 1.5 s of CPU (bench/: drafts built and saved).
     `revision` and `replaces_invoice_id`: a reissue after a void (corrections/void_reissue.py).
     """
     if not drafts.drafts:
