@@ -523,6 +523,7 @@ def collections_cmd(app: AppContext, dry_run: bool, trigger: str, actor: str | N
     uncollectible (COLLECTIONS_* settings). Each step once, also on two hosts; exit 1 if one
     failed (the next run retries it)."""
     from billing_core.payments.collections import planned_lines, run_collections
+    from billing_core.stripe.client import concurrency
     from billing_core.stripe.gateway import Gateway
 
     settings = app.settings
@@ -534,7 +535,7 @@ def collections_cmd(app: AppContext, dry_run: bool, trigger: str, actor: str | N
         now=utcnow(),
         actor=actor_of(trigger, actor),
         dry_run=dry_run,
-        workers=settings.stripe_concurrency,
+        workers=concurrency(settings),
     )
     if dry_run:
         for line in planned_lines(result.planned):

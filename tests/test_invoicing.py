@@ -25,6 +25,7 @@ from billing_core.db import session_scope
 from billing_core.errors import ConfigError, LockHeld
 from billing_core.exchange_rates import rates
 from billing_core.invoicing import drafts as invoicing_drafts
+from billing_core.invoicing import push as invoicing_push
 from billing_core.invoicing import run_worker
 from billing_core.invoicing import runs as invoicing_runs
 from billing_core.models import (
@@ -163,6 +164,24 @@ def test_at_most_four_calls_per_invoice(
     assert server.request_count("/v1/invoices") == 4 * 9
     keys = [k for _m, _p, _s, k in server.request_log]
     assert len(set(keys)) == len(keys) and all(k and "-inv-" in k for k in keys)
+
+
+def test_push_progress_is_logged_with_counts_and_request_rate(
+    demo_engine: Engine, demo_db_url: str, server: StripeTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _give_cards(demo_engine, server)
+    monkeypatch.setattr(invoicing_push, "PROGRESS_SECONDS", 0.0)  # a line after every invoice
+    said: list[str] = []
+    result = _run(demo_engine, _settings(demo_db_url, server), attach=False, progress=said.append)
+    assert result.exit_code == 0
+    assert "pushing 9 invoices to Stripe (32 at a time, at most 1000 requests/s)" in said
+    progress = [line.strip() for line in said if line.startswith("  pushed ")]
+    assert [line.split(" invoices")[0] for line in progress] == [
+        *(f"pushed {n} of 9" for n in range(1, 10)),
+        "pushed 9 of 9",  # and once more at the end
+    ]
+    assert progress[-1].endswith("Stripe requests/s of 1000 allowed, 0 rate-limited")
+    assert "(0 failed)" in progress[-1]
 
 
 def test_run_twice_gives_one_invoice_per_customer(
@@ -790,3 +809,20 @@ def test_demo_cards_refused_against_a_live_stripe(db_url: str) -> None:
     assert stripe_client.requests_per_second(live) == stripe_client.DEFAULT_RPS_LIVE
     test = load_settings({"STRIPE_API_KEY": "sk_test_x"}, secrets_path=Path("/nonexistent"))
     assert stripe_client.requests_per_second(test) == stripe_client.DEFAULT_RPS_TEST
+
+
+def test_push_concurrency_keeps_the_rate_limit_busy_unless_set(db_url: str) -> None:
+    def settings(**env: str) -> Settings:
+        return load_settings(
+            {"DATABASE_URL": db_url, **env}, secrets_path=Path("/nonexistent/secrets.toml")
+        )
+
+    # rate x 0.3 s calls in flight: 80/s live -> 24, 20/s test -> 6, within 4 to 32
+    assert stripe_client.concurrency(settings(STRIPE_API_KEY="sk_live_x")) == 24
+    assert stripe_client.concurrency(settings(STRIPE_API_KEY="sk_test_x")) == 6
+    fast = settings(STRIPE_API_KEY="sk_test_x", STRIPE_REQUESTS_PER_SECOND="1000")
+    assert stripe_client.concurrency(fast) == 32
+    slow = settings(STRIPE_API_KEY="sk_test_x", STRIPE_REQUESTS_PER_SECOND="2")
+    assert stripe_client.concurrency(slow) == 4
+    pinned = settings(STRIPE_API_KEY="sk_live_x", STRIPE_CONCURRENCY="3")
+    assert stripe_client.concurrency(pinned) == 3

@@ -8,11 +8,14 @@ draft."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, col, select
 
 from billing_core.config import Settings
 from billing_core.costs.attribution import (
@@ -22,7 +25,7 @@ from billing_core.costs.attribution import (
     attributed_costs,
 )
 from billing_core.costs.snapshots import CostSource, SnapshotInfo
-from billing_core.customers.terms import terms_in_force
+from billing_core.customers.terms import Terms, terms_in_force
 from billing_core.errors import (
     ConfigError,
     ExchangeRateMissing,
@@ -83,26 +86,34 @@ _RULE_WORDS = {
 
 
 def shared_allocation(
-    session: Session, period: Period, attributed: AttributedCosts, policy: SharedCostPolicy
+    session: Session,
+    period: Period,
+    attributed: AttributedCosts,
+    policy: SharedCostPolicy,
+    in_force: Mapping[int, Terms] | None = None,
 ) -> SharedAllocation:
     """The month's split of its shared pool (unattributed and shared spend) among the
-    customers active in it, whoever this run invoices (invoicing/shared_costs.py)."""
+    customers active in it, whoever this run invoices (invoicing/shared_costs.py).
+    `in_force`: every customer's terms for the month, if the caller read them already."""
     charges = {cid: sum(by.values(), Decimal(0)) for cid, by in attributed.usage.items()}
     return allocate(
         attributed.unattributed_total,
         policy,
-        shared_participants(session, period),
+        shared_participants(session, period, in_force),
         charges,
         currency=attributed.currency,
     )
 
 
-def shared_participants(session: Session, period: Period) -> list[int]:
+def shared_participants(
+    session: Session, period: Period, in_force: Mapping[int, Terms] | None = None
+) -> list[int]:
     """Ids of the customers the shared pool of `period` is split among: active ones with a
     plan in force in the month (a customer without one is never invoiced for it, so a share
     of its would be billed to nobody without saying so)."""
     active = set(session.exec(select(Customer.id).where(col(Customer.active).is_(True))).all())
-    in_force = terms_in_force(session, period)
+    if in_force is None:
+        in_force = terms_in_force(session, period)
     return [cid for cid, t in in_force.items() if cid in active and t.plan_id is not None]
 
 
@@ -227,12 +238,18 @@ def build_drafts(
     reason = attributed.snapshot.incomplete_reason() if attributed.snapshot else None
     if reason is not None and not month_to_date:
         result.costs_incomplete = incomplete_costs_message(period, reason)
+    # Every customer's plan and currency in force for the period, whenever the run happens:
+    # read once for the shared split, the usage aggregations and the drafts.
+    everyone = terms_in_force(session, period) if customer_id is None else None
     if attributed.snapshot_id is not None:
-        result.shared = shared_allocation(session, period, attributed, shared.policy)
+        result.shared = shared_allocation(session, period, attributed, shared.policy, everyone)
     shares = result.shared.shares_minor if result.shared else {}
     rates = load_rates(session, period, latest=month_to_date)
     book = PricingBook.load(session, period)  # plans, tiers, rules, overrides, discounts
-    usage = totals_by_metric(session, period, customer_id)
+    usage: dict[int, dict[str, Decimal]] = {}  # customer id -> metric -> quantity
+    totals = totals_by_metric(session, period, customer_id, in_force=everyone)
+    for (cid, metric), quantity in totals.items():
+        usage.setdefault(cid, {})[metric] = quantity
     billed = select(Invoice.customer_id).where(Invoice.period == str(period))
     if reissue:
         billed = billed.where(Invoice.status != InvoiceStatus.VOID)
@@ -243,15 +260,26 @@ def build_drafts(
         open_true_ups = open_true_ups.where(TrueUp.customer_id == customer_id)
     for t in session.exec(open_true_ups).all():
         pending.setdefault(t.customer_id, []).append(t)
-    query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
+    # Plain columns, not ORM objects: a run reads thousands of customers.
+    query = (
+        sa_select(
+            col(Customer.id),
+            col(Customer.name),
+            col(Customer.collection_method),
+            col(Customer.default_payment_method),
+        )
+        .where(col(Customer.active).is_(True))
+        .order_by(col(Customer.name))
+    )
     if customer_id is not None:
-        query = query.where(Customer.id == customer_id)
-    customers = session.exec(query).all()
+        query = query.where(col(Customer.id) == customer_id)
+    customers = session.execute(query).all()
     if customer_id is not None and not customers:
         raise ValidationError(f"There is no active customer with id {customer_id}.")
-    # The plan and currency in force for the period, whenever the run happens.
-    in_force = terms_in_force(
-        session, period, customer_ids=None if customer_id is None else [customer_id]
+    in_force = (
+        everyone
+        if everyone is not None
+        else terms_in_force(session, period, customer_ids=[customer_id or 0])
     )
     for customer in customers:
         cid = customer.id or 0
@@ -282,7 +310,7 @@ def build_drafts(
             aws_items=cost_items(attributed.detail.get(cid, {})),
             rule_overrides=book.overrides(cid),
             discounts=book.discounts(cid),
-            usage={m: q for (c, m), q in usage.items() if c == cid},
+            usage=usage.get(cid, {}),
             true_ups=tuple(
                 TrueUpItem(t.id or 0, t.description, Money.from_minor(t.amount_minor, t.currency))
                 for t in sorted(pending.get(cid, []), key=lambda t: t.id or 0)
@@ -307,84 +335,139 @@ def save_drafts(
     revision: int = 1,
     replaces_invoice_id: int | None = None,
 ) -> list[int]:
-    """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction.
+    """Save every draft (invoice, lines, applied true-ups) in the caller's one transaction;
+    returns the new invoice ids in the order of `drafts.drafts`.
 
+    Invoices and lines go in as two executemany inserts, not one ORM flush per invoice: 5,000
+    drafts of 16 lines save in about 1.5 s of CPU (bench/: drafts built and saved).
     `revision` and `replaces_invoice_id`: a reissue after a void (corrections/void_reissue.py).
     """
-    ids: list[int] = []
+    if not drafts.drafts:
+        return []
     next_period = str(Period.parse(drafts.period).next())
+    customer_ids = [d.customer_id for d in drafts.drafts]
+    emails = _emails(session, customer_ids)
+    snapshot_id = drafts.cost_snapshot.id if drafts.cost_snapshot else None
+    # Every column's default as the model gives it (one timestamp for the whole save).
+    base = _column_values(Invoice(customer_id=0, period=drafts.period, currency="USD"))
+    rows: list[dict[str, Any]] = []
+    carried: list[TrueUp] = []
     for draft in drafts.drafts:
-        customer = session.get(Customer, draft.customer_id)
-        invoice = Invoice(
-            customer_id=draft.customer_id,
+        row = {
+            **base,
+            "customer_id": draft.customer_id,
             # Bill-to as issued: a later rename of the customer leaves this invoice as it was.
-            customer_name=draft.customer_name,
-            customer_email=customer.email if customer is not None else None,
-            period=draft.period,
-            revision=revision,
-            replaces_invoice_id=replaces_invoice_id,
-            currency=draft.currency,
-            status=InvoiceStatus.DRAFT,
-            subtotal_minor=draft.total_minor,
-            total_minor=draft.total_minor,
-            fx_rate=draft.fx_rate,
-            fx_source=draft.fx_source,
-            costs_estimated=draft.costs_estimated,
-            collection_method=draft.collection_method,
-            run_id=run_id,
-            cost_metric=drafts.cost_source.metric,
-            cost_group_by=drafts.cost_source.group_by,
-            cost_snapshot_id=drafts.cost_snapshot.id if drafts.cost_snapshot else None,
-        )
+            "customer_name": draft.customer_name,
+            "customer_email": emails.get(draft.customer_id),
+            "period": draft.period,
+            "revision": revision,
+            "replaces_invoice_id": replaces_invoice_id,
+            "currency": draft.currency,
+            "status": InvoiceStatus.DRAFT,
+            "subtotal_minor": draft.total_minor,
+            "total_minor": draft.total_minor,
+            "fx_rate": draft.fx_rate,
+            "fx_source": draft.fx_source,
+            "costs_estimated": draft.costs_estimated,
+            "collection_method": draft.collection_method,
+            "run_id": run_id,
+            "cost_metric": drafts.cost_source.metric,
+            "cost_group_by": drafts.cost_source.group_by,
+            "cost_snapshot_id": snapshot_id,
+        }
         if draft.total_minor < 0:
-            invoice.outcome = InvoiceOutcome.CREDIT_CARRIED
-            invoice.last_error = (
+            row["outcome"] = InvoiceOutcome.CREDIT_CARRIED
+            row["last_error"] = (
                 f"Credits exceed charges by {display(-draft.total_minor, draft.currency)}: "
                 f"nothing was charged or sent to Stripe; the credit is carried to {next_period}."
             )
         elif draft.below_minimum:
-            invoice.outcome = InvoiceOutcome.BELOW_MINIMUM
-            invoice.last_error = (
+            row["outcome"] = InvoiceOutcome.BELOW_MINIMUM
+            row["last_error"] = (
                 f"{display(draft.total_minor, draft.currency)} is below Stripe's minimum charge "
                 f"of {display(draft.minimum_charge_minor or 0, draft.currency)}: nothing was "
                 f"charged or sent to Stripe; the amount is carried to {next_period}."
             )
-        session.add(invoice)
-        session.flush()
-        iid = invoice.id or 0
-        for pos, line in enumerate(draft.lines):
-            session.add(
-                InvoiceLine(
-                    invoice_id=iid,
-                    position=pos,
-                    kind=line.kind,
-                    description=line.description,
-                    service=line.service,
-                    metric=line.metric,
-                    quantity=line.quantity,
-                    unit_amount=line.unit_amount,
-                    amount_minor=line.amount_minor,
-                    pricing_rule=line.rule or None,
-                    aws_cost=line.cost,
-                )
-            )
-            if line.true_up_id is not None:
-                _apply_true_up(session, line.true_up_id, iid)
+        rows.append(row)
         if draft.total_minor < 0 or draft.below_minimum:
-            carried = "Credit carried" if draft.total_minor < 0 else "Amount carried"
-            session.add(
+            what = "Credit carried" if draft.total_minor < 0 else "Amount carried"
+            carried.append(
                 TrueUp(
                     customer_id=draft.customer_id,
                     source_period=draft.period,
-                    description=f"{carried} from {month_label(draft.period)}",
+                    description=f"{what} from {month_label(draft.period)}",
                     amount_minor=draft.total_minor,
                     currency=draft.currency,
                     created_by=f"invoice run {run_id}",
                 )
             )
-        ids.append(iid)
+    session.flush()  # anything pending goes first (the inserts below bypass the unit of work)
+    ids = _insert_invoices(session, rows)
+    lines: list[dict[str, Any]] = []
+    for draft, iid in zip(drafts.drafts, ids, strict=True):
+        for pos, line in enumerate(draft.lines):
+            lines.append(
+                {
+                    "invoice_id": iid,
+                    "position": pos,
+                    "kind": line.kind,
+                    "description": line.description,
+                    "service": line.service,
+                    "metric": line.metric,
+                    "quantity": line.quantity,
+                    "unit_amount": line.unit_amount,
+                    "amount_minor": line.amount_minor,
+                    "pricing_rule": line.rule or None,
+                    "aws_cost": line.cost,
+                }
+            )
+            if line.true_up_id is not None:
+                _apply_true_up(session, line.true_up_id, iid)
+    if lines:
+        session.execute(insert(InvoiceLine.__table__), lines)  # type: ignore[attr-defined]
+    session.add_all(carried)
     session.flush()
     return ids
+
+
+def _emails(session: Session, customer_ids: list[int]) -> dict[int, str | None]:
+    """Customer id -> email, read in one query (in chunks: SQL's limit on parameters)."""
+    out: dict[int, str | None] = {}
+    for at in range(0, len(customer_ids), _CHUNK):
+        chunk = customer_ids[at : at + _CHUNK]
+        query = sa_select(col(Customer.id), col(Customer.email)).where(col(Customer.id).in_(chunk))
+        out.update({cid: email for cid, email in session.execute(query).all()})
+    return out
+
+
+# Parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
+_CHUNK = 2_000
+
+
+def _column_values(model: SQLModel) -> dict[str, Any]:
+    """The row a model object would insert, without its id (its defaults filled in)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return {c.name: getattr(model, c.name) for c in table.columns if c.name != "id"}
+
+
+def _insert_invoices(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert invoice rows in one executemany; their new ids in the order of `rows`.
+
+    The ids are read back by (customer, period, revision), unique by `uq_invoice_revision`:
+    an INSERT ... RETURNING in parameter order runs row by row on SQLite (no sentinel).
+    """
+    session.execute(insert(Invoice.__table__), rows)  # type: ignore[attr-defined]
+    found: dict[int, int] = {}
+    period, revision = rows[0]["period"], rows[0]["revision"]
+    customer_ids = [row["customer_id"] for row in rows]
+    for at in range(0, len(customer_ids), _CHUNK):
+        query = sa_select(col(Invoice.customer_id), col(Invoice.id)).where(
+            col(Invoice.period) == period,
+            col(Invoice.revision) == revision,
+            col(Invoice.customer_id).in_(customer_ids[at : at + _CHUNK]),
+        )
+        found.update({cid: iid for cid, iid in session.execute(query).all()})
+    return [found[cid] for cid in customer_ids]
 
 
 def _apply_true_up(session: Session, true_up_id: int, invoice_id: int) -> None:

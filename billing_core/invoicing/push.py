@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -374,6 +375,37 @@ class Pusher:
         message = str(exc.reworded(f"the {step} step of invoice {iid}"))
         self._save(iid, last_error=message)
         return CustomerProblem(cus.id or 0, cus.name, step, message, invoice_id=iid)
+
+
+# Seconds between the push's progress lines in the log (and one at the end).
+PROGRESS_SECONDS = 5.0
+
+
+class PushMeter:
+    """The push's progress in the log: invoices done of all, failures, and the Stripe request
+    rate against the limit, every PROGRESS_SECONDS (a 5,000-invoice run takes minutes)."""
+
+    def __init__(self, say: Progress, gateway: Gateway, total: int) -> None:
+        self.say, self.gateway, self.total = say, gateway, total
+        self.done = self.failed = 0
+        self.started = self.last = time.monotonic()
+        self.calls_at_start = gateway.calls
+
+    def tick(self, *, failed: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        if time.monotonic() - self.last >= PROGRESS_SECONDS:
+            self.report()
+
+    def report(self) -> None:
+        self.last = time.monotonic()
+        seconds = max(self.last - self.started, 1e-9)
+        rate = (self.gateway.calls - self.calls_at_start) / seconds
+        self.say(
+            f"  pushed {self.done} of {self.total} invoices ({self.failed} failed) in "
+            f"{seconds:.0f} s: {rate:.1f} Stripe requests/s of {self.gateway.bucket.rate:g} "
+            f"allowed, {self.gateway.rate_limited} rate-limited"
+        )
 
 
 _Row = TypeVar("_Row", Invoice, Customer)

@@ -46,6 +46,7 @@ from billing_core.invoicing.push import (
     FINAL_STATUSES,
     Progress,
     Pusher,
+    PushMeter,
     PushOutcome,
     StepHook,
 )
@@ -57,7 +58,7 @@ from billing_core.models import (
 from billing_core.money import display
 from billing_core.periods import Period, utcnow
 from billing_core.states import CARRIED_OUTCOMES, RunStatus
-from billing_core.stripe.client import is_live
+from billing_core.stripe.client import concurrency, is_live
 from billing_core.stripe.gateway import Gateway
 from billing_core.stripe.keys import install_id
 
@@ -484,8 +485,13 @@ def _run_locked(
     pusher = Pusher(
         engine, gateway, namespace=namespace, attach_test_cards=opts.attach_test_cards, hook=hook
     )
-    say(f"pushing {len(todo)} invoices to Stripe ({settings.stripe_concurrency} at a time)")
-    with ThreadPoolExecutor(max_workers=settings.stripe_concurrency) as pool:
+    workers = concurrency(settings)
+    say(
+        f"pushing {len(todo)} invoices to Stripe ({workers} at a time, at most "
+        f"{gateway.bucket.rate:g} requests/s)"
+    )
+    meter = PushMeter(say, gateway, len(todo))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(pusher.push, iid) for iid in todo]
         for future in as_completed(futures):
             outcome = future.result()
@@ -501,6 +507,8 @@ def _run_locked(
                     f"  FAILED invoice {outcome.invoice_id} {outcome.customer} {amount}: "
                     f"{outcome.problem.message}"
                 )
+            meter.tick(failed=outcome.problem is not None)
+    meter.report()
     result.stripe_calls = gateway.calls
     if pusher.abort_reason and not result.pushed:
         result.fatal = pusher.abort_reason

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from billing_core.costs.snapshots import CostSource, latest_snapshot
@@ -29,10 +30,16 @@ from billing_core.models import (
     Alert,
     Customer,
     Plan,
+    PlanMetric,
 )
 from billing_core.money import minor_to_decimal
 from billing_core.periods import Period, as_utc
-from billing_core.usage.projections import QUANTITY_PLACES, percent, project_month_end
+from billing_core.usage.projections import (
+    QUANTITY_PLACES,
+    MonthClock,
+    percent,
+    project_month_end,
+)
 from billing_core.usage.totals import _usage_stats, aws_costs_by_day
 
 # The pseudo-metric under which the plan's monthly AWS spend limit is tracked (and alerted).
@@ -120,11 +127,11 @@ def raised_alerts(session: Session, period: Period) -> dict[tuple[int, str], tup
 
 
 def _charge(
-    used: Decimal, terms: MetricTerms, plan: Plan, currency: str, rates: Rates
+    used: Decimal, terms: MetricTerms, plan_currency: str, currency: str, rates: Rates
 ) -> int | None:
     """The usage charge as the invoice line would bill it; None without the exchange rate."""
     try:
-        amount = usage_amount(terms, used, plan.currency, currency=currency, rates=rates)
+        amount = usage_amount(terms, used, plan_currency, currency=currency, rates=rates)
     except ExchangeRateMissing:
         return None
     return amount.to_minor()
@@ -153,54 +160,68 @@ def build_usage_report(
     report.has_cost_data = bool(costs)
     if not costs and latest_snapshot(session, period, source) is None:
         report.cost_note = f"{source.missing(period)}; AWS spend limits are not checked."
-    query = select(Customer).where(col(Customer.active).is_(True)).order_by(col(Customer.name))
+    # Plain columns, and each plan metric's figures read once: the loop below runs once per
+    # customer and metric (50,000 times for 5,000 customers on 10 metrics).
+    query = (
+        sa_select(col(Customer.id), col(Customer.name))
+        .where(col(Customer.active).is_(True))
+        .order_by(col(Customer.name))
+    )
     if customer_id is not None:
-        query = query.where(Customer.id == customer_id)
+        query = query.where(col(Customer.id) == customer_id)
     in_force = terms_in_force(session, period)
-    for customer in session.exec(query).all():
-        cid = customer.id or 0
+    clock = MonthClock.of(period, now)
+    facts = {
+        plan_id: [
+            _MetricFacts(pm, book.metric(plan_id, metric) or metric_terms(pm, []))
+            for metric, pm in metrics.items()
+        ]
+        for plan_id, metrics in by_plan.items()
+    }
+    for cid, name in session.execute(query).all():
         terms = in_force.get(cid)
         plan = plans.get(terms.plan_id or -1) if terms is not None else None
         if plan is None or terms is None:
             continue
         currency = terms.currency  # in force for the month, as on its invoice
-        for metric, pm in by_plan.get(plan.id or -1, {}).items():
-            terms_of = book.metric(plan.id or 0, metric) or metric_terms(pm, [])
-            s = stats.get((cid, metric))
-            used = Decimal(0) if s is None else (s.peak if pm.aggregation == "max" else s.total)
+        plan_name, plan_currency = plan.name, plan.currency
+        for f in facts.get(plan.id or -1, []):
+            s = stats.get((cid, f.metric))
+            used = Decimal(0) if s is None else (s.peak if f.aggregation == "max" else s.total)
             last_at = s.last_at if s else None
-            projected = project_month_end(
-                pm.aggregation,
-                used,
-                period=period,
-                now=now,
-                last_day=as_utc(last_at).date() if last_at else None,
+            projected = clock.project(
+                f.aggregation, used, as_utc(last_at).date() if last_at else None
             )
-            charge = _charge(used, terms_of, plan, currency, rates)
+            charge = _charge(used, f.terms, plan_currency, currency, rates)
             if charge is None:
-                report.missing_rates.add(f"{plan.currency}->{currency}")
+                report.missing_rates.add(f"{plan_currency}->{currency}")
+            projected_charge = (
+                charge
+                if projected == used
+                else _charge(projected, f.terms, plan_currency, currency, rates)
+            )
             report.rows.append(
                 MetricUsage(
                     customer_id=cid,
-                    customer=customer.name,
+                    customer=name,
                     currency=currency,
-                    plan=plan.name,
-                    plan_currency=plan.currency,
-                    metric=metric,
-                    unit=pm.unit,
-                    aggregation=pm.aggregation,
+                    plan=plan_name,
+                    plan_currency=plan_currency,
+                    metric=f.metric,
+                    unit=f.unit,
+                    aggregation=f.aggregation,
                     used=used,
-                    included=pm.included_quantity,
-                    unit_price=pm.overage_unit_price,
+                    included=f.included,
+                    unit_price=f.unit_price,
                     projected=projected,
                     last_at=last_at,
                     overage_minor=charge,
-                    projected_overage_minor=_charge(projected, terms_of, plan, currency, rates),
-                    alerts=alerts.get((cid, metric), ()),
+                    projected_overage_minor=projected_charge,
+                    alerts=alerts.get((cid, f.metric), ()),
                 )
             )
         spend = (
-            _spend_row(customer, currency, plan, costs.get(cid), period, now, rates)
+            _spend_row(cid, name, currency, plan, costs.get(cid), period, now, rates)
             if costs
             else None
         )
@@ -209,8 +230,20 @@ def build_usage_report(
     return report
 
 
+class _MetricFacts:
+    """A plan metric's figures as plain attributes (ORM attribute reads cost per access)."""
+
+    __slots__ = ("aggregation", "included", "metric", "terms", "unit", "unit_price")
+
+    def __init__(self, pm: PlanMetric, terms: MetricTerms) -> None:
+        self.metric, self.unit, self.aggregation = pm.metric, pm.unit, pm.aggregation
+        self.included, self.unit_price = pm.included_quantity, pm.overage_unit_price
+        self.terms = terms
+
+
 def _spend_row(
-    customer: Customer,
+    customer_id: int,
+    customer: str,
     currency: str,
     plan: Plan,
     days: Mapping[date, Decimal] | None,
@@ -232,8 +265,8 @@ def _spend_row(
     used = spent.amount.quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
     last_day = max(days) if days else None
     return MetricUsage(
-        customer_id=customer.id or 0,
-        customer=customer.name,
+        customer_id=customer_id,
+        customer=customer,
         currency=currency,
         plan=plan.name,
         plan_currency=plan.currency,

@@ -4,6 +4,7 @@ cumulative metrics, max for levels) and AWS cost by day."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -13,7 +14,7 @@ from sqlmodel import Session, col, func
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.customers.plans import metrics_by_plan
-from billing_core.customers.terms import terms_in_force
+from billing_core.customers.terms import Terms, terms_in_force
 from billing_core.models import (
     CostAccountDailyRollup,
     UsageRecord,
@@ -50,29 +51,54 @@ def _usage_stats(
     }
 
 
-def _aggregations(session: Session, period: Period) -> dict[tuple[int, str], str]:
+def _aggregations(
+    session: Session, period: Period, in_force: Mapping[int, Terms] | None = None
+) -> dict[tuple[int, str], str]:
     """(customer id, metric) -> aggregation, from each customer's plan for the period."""
     by_plan = metrics_by_plan(session)
     out: dict[tuple[int, str], str] = {}
-    for cid, terms in terms_in_force(session, period).items():
+    if in_force is None:
+        in_force = terms_in_force(session, period)
+    for cid, terms in in_force.items():
         for metric, pm in by_plan.get(terms.plan_id or -1, {}).items():
             out[(cid, metric)] = pm.aggregation
     return out
 
 
 def totals_by_metric(
-    session: Session, period: Period, customer_id: int | None = None
+    session: Session,
+    period: Period,
+    customer_id: int | None = None,
+    *,
+    in_force: Mapping[int, Terms] | None = None,
 ) -> dict[tuple[int, str], Decimal]:
     """Billable usage per (customer id, metric) for a period: sum, or peak for level metrics.
 
     Metrics outside the customer's plan are summed (they carry no price, so bill nothing).
+    `in_force`: every customer's `terms_in_force` for the period when the caller has read them
+    already (read here otherwise).
     """
-    stats = _usage_stats(session, period, customer_id)
-    if not stats:
+    query = (
+        sa_select(
+            col(UsageRecord.customer_id),
+            col(UsageRecord.metric),
+            func.sum(UsageRecord.quantity),
+            func.max(UsageRecord.quantity),
+        )
+        .where(col(UsageRecord.period) == str(period))
+        .group_by(col(UsageRecord.customer_id), col(UsageRecord.metric))
+    )
+    if customer_id is not None:
+        query = query.where(col(UsageRecord.customer_id) == customer_id)
+    # Sum and peak only (not the last record's time, as the usage page needs): a run reads
+    # one row per customer and metric.
+    rows = session.execute(query).all()
+    if not rows:
         return {}  # no usage: every customer's terms (a large read) are not needed
-    kinds = _aggregations(session, period)
+    kinds = _aggregations(session, period, in_force)
     return {
-        key: (s.peak if kinds.get(key, "sum") == "max" else s.total) for key, s in stats.items()
+        (cid, metric): Decimal((peak if kinds.get((cid, metric), "sum") == "max" else total) or 0)
+        for cid, metric, total, peak in rows
     }
 
 

@@ -136,12 +136,13 @@ def is_count(row: MetricUsage) -> bool:
     return not row.is_spend and all(v == v.to_integral_value() for v in whole)
 
 
-def quantity_text(value: Decimal, row: MetricUsage) -> str:
+def quantity_text(value: Decimal, row: MetricUsage, count: bool | None = None) -> str:
     """A used, limit or projected figure as people read it: AWS spend as money in the plan's
-    currency ('EUR 3,456.17'), counts whole ('1,234'), other quantities to 3 decimals."""
+    currency ('EUR 3,456.17'), counts whole ('1,234'), other quantities to 3 decimals.
+    `count`: `is_count(row)` when the caller has it already."""
     if row.is_spend:
         return display(round_minor(value, row.plan_currency), row.plan_currency)
-    if is_count(row):
+    if is_count(row) if count is None else count:
         return f"{value.quantize(Decimal(1), rounding=ROUND_HALF_UP):,}"
     shown = value.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP).normalize()
     return f"{shown:,f}"
@@ -157,27 +158,32 @@ def alert_badges(thresholds: Sequence[int]) -> str:
 
 def report_frame(rows: Sequence[MetricUsage]) -> pd.DataFrame:
     """One display row per customer and metric, worst status first."""
-    ordered = sorted(rows, key=lambda r: (STATUS_ORDER[r.status], r.customer, r.metric))
-    records = [
-        {
-            "customer_id": r.customer_id,
-            "Customer": r.customer,
-            "Plan": r.plan,
-            "Metric": metric_label(r),
-            "Used": quantity_text(r.used, r),
-            "Limit": quantity_text(r.included, r),
-            "Used %": _pct(r.used_pct),
-            "Projected": quantity_text(r.projected, r),
-            "Projected %": _pct(r.projected_pct),
-            "Overage": quantity_text(r.overage, r),
-            "Overage cost": _money(r.overage_minor, r.currency, r.is_spend),
-            "Projected overage cost": _money(r.projected_overage_minor, r.currency, r.is_spend),
-            "Status": STATUS_LABELS[r.status],
-            "Alerts": alert_badges(r.alerts),
-        }
-        for r in ordered
-    ]
+    keyed = sorted(
+        ((r.status, r) for r in rows),
+        key=lambda sr: (STATUS_ORDER[sr[0]], sr[1].customer, sr[1].metric),
+    )
+    records = [_record(r, status) for status, r in keyed]
     return pd.DataFrame(records, columns=COLUMNS)
+
+
+def _record(r: MetricUsage, status: str) -> dict[str, object]:
+    count = is_count(r)
+    return {
+        "customer_id": r.customer_id,
+        "Customer": r.customer,
+        "Plan": r.plan,
+        "Metric": metric_label(r),
+        "Used": quantity_text(r.used, r, count),
+        "Limit": quantity_text(r.included, r, count),
+        "Used %": _pct(r.used_pct),
+        "Projected": quantity_text(r.projected, r, count),
+        "Projected %": _pct(r.projected_pct),
+        "Overage": quantity_text(r.overage, r, count),
+        "Overage cost": _money(r.overage_minor, r.currency, r.is_spend),
+        "Projected overage cost": _money(r.projected_overage_minor, r.currency, r.is_spend),
+        "Status": STATUS_LABELS[status],
+        "Alerts": alert_badges(r.alerts),
+    }
 
 
 def overage_totals(rows: Sequence[MetricUsage], *, projected: bool = False) -> dict[str, int]:
