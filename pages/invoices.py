@@ -12,6 +12,7 @@ from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import corrections as corrections_view
 from billing_core.views import invoices as inv
 from billing_core.views import receivables as rcv
+from billing_core.views.common_text import status_label
 from pages.common import corrections, ui, url_state
 
 identity = ui.page_setup("Invoices")
@@ -72,7 +73,9 @@ with tab_invoices:
     else:
         period_from = period_to = options.periods[0]
         f1.caption(f"Period {period_from}")
-    statuses = f2.multiselect("Status", inv.STATUSES, key="inv_status", placeholder="All")
+    statuses = f2.multiselect(
+        "Status", inv.STATUSES, format_func=status_label, key="inv_status", placeholder="All"
+    )
     customer_ids = f3.multiselect(
         "Customer",
         list(options.customers),
@@ -259,7 +262,7 @@ with tab_invoices:
         m2.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
         m3.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
         n1, n2, n3 = st.columns(3)
-        n1.metric("Status", i.display_status)
+        n1.metric("Status", status_label(i.display_status, i.credit_state))
         late = inv.days_late(i, as_of)
         n2.metric(
             "Due",

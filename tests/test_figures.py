@@ -121,16 +121,16 @@ def test_refunded_invoices_show_as_refunded(demo_session: Session) -> None:
     whole, part = _refund_and_credit(demo_session)
     table = inv.invoice_table(demo_session, inv.InvoiceFilter())
     status = dict(zip(table["id"], table["status"], strict=True))
-    assert (status[whole], status[part]) == ("refunded", "partially_refunded")
+    assert (status[whole], status[part]) == ("refunded", "partially refunded")
     shown = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("refunded",)))
     assert whole in set(shown["id"]) and set(shown["status"]) == {"refunded"}
     partly = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("partially_refunded",)))
-    assert part in set(partly["id"]) and set(partly["status"]) == {"partially_refunded"}
+    assert part in set(partly["id"]) and set(partly["status"]) == {"partially refunded"}
     paid = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("paid",)))
     assert {whole, part}.isdisjoint(set(paid["id"])) and set(paid["status"]) == {"paid"}
     rows, _ = _csv(demo_session, inv.InvoiceFilter(statuses=("refunded", "partially_refunded")))
     by_id = {int(r["invoice_id"]): r["status"] for r in rows}
-    assert (by_id[whole], by_id[part]) == ("refunded", "partially_refunded")
+    assert (by_id[whole], by_id[part]) == ("refunded", "partially refunded")
 
 
 def test_credit_can_be_filtered_charted_and_exported(

@@ -14,6 +14,7 @@ from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import display, minor_to_decimal
 from billing_core.periods import Period
 from billing_core.states import RunStatus
+from billing_core.views.common_text import status_label
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.LOCKED)
 
@@ -113,7 +114,7 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
         {
             "invoice": inv.id,
             "customer": inv.customer_name or cus.name,  # as invoiced (bill-to)
-            "status": inv.display_status,
+            "status": status_label(inv.display_status, inv.credit_state),
             "total": f"{inv.currency} {minor_to_decimal(inv.total_minor, inv.currency):,}",
             "step": inv.push_step,
             "estimated": inv.costs_estimated,

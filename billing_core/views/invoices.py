@@ -34,6 +34,7 @@ from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import utcnow
 from billing_core.states import DisplayStatus
+from billing_core.views.common_text import status_label
 from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
 from billing_core.views.receivables import days_past_due
 
@@ -260,7 +261,7 @@ def invoice_table(
                 "number": inv.number or f"(local #{inv.id})",
                 "customer": name,
                 "period": inv.period,
-                "status": inv.display_status,
+                "status": status_label(inv.display_status, inv.credit_state),
                 "total": display(inv.total_minor, cur),
                 "paid": display(inv.amount_paid_minor, cur),
                 "refunded": display(inv.amount_refunded_minor, cur)
