@@ -15,6 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.errors import ConfigError
+from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.invoicing.margin import (
     PART_LABELS,
     REVENUE_PARTS,
@@ -26,7 +27,6 @@ from billing_core.invoicing.margin import (
     months_between,
     totals,
 )
-from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.models import Invoice, display_status_in
 from billing_core.money import display, exponent, format_minor, round_minor
 from billing_core.periods import Period
