@@ -159,7 +159,7 @@ if view.history.empty:
     st.caption("No invoices yet.")
 else:
     st.dataframe(
-        blank_missing(view.history, HISTORY_DATES, keep=("invoice_url", "pdf_url")),
+        blank_missing(view.history, HISTORY_DATES, counts=["days_past_due"]),
         hide_index=True,
         width="stretch",
         column_order=[
@@ -183,7 +183,7 @@ else:
             "paid": "Paid",
             "refunded": "Refunded",
             "due": "Due",
-            "days_past_due": st.column_config.NumberColumn("Days late"),
+            "days_past_due": st.column_config.TextColumn("Days late", alignment="right"),
             "issued": "Issued",
             "paid_at": "Paid on",
             "invoice_url": st.column_config.LinkColumn("Invoice", display_text="Open"),

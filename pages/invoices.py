@@ -62,7 +62,6 @@ BINDINGS = [
 url_state.restore("invoices", BINDINGS)
 # The table's dates as text, so an empty one reads blank rather than "None".
 TABLE_DATES = {"due": DAY, "next_attempt": DAY, "issued": DAY, "paid_at": DAY}
-LINKS = ("invoice_url", "pdf_url")
 as_of = utcnow()
 
 with tab_invoices:
@@ -182,7 +181,7 @@ with tab_invoices:
         )
     # Links and what is owed come first: at 1440 px they must not scroll off to the right.
     event = st.dataframe(
-        blank_missing(table, TABLE_DATES, keep=LINKS),
+        blank_missing(table, TABLE_DATES, counts=["days_past_due"]),
         hide_index=True,
         key="inv_table",
         on_select="rerun",
@@ -212,8 +211,10 @@ with tab_invoices:
             "total": st.column_config.TextColumn("Total", help="In the invoice's currency"),
             "paid": st.column_config.TextColumn("Paid"),
             "due": st.column_config.TextColumn("Due"),
-            "days_past_due": st.column_config.NumberColumn(
-                "Days late", format="%d", help="Days past the due date, on invoices still owing"
+            "days_past_due": st.column_config.TextColumn(
+                "Days late",
+                help="Days past the due date, on invoices still owing",
+                alignment="right",
             ),
             "invoice_url": st.column_config.LinkColumn(
                 "Stripe", display_text="Open", width="small"

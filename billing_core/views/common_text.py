@@ -41,7 +41,10 @@ MINUTE = "%Y-%m-%d %H:%M"
 
 
 def blank_missing(
-    frame: pd.DataFrame, dates: Mapping[str, str] | None = None, keep: Sequence[str] = ()
+    frame: pd.DataFrame,
+    dates: Mapping[str, str] | None = None,
+    counts: Sequence[str] = (),
+    keep: Sequence[str] = (),
 ) -> pd.DataFrame:
     """A copy of a table for st.dataframe in which an empty cell reads blank: the grid draws a
         missing value as a grey "None". Text columns get '' for None; the date/time columns named
@@ -53,6 +56,8 @@ def blank_missing(
         shown[name] = [
             "" if v is None or pd.isna(v) else pd.Timestamp(v).strftime(fmt) for v in shown[name]
         ]
+    for name in counts:
+        shown[name] = ["" if v is None or pd.isna(v) else f"{int(v):>9}" for v in shown[name]]
     for name in shown.columns:
         if shown[name].dtype == object and name not in keep:
             shown[name] = shown[name].where(shown[name].notna(), "")
