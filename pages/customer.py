@@ -178,7 +178,7 @@ else:
         column_config={
             "number": "Number",
             "period": "Period",
-            "status": "Status",
+            "status": st.column_config.TextColumn("Status", width=150),
             "total": "Total",
             "paid": "Paid",
             "refunded": "Refunded",
