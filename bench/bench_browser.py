@@ -14,7 +14,7 @@ the app is CONNECTED and its script state is "notRunning"; Streamlit's running i
 status widget's Stop button) is gone; the page's own title is drawn as its h1; no element is
 still stale (greyed, from the page before), no skeleton placeholder is left and no
 dialog (such as "Page not found") covers the page; every
-st.dataframe on screen (the 1440x900 window) has drawn its grid canvas and every plotly chart
+st.dataframe on screen (the 1440x900 window) has mounted its grid and every plotly chart
 on screen its SVG (below the fold both draw only once scrolled to). That is the moment the last
 element of the page is delivered, the first screen is drawn and a click reaches a settled page.
 
@@ -71,7 +71,8 @@ _INTERACTIVE = """
     return e.offsetParent !== null && r.top < window.innerHeight && r.bottom > 0;
   };
   for (const f of main.querySelectorAll('[data-testid=stDataFrame]'))
-    if (shown(f) && !f.querySelector('canvas')) return false;
+    if (shown(f) && !f.querySelector('canvas, [data-testid=stDataFrameGlideDataEditor]'))
+      return false;
   for (const c of main.querySelectorAll('[data-testid=stPlotlyChart]'))
     if (shown(c) && !c.querySelector('.main-svg')) return false;
   return performance.now();
@@ -89,6 +90,28 @@ class Target:
 
     path: str
     title: str
+
+
+# What still stands in the way of "interactive", for a page that never got there.
+_STATE = """
+() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  return [
+    'script ' + (app && app.getAttribute('data-test-script-state')),
+    'stale ' + document.querySelectorAll('[data-stale=true]').length,
+    'skeletons ' + document.querySelectorAll('[data-testid=stSkeleton]').length,
+    'dialogs ' + document.querySelectorAll('[role=dialog]').length,
+    'h1 ' + [...document.querySelectorAll('h1')].map(h => h.innerText.trim()).join('/'),
+  ].join(', ');
+}
+"""
+
+
+def _state(page: Any) -> str:
+    try:
+        return str(page.evaluate(_STATE))
+    except Exception as error:  # a crashed page: say so in the row instead
+        return f"page unreadable ({error.__class__.__name__})"
 
 
 def _interactive_at(page: Any, title: str) -> float:
@@ -152,6 +175,8 @@ def _dashboard_pages() -> list[Target]:
 
 def measure_dashboard(tmp: Path, database_url: str, dataset: str) -> list[Figure]:
     """One row per page: median time to interactive by sidebar link and by URL."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     from tests.browser.conftest import launch_streamlit
 
     env = {"AUTH_PROXY_HEADER": HEADER, "ADMIN_EMAILS": ADMIN}
@@ -164,8 +189,13 @@ def measure_dashboard(tmp: Path, database_url: str, dataset: str) -> list[Figure
         for target in targets:
             # Start from a light page that is not the target (the Audit log, or the Overview).
             start = targets[-1] if target != targets[-1] else targets[0]
-            link, url = median_times(page, target, start, Target("/", targets[0].title))
-            rows.append(Figure(AREA, target.title, _shown(link, url), GOAL, dataset))
+            print(f"  {target.title} ({dataset})", file=sys.stderr, flush=True)
+            try:
+                link, url = median_times(page, target, start, Target("/", targets[0].title))
+                shown = _shown(link, url)
+            except PlaywrightTimeout:
+                shown = f"not interactive in {TIMEOUT_MS // 1000} s: {_state(page)}"
+            rows.append(Figure(AREA, target.title, shown, GOAL, dataset))
     return rows
 
 
