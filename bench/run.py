@@ -23,6 +23,7 @@ BENCHES: list[str] = [
     "bench.bench_usage",
     "bench.bench_collections",
     "bench.bench_cockpit",
+    "bench.bench_browser",
 ]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

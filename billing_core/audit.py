@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from billing_core.file_names import export_file_name
 from billing_core.models import AuditEntry
-from billing_core.periods import utcnow
+from billing_core.periods import utcnow, when_text
 
 # Never written to the audit log, whatever a caller passes in.
 _SECRET_KEYS = frozenset({"api_key", "stripe_api_key", "secret", "password", "token", "card"})
@@ -183,6 +183,13 @@ def rows(items: Iterable[AuditEntry]) -> list[dict[str, str]]:
         }
         for e in items
     ]
+
+
+def table_rows(items: Iterable[AuditEntry]) -> list[dict[str, str]]:
+    """`rows` as the Audit log page shows them: the time as '2026-11-30 14:05 UTC' (the CSV
+    keeps the exact ISO time with seconds)."""
+    entries = list(items)
+    return [{**row, "at": when_text(e.at)} for e, row in zip(entries, rows(entries), strict=True)]
 
 
 def to_csv(items: Iterable[AuditEntry]) -> bytes:

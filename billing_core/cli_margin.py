@@ -15,7 +15,9 @@ from billing_core.periods import Period, previous_period, utcnow
 
 
 @cli.command("margin-report")
-@period_option("Only this month (default: the last closed month); see also --from/--to.")
+@period_option(
+    "Only this month (default: the last month with billed invoices); see also --from/--to."
+)
 @click.option("--from", "period_from", callback=parse_period, metavar="YYYY-MM")
 @click.option("--to", "period_to", callback=parse_period, metavar="YYYY-MM")
 @click.option(
@@ -37,10 +39,17 @@ def margin_report_cmd(
 ) -> None:
     """Gross margin per currency: billed revenue against AWS cost at cost (before markup)."""
     from billing_core.costs.snapshots import CostSource
-    from billing_core.invoicing.margin_report import format_margin_report, report_periods
+    from billing_core.invoicing.margin_report import (
+        format_margin_report,
+        last_billed_period,
+        report_periods,
+    )
 
-    periods = report_periods(period, period_from, period_to, last=previous_period(utcnow()))
     with session_scope(app.engine) as session:
+        closed = previous_period(utcnow())
+        if period is None and period_from is None and period_to is None:
+            period = last_billed_period(session, closed)
+        periods = report_periods(period, period_from, period_to, last=closed)
         text = format_margin_report(
             session,
             CostSource.of(app.settings),

@@ -106,6 +106,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def when_text(moment: datetime | None) -> str:
+    """A moment as every page shows one: '2026-11-30 14:05 UTC' (naive datetimes are UTC, as
+    the database stores them); '' for None, so an empty table cell stays blank."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
 def previous_period(now: datetime) -> Period:
     """The default period of an invoice run: the last closed month."""
     return Period.containing(now).previous()

@@ -41,7 +41,7 @@ filters = audit.AuditFilter(
 
 with ui.stop_on_error(), ui.db() as session:
     found = filters.search(session, limit=TABLE_LIMIT + 1)
-    rows = audit.rows(found[:TABLE_LIMIT])
+    rows = audit.table_rows(found[:TABLE_LIMIT])
     details = {e.id: audit.changes(e) for e in found[:TABLE_LIMIT]}
 
 
@@ -70,7 +70,7 @@ st.dataframe(
     hide_index=True,
     column_config={
         "id": st.column_config.TextColumn("#", width="small"),
-        "at": st.column_config.TextColumn("When (UTC)"),
+        "at": st.column_config.TextColumn("When"),
         "actor": st.column_config.TextColumn("Who"),
         "action": st.column_config.TextColumn("Action"),
         "target": st.column_config.TextColumn("Target"),

@@ -13,6 +13,7 @@ from billing_core.money import display, round_minor
 from billing_core.periods import utcnow
 from billing_core.views import customer as cv
 from billing_core.views import overview as ov
+from billing_core.views.common_text import DAY, blank_missing
 from pages.common import ui
 from pages.common.links import link
 
@@ -148,6 +149,9 @@ elif upcoming.draft is not None:
     for warning in draft.warnings:
         st.caption(f"Note: {warning}.")
 
+# The history's dates as text, so an empty one reads blank rather than "None".
+HISTORY_DATES = {"due": DAY, "issued": DAY, "paid_at": DAY}
+
 # --- invoice history --------------------------------------------------------------------------
 st.subheader("Invoice history")
 link("pages/invoices.py", f"Invoices of {p.name}", {"customer": p.id})
@@ -155,7 +159,7 @@ if view.history.empty:
     st.caption("No invoices yet.")
 else:
     st.dataframe(
-        view.history,
+        blank_missing(view.history, HISTORY_DATES, counts=["days_past_due"]),
         hide_index=True,
         width="stretch",
         column_order=[
@@ -174,14 +178,14 @@ else:
         column_config={
             "number": "Number",
             "period": "Period",
-            "status": "Status",
+            "status": st.column_config.TextColumn("Status", width=150),
             "total": "Total",
             "paid": "Paid",
             "refunded": "Refunded",
-            "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD"),
-            "days_past_due": st.column_config.NumberColumn("Days late"),
-            "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
-            "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
+            "due": "Due",
+            "days_past_due": st.column_config.TextColumn("Days late", alignment="right"),
+            "issued": "Issued",
+            "paid_at": "Paid on",
             "invoice_url": st.column_config.LinkColumn("Invoice", display_text="Open"),
         },
     )

@@ -46,6 +46,8 @@ run_clicked = right.button(
 )
 
 if run_clicked:
+    # The preview was of the drafts this run bills: once run, it would show an empty block.
+    st.session_state.pop("preview_of", None)
     try:
         with ui.db() as session:
             run = run_worker.request_run(
@@ -83,24 +85,30 @@ if st.session_state.get("preview_of") == str(period):
         )
     if drafts.costs_estimated:
         st.warning("AWS still marks this month's costs as estimated; invoices will say so.")
-    totals = drafts.totals_by_currency()
-    cols = st.columns(max(1, len(totals) + 1))
-    cols[0].metric("Drafts", len(drafts.drafts))
-    for col, (cur, minor) in zip(cols[1:], sorted(totals.items()), strict=True):
-        col.metric(f"Total {cur}", ui.fmt(minor, cur))
-    st.dataframe(
-        run_view.preview_frame(drafts),
-        hide_index=True,
-        column_config=ui.headers(
-            ["customer", "currency", "total", "lines", "collection", "days covered"],
-            **{
-                "costs as of": st.column_config.DatetimeColumn(
-                    "Costs as of (UTC)", format="YYYY-MM-DD HH:mm"
-                ),
-                "warnings": st.column_config.TextColumn("Warnings", width="large"),
-            },
-        ),
-    )
+    frame = run_view.preview_frame(drafts)
+    if frame.empty:
+        # Nothing to draft or refuse (e.g. the month was just run): a sentence, not an empty
+        # table and a "Drafts 0" figure.
+        st.caption(f"No invoice to draft for {period}.")
+    else:
+        totals = drafts.totals_by_currency()
+        cols = st.columns(max(1, len(totals) + 1))
+        cols[0].metric("Drafts", len(drafts.drafts))
+        for col, (cur, minor) in zip(cols[1:], sorted(totals.items()), strict=True):
+            col.metric(f"Total {cur}", ui.fmt(minor, cur))
+        st.dataframe(
+            frame,
+            hide_index=True,
+            column_config=ui.headers(
+                ["customer", "currency", "total", "lines", "collection", "days covered"],
+                **{
+                    "costs as of": st.column_config.DatetimeColumn(
+                        "Costs as of (UTC)", format="YYYY-MM-DD HH:mm"
+                    ),
+                    "warnings": st.column_config.TextColumn("Warnings", width="large"),
+                },
+            ),
+        )
     if drafts.already_invoiced:
         st.caption("Already invoiced for this month: " + ", ".join(drafts.already_invoiced))
     if drafts.drafts:

@@ -12,6 +12,7 @@ from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import corrections as corrections_view
 from billing_core.views import invoices as inv
 from billing_core.views import receivables as rcv
+from billing_core.views.common_text import DAY, MINUTE, blank_missing, status_label
 from pages.common import corrections, ui, url_state
 
 identity = ui.page_setup("Invoices")
@@ -59,6 +60,8 @@ BINDINGS = [
     url_state.text("inv_lookup", "invoice"),
 ]
 url_state.restore("invoices", BINDINGS)
+# The table's dates as text, so an empty one reads blank rather than "None".
+TABLE_DATES = {"due": DAY, "next_attempt": DAY, "issued": DAY, "paid_at": DAY}
 as_of = utcnow()
 
 with tab_invoices:
@@ -72,7 +75,9 @@ with tab_invoices:
     else:
         period_from = period_to = options.periods[0]
         f1.caption(f"Period {period_from}")
-    statuses = f2.multiselect("Status", inv.STATUSES, key="inv_status", placeholder="All")
+    statuses = f2.multiselect(
+        "Status", inv.STATUSES, format_func=status_label, key="inv_status", placeholder="All"
+    )
     customer_ids = f3.multiselect(
         "Customer",
         list(options.customers),
@@ -176,7 +181,7 @@ with tab_invoices:
         )
     # Links and what is owed come first: at 1440 px they must not scroll off to the right.
     event = st.dataframe(
-        table,
+        blank_missing(table, TABLE_DATES, counts=["days_past_due"]),
         hide_index=True,
         key="inv_table",
         on_select="rerun",
@@ -205,21 +210,23 @@ with tab_invoices:
             "status": st.column_config.TextColumn("Status"),
             "total": st.column_config.TextColumn("Total", help="In the invoice's currency"),
             "paid": st.column_config.TextColumn("Paid"),
-            "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD"),
-            "days_past_due": st.column_config.NumberColumn(
-                "Days late", format="%d", help="Days past the due date, on invoices still owing"
+            "due": st.column_config.TextColumn("Due"),
+            "days_past_due": st.column_config.TextColumn(
+                "Days late",
+                help="Days past the due date, on invoices still owing",
+                alignment="right",
             ),
             "invoice_url": st.column_config.LinkColumn(
                 "Stripe", display_text="Open", width="small"
             ),
             "pdf_url": st.column_config.LinkColumn("PDF", display_text="PDF", width="small"),
-            "next_attempt": st.column_config.DatetimeColumn(
-                "Next attempt", format="YYYY-MM-DD", help="Empty: no retry scheduled"
+            "next_attempt": st.column_config.TextColumn(
+                "Next attempt", help="Empty: no retry scheduled"
             ),
             "refunded": st.column_config.TextColumn("Refunded"),
             "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
-            "issued": st.column_config.DatetimeColumn("Issued", format="YYYY-MM-DD"),
-            "paid_at": st.column_config.DatetimeColumn("Paid on", format="YYYY-MM-DD"),
+            "issued": st.column_config.TextColumn("Issued"),
+            "paid_at": st.column_config.TextColumn("Paid on"),
         },
     )
 
@@ -259,7 +266,7 @@ with tab_invoices:
         m2.metric("Paid", ui.fmt(i.amount_paid_minor, cur))
         m3.metric("Refunded", ui.fmt(i.amount_refunded_minor, cur))
         n1, n2, n3 = st.columns(3)
-        n1.metric("Status", i.display_status)
+        n1.metric("Status", status_label(i.display_status, i.credit_state))
         late = inv.days_late(i, as_of)
         n2.metric(
             "Due",
@@ -330,7 +337,10 @@ with tab_invoices:
         st.caption("No failed payments.")
     else:
         st.dataframe(
-            failed[["number", "customer", "period", "total", "attempts", "next_attempt"]],
+            blank_missing(
+                failed[["number", "customer", "period", "total", "attempts", "next_attempt"]],
+                {"next_attempt": MINUTE},
+            ),
             hide_index=True,
             key="inv_failed",
             column_config={
@@ -339,8 +349,8 @@ with tab_invoices:
                 "period": st.column_config.TextColumn("Period"),
                 "total": st.column_config.TextColumn("Total"),
                 "attempts": st.column_config.NumberColumn("Attempts", format="%d"),
-                "next_attempt": st.column_config.DatetimeColumn(
-                    "Next attempt", format="YYYY-MM-DD HH:mm", help="Empty: no retry scheduled"
+                "next_attempt": st.column_config.TextColumn(
+                    "Next attempt (UTC)", help="Empty: no retry scheduled"
                 ),
             },
         )

@@ -188,3 +188,13 @@ def test_audit_export_file_name_says_what_was_filtered() -> None:
     assert picked.file_name() == (
         "audit-log_2026-10-01-to-2026-10-31_boss-acme.example_invoice-run.request.csv"
     )
+
+
+def test_table_shows_times_as_every_page_does(session: Session) -> None:
+    # The page shows minutes and "UTC" like the run history; the CSV keeps the exact time.
+    seed(session)
+    found = audit.AuditFilter().search(session, limit=None)
+    shown = {r["target"]: r["at"] for r in audit.table_rows(found)}
+    assert shown["period:2026-09"] == "2026-10-02 00:00 UTC"
+    exported = {r["target"]: r["at"] for r in audit.rows(found)}
+    assert exported["period:2026-09"] == "2026-10-02T00:00:00+00:00"

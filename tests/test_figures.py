@@ -121,11 +121,11 @@ def test_refunded_invoices_show_as_refunded(demo_session: Session) -> None:
     whole, part = _refund_and_credit(demo_session)
     table = inv.invoice_table(demo_session, inv.InvoiceFilter())
     status = dict(zip(table["id"], table["status"], strict=True))
-    assert (status[whole], status[part]) == ("refunded", "partially_refunded")
+    assert (status[whole], status[part]) == ("refunded", "partially refunded")
     shown = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("refunded",)))
     assert whole in set(shown["id"]) and set(shown["status"]) == {"refunded"}
     partly = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("partially_refunded",)))
-    assert part in set(partly["id"]) and set(partly["status"]) == {"partially_refunded"}
+    assert part in set(partly["id"]) and set(partly["status"]) == {"partially refunded"}
     paid = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("paid",)))
     assert {whole, part}.isdisjoint(set(paid["id"])) and set(paid["status"]) == {"paid"}
     rows, _ = _csv(demo_session, inv.InvoiceFilter(statuses=("refunded", "partially_refunded")))
@@ -185,3 +185,22 @@ def test_a_retry_date_in_the_past_is_not_shown_as_scheduled(demo_session: Sessio
     assert inv.retry_text(invoices[0], DEMO_NOW) == (
         f"Next automatic attempt: {soon:%Y-%m-%d %H:%M} UTC."
     )
+
+
+def test_credited_invoices_show_their_credit_beside_stripes_status(demo_session: Session) -> None:
+    # Stripe keeps a fully credited invoice `paid`; the list says it was credited, as the
+    # invoice detail's credit notes section does, and a filter still matches the Stripe word.
+    paid = demo_session.exec(
+        select(Invoice)
+        .where(Invoice.currency == "EUR", display_status_in(["paid"]))
+        .order_by(col(Invoice.id))
+    ).all()
+    whole, part = paid[0], paid[1]
+    whole.post_payment_credit_notes_minor = whole.total_minor
+    part.post_payment_credit_notes_minor = 100
+    demo_session.add_all([whole, part])
+    demo_session.flush()
+    table = inv.invoice_table(demo_session, inv.InvoiceFilter(statuses=("paid",)))
+    status = dict(zip(table["id"], table["status"], strict=True))
+    assert status[whole.id] == "paid · credited"
+    assert status[part.id] == "paid · partially credited"

@@ -154,7 +154,7 @@ def test_url_overdue_bucket_and_search(app_env: dict[str, str]) -> None:
     at = _page(overdue="1")
     assert at.checkbox(key="inv_overdue").value is True
     overdue = at.dataframe(key="inv_table").value
-    assert len(overdue) > 0 and (overdue["days_past_due"] >= 1).all()
+    assert len(overdue) > 0 and (overdue["days_past_due"].astype(int) >= 1).all()
     number = str(overdue.iloc[0]["number"])
     at = _page(q=number.lower())
     assert list(at.dataframe(key="inv_table").value["number"]) == [number]

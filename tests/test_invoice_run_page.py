@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -100,6 +101,8 @@ def test_run_button_bills_every_customer_once(
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_page")
     at = _opened()
     assert not at.exception
+    at.button[0].click().run()  # Preview first, as a person would
+    assert any(h.value == "Preview of 2026-10" for h in at.subheader)
     at.checkbox[0].check()
     run_button = next(b for b in at.button if b.label.startswith("Run invoicing"))
     run_button.click().run()
@@ -127,6 +130,11 @@ def test_run_button_bills_every_customer_once(
     results = at.dataframe[0].value
     assert sorted(results["status"].unique()) == ["open", "paid"]
     assert any("Run 1: succeeded" in h.value for h in at.subheader)
+    # The preview of what was just billed is gone, not left as an empty block.
+    assert not any(h.value.startswith("Preview of") for h in at.subheader)
+    history = at.dataframe[-1].value
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", history["started"][0])
+    assert history["finished"][0].endswith(" UTC")
     # A second click does not start a second billing.
     run_button = next(b for b in at.button if b.label.startswith("Run invoicing"))
     run_button.click().run()

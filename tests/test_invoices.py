@@ -333,3 +333,18 @@ def test_setup_links_go_through_one_cached_stripe_gateway(
             assert any("Send this link" in s.value for s in at.success)
             assert at.code[0].value.startswith("http")
     assert len(built) == 1  # two links, one gateway
+
+
+def test_the_invoice_list_draws_no_none_in_empty_cells(demo_session: Session) -> None:
+    # st.dataframe draws a missing value as a grey "None": the page shows blanks instead.
+    from billing_core.views.common_text import DAY, blank_missing
+
+    table = inv.invoice_table(demo_session, inv.InvoiceFilter())
+    assert table["next_attempt"].isna().any() and (table["refunded"] == "").any()
+    dates = {"due": DAY, "next_attempt": DAY, "issued": DAY, "paid_at": DAY}
+    shown = blank_missing(table, dates, counts=["days_past_due"])
+    assert not shown.drop(columns=["id", "attempts"]).isna().any().any()
+    assert set(shown["next_attempt"]) >= {""}
+    late = sorted(d for d in shown["days_past_due"] if d)
+    assert late and late == sorted(late, key=int)  # padded: text order is number order
+    assert all(d == "" or len(d) == 10 for d in shown["due"])  # 2026-10-31

@@ -179,3 +179,14 @@ def test_priced_lines_read_as_a_customer_reads_them() -> None:
         "Clusters: 1 cluster over the 1 included, October 2026",
         "Seats: 1 user over the 10 included, October 2026",
     ]
+
+
+def test_a_unit_is_singular_for_exactly_one() -> None:
+    from billing_core.invoicing.line_text import with_unit
+
+    assert with_unit("1", Decimal(1), "clusters") == "1 cluster"
+    assert with_unit("1.00", Decimal("1.00"), "seats") == "1.00 seat"
+    assert with_unit("2", Decimal(2), "clusters") == "2 clusters"
+    assert with_unit("1.5", Decimal("1.5"), "clusters") == "1.5 clusters"
+    assert with_unit("1", Decimal(1), "GB") == "1 GB"
+    assert with_unit("1", Decimal(1), "") == "1"

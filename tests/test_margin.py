@@ -315,3 +315,13 @@ def test_report_text_has_each_column_once(app_env: dict[str, str], capsys) -> No
     for words in headers:
         joined = " ".join(words)
         assert joined.count("AWS cost USD") == 1, joined
+
+
+def test_report_defaults_to_the_last_month_with_invoices(
+    app_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The demo world bills up to 2026-09; the months after it closed are not invoiced yet, so
+    # the default report is September's, not an all-"not billed" month.
+    text = _run(["margin-report", "--csv", "--by", "month"], capsys)
+    months = {r["month"] for r in csv.DictReader(io.StringIO(text))}
+    assert months == {"2026-09"}, text

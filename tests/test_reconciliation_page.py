@@ -52,13 +52,13 @@ def test_page_shows_every_planted_discrepancy(app_env: dict[str, str]) -> None:
         "amount",
         "line",
         "status",
-        "missing_in_stripe",
-        "missing_locally",
+        "missing in Stripe",
+        "missing locally",
         "currency",
-        "customer",
-        "aws_restatement",
+        "Stripe customer",
+        "AWS restatement",
         "usage",
-    }
+    }  # words people read, not the internal kinds
     support = table[table["key"].str.endswith(":Support fee")].iloc[0]
     assert support["subject"] == "AWS service Support fee"  # human, not the internal key
     assert (support["delta"], support["customer"]) == ("USD 325.50", "Ember Health Ltd")

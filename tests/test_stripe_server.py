@@ -108,6 +108,10 @@ def test_full_flow_create_add_lines_finalize_pay(
     assert inv.hosted_invoice_url.startswith(server.url)
     with urllib.request.urlopen(inv.invoice_pdf) as resp:
         assert resp.read().startswith(b"%PDF")
+    # The hosted page shows money as a customer reads it, not minor units.
+    with urllib.request.urlopen(inv.hosted_invoice_url) as resp:
+        page = resp.read().decode()
+    assert "<b id='total'>USD 124.70</b>" in page and "<td>USD 23.45</td>" in page
 
     inv = client.v1.invoices.pay(inv.id)
     assert inv.status == "paid"
@@ -683,3 +687,12 @@ def test_charge_below_the_minimum_is_refused(
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         client.v1.invoices.pay(inv.id)
     assert excinfo.value.code == "amount_too_small"
+
+
+def test_hosted_pages_show_money_by_each_currencys_digits() -> None:
+    from tests.support.stripe_server.currencies import money_text
+
+    assert money_text(123_456, "eur") == "EUR 1,234.56"
+    assert money_text(500, "jpy") == "JPY 500"
+    assert money_text(1_250, "kwd") == "KWD 1.250"
+    assert money_text(-5, "usd") == "USD -0.05"

@@ -96,6 +96,16 @@ def quantity_text(value: Decimal) -> str:
     return f"{value.normalize():,f}"  # 'f' writes a normalized 1.2E+6 without its exponent
 
 
+def with_unit(text: str, value: Decimal, unit: str | None) -> str:
+    """A shown quantity and its unit, the unit singular for exactly one: '1 cluster',
+    '2 clusters', '1.5 clusters', '1 GB'; the text alone without a unit."""
+    if not unit:
+        return text
+    if value == 1 and unit.endswith("s") and not unit.endswith("ss") and len(unit) > 2:
+        unit = unit[:-1]
+    return f"{text} {unit}"
+
+
 def plain_decimal(value: Decimal, min_places: int = 0) -> str:
     """A decimal for a CSV cell: exact, no exponent, no separators, at least `min_places`."""
     return f"{_at_least(_plain(value), min_places):f}"

@@ -11,10 +11,11 @@ import csv
 import io
 from decimal import Decimal
 
-from sqlmodel import Session
+from sqlmodel import Session, col, func, select
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.errors import ConfigError
+from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.invoicing.margin import (
     PART_LABELS,
     REVENUE_PARTS,
@@ -26,6 +27,7 @@ from billing_core.invoicing.margin import (
     months_between,
     totals,
 )
+from billing_core.models import Invoice, display_status_in
 from billing_core.money import display, exponent, format_minor, round_minor
 from billing_core.periods import Period
 
@@ -42,6 +44,18 @@ CSV_COLUMNS = (
 )
 # Longest range one report covers (ten years): a typo in --from must not read forever.
 MAX_MONTHS = 120
+
+
+def last_billed_period(session: Session, up_to: Period) -> Period:
+    """The default month of a report: the newest month up to `up_to` (the last closed month)
+    that has billed invoices, so a month not invoiced yet is not reported as all "not billed";
+    `up_to` itself when nothing is billed yet."""
+    newest = session.exec(
+        select(func.max(col(Invoice.period))).where(
+            col(Invoice.period) <= str(up_to), display_status_in(BILLED_STATUSES)
+        )
+    ).one()
+    return Period.parse(newest) if newest else up_to
 
 
 def report_periods(

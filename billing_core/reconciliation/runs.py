@@ -439,5 +439,14 @@ def periods_with_diffs(session: Session) -> list[str]:
     return sorted(set(rows), reverse=True)
 
 
+# Kinds whose words need more than their underscores turned into spaces.
+_KIND_LABELS = {
+    "missing_in_stripe": "missing in Stripe",
+    "aws_restatement": "AWS restatement",
+    "customer": "Stripe customer",
+}
+
+
 def kind_label(kind: str) -> str:
-    return kind.replace("_", " ")
+    """A diff kind as people read it: 'aws_restatement' -> 'AWS restatement'."""
+    return _KIND_LABELS.get(kind, kind.replace("_", " "))

@@ -27,6 +27,7 @@ from billing_core.config import Settings
 from billing_core.costs.snapshots import CostSource
 from billing_core.db import session_scope
 from billing_core.errors import BillingError
+from billing_core.invoicing.line_text import with_unit
 from billing_core.models import Alert, Customer, Invoice, UsageRecord, display_status_in
 from billing_core.periods import Period
 from billing_core.states import DisplayStatus
@@ -51,7 +52,7 @@ def crossed(used: Decimal, limit: Decimal, thresholds: Iterable[int]) -> list[in
 def _figure(value: Decimal, row: MetricUsage) -> str:
     if row.is_spend:
         return f"{row.plan_currency} {value.quantize(Decimal('0.01')):,}"
-    return f"{value.normalize():,f} {row.unit}".strip()
+    return with_unit(f"{value.normalize():,f}", value, row.unit)
 
 
 def alert_message(row: MetricUsage, threshold: int, period: Period) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+
+import pandas as pd
+
+from billing_core.states import CreditState
 
 
 def pct_effect(pct: str | Decimal) -> str:
@@ -13,3 +18,47 @@ def pct_effect(pct: str | Decimal) -> str:
     if value < 0:
         return f"{(-value).normalize():f}% discount"
     return "at AWS prices"
+
+
+_CREDIT_WORDS = {
+    CreditState.PARTIALLY_CREDITED: "partially credited",
+    CreditState.CREDITED: "credited",
+    CreditState.REFUNDED: "credited",
+}
+
+
+def status_label(status: str, credit: CreditState = CreditState.NONE) -> str:
+    """An invoice's display status as people read it: 'partially_refunded' -> 'partially
+    refunded'; with credit notes their word beside it ('paid · credited', 'open · partially
+    credited'), since Stripe keeps a fully credited invoice `paid`. CSV exports and the
+    `?status=` filter keep the machine words."""
+    word = str(status).replace("_", " ")
+    return f"{word} · {_CREDIT_WORDS[credit]}" if credit in _CREDIT_WORDS else word
+
+
+DAY = "%Y-%m-%d"
+MINUTE = "%Y-%m-%d %H:%M"
+
+
+def blank_missing(
+    frame: pd.DataFrame,
+    dates: Mapping[str, str] | None = None,
+    counts: Sequence[str] = (),
+    keep: Sequence[str] = (),
+) -> pd.DataFrame:
+    """A copy of a table for st.dataframe in which an empty cell reads blank: the grid draws a
+        missing value as a grey "None". Text columns get '' for None; the date/time columns named
+        in `dates` become text in that strftime format (DAY, MINUTE; '' when missing), which still
+        sorts in time order. Numeric columns are left as they are (text would sort 10 before 9), and
+    so are the `keep` columns (links: an empty link would still draw its "Open" text)."""
+    shown = frame.copy()
+    for name, fmt in (dates or {}).items():
+        shown[name] = [
+            "" if v is None or pd.isna(v) else pd.Timestamp(v).strftime(fmt) for v in shown[name]
+        ]
+    for name in counts:
+        shown[name] = ["" if v is None or pd.isna(v) else f"{int(v):>9}" for v in shown[name]]
+    for name in shown.columns:
+        if shown[name].dtype == object and name not in keep:
+            shown[name] = shown[name].where(shown[name].notna(), "")
+    return shown

@@ -23,6 +23,7 @@ from billing_core.customers.terms import terms_for
 from billing_core.errors import ValidationError
 from billing_core.invoicing.drafts import SharedCosts, build_drafts
 from billing_core.invoicing.figures import Figures
+from billing_core.invoicing.line_text import with_unit
 from billing_core.invoicing.margin import Margin, group_margin, margin_facts, months_between
 from billing_core.invoicing.pricing import Draft
 from billing_core.models import Customer, Plan
@@ -218,7 +219,7 @@ def _quantity(row: MetricUsage, value: Decimal) -> str:
     if row.is_spend:
         return display(round_minor(value, row.plan_currency), row.plan_currency)
     text = f"{value.normalize():,f}" if value == value.to_integral() else f"{value:,}"
-    return f"{text} {row.unit}".strip()
+    return with_unit(text, value, row.unit)
 
 
 def usage_frame(rows: list[MetricUsage]) -> pd.DataFrame:

@@ -12,8 +12,9 @@ from billing_core.invoicing.explain import explain
 from billing_core.invoicing.pricing import Draft
 from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import display, minor_to_decimal
-from billing_core.periods import Period
+from billing_core.periods import Period, when_text
 from billing_core.states import RunStatus
+from billing_core.views.common_text import status_label
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.LOCKED)
 
@@ -113,9 +114,9 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
         {
             "invoice": inv.id,
             "customer": inv.customer_name or cus.name,  # as invoiced (bill-to)
-            "status": inv.display_status,
+            "status": status_label(inv.display_status, inv.credit_state),
             "total": f"{inv.currency} {minor_to_decimal(inv.total_minor, inv.currency):,}",
-            "step": inv.push_step,
+            "step": str(inv.push_step).replace("_", " "),
             "estimated": inv.costs_estimated,
             "stripe": inv.hosted_invoice_url,
             "message": inv.last_error or "",
@@ -144,14 +145,14 @@ def history_frame(runs: list[InvoiceRun]) -> pd.DataFrame:
             "period": r.period,
             "trigger": r.trigger,
             "actor": r.actor,
-            "status": r.status,
+            "status": str(r.status),
             "invoices": r.total_count,
             "done": r.done_count,
             "failed": r.failed_count,
             "estimated costs": r.costs_estimated,
             "costs from": _cost_source(r),
-            "started": r.started_at or r.requested_at,
-            "finished": r.finished_at,
+            "started": when_text(r.started_at or r.requested_at),
+            "finished": when_text(r.finished_at),
             "errors": " | ".join(str(e.get("message", "")) for e in (r.errors or [])[:3]),
         }
         for r in runs

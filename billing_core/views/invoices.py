@@ -33,7 +33,8 @@ from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import utcnow
-from billing_core.states import DisplayStatus, display_status
+from billing_core.states import DisplayStatus, credit_state, display_status
+from billing_core.views.common_text import status_label
 from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
 from billing_core.views.receivables import days_past_due
 
@@ -230,6 +231,8 @@ def _table_query(f: InvoiceFilter) -> Any:
         col(Invoice.paid_at),
         col(Invoice.hosted_invoice_url),
         col(Invoice.invoice_pdf),
+        col(Invoice.pre_payment_credit_notes_minor),
+        col(Invoice.post_payment_credit_notes_minor),
     ).join(Customer, col(Customer.id) == Invoice.customer_id)
     query = apply_filter(query, f)
     return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
@@ -295,6 +298,8 @@ def invoice_table(
         paid_at,
         invoice_url,
         pdf_url,
+        pre_credit,
+        post_credit,
     ) in session.execute(_table_query(f).limit(limit)).all():
         shown = display_status(status, outcome, paid_minor=paid, refunded_minor=refunded)
         rows.append(
@@ -303,7 +308,9 @@ def invoice_table(
                 "number": number or f"(local #{iid})",
                 "customer": name,
                 "period": period,
-                "status": shown,
+                "status": status_label(
+                    shown, credit_state(total, pre_credit + post_credit, refunded)
+                ),
                 "total": display(total, cur),
                 "paid": display(paid, cur),
                 "refunded": display(refunded, cur) if refunded else "",

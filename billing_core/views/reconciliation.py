@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from billing_core.models import Customer, Invoice, ReconciliationDiff, ReconciliationRun
 from billing_core.reconciliation import act
 from billing_core.reconciliation.diffing import KINDS, money_text
-from billing_core.reconciliation.runs import diffs, latest_run
+from billing_core.reconciliation.runs import diffs, kind_label, latest_run
 from billing_core.states import DiffStatus
 
 STATUSES: tuple[str, ...] = (DiffStatus.OPEN, DiffStatus.RESOLVED, DiffStatus.GONE)
@@ -67,6 +67,7 @@ def summary_frame(session: Session, period: str | None = None) -> pd.DataFrame:
     order = {k: i for i, k in enumerate(KINDS)}
     frame["_o"] = frame["kind"].map(order)
     frame = frame.sort_values(["period", "_o"], ascending=[False, True]).drop(columns="_o")
+    frame["kind"] = frame["kind"].map(kind_label)
     return frame[columns].reset_index(drop=True)
 
 
@@ -79,7 +80,7 @@ def trend_figure(session: Session) -> go.Figure:
         x="period",
         y="open",
         color="kind",
-        category_orders={"kind": list(KINDS)},
+        category_orders={"kind": [kind_label(k) for k in KINDS]},
         labels={"open": "open diffs above tolerance", "period": "Month", "kind": "Kind"},
     )
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 40}, legend_title=None)
@@ -143,7 +144,7 @@ def diff_frame(
         {
             "id": d.id,
             "period": d.period,
-            "kind": d.kind,
+            "kind": kind_label(d.kind),
             "customer": names.get(d.id or 0, ""),
             "subject": subject_text(d.subject, numbers),
             "key": d.subject,

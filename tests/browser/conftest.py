@@ -144,15 +144,21 @@ def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
 
 @contextmanager
 def launch_streamlit(
-    tmp_path: Path, database_url: str, *, env: dict[str, str], secrets: str = ""
+    tmp_path: Path,
+    database_url: str,
+    *,
+    env: dict[str, str],
+    secrets: str = "",
+    script: Path = ROOT / "dashboard.py",
 ) -> Iterator[StreamlitServer]:
-    """A fresh `streamlit run dashboard.py` on a free localhost port, stopped afterwards."""
+    """A fresh `streamlit run dashboard.py` (or `script`) on a free localhost port, stopped
+    afterwards."""
     port = _free_port()
     secrets_file = tmp_path / f"streamlit-secrets-{port}.toml"
     secrets_file.write_text(secrets.format(port=port))
     log = tmp_path / f"streamlit-{port}.log"
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
+        sys.executable, "-m", "streamlit", "run", str(script),
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
         "--server.headless", "true",

@@ -97,10 +97,15 @@ def test_preview_run_and_every_customer_billed_once_in_stripe(
     shown = grid_rows(results)
     assert {r["Status"] for r in shown} <= {"open", "paid"}
     assert "paid" in {r["Status"] for r in shown}  # the test cards were charged
-    # The preview still on screen now has nothing left to draft.
-    expect(page.get_by_text("Already invoiced for this month:")).to_be_visible()
+    # The preview of what was just billed is gone, not left as an empty block; asked again,
+    # it says there is nothing left to draft.
+    expect(page.get_by_role("heading", name=f"Preview of {period}")).to_have_count(0)
     assert_no_error_shown(page)
     screenshot(page, "after-run")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.get_by_text(f"No invoice to draft for {period}.")).to_be_visible()
+    expect(page.get_by_text("Already invoiced for this month:")).to_be_visible()
+    wait_for_app(page)
 
     engine = make_engine(run_server.database_url)
     with Session(engine) as session:

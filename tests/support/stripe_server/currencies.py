@@ -11,7 +11,11 @@ an amount the product gets wrong fails against Stripe's published rules, not its
 
 from __future__ import annotations
 
-# Zero-decimal currencies (jpy, krw, ugx, ...) take any integer: nothing to check.
+# Zero-decimal currencies take any integer: nothing to check; shown without decimals.
+ZERO_DECIMAL = frozenset(
+    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+     "xaf", "xof", "xpf"]
+)  # fmt: skip
 THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 WHOLE_UNITS = frozenset(["isk", "huf", "twd"])
 
@@ -23,6 +27,16 @@ MINIMUM_CHARGE = {
     "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300,
     "sgd": 50, "thb": 1000,
 }  # fmt: skip
+
+
+def money_text(amount: int, currency: str) -> str:
+    """An amount in minor units as the hosted pages show it: 'EUR 1,234.50', 'JPY 500',
+    'KWD 1.250' (integer arithmetic only: no float ever touches the amount)."""
+    places = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+    sign, whole = ("-" if amount < 0 else ""), abs(amount)
+    units, cents = divmod(whole, 10**places)
+    fraction = f".{cents:0{places}d}" if places else ""
+    return f"{currency.upper()} {sign}{units:,}{fraction}"
 
 
 def step(currency: str) -> int:

@@ -7,6 +7,7 @@ import re
 from urllib.parse import parse_qsl
 
 from .common import DEFAULT_API_VERSION, JSON, StripeAPIError
+from .currencies import money_text
 from .payment_methods import TEST_CARDS
 from .routing import _Request
 from .state import ServerState
@@ -116,17 +117,17 @@ def _tiny_pdf(text: str) -> bytes:
 
 def _invoice_html(inv: JSON, lines: list[JSON]) -> str:
     number = html.escape(str(inv["number"]))
+    currency = str(inv["currency"])
     rows = "".join(
         f"<tr><td>{html.escape(str(line['description']))}</td><td>{line['quantity_decimal']}</td>"
-        f"<td>{line['amount']}</td></tr>"
+        f"<td>{html.escape(money_text(int(line['amount']), currency))}</td></tr>"
         for line in lines
     )
     return (
         f"<!doctype html><html><head><title>Invoice {number}</title></head><body>"
         f"<h1>Invoice {number}</h1><p>Status: <b id='status'>{inv['status']}</b></p>"
         f"<table><tr><th>Description</th><th>Qty</th><th>Amount</th></tr>{rows}</table>"
-        f"<p>Total: <b id='total'>{inv['total']}</b> {html.escape(inv['currency'])}"
-        " (minor units)</p>"
+        f"<p>Total: <b id='total'>{html.escape(money_text(int(inv['total']), currency))}</b></p>"
         f"{_pay_form(inv) if inv['status'] == 'open' else ''}"
         "</body></html>"
     )
