@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from billing_core.corrections.models import CreditNote, CreditNoteLine
+from billing_core.db import session_scope
 from billing_core.errors import MoneyError
 from billing_core.invoicing import export_csv as exports
 from billing_core.invoicing.figures import by_currency
@@ -380,6 +382,18 @@ def test_invoices_csv_is_what_the_plain_path_writes(
     shown = {word for f in everything.figures.values() for word in f.counts}
     assert {"paid", "refunded", "partially_refunded", "failed", "credit", "carried"} <= shown
     assert ",credit_note," in text and "+00:00" in text
+
+
+def test_the_download_is_the_file_with_a_byte_order_mark(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        _world(s)
+    for writer in (exports.write_invoices_csv, exports.write_lines_csv):
+        with Session(engine) as s:
+            text = io.StringIO()
+            writer(s, InvoiceFilter(), text)
+        built = exports.csv_builder(engine, InvoiceFilter(), writer)()
+        assert built == b"\xef\xbb\xbf" + text.getvalue().encode()
+    assert "日本".encode() in built  # the lines CSV, last built, holds text beyond ASCII
 
 
 @given(

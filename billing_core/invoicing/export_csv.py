@@ -343,8 +343,7 @@ def _credit_note_query(f: InvoiceFilter) -> Any:
 
 
 def _column_scale(column: Any) -> int:
-    scale: int = column.type.scale
-    return scale
+    return int(column.type.scale)
 
 
 QUANTITY_SCALE = _column_scale(InvoiceLine.__table__.c.quantity)  # type: ignore[attr-defined]
@@ -560,11 +559,14 @@ def csv_builder(engine: Engine, f: InvoiceFilter, writer: Writer) -> Callable[[]
     """A no-argument callable producing the CSV, for a download generated only when clicked."""
 
     def build() -> bytes:
-        buffer = io.StringIO()
+        # Encoded batch by batch (the file is in memory once, not as text, copy and bytes);
+        # with a byte-order mark, as every CSV this tool writes: Excel then reads UTF-8.
+        buffer = io.BytesIO()
+        text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
         with Session(engine) as session:
-            writer(session, f, buffer)
-        # With a byte-order mark, as every CSV this tool writes: Excel then reads UTF-8.
-        return buffer.getvalue().encode("utf-8-sig")
+            writer(session, f, text)
+        text.flush()
+        return buffer.getvalue()
 
     return build
 
