@@ -378,6 +378,8 @@ def test_declined_card_is_recorded_while_the_others_succeed(
     with Session(demo_engine) as s:
         run = s.exec(select(InvoiceRun)).one()
     assert run.failed_count == 1 and "declined" in run.errors[0]["message"]
+    # What the page's progress shows: 8 pushed and 1 failed of 9, the failed one counted once.
+    assert (run.done_count, run.failed_count, run.total_count) == (8, 1, 9)
     # The customer fixes the card; the next run pays with a new key (the old one replays).
     server.attach_card(server.invoice(birch.stripe_invoice_id or "")["customer"], "pm_card_visa")
     again = _run(demo_engine, settings, attach=False)

@@ -547,13 +547,17 @@ def _summary(result: RunResult) -> dict[str, Any]:
 
 
 def _record_outcome(engine: Engine, run_id: int, outcome: PushOutcome) -> None:
-    """Progress for the page; written only by the run's main thread (no lost updates)."""
+    """Progress for the page; written only by the run's main thread (no lost updates).
+
+    An invoice counts as done (pushed) or failed, never both: done + failed of total is the
+    share of the run finished, as the page's progress bar shows it."""
     with session_scope(engine) as s:
         run = s.get(InvoiceRun, run_id)
         if run is None:
             return
-        run.done_count += 1
-        if outcome.problem is not None:
+        if outcome.problem is None:
+            run.done_count += 1
+        else:
             run.failed_count += 1
             run.errors = [*run.errors, outcome.problem.as_json()]
         run.heartbeat_at = utcnow()
