@@ -33,7 +33,7 @@ from billing_core.costs.snapshots import (
 )
 from billing_core.invoicing.drafts import SharedCosts, describe_shared, shared_participants
 from billing_core.invoicing.shared_costs import SharedAllocation, allocate
-from billing_core.models import CostDailyRollup, CostLine, CostRollup
+from billing_core.models import CostAccountDailyRollup, CostDailyRollup, CostLine, CostRollup
 from billing_core.periods import Period
 
 log = logging.getLogger(__name__)
@@ -275,12 +275,15 @@ def _daily(
     else:
         table = CostLine
         conditions = _sql_conditions(info, who, filters, CostLine)
-    rows = session.exec(
+    query = (
         select(table.day, table.service, func.sum(table.amount))
         .where(table.snapshot_id == info.id, *conditions)
         .group_by(col(table.day), col(table.service))
         .order_by(col(table.day), col(table.service))
-    ).all()
+    )
+    if table is CostLine:
+        query = query.with_hint(CostLine, _BY_ACCOUNT, dialect_name="sqlite")
+    rows = session.exec(query).all()
     frame = pd.DataFrame(
         [(date.fromisoformat(d), s, Decimal(v or 0)) for d, s, v in rows],
         columns=["day", "service", "amount"],
@@ -299,21 +302,35 @@ def _sum_lines(
     """The snapshot's net total within the filters (days before `before` only, if given).
 
     Whole month: from the rollup by account. Days before a date: from the daily rollup for
-    the whole account or one service, from the lines for one customer or the unattributed
-    spend (the same drill-down as `_daily`)."""
+    the whole account or one service, from the daily rollup by account for one customer or
+    the unattributed spend, from the lines for those with one service (or shared services)."""
+    table: ByService | type[CostDailyRollup] | type[CostAccountDailyRollup]
     if before is None:
-        table: ByService | type[CostDailyRollup] = CostRollup
+        table = CostRollup
         conditions = _sql_conditions(info, who, filters, CostRollup)
     elif filters.customer is None:
         table = CostDailyRollup
         conditions = [col(table.service) == filters.service] if filters.service else []
+    elif filters.service is None and not who.shared.services:
+        # No service in the question: the daily rollup by account answers it.
+        table = CostAccountDailyRollup
+        condition = who.condition(info.group_by, filters.customer, table)
+        conditions = [] if condition is None else [condition]
     else:
         table = CostLine
         conditions = _sql_conditions(info, who, filters, CostLine)
     query = select(func.sum(table.amount)).where(table.snapshot_id == info.id, *conditions)
     if before is not None:
         query = query.where(col(table.day) < before.isoformat())  # type: ignore[union-attr]
+    if table is CostLine:
+        query = query.with_hint(CostLine, _BY_ACCOUNT, dialect_name="sqlite")
     return Decimal(session.exec(query).one() or 0)
+
+
+# SQLite's planner, without statistics, reads a customer's lines through the (snapshot, day)
+# index, i.e. the whole snapshot (1 s at 600,000 lines) rather than the customer's few hundred
+# through (snapshot, account) (1 ms). The hint is always usable: snapshot_id is always given.
+_BY_ACCOUNT = "INDEXED BY ix_costline_snapshot_account"
 
 
 def _fill_previous(session: Session, settings: Settings, view: CostsView, who: Attribution) -> None:
