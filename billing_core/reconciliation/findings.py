@@ -40,7 +40,7 @@ from billing_core.reconciliation.diffing import (
     compare_aws,
     compare_usage,
 )
-from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice
+from billing_core.reconciliation.gather import BILLED_STATUSES, _lines_by_invoice, core_rows
 from billing_core.states import LineKind, SharedCostRule
 from billing_core.usage.totals import totals_by_metric
 
@@ -78,7 +78,8 @@ def billed_invoices(session: Session, period: Period) -> dict[int, BilledRow]:
     database. Rows with the Invoice fields reconciliation reads as attributes (id,
     customer_id, customer_name, currency, fx_rate, cost_currency, cost_metric, cost_group_by):
     plain rows, since building 50,000 ORM objects took seconds."""
-    rows = session.execute(
+    rows = core_rows(
+        session,
         sa_select(
             col(Invoice.id),
             col(Invoice.customer_id),
@@ -90,13 +91,13 @@ def billed_invoices(session: Session, period: Period) -> dict[int, BilledRow]:
             col(Invoice.cost_group_by),
         )
         .where(col(Invoice.period) == str(period), display_status_in(BILLED_STATUSES))
-        .order_by(col(Invoice.customer_id), col(Invoice.id))
+        .order_by(col(Invoice.customer_id), col(Invoice.id)),
     )
     return {row.customer_id: row for row in rows}
 
 
 def _customer_names(session: Session) -> dict[int, str]:
-    rows = session.execute(sa_select(col(Customer.id), col(Customer.name)))
+    rows = core_rows(session, sa_select(col(Customer.id), col(Customer.name)))
     return {cid: name for cid, name in rows if cid is not None}
 
 

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlmodel import Session, select
 
@@ -228,10 +228,10 @@ def _customer_of(obj: Mapping[str, Any]) -> tuple[str | None, bool]:
     return (str(customer) if customer else None), deleted
 
 
-@dataclass(frozen=True, slots=True)
-class InvoiceFigures:
+class InvoiceFigures(NamedTuple):
     """What reconciliation compares of a Stripe invoice (`invoice_figures`); the fields
-    mean what StripeInvoice's of the same name mean."""
+    mean what StripeInvoice's of the same name mean. A named tuple: immutable, and quicker
+    to build than a frozen dataclass 50,000 times."""
 
     id: str
     status: str
@@ -263,7 +263,9 @@ def invoice_figures(obj: Mapping[str, Any]) -> InvoiceFigures:
         lines=line_pairs(embedded.get("data") or []),
         all_lines_embedded=not embedded.get("has_more"),
         metadata=metadata,
-        period=_billing_period(metadata.period, _ts(obj.get("created"))),
+        # The creation month only when the metadata names no period (a datetime each costs).
+        period=_period_text(metadata.period or "")
+        or _billing_period(None, _ts(obj.get("created"))),
         pre_payment_credit_notes=int(obj.get("pre_payment_credit_notes_amount") or 0),
         post_payment_credit_notes=int(obj.get("post_payment_credit_notes_amount") or 0),
     )
