@@ -12,8 +12,8 @@ by a capturing click listener; for a URL opened in the address bar, the browser'
 start, i.e. performance.now()'s origin) to the first animation frame at which all of these hold:
 the app is CONNECTED and its script state is "notRunning"; Streamlit's running indicator (the
 status widget's Stop button) is gone; the page's own title is drawn as its h1; no element is
-still stale (greyed, from the page before), no skeleton placeholder is left and no
-dialog (such as "Page not found") covers the page; every
+still stale (greyed, from the page before) and no dialog (such as "Page not found") covers
+the page; no skeleton placeholder is left on screen; every
 st.dataframe on screen (the 1440x900 window) has mounted its grid and every plotly chart
 on screen its SVG (below the fold both draw only once scrolled to). That is the moment the last
 element of the page is delivered, the first screen is drawn and a click reaches a settled page.
@@ -60,16 +60,17 @@ _INTERACTIVE = """
   if (!app || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
       || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-testid=stStatusWidget] button')) return false;
-  if (document.querySelector('[data-stale=true], [data-testid=stSkeleton], [role=dialog]'))
-    return false;
+  if (document.querySelector('[data-stale=true], [role=dialog]')) return false;
   const main = document.querySelector('[data-testid=stMain]');
   if (!main || ![...main.querySelectorAll('h1')].some(h => h.innerText.trim() === title))
     return false;
-  // On screen: the grid and plotly draw a chart below the fold only once it is scrolled to.
+  // On screen: the grid and plotly draw a chart below the fold only once it is scrolled to,
+  // and an element in a closed expander keeps its placeholder until it is opened.
   const shown = (e) => {
     const r = e.getBoundingClientRect();
-    return e.offsetParent !== null && r.top < window.innerHeight && r.bottom > 0;
+    return e.checkVisibility() && r.top < window.innerHeight && r.bottom > 0;
   };
+  if ([...document.querySelectorAll('[data-testid=stSkeleton]')].some(shown)) return false;
   for (const f of main.querySelectorAll('[data-testid=stDataFrame]'))
     if (shown(f) && !f.querySelector('canvas, [data-testid=stDataFrameGlideDataEditor]'))
       return false;

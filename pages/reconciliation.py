@@ -178,26 +178,30 @@ with left:
         st.plotly_chart(trend, key="trend")
 with right:
     st.subheader("By kind")
-    st.dataframe(
-        summary,
-        hide_index=True,
-        key="summary",
-        column_config={
-            # Pixel widths: all six columns fit half the page at 1440 px.
-            "period": st.column_config.TextColumn("Month", width=70),
-            "kind": st.column_config.TextColumn("Kind", width=130),
-            "open": st.column_config.NumberColumn(
-                "Open", width=55, help="Open, above the tolerance"
-            ),
-            "within tolerance": st.column_config.NumberColumn(
-                "Within", width=60, help="Within the tolerance: counted, not raised"
-            ),
-            "resolved": st.column_config.NumberColumn("Resolved", width=75),
-            "gone": st.column_config.NumberColumn(
-                "Gone", width=55, help="No longer found by a later run"
-            ),
-        },
-    )
+    if summary.empty:
+        # An empty table would stay a grey placeholder box, never drawn.
+        st.caption("No differences to count yet.")
+    else:
+        st.dataframe(
+            summary,
+            hide_index=True,
+            key="summary",
+            column_config={
+                # Pixel widths: all six columns fit half the page at 1440 px.
+                "period": st.column_config.TextColumn("Month", width=70),
+                "kind": st.column_config.TextColumn("Kind", width=130),
+                "open": st.column_config.NumberColumn(
+                    "Open", width=55, help="Open, above the tolerance"
+                ),
+                "within tolerance": st.column_config.NumberColumn(
+                    "Within", width=60, help="Within the tolerance: counted, not raised"
+                ),
+                "resolved": st.column_config.NumberColumn("Resolved", width=75),
+                "gone": st.column_config.NumberColumn(
+                    "Gone", width=55, help="No longer found by a later run"
+                ),
+            },
+        )
 
 # ---------------------------------------------------------------- the diff table
 st.subheader("Differences")

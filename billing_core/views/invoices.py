@@ -184,12 +184,13 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
             fig.add_bar(
                 x=list(sub["period"]),
                 y=amounts,
-                name=status,
+                name=status_label(status),
                 legendgroup=status,
                 # A status first seen in a later panel still gets its legend entry.
                 showlegend=status not in in_legend,
                 marker_color=STATUS_COLOURS[status],
-                hovertemplate=f"%{{x}} {status}: {currency} %{{y:,.2f}}<extra></extra>",
+                hovertemplate=f"%{{x}} {status_label(status)}: {currency} %{{y:,.2f}}"
+                "<extra></extra>",
                 row=row,
                 col=1,
             )
