@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from billing_core.csv_cells import cell_text
 from billing_core.file_names import export_file_name
 from billing_core.models import AuditEntry
 from billing_core.periods import utcnow, when_text
@@ -151,8 +152,6 @@ def filter_choices(session: Session) -> FilterChoices:
 
 
 CSV_COLUMNS = ("id", "at", "actor", "action", "target", "before", "after")
-# A spreadsheet runs a cell starting with these as a formula; targets can hold customer input.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _text(value: Any) -> str:
@@ -163,10 +162,6 @@ def _text(value: Any) -> str:
     # JSON for everything else (true, 1.5, {...}); masked again on the way out, for entries
     # written before a key joined the secret list.
     return json.dumps(_plain(value), sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _csv_safe(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def rows(items: Iterable[AuditEntry]) -> list[dict[str, str]]:
@@ -198,7 +193,8 @@ def to_csv(items: Iterable[AuditEntry]) -> bytes:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows(items):
-        writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+        # Targets can hold customer input: no formula, and one entry stays one row.
+        writer.writerow({k: cell_text(v) for k, v in row.items()})
     return out.getvalue().encode("utf-8-sig")
 
 

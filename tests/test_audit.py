@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from billing_core import audit
 from billing_core.models import AuditEntry
+from tests.support.csv_rows import CRLF, LF, LONE_CR, as_dicts, both_readers, read_back
 
 
 def at(day: int, hour: int = 12) -> datetime:
@@ -198,3 +199,25 @@ def test_table_shows_times_as_every_page_does(session: Session) -> None:
     assert shown["period:2026-09"] == "2026-10-02 00:00 UTC"
     exported = {r["target"]: r["at"] for r in audit.rows(found)}
     assert exported["period:2026-09"] == "2026-10-02T00:00:00+00:00"
+
+
+def test_csv_line_breaks_keep_one_entry_per_row(session: Session) -> None:
+    texts = (LONE_CR, CRLF, LF)
+    for day, text in enumerate(texts, 1):
+        audit.record(
+            session,
+            actor=f"ops{day}@acme.example",
+            action="customer.import",
+            target=text,
+            after={"name": text},
+            at=at(day),
+        )
+    session.commit()
+    text = audit.to_csv(audit.entries(session)).decode("utf-8-sig")
+    rows = as_dicts(both_readers(text, 3))  # a bare "\r" would split a row for either reader
+    assert "\r" not in text
+    for row in rows:
+        day = int(row["at"][8:10])  # each entry's cells stay under their own headers
+        assert row["actor"] == f"ops{day}@acme.example"
+        assert row["target"] == read_back(texts[day - 1])
+        assert row["action"] == "customer.import"

@@ -19,6 +19,7 @@ from billing_core.views import aws_costs
 from billing_core.views import aws_costs_report as costs_report
 from tests.conftest import DEMO_NOW
 from tests.support.aws import group, page, result, settings
+from tests.support.csv_rows import CRLF, LF, LONE_CR, as_dicts, both_readers, read_back
 
 # The cost figures these tests bill from (the settings' defaults).
 SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
@@ -426,3 +427,28 @@ def test_pruning_keeps_the_lines_an_invoice_was_priced_from(demo_session) -> Non
         )
     ).one()
     assert complete == snapshots.KEEP_SNAPSHOTS + 1
+
+
+def test_report_csv_line_breaks_in_names_keep_one_row_each(demo_session) -> None:
+    cfg = settings()
+    names = (LONE_CR, CRLF, LF)
+    customers = demo_session.exec(select(Customer).order_by(Customer.id)).all()[: len(names)]
+    for customer, name in zip(customers, names, strict=True):
+        customer.name = name
+    demo_session.flush()
+    view = aws_costs.build_costs_view(demo_session, cfg, OCT)
+    expected = {read_back(n) for n in names}
+    # The page's breakdown download: each name on its own row, the amounts under `amount`.
+    text = costs_report.breakdown_csv(view)
+    # A bare "\r" would split a row for either reader.
+    rows = as_dicts(both_readers(text, len(view.breakdown)))
+    assert "\r" not in text
+    assert expected <= {r["customer"] for r in rows}
+    assert sum((Decimal(r["amount"]) for r in rows), Decimal(0)) == view.total
+    assert {r["currency"] for r in rows} == {view.currency}
+    # `costs-report --csv` by customer: the same.
+    text = costs_report.format_report(demo_session, cfg, OCT, "customer", now=DEMO_NOW, as_csv=True)
+    rows = as_dicts(both_readers(text, len(view.by_customer)))
+    assert "\r" not in text
+    assert expected <= {r["customer"] for r in rows}
+    assert sum((Decimal(r["amount"]) for r in rows), Decimal(0)) == view.total

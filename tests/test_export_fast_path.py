@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from billing_core.corrections.models import CreditNote, CreditNoteLine
+from billing_core.csv_cells import cell_text
 from billing_core.db import session_scope
 from billing_core.errors import MoneyError
 from billing_core.invoicing import export_csv as exports
@@ -38,7 +39,8 @@ from billing_core.states import (
 )
 from billing_core.views.invoices import InvoiceFilter, apply_filter
 
-safe = exports.safe_text
+# The one rule of every text cell (line breaks made "\n", formulas quoted), applied plainly.
+safe = cell_text
 
 
 def _plain_lines_csv(session: Session, f: InvoiceFilter) -> tuple[str, int, dict[str, int]]:
@@ -214,6 +216,7 @@ ODD_TEXTS = [
     "\rcarriage return",
     "line one\nline two",
     "windows\r\nline",
+    "lone\rreturn, mid-text",
     "Ünïcode — 日本 ✓",
     " leading space",
     "",
@@ -240,7 +243,7 @@ def _world(session: Session) -> None:
     customers = [
         Customer(name='=HYPERLINK("x")', email="a@x.example", currency="EUR"),
         Customer(name='Comma, "Quote" & Co', email="b@x.example", currency="JPY"),
-        Customer(name="Kuwait Trading", email="c@x.example", currency="KWD"),
+        Customer(name="Kuwait\rTrading", email="c@x.example", currency="KWD"),
         Customer(name="Plain Inc", email="d@x.example", currency="USD"),
     ]
     session.add_all(customers)
@@ -357,11 +360,14 @@ def test_lines_csv_is_what_the_plain_path_writes(
         plain, rows, totals = _plain_lines_csv(session, selection)
         assert fast.getvalue() == plain, selection
         assert (summary.rows, dict(summary.totals)) == (rows, totals)
-    # The world holds what the comparison is about (raw text: a lone carriage return is
-    # written unquoted, as the csv module of Python 3.11 does, so csv.reader cannot read it).
+    # The world holds what the comparison is about (raw text). Every "\r" became "\n", which
+    # the csv module quotes (it writes a lone "\r" bare, and a reader would split the row).
     everything = _plain_lines_csv(session, InvoiceFilter())[0]
     for needle in (",EUR,", ",JPY,", ",KWD,", ",USD,", ",credit_note,", "'=SUM", '"line one\nline'):
         assert needle in everything, needle
+    for needle in ('"lone\nreturn, mid-text"', '"windows\nline"', '"Kuwait\nTrading"'):
+        assert needle in everything, needle
+    assert "\r" not in everything
     assert everything.splitlines()[1].split(",")[3] == "2025-12"
 
 
@@ -382,6 +388,7 @@ def test_invoices_csv_is_what_the_plain_path_writes(
     shown = {word for f in everything.figures.values() for word in f.counts}
     assert {"paid", "refunded", "partially_refunded", "failed", "credit", "carried"} <= shown
     assert ",credit_note," in text and "+00:00" in text
+    assert '"Kuwait\nTrading"' in text and "\r" not in text
 
 
 def test_the_download_is_the_file_with_a_byte_order_mark(engine: Engine) -> None:

@@ -27,6 +27,7 @@ from billing_core.invoicing.line_text import plain_decimal
 from billing_core.models import Customer, Invoice, InvoiceLine, display_status_in
 from billing_core.money import format_minor, minor_to_decimal
 from billing_core.views.invoices import InvoiceFilter
+from tests.support.csv_rows import CRLF, LF, LONE_CR, as_dicts, both_readers, read_back
 
 
 def _read(text: str) -> list[dict[str, str]]:
@@ -267,3 +268,66 @@ def test_line_cells_a_spreadsheet_would_run_are_quoted(session: Session) -> None
         "-7",
         "aws",
     )
+
+
+def _customer_with_invoice(session: Session, name: str, total: int) -> Invoice:
+    c = Customer(name=name, email=f"c{total}@x.example", currency="EUR")
+    session.add(c)
+    session.flush()
+    invoice = Invoice(
+        customer_id=c.id,
+        period="2026-10",
+        currency="EUR",
+        status="open",
+        subtotal_minor=total,
+        tax_minor=0,
+        total_minor=total,
+    )
+    session.add(invoice)
+    session.flush()
+    return invoice
+
+
+def test_line_breaks_in_names_keep_one_invoice_per_row(session: Session) -> None:
+    totals = {LONE_CR: 1234, CRLF: 5678, LF: 9012}
+    ids = {_customer_with_invoice(session, name, total).id: name for name, total in totals.items()}
+    out = io.StringIO()
+    write_invoices_csv(session, InvoiceFilter(), out)
+    text = out.getvalue()
+    rows = as_dicts(both_readers(text, 3))  # a bare "\r" would split a row for either reader
+    assert "\r" not in text
+    for row in rows:
+        name = ids[int(row["invoice_id"])]
+        assert row["customer"] == read_back(name)
+        assert row["total"] == row["subtotal"] == plain_amount(totals[name], "EUR")
+        assert (row["currency"], row["status"]) == ("EUR", "open")
+
+
+def test_line_breaks_in_line_texts_keep_one_line_per_row(session: Session) -> None:
+    invoice = _customer_with_invoice(session, LONE_CR, 300)
+    for position, (text, amount) in enumerate(((LONE_CR, 100), (CRLF, 120), (LF, 80)), 1):
+        session.add(
+            InvoiceLine(
+                invoice_id=invoice.id,
+                position=position,
+                kind="aws",
+                description=text,
+                service=text,
+                metric=text,
+                quantity=Decimal(position),
+                unit_amount=Decimal("0.5"),
+                amount_minor=amount,
+            )
+        )
+    session.flush()
+    out = io.StringIO()
+    write_lines_csv(session, InvoiceFilter(), out)
+    text = out.getvalue()
+    rows = as_dicts(both_readers(text, 3))
+    assert "\r" not in text
+    expected = ((LONE_CR, "1.00"), (CRLF, "1.20"), (LF, "0.80"))
+    for row, (cell, amount) in zip(rows, expected, strict=True):
+        assert row["customer"] == read_back(LONE_CR)
+        assert row["description"] == row["service"] == row["metric"] == read_back(cell)
+        assert (row["amount"], row["unit_amount"], row["currency"]) == (amount, "0.50", "EUR")
+    assert [r["quantity"] for r in rows] == ["1", "2", "3"]

@@ -28,6 +28,7 @@ from billing_core.models import (
 )
 from billing_core.periods import Period
 from billing_core.states import InvoiceOutcome, InvoiceStatus, LineKind
+from tests.support.csv_rows import CRLF, LF, LONE_CR, as_dicts, both_readers, read_back
 
 SOURCE = CostSource("UnblendedCost", "LINKED_ACCOUNT")
 SEP = Period(2026, 9)
@@ -325,3 +326,26 @@ def test_report_defaults_to_the_last_month_with_invoices(
     text = _run(["margin-report", "--csv", "--by", "month"], capsys)
     months = {r["month"] for r in csv.DictReader(io.StringIO(text))}
     assert months == {"2026-09"}, text
+
+
+def test_csv_line_breaks_in_names_keep_one_row_per_customer(
+    session: Session, world: dict[str, int]
+) -> None:
+    for key, name in (("aster", LONE_CR), ("basalt", CRLF), ("cedar", LF)):
+        customer = session.get(Customer, world[key])
+        assert customer is not None
+        customer.name = name
+    session.flush()
+    facts = margin_facts(session, [SEP], SOURCE)
+    text = margin_csv(facts, "customer")
+    expected = sum(len(rows) for rows in grouped(facts, "customer").values())
+    rows = as_dicts(both_readers(text, expected))  # a bare "\r" would split a row for either reader
+    assert "\r" not in text
+    by_id = {r["customer_id"]: r for r in rows}
+    aster, basalt = by_id[str(world["aster"])], by_id[str(world["basalt"])]
+    assert (aster["customer"], aster["revenue"], aster["gross_margin"]) == (
+        read_back(LONE_CR),
+        "199.16",
+        "100.16",
+    )
+    assert (basalt["customer"], basalt["currency"]) == (read_back(CRLF), "USD")

@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlmodel import Session, col, func, select
 
 from billing_core.costs.snapshots import CostSource
+from billing_core.csv_cells import cell_text
 from billing_core.errors import ConfigError
 from billing_core.invoicing.figures import BILLED_STATUSES
 from billing_core.invoicing.margin import (
@@ -118,12 +119,9 @@ def margin_csv(facts: MarginFacts, by: MarginBy) -> str:
 
 
 def _csv_row(row: Margin, currency: str) -> list[str]:
-    key = row.key
-    if key[:1] in ("=", "+", "-", "@"):  # never a spreadsheet formula
-        key = "'" + key
     return [
         currency,
-        key,
+        cell_text(row.key),  # never a spreadsheet formula, one row even with line breaks
         str(row.invoices),
         *(format_minor(row.revenue_parts[p], currency) for p in REVENUE_PARTS),
         format_minor(row.revenue_minor, currency),

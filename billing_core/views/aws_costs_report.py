@@ -16,6 +16,7 @@ from billing_core import money
 from billing_core.config import Settings
 from billing_core.costs.refresh import last_failure
 from billing_core.costs.snapshots import ZERO, CostSource, ReportBy
+from billing_core.csv_cells import cell_text
 from billing_core.errors import CostSourceError
 from billing_core.file_names import export_file_name
 from billing_core.periods import Period
@@ -68,19 +69,14 @@ def breakdown_csv(view: CostsView) -> str:
         writer.writerow(
             [
                 str(view.period),
-                _no_formula(str(row.customer)),
-                _no_formula(str(row.service)),
+                cell_text(str(row.customer)),
+                cell_text(str(row.service)),
                 row.record_type,
                 str(row.amount),
                 view.currency,
             ]
         )
     return out.getvalue()
-
-
-def _no_formula(text: str) -> str:
-    # A customer name starting with = or @ must not run as a spreadsheet formula.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def describe_age(age: timedelta) -> str:
@@ -117,7 +113,7 @@ def format_report(
         for row in rows:
             writer.writerow(
                 [
-                    _no_formula(row.key),
+                    cell_text(row.key),
                     str(row.amount),
                     view.currency,
                     info.estimated,
