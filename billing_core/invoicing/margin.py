@@ -198,9 +198,9 @@ class MarginFacts:
         return piece
 
 
-@dataclass(frozen=True)
-class _Billed:
-    """A billed invoice as the margin needs it."""
+class _Billed(NamedTuple):
+    """A billed invoice as the margin needs it (a tuple: built once per invoice of 13 months,
+    quicker than a frozen dataclass)."""
 
     customer_id: int
     period: str
