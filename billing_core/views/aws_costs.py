@@ -281,8 +281,6 @@ def _daily(
         .group_by(col(table.day), col(table.service))
         .order_by(col(table.day), col(table.service))
     )
-    if table is CostLine:
-        query = query.with_hint(CostLine, _BY_ACCOUNT, dialect_name="sqlite")
     rows = session.exec(query).all()
     frame = pd.DataFrame(
         [(date.fromisoformat(d), s, Decimal(v or 0)) for d, s, v in rows],
@@ -322,15 +320,7 @@ def _sum_lines(
     query = select(func.sum(table.amount)).where(table.snapshot_id == info.id, *conditions)
     if before is not None:
         query = query.where(col(table.day) < before.isoformat())  # type: ignore[union-attr]
-    if table is CostLine:
-        query = query.with_hint(CostLine, _BY_ACCOUNT, dialect_name="sqlite")
     return Decimal(session.exec(query).one() or 0)
-
-
-# SQLite's planner, without statistics, reads a customer's lines through the (snapshot, day)
-# index, i.e. the whole snapshot (1 s at 600,000 lines) rather than the customer's few hundred
-# through (snapshot, account) (1 ms). The hint is always usable: snapshot_id is always given.
-_BY_ACCOUNT = "INDEXED BY ix_costline_snapshot_account"
 
 
 def _fill_previous(session: Session, settings: Settings, view: CostsView, who: Attribution) -> None:
