@@ -33,7 +33,7 @@ from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
 from billing_core.periods import utcnow
-from billing_core.states import DisplayStatus
+from billing_core.states import DisplayStatus, credit_state, display_status
 from billing_core.views.common_text import status_label
 from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
 from billing_core.views.receivables import days_past_due
@@ -211,9 +211,36 @@ def billed_chart(frame: pd.DataFrame) -> go.Figure:
 # ------------------------------------------------------------------------------ table
 
 
+# The invoice columns the table shows or derives its words from: plain columns rather than ORM
+# objects, since the table holds up to TABLE_LIMIT rows on every visit.
+_TABLE_COLUMNS = (
+    "id",
+    "number",
+    "period",
+    "currency",
+    "status",
+    "outcome",
+    "total_minor",
+    "amount_paid_minor",
+    "amount_refunded_minor",
+    "pre_payment_credit_notes_minor",
+    "post_payment_credit_notes_minor",
+    "due_at",
+    "attempt_count",
+    "next_payment_attempt",
+    "issued_at",
+    "paid_at",
+    "hosted_invoice_url",
+    "invoice_pdf",
+)
+
+
 def _table_query(f: InvoiceFilter) -> Any:
     # The name each invoice was issued to, not the customer's current one.
-    query = select(Invoice, bill_to_name()).join(Customer, col(Customer.id) == Invoice.customer_id)
+    columns = [getattr(Invoice, name) for name in _TABLE_COLUMNS]
+    query = sa_select(*columns, bill_to_name().label("bill_to")).join(
+        Customer, col(Customer.id) == col(Invoice.customer_id)
+    )
     query = apply_filter(query, f)
     return query.order_by(col(Invoice.period).desc(), col(Invoice.id).desc())
 
@@ -238,11 +265,17 @@ def retry_text(invoice: Invoice, now: datetime) -> str:
 def days_late(invoice: Invoice, now: datetime) -> int | None:
     """Whole days past due of an invoice still owing something (None: not late, or owes
     nothing: paid, void, written off, credit, draft)."""
-    if invoice.display_status not in OUTSTANDING_STATUSES:
+    return _days_late(
+        invoice.display_status, invoice.total_minor, invoice.amount_paid_minor, invoice.due_at, now
+    )
+
+
+def _days_late(
+    shown: DisplayStatus, total_minor: int, paid_minor: int, due_at: datetime | None, now: datetime
+) -> int | None:
+    if shown not in OUTSTANDING_STATUSES or total_minor <= paid_minor:
         return None
-    if invoice.total_minor <= invoice.amount_paid_minor:
-        return None
-    days = days_past_due(invoice.due_at, now)
+    days = days_past_due(due_at, now)
     return days if days is not None and days > 0 else None
 
 
@@ -254,22 +287,33 @@ def invoice_table(
     as_of, else the clock); `days_past_due` only on invoices still owing and late."""
     now = now or f.as_of or utcnow()
     rows: list[dict[str, Any]] = []
-    for inv, name in session.execute(_table_query(f).limit(limit)).all():
+    for inv in session.execute(_table_query(f).limit(limit)).all():
         cur = inv.currency
+        shown = display_status(
+            inv.status,
+            inv.outcome,
+            paid_minor=inv.amount_paid_minor,
+            refunded_minor=inv.amount_refunded_minor,
+        )
+        credited = inv.pre_payment_credit_notes_minor + inv.post_payment_credit_notes_minor
         rows.append(
             {
                 "id": inv.id,
                 "number": inv.number or f"(local #{inv.id})",
-                "customer": name,
+                "customer": inv.bill_to,
                 "period": inv.period,
-                "status": status_label(inv.display_status, inv.credit_state),
+                "status": status_label(
+                    shown, credit_state(inv.total_minor, credited, inv.amount_refunded_minor)
+                ),
                 "total": display(inv.total_minor, cur),
                 "paid": display(inv.amount_paid_minor, cur),
                 "refunded": display(inv.amount_refunded_minor, cur)
                 if inv.amount_refunded_minor
                 else "",
                 "due": inv.due_at,
-                "days_past_due": days_late(inv, now),
+                "days_past_due": _days_late(
+                    shown, inv.total_minor, inv.amount_paid_minor, inv.due_at, now
+                ),
                 "attempts": inv.attempt_count,
                 "next_attempt": scheduled_retry(inv.next_payment_attempt, now),
                 "issued": inv.issued_at,
