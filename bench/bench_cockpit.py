@@ -4,7 +4,8 @@ A world of customers (EUR and USD, one linked account each), 50 invoiced months 
 invoice: 50,000 invoices at 1,000 customers), the last 13 (the months the pages show) with a
 MONTHLY cost snapshot each, and a DAILY snapshot of the running month. Times the Overview's
 data (`build_overview`, `build_cockpit`, `receivables_summary`) and one customer's
-(`build_customer_view`, upcoming invoice included). Each figure is printed beside a reference
+(`build_customer_view`, upcoming invoice included), and the Collections page's (5,000 open
+invoices at 1,000 customers). Each figure is printed beside a reference
 timed in the same run on the same database: the plain SQL sum of the same invoices' totals by
 currency and month (every customer's for the Overview, the one customer's for the Customer
 page), and the ratio, so a slower machine shows in both. Printed, never asserted.
@@ -45,6 +46,7 @@ from billing_core.models import (
 )
 from billing_core.periods import Period
 from billing_core.states import InvoiceStatus, LineKind
+from billing_core.views import collections
 from billing_core.views.customer import build_customer_view
 from billing_core.views.overview import build_cockpit, build_overview
 from billing_core.views.receivables import receivables_summary
@@ -246,10 +248,20 @@ def run(quick: bool) -> list[Figure]:
             with Session(engine) as s:
                 build_customer_view(s, settings, chosen, now=NOW)
 
+        def collections_page() -> None:
+            with Session(engine) as s:  # what pages/collections.py reads, in its order
+                collections.receivables(s, NOW)
+                collections.open_invoices_frame(s, NOW, settings.collections_policy)
+                collections.reminders_frame(s)
+                collections.failed_payments(s)
+                collections.write_offs_frame(s)
+                collections.pending_claims(s)
+
         figures = [Figure(AREA, "world seeded", f"{seeded:.1f} s", "", dataset)]
         for name, fn, only in (
             ("Overview data", overview, None),
             ("Customer page data", customer, chosen),
+            ("Collections page data", collections_page, None),
         ):
             took, cpu = _times(fn)
             floor = _time(lambda only=only: _reference(engine, only), repeat=5)

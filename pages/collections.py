@@ -59,6 +59,8 @@ else:
     st.info("Nothing is owed: no open or uncollectible invoices.")
 
 st.subheader("Open invoices")
+if note := view.open_table_note(len(open_frame), view.open_count(receivables)):
+    st.caption(note)
 st.dataframe(
     open_frame,
     hide_index=True,

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from sqlalchemy import case, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from billing_core.models import CollectionStep, Customer, Invoice, bill_to_name
@@ -30,18 +33,18 @@ from billing_core.states import InvoiceOutcome, InvoiceStatus
 BUCKETS = ("not yet due", "overdue", "uncollectible")
 
 
+# Open invoices shown in the table: the earliest due first (the most overdue, what a person
+# chases today); the rest are counted above it. Thousands of rows would only slow the page.
+OPEN_TABLE_LIMIT = 500
+
+
 def _amount_due(invoice: Invoice) -> int:
     return invoice.total_minor - invoice.amount_paid_minor
 
 
-def _open_rows(session: Session) -> list[tuple[Invoice, str]]:
-    rows = session.exec(
-        select(Invoice, bill_to_name())
-        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
-        .where(col(Invoice.status).in_([InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE]))
-        .order_by(col(Invoice.due_at), col(Invoice.id))
-    ).all()
-    return [(inv, str(name)) for inv, name in rows]
+def _due_minor() -> Any:
+    """SQL: what is still owed on an invoice, in minor units (total less what was paid)."""
+    return col(Invoice.total_minor) - col(Invoice.amount_paid_minor)
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,57 @@ class Receivable:
 
 
 def receivables(session: Session, now: datetime) -> list[Receivable]:
-    """Open invoices not yet due and overdue, and uncollectible ones, per currency."""
-    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for inv, _name in _open_rows(session):
-        if inv.status == InvoiceStatus.UNCOLLECTIBLE:
-            bucket = "uncollectible"
-        elif inv.due_at is not None and inv.due_at < now:
-            bucket = "overdue"
-        else:
-            bucket = "not yet due"
-        entry = sums[(inv.currency, bucket)]
-        entry[0] += 1
-        entry[1] += _amount_due(inv)
+    """Open invoices not yet due and overdue, and uncollectible ones, per currency.
+
+    Summed in SQL (one row per currency and status): the page opens on every visit and there
+    may be thousands of open invoices. An open invoice without a due date is not yet due.
+    """
+    late = col(Invoice.due_at) < now
+    rows = session.execute(
+        sa_select(
+            col(Invoice.currency),
+            col(Invoice.status),
+            func.count(),
+            func.coalesce(func.sum(_due_minor()), 0),
+            func.coalesce(func.sum(case((late, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((late, _due_minor()), else_=0)), 0),
+        )
+        .where(col(Invoice.status).in_([InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE]))
+        .group_by(col(Invoice.currency), col(Invoice.status))
+    ).all()
+    sums: dict[tuple[str, str], tuple[int, int]] = {}
+    for currency, status, count, amount, late_count, late_amount in rows:
+        if status == InvoiceStatus.UNCOLLECTIBLE:
+            sums[(currency, "uncollectible")] = (int(count), int(amount))
+            continue
+        if late_count:
+            sums[(currency, "overdue")] = (int(late_count), int(late_amount))
+        if count - late_count:
+            sums[(currency, "not yet due")] = (
+                int(count - late_count),
+                int(amount - late_amount),
+            )
     return [
         Receivable(currency, bucket, n, amount)
         for (currency, bucket), (n, amount) in sorted(
             sums.items(), key=lambda kv: (kv[0][0], BUCKETS.index(kv[0][1]))
         )
     ]
+
+
+def open_count(items: list[Receivable]) -> int:
+    """How many invoices are open (not yet due and overdue), from `receivables`."""
+    return sum(r.count for r in items if r.bucket != "uncollectible")
+
+
+def open_table_note(shown: int, total: int) -> str | None:
+    """The sentence above a cut open-invoices table (None when every open invoice is shown)."""
+    if shown >= total:
+        return None
+    return (
+        f"The {shown:,} open invoices due first (the most overdue) of {total:,}; "
+        "filter the Invoices page by status to see the others."
+    )
 
 
 def receivables_frame(items: list[Receivable]) -> pd.DataFrame:
@@ -88,44 +124,73 @@ def receivables_frame(items: list[Receivable]) -> pd.DataFrame:
     return pd.DataFrame(list(by_currency.values()), columns=["currency", *BUCKETS])
 
 
-def _steps_by_invoice(session: Session) -> dict[int, dict[str, CollectionStep]]:
-    out: dict[int, dict[str, CollectionStep]] = defaultdict(dict)
-    for step in session.exec(select(CollectionStep)).all():
-        out[step.invoice_id][step.step] = step
+def _steps_done(session: Session, invoice_ids: list[int]) -> dict[int, dict[str, datetime]]:
+    """{invoice id: {step: when it was done}} for these invoices' finished steps."""
+    out: dict[int, dict[str, datetime]] = defaultdict(dict)
+    if not invoice_ids:
+        return out
+    for invoice_id, step, done_at in session.execute(
+        sa_select(
+            col(CollectionStep.invoice_id), col(CollectionStep.step), col(CollectionStep.done_at)
+        ).where(
+            col(CollectionStep.invoice_id).in_(invoice_ids),
+            col(CollectionStep.done_at).is_not(None),
+        )
+    ).all():
+        out[invoice_id][step] = done_at
     return out
 
 
-def open_invoices_frame(session: Session, now: datetime, policy: CollectionsPolicy) -> pd.DataFrame:
-    """Open invoices by due date: amount due, days past due, last and next collections step."""
-    steps = _steps_by_invoice(session)
+def open_invoices_frame(
+    session: Session, now: datetime, policy: CollectionsPolicy, limit: int = OPEN_TABLE_LIMIT
+) -> pd.DataFrame:
+    """Open invoices by due date, the earliest first (those without one last), at most `limit`
+    of them: amount due, days past due, last and next collections step. `open_count` says how
+    many there are.
+
+    Plain columns rather than ORM objects, and the steps of the shown invoices only.
+    """
+    rows = session.execute(
+        sa_select(
+            col(Invoice.id),
+            col(Invoice.number),
+            bill_to_name(),
+            _due_minor(),
+            col(Invoice.currency),
+            col(Invoice.due_at),
+            col(Invoice.collection_method),
+            col(Invoice.is_demo),
+            col(Invoice.stripe_invoice_id),
+        )
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+        .where(col(Invoice.status) == InvoiceStatus.OPEN)
+        # Without a due date last, on every database (SQLite sorts NULL first, PostgreSQL last).
+        .order_by(col(Invoice.due_at).is_(None), col(Invoice.due_at), col(Invoice.id))
+        .limit(limit)
+    ).all()
+    steps = _steps_done(session, [row[0] for row in rows])
     records = []
-    for inv, name in _open_rows(session):
-        if inv.status != InvoiceStatus.OPEN:
-            continue
-        assert inv.id is not None
-        taken = steps.get(inv.id, {})
-        done = {s.step: s.done_at for s in taken.values() if s.done_at is not None}
+    for invoice_id, number, name, due_minor, currency, due_at, method, is_demo, stripe_id in rows:
+        done = steps.get(invoice_id, {})
         last = max(done.items(), key=lambda kv: kv[1], default=None)
-        past = days_past_due(inv.due_at, now) if inv.due_at else None
-        if inv.collection_method != "send_invoice":
+        past = days_past_due(due_at, now) if due_at else None
+        if method != "send_invoice":
             plan_text = "charged by Stripe"
-        elif inv.is_demo or not inv.stripe_invoice_id:
-            plan_text = "demo record" if inv.is_demo else "not in Stripe yet"
-        elif inv.due_at is None:
+        elif is_demo or not stripe_id:
+            plan_text = "demo record" if is_demo else "not in Stripe yet"
+        elif due_at is None:
             plan_text = "no due date yet"
         else:
-            plan = next_step(policy, due_at=inv.due_at, now=now, done=done)
+            plan = next_step(policy, due_at=due_at, now=now, done=done)
             plan_text = short_step(plan.step) + ", due now" if plan else _upcoming(policy, past)
         records.append(
             {
-                "invoice": inv.number or f"#{inv.id}",
-                "customer": name,
-                "amount due": display(_amount_due(inv), inv.currency),
-                "due": inv.due_at,
+                "invoice": number or f"#{invoice_id}",
+                "customer": str(name),
+                "amount due": display(int(due_minor), currency),
+                "due": due_at,
                 "days past due": past,
-                "collection": "send invoice"
-                if inv.collection_method == "send_invoice"
-                else "automatic",
+                "collection": "send invoice" if method == "send_invoice" else "automatic",
                 "last step": f"{short_step(last[0])}, {last[1]:%b %d}" if last else "—",
                 "next step": plan_text,
             }
@@ -273,13 +338,15 @@ def write_offs_frame(session: Session) -> pd.DataFrame:
         ).all()
     }
     sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for inv, _name in _open_rows(session):
-        if inv.status != InvoiceStatus.UNCOLLECTIBLE:
-            continue
-        when = marked.get(inv.id or 0) or inv.updated_at
-        entry = sums[(f"{when:%Y-%m}", inv.currency)]
+    for invoice_id, currency, updated_at, due_minor in session.execute(
+        sa_select(col(Invoice.id), col(Invoice.currency), col(Invoice.updated_at), _due_minor())
+        .where(col(Invoice.status) == InvoiceStatus.UNCOLLECTIBLE)
+        .order_by(col(Invoice.id))
+    ).all():
+        when = marked.get(invoice_id) or updated_at
+        entry = sums[(f"{when:%Y-%m}", currency)]
         entry[0] += 1
-        entry[1] += _amount_due(inv)
+        entry[1] += int(due_minor)
     records = [
         {
             "month": month,
