@@ -8,7 +8,8 @@ data (`build_overview`, `build_cockpit`, `receivables_summary`) and one customer
 invoices at 1,000 customers). Each figure is printed beside a reference
 timed in the same run on the same database: the plain SQL sum of the same invoices' totals by
 currency and month (every customer's for the Overview, the one customer's for the Customer
-page), and the ratio, so a slower machine shows in both. Printed, never asserted.
+page), and the ratio, so a slower machine shows in both. Printed, never asserted. Under `make
+bench-postgres` the same world and figures follow on PostgreSQL (area "cockpit (PostgreSQL)").
 
 `python -m bench.bench_cockpit [--quick]` runs it alone; `run(quick)` fits bench/run.py's BENCHES.
 """
@@ -28,8 +29,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from bench import compare
 from bench.run import Figure
-from billing_core.config import load_settings
+from billing_core.config import Settings, load_settings
 from billing_core.costs.rollups import write_rollups
 from billing_core.db import make_engine, migrate, session_scope
 from billing_core.invoicing.figures import BILLED_STATUSES
@@ -229,55 +231,64 @@ def _reference(engine: Engine, customer_id: int | None) -> None:
 def run(quick: bool) -> list[Figure]:
     customers = 100 if quick else 1_000
     settings = load_settings({"BILLING_MODE": "live"}, secrets_path=Path("/nonexistent.toml"))
+    figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/cockpit.db")
-        migrate(engine)
-        started = time.perf_counter()
-        _populate(engine, customers)
-        seeded = time.perf_counter() - started
-        dataset = f"{customers} customers, {MONTHS} months, {customers * HISTORY} invoices"
-        chosen = customers // 2
+        # SQLite, and PostgreSQL beside it under `make bench-postgres` (area suffixed).
+        for label, url in compare.backends(tmp, "cockpit"):
+            figures += _section(url, AREA + label, customers, settings)
+    return figures
 
-        def overview() -> None:
-            with Session(engine) as s:
-                build_overview(s, NOW)
-                build_cockpit(s, settings, now=NOW)
-                receivables_summary(s, as_of=NOW)
 
-        def customer() -> None:
-            with Session(engine) as s:
-                build_customer_view(s, settings, chosen, now=NOW)
+def _section(url: str, area: str, customers: int, settings: Settings) -> list[Figure]:
+    """The world, then the three pages' data beside their reference, on database `url`."""
+    engine = make_engine(url)
+    migrate(engine)
+    started = time.perf_counter()
+    _populate(engine, customers)
+    seeded = time.perf_counter() - started
+    dataset = f"{customers} customers, {MONTHS} months, {customers * HISTORY} invoices"
+    chosen = customers // 2
 
-        def collections_page() -> None:
-            with Session(engine) as s:  # what pages/collections.py reads, in its order
-                collections.receivables(s, NOW)
-                collections.open_invoices_frame(s, NOW, settings.collections_policy)
-                collections.reminders_frame(s)
-                collections.failed_payments(s)
-                collections.write_offs_frame(s)
-                collections.pending_claims(s)
+    def overview() -> None:
+        with Session(engine) as s:
+            build_overview(s, NOW)
+            build_cockpit(s, settings, now=NOW)
+            receivables_summary(s, as_of=NOW)
 
-        figures = [Figure(AREA, "world seeded", f"{seeded:.1f} s", "", dataset)]
-        for name, fn, only in (
-            ("Overview data", overview, None),
-            ("Customer page data", customer, chosen),
-            ("Collections page data", collections_page, None),
-        ):
-            took, cpu = _times(fn)
-            floor = _time(lambda only=only: _reference(engine, only), repeat=5)
-            figures += [
-                Figure(AREA, name, f"{took:.2f} s", "< 0.5 s", dataset),
-                Figure(AREA, f"{name}: CPU", f"{cpu:.2f} s", "", "CPU time of this process"),
-                Figure(
-                    AREA,
-                    f"{name}: SQL sum reference",
-                    f"{floor * 1000:.1f} ms",
-                    "",
-                    "same invoices' totals by currency and month, plain SQL",
-                ),
-                Figure(AREA, f"{name}: ratio", f"{took / floor:.0f}x", "", "page / reference"),
-            ]
-        engine.dispose()
+    def customer() -> None:
+        with Session(engine) as s:
+            build_customer_view(s, settings, chosen, now=NOW)
+
+    def collections_page() -> None:
+        with Session(engine) as s:  # what pages/collections.py reads, in its order
+            collections.receivables(s, NOW)
+            collections.open_invoices_frame(s, NOW, settings.collections_policy)
+            collections.reminders_frame(s)
+            collections.failed_payments(s)
+            collections.write_offs_frame(s)
+            collections.pending_claims(s)
+
+    figures = [Figure(area, "world seeded", f"{seeded:.1f} s", "", dataset)]
+    for name, fn, only in (
+        ("Overview data", overview, None),
+        ("Customer page data", customer, chosen),
+        ("Collections page data", collections_page, None),
+    ):
+        took, cpu = _times(fn)
+        floor = _time(lambda only=only: _reference(engine, only), repeat=5)
+        figures += [
+            Figure(area, name, f"{took:.2f} s", "< 0.5 s", dataset),
+            Figure(area, f"{name}: CPU", f"{cpu:.2f} s", "", "CPU time of this process"),
+            Figure(
+                area,
+                f"{name}: SQL sum reference",
+                f"{floor * 1000:.1f} ms",
+                "",
+                "same invoices' totals by currency and month, plain SQL",
+            ),
+            Figure(area, f"{name}: ratio", f"{took / floor:.0f}x", "", "page / reference"),
+        ]
+    engine.dispose()
     return figures
 
 
