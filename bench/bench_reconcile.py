@@ -6,6 +6,7 @@ HTTP, so only the reconciliation's own requests are measured. One invoice in a h
 Compute is printed twice: as wall time less the wait on Stripe (inflated when the machine is
 busy) and as the run's CPU time less the CPU time its requests took (HTTP, JSON decoding),
 which a busy machine barely moves. The server runs in this process: its work is in the wait.
+Under `make bench-postgres` the same run follows on PostgreSQL (area "reconcile (PostgreSQL)").
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from bench import compare
 from bench.run import Figure
 from billing_core.config import load_settings
 from billing_core.costs.snapshots import CostSource
@@ -89,11 +90,21 @@ def _populate(engine: Engine, server: StripeTestServer, period: Period, n: int) 
 
 
 def run(quick: bool) -> list[Figure]:
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # SQLite, and PostgreSQL beside it under `make bench-postgres` (area suffixed).
+        for label, url in compare.backends(tmp, "reconcile"):
+            figures += _section(url, "reconcile" + label, quick)
+    return figures
+
+
+def _section(url: str, area: str, quick: bool) -> list[Figure]:
+    """One reconciliation of the period on database `url` against a fresh local Stripe."""
     n = 500 if quick else 50_000
     period = Period.containing(utcnow()).previous()
     dataset = f"{n:,} invoices, 1 line each, 1 % differing"
-    with tempfile.TemporaryDirectory() as tmp, StripeTestServer() as server:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+    with StripeTestServer() as server:
+        engine = make_engine(url)
         migrate(engine)
         _populate(engine, server, period, n)
         settings = load_settings(environ={"STRIPE_API_BASE": server.url})
@@ -113,45 +124,43 @@ def run(quick: bool) -> list[Figure]:
         engine.dispose()
     raised = sum(row["raised"] for row in result.counts["kinds"].values())
     return [
-        Figure("reconcile", "wall time of a run", f"{elapsed:.2f} s", "", dataset),
+        Figure(area, "wall time of a run", f"{elapsed:.2f} s", "", dataset),
         Figure(
-            "reconcile",
+            area,
             "compute time (diffing, database; not waiting on Stripe)",
             f"{result.counts['timings']['compute_s']:.2f} s",
             "< 5 s",
             dataset,
         ),
         Figure(
-            "reconcile",
+            area,
             "compute CPU time (the run's thread, Stripe's requests taken out)",
             f"{result.counts['timings']['compute_cpu_s']:.2f} s",
             "< 5 s",
             dataset,
         ),
         Figure(
-            "reconcile",
+            area,
             "waiting on the local Stripe server (in-process, shares the GIL)",
             f"{result.counts['timings']['stripe_wait_s']:.2f} s",
             "",
             dataset,
         ),
         Figure(
-            "reconcile",
+            area,
             "Stripe requests",
             str(result.stripe_requests),
             f"about {n // 100} (one per 100 invoices)",
             dataset,
         ),
         Figure(
-            "reconcile",
+            area,
             "peak traced memory (tracemalloc, run only)",
             f"{peak / 2**20:.0f} MiB",
             "",
             dataset,
         ),
-        Figure(
-            "reconcile", "diffs raised", str(raised), f"{2 * (n // 100)} (amount + line)", dataset
-        ),
+        Figure(area, "diffs raised", str(raised), f"{2 * (n // 100)} (amount + line)", dataset),
     ]
 
 
