@@ -356,6 +356,8 @@ def _run(
     """One invoice run of PERIOD on database `url`; with `drafts_only`, stopped once its drafts
     are saved (push_wall, rejected and readings are then empty)."""
     _world(url, customers, server)
+    engine = make_engine(url)
+    compare.analyze(engine)  # PostgreSQL: statistics, as autovacuum would take
     server.latency = LATENCY
     server.rate_limit = RATE
     settings = load_settings(
@@ -368,7 +370,6 @@ def _run(
         },
         secrets_path=root / "none.toml",
     )
-    engine = make_engine(url)
     lines: list[str] = []
     marks: dict[str, tuple[float, float]] = {}
 

@@ -107,6 +107,7 @@ def _section(url: str, area: str, quick: bool) -> list[Figure]:
         engine = make_engine(url)
         migrate(engine)
         _populate(engine, server, period, n)
+        compare.analyze(engine)  # PostgreSQL: statistics, as autovacuum would take
         settings = load_settings(environ={"STRIPE_API_BASE": server.url})
 
         started = time.perf_counter()
