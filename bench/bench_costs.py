@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, Table, insert
+from sqlalchemy import Column, Index, MetaData, Numeric, Table, insert
 from sqlmodel import Session
 
 from bench import compare
@@ -162,16 +162,28 @@ def _reference_fetch(db_url: str, period: Period, accounts: int) -> tuple[int, c
     stub = CostExplorerStub(Dataset(accounts)).start()
     engine = make_engine(db_url)
     source = CostLine.__table__  # type: ignore[attr-defined]
+    sqlite = engine.dialect.name == "sqlite"
     table = Table(
         "cost_reference",
         MetaData(),
-        *(Column(c.name, c.type, primary_key=c.primary_key) for c in source.columns),
+        *(
+            # PostgreSQL refuses decimal text in a BIGINT column: there the amount column is
+            # NUMERIC, so the server parses the raw text (SQLite takes it as it is).
+            Column(
+                c.name,
+                c.type if sqlite or c.name != "amount" else Numeric(20, 10),
+                primary_key=c.primary_key,
+            )
+            for c in source.columns
+        ),
     )
     Index("ix_reference_snapshot_day", table.c.snapshot_id, table.c.day)
     Index("ix_reference_period", table.c.period)
     table.metadata.create_all(engine)
     columns = [c.name for c in table.columns if c.name != "id"]
-    sql = str(insert(table).compile(dialect=engine.dialect, column_keys=columns))
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"  # positional on both drivers
+    marks = ", ".join([mark] * len(columns))
+    sql = f"INSERT INTO cost_reference ({', '.join(columns)}) VALUES ({marks})"
     try:
         cfg = load_settings({"BILLING_MODE": "live"}, Path("/nonexistent"))
         query = ce.build_query(period, NOW, metric=cfg.cost_metric, group_by=cfg.cost_group_by)
@@ -209,8 +221,11 @@ def _reference_fetch(db_url: str, period: Period, accounts: int) -> tuple[int, c
 
 
 def _db_bytes(engine: Any) -> int:
-    """Bytes the SQLite database uses (pages in use; free pages are reused by later writes)."""
+    """Bytes the SQLite database uses (pages in use; free pages are reused by later writes);
+    on PostgreSQL, the database's size on disk (pg_database_size)."""
     with engine.connect() as conn:
+        if engine.dialect.name != "sqlite":
+            return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
         size = conn.exec_driver_sql("PRAGMA page_size").scalar()
         count = conn.exec_driver_sql("PRAGMA page_count").scalar()
         free = conn.exec_driver_sql("PRAGMA freelist_count").scalar()
@@ -317,6 +332,7 @@ def run(quick: bool) -> list[Figure]:
             )
         )
         engine.dispose()
+        figures += _postgres_fetch(tmp, accounts, dataset)
         # Page views on the demo world: the request count does not depend on the data's size,
         # and the page build time is measured above.
         demo_url = f"sqlite:///{tmp}/demo.db"
@@ -337,7 +353,9 @@ def run(quick: bool) -> list[Figure]:
         figures.append(Figure("costs", "page rerun (AppTest)", f"{per_view:.2f} s", "", demo))
         small = max(10, accounts // 10)
         sizes = _storage(tmp, small, KEEP_SNAPSHOTS + 2)
-        figures += _scale(tmp, quick)
+        figures += _scale(f"sqlite:///{tmp}/scale.db", "costs", quick)
+        for label, url in compare.backends(tmp, "costs_scale")[1:]:  # make bench-postgres
+            figures += _scale(url, "costs" + label, quick, postgres=True)
         figures.append(
             Figure(
                 "costs",
@@ -350,11 +368,46 @@ def run(quick: bool) -> list[Figure]:
     return figures
 
 
+def _postgres_fetch(tmp: str, accounts: int, dataset: str) -> list[Figure]:
+    """The running month's fetch + parse + store and its reference on PostgreSQL (make
+    bench-postgres), beside SQLite's: the same stub pages, a fresh database for each."""
+    figures: list[Figure] = []
+    server = os.environ.get(compare.POSTGRES_ENV, "")
+    period = Period.containing(NOW)
+    for label, url in compare.backends(tmp, "costs")[1:]:
+        engine = make_engine(url)
+        migrate(engine)
+        _seed_customers(engine, accounts, max(1, accounts // 10))
+        _, first_s, lines = _fetch(engine, period, accounts)
+        ours: list[compare.Timing] = []
+        refs: list[compare.Timing] = []
+        for i in range(2):
+            reference = compare.fresh_postgres_database(server, f"costs_reference{i}")
+            ref_lines, ref = _reference_fetch(reference, period, accounts)
+            refs.append(ref)
+            ours.append(compare.timed(lambda e=engine: _fetch(e, period, accounts))[1])
+        engine.dispose()
+        area = "costs" + label
+        figures += [
+            Figure(area, "fetch + parse + store, running month", f"{first_s:.1f} s", "", dataset),
+            Figure(
+                area,
+                "fetch + parse + store vs reference (lines/s)",
+                compare.rate_vs(lines, "lines", compare.best(ours), compare.best(refs)),
+                ">= 50 % of the reference: boto3 alone receiving the same pages + one "
+                "executemany of the raw values, one transaction",
+                f"{lines} lines ({ref_lines} in the reference); {dataset}",
+            ),
+        ]
+    return figures
+
+
 # --- 13 months of daily costs: page data from the rollups, whatever the number of lines -----
 
 SCALE_SERVICES = [f"Service {i:02d}" for i in range(50)]
 SERVICES_PER_ACCOUNT = 10  # of the 50: an AWS account uses a handful of services
 PAGE_GOAL = "< 0.3 s"
+POSTGRES_SCALE_ACCOUNTS = 500  # the scale world on PostgreSQL (see _scale)
 CREDIT = ("Credit", "Credit")  # service and record type of a credit line, as AWS names them
 
 
@@ -435,12 +488,17 @@ def _page_times(engine: Any, period: Period, customer_id: int) -> dict[str, Took
     }
 
 
-def _scale(tmp: str, quick: bool) -> list[Figure]:
+def _scale(url: str, area: str, quick: bool, *, postgres: bool = False) -> list[Figure]:
     """13 months of DAILY snapshots (12 closed, fetched after their month, and the running
     month) for 2,000 linked accounts x 10 of 50 services and 5,000 customers; page data timed
-    on day 8 of the running month and again on day 31 (4x the lines, the same rollup rows)."""
+    on day 8 of the running month and again on day 31 (4x the lines, the same rollup rows).
+
+    `postgres`: a quarter of the accounts (500, about 2 M lines instead of 8 M), as storing
+    the full world there takes too long for a benchmark run; the dataset cell says so."""
     accounts, customers, months = (40, 100, 3) if quick else (2_000, 5_000, 13)
-    engine = make_engine(f"sqlite:///{tmp}/scale.db")
+    if postgres and not quick:
+        accounts = POSTGRES_SCALE_ACCOUNTS
+    engine = make_engine(url)
     migrate(engine)
     with session_scope(engine) as session:
         session.execute(
@@ -467,12 +525,14 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
     before = _db_bytes(engine)
     early = _store_month(engine, running, accounts, 8, running.start_at + timedelta(days=7.5))
     stored = time.perf_counter() - started
+    compare.analyze(engine)  # PostgreSQL: statistics, as autovacuum would take
     at_day_8 = _page_times(engine, running, customer_id=1)
     started = time.perf_counter()
     month = _store_month(engine, running, accounts, NOW.day, NOW)
     stored += time.perf_counter() - started
     one_month = _db_bytes(engine) - before  # day 8's snapshot is kept too (3 kept per month)
     lines += early + month
+    compare.analyze(engine)
     times = _page_times(engine, running, customer_id=1)
     engine.dispose()
     full = accounts * len(SCALE_SERVICES) * 395
@@ -481,6 +541,8 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
         f"{accounts} accounts x {SERVICES_PER_ACCOUNT} of {len(SCALE_SERVICES)} services, "
         f"{customers} customers"
     )
+    if postgres and not quick:
+        note += " (a quarter of SQLite's 2,000 accounts: the full world stores too slowly)"
     per_line = stored / lines
     sparse = (
         f"every account on all {len(SCALE_SERVICES)} services would be {full / 1e6:.1f} M lines, "
@@ -488,42 +550,42 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
     )
     return [
         Figure(
-            "costs",
+            area,
             "store the months of daily costs (lines + rollups)",
             f"{stored:.0f} s ({lines / stored:,.0f} lines/s)",
             "",
             f"{note}; {sparse}",
         ),
         Figure(
-            "costs",
+            area,
             "page data build from the database",
             str(times["costs"]),
             PAGE_GOAL,
             f"AWS costs page, running month; {note}",
         ),
         Figure(
-            "costs",
+            area,
             "page data build, one customer",
             str(times["one customer"]),
             PAGE_GOAL,
             f"AWS costs page filtered to a customer; {note}",
         ),
         Figure(
-            "costs",
+            area,
             "Overview data",
             str(times["overview"]),
             PAGE_GOAL,
             f"Overview's figures (no invoices in this world); {note}",
         ),
         Figure(
-            "costs",
+            area,
             "Customer page data",
             str(times["customer"]),
             PAGE_GOAL,
             f"one customer's page; {note}",
         ),
         Figure(
-            "costs",
+            area,
             "page data at two line counts (day 8 vs day 31 of the month)",
             ", ".join(
                 f"{name} {at_day_8[name]} vs {times[name]}"
@@ -533,7 +595,7 @@ def _scale(tmp: str, quick: bool) -> list[Figure]:
             f"{early:,} vs {month:,} lines in the running month's snapshot; {note}",
         ),
         Figure(
-            "costs",
+            area,
             "database size per month of daily costs (lines + rollups)",
             f"{one_month / 2**20:.0f} MiB ({one_month / (early + month):.0f} bytes per line)",
             "grows with months, not refreshes",
