@@ -26,12 +26,15 @@ same Streamlit (bench/browser_reference_app.py, one title and one st.write), rea
 two ways; the ratio page / reference holds on a noisy machine. Printed, never asserted. Without
 chromium (or Playwright) one row says so instead of failing.
 
-`python -m bench.bench_browser [--quick]` runs it alone; `run(quick)` fits bench/run.py's BENCHES.
+BENCH_BROWSER_PAGES="Overview,Invoices" (titles or URL stems) measures only those pages (the
+reference is always measured). `python -m bench.bench_browser [--quick]` runs it alone;
+`run(quick)` fits bench/run.py's BENCHES.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -51,6 +54,7 @@ HEADER = "X-Forwarded-Email"
 ADMIN = "bench@acme.example"
 SCREEN = {"width": 1440, "height": 900}
 TIMEOUT_MS = 60_000
+PAGES_ENV = "BENCH_BROWSER_PAGES"
 REFERENCE_APP = Path(__file__).resolve().parent / "browser_reference_app.py"
 
 # Resolves to performance.now() at the first animation frame the page is interactive (above).
@@ -174,6 +178,21 @@ def _dashboard_pages() -> list[Target]:
     return [Target("/" + Path(path).stem, title) for path, title, _icon, _role in PAGES]
 
 
+def _selected(targets: list[Target]) -> list[Target]:
+    """The targets named in BENCH_BROWSER_PAGES (comma-separated titles or URL stems, e.g.
+    "Overview,invoices"; case-insensitive), all of them when it is unset or empty.
+    Raises ValueError naming the valid choices for a name that matches no page."""
+    wanted = [w.strip().lower() for w in os.environ.get(PAGES_ENV, "").split(",") if w.strip()]
+    if not wanted:
+        return targets
+    names = {t.title.lower(): t for t in targets} | {t.path[1:].lower(): t for t in targets}
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        choices = ", ".join(t.title for t in targets)
+        raise ValueError(f"{PAGES_ENV}: no page named {', '.join(unknown)}; choose from {choices}")
+    return [t for t in targets if t in {names[w] for w in wanted}]
+
+
 def measure_dashboard(tmp: Path, database_url: str, dataset: str) -> list[Figure]:
     """One row per page: median time to interactive by sidebar link and by URL."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -187,7 +206,7 @@ def measure_dashboard(tmp: Path, database_url: str, dataset: str) -> list[Figure
         launch_streamlit(tmp, database_url, env=env) as server,
         _browser_page(server.url, {HEADER: ADMIN}) as page,
     ):
-        for target in targets:
+        for target in _selected(targets):
             # Start from a light page that is not the target (the Audit log, or the Overview).
             start = targets[-1] if target != targets[-1] else targets[0]
             print(f"  {target.title} ({dataset})", file=sys.stderr, flush=True)

@@ -339,6 +339,10 @@ def _billed_in_range() -> ColumnElement[bool]:
     return replacement_traverse(display_status_in(BILLED_STATUSES), {}, unindexed)
 
 
+#: The same clause for other readers narrowed by months (the Overview's newest billed month).
+billed_in_range = _billed_in_range
+
+
 def _billed_invoices(
     session: Session, low: str, high: str, keep: set[str], only: set[int] | None
 ) -> dict[tuple[str, int], _Billed]:
