@@ -1,7 +1,7 @@
 """Links from one page to another, already filtered (query parameters). Not a page.
 
 `link` is st.page_link (same tab, keeps the session) when the page runs under the dashboard's
-navigation; a page opened on its own (a fresh server routes by folder; AppTest) has no
+navigation; a page opened on its own (an AppTest of the page file) has no
 navigation to resolve a file against, so the same link is drawn as a plain markdown link to
 the page's URL instead.
 """

@@ -15,6 +15,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from streamlit import config as st_config
+from streamlit.runtime.pages_manager import PagesManager
 
 from billing_core import money
 from billing_core.auth import (
@@ -33,6 +34,7 @@ from billing_core.errors import BillingError, ConfigError
 from billing_core.payments import payment_methods
 from billing_core.periods import utcnow
 from billing_core.stripe.gateway import Gateway
+from pages.common.registry import PAGES
 
 log = logging.getLogger("dashboard")
 
@@ -180,13 +182,34 @@ def _sidebar(identity: Identity) -> None:
             st.caption("Sign out on your company's sign-in page.")
 
 
+def _hand_over_to_dashboard() -> None:
+    """Rerun a page that Streamlit ran by its file name through dashboard.py's navigation.
+
+    Streamlit keeps one switch per server process: a `pages/` folder beside the main script
+    starts it in its pages-folder mode, where /audit runs pages/audit.py alone and the sidebar
+    lists the folder's file names, until st.navigation is first called. So when a page's URL is
+    the first request of a fresh server (a link pasted into a new tab), the page runs without
+    dashboard.py: no app titles, no role filtering of the navigation. Any st.navigation call
+    ends that mode for the process; the rerun then runs dashboard.py with the same page (both
+    modes derive a page's id from its URL path) and the same query string.
+    Returns when Streamlit is not in that mode (dashboard.py's navigation, or an AppTest).
+    """
+    if not PagesManager.uses_pages_directory:
+        return
+    # Every page of the registry, so this one keeps its id (a page missing from the list would
+    # be answered with "page not found"); hidden, since the rerun replaces it at once.
+    st.navigation([st.Page(path) for path, *_ in PAGES], position="hidden")
+    st.rerun()
+
+
 def page_setup(title: str, needed: Role = "viewer") -> Identity:
     """Guard a page: stop before any data is read unless the role allows it.
 
-    Every page calls this first, because Streamlit also serves files in pages/ by URL without
-    running dashboard.py (a fresh server routes by folder until st.navigation first runs).
+    Every page calls this first. A page that Streamlit ran by its file name rather than through
+    dashboard.py's navigation (a fresh server's first request) is rerun through it first.
     """
-    # Also here, not only in dashboard.py: a page opened by URL on a fresh server runs alone.
+    _hand_over_to_dashboard()
+    # Also here, not only in dashboard.py: AppTests run a page file alone.
     st.set_page_config(page_title=f"{title} · AWS billing", layout="wide")
     with stop_on_error():  # whatever went wrong, fail closed: no identity, no data
         sign_in, identity = access()

@@ -12,6 +12,7 @@ Fixtures:
 - `page` (pytest-playwright, per test): a fresh browser context whose base URL is that server,
   so `page.goto("/")` opens the dashboard.
 - `signin_server` (per test): a fresh server with OIDC sign-in configured and roles set.
+- `nginx`: skips a test that signs in through tests/support/reverse_proxy.py without nginx.
 - `launch_streamlit(...)`: a context manager for a server with any other settings, e.g. pointed
   at `stripe_test_server` (session) with `env={"STRIPE_API_BASE": stripe_test_server.url,
   "STRIPE_API_KEY": "sk_test_browser"}`.
@@ -49,6 +50,7 @@ from billing_core.db import make_engine, migrate, session_scope
 from billing_core.demo import seed_demo
 from billing_core.periods import utcnow
 from tests.conftest import CHROMIUM, DB_BACKEND, ROOT
+from tests.support.reverse_proxy import nginx_available
 from tests.support.stripe_server import StripeTestServer
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -234,6 +236,16 @@ def signin_server(tmp_path: Path, demo_db_url: str) -> Iterator[StreamlitServer]
         secrets=AUTH_SECRETS,
     ) as server:
         yield server
+
+
+@pytest.fixture
+def nginx() -> None:
+    """Tests through the sign-in proxy need nginx: skipped without it locally, an error on CI."""
+    if nginx_available():
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("The proxy sign-in test needs nginx on CI: `apt-get install nginx` (.ci/run).")
+    pytest.skip("no nginx (apt-get install nginx)")
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,13 @@
 """Anonymous visitors of a fresh server see the sign-in screen on every URL, and no data.
 
 On a fresh server Streamlit routes /<page> straight to pages/<page>.py (its pages-folder mode)
-until dashboard.py has called st.navigation once, so the page URLs are opened before "/"; then
-once more, now routed through dashboard.py's navigation.
+until st.navigation has been called once (the page guard then hands the run over to
+dashboard.py), so the page URLs are opened before "/"; then once more, now routed through
+dashboard.py's navigation from the start.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from billing_core.demo.catalog import CUSTOMERS
 from pages.common.registry import PAGES
 from tests.browser.conftest import ADMIN, VIEWER, StreamlitServer, launch_streamlit
-from tests.support.reverse_proxy import USER_COOKIE, ReverseProxy, nginx_available, sign_in_proxy
+from tests.support.reverse_proxy import USER_COOKIE, ReverseProxy, sign_in_proxy
 from tests.support.streamlit_ws import run_page
 
 pytestmark = pytest.mark.browser
@@ -60,16 +60,6 @@ def test_every_url_shows_only_the_sign_in_screen(
         page.get_by_role("button", name="Sign in").wait_for(timeout=APP_TIMEOUT_MS)
         assert_no_data(page, body, url)
     page.close()
-
-
-@pytest.fixture
-def nginx() -> None:
-    """The proxy test needs Debian's nginx: skipped without it locally, an error on CI."""
-    if nginx_available():
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("The proxy sign-in test needs nginx on CI: `apt-get install nginx` (.ci/run).")
-    pytest.skip("no nginx (apt-get install nginx)")
 
 
 def open_as(chromium: Any, proxy: ReverseProxy, user: str | None, **context_args: Any) -> Any:
