@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from billing_core.errors import LockHeld
@@ -124,3 +128,34 @@ def test_lock_is_exclusive_across_processes(engine: Engine, db_url: str) -> None
     holder.release()
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_heartbeat_on_a_busy_database_logs_one_line_and_keeps_beating(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another writer holding the database makes a beat fail; the run's output must say so in
+    # a sentence (the drills refuse a traceback in it) and the next beat must try again.
+    calls: list[int] = []
+
+    def busy_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError(
+                "UPDATE runlock", {}, sqlite3.OperationalError("database is locked")
+            )
+
+    lock = DatabaseLock(engine, "busy", owner="me", stale_seconds=10)
+    lock.on_beat = busy_once
+    lock.acquire()
+    with caplog.at_level(logging.WARNING, logger="billing_core.invoicing.run_lock"):
+        lock.start_heartbeat(interval=0.05)
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lock.stop_heartbeat()
+    lock.release()
+    assert len(calls) >= 3  # kept beating after the failure
+    failed = [r for r in caplog.records if "heartbeat for busy failed" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in caplog.records]
+    assert "database is locked" in failed[0].getMessage()
+    assert failed[0].exc_info is None  # no traceback in the run's output

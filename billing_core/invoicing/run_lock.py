@@ -20,7 +20,7 @@ from types import TracebackType
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from billing_core.errors import LockHeld
 from billing_core.models import RunLock
@@ -169,7 +169,16 @@ class DatabaseLock:
                     return
                 if self.on_beat is not None:
                     self.on_beat()
-            except Exception:  # a busy database must not kill the heartbeat thread
+            except OperationalError as exc:
+                # A database busy with another writer (or briefly unreachable) is expected
+                # weather, not a fault: one line for the log, and the next beat tries again.
+                log.warning(
+                    "heartbeat for %s failed (%s); retrying in %.0f s",
+                    self.name,
+                    exc.orig if exc.orig is not None else exc,
+                    interval,
+                )
+            except Exception:  # anything else must not kill the heartbeat thread either
                 log.warning("heartbeat for %s failed; retrying", self.name, exc_info=True)
 
     def start_heartbeat(self, interval: float | None = None) -> None:
