@@ -175,7 +175,11 @@ def _browser_page(base_url: str, headers: dict[str, str]) -> Iterator[Any]:
 
 
 def _dashboard_pages() -> list[Target]:
-    return [Target("/" + Path(path).stem, title) for path, title, _icon, _role in PAGES]
+    # st.navigation serves its first page (the Overview) at "/": "/overview" is "Page not found".
+    return [
+        Target("/" if i == 0 else "/" + Path(path).stem, title)
+        for i, (path, title, _icon, _role) in enumerate(PAGES)
+    ]
 
 
 def _selected(targets: list[Target]) -> list[Target]:
