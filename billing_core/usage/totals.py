@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func
@@ -29,22 +30,29 @@ class _Stats:
     last_at: datetime | None
 
 
-def _usage_stats(
-    session: Session, period: Period, customer_id: int | None = None
-) -> dict[tuple[int, str], _Stats]:
+def _grouped_usage(period: Period, customer_id: int | None, *extra: Any) -> Any:
+    """(customer id, metric, sum, peak, *extra) per customer and metric of the period's usage,
+    of one customer when `customer_id` is given."""
     query = (
         sa_select(
             col(UsageRecord.customer_id),
             col(UsageRecord.metric),
             func.sum(UsageRecord.quantity),
             func.max(UsageRecord.quantity),
-            func.max(UsageRecord.occurred_at),
+            *extra,
         )
         .where(col(UsageRecord.period) == str(period))
         .group_by(col(UsageRecord.customer_id), col(UsageRecord.metric))
     )
     if customer_id is not None:
         query = query.where(col(UsageRecord.customer_id) == customer_id)
+    return query
+
+
+def _usage_stats(
+    session: Session, period: Period, customer_id: int | None = None
+) -> dict[tuple[int, str], _Stats]:
+    query = _grouped_usage(period, customer_id, func.max(UsageRecord.occurred_at))
     return {
         (cid, metric): _Stats(Decimal(total or 0), Decimal(peak or 0), last)
         for cid, metric, total, peak, last in session.execute(query).all()
@@ -78,18 +86,7 @@ def totals_by_metric(
     `in_force`: every customer's `terms_in_force` for the period when the caller has read them
     already (read here otherwise).
     """
-    query = (
-        sa_select(
-            col(UsageRecord.customer_id),
-            col(UsageRecord.metric),
-            func.sum(UsageRecord.quantity),
-            func.max(UsageRecord.quantity),
-        )
-        .where(col(UsageRecord.period) == str(period))
-        .group_by(col(UsageRecord.customer_id), col(UsageRecord.metric))
-    )
-    if customer_id is not None:
-        query = query.where(col(UsageRecord.customer_id) == customer_id)
+    query = _grouped_usage(period, customer_id)
     # Sum and peak only (not the last record's time, as the usage page needs): a run reads
     # one row per customer and metric.
     rows = session.execute(query).all()
