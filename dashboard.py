@@ -26,11 +26,9 @@ try:
 except Exception:
     identity = None  # page_setup below shows why, as a sentence
 
-allowed = [
-    st.Page(path, title=title, icon=icon)
-    for path, title, icon, needed in PAGES
-    if identity is not None and identity.can(needed)
-]
+allowed = ui.app_pages(
+    [(path, title, icon) for path, title, icon, role in PAGES if identity and identity.can(role)]
+)
 if not allowed:
     st.navigation([st.Page(sign_in, title="Sign in", icon=":material/login:")]).run()
     st.stop()

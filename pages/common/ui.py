@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -37,6 +38,9 @@ from billing_core.stripe.gateway import Gateway
 from pages.common.registry import PAGES
 
 log = logging.getLogger("dashboard")
+
+# The first page's reserved URL name (it is served at "/"; see app_pages).
+HOME_URL_NAME = "home"
 
 LOCAL_NOTICE = (
     ":material/lock: **Local use only.** No sign-in is configured, so this dashboard listens "
@@ -198,8 +202,34 @@ def _hand_over_to_dashboard() -> None:
         return
     # Every page of the registry, so this one keeps its id (a page missing from the list would
     # be answered with "page not found"); hidden, since the rerun replaces it at once.
-    st.navigation([st.Page(path) for path, *_ in PAGES], position="hidden")
+    st.navigation(
+        app_pages([(path, title, icon) for path, title, icon, _ in PAGES]), position="hidden"
+    )
     st.rerun()
+
+
+def app_pages(shown: list[tuple[str, str, str]]) -> list[st.Page]:
+    """The st.navigation pages for these (file, title, icon) rows of the registry, in order.
+
+    st.navigation serves its first page at "/" only, yet "/overview" (the file's name) is what
+    people type and what the pages-folder mode links to, and it would answer "Page not found".
+    So the first page reserves a URL name nobody uses, and a hidden page under its file's name
+    sends such a link home with the same query (its filters and open detail).
+    """
+    pages = [
+        st.Page(path, title=title, icon=icon, url_path=HOME_URL_NAME if number == 0 else None)
+        for number, (path, title, icon) in enumerate(shown)
+    ]
+    if not pages:
+        return pages
+    home = pages[0]
+
+    def go_home() -> None:
+        query = {name: st.query_params.get_all(name) for name in st.query_params}
+        st.switch_page(home, query_params=query)
+
+    name = Path(shown[0][0]).stem
+    return [*pages, st.Page(go_home, title=home.title, url_path=name, visibility="hidden")]
 
 
 def page_setup(title: str, needed: Role = "viewer") -> Identity:

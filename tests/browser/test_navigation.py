@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 
 from billing_core.db import make_engine
 from billing_core.models import Invoice, display_status_in
+from billing_core.periods import Period, utcnow
 from billing_core.states import DisplayStatus
 from pages.common.registry import PAGES
 from tests.browser.conftest import (
@@ -133,5 +134,37 @@ def test_deep_link_as_first_request_keeps_role_filtering(
             expect(page.get_by_text(f"Signed in as {VIEWER}")).to_be_visible()
         except Exception as error:
             raise AssertionError(f"{error}\n{proxy.log_tail()}") from error
+        finally:
+            context.close()
+
+
+def _assert_overview_at_home(page: Page, month: str) -> None:
+    """The Overview of `month`, served at "/" with the month kept, and no "Page not found"."""
+    expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+    expect(page).to_have_url(re.compile(rf"^http://[^/]+/\?(.*&)?month={month}(&.*)?$"))
+    expect(page.get_by_text(f"Invoices billed for {month}", exact=True)).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert_no_error_shown(page)
+
+
+def test_overview_by_its_file_name_opens_at_home_with_its_query(
+    tmp_path: Path, fresh_demo_db: str, chromium: Browser
+) -> None:
+    """"/overview" is what people type and what the pages-folder mode links to, but
+    st.navigation serves the first page at "/": the link is sent there, query and all, both as
+    a fresh server's first request and on a server that is already running."""
+    with launch_streamlit(tmp_path, fresh_demo_db, env={}) as server:
+        context = chromium.new_context(base_url=server.url, viewport=SCREEN)  # type: ignore[arg-type]
+        # Months other than the one the Overview opens on, so the query is what shows them.
+        earlier = [str(Period.containing(utcnow()).shift(-months)) for months in (3, 4)]
+        try:
+            page = context.new_page()
+            page.goto(f"/overview?month={earlier[0]}")  # the server's first request
+            wait_for_app(page)
+            _assert_overview_at_home(page, earlier[0])
+            page.goto(f"/overview?month={earlier[1]}")  # and again, once dashboard.py has run
+            wait_for_app(page)
+            _assert_overview_at_home(page, earlier[1])
         finally:
             context.close()
