@@ -144,13 +144,12 @@ if view.change is not None:
     pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
     sign = "+" if view.change >= 0 else "-"
     delta = f"{sign}{money(abs(view.change))}{pct}"
-compare = "the same days of" if view.running else ""
 m1.metric(
     "Month to date" if view.running else f"Total {period}",
     money(view.total),
     delta=delta,
     delta_color="inverse",
-    help=f"Against {compare} {view.previous_period}." if delta else None,
+    help=f"The change compares {view.compared_what}." if view.previous_period else None,
 )
 m2.metric(
     f"Last month ({view.previous_period})",

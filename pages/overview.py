@@ -94,13 +94,12 @@ a1, a2, a3, a4 = st.columns(4)
 if mtd.total is None:
     a1.info(f"No AWS cost figures for {running} yet: refresh them on the AWS costs page.")
 else:
-    same = mtd.last_month_same_days
     a1.metric(
-        f"Month to date, {mtd.covered_days} day(s)",
+        f"Month to date, {mtd.covered_days} day{'' if mtd.covered_days == 1 else 's'}",
         _money(mtd.total, mtd.currency),
-        delta=None if same is None else _signed(mtd.total - same, mtd.currency),
+        delta=None if mtd.change is None else _signed(mtd.change, mtd.currency),
         delta_color="inverse",
-        help="At cost, before markup. Change against the same days of last month.",
+        help=f"At cost, before markup. The change compares {mtd.compared}.",
     )
     a2.metric(
         "Forecast month end",

@@ -234,10 +234,16 @@ def test_page_figures_equal_the_lines_whatever_the_filter(session: Session) -> N
         for day, amount in zip(view.daily["day"], view.daily["amount"], strict=True):
             daily[day] += amount
         assert dict(daily) == dict(per_day), filters
-        # Last month's same days, from October's daily rollup (or lines for a customer).
+        # Last month's same complete days, from October's daily rollup (or lines for a
+        # customer), and this month's, against which the change is taken.
         october = snapshots.latest_snapshot(session, OCT, SOURCE)
         assert october is not None
-        cutoff = OCT.start + timedelta(days=view.snapshot.covered_days if view.snapshot else 0)
+        assert view.snapshot is not None and view.compared_days == view.snapshot.complete_days
+        cutoff = OCT.start + timedelta(days=view.compared_days)
+        so_far = [
+            line for line in mine if line.day < (NOV.start + (cutoff - OCT.start)).isoformat()
+        ]
+        assert view.compared_total == sum((line.amount for line in so_far), ZERO), filters
         before = [
             line
             for line in session.exec(

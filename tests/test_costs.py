@@ -305,18 +305,23 @@ def test_view_figures_for_the_running_month(demo_session) -> None:
     view = aws_costs.build_costs_view(demo_session, cfg, NOV)
     assert view.running and view.snapshot.estimated and view.snapshot.covered_days == 21
     lines = demo_session.exec(select(CostLine).where(CostLine.snapshot_id == view.snapshot.id))
-    stored = sum((line.amount for line in lines.all()), Decimal(0))
+    lines_of_november = lines.all()
+    stored = sum((line.amount for line in lines_of_november), Decimal(0))
     assert view.total == stored
     assert sum(view.by_service["amount"], Decimal(0)) == stored
     assert sum(view.by_customer["amount"], Decimal(0)) == stored
     assert sum(view.breakdown["amount"], Decimal(0)) == stored
-    # Same days of October: the first 21 days of its daily snapshot.
+    # The change compares complete days: November's first 20 (the 21st, the fetch's day, is
+    # partial in Cost Explorer) against the first 20 of October's daily snapshot.
+    assert view.snapshot.complete_days == view.compared_days == 20
     oct_daily = snapshots.latest_snapshot(demo_session, OCT, SOURCE, granularity="DAILY")
     same = demo_session.exec(
-        select(CostLine).where(CostLine.snapshot_id == oct_daily.id, CostLine.day < "2026-10-22")
+        select(CostLine).where(CostLine.snapshot_id == oct_daily.id, CostLine.day < "2026-10-21")
     ).all()
     assert view.previous_same_days == sum((x.amount for x in same), Decimal(0))
-    assert view.change == view.total - view.previous_same_days
+    so_far = [line for line in lines_of_november if line.day < "2026-11-21"]
+    assert view.compared_total == sum((x.amount for x in so_far), Decimal(0))
+    assert view.change == view.compared_total - view.previous_same_days
     assert view.forecast_source == "Cost Explorer" and view.forecast > view.total
     # A customer filter narrows everything, and the unattributed filter is the rest.
     by_customer = defaultdict(Decimal)
@@ -329,7 +334,7 @@ def test_view_figures_for_the_running_month(demo_session) -> None:
         demo_session, cfg, NOV, aws_costs.CostFilter(customer=one)
     )
     assert narrowed.total == by_customer[one]
-    assert narrowed.forecast_source == "run rate"
+    assert narrowed.forecast_source == "run rate of the first 20 days"
     assert sum(narrowed.daily["amount"], Decimal(0)) == narrowed.total
     rest = aws_costs.build_costs_view(
         demo_session, cfg, NOV, aws_costs.CostFilter(customer=snapshots.UNATTRIBUTED)

@@ -125,8 +125,10 @@ def test_cockpit_month_to_date_and_forecast(session: Session, two_months: dict[s
     mtd = build_cockpit(session, settings(), now=NOW).month_to_date
     assert mtd.period == NOV
     assert mtd.total == Decimal(110) and mtd.covered_days == 11
-    # No Cost Explorer forecast stored: the run rate, 110 / 11 days x 30 days.
-    assert mtd.forecast_source == "run rate" and mtd.forecast == Decimal(300)
+    # No Cost Explorer forecast stored: the run rate of the 10 complete days (the 11th, today,
+    # is partial in Cost Explorer), 100 / 10 days x 30 days.
+    assert mtd.forecast_source == "run rate of the first 10 days"
+    assert mtd.forecast == Decimal(300)
     assert mtd.last_month_total == Decimal("410.50")  # October: 150 + 180.50 + 80
     assert mtd.forecast_change_pct == (Decimal(300) - Decimal("410.50")) / Decimal("410.50") * 100
 
@@ -138,9 +140,10 @@ def test_month_to_date_totals_agree_with_the_costs_page(
     full = build_costs_view(session, settings(), NOV)
     quick = build_costs_view(session, settings(), NOV, totals_only=True)
     assert quick.total == full.total == Decimal(110)
-    assert (quick.previous_total, quick.previous_same_days) == (
+    assert (quick.previous_total, quick.previous_same_days, quick.compared_total) == (
         full.previous_total,
         full.previous_same_days,
+        full.compared_total,
     )
     assert (quick.forecast, quick.forecast_source) == (full.forecast, full.forecast_source)
     assert quick.by_customer.empty and not full.by_customer.empty  # no tables built

@@ -117,6 +117,15 @@ class SnapshotInfo:
         days = (self.fetched_at.date() - self.period.start).days + 1
         return max(0, min(self.period.days, days))
 
+    @property
+    def complete_days(self) -> int:
+        """Days of the month whose figures are whole: all of them once the month is over, else
+        the days before the fetch's UTC day (Cost Explorer shows that day only partly, so a
+        comparison or a run rate that counted it would read low, most of all on the 1st)."""
+        if self.covers_month:
+            return self.period.days
+        return max(0, self.covered_days - 1)
+
     def coverage(self) -> str:
         """'as of 2026-10-20 14:00 UTC, 20 of 31 days' (what the run preview shows)."""
         return (

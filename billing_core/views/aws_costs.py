@@ -73,9 +73,13 @@ class CostsView:
     selected_unattributed: Decimal = ZERO
     previous_period: Period | None = None
     previous_total: Decimal | None = None
+    # Running month: its first `compared_days` complete days (today is partial in Cost
+    # Explorer), this month and last, within the filters; None when there is none yet.
+    compared_days: int = 0
+    compared_total: Decimal | None = None
     previous_same_days: Decimal | None = None
     forecast: Decimal | None = None
-    forecast_source: str | None = None  # "Cost Explorer" or "run rate"
+    forecast_source: str | None = None  # "Cost Explorer" or "run rate of the first N days"
     by_service: pd.DataFrame = field(default_factory=pd.DataFrame)
     by_customer: pd.DataFrame = field(default_factory=pd.DataFrame)
     daily: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -91,18 +95,39 @@ class CostsView:
     def running(self) -> bool:
         return self.snapshot is not None and self.snapshot.running
 
+    def _compared(self) -> tuple[Decimal | None, Decimal | None]:
+        """(this month, last month) as `change` compares them."""
+        if self.running:
+            return self.compared_total, self.previous_same_days
+        return self.total, self.previous_total
+
     @property
     def change(self) -> Decimal | None:
-        """Against the same days of last month (running month) or last month's total."""
-        base = self.previous_same_days if self.running else self.previous_total
-        return None if base is None else self.total - base
+        """A running month's complete days against the same days of last month; a closed
+        month's total against last month's. None when there is nothing to compare (the 1st)."""
+        now, before = self._compared()
+        return None if now is None or before is None else now - before
 
     @property
     def change_pct(self) -> Decimal | None:
-        base = self.previous_same_days if self.running else self.previous_total
-        if base is None or base == 0:
+        """`change` as a percentage of last month's figure (None when that was zero)."""
+        now, before = self._compared()
+        if now is None or before is None or before == 0:
             return None
-        return (self.total - base) / base * 100
+        return (now - before) / before * 100
+
+    @property
+    def compared_what(self) -> str:
+        """What `change` compares, in words for a help text or report line."""
+        if not self.running:
+            return f"the whole of {self.previous_period}"
+        if self.compared_days == 0:
+            return "nothing yet: today is the month's first day and only partly in Cost Explorer"
+        days = "day" if self.compared_days == 1 else f"{self.compared_days} days"
+        return (
+            f"the first {days} of {self.period} and of {self.previous_period} (today is left "
+            "out: Cost Explorer shows it only partly)"
+        )
 
     @property
     def shared_note(self) -> str | None:
@@ -332,10 +357,17 @@ def _fill_previous(session: Session, settings: Settings, view: CostsView, who: A
         view.previous_total = _sum_lines(session, SnapshotInfo.of(snap), who, view.filters)
     if view.snapshot is None or not view.snapshot.running:
         return
+    info = view.snapshot
+    view.compared_days = min(info.complete_days, previous.days)
+    if view.compared_days == 0:
+        return
+    # A running snapshot is a daily one, so its days before a date are in the daily rollups.
+    view.compared_total = _sum_lines(
+        session, info, who, view.filters, before=view.period.start + timedelta(view.compared_days)
+    )
     daily = latest_snapshot(session, previous, source, granularity="DAILY")
     if daily is not None:
-        days = min(view.snapshot.covered_days, previous.days)
-        cutoff = previous.start + timedelta(days=days)
+        cutoff = previous.start + timedelta(days=view.compared_days)
         view.previous_same_days = _sum_lines(
             session, SnapshotInfo.of(daily), who, view.filters, before=cutoff
         )
@@ -347,10 +379,12 @@ def _fill_forecast(view: CostsView) -> None:
         return
     if info.forecast is not None and not view.filters.any:
         view.forecast, view.forecast_source = info.forecast, "Cost Explorer"
-    elif info.covered_days > 0:
-        # No forecast for a filtered view (or none from AWS): the month's run rate so far.
-        view.forecast = view.total / info.covered_days * info.period.days
-        view.forecast_source = "run rate"
+    elif view.compared_total is not None and view.compared_days > 0:
+        # No forecast for a filtered view (or none from AWS): the run rate of the complete
+        # days (today's partial figures would pull it down); none before a day is complete.
+        view.forecast = view.compared_total / view.compared_days * info.period.days
+        days = "day" if view.compared_days == 1 else f"{view.compared_days} days"
+        view.forecast_source = f"run rate of the first {days}"
 
 
 def chart_values(amounts: Iterable[Decimal]) -> list[float]:

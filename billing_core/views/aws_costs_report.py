@@ -153,13 +153,17 @@ def format_report(
     )
     if view.shared_note:
         lines.append(view.shared_note)
-    if view.previous_same_days is not None:
-        lines.append(f"{view.previous_period} same days: {show(view.previous_same_days)}")
+    if view.running and view.compared_total is not None and view.previous_same_days is not None:
+        days = f"first {view.compared_days} day{'' if view.compared_days == 1 else 's'}"
+        lines.append(f"{period} {days}: {show(view.compared_total)}")
+        lines.append(f"{view.previous_period} {days}: {show(view.previous_same_days)}")
     if view.previous_total is not None:
         lines.append(f"{view.previous_period} total: {show(view.previous_total)}")
     if view.change is not None:
         pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
         lines.append(f"change: {'+' if view.change >= 0 else ''}{show(view.change)}{pct}")
+    elif view.running:
+        lines.append(f"change: none yet; it compares {view.compared_what}")
     if view.forecast is not None:
         lines.append(f"forecast month end ({view.forecast_source}): {show(view.forecast)}")
     return "\n".join(lines) + "\n"

@@ -130,9 +130,12 @@ class MonthToDate:
     total: Decimal | None = None  # None: no snapshot of the running month
     covered_days: int = 0
     forecast: Decimal | None = None
-    forecast_source: str | None = None  # "Cost Explorer" or "run rate"
+    forecast_source: str | None = None  # "Cost Explorer" or "run rate of the first N days"
     last_month_total: Decimal | None = None
-    last_month_same_days: Decimal | None = None
+    # The change shown: this month's first complete days against the same days of last month
+    # (today is partial in Cost Explorer); None for either on the 1st, or without figures.
+    change: Decimal | None = None
+    compared: str = ""  # what the change compares, in words (CostsView.compared_what)
     currency: str = "USD"
 
     @property
@@ -236,7 +239,8 @@ def month_to_date(session: Session, settings: Settings, running: Period) -> Mont
         return out
     out.total, out.covered_days = view.total, view.snapshot.covered_days
     out.forecast, out.forecast_source = view.forecast, view.forecast_source
-    out.last_month_total, out.last_month_same_days = view.previous_total, view.previous_same_days
+    out.last_month_total = view.previous_total
+    out.change, out.compared = view.change, view.compared_what
     return out
 
 

@@ -151,7 +151,7 @@ def _assert_overview_at_home(page: Page, month: str) -> None:
 def test_overview_by_its_file_name_opens_at_home_with_its_query(
     tmp_path: Path, fresh_demo_db: str, chromium: Browser
 ) -> None:
-    """"/overview" is what people type and what the pages-folder mode links to, but
+    """ "/overview" is what people type and what the pages-folder mode links to, but
     st.navigation serves the first page at "/": the link is sent there, query and all, both as
     a fresh server's first request and on a server that is already running."""
     with launch_streamlit(tmp_path, fresh_demo_db, env={}) as server:
