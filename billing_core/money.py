@@ -275,6 +275,15 @@ def display(minor: int, currency: str) -> str:
     return f"{cur} {sign}{whole:,}.{fraction:0{exp}d}" if exp else f"{cur} {sign}{whole:,}"
 
 
+def display_change(minor: int, currency: str) -> str:
+    """A change with its sign first: '+EUR 1,234.50', '-EUR 12.00', 'EUR 0.00'.
+
+    For deltas (a metric's arrow follows the leading sign) and report lines of change, where
+    '+' and '-' must both be read before the currency; amounts themselves use `display`."""
+    text = display(abs(minor), currency)
+    return ("+" if minor > 0 else "-" if minor < 0 else "") + text
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     """An exact amount in one currency; arithmetic across currencies or with floats fails."""

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from billing_core.costs import attribution, refresh, snapshots
-from billing_core.money import minor_to_decimal, round_minor
+from billing_core.money import display_change, minor_to_decimal, round_minor
 from billing_core.periods import Period, utcnow
 from billing_core.views import aws_costs
 from billing_core.views import aws_costs_report as report
@@ -142,8 +142,8 @@ m1, m2, m3, m4 = st.columns(4)
 delta = None
 if view.change is not None:
     pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
-    sign = "+" if view.change >= 0 else "-"
-    delta = f"{sign}{money(abs(view.change))}{pct}"
+    change = display_change(round_minor(view.change, view.currency), view.currency)
+    delta = f"{change}{pct}"
 m1.metric(
     "Month to date" if view.running else f"Total {period}",
     money(view.total),

@@ -1,12 +1,14 @@
 """Overview: the month's cockpit, from the database only. Per currency, never summed across
 currencies; every figure links to the page that explains it, already filtered."""
 
+from decimal import Decimal
+
 import pandas as pd
 import streamlit as st
 
 from billing_core.errors import ConfigError
 from billing_core.invoicing.margin import Margin
-from billing_core.money import display, round_minor
+from billing_core.money import display, display_change, round_minor
 from billing_core.periods import Period, utcnow
 from billing_core.views import overview as ov
 from billing_core.views import receivables as rcv
@@ -27,10 +29,10 @@ def _money(amount: object, currency: str) -> str:
     return display(round_minor(amount, currency), currency)  # type: ignore[arg-type]
 
 
-def _signed(amount: object, currency: str) -> str:
+def _signed(amount: int | Decimal, currency: str) -> str:
     """'+EUR 12.00' / '-EUR 12.00': the sign first, so metric deltas point the right way."""
-    text = _money(abs(amount), currency)  # type: ignore[call-overload,arg-type]
-    return ("-" if amount < 0 else "+") + text  # type: ignore[operator]
+    minor = amount if isinstance(amount, int) else round_minor(amount, currency)
+    return display_change(minor, currency)
 
 
 def _pct(value: object) -> str:

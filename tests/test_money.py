@@ -8,6 +8,7 @@ from billing_core.errors import MoneyError
 from billing_core.money import (
     Money,
     display,
+    display_change,
     exponent,
     format_minor,
     minimum_charge_minor,
@@ -208,3 +209,11 @@ def test_stripe_steps(currency: str, step: int, exp: int) -> None:
 )
 def test_minimum_charge(currency: str, usd_rate: Decimal | None, minimum: int | None) -> None:
     assert minimum_charge_minor(currency, usd_rate) == minimum
+
+
+def test_a_change_shows_its_sign_before_the_currency() -> None:
+    # The sign leads for rises and falls alike: "USD -6.00" beside "+USD 3.00" read as two styles.
+    assert display_change(300, "USD") == "+USD 3.00"
+    assert display_change(-123456, "USD") == "-USD 1,234.56"
+    assert display_change(0, "EUR") == "EUR 0.00"
+    assert display_change(-5, "JPY") == "-JPY 5"

@@ -101,3 +101,11 @@ def test_a_customer_filter_compares_its_own_complete_days(session: Session) -> N
     assert view.change == Decimal("3.00")
     assert view.forecast == Decimal("23.00") / 2 * 30  # a filtered view: always the run rate
     assert view.total == Decimal("24.00")
+
+
+def test_the_report_reads_a_fall_like_a_rise(session: Session) -> None:
+    october(session)
+    store_daily(session, NOV, datetime(2026, 11, 3, 9, 0, tzinfo=UTC), ["4.00", "5.00", "1.00"])
+    now = datetime(2026, 11, 3, 9, 5, tzinfo=UTC)
+    report = format_report(session, settings(), NOV, "service", now=now)
+    assert "change: -USD 11.00 (-55.0 %)" in report  # 9.00 against 20.00; not "USD -11.00"

@@ -161,7 +161,8 @@ def format_report(
         lines.append(f"{view.previous_period} total: {show(view.previous_total)}")
     if view.change is not None:
         pct = f" ({view.change_pct:+.1f} %)" if view.change_pct is not None else ""
-        lines.append(f"change: {'+' if view.change >= 0 else ''}{show(view.change)}{pct}")
+        change = money.display_change(money.round_minor(view.change, cur), cur)
+        lines.append(f"change: {change}{pct}")
     elif view.running:
         lines.append(f"change: none yet; it compares {view.compared_what}")
     if view.forecast is not None:
