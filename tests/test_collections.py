@@ -24,6 +24,7 @@ from billing_core.payments.dunning import (
     describe_step,
     next_step,
 )
+from billing_core.states import InvoiceStatus
 from billing_core.stripe.keys import install_id
 from tests.support.stripe_server import StripeTestServer
 from tests.support.stripe_world import API_KEY, StripeWorld, make_world
@@ -344,6 +345,15 @@ def test_demo_and_charged_automatically_invoices_are_not_chased(demo_engine, wor
         demo_engine, world.gateway, POLICY, now=day(60), actor="cron"
     )
     assert result.candidates == 0 and world.server.request_count() == 0
+    # Said, so "0 open invoices" is not read as "nothing is open" (the page lists them).
+    with Session(demo_engine) as s:
+        demo_open = s.exec(
+            select(Invoice).where(
+                Invoice.status == InvoiceStatus.OPEN, Invoice.collection_method == "send_invoice"
+            )
+        ).all()
+    assert demo_open and result.not_in_stripe == len(demo_open)
+    assert f"({len(demo_open)} more open, not in Stripe: demo records" in result.describe()
 
 
 def test_the_command_for_cron(

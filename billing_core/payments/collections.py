@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import func, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -101,6 +101,9 @@ class CollectionsResult:
 
     dry_run: bool
     candidates: int = 0
+    # Open send-invoice invoices left alone because Stripe has no invoice for them (demo
+    # records, or not pushed yet): said, so a list of "0 due" is not read as "none open".
+    not_in_stripe: int = 0
     planned: list[PlannedAction] = field(default_factory=list)
     outcomes: list[StepOutcome] = field(default_factory=list)
     stripe_calls: int = 0
@@ -118,10 +121,15 @@ class CollectionsResult:
         return 1 if self.failed else 0
 
     def describe(self) -> str:
+        outside = (
+            f" ({self.not_in_stripe} more open, not in Stripe: demo records or not pushed yet)"
+            if self.not_in_stripe
+            else ""
+        )
         if self.dry_run:
             return (
-                f"collections (dry run): {self.candidates} open invoices sent for payment, "
-                f"{len(self.planned)} steps due; nothing was sent or changed"
+                f"collections (dry run): {self.candidates} open invoices sent for payment"
+                f"{outside}, {len(self.planned)} steps due; nothing was sent or changed"
             )
         reminders = sum(
             1 for o in self.outcomes if o.outcome == "sent" and o.action.plan.kind == "reminder"
@@ -130,7 +138,7 @@ class CollectionsResult:
             1 for o in self.outcomes if o.outcome == "sent" and o.action.plan.kind == "final_notice"
         )
         return (
-            f"collections: {self.candidates} open invoices sent for payment; "
+            f"collections: {self.candidates} open invoices sent for payment{outside}; "
             f"{reminders} reminders and {finals} final notices sent, "
             f"{self.count('marked')} marked uncollectible, "
             f"{self.count('not_needed')} no longer open in Stripe, "
@@ -142,6 +150,20 @@ class CollectionsResult:
 def pass_owner() -> str:
     """Who holds a claim: host and process, shown when a claim is left behind."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _open_not_in_stripe(session: Session) -> int:
+    """Open send-invoice invoices that collections leaves alone: no Stripe invoice to chase."""
+    count = session.execute(
+        sa_select(func.count())
+        .select_from(Invoice)
+        .where(
+            col(Invoice.collection_method) == "send_invoice",
+            col(Invoice.status) == InvoiceStatus.OPEN,
+            or_(col(Invoice.stripe_invoice_id).is_(None), col(Invoice.is_demo).is_(True)),
+        )
+    ).scalar_one()
+    return int(count)
 
 
 def plan_collections(
@@ -402,7 +424,10 @@ def run_collections(
             planned = [a for a in planned if only(a)]
         keys = None if dry_run else keys_for(session)
         session.commit()  # the install id, made once per database
-    result = CollectionsResult(dry_run=dry_run, candidates=candidates, planned=planned)
+        not_in_stripe = _open_not_in_stripe(session)
+    result = CollectionsResult(
+        dry_run=dry_run, candidates=candidates, planned=planned, not_in_stripe=not_in_stripe
+    )
     log.info(
         "collections as of %s: %d open invoices sent for payment, %d steps due (%s)",
         f"{now:%Y-%m-%d %H:%M} UTC",
