@@ -210,8 +210,27 @@ def test_both_downloads_are_built_on_click_and_match_the_filter(
     assert by_invoice == {r["invoice_id"]: Decimal(r["total"]) for r in invoices}
 
 
-def test_payment_methods_and_events_tabs(app_env: dict[str, str]) -> None:
+def _on_tab(tab: str) -> AppTest:
+    """The Invoices page opened on one of its tabs, as ?tab=... in a link opens it."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["tab"] = tab
+    return at.run()
+
+
+def test_only_the_open_tab_is_built_and_the_url_says_which(app_env: dict[str, str]) -> None:
     at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    # The Invoices tab by default: its filters are drawn, the other tabs' tables are not.
+    keys = {w.key for w in at.selectbox} | {w.key for w in at.multiselect}
+    assert "inv_status" in keys and "ev_outcome" not in keys and "pm_customer" not in keys
+    events = _on_tab("Stripe events")
+    keys = {w.key for w in events.selectbox} | {w.key for w in events.multiselect}
+    assert "ev_outcome" in keys and "inv_status" not in keys
+    assert events.query_params["tab"] == "Stripe events"
+
+
+def test_payment_methods_and_events_tabs(app_env: dict[str, str]) -> None:
+    at = _on_tab("Payment methods")
     methods = _frame(at, "has_payment_method")
     assert len(methods) == 9 and methods["has_payment_method"].sum() >= 5
     assert any("no payment method on file" in w.value for w in at.warning)
@@ -219,6 +238,7 @@ def test_payment_methods_and_events_tabs(app_env: dict[str, str]) -> None:
     at.button(key="pm_setup").click().run()
     assert not at.exception
     assert any("Stripe" in e.value for e in at.error)
+    at = _on_tab("Stripe events")
     at.selectbox(key="ev_outcome").set_value("ignored").run()
     events = _frame(at, "type", "outcome")
     assert list(events["type"]) == ["billing_portal.session.created"]
@@ -248,7 +268,7 @@ def test_events_tab_shows_failed_events_with_error_and_attempts(
                 error="Stripe kept failing while reading Stripe invoice in_failing.",
             )
         )
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = _on_tab("Stripe events")
     assert not at.exception
     assert any("1 Stripe event(s) failed to apply" in e.value for e in at.error)
     failed = _frame(at, "attempts", "error")
@@ -324,7 +344,7 @@ def test_setup_links_go_through_one_cached_stripe_gateway(
         monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
         world = make_world(server, make_engine(app_env["DATABASE_URL"]))
         customer = world.customer("new@example.com")
-        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        at = _on_tab("Payment methods")
         picker = at.selectbox(key="pm_customer")
         picker.select_index(picker.options.index(customer.name))
         for _ in range(2):

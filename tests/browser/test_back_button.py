@@ -131,3 +131,27 @@ def test_back_reopens_the_previous_customer(
     wait_for_app(page)
     assert_no_error_shown(page)
     screenshot(page, "customer-after-back")
+
+
+def test_the_open_tab_is_in_the_url_and_leaves_the_filters_alone(
+    page: Page, streamlit_server: StreamlitServer, screenshot: Shot
+) -> None:
+    """Only the open tab is built (pages/invoices.py); which one is open is in the URL, so a
+    reload or a pasted link opens the same tab, and leaving the Invoices tab and coming back
+    keeps its filters."""
+    open_page(page, "/invoices?status=failed")
+    assert _status_chips(page) == ["failed"]
+    page.get_by_role("tab", name="Stripe events").click()
+    expect(page).to_have_url(re.compile(r"[?&]tab=Stripe\+events"))
+    expect(page.get_by_role("combobox", name="Outcome")).to_be_visible()
+    wait_for_app(page)
+    page.reload()
+    wait_for_app(page)
+    expect(page.get_by_role("tab", name="Stripe events")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("combobox", name="Outcome")).to_be_visible()
+    screenshot(page, "invoices-stripe-events-tab")
+    page.get_by_role("tab", name="Invoices").click()
+    expect(page).not_to_have_url(re.compile(r"[?&]tab="))
+    assert _status_chips(page) == ["failed"]
+    expect(page).to_have_url(re.compile(r"[?&]status=failed"))
+    assert_no_error_shown(page)
