@@ -154,7 +154,8 @@ def launch_streamlit(
     script: Path = ROOT / "dashboard.py",
 ) -> Iterator[StreamlitServer]:
     """A fresh `streamlit run dashboard.py` (or `script`) on a free localhost port, stopped
-    afterwards."""
+    afterwards. It runs from the project's folder, so .streamlit/config.toml applies as it does
+    to `make run` (the bench measures what people are served)."""
     port = _free_port()
     secrets_file = tmp_path / f"streamlit-secrets-{port}.toml"
     secrets_file.write_text(secrets.format(port=port))
@@ -164,7 +165,6 @@ def launch_streamlit(
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
         "--server.headless", "true",
-        "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
         "--secrets.files", str(secrets_file),
     ]  # fmt: skip
