@@ -11,6 +11,7 @@ import streamlit as st
 from billing_core.payments import payment_methods as pm
 from billing_core.periods import utcnow
 from billing_core.views import collections as view
+from billing_core.views.common_text import DAY, blank_missing
 from pages.common import ui
 
 identity = ui.page_setup("Collections")
@@ -61,19 +62,21 @@ else:
 st.subheader("Open invoices")
 if note := view.open_table_note(len(open_frame), view.open_count(receivables)):
     st.caption(note)
+# An invoice charged automatically has no due date until Stripe tries it: its due date and
+# days late read blank, not the grid's grey "None" (the days as text still sort by size).
 st.dataframe(
-    open_frame,
+    blank_missing(open_frame, {"due": DAY}, counts=["days past due"]),
     hide_index=True,
     width="stretch",
     column_config={
         "invoice": st.column_config.TextColumn("Invoice"),
         "customer": st.column_config.TextColumn("Customer"),
         "amount due": st.column_config.TextColumn("Amount due"),
-        "due": st.column_config.DatetimeColumn("Due", format="YYYY-MM-DD", width="small"),
-        "days past due": st.column_config.NumberColumn(
+        "due": st.column_config.TextColumn("Due", width="small"),
+        "days past due": st.column_config.TextColumn(
             "Days late",
-            format="%d",
             width="small",
+            alignment="right",
             help="Calendar days past the due date; negative: days left before it.",
         ),
         "collection": st.column_config.TextColumn("Collection"),

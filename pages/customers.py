@@ -223,17 +223,18 @@ with st.form(form_key):
         )
         for column, record_type in zip(adjust_cols, ("Credit", "Refund", "Tax"), strict=True)
     }
+    # Empty cells hold '' (the grid draws None as a grey "None"); the form reads both as empty.
     rule_rows = st.data_editor(
         [
             {
-                "service": r.get("service"),
-                "account": r.get("account"),
-                "usage_type": r.get("usage_type"),
+                "service": r.get("service") or "",
+                "account": r.get("account") or "",
+                "usage_type": r.get("usage_type") or "",
                 "pct": r["pct"],
             }
             for r in (current.get("rules") or [] if current else [])
         ]
-        or [{"service": None, "account": None, "usage_type": None, "pct": None}],
+        or [{"service": "", "account": "", "usage_type": "", "pct": ""}],
         num_rows="dynamic",
         key=f"{form_key}-rules",
         column_config={
@@ -250,7 +251,7 @@ with st.form(form_key):
     metric_rows = st.data_editor(
         [
             {k: v for k, v in m.items() if k != "tiers"}
-            | {"model": m.get("model", "per_unit"), "package_size": m.get("package_size")}
+            | {"model": m.get("model", "per_unit"), "package_size": m.get("package_size") or ""}
             for m in current["metrics"]
         ]
         if current
@@ -397,16 +398,17 @@ if relinked := st.session_state.pop("relinked", None):
 
 st.subheader("Recent plan and Stripe link changes")
 if history:
+    # As the Audit log shows them: JSON, and blank where there is nothing (never "None").
     st.dataframe(
         [
             {
-                "When": e.at,
-                "Who": e.actor,
-                "What": e.action,
-                "Target": e.target,
-                "After": str(e.after),
+                "When": r["at"],
+                "Who": r["actor"],
+                "What": r["action"],
+                "Target": r["target"],
+                "After": r["after"],
             }
-            for e in history
+            for r in audit.table_rows(history)
         ],
         hide_index=True,
     )

@@ -10,6 +10,7 @@ from billing_core.invoicing.runs import preview, test_cards_allowed
 from billing_core.periods import utcnow
 from billing_core.states import RunStatus
 from billing_core.views import invoice_run as run_view
+from billing_core.views.common_text import MINUTE, blank_missing
 from pages.common import ui
 
 # How often the progress panel re-reads the run while it is active.
@@ -97,14 +98,13 @@ if st.session_state.get("preview_of") == str(period):
         for col, (cur, minor) in zip(cols[1:], sorted(totals.items()), strict=True):
             col.metric(f"Total {cur}", ui.fmt(minor, cur))
         st.dataframe(
-            frame,
+            # A month without a cost snapshot has no as-of time: a blank cell, not "None".
+            blank_missing(frame, {"costs as of": MINUTE}),
             hide_index=True,
             column_config=ui.headers(
                 ["customer", "currency", "total", "lines", "collection", "days covered"],
                 **{
-                    "costs as of": st.column_config.DatetimeColumn(
-                        "Costs as of (UTC)", format="YYYY-MM-DD HH:mm"
-                    ),
+                    "costs as of": st.column_config.TextColumn("Costs as of (UTC)"),
                     "warnings": st.column_config.TextColumn("Warnings", width="large"),
                 },
             ),

@@ -7,7 +7,7 @@ import streamlit as st
 from billing_core.invoicing import export_csv as exports
 from billing_core.payments import payment_methods as pm
 from billing_core.payments import sync
-from billing_core.periods import utcnow
+from billing_core.periods import utcnow, when_text
 from billing_core.states import DisplayStatus, EventOutcome
 from billing_core.views import corrections as corrections_view
 from billing_core.views import invoices as inv
@@ -452,7 +452,7 @@ if tab_events.open:
                         "id": e.id,
                         "type": e.type,
                         "attempts": e.attempts,
-                        "next attempt": e.next_attempt_at,
+                        "next attempt": when_text(e.next_attempt_at),  # blank: given up
                         "error": e.error or "",
                     }
                     for e in tab.failed

@@ -6,7 +6,7 @@ import streamlit as st
 
 from billing_core.costs.snapshots import CostSource
 from billing_core.errors import ValidationError
-from billing_core.periods import utcnow
+from billing_core.periods import utcnow, when_text
 from billing_core.usage import alerts, limits
 from billing_core.usage.import_csv import import_usage_csv
 from billing_core.views import usage as views_usage
@@ -149,20 +149,20 @@ for index, row in enumerate(rows):
 
 st.subheader("Alerts")
 if period_alerts:
+    # Times as text: an alert not published (yet) reads blank, not the grid's grey "None".
     st.dataframe(
         [
             {
-                "Raised": a.created_at,
+                "Raised": when_text(a.created_at),
                 "Customer": names.get(a.customer_id, a.customer_id),
                 "Metric": a.metric,
                 "Threshold": f"{a.threshold_pct}%",
                 "Message": a.message,
-                "Published": a.published_at,
+                "Published": when_text(a.published_at),
             }
             for a in period_alerts
         ],
         hide_index=True,
-        column_config={"Raised": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
     )
 else:
     st.caption(f"No alerts in {period}. `python -m billing_core check-alerts` raises them (cron).")

@@ -46,11 +46,15 @@ def blank_missing(
     counts: Sequence[str] = (),
     keep: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """A copy of a table for st.dataframe in which an empty cell reads blank: the grid draws a
-        missing value as a grey "None". Text columns get '' for None; the date/time columns named
-        in `dates` become text in that strftime format (DAY, MINUTE; '' when missing), which still
-        sorts in time order. Numeric columns are left as they are (text would sort 10 before 9), and
-    so are the `keep` columns (links: an empty link would still draw its "Open" text)."""
+    """A copy of a table for st.dataframe in which an empty cell reads blank.
+
+    Streamlit's grid (1.67, seen in chromium) draws every missing value, None, NaN, NaT or
+    pd.NA in any column type, links included, as a grey "None"; it draws '' as nothing.
+    Text columns get '' for None; the date/time columns named in `dates` become text in that
+    strftime format (DAY, MINUTE; '' when missing), which still sorts in time order; the
+    whole-number columns in `counts` become space-padded text ('' when missing), which the
+    grid still sorts by size. Other numeric columns are left as they are, and so are the
+    `keep` columns."""
     shown = frame.copy()
     for name, fmt in (dates or {}).items():
         shown[name] = [

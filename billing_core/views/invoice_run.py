@@ -13,7 +13,7 @@ from billing_core.invoicing.pricing import Draft
 from billing_core.models import Customer, Invoice, InvoiceRun
 from billing_core.money import display, minor_to_decimal
 from billing_core.periods import Period, when_text
-from billing_core.states import RunStatus
+from billing_core.states import PushStep, RunStatus
 from billing_core.views.common_text import status_label
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.LOCKED)
@@ -116,9 +116,9 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
             "customer": inv.customer_name or cus.name,  # as invoiced (bill-to)
             "status": status_label(inv.display_status, inv.credit_state),
             "total": f"{inv.currency} {minor_to_decimal(inv.total_minor, inv.currency):,}",
-            "step": str(inv.push_step).replace("_", " "),
+            "step": _step_text(inv.push_step),
             "estimated": inv.costs_estimated,
-            "stripe": inv.hosted_invoice_url,
+            "stripe": inv.hosted_invoice_url or "",  # '' reads blank; None, a grey "None"
             "message": inv.last_error or "",
         }
         for inv, cus in rows
@@ -136,6 +136,12 @@ def results_frame(session: Session, period: Period) -> pd.DataFrame:
             "message",
         ],
     )
+
+
+def _step_text(step: str) -> str:
+    """How far the push to Stripe got, as people read it: 'lines added'; 'not pushed' for an
+    invoice no call was made for yet (the step's name, 'none', would read as a missing value)."""
+    return "not pushed" if step == PushStep.NONE else str(step).replace("_", " ")
 
 
 def history_frame(runs: list[InvoiceRun]) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from billing_core.money import Money, display, exponent, minor_to_decimal
 from billing_core.payments import events as payments_events
 from billing_core.payments import sync
 from billing_core.payments.payment_methods import parse_payment_method
-from billing_core.periods import utcnow
+from billing_core.periods import utcnow, when_text
 from billing_core.states import DisplayStatus, credit_state, display_status
 from billing_core.views.common_text import status_label
 from billing_core.views.invoice_filter import InvoiceFilter, apply_filter
@@ -548,7 +548,8 @@ class EventsTab:
     """The Stripe events tab: newest events as rows, and the failed ones apart.
 
     rows: created, type, id, source, outcome ("pending" before a first attempt), attempts,
-    next_attempt (UTC, None when none is scheduled), note (the last error or a finding).
+    next_attempt ('2026-11-30 14:05 UTC', '' when none is scheduled: a blank cell, not the
+    grid's grey None), note (the last error or a finding).
     """
 
     rows: list[dict[str, Any]]
@@ -560,13 +561,13 @@ def events_tab(session: Session, *, outcome: str | None = None, limit: int = 200
     recent = sync.recent_events(session, outcome=outcome, limit=limit)
     rows = [
         {
-            "created": e.created,
+            "created": when_text(e.created),  # one time format on every page
             "type": e.type,
             "id": e.id,
             "source": e.source,
             "outcome": e.outcome or "pending",
             "attempts": e.attempts,
-            "next_attempt": e.next_attempt_at,
+            "next_attempt": when_text(e.next_attempt_at),
             "note": e.error or "",
         }
         for e in recent
