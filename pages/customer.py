@@ -80,7 +80,7 @@ if p.stripe_url:
     stripe = f"[{p.stripe_customer_id}]({p.stripe_url})"
 c4.markdown(
     f"**Payment method:** {p.payment_method or 'none on file'}  \n**Stripe:** {stripe}  \n"
-    f"**Email:** {p.email}"
+    f"**Email:** {p.email or 'none on file'}"
 )
 
 # --- this month so far ------------------------------------------------------------------------

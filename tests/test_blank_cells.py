@@ -342,6 +342,9 @@ def test_empty_optional_fields_read_blank(app_env: dict[str, str]) -> None:
         if k.startswith("invoice ")
         for m in at.markdown
     )
+    # Its profile says what is missing rather than ending on an empty "Email:".
+    profile = " ".join(m.value for m in opened["customer"].markdown)
+    assert "**Email:** none on file" in profile and "**Stripe:** not in Stripe yet" in profile
     assert not found, "\n".join(map(str, found))
 
 
