@@ -1,13 +1,15 @@
-"""Commands that correct issued invoices: `credit-note`, `void-invoice` and `resolve-diff`
-(registered onto the CLI group of billing_core/cli.py, which imports this module; cli.py stays
-under its size cap).
+"""Commands that correct issued invoices: `credit-note`, `void-credit-note`, `void-invoice` and
+`resolve-diff` (registered onto the CLI group of billing_core/cli.py, which imports this module;
+cli.py stays under its size cap).
 
-Both are safe to run again with the same arguments: the second run finishes what the first
+Each is safe to run again with the same arguments: the second run finishes what the first
 left (a crash, a Stripe outage) or, once done, changes nothing and says so. Audited as the
 trigger or `--actor`.
 """
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -97,6 +99,37 @@ def credit_note_cmd(
         return
     identity = cli_identity(actor_of(trigger, actor))
     result = credit_notes.issue(app.engine, gateway, identity, ask)
+    click.echo(result.message)
+
+
+@cli.command("void-credit-note")
+@click.argument("note_ref", metavar="NUMBER_OR_ID")
+@click.option("--yes", is_flag=True, help="Void without asking (scripts and cron need it).")
+@actor_options
+@pass_app
+@click.pass_context
+def void_credit_note_cmd(
+    ctx: click.Context, app: AppContext, note_ref: str, yes: bool, trigger: str, actor: str | None
+) -> None:
+    """Void an issued credit note in Stripe (NUMBER_OR_ID: its number, or #<local id>): what it
+    took off the invoice is due again, a balance credit is taken back."""
+    from billing_core.auth import cli_identity
+    from billing_core.corrections import credit_note_void
+    from billing_core.errors import ValidationError
+    from billing_core.stripe.gateway import Gateway
+
+    identity = cli_identity(actor_of(trigger, actor))
+    plan = credit_note_void.plan_void(app.engine, note_ref)
+    if not plan.done and not yes:
+        if not sys.stdin.isatty():
+            raise ValidationError(
+                f"{plan.text} A void cannot be undone: add --yes to confirm it. Nothing was sent."
+            )
+        if not click.confirm(f"{plan.text}\nVoid it in Stripe? This cannot be undone"):
+            click.echo(f"Credit note {plan.number} was not voided; nothing was sent.")
+            ctx.exit(1)
+    gateway = Gateway.from_settings(app.settings)
+    result = credit_note_void.void_credit_note(app.engine, gateway, identity, note_ref)
     click.echo(result.message)
 
 

@@ -259,6 +259,12 @@ CASES = [
         "STRIPE_API_KEY",
     ),
     Case("void-invoice-without-reason", ["void-invoice", "--invoice", "X-0001"], "--reason"),
+    Case("void-credit-note-without-number", ["void-credit-note", "--yes"], "NUMBER_OR_ID"),
+    Case(
+        "void-credit-note-unknown",
+        ["void-credit-note", "X-0001-CN-01", "--yes"],
+        "There is no credit note 'X-0001-CN-01'",
+    ),
     Case(
         "resolve-diff-unknown",
         ["resolve-diff", "--diff", "999999", "--action", "accept", "--note", "x"],

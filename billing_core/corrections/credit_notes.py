@@ -1,5 +1,5 @@
-"""Credit notes on finalized invoices: preview, issue, void; stored locally with their lines
-(the request and its checks: credit_plan.py).
+"""Credit notes on finalized invoices: preview and issue; stored locally with their lines
+(the request and its checks: credit_plan.py; voiding a note: credit_note_void.py).
 
 A request (`CreditAsk`) names the invoice and what to credit: the whole invoice, one line (an
 amount, or a whole quantity of it) or a custom amount, with Stripe's reason and a memo. On an
@@ -247,7 +247,8 @@ def _request_of(
     return _request(plan_, _stripe_line_ids(session, gw, plan_), metadata)
 
 
-def _snapshot(invoice: Invoice) -> dict[str, object]:
+def credit_snapshot(invoice: Invoice) -> dict[str, object]:
+    """The invoice's credit figures for an audit entry's before and after (minor units)."""
     return {
         "status": invoice.display_status,
         "credited_minor": invoice.credited_minor,
@@ -302,7 +303,7 @@ def _send(
         note = s.get(CreditNote, note_id)
         invoice = s.get(Invoice, note.invoice_id) if note is not None else None
         assert note is not None and invoice is not None
-        before = _snapshot(invoice)
+        before = credit_snapshot(invoice)
         note.status = CreditNoteStatus(remote_note.status)
         note.stripe_credit_note_id = remote_note.id
         note.number = remote_note.number
@@ -323,7 +324,7 @@ def _send(
             target=f"invoice:{invoice.id}",
             before=before,
             after={
-                **_snapshot(invoice),
+                **credit_snapshot(invoice),
                 "credit_note": remote_note.number,
                 "stripe_credit_note_id": remote_note.id,
                 "amount_minor": note.amount_minor,
@@ -379,56 +380,6 @@ def _unchanged(note: CreditNote, label: str) -> IssueResult:
         f"was issued for this same request on invoice {label}{when}; nothing changed. Change "
         "the memo to issue another one.",
     )
-
-
-def void_note(
-    engine: Engine,
-    gw: Gateway,
-    identity: Identity,
-    credit_note_id: int,
-    *,
-    now: datetime | None = None,
-) -> str:
-    """Void an issued credit note in Stripe (its effect on the invoice and balance reverses)."""
-    require(identity, "admin", "void credit notes")
-    now = now or utcnow()
-    with session_scope(engine) as s:
-        note = s.get(CreditNote, credit_note_id)
-        if note is None or note.stripe_credit_note_id is None:
-            raise ValidationError(f"Credit note #{credit_note_id} was never issued in Stripe.")
-        if note.status == CreditNoteStatus.VOID:
-            return f"Credit note {note.number} is void already; nothing changed."
-        keys = keys_for(s)
-        invoice = s.get(Invoice, note.invoice_id)
-        assert invoice is not None
-    try:
-        stripe_cn.void_credit_note(
-            gw, note.stripe_credit_note_id, key=keys.credit_note_void(credit_note_id)
-        )
-    except StripeFailure as exc:
-        if exc.kind == "invalid":
-            raise ValidationError(f"Stripe refuses to void it: {exc}") from None
-        raise
-    remote_invoice = stripe_invoices.read_invoice(gw, invoice.stripe_invoice_id or "")
-    with session_scope(engine) as s:
-        row = s.get(CreditNote, credit_note_id)
-        inv = s.get(Invoice, invoice.id)
-        assert row is not None and inv is not None
-        before = _snapshot(inv)
-        row.status = CreditNoteStatus.VOID
-        row.voided_at = now
-        mirror_invoice(inv, remote_invoice, now)
-        s.add_all([row, inv])
-        audit.record(
-            s,
-            actor=identity.actor,
-            action="credit_note.void",
-            target=f"invoice:{inv.id}",
-            before=before,
-            after={**_snapshot(inv), "credit_note": row.number},
-            at=now,
-        )
-    return f"Credit note {note.number} is void; invoice {inv.number} asks for it again."
 
 
 def notes_of(session: Session, invoice_id: int) -> list[tuple[CreditNote, list[CreditNoteLine]]]:

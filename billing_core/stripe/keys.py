@@ -68,6 +68,7 @@ class Keys:
         return f"{self.namespace}-cn-{credit_note_id}-create"
 
     def credit_note_void(self, credit_note_id: int) -> str:
+        """Voiding local credit note `credit_note_id` in Stripe (one void per note, ever)."""
         return f"{self.namespace}-cn-{credit_note_id}-void"
 
     def invoice_void(self, invoice_id: int) -> str:

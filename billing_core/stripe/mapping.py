@@ -346,6 +346,8 @@ def mirror_invoice(local: Invoice, remote: StripeInvoice, now: datetime) -> None
     if local.status == InvoiceStatus.PAID:
         local.paid_at = remote.paid_at or local.paid_at or now
         local.last_error = None
+    else:  # open again (the voided credit note that paid it): not paid, so no paid date
+        local.paid_at = None
     if remote.paying_intent:
         local.stripe_payment_intent_id = remote.paying_intent
     # Only Stripe knows an address or tax ids; once kept they are history, never rewritten.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlmodel import Session, col, select
 
+from billing_core.corrections.credit_note_void import effect_text, why_not_voidable
 from billing_core.corrections.credit_notes import notes_of
 from billing_core.models import Invoice, InvoiceLine, InvoiceVoid
 from billing_core.money import display
@@ -22,7 +23,8 @@ VOIDABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 class CorrectionsPanel:
     """What the panel shows: `notes` is one row per credit note (money as text with currency),
     `credit_text` the state in a sentence, `lines` the (number, label) the line picker offers,
-    `revision_text` where the invoice sits among the month's revisions (None: only one)."""
+    `revision_text` where the invoice sits among the month's revisions (None: only one),
+    `voidable` the (credit note id, what voiding it does) of the notes an admin may void."""
 
     notes: pd.DataFrame
     credit_state: CreditState
@@ -33,12 +35,22 @@ class CorrectionsPanel:
     lines: list[tuple[int, str]]
     revision_text: str | None
     void_text: str | None
+    voidable: list[tuple[int, str]]
 
 
 def corrections_panel(session: Session, invoice: Invoice) -> CorrectionsPanel:
     cur = invoice.currency
     rows = []
+    voidable = []
     for note, lines in notes_of(session, invoice.id or 0):
+        if note.status == CreditNoteStatus.ISSUED and why_not_voidable(note, invoice) is None:
+            amount = display(note.amount_minor, cur)
+            voidable.append(
+                (
+                    note.id or 0,
+                    f"{note.number} ({amount}): voiding it means {effect_text(note, invoice)}.",
+                )
+            )
         rows.append(
             {
                 "number": note.number or "(being issued)",
@@ -113,4 +125,5 @@ def corrections_panel(session: Session, invoice: Invoice) -> CorrectionsPanel:
         ],
         revision_text=revision_text,
         void_text=void_text,
+        voidable=voidable,
     )

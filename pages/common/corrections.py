@@ -1,6 +1,6 @@
 """The invoice detail's corrections panel (Invoices page): credit notes of the invoice, and for
-admins the forms that credit it (previewed by Stripe first) or void and reissue it. The work is
-billing_core.corrections'; this module only draws and calls it."""
+admins the forms that credit it (previewed by Stripe first), void one of its credit notes, or
+void and reissue it. The work is billing_core.corrections'; this module only draws and calls it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import streamlit as st
 
 from billing_core.auth import Identity
 from billing_core.corrections import credit_notes
+from billing_core.corrections.credit_note_void import void_credit_note
 from billing_core.corrections.credit_plan import CreditAsk, Mode
 from billing_core.corrections.void_reissue import void_invoice
 from billing_core.costs.snapshots import CostSource
@@ -130,6 +131,28 @@ def _void_form(invoice: Invoice, identity: Identity) -> None:
         ui.show_error(exc)
 
 
+def _void_note_form(note_id: int, text: str, identity: Identity) -> None:
+    """One issued credit note: what voiding it does, the confirmation box and its Void button."""
+    with st.form(f"cn_void_form_{note_id}", border=False):
+        st.markdown(text)
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        sure = c1.checkbox(
+            "Void it in Stripe (this cannot be undone)", key=f"cn_void_sure_{note_id}"
+        )
+        go = c2.form_submit_button("Void", key=f"cn_void_{note_id}")
+    if not go:
+        return
+    if not sure:
+        st.warning("Tick the box to confirm the void.")
+        return
+    try:
+        result = void_credit_note(ui.engine(), ui.stripe_gateway(), identity, f"#{note_id}")
+        st.session_state["cn_flash"] = ("success" if result.changed else "info", result.message)
+        st.rerun()
+    except Exception as exc:
+        ui.show_error(exc)
+
+
 def render(invoice: Invoice, panel: CorrectionsPanel, identity: Identity) -> None:
     """Credit notes of `invoice`, its credit state and revisions; admins get the actions."""
     st.markdown("**Credit notes and corrections**")
@@ -151,6 +174,10 @@ def render(invoice: Invoice, panel: CorrectionsPanel, identity: Identity) -> Non
         )
     if not identity.can("admin"):
         return
+    if panel.voidable:
+        with st.expander("Void a credit note"):
+            for note_id, text in panel.voidable:
+                _void_note_form(note_id, text, identity)
     if panel.can_credit:
         with st.expander("Issue a credit note"):
             _credit_form(invoice, panel, identity)
