@@ -109,3 +109,12 @@ def test_the_report_reads_a_fall_like_a_rise(session: Session) -> None:
     now = datetime(2026, 11, 3, 9, 5, tzinfo=UTC)
     report = format_report(session, settings(), NOV, "service", now=now)
     assert "change: -USD 11.00 (-55.0 %)" in report  # 9.00 against 20.00; not "USD -11.00"
+
+
+def test_a_closed_month_compares_whole_months(session: Session) -> None:
+    october(session)
+    store_daily(session, NOV, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), ["11.00"] * 30)
+    view = aws_costs.build_costs_view(session, settings(), NOV)
+    assert not view.running and view.total == Decimal("330.00")
+    assert view.change == Decimal("20.00")  # 330.00 against October's 310.00
+    assert view.compared_what == "all of 2026-11 with all of 2026-10"

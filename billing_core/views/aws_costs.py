@@ -120,7 +120,7 @@ class CostsView:
     def compared_what(self) -> str:
         """What `change` compares, in words for a help text or report line."""
         if not self.running:
-            return f"the whole of {self.previous_period}"
+            return f"all of {self.period} with all of {self.previous_period}"
         if self.compared_days == 0:
             return "nothing yet: today is the month's first day and only partly in Cost Explorer"
         days = "day" if self.compared_days == 1 else f"{self.compared_days} days"
