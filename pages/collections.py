@@ -167,20 +167,7 @@ with tab_failed:
                     args=("collections_flash", identity, picked.invoice_id, method),
                 )
                 if right.button("Create a card setup link", key="col_setup"):
-                    try:
-                        with ui.db() as session:
-                            url = pm.create_setup_link(
-                                session,
-                                ui.stripe_gateway(),
-                                identity,
-                                customer_id=picked.customer_id,
-                                return_url=st.context.url or "http://localhost:8501",
-                                now=utcnow(),
-                            )
-                        st.success("Send this link to the customer (it expires in 24 hours):")
-                        st.code(url, language=None)
-                    except Exception as exc:
-                        ui.show_error(exc)
+                    ui.show_setup_link(identity, picked.customer_id)
         else:
             st.caption("Admins can retry a payment or send a card setup link from here.")
 

@@ -408,20 +408,7 @@ if tab_payments.open:
                 "Customer", list(names), format_func=lambda cid: names[cid], key="pm_customer"
             )
             if st.button("Create setup link", key="pm_setup"):
-                try:
-                    with ui.db() as session:
-                        url = pm.create_setup_link(
-                            session,
-                            ui.stripe_gateway(),
-                            identity,
-                            customer_id=int(target),
-                            return_url=st.context.url or "http://localhost:8501",
-                            now=utcnow(),
-                        )
-                    st.success("Send this link to the customer (it expires in 24 hours):")
-                    st.code(url, language=None)
-                except Exception as exc:
-                    ui.show_error(exc)
+                ui.show_setup_link(identity, int(target))
 
 # ---------------------------------------------------------------- events tab
 if tab_events.open:

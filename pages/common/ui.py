@@ -332,6 +332,25 @@ def retry_payment(
         st.session_state[flash_key] = ("exception", exc)
 
 
+def show_setup_link(who: Identity, customer_id: int) -> None:
+    """Create a Stripe card setup link for the customer (payments/payment_methods.py, audited)
+    and show it to hand over, or the error as a sentence."""
+    try:
+        with db() as session:
+            url = payment_methods.create_setup_link(
+                session,
+                stripe_gateway(),
+                who,
+                customer_id=customer_id,
+                return_url=st.context.url or "http://localhost:8501",
+                now=utcnow(),
+            )
+        st.success("Send this link to the customer (it expires in 24 hours):")
+        st.code(url, language=None)
+    except Exception as exc:
+        show_error(exc)
+
+
 @contextmanager
 def stop_on_error() -> Iterator[None]:
     """Run the block; on any error show it as one sentence (`show_error`) and stop the page.
